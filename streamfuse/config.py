@@ -1,0 +1,514 @@
+"""Typed configuration: YAML in, dataclasses out, errors that name the key.
+
+A config file is the user interface of a deployment. :func:`load_config` reads it with
+``yaml.safe_load``, substitutes ``${ENV_VAR}`` (or ``${ENV_VAR:-default}``) in strings, applies
+``--set key.path=value`` overrides and builds the dataclasses below. Every mistake is reported as one
+:class:`~streamfuse.errors.ConfigError` line that starts with the key path, for example
+``sources.ir.uri: expected a string, got 5``.
+
+Sources and sinks are tagged unions: the ``type`` key picks the dataclass.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import numpy as np
+import yaml
+
+from streamfuse.errors import ConfigError
+
+DropPolicy = Literal["wait", "drop_oldest"]
+
+
+# --------------------------------------------------------------------------------------------- sources
+@dataclass
+class _SourceCommon:
+    """Options every source has."""
+
+    drop_policy: DropPolicy | None = None
+    """``wait`` never drops (files, folders); ``drop_oldest`` keeps the freshest (live). None: by type."""
+    queue_size: int = 8
+    """Frames buffered between the capture thread and the sync stage."""
+    time_offset_ms: float = 0.0
+    """Added to this source's timestamps before pairing (positive = this camera's clock is behind)."""
+
+    def _check(self, path: str) -> None:
+        if self.queue_size < 1:
+            raise ConfigError(f"{path}.queue_size: must be at least 1, got {self.queue_size}")
+
+
+@dataclass
+class SyntheticSourceConfig(_SourceCommon):
+    """One camera of the procedural scene described by the top-level ``synthetic`` section."""
+
+    type: Literal["synthetic"] = "synthetic"
+    fps: float = 30.0
+    frames: int | None = None
+    """Number of frames to produce; None runs until stopped."""
+    realtime: bool = True
+    """Pace frames at ``fps`` like a live camera; false renders as fast as the pipeline consumes."""
+
+    def _check(self, path: str) -> None:
+        super()._check(path)
+        _positive(self.fps, f"{path}.fps")
+        if self.frames is not None and self.frames < 1:
+            raise ConfigError(f"{path}.frames: must be at least 1 (or null for endless), got {self.frames}")
+
+
+@dataclass
+class VideoSourceConfig(_SourceCommon):
+    """A video file or stream URL opened with PyAV (mp4, mkv, avi, rtsp://, http://)."""
+
+    type: Literal["video"] = "video"
+    uri: str = ""
+    realtime: bool = False
+    """Pace a file at its own frame rate (live URLs are paced by the camera anyway)."""
+
+    def _check(self, path: str) -> None:
+        super()._check(path)
+        if not self.uri:
+            raise ConfigError(f"{path}.uri: missing required value (a file path or stream URL)")
+
+
+@dataclass
+class ImagesSourceConfig(_SourceCommon):
+    """A folder of frames (sorted naturally by name) or a glob pattern, played at ``fps``."""
+
+    type: Literal["images"] = "images"
+    path: str = ""
+    fps: float = 25.0
+    realtime: bool = False
+
+    def _check(self, path: str) -> None:
+        super()._check(path)
+        if not self.path:
+            raise ConfigError(f"{path}.path: missing required value (a folder or a glob such as 'ir/*.png')")
+        _positive(self.fps, f"{path}.fps")
+
+
+@dataclass
+class CameraSourceConfig(_SourceCommon):
+    """A local camera opened with OpenCV: an index (0) or a device path (/dev/video2)."""
+
+    type: Literal["camera"] = "camera"
+    device: int | str = 0
+    width: int | None = None
+    height: int | None = None
+    fps: float | None = None
+
+
+SourceConfig = SyntheticSourceConfig | VideoSourceConfig | ImagesSourceConfig | CameraSourceConfig
+
+
+@dataclass
+class SourcesConfig:
+    """The two cameras."""
+
+    ir: SourceConfig = field(default_factory=SyntheticSourceConfig)
+    vis: SourceConfig = field(default_factory=SyntheticSourceConfig)
+
+
+@dataclass
+class SyntheticConfig:
+    """The procedural scene shared by ``synthetic`` sources (see :mod:`streamfuse.sources.synthetic`)."""
+
+    width: int = 640
+    height: int = 512
+    seed: int = 0
+    time_of_day: Literal["day", "night"] = "day"
+    fog: float = 0.0
+    noise: float = 0.0
+    people: int = 4
+    vehicles: int = 2
+    ir_size: list[int] | None = None
+    """``[width, height]`` of the infrared camera; null = same as visible."""
+    ir_homography: list[list[float]] | None = None
+    """Ground-truth 3x3 misalignment mapping infrared pixels onto the visible grid."""
+
+    def _check(self, path: str) -> None:
+        if self.width < 16 or self.height < 16:
+            raise ConfigError(f"{path}: width and height must be at least 16, got {self.width}x{self.height}")
+        for name in ("fog", "noise"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ConfigError(f"{path}.{name}: must be between 0 and 1, got {value}")
+        if self.ir_size is not None and (len(self.ir_size) != 2 or min(self.ir_size) < 16):
+            raise ConfigError(f"{path}.ir_size: expected [width, height] of at least 16, got {self.ir_size}")
+        if self.ir_homography is not None:
+            check_homography(self.ir_homography, f"{path}.ir_homography")
+
+
+# ------------------------------------------------------------------------------------ other stages
+@dataclass
+class SyncConfig:
+    """Pairing of infrared and visible frames by timestamp."""
+
+    primary: Literal["vis", "ir"] = "vis"
+    """Each primary frame is paired with the nearest frame of the other source."""
+    tolerance_ms: float = 40.0
+    """A primary frame with no partner within this skew is dropped (and counted)."""
+
+    def _check(self, path: str) -> None:
+        if self.tolerance_ms < 0:
+            raise ConfigError(f"{path}.tolerance_ms: must be >= 0, got {self.tolerance_ms}")
+
+
+@dataclass
+class RegistrationConfig:
+    """How the infrared frame is mapped onto the visible image grid."""
+
+    mode: Literal["identity", "resize", "homography"] | None = None
+    """None picks ``homography`` when a matrix is given, else ``identity``."""
+    matrix: list[list[float]] | None = None
+    """3x3 homography mapping infrared pixel coordinates to visible pixel coordinates."""
+
+    def _check(self, path: str) -> None:
+        if self.mode is None:
+            self.mode = "homography" if self.matrix is not None else "identity"
+        if self.mode == "homography":
+            if self.matrix is None:
+                raise ConfigError(f"{path}.matrix: required when mode is 'homography' (a 3x3 list of numbers)")
+            check_homography(self.matrix, f"{path}.matrix")
+        elif self.matrix is not None:
+            raise ConfigError(f"{path}.matrix: only used with mode 'homography' (mode is '{self.mode}')")
+
+
+@dataclass
+class ClassicalConfig:
+    """Options of the classical Laplacian-pyramid fuser."""
+
+    levels: int = 4
+    """Pyramid levels (detail bands + base)."""
+
+    def _check(self, path: str) -> None:
+        if not 1 <= self.levels <= 8:
+            raise ConfigError(f"{path}.levels: must be between 1 and 8, got {self.levels}")
+
+
+@dataclass
+class FusionConfig:
+    """Which fuser combines each pair."""
+
+    fuser: str = "classical"
+    """A registered fuser name (``streamfuse fuse --help`` lists them)."""
+    classical: ClassicalConfig = field(default_factory=ClassicalConfig)
+
+
+# ---------------------------------------------------------------------------------------------- sinks
+@dataclass
+class VideoSinkConfig:
+    """Encode the fused frames into a video file with PyAV."""
+
+    type: Literal["video"] = "video"
+    path: str = ""
+    codec: Literal["h264", "ffv1", "mpeg4"] = "h264"
+    """``h264`` (yuv420p, plays in browsers), ``ffv1`` (lossless; use .mkv) or ``mpeg4``."""
+    crf: int = 23
+    """H.264 quality (lower = better, larger files)."""
+    preset: str = "veryfast"
+    """x264 speed preset."""
+    overwrite: bool = False
+    queue_size: int = 16
+
+    def _check(self, path: str) -> None:
+        if not self.path:
+            raise ConfigError(f"{path}.path: missing required value (the output video file)")
+        if not 0 <= self.crf <= 51:
+            raise ConfigError(f"{path}.crf: must be between 0 and 51, got {self.crf}")
+
+
+@dataclass
+class ImagesSinkConfig:
+    """Write each fused frame as a PNG file in a folder."""
+
+    type: Literal["images"] = "images"
+    path: str = ""
+    pattern: str = "{index:06d}.png"
+    """File name; fields: ``index``, ``seq``, ``name`` (the visible input's file stem, if any)."""
+    overwrite: bool = False
+    queue_size: int = 16
+
+    def _check(self, path: str) -> None:
+        if not self.path:
+            raise ConfigError(f"{path}.path: missing required value (the output folder)")
+        try:
+            self.pattern.format(index=0, seq=0, name="x")
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ConfigError(f"{path}.pattern: invalid pattern {self.pattern!r} ({exc})") from None
+
+
+@dataclass
+class ZmqSinkConfig:
+    """Publish fused frames on a ZeroMQ PUB socket as ``[topic, JSON header, payload]``."""
+
+    type: Literal["zmq"] = "zmq"
+    endpoint: str = "tcp://127.0.0.1:5555"
+    bind: bool = True
+    """Bind the endpoint (subscribers connect) or connect to a subscriber/proxy that binds."""
+    topic: str = "fused"
+    encoding: Literal["raw", "jpeg"] = "jpeg"
+    jpeg_quality: int = 90
+    hwm: int = 4
+    """Send high-water mark: frames queued per subscriber before they are dropped (and counted)."""
+    lossless: bool = False
+    """Block instead of dropping when a subscriber is slow (recording, tests); never for live use."""
+    wait_for_subscribers: int = 0
+    """Before the first frame, wait (up to ``subscriber_timeout_s``) until this many subscribers joined."""
+    subscriber_timeout_s: float = 5.0
+    queue_size: int = 4
+
+    def _check(self, path: str) -> None:
+        if "://" not in self.endpoint:
+            raise ConfigError(f"{path}.endpoint: expected a ZeroMQ endpoint such as tcp://127.0.0.1:5555, "
+                              f"got {self.endpoint!r}")
+        if not 1 <= self.jpeg_quality <= 100:
+            raise ConfigError(f"{path}.jpeg_quality: must be between 1 and 100, got {self.jpeg_quality}")
+        if self.hwm < 1:
+            raise ConfigError(f"{path}.hwm: must be at least 1, got {self.hwm}")
+
+
+SinkConfig = VideoSinkConfig | ImagesSinkConfig | ZmqSinkConfig
+
+
+@dataclass
+class StatsConfig:
+    """Periodic statistics log line."""
+
+    log_every_s: float = 5.0
+    """Seconds between log lines; 0 disables them."""
+
+
+@dataclass
+class Config:
+    """A whole pipeline."""
+
+    sources: SourcesConfig = field(default_factory=SourcesConfig)
+    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+    sync: SyncConfig = field(default_factory=SyncConfig)
+    registration: RegistrationConfig = field(default_factory=RegistrationConfig)
+    fusion: FusionConfig = field(default_factory=FusionConfig)
+    sinks: list[SinkConfig] = field(default_factory=list)
+    stats: StatsConfig = field(default_factory=StatsConfig)
+
+
+# ------------------------------------------------------------------------------------------- loading
+def default_config_path() -> Path:
+    """Path of the packaged demo config (``configs/demo.yaml``), used by ``streamfuse run``."""
+    return Path(str(resources.files("streamfuse") / "configs" / "demo.yaml"))
+
+
+def load_config(path: str | os.PathLike | None = None, overrides: list[str] | None = None,
+                *, env: dict[str, str] | None = None) -> Config:
+    """Read a YAML config file into a :class:`Config`.
+
+    Args:
+        path: The YAML file; None loads the packaged demo config.
+        overrides: ``key.path=value`` strings applied after loading (values parsed as YAML).
+        env: Environment for ``${VAR}`` substitution (default: ``os.environ``).
+
+    Raises:
+        ConfigError: A missing/unreadable file, invalid YAML, unknown key, wrong type or bad value.
+    """
+    path = Path(path) if path is not None else default_config_path()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read config file ({exc})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: invalid YAML ({str(exc).splitlines()[0]} {getattr(exc, 'problem_mark', '')})"
+                          .strip()) from None
+    return config_from_dict(data if data is not None else {}, overrides, env=env)
+
+
+def config_from_dict(data: dict[str, Any], overrides: list[str] | None = None,
+                     *, env: dict[str, str] | None = None) -> Config:
+    """Build a :class:`Config` from plain data (as parsed from YAML); see :func:`load_config`."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"<config>: expected a mapping at the top level, got {type(data).__name__}")
+    data = _substitute_env(data, "", os.environ if env is None else env)
+    for override in overrides or []:
+        apply_override(data, override)
+    return _build(Config, data, "")
+
+
+def apply_override(data: dict[str, Any], override: str) -> None:
+    """Apply one ``key.path=value`` override in place (list items by index: ``sinks.0.path=x``)."""
+    key, sep, raw = override.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set {override!r}: expected key.path=value")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    parts = key.strip().split(".")
+    node: Any = data
+    for depth, part in enumerate(parts):
+        last = depth == len(parts) - 1
+        where = ".".join(parts[: depth + 1])
+        if isinstance(node, list):
+            if not part.isdigit() or int(part) >= len(node):
+                raise ConfigError(f"--set {where}: no list item {part!r} (the list has {len(node)} items)")
+            index = int(part)
+            if last:
+                node[index] = value
+            else:
+                node = node[index]
+        elif isinstance(node, dict):
+            if last:
+                node[part] = value
+            else:
+                if node.get(part) is None:
+                    node[part] = {}
+                node = node[part]
+        else:
+            raise ConfigError(f"--set {where}: {'.'.join(parts[:depth])} is a value, not a section")
+
+
+_ENV_PATTERN = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def _substitute_env(node: Any, path: str, env: typing.Mapping[str, str]) -> Any:
+    if isinstance(node, dict):
+        return {key: _substitute_env(value, _join(path, key), env) for key, value in node.items()}
+    if isinstance(node, list):
+        return [_substitute_env(value, _join(path, str(i)), env) for i, value in enumerate(node)]
+    if isinstance(node, str):
+        def replace(match: re.Match) -> str:
+            name, default = match.group(1), match.group(2)
+            if name in env:
+                return env[name]
+            if default is not None:
+                return default
+            raise ConfigError(f"{path}: environment variable {name} is not set (used as ${{{name}}}); "
+                              f"export it or write ${{{name}:-default}}")
+        return _ENV_PATTERN.sub(replace, node)
+    return node
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else str(key)
+
+
+def _build(cls: type, data: Any, path: str) -> Any:
+    """Build dataclass ``cls`` from ``data``, checking keys and types; ``path`` names the node."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path or '<config>'}: expected a mapping, got {_describe(data)}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    for key in data:
+        if key not in names:
+            raise ConfigError(f"{_join(path, str(key))}: unknown key (expected one of: {', '.join(names)})")
+    values = {key: _convert(hints[key], value, _join(path, key)) for key, value in data.items()}
+    for name in names:  # absent sections get their defaults, checked like written ones
+        if name not in values and dataclasses.is_dataclass(hints[name]):
+            values[name] = _build(hints[name], {}, _join(path, name))
+    obj = cls(**values)
+    check = getattr(obj, "_check", None)
+    if check is not None:
+        check(path)
+    return obj
+
+
+def _convert(hint: Any, value: Any, path: str) -> Any:
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (Union, types.UnionType):
+        if value is None:
+            if type(None) in args:
+                return None
+            raise ConfigError(f"{path}: missing required value")
+        options = [a for a in args if a is not type(None)]
+        tagged = [a for a in options if dataclasses.is_dataclass(a)]
+        if tagged:
+            return _build_tagged(tagged, value, path)
+        errors = []
+        for option in options:
+            try:
+                return _convert(option, value, path)
+            except ConfigError as exc:
+                errors.append(exc)
+        raise errors[0] if len(errors) == 1 else ConfigError(
+            f"{path}: expected {' or '.join(_name(o) for o in options)}, got {_describe(value)}")
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{path}: expected one of {', '.join(map(str, args))}; got {value!r}")
+        return value
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{path}: expected a list, got {_describe(value)}")
+        return [_convert(args[0], item, f"{path}.{i}") for i, item in enumerate(value)]
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, path)
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{path}: expected true or false, got {_describe(value)}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{path}: expected an integer, got {_describe(value)}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ConfigError(f"{path}: expected a number, got {_describe(value)}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{path}: expected a string, got {_describe(value)}")
+        return value
+    raise TypeError(f"unsupported config type {hint!r} at {path}")  # a bug in this module, not user error
+
+
+def _build_tagged(options: list[type], value: Any, path: str) -> Any:
+    by_type = {typing.get_args(typing.get_type_hints(o)["type"])[0]: o for o in options}
+    if not isinstance(value, dict):
+        raise ConfigError(f"{path}: expected a mapping with a 'type' key, got {_describe(value)}")
+    kind = value.get("type")
+    if kind not in by_type:
+        raise ConfigError(f"{path}.type: unknown type {kind!r} (expected one of: {', '.join(by_type)})")
+    return _build(by_type[kind], value, path)
+
+
+def _name(hint: Any) -> str:
+    return {bool: "true/false", int: "an integer", float: "a number", str: "a string"}.get(hint, str(hint))
+
+
+def _describe(value: Any) -> str:
+    text = repr(value)
+    return f"{text if len(text) <= 40 else text[:37] + '...'} ({type(value).__name__})"
+
+
+def _positive(value: float, path: str) -> None:
+    if value <= 0:
+        raise ConfigError(f"{path}: must be positive, got {value}")
+
+
+def check_homography(matrix: Any, path: str) -> np.ndarray:
+    """Validate a 3x3 homography and return it as a float64 array normalised so that ``H[2, 2] == 1``."""
+    try:
+        array = np.asarray(matrix, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{path}: expected a 3x3 list of numbers") from None
+    if array.shape != (3, 3):
+        raise ConfigError(f"{path}: expected a 3x3 matrix, got shape {array.shape}")
+    if not np.all(np.isfinite(array)):
+        raise ConfigError(f"{path}: matrix contains a non-finite value")
+    if abs(array[2, 2]) < 1e-12:
+        raise ConfigError(f"{path}: H[2][2] must not be 0 (a homography is normalised so that H[2][2] = 1)")
+    array = array / array[2, 2]
+    if abs(np.linalg.det(array)) < 1e-9 or np.linalg.cond(array) > 1e12:
+        raise ConfigError(f"{path}: matrix is singular (not invertible); check the calibration")
+    return array

@@ -1,0 +1,32 @@
+"""Exceptions that carry a message meant for the user.
+
+Anything a user can cause (a bad config key, a missing file, a busy port) is raised as a
+:class:`StreamfuseError` subclass whose message names the thing and says what to do. The CLI prints
+that message as one line and exits non-zero; it never shows a traceback for these.
+"""
+
+from __future__ import annotations
+
+
+class StreamfuseError(Exception):
+    """Base class of all user-facing streamfuse errors."""
+
+    exit_code = 1
+
+
+class ConfigError(StreamfuseError):
+    """Invalid configuration: the message starts with the key path (``sources.ir.uri: ...``)."""
+
+    exit_code = 2
+
+
+class SourceError(StreamfuseError):
+    """A source could not be opened or failed while reading (missing file, corrupt video, no camera)."""
+
+
+class SinkError(StreamfuseError):
+    """A sink could not be opened or failed while writing (unwritable path, endpoint in use)."""
+
+
+class PipelineError(StreamfuseError):
+    """A pipeline stage failed; the message names the stage and the cause."""

@@ -1,0 +1,91 @@
+"""The data that flows between pipeline stages.
+
+Images are numpy arrays in OpenCV's conventions: colour frames are ``uint8`` BGR ``(H, W, 3)``,
+infrared frames are ``uint8`` single channel ``(H, W)``. A frame keeps its capture timestamp and
+sequence number from the source to the sink.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+
+@dataclass(slots=True)
+class Frame:
+    """One image from one source.
+
+    Attributes:
+        image: The pixels (``uint8``; BGR ``(H, W, 3)`` or gray ``(H, W)``).
+        timestamp: Capture time in seconds, in the source's clock (stream pts for files, host
+            monotonic time for cameras), before the per-source ``time_offset_ms`` is applied.
+        seq: Sequence number assigned by the source, starting at 0, counting every frame read
+            (including frames later dropped), so gaps reveal drops.
+        source: Name of the source (``"ir"`` or ``"vis"``).
+        created: Host ``time.perf_counter()`` when the frame entered the pipeline, for latency.
+        meta: Extra per-frame data (file name, ground-truth masks, ...).
+    """
+
+    image: np.ndarray
+    timestamp: float
+    seq: int
+    source: str
+    created: float = field(default_factory=time.perf_counter)
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class FramePair:
+    """An infrared and a visible frame matched by time.
+
+    Attributes:
+        ir: The infrared frame (after registration: on the visible grid).
+        vis: The visible (primary) frame.
+        skew: ``ir.timestamp - vis.timestamp`` in seconds, after time offsets.
+        valid: ``uint8`` mask (1 where the registered infrared image has data), or None when all
+            pixels are valid.
+        latency: Milliseconds spent in each stage so far, by stage name.
+    """
+
+    ir: Frame
+    vis: Frame
+    skew: float
+    valid: np.ndarray | None = None
+    latency: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def seq(self) -> int:
+        """The sequence number of the primary (visible) frame."""
+        return self.vis.seq
+
+
+@dataclass(slots=True)
+class FusedFrame:
+    """The output of the fusion stage, sent to every sink.
+
+    Attributes:
+        image: Fused pixels, same size and type as the visible input.
+        index: Position in the output stream (0, 1, 2, ...).
+        pair: The input pair it was made from (timestamps, sequence numbers, metadata).
+        fuser: Name of the fuser that produced it.
+        latency: Milliseconds spent in each stage, by stage name.
+    """
+
+    image: np.ndarray
+    index: int
+    pair: FramePair
+    fuser: str
+    latency: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def timestamp(self) -> float:
+        """Capture timestamp of the visible frame, which drives output timing."""
+        return self.pair.vis.timestamp
+
+    @property
+    def created(self) -> float:
+        """Host time the oldest of the two input frames entered the pipeline."""
+        return min(self.pair.vis.created, self.pair.ir.created)

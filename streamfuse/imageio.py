@@ -1,0 +1,70 @@
+"""Reading and listing still images with clear errors."""
+
+from __future__ import annotations
+
+import glob
+import re
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from streamfuse.errors import SourceError
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm")
+
+
+def natural_key(path: Path | str) -> list:
+    """Sort key that orders ``frame2`` before ``frame10``."""
+    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", Path(path).name)]
+
+
+def list_images(spec: str | Path) -> list[Path]:
+    """The image files of a folder (sorted naturally by name), matching a glob pattern, or one image file.
+
+    Raises:
+        SourceError: The folder does not exist or holds no images, or the glob matches nothing.
+    """
+    text = str(spec)
+    if any(ch in text for ch in "*?["):
+        files = [Path(p) for p in glob.glob(text) if Path(p).suffix.lower() in IMAGE_EXTENSIONS]
+        if not files:
+            raise SourceError(f"{text}: the pattern matches no image files ({', '.join(IMAGE_EXTENSIONS)})")
+    else:
+        folder = Path(text)
+        if folder.is_file() and folder.suffix.lower() in IMAGE_EXTENSIONS:
+            return [folder]
+        if not folder.exists():
+            raise SourceError(f"{folder}: no such folder")
+        if not folder.is_dir():
+            raise SourceError(f"{folder}: expected a folder of images (or a glob such as '{folder}/*.png')")
+        files = [p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS]
+        if not files:
+            raise SourceError(f"{folder}: the folder holds no image files ({', '.join(IMAGE_EXTENSIONS)})")
+    return sorted(files, key=natural_key)
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Read an image as ``uint8``: gray ``(H, W)`` or BGR ``(H, W, 3)``.
+
+    16-bit images (radiometric thermal) are scaled to 8 bits over the full 16-bit range; an alpha
+    channel is dropped.
+
+    Raises:
+        SourceError: The file is missing or is not a readable image.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise SourceError(f"{path}: no such image file")
+    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if image is None:
+        raise SourceError(f"{path}: not a readable image (corrupt file or unsupported format)")
+    if image.dtype == np.uint16:
+        image = (image // 257).astype(np.uint8)
+    elif image.dtype != np.uint8:
+        raise SourceError(f"{path}: unsupported pixel type {image.dtype}; convert it to 8 or 16 bits")
+    if image.ndim == 3 and image.shape[2] == 4:
+        image = cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
+    elif image.ndim == 3 and image.shape[2] == 1:
+        image = image[:, :, 0]
+    return image

@@ -1,0 +1,326 @@
+"""Wiring and lifecycle: sources -> pairing + registration -> fusion -> sinks.
+
+Threads and bounded queues::
+
+    capture-ir ──queue──┐
+                        ├─► pair (sync + register) ──queue──► fuse ──queue per sink──► sink threads
+    capture-vis ─queue──┘
+
+End of a finite input flows downstream as closed queues: every stage drains what it holds, so
+all frames already captured reach the outputs and files are finalised. :meth:`Pipeline.stop` (the
+first Ctrl-C) does the same for a live input; :meth:`Pipeline.abort` (a second Ctrl-C) drops what
+is in flight but still finalises the outputs. A stage that fails records its error, stops the
+sources and lets the others wind down; :meth:`Pipeline.run` then raises it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import signal
+import sys
+import threading
+import time
+from collections.abc import Iterator
+
+from tqdm import tqdm
+
+from streamfuse.config import Config, SyntheticSourceConfig
+from streamfuse.errors import PipelineError, StreamfuseError
+from streamfuse.frames import FramePair, FusedFrame
+from streamfuse.fusers import Fuser, build_fuser
+from streamfuse.fusers.colour import as_gray
+from streamfuse.queues import Closed, StageQueue
+from streamfuse.registration import Registrar, build_registrar
+from streamfuse.sinks import Sink, build_sink
+from streamfuse.sources import Source, build_scene, build_source
+from streamfuse.stats import END_TO_END, PipelineStats
+from streamfuse.sync import PairMatcher
+
+log = logging.getLogger(__name__)
+
+_POLL_S = 0.1
+
+
+class Pipeline:
+    """A running fusion pipeline built from a :class:`~streamfuse.config.Config`.
+
+    Args:
+        config: The pipeline description.
+        max_frames: Stop after this many fused frames (None: until the input ends or :meth:`stop`).
+        stats: Statistics collector (a new one if None).
+        fuser: Use this fuser instead of the one named in the config.
+    """
+
+    def __init__(self, config: Config, *, max_frames: int | None = None, stats: PipelineStats | None = None,
+                 fuser: Fuser | None = None) -> None:
+        if max_frames is not None and max_frames < 1:
+            raise PipelineError(f"--max-frames: must be at least 1, got {max_frames}")
+        self.config = config
+        self.max_frames = max_frames
+        self.stats = stats or PipelineStats()
+        self.fuser = fuser or build_fuser(config.fusion)
+        self.registrar: Registrar = build_registrar(config.registration)
+        scene = None
+        if any(isinstance(c, SyntheticSourceConfig) for c in (config.sources.ir, config.sources.vis)):
+            scene = build_scene(config.synthetic)
+        self.sources: dict[str, Source] = {
+            name: build_source(name, getattr(config.sources, name), scene=scene, stats=self.stats)
+            for name in ("ir", "vis")
+        }
+        self.primary_name = config.sync.primary
+        self.secondary_name = "ir" if self.primary_name == "vis" else "vis"
+        self.sinks: list[Sink] = []
+        self._pairs: StageQueue[FramePair] = StageQueue(4, "wait", name="pairs")
+        self._errors: dict[str, Exception] = {}
+        self._threads: list[threading.Thread] = []
+        self._stopping = threading.Event()
+        self._started = False
+        self.frames_fused = 0
+        self.interrupted = False
+        """True once SIGINT/SIGTERM asked the pipeline to stop."""
+
+    # ------------------------------------------------------------------------------------ lifecycle
+    @property
+    def primary(self) -> Source:
+        """The source every output frame is timed by (the visible camera by default)."""
+        return self.sources[self.primary_name]
+
+    @property
+    def expected_frames(self) -> int | None:
+        """How many frames a finite run will produce, if known."""
+        total = self.primary.expected_frames
+        if self.max_frames is not None:
+            total = min(total, self.max_frames) if total else self.max_frames
+        return total
+
+    def start(self) -> None:
+        """Open all inputs and outputs, then start every thread.
+
+        Anything that fails to open is closed again before the error propagates.
+        """
+        if self._started:
+            raise PipelineError("the pipeline was already started")
+        self._started = True
+        try:
+            for source in self.sources.values():
+                source.start()
+            fps = self.primary.nominal_fps or 30.0
+            for index, sink_config in enumerate(self.config.sinks):
+                sink = build_sink(sink_config, key=f"sinks.{index}", fps=fps, stats=self.stats)
+                sink.reports_output = index == 0
+                sink.start()
+                self.sinks.append(sink)
+        except BaseException:
+            self._shutdown_after_failed_start()
+            raise
+        for name, target in (("pair", self._pair_loop), ("fuse", self._fuse_loop)):
+            thread = threading.Thread(target=self._guard, args=(name, target), name=f"stage-{name}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def _shutdown_after_failed_start(self) -> None:
+        for source in self.sources.values():
+            source.stop()
+        for source in self.sources.values():
+            source.join(5)
+        for sink in self.sinks:
+            sink.queue.close()
+            if sink.running:
+                sink.join(5)
+            else:
+                sink.close()
+
+    def stop(self) -> None:
+        """Stop capturing; everything already captured is still fused and written."""
+        self._stopping.set()
+        for source in self.sources.values():
+            source.stop()
+
+    def abort(self) -> None:
+        """Stop now: drop frames in flight; outputs are still flushed and closed."""
+        self.stop()
+        self._pairs.abort()
+        for source in self.sources.values():
+            source.queue.abort()
+        for sink in self.sinks:
+            sink.queue.abort()
+            closing = getattr(sink, "_closing", None)
+            if closing is not None:
+                closing.set()
+
+    @property
+    def running(self) -> bool:
+        """True while any stage thread is alive."""
+        return any(t.is_alive() for t in self._threads) or any(s.running for s in self.sinks) or any(
+            s.running for s in self.sources.values())
+
+    def errors(self) -> list[Exception]:
+        """Errors of all stages, upstream first."""
+        found = [s.error for s in self.sources.values() if s.error is not None]
+        found += [self._errors[name] for name in ("pair", "fuse") if name in self._errors]
+        found += [s.error for s in self.sinks if s.error is not None]
+        return found
+
+    def join(self, timeout: float | None = None) -> None:
+        """Wait for every thread to end."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        def left() -> float | None:
+            return None if deadline is None else max(0.0, deadline - time.monotonic())
+        for source in self.sources.values():
+            source.join(left())
+        for thread in self._threads:
+            thread.join(left())
+        for sink in self.sinks:
+            sink.join(left())
+
+    def run(self, *, progress: bool = False, install_signal_handlers: bool = True) -> PipelineStats:
+        """Start, run to the end of input (or until stopped), shut down cleanly, and return the statistics.
+
+        Args:
+            progress: Show a progress bar (for finite inputs on a terminal).
+            install_signal_handlers: Map SIGINT/SIGTERM to :meth:`stop` (a second signal to :meth:`abort`).
+
+        Raises:
+            StreamfuseError: A stage failed; the message names it. Outputs are finalised first.
+        """
+        with self._signals_handled(install_signal_handlers):
+            self.start()
+            bar = tqdm(total=self.expected_frames, unit="frame", disable=not progress, dynamic_ncols=True,
+                       file=sys.stderr)
+            try:
+                self._supervise(bar)
+            except BaseException:
+                self.abort()
+                raise
+            finally:
+                self.join(30)
+                bar.close()
+        errors = self.errors()
+        if errors:
+            first = errors[0]
+            raise first if isinstance(first, StreamfuseError) else PipelineError(str(first))
+        return self.stats
+
+    def _supervise(self, bar: tqdm) -> None:
+        log_every = self.config.stats.log_every_s
+        next_log = time.monotonic() + log_every
+        shown = 0
+        while self.running:
+            time.sleep(_POLL_S)
+            if self.errors() and not self._stopping.is_set():
+                self.stop()
+            done = self.stats.frames_out
+            bar.update(done - shown)
+            shown = done
+            if log_every and time.monotonic() >= next_log:
+                next_log += log_every
+                message = self.stats.summary_line()
+                if bar.disable:
+                    log.info(message)
+                else:
+                    bar.write(message, file=sys.stderr)
+        bar.update(self.stats.frames_out - shown)
+
+    @contextlib.contextmanager
+    def _signals_handled(self, install: bool) -> Iterator[None]:
+        if not install or threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        def handle(signum, _frame) -> None:
+            self.interrupted = True
+            if self._stopping.is_set():
+                log.warning("second interrupt: dropping frames in flight, finalising outputs")
+                self.abort()
+            else:
+                log.warning("interrupted: finishing frames in flight (interrupt again to stop now)")
+                self.stop()
+        previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    # ---------------------------------------------------------------------------------------- stages
+    def _guard(self, name: str, target) -> None:
+        try:
+            target()
+        except Exception as exc:
+            log.debug("stage %s failed", name, exc_info=True)
+            self._errors[name] = exc if isinstance(exc, StreamfuseError) else PipelineError(f"{name}: {exc}")
+            self.stop()
+
+    def _pair_loop(self) -> None:
+        primary, secondary = self.primary, self.sources[self.secondary_name]
+        offsets = {name: getattr(self.config.sources, name).time_offset_ms / 1000.0 for name in ("ir", "vis")}
+        matcher = PairMatcher(self.config.sync.tolerance_ms / 1000.0, offsets[self.primary_name],
+                              offsets[self.secondary_name])
+        secondary_done = False
+        emitted = 0
+        try:
+            while True:
+                try:
+                    frame = primary.queue.get()
+                except Closed:
+                    return
+                while not secondary_done and not matcher.ready(frame):
+                    try:
+                        other = secondary.queue.get(timeout=_POLL_S)
+                    except Closed:
+                        secondary_done = True
+                        break
+                    if other is not None:
+                        matcher.add_secondary(other)
+                t0 = time.perf_counter()
+                match = matcher.match(frame)
+                if match.partner is None:
+                    self.stats.count("unpaired")
+                    continue
+                ir, vis = (match.partner, frame) if self.primary_name == "vis" else (frame, match.partner)
+                skew = ir.timestamp + offsets["ir"] - vis.timestamp - offsets["vis"]
+                t1 = time.perf_counter()
+                ir_gray = as_gray(ir.image)
+                warped, valid = self.registrar.apply(ir_gray, vis.image.shape[:2])
+                t2 = time.perf_counter()
+                registered = type(ir)(warped, ir.timestamp, ir.seq, ir.source, ir.created, ir.meta)
+                pair = FramePair(registered, vis, skew, valid, {"sync": (t1 - t0) * 1000, "warp": (t2 - t1) * 1000})
+                self.stats.record_pair(skew)
+                self.stats.record_latency("sync", pair.latency["sync"])
+                self.stats.record_latency("warp", pair.latency["warp"])
+                if not self._pairs.put(pair):
+                    return
+                emitted += 1
+                if self.max_frames is not None and emitted >= self.max_frames:
+                    self.stop()
+                    return
+        finally:
+            self._pairs.close()
+            primary.queue.abort()
+            secondary.queue.abort()
+
+    def _fuse_loop(self) -> None:
+        try:
+            while True:
+                try:
+                    pair = self._pairs.get()
+                except Closed:
+                    return
+                t0 = time.perf_counter()
+                image = self.fuser.fuse(pair.ir.image, pair.vis.image, pair.valid)
+                fuse_ms = (time.perf_counter() - t0) * 1000
+                self.stats.record_latency("fuse", fuse_ms)
+                fused = FusedFrame(image, self.frames_fused, pair, self.fuser.name, {**pair.latency, "fuse": fuse_ms})
+                self.frames_fused += 1
+                if not self.sinks:
+                    self.stats.record_latency(END_TO_END, (time.perf_counter() - fused.created) * 1000)
+                    self.stats.record_output()
+                for sink in self.sinks:
+                    if not sink.queue.put(fused):
+                        return  # the sink failed (its error is reported) or the pipeline was aborted
+        except ValueError as exc:
+            raise PipelineError(f"fusion.fuser ({self.fuser.name}): {exc}") from None
+        finally:
+            self._pairs.abort()
+            for sink in self.sinks:
+                sink.queue.close()

@@ -1,0 +1,73 @@
+"""``streamfuse probe``: what is in a video, stream or image folder; and a description of this machine."""
+
+from __future__ import annotations
+
+import os
+import platform
+from pathlib import Path
+from typing import Any
+
+from streamfuse.errors import SourceError
+from streamfuse.imageio import list_images, read_image
+from streamfuse.sources.video import is_url, open_container, redact
+
+
+def probe(uri: str, *, frames: int = 5) -> dict[str, Any]:
+    """Describe ``uri``: codec, resolution, frame rate, frame count or duration, first timestamps.
+
+    Args:
+        uri: A video file, a stream URL, or a folder/glob of images.
+        frames: How many frames to decode for the first timestamps.
+
+    Raises:
+        SourceError: The input cannot be opened or decoded.
+    """
+    if not is_url(uri) and (Path(uri).is_dir() or any(ch in uri for ch in "*?[")):
+        files = list_images(uri)
+        first = read_image(files[0])
+        return {"input": uri, "kind": "image sequence", "frames": len(files),
+                "resolution": f"{first.shape[1]}x{first.shape[0]}",
+                "channels": 1 if first.ndim == 2 else first.shape[2],
+                "first files": ", ".join(f.name for f in files[:frames])}
+    container = open_container(uri)
+    try:
+        stream = container.streams.video[0]
+        rate = stream.average_rate or stream.guessed_rate
+        duration = (float(container.duration) / 1e6) if container.duration else None
+        timestamps = []
+        try:
+            for frame in container.decode(stream):
+                timestamps.append(round(float(frame.time), 6) if frame.time is not None else None)
+                if len(timestamps) >= frames:
+                    break
+        except Exception as exc:
+            raise SourceError(f"{redact(uri)}: the video opens but its frames do not decode ({exc})") from None
+        return {
+            "input": redact(uri),
+            "kind": "stream" if is_url(uri) else "video file",
+            "container": container.format.name,
+            "codec": stream.codec_context.name,
+            "resolution": f"{stream.codec_context.width}x{stream.codec_context.height}",
+            "pixel format": stream.codec_context.pix_fmt,
+            "frame rate": float(rate) if rate else None,
+            "frames": stream.frames or None,
+            "duration s": round(duration, 3) if duration else None,
+            "time base": str(stream.time_base),
+            "first timestamps": timestamps,
+        }
+    finally:
+        container.close()
+
+
+def describe_machine() -> dict[str, Any]:
+    """CPU model and core count (and GPU name when torch sees one), for benchmark reports."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return {"cpu": cpu, "cores": cores, "python": platform.python_version(), "platform": platform.platform()}

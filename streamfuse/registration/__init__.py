@@ -1,0 +1,18 @@
+"""Registration: mapping the infrared frame onto the visible image grid."""
+
+from __future__ import annotations
+
+from streamfuse.config import RegistrationConfig
+from streamfuse.registration.base import Registrar
+from streamfuse.registration.homography import HomographyRegistrar, IdentityRegistrar, ResizeRegistrar
+
+__all__ = ["Registrar", "IdentityRegistrar", "ResizeRegistrar", "HomographyRegistrar", "build_registrar"]
+
+
+def build_registrar(config: RegistrationConfig) -> Registrar:
+    """The registrar selected by ``registration.mode``."""
+    if config.mode == "homography":
+        return HomographyRegistrar(config.matrix)
+    if config.mode == "resize":
+        return ResizeRegistrar()
+    return IdentityRegistrar()

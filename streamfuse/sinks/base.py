@@ -1,0 +1,100 @@
+"""The Sink base class: consumes fused frames on its own thread."""
+
+from __future__ import annotations
+
+import abc
+import logging
+import threading
+import time
+
+from streamfuse.errors import SinkError
+from streamfuse.frames import FusedFrame
+from streamfuse.queues import Closed, StageQueue
+from streamfuse.stats import END_TO_END, PipelineStats
+
+log = logging.getLogger(__name__)
+
+
+class Sink(abc.ABC):
+    """An output of the pipeline (video file, image folder, ZeroMQ socket).
+
+    Subclasses implement :meth:`open`, :meth:`write` and :meth:`close`. :meth:`open` runs on the
+    caller's thread inside :meth:`start` (so an unwritable path or a busy port fails before any
+    frame is processed); :meth:`write` runs on the sink's thread; :meth:`close` always runs when the
+    thread ends, whatever the reason, so files are finalised on every exit path.
+
+    Args:
+        stage: Name under which write latency is reported (``encode``, ``publish``, ``write``).
+        queue_size: Fused frames buffered for this sink (the fuser waits when it is full).
+        stats: Where latency is recorded.
+    """
+
+    stage = "sink"
+
+    def __init__(self, *, queue_size: int = 16, stats: PipelineStats | None = None) -> None:
+        self.queue: StageQueue[FusedFrame] = StageQueue(queue_size, "wait", name=f"sink {self.stage}")
+        self.stats = stats or PipelineStats()
+        self.error: Exception | None = None
+        self.frames_written = 0
+        self.reports_output = False
+        self._thread: threading.Thread | None = None
+
+    @abc.abstractmethod
+    def open(self) -> None:
+        """Acquire the output (create the folder, bind the socket); raise :class:`SinkError` on failure."""
+
+    @abc.abstractmethod
+    def write(self, frame: FusedFrame) -> None:
+        """Deliver one fused frame."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Flush and release the output; must be safe to call after a failed :meth:`write`."""
+
+    def describe(self) -> str:
+        """A short human-readable description for logs."""
+        return type(self).__name__
+
+    def start(self) -> None:
+        """Open the output and start the sink thread."""
+        self.open()
+        self._thread = threading.Thread(target=self._run, name=f"sink-{self.stage}", daemon=True)
+        self._thread.start()
+
+    def join(self, timeout: float | None = None) -> None:
+        """Wait for the sink thread to finish (after its queue was closed)."""
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    @property
+    def running(self) -> bool:
+        """True while the sink thread is alive."""
+        return self._thread is not None and self._thread.is_alive()
+
+    def _run(self) -> None:
+        try:
+            while True:
+                try:
+                    frame = self.queue.get()
+                except Closed:
+                    break
+                t0 = time.perf_counter()
+                self.write(frame)
+                done = time.perf_counter()
+                self.frames_written += 1
+                self.stats.record_latency(self.stage, (done - t0) * 1000.0)
+                if self.reports_output:
+                    self.stats.record_latency(END_TO_END, (done - frame.created) * 1000.0)
+                    self.stats.record_output()
+        except SinkError as exc:
+            self.error = exc
+        except Exception as exc:
+            log.debug("sink %s failed", self.stage, exc_info=True)
+            self.error = SinkError(f"{self.describe()}: write failed after {self.frames_written} frames: {exc}")
+        finally:
+            self.queue.abort()
+            try:
+                self.close()
+            except Exception as exc:
+                if self.error is None:
+                    self.error = SinkError(f"{self.describe()}: could not be finalised: {exc}")

@@ -1,0 +1,62 @@
+"""Write fused frames as numbered PNG files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+
+from streamfuse.errors import SinkError
+from streamfuse.frames import FusedFrame
+from streamfuse.sinks.base import Sink
+
+
+class ImagesSink(Sink):
+    """Writes each fused frame as an image file in a folder.
+
+    Args:
+        path: Output folder (created if missing).
+        pattern: File name pattern with fields ``index``, ``seq`` and ``name`` (the visible input's
+            file stem when the input is a folder of images, otherwise the index). The extension
+            picks the format (.png by default).
+        overwrite: Replace existing files of the same name.
+        key: Config key path used in error messages.
+        **kwargs: Passed to :class:`Sink` (queue size, stats).
+    """
+
+    stage = "write"
+
+    def __init__(self, path: str | Path, *, pattern: str = "{index:06d}.png", overwrite: bool = False,
+                 key: str = "sinks.images", **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.path = Path(path)
+        self.pattern = pattern
+        self.overwrite = overwrite
+        self.key = key
+
+    def describe(self) -> str:
+        return f"image sink {self.path}"
+
+    def open(self) -> None:
+        if self.path.exists() and not self.path.is_dir():
+            raise SinkError(f"{self.key}.path: {self.path} is a file; the images sink writes into a folder")
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise SinkError(f"{self.key}.path: cannot create folder {self.path} ({exc.strerror})") from None
+
+    def file_for(self, frame: FusedFrame) -> Path:
+        """The output path of ``frame``."""
+        name = frame.pair.vis.meta.get("name", f"{frame.index:06d}")
+        return self.path / self.pattern.format(index=frame.index, seq=frame.pair.seq, name=name)
+
+    def write(self, frame: FusedFrame) -> None:
+        target = self.file_for(frame)
+        if target.exists() and not self.overwrite:
+            raise SinkError(f"{self.key}: {target} already exists; choose another folder or allow overwriting "
+                            "(sink option overwrite: true, or -y/--overwrite)")
+        if not cv2.imwrite(str(target), frame.image):
+            raise SinkError(f"{self.key}: could not write {target} (unknown image extension or disk full)")
+
+    def close(self) -> None:
+        """Nothing to finalise: every file is complete when written."""

@@ -1,0 +1,162 @@
+"""Encode fused frames into a video file with PyAV."""
+
+from __future__ import annotations
+
+import logging
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+
+from streamfuse.errors import SinkError
+from streamfuse.frames import FusedFrame
+from streamfuse.sinks.base import Sink
+
+log = logging.getLogger(__name__)
+
+#: codec name in config -> (FFmpeg encoder, pixel format of the encoded stream)
+CODECS = {
+    "h264": ("libx264", "yuv420p"),
+    "ffv1": ("ffv1", "bgr0"),
+    "mpeg4": ("mpeg4", "yuv420p"),
+}
+
+#: Presentation timestamps are in milliseconds.
+TIME_BASE = Fraction(1, 1000)
+
+
+def prepare_output_file(path: Path, overwrite: bool, key: str) -> None:
+    """Check that ``path`` may be written: parent folder created, existing file only with ``overwrite``."""
+    if path.is_dir():
+        raise SinkError(f"{key}: {path} is a folder; give a file name such as {path / 'fused.mp4'}")
+    if path.exists() and not overwrite:
+        raise SinkError(f"{key}: {path} already exists; choose another path or allow overwriting "
+                        "(sink option overwrite: true, or -y/--overwrite)")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SinkError(f"{key}: cannot create folder {path.parent} ({exc.strerror})") from None
+
+
+class VideoWriter:
+    """Encodes images into a video file; the codec stream is created from the first image's size.
+
+    Presentation timestamps come from the images' capture timestamps (relative to the first image,
+    in milliseconds), so the file plays at real speed even when frames were dropped; a timestamp
+    that does not increase is nudged forward by 1 ms. H.264 needs even dimensions: an odd last row
+    or column is repeated. :meth:`close` flushes the encoder and finalises the file.
+
+    Args:
+        path: Output file (the container is chosen from its extension: .mp4, .mkv, .avi, ...).
+        codec: ``h264`` (yuv420p), ``ffv1`` (lossless) or ``mpeg4``.
+        crf: H.264 constant rate factor.
+        preset: x264 preset.
+        fps: Nominal frame rate written in the stream header.
+        overwrite: Replace an existing file.
+        key: Config key path used in error messages.
+    """
+
+    def __init__(self, path: str | Path, *, codec: str = "h264", crf: int = 23, preset: str = "veryfast",
+                 fps: float = 30.0, overwrite: bool = False, key: str = "sinks.video") -> None:
+        if codec not in CODECS:
+            raise SinkError(f"{key}.codec: unknown codec {codec!r} (available: {', '.join(CODECS)})")
+        self.path = Path(path)
+        self.codec = codec
+        self.crf = crf
+        self.preset = preset
+        self.fps = fps
+        self.key = key
+        self.frames_written = 0
+        prepare_output_file(self.path, overwrite, key)
+        try:
+            self._container = av.open(str(self.path), mode="w")
+        except (av.error.FFmpegError, ValueError) as exc:
+            raise SinkError(f"{key}.path: cannot create video {self.path} ({exc}); "
+                            "use a known extension such as .mp4 or .mkv") from None
+        self._stream = None
+        self._first_timestamp: float | None = None
+        self._last_pts = -1
+        self._size: tuple[int, int] | None = None
+
+    def _open_stream(self, width: int, height: int) -> None:
+        encoder, pix_fmt = CODECS[self.codec]
+        stream = self._container.add_stream(encoder, rate=Fraction(self.fps).limit_denominator(1001))
+        stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
+        stream.time_base = TIME_BASE
+        if self.codec == "h264":
+            stream.options = {"crf": str(self.crf), "preset": self.preset}
+        stream.thread_type = "AUTO"
+        self._stream = stream
+        self._size = (width, height)
+
+    def write(self, image: np.ndarray, timestamp: float) -> None:
+        """Encode one ``uint8`` BGR or gray image captured at ``timestamp`` seconds."""
+        if self._container is None:
+            raise SinkError(f"{self.path}: the video is already closed")
+        if image.ndim == 2:
+            image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+        if self.codec != "ffv1" and (image.shape[0] % 2 or image.shape[1] % 2):
+            image = cv2.copyMakeBorder(image, 0, image.shape[0] % 2, 0, image.shape[1] % 2, cv2.BORDER_REPLICATE)
+        height, width = image.shape[:2]
+        if self._stream is None:
+            self._open_stream(width, height)
+        elif self._size != (width, height):
+            raise SinkError(f"{self.path}: frame size changed from {self._size[0]}x{self._size[1]} to "
+                            f"{width}x{height}; a video file needs one size")
+        if self._first_timestamp is None:
+            self._first_timestamp = timestamp
+        pts = max(int(round((timestamp - self._first_timestamp) * 1000)), self._last_pts + 1)
+        self._last_pts = pts
+        video_frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="bgr24")
+        video_frame.pts = pts
+        video_frame.time_base = TIME_BASE
+        self._container.mux(self._stream.encode(video_frame))
+        self.frames_written += 1
+
+    def close(self) -> None:
+        """Flush the encoder and close the file (a file that got no frame is removed). Idempotent."""
+        if self._container is None:
+            return
+        container, self._container = self._container, None
+        try:
+            if self._stream is not None:
+                container.mux(self._stream.encode(None))
+        finally:
+            container.close()
+        if self._stream is None:
+            self.path.unlink(missing_ok=True)
+
+
+class VideoSink(Sink):
+    """Pipeline sink writing fused frames with a :class:`VideoWriter` (see there for timing rules).
+
+    Args:
+        path: Output video file.
+        codec, crf, preset, fps, overwrite, key: As for :class:`VideoWriter`.
+        **kwargs: Passed to :class:`Sink` (queue size, stats).
+    """
+
+    stage = "encode"
+
+    def __init__(self, path: str | Path, *, codec: str = "h264", crf: int = 23, preset: str = "veryfast",
+                 fps: float = 30.0, overwrite: bool = False, key: str = "sinks.video", **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.path = Path(path)
+        self._writer_options = {"codec": codec, "crf": crf, "preset": preset, "fps": fps,
+                                "overwrite": overwrite, "key": key}
+        self.writer: VideoWriter | None = None
+
+    def describe(self) -> str:
+        return f"video sink {self.path}"
+
+    def open(self) -> None:
+        self.writer = VideoWriter(self.path, **self._writer_options)
+
+    def write(self, frame: FusedFrame) -> None:
+        self.writer.write(frame.image, frame.timestamp)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()

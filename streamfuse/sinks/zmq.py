@@ -1,0 +1,335 @@
+"""ZeroMQ output: a publisher sink and a subscriber client.
+
+Wire format: multipart ``[topic, header, payload]``. ``topic`` is UTF-8 (subscribers filter on it),
+``header`` is UTF-8 JSON (see :func:`make_header`), ``payload`` is the image: raw bytes in
+row-major ``(height, width[, channels])`` ``uint8`` order (BGR for colour) or a JPEG file.
+
+The publisher is an XPUB socket with ``XPUB_NODROP``, so reaching a subscriber's high-water mark is
+visible instead of silent: in the default live mode the frame is dropped and counted (as a plain
+PUB would, but counted), in ``lossless`` mode the publisher waits for the slow subscriber.
+``ZMQ_CONFLATE`` cannot be used with multipart messages, which is why :class:`Subscriber` keeps the
+newest frame itself, on its own thread.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import cv2
+import numpy as np
+import zmq
+
+from streamfuse.errors import SinkError, StreamfuseError
+from streamfuse.frames import FusedFrame
+from streamfuse.sinks.base import Sink
+
+log = logging.getLogger(__name__)
+
+HEADER_VERSION = 1
+
+
+def wall_clock(perf_time: float) -> float:
+    """Convert a ``time.perf_counter()`` instant of this process to Unix time (seconds)."""
+    return time.time() - (time.perf_counter() - perf_time)
+
+
+def make_header(frame: FusedFrame, image: np.ndarray, encoding: str, topic: str) -> dict[str, Any]:
+    """The JSON header published with a fused frame.
+
+    Keys: ``version``, ``topic``, ``index`` (output counter), ``seq`` (visible frame sequence
+    number), ``seq_ir``, ``timestamp_vis`` / ``timestamp_ir`` (capture timestamps, seconds, source
+    clocks), ``skew_ms``, ``captured_at`` and ``published_at`` (Unix time, seconds), ``width``,
+    ``height``, ``channels``, ``dtype``, ``encoding`` (``raw``/``jpeg``), ``fuser`` and
+    ``latency_ms`` (per stage).
+    """
+    pair = frame.pair
+    return {
+        "version": HEADER_VERSION,
+        "topic": topic,
+        "index": frame.index,
+        "seq": pair.vis.seq,
+        "seq_ir": pair.ir.seq,
+        "timestamp_vis": pair.vis.timestamp,
+        "timestamp_ir": pair.ir.timestamp,
+        "skew_ms": pair.skew * 1000.0,
+        "captured_at": wall_clock(frame.created),
+        "published_at": time.time(),
+        "width": int(image.shape[1]),
+        "height": int(image.shape[0]),
+        "channels": 1 if image.ndim == 2 else int(image.shape[2]),
+        "dtype": str(image.dtype),
+        "encoding": encoding,
+        "fuser": frame.fuser,
+        "latency_ms": {name: round(ms, 3) for name, ms in frame.latency.items()},
+    }
+
+
+def _socket_error(key: str, endpoint: str, exc: zmq.ZMQError) -> SinkError:
+    if exc.errno == errno.EADDRINUSE:
+        return SinkError(f"{key}.endpoint: {endpoint} is already in use; stop the other program or choose "
+                         "another port")
+    return SinkError(f"{key}.endpoint: cannot use {endpoint} ({exc.strerror}); expected e.g. tcp://127.0.0.1:5555")
+
+
+class ZmqSink(Sink):
+    """Publishes fused frames on an XPUB socket (see the module docstring for the wire format).
+
+    Args:
+        endpoint: ZeroMQ endpoint, e.g. ``tcp://0.0.0.0:5555`` (bind) or ``tcp://host:5555`` (connect).
+        bind: Bind (subscribers connect here) or connect (to a broker or a binding subscriber).
+        topic: Topic frame of every message.
+        encoding: ``jpeg`` (small) or ``raw`` (exact pixels).
+        jpeg_quality: 1..100.
+        hwm: Messages queued per subscriber before dropping (or waiting, in lossless mode).
+        lossless: Wait for slow subscribers instead of dropping.
+        wait_for_subscribers: Before the first frame, wait until this many subscribers joined.
+        subscriber_timeout_s: How long to wait for them.
+        key: Config key path used in error messages.
+        **kwargs: Passed to :class:`Sink` (queue size, stats).
+    """
+
+    stage = "publish"
+
+    def __init__(self, endpoint: str, *, bind: bool = True, topic: str = "fused", encoding: str = "jpeg",
+                 jpeg_quality: int = 90, hwm: int = 4, lossless: bool = False, wait_for_subscribers: int = 0,
+                 subscriber_timeout_s: float = 5.0, key: str = "sinks.zmq", **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.endpoint = endpoint
+        self.bind = bind
+        self.topic = topic
+        self.encoding = encoding
+        self.jpeg_quality = jpeg_quality
+        self.hwm = hwm
+        self.lossless = lossless
+        self.wait_for_subscribers = wait_for_subscribers
+        self.subscriber_timeout_s = subscriber_timeout_s
+        self.key = key
+        self.dropped = 0
+        self.subscribers = 0
+        self._context: zmq.Context | None = None
+        self._socket: zmq.Socket | None = None
+        self._closing = threading.Event()
+
+    def describe(self) -> str:
+        return f"zmq sink {self.endpoint}"
+
+    def open(self) -> None:
+        self._context = zmq.Context()
+        socket = self._context.socket(zmq.XPUB)
+        socket.setsockopt(zmq.SNDHWM, self.hwm)
+        socket.setsockopt(zmq.XPUB_NODROP, 1)
+        socket.setsockopt(zmq.XPUB_VERBOSE, 1)
+        socket.setsockopt(zmq.LINGER, 1000 if self.lossless else 0)
+        try:
+            socket.bind(self.endpoint) if self.bind else socket.connect(self.endpoint)
+        except zmq.ZMQError as exc:
+            socket.close(0)
+            self._context.term()
+            self._context = None
+            raise _socket_error(self.key, self.endpoint, exc) from None
+        self._socket = socket
+        if self.wait_for_subscribers:
+            self._await_subscribers()
+
+    def _poll_subscriptions(self, timeout_ms: int = 0) -> None:
+        """Read subscribe/unsubscribe notifications to keep :attr:`subscribers` current."""
+        while self._socket.poll(timeout_ms, zmq.POLLIN):
+            message = self._socket.recv()
+            if message[:1] == b"\x01":
+                self.subscribers += 1
+            elif message[:1] == b"\x00":
+                self.subscribers = max(0, self.subscribers - 1)
+            timeout_ms = 0
+
+    def _await_subscribers(self) -> None:
+        deadline = time.monotonic() + self.subscriber_timeout_s
+        while self.subscribers < self.wait_for_subscribers and time.monotonic() < deadline:
+            self._poll_subscriptions(50)
+        if self.subscribers < self.wait_for_subscribers:
+            log.warning("%s: only %d of %d subscribers joined within %.1f s; publishing anyway",
+                        self.describe(), self.subscribers, self.wait_for_subscribers, self.subscriber_timeout_s)
+
+    def encode(self, image: np.ndarray) -> bytes:
+        """The payload bytes of ``image`` in this sink's encoding."""
+        if self.encoding == "jpeg":
+            ok, data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, self.jpeg_quality])
+            if not ok:
+                raise SinkError(f"{self.describe()}: JPEG encoding failed for a {image.shape} image")
+            return data.tobytes()
+        return np.ascontiguousarray(image).tobytes()
+
+    def write(self, frame: FusedFrame) -> None:
+        self._poll_subscriptions()
+        payload = self.encode(frame.image)
+        header = make_header(frame, frame.image, self.encoding, self.topic)
+        message = [self.topic.encode(), json.dumps(header).encode(), payload]
+        while True:
+            try:
+                self._socket.send_multipart(message, flags=zmq.NOBLOCK, copy=False)
+                return
+            except zmq.Again:
+                if not self.lossless:
+                    self.dropped += 1
+                    self.stats.count("drops.zmq")
+                    return
+                if self._closing.is_set():
+                    return
+                self._socket.poll(50, zmq.POLLOUT)
+
+    def close(self) -> None:
+        self._closing.set()
+        if self._socket is not None:
+            self._socket.close()
+            self._socket = None
+        if self._context is not None:
+            self._context.term()
+            self._context = None
+
+
+# ---------------------------------------------------------------------------------------- subscriber
+@dataclass
+class ReceivedFrame:
+    """A frame received from a streamfuse publisher.
+
+    Attributes:
+        image: Decoded ``uint8`` pixels (BGR or gray).
+        header: The JSON header (see :func:`make_header`).
+        received_at: Unix time of arrival.
+    """
+
+    image: np.ndarray
+    header: dict[str, Any]
+    received_at: float
+
+    @property
+    def latency_ms(self) -> float:
+        """Capture-to-arrival latency (needs publisher and subscriber clocks in sync across machines)."""
+        return (self.received_at - self.header["captured_at"]) * 1000.0
+
+
+def decode_message(parts: list[bytes]) -> ReceivedFrame:
+    """Decode one ``[topic, header, payload]`` message.
+
+    Raises:
+        StreamfuseError: The message is not a streamfuse frame.
+    """
+    received_at = time.time()
+    if len(parts) != 3:
+        raise StreamfuseError(f"expected a 3-part message [topic, header, payload], got {len(parts)} parts")
+    try:
+        header = json.loads(parts[1])
+        shape = (header["height"], header["width"]) + ((header["channels"],) if header["channels"] > 1 else ())
+        if header["encoding"] == "jpeg":
+            flag = cv2.IMREAD_COLOR if header["channels"] == 3 else cv2.IMREAD_GRAYSCALE
+            image = cv2.imdecode(np.frombuffer(parts[2], np.uint8), flag)
+        else:
+            image = np.frombuffer(parts[2], dtype=header["dtype"]).reshape(shape)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise StreamfuseError(f"malformed streamfuse message ({exc})") from None
+    if image is None or image.shape != shape:
+        raise StreamfuseError(f"payload does not decode to the {shape} image its header announces")
+    return ReceivedFrame(image, header, received_at)
+
+
+class Subscriber:
+    """Client for a streamfuse ZeroMQ publisher.
+
+    Two ways to consume:
+
+    * ``keep="latest"`` (live viewers): a background thread receives continuously and keeps only
+      the newest frame; :meth:`latest` returns it. Frames the caller was too slow for are counted
+      in :attr:`skipped`.
+    * ``keep="all"`` (recording, analysis): :meth:`receive` returns every frame in order (up to the
+      socket's high-water mark ``hwm``).
+
+    Args:
+        endpoint: The publisher's endpoint (``tcp://host:5555``).
+        topic: Topic prefix to subscribe to.
+        keep: ``latest`` or ``all``.
+        bind: Bind instead of connect (when the publisher connects).
+        hwm: Receive high-water mark.
+    """
+
+    def __init__(self, endpoint: str, *, topic: str = "fused", keep: str = "latest", bind: bool = False,
+                 hwm: int = 1000) -> None:
+        if keep not in ("latest", "all"):
+            raise ValueError(f"keep must be 'latest' or 'all', got {keep!r}")
+        self.endpoint = endpoint
+        self.keep = keep
+        self.received = 0
+        self.skipped = 0
+        self._context = zmq.Context()
+        self._socket = self._context.socket(zmq.SUB)
+        self._socket.setsockopt(zmq.RCVHWM, hwm)
+        self._socket.setsockopt(zmq.LINGER, 0)
+        self._socket.setsockopt(zmq.SUBSCRIBE, topic.encode())
+        try:
+            self._socket.bind(endpoint) if bind else self._socket.connect(endpoint)
+        except zmq.ZMQError as exc:
+            self.close()
+            raise StreamfuseError(f"{endpoint}: cannot {'bind' if bind else 'connect'} ({exc.strerror})") from None
+        self._newest: ReceivedFrame | None = None
+        self._condition = threading.Condition()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        if keep == "latest":
+            self._thread = threading.Thread(target=self._receive_loop, name="zmq-subscriber", daemon=True)
+            self._thread.start()
+
+    def _receive_once(self, timeout: float | None) -> ReceivedFrame | None:
+        if not self._socket.poll(None if timeout is None else int(timeout * 1000), zmq.POLLIN):
+            return None
+        frame = decode_message(self._socket.recv_multipart())
+        self.received += 1
+        return frame
+
+    def _receive_loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                frame = self._receive_once(0.1)
+            except StreamfuseError as exc:
+                log.warning("%s: skipped a message: %s", self.endpoint, exc)
+                continue
+            except zmq.ZMQError:
+                break  # socket closed
+            if frame is not None:
+                with self._condition:
+                    if self._newest is not None:
+                        self.skipped += 1
+                    self._newest = frame
+                    self._condition.notify_all()
+
+    def latest(self, timeout: float | None = None) -> ReceivedFrame | None:
+        """The newest frame not yet returned, waiting up to ``timeout`` seconds; None on timeout."""
+        if self.keep != "latest":
+            raise RuntimeError("latest() needs keep='latest'; use receive() with keep='all'")
+        with self._condition:
+            self._condition.wait_for(lambda: self._newest is not None, timeout)
+            frame, self._newest = self._newest, None
+            return frame
+
+    def receive(self, timeout: float | None = None) -> ReceivedFrame | None:
+        """The next frame in order, waiting up to ``timeout`` seconds; None on timeout."""
+        if self.keep != "all":
+            raise RuntimeError("receive() needs keep='all'; use latest() with keep='latest'")
+        return self._receive_once(timeout)
+
+    def close(self) -> None:
+        """Stop receiving and release the socket."""
+        self._stop.set()
+        if getattr(self, "_thread", None) is not None:
+            self._thread.join(1.0)
+        self._socket.close(0)
+        self._context.term()
+
+    def __enter__(self) -> Subscriber:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()

@@ -1,0 +1,62 @@
+"""Local cameras opened with OpenCV (V4L2 devices on Linux)."""
+
+from __future__ import annotations
+
+import time
+
+import cv2
+
+from streamfuse.errors import SourceError
+from streamfuse.sources.base import Capture, Source
+
+
+class CameraSource(Source):
+    """Frames from an OpenCV capture device, stamped with the host's monotonic clock.
+
+    Args:
+        name: Source name (``ir``/``vis``).
+        device: A device index (``0``) or path (``/dev/video2``).
+        width, height, fps: Requested capture mode (the driver may pick the nearest it supports).
+        **kwargs: Passed to :class:`Source` (drop policy, queue size, stats).
+    """
+
+    default_drop_policy = "drop_oldest"
+
+    def __init__(self, name: str, device: int | str = 0, *, width: int | None = None,
+                 height: int | None = None, fps: float | None = None, **kwargs) -> None:
+        super().__init__(name, **kwargs)
+        self.device = device
+        self.requested = {cv2.CAP_PROP_FRAME_WIDTH: width, cv2.CAP_PROP_FRAME_HEIGHT: height, cv2.CAP_PROP_FPS: fps}
+        self._capture: cv2.VideoCapture | None = None
+
+    def open(self) -> None:
+        device = int(self.device) if isinstance(self.device, str) and self.device.isdigit() else self.device
+        capture = cv2.VideoCapture(device)
+        if not capture.isOpened():
+            capture.release()
+            raise SourceError(f"sources.{self.name}.device: cannot open camera {self.device!r}; check that it is "
+                              "connected, not used by another program, and that you may read it (group 'video')")
+        for prop, value in self.requested.items():
+            if value is not None:
+                capture.set(prop, value)
+        self._capture = capture
+
+    def read(self) -> Capture | None:
+        ok, image = self._capture.read()
+        if not ok:
+            raise SourceError(f"sources.{self.name}: camera {self.device!r} stopped delivering frames")
+        return Capture(image, time.monotonic(), {})
+
+    def close(self) -> None:
+        if self._capture is not None:
+            self._capture.release()
+            self._capture = None
+
+    @property
+    def nominal_fps(self) -> float | None:
+        if self._capture is not None:
+            return self._capture.get(cv2.CAP_PROP_FPS) or None
+        return self.requested[cv2.CAP_PROP_FPS]
+
+    def describe(self) -> str:
+        return f"camera {self.device}"

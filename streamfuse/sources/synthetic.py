@@ -1,0 +1,70 @@
+"""The embedded demo camera pair: the procedural scene of :mod:`streamfuse.sources.synthetic_scene`."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from streamfuse.config import SyntheticConfig
+from streamfuse.sources.base import Capture, Source
+from streamfuse.sources.synthetic_scene import SyntheticScene
+
+
+def build_scene(config: SyntheticConfig) -> SyntheticScene:
+    """The scene described by a ``synthetic`` config section (deterministic for its seed)."""
+    return SyntheticScene(
+        config.width, config.height, seed=config.seed, time_of_day=config.time_of_day, fog=config.fog,
+        noise=config.noise, people=config.people, vehicles=config.vehicles,
+        ir_size=tuple(config.ir_size) if config.ir_size else None,
+        ir_homography=np.asarray(config.ir_homography, dtype=np.float64) if config.ir_homography else None,
+    )
+
+
+class SyntheticSource(Source):
+    """One camera (``ir`` or ``vis``) of a :class:`SyntheticScene`; frame ``i`` shows time ``i / fps``.
+
+    The visible camera attaches the ground-truth object mask (0 background, 1 person, 2 vehicle,
+    visible-grid coordinates) as ``frame.meta["mask"]`` when ``with_masks`` is set.
+
+    Args:
+        name: ``ir`` renders the thermal camera, anything else the visible one.
+        scene: The shared scene.
+        fps: Frame rate of this camera.
+        frames: How many frames to produce; None for an endless stream.
+        realtime: Pace frames at ``fps`` like a live camera (and drop the oldest frame when the
+            pipeline falls behind, unless a drop policy is given).
+        with_masks: Attach ground-truth masks to visible frames.
+        **kwargs: Passed to :class:`Source` (drop policy, queue size, stats).
+    """
+
+    def __init__(self, name: str, scene: SyntheticScene, *, fps: float = 30.0, frames: int | None = None,
+                 realtime: bool = True, with_masks: bool = False, **kwargs) -> None:
+        if kwargs.get("drop_policy") is None:
+            kwargs["drop_policy"] = "drop_oldest" if realtime else "wait"
+        super().__init__(name, pace_fps=fps if realtime else None, **kwargs)
+        self.scene = scene
+        self.fps = fps
+        self.frames = frames
+        self.with_masks = with_masks and name != "ir"
+
+    def open(self) -> None:
+        """Nothing to open: the scene is procedural."""
+
+    def read(self) -> Capture | None:
+        if self.frames is not None and self.frames_read >= self.frames:
+            return None
+        t = self.frames_read / self.fps
+        if self.name == "ir":
+            return Capture(self.scene.render_ir(t), t, {})
+        meta = {"mask": self.scene.object_mask(t)} if self.with_masks else {}
+        return Capture(self.scene.render_vis(t), t, meta)
+
+    @property
+    def expected_frames(self) -> int | None:
+        return self.frames
+
+    @property
+    def nominal_fps(self) -> float | None:
+        return self.fps
+
+    def describe(self) -> str:
+        return f"synthetic {'thermal' if self.name == 'ir' else 'visible'} camera"

@@ -1,0 +1,58 @@
+"""Shared fixtures: small synthetic inputs, the shared data folder, free ports."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("STREAMFUSE_DATA", REPO.parent / "shared" / "data"))
+
+
+def shared_data(*parts: str) -> Path:
+    """A path inside ../shared/data; skips the test with a reason when it is absent."""
+    path = SHARED_DATA.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"shared data not available: {path} (set STREAMFUSE_DATA to the data folder)")
+    return path
+
+
+@pytest.fixture
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def make_pair(index: int, size: tuple[int, int] = (64, 48)) -> tuple[np.ndarray, np.ndarray]:
+    """A small IR/VIS pair: a textured visible image and a thermal image with a hot square.
+
+    The frame index is drawn into both so tests can tell frames apart.
+    """
+    width, height = size
+    rng = np.random.default_rng(index)
+    vis = rng.integers(60, 120, (height, width, 3), dtype=np.uint8)
+    ir = np.full((height, width), 40, np.uint8)
+    x = (index * 3) % (width - 12)
+    ir[10:22, x:x + 12] = 230
+    cv2.putText(vis, str(index), (2, height - 4), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 255), 1)
+    return ir, vis
+
+
+@pytest.fixture
+def image_folders(tmp_path: Path) -> tuple[Path, Path]:
+    """Two folders of 12 small IR and VIS PNG frames named so that natural sorting matters (f2 < f10)."""
+    ir_dir, vis_dir = tmp_path / "ir", tmp_path / "vis"
+    ir_dir.mkdir()
+    vis_dir.mkdir()
+    for index in range(12):
+        ir, vis = make_pair(index)
+        cv2.imwrite(str(ir_dir / f"f{index}.png"), ir)
+        cv2.imwrite(str(vis_dir / f"f{index}.png"), vis)
+    return ir_dir, vis_dir

@@ -1,0 +1,95 @@
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+from conftest import make_pair
+
+from streamfuse.config import FusionConfig
+from streamfuse.errors import ConfigError
+from streamfuse.fusers import ClassicalFuser, build_fuser, fuse_luminance
+
+
+def scene(size=(128, 96)):
+    """Visible: textured, a dark person-sized patch hidden in shadow; thermal: the same patch hot."""
+    width, height = size
+    rng = np.random.default_rng(0)
+    vis_y = cv2.GaussianBlur(rng.integers(40, 200, (height, width)).astype(np.uint8), (3, 3), 0)
+    vis_y[30:70, 50:70] = 35
+    ir = np.full((height, width), 70, np.uint8)
+    ir[30:70, 50:70] = 240
+    vis = cv2.cvtColor(vis_y, cv2.COLOR_GRAY2BGR)
+    vis[:, :, 2] = np.clip(vis[:, :, 2].astype(int) + 40, 0, 255)  # a red cast to check chroma
+    return ir, vis
+
+
+def test_output_matches_visible_size_and_type():
+    ir, vis = scene()
+    fused = ClassicalFuser().fuse(ir, vis)
+    assert fused.shape == vis.shape and fused.dtype == np.uint8
+    gray = ClassicalFuser().fuse(ir, vis[:, :, 0])
+    assert gray.shape == vis.shape[:2]
+
+
+def test_hot_target_becomes_visible_and_visible_texture_survives():
+    ir, vis = scene()
+    fused = cv2.cvtColor(ClassicalFuser().fuse(ir, vis), cv2.COLOR_BGR2GRAY).astype(float)
+    vis_y = cv2.cvtColor(vis, cv2.COLOR_BGR2GRAY).astype(float)
+    target = fused[35:65, 55:65].mean()
+    surround = np.concatenate([fused[30:70, 30:45].ravel(), fused[30:70, 75:90].ravel()]).mean()
+    assert target - surround > 40  # the hidden person now stands out
+    outside = np.s_[:, :40]  # far from the target, the visible texture dominates
+    correlation = np.corrcoef(fused[outside].ravel(), vis_y[outside].ravel())[0, 1]
+    assert correlation > 0.8
+
+
+def test_chroma_comes_from_the_visible_image():
+    ir, vis = scene()
+    fused = ClassicalFuser().fuse(ir, vis)
+    fused_cr = cv2.cvtColor(fused, cv2.COLOR_BGR2YCrCb)[:, :, 1].astype(int)
+    vis_cr = cv2.cvtColor(vis, cv2.COLOR_BGR2YCrCb)[:, :, 1].astype(int)
+    assert np.abs(fused_cr - vis_cr)[:, :40].mean() < 3
+
+
+def test_invalid_area_follows_visible():
+    ir, vis = scene()
+    valid = np.ones(ir.shape, np.uint8)
+    valid[:, 64:] = 0
+    vis_y = vis[:, :, 0]
+    fused = fuse_luminance(ir, vis_y, valid)
+    assert np.abs(fused[:, 80:].astype(int) - vis_y[:, 80:].astype(int)).mean() < 2
+    assert np.abs(fuse_luminance(ir, vis_y)[:, 80:].astype(int) - vis_y[:, 80:].astype(int)).mean() > 2
+
+
+def test_identical_inputs_are_reproduced():
+    _, vis = scene()
+    y = vis[:, :, 0]
+    assert np.abs(fuse_luminance(y, y).astype(int) - y.astype(int)).max() <= 1
+
+
+def test_tiny_and_odd_sizes():
+    ir, vis = make_pair(0, (17, 9))
+    assert ClassicalFuser(levels=6).fuse(ir, vis).shape == vis.shape
+
+
+def test_batch_preserves_order_and_validates():
+    pairs = [make_pair(i) for i in range(4)]
+    fuser = ClassicalFuser()
+    batch = fuser.fuse_batch([p[0] for p in pairs], [p[1] for p in pairs])
+    for (ir, vis), out in zip(pairs, batch, strict=True):
+        assert np.array_equal(out, fuser.fuse(ir, vis))
+    with pytest.raises(ValueError, match="infrared frame is 64x48 but visible frame is 32x24"):
+        fuser.fuse(pairs[0][0], cv2.resize(pairs[0][1], (32, 24)))
+    with pytest.raises(ValueError, match="uint8"):
+        fuser.fuse(pairs[0][0].astype(np.float32), pairs[0][1])
+
+
+def test_bgr_infrared_is_reduced_to_luminance():
+    ir, vis = make_pair(3)
+    fuser = ClassicalFuser()
+    assert np.array_equal(fuser.fuse(cv2.cvtColor(ir, cv2.COLOR_GRAY2BGR), vis), fuser.fuse(ir, vis))
+
+
+def test_unknown_fuser_is_a_config_error():
+    with pytest.raises(ConfigError, match="fusion.fuser: unknown fuser 'magic' \\(available: classical"):
+        build_fuser(FusionConfig(fuser="magic"))

@@ -1,0 +1,166 @@
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import cv2
+import pytest
+from conftest import REPO, make_pair, shared_data
+from media import read_video, write_video
+
+from streamfuse.cli import main
+
+
+def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_demo_runs_from_the_packaged_config(tmp_path, free_port):
+    """`streamfuse run` with no config file, shortened, as a user would start it."""
+    output = tmp_path / "demo.mp4"
+    command = [sys.executable, "-m", "streamfuse", "run", "--no-progress", "--max-frames", "20",
+               "--set", f"sinks.0.path={output}", "--set", f"sinks.1.endpoint=tcp://127.0.0.1:{free_port}"]
+    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert result.returncode == 0, result.stderr
+    assert "source ir: synthetic thermal camera" in result.stderr
+    assert "end_to_end" in result.stderr
+    images, _ = read_video(output)
+    assert len(images) == 20 and images[0].shape == (512, 640, 3)
+
+
+def test_fuse_single_images(tmp_path, capsys):
+    ir, vis = make_pair(1, (80, 60))
+    cv2.imwrite(str(tmp_path / "ir.png"), ir)
+    cv2.imwrite(str(tmp_path / "vis.jpg"), vis)
+    code, _, err = run_cli(capsys, "fuse", "--ir", str(tmp_path / "ir.png"), "--vis", str(tmp_path / "vis.jpg"),
+                           "-o", str(tmp_path / "out" / "fused.png"))
+    assert code == 0, err
+    assert cv2.imread(str(tmp_path / "out" / "fused.png")).shape == (60, 80, 3)
+    code, _, err = run_cli(capsys, "fuse", "--ir", str(tmp_path / "ir.png"), "--vis", str(tmp_path / "vis.jpg"),
+                           "-o", str(tmp_path / "out" / "fused.png"))
+    assert code == 1 and "already exists" in err and "--overwrite" in err
+
+
+def test_fuse_folders(image_folders, tmp_path, capsys):
+    ir_dir, vis_dir = image_folders
+    code, _, err = run_cli(capsys, "fuse", "--ir", str(ir_dir), "--vis", str(vis_dir), "-o", str(tmp_path / "fused"))
+    assert code == 0, err
+    assert sorted(p.name for p in (tmp_path / "fused").iterdir()) == sorted(f"f{i}.png" for i in range(12))
+
+
+def test_fuse_videos(tmp_path, capsys):
+    pairs = [make_pair(i, (64, 48)) for i in range(15)]
+    write_video(tmp_path / "ir.mp4", [p[0] for p in pairs], fps=15)
+    write_video(tmp_path / "vis.mp4", [p[1] for p in pairs], fps=15)
+    code, _, err = run_cli(capsys, "fuse", "--ir", str(tmp_path / "ir.mp4"), "--vis", str(tmp_path / "vis.mp4"),
+                           "-o", str(tmp_path / "fused.mkv"))
+    assert code == 0, err
+    images, times = read_video(tmp_path / "fused.mkv")
+    assert len(images) == 15 and times[-1] == pytest.approx(14 / 15, abs=0.002)
+
+
+def test_fuse_roadscene_from_shared_data(tmp_path, capsys):
+    roadscene = shared_data("roadscene")
+    code, _, err = run_cli(capsys, "fuse", "--ir", str(roadscene / "ir"), "--vis", str(roadscene / "vi"),
+                           "-o", str(tmp_path / "fused"), "--no-progress")
+    assert code == 0, err
+    names = sorted(p.stem for p in (roadscene / "vi").iterdir() if p.suffix == ".jpg")
+    written = sorted(p.stem for p in (tmp_path / "fused").iterdir())
+    assert written == names
+    first = cv2.imread(str(tmp_path / "fused" / f"{names[0]}.png"))
+    assert first.shape == cv2.imread(str(roadscene / "vi" / f"{names[0]}.jpg")).shape
+
+
+@pytest.mark.parametrize(("make_args", "message"), [
+    (lambda t: ["fuse", "--ir", str(t / "missing.png"), "--vis", str(t / "vis.png"), "-o", str(t / "o.png")],
+     "--ir {t}/missing.png: no such file or folder"),
+    (lambda t: ["fuse", "--ir", str(t / "notes.png"), "--vis", str(t / "vis.png"), "-o", str(t / "o.png")],
+     "notes.png: not a readable image"),
+    (lambda t: ["fuse", "--ir", str(t / "small.png"), "--vis", str(t / "vis.png"), "-o", str(t / "o.png")],
+     "infrared frames are 32x24 but visible frames are 64x48; set registration.mode"),
+    (lambda t: ["fuse", "--ir", str(t / "ir.png"), "--vis", str(t / "vis.png"), "-o", str(t / "o.png"),
+                "--fuser", "magic"], "fusion.fuser: unknown fuser 'magic'"),
+    (lambda t: ["fuse", "--ir", str(t / "corrupt.mp4"), "--vis", str(t / "corrupt.mp4"), "-o", str(t / "o.mp4")],
+     "corrupt.mp4: cannot open video"),
+    (lambda t: ["fuse", "--ir", str(t / "ir.png"), "--vis", str(t / "vis.png"), "-o", str(t / "o.png"),
+                "--set", "registration.matrix=[[1,0,0],[0,0,0],[0,0,1]]"], "registration.matrix: matrix is singular"),
+    (lambda t: ["fuse", "--ir", str(t / "ir.png"), "--vis", str(t / "vis.png"), "-o", str(t / "o.png"),
+                "--set", "sinks.0.type=ftp"], "sinks.0.type: unknown type 'ftp'"),
+    (lambda t: ["run", str(t / "nope.yaml")], "nope.yaml: config file not found"),
+    (lambda t: ["bench", "--size", "big"], "--size big: expected WIDTHxHEIGHT"),
+    (lambda t: ["probe", str(t / "corrupt.mp4")], "corrupt.mp4: cannot open video"),
+])
+def test_bad_input_gives_one_clear_line(tmp_path, capsys, make_args, message):
+    ir, vis = make_pair(0)
+    cv2.imwrite(str(tmp_path / "ir.png"), ir)
+    cv2.imwrite(str(tmp_path / "vis.png"), vis)
+    cv2.imwrite(str(tmp_path / "small.png"), cv2.resize(ir, (32, 24)))
+    (tmp_path / "notes.png").write_text("not an image")
+    (tmp_path / "corrupt.mp4").write_bytes(os.urandom(4000))
+    code, _, err = run_cli(capsys, *make_args(tmp_path))
+    assert code != 0
+    assert message.format(t=tmp_path) in err
+    lines = [line for line in err.splitlines() if "streamfuse: error:" in line]
+    assert len(lines) == 1 and "Traceback" not in err
+
+
+def test_endpoint_in_use_is_a_clear_error(tmp_path, capsys, free_port):
+    import zmq
+
+    context = zmq.Context()
+    holder = context.socket(zmq.PUB)
+    holder.bind(f"tcp://127.0.0.1:{free_port}")
+    try:
+        code, _, err = run_cli(capsys, "run", "--max-frames", "3", "--set", f"sinks.0.path={tmp_path / 'x.mp4'}",
+                               "--set", f"sinks.1.endpoint=tcp://127.0.0.1:{free_port}")
+    finally:
+        holder.close(0)
+        context.term()
+    assert code == 1 and f"sinks.1.endpoint: tcp://127.0.0.1:{free_port} is already in use" in err
+
+
+def test_probe_video_and_folder(tmp_path, capsys, image_folders):
+    write_video(tmp_path / "v.mp4", [make_pair(i)[1] for i in range(10)], fps=10)
+    code, out, _ = run_cli(capsys, "probe", str(tmp_path / "v.mp4"), "--json")
+    report = json.loads(out)
+    assert code == 0
+    assert (report["codec"], report["resolution"], report["frame rate"], report["frames"]) == ("h264", "64x48", 10.0, 10)
+    assert report["first timestamps"] == [0.0, 0.1, 0.2, 0.3, 0.4]
+    code, out, _ = run_cli(capsys, "probe", str(image_folders[0]))
+    assert code == 0 and "image sequence" in out and "12" in out
+
+
+def test_bench_prints_stage_table_and_json(tmp_path, capsys):
+    report_path = tmp_path / "bench.json"
+    code, out, _ = run_cli(capsys, "bench", "--size", "160x128", "--frames", "30", "--json", str(report_path))
+    assert code == 0
+    assert "end-to-end:" in out and "fuse" in out
+    report = json.loads(report_path.read_text())
+    assert report["fps"] > 0 and report["frames"] == 30
+    for stage in ("fuse", "encode", "end_to_end"):
+        assert set(report["stages"][stage]) >= {"p50_ms", "p95_ms", "p99_ms"}
+    assert report["machine"]["cores"] >= 1
+
+
+def test_subscribe_saves_what_it_receives(tmp_path, free_port):
+    endpoint = f"tcp://127.0.0.1:{free_port}"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    subscriber = subprocess.Popen(
+        [sys.executable, "-m", "streamfuse", "subscribe", endpoint, "--save", str(tmp_path / "rec.mp4"),
+         "--frames", "15"], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    publisher = subprocess.run(
+        [sys.executable, "-m", "streamfuse", "run", "--no-progress", "--max-frames", "15",
+         "--set", "sinks.0.path=" + str(tmp_path / "local.mp4"), "--set", f"sinks.1.endpoint={endpoint}",
+         "--set", "sinks.1.lossless=true", "--set", "sinks.1.wait_for_subscribers=1",
+         "--set", "synthetic.width=160", "--set", "synthetic.height=128"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120, env=env)
+    assert publisher.returncode == 0, publisher.stderr
+    out, err = subscriber.communicate(timeout=60)
+    assert subscriber.returncode == 0, err
+    assert "fps" in out and "received 15 frame(s)" in err
+    assert len(read_video(tmp_path / "rec.mp4")[0]) == 15

@@ -1,0 +1,123 @@
+from __future__ import annotations
+
+import pytest
+
+from streamfuse.config import (
+    Config,
+    ImagesSourceConfig,
+    VideoSinkConfig,
+    VideoSourceConfig,
+    ZmqSinkConfig,
+    config_from_dict,
+    default_config_path,
+    load_config,
+)
+from streamfuse.errors import ConfigError
+
+
+def error_of(data, overrides=None, env=None) -> str:
+    with pytest.raises(ConfigError) as info:
+        config_from_dict(data, overrides, env=env or {})
+    return str(info.value)
+
+
+def test_packaged_demo_config_loads():
+    config = load_config()
+    assert default_config_path().name == "demo.yaml"
+    assert isinstance(config, Config)
+    assert config.sinks and isinstance(config.sinks[0], VideoSinkConfig)
+
+
+def test_empty_config_has_defaults():
+    config = config_from_dict({})
+    assert config.sync.primary == "vis"
+    assert config.registration.mode == "identity"
+    assert config.fusion.fuser == "classical"
+
+
+@pytest.mark.parametrize(("data", "expected"), [
+    ({"sources": {"ir": {"type": "video", "uri": 5}}}, "sources.ir.uri: expected a string, got 5"),
+    ({"sources": {"ir": {"type": "video"}}}, "sources.ir.uri: missing required value"),
+    ({"sources": {"ir": {"type": "webcam"}}}, "sources.ir.type: unknown type 'webcam'"),
+    ({"sync": {"tolerance": 3}}, "sync.tolerance: unknown key"),
+    ({"sync": {"tolerance_ms": "fast"}}, "sync.tolerance_ms: expected a number"),
+    ({"sync": {"primary": "thermal"}}, "sync.primary: expected one of vis, ir"),
+    ({"sinks": {"type": "video"}}, "sinks: expected a list"),
+    ({"sinks": [{"type": "video"}]}, "sinks.0.path: missing required value"),
+    ({"sinks": [{"type": "ftp", "path": "x"}]}, "sinks.0.type: unknown type 'ftp'"),
+    ({"sinks": [{"type": "zmq", "endpoint": "localhost:5555"}]}, "sinks.0.endpoint: expected a ZeroMQ endpoint"),
+    ({"sources": {"ir": {"type": "images", "path": "x", "realtime": "yes"}}}, "sources.ir.realtime: expected true or false"),
+    ({"registration": {"mode": "homography"}}, "registration.matrix: required when mode is 'homography'"),
+    ({"registration": {"matrix": [[1, 0], [0, 1]]}}, "registration.matrix: expected a 3x3 matrix"),
+    ({"registration": {"matrix": [[1, 2, 3], [2, 4, 6], [0, 0, 1]]}}, "registration.matrix: matrix is singular"),
+    ({"registration": {"matrix": [[1, 0, 0], [0, 1, 0], [0, 0, 0]]}}, "registration.matrix: H[2][2] must not be 0"),
+    ({"synthetic": {"fog": 2}}, "synthetic.fog: must be between 0 and 1"),
+    ({"registration": {"mode": "resize", "matrix": [[1, 0, 0], [0, 1, 0], [0, 0, 1]]}}, "registration.matrix: only used"),
+])
+def test_errors_name_the_key(data, expected):
+    assert expected in error_of(data)
+
+
+def test_error_is_one_line():
+    message = error_of({"sources": {"vis": {"type": "images", "path": "x", "fps": -1}}})
+    assert message == "sources.vis.fps: must be positive, got -1.0"
+    assert "\n" not in message
+
+
+def test_homography_mode_is_implied_by_matrix():
+    config = config_from_dict({"registration": {"matrix": [[2, 0, 1], [0, 2, 1], [0, 0, 1]]}})
+    assert config.registration.mode == "homography"
+
+
+def test_env_substitution_and_default():
+    config = config_from_dict(
+        {"sources": {"ir": {"type": "video", "uri": "rtsp://${IR_CAM}/stream1"},
+                     "vis": {"type": "video", "uri": "${VIS_URI:-/data/vis.mp4}"}}},
+        env={"IR_CAM": "10.0.0.5"})
+    assert config.sources.ir.uri == "rtsp://10.0.0.5/stream1"
+    assert config.sources.vis.uri == "/data/vis.mp4"
+
+
+def test_missing_env_var_names_key_and_variable():
+    message = error_of({"sources": {"ir": {"type": "video", "uri": "rtsp://${IR_CAM}/s"}}})
+    assert message.startswith("sources.ir.uri: environment variable IR_CAM is not set")
+
+
+def test_set_overrides_parse_yaml_values_and_list_items():
+    config = config_from_dict(
+        {"sinks": [{"type": "video", "path": "a.mp4"}, {"type": "zmq"}]},
+        ["sync.tolerance_ms=12.5", "sinks.0.path=b.mkv", "sinks.1.hwm=9", "sources.ir.type=images",
+         "sources.ir.path=frames/", "registration.matrix=[[1,0,3],[0,1,4],[0,0,1]]"])
+    assert config.sync.tolerance_ms == 12.5
+    assert config.sinks[0].path == "b.mkv"
+    assert isinstance(config.sinks[1], ZmqSinkConfig) and config.sinks[1].hwm == 9
+    assert isinstance(config.sources.ir, ImagesSourceConfig) and config.sources.ir.path == "frames/"
+    assert config.registration.mode == "homography"
+
+
+def test_set_override_errors():
+    assert "expected key.path=value" in error_of({}, ["sync.tolerance_ms"])
+    assert "no list item '3'" in error_of({"sinks": []}, ["sinks.3.path=x"])
+    assert "sync.tolerance_ms: expected a number" in error_of({}, ["sync.tolerance_ms=abc"])
+
+
+def test_load_config_file_errors(tmp_path):
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("sources: [unclosed\n")
+    with pytest.raises(ConfigError, match="invalid YAML"):
+        load_config(bad)
+    unsafe = tmp_path / "unsafe.yaml"
+    unsafe.write_text("sync: !!python/object/apply:os.system ['echo hi']\n")
+    with pytest.raises(ConfigError, match="invalid YAML"):
+        load_config(unsafe)
+
+
+def test_load_config_file(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("sources:\n  ir: {type: video, uri: ir.mp4}\n  vis: {type: video, uri: vis.mp4}\n"
+                    "sinks:\n  - {type: video, path: out.mp4}\n")
+    config = load_config(path, ["sinks.0.codec=ffv1"])
+    assert isinstance(config.sources.ir, VideoSourceConfig)
+    assert config.sinks[0].codec == "ffv1"

@@ -1,0 +1,157 @@
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import cv2
+import numpy as np
+import pytest
+from conftest import REPO, shared_data
+from media import read_video
+
+from streamfuse.config import config_from_dict
+from streamfuse.errors import PipelineError, SourceError
+from streamfuse.fusers import ClassicalFuser
+from streamfuse.pipeline import Pipeline
+from streamfuse.sinks import Subscriber
+
+
+def synthetic(frames: int = 20, size=(96, 64), sinks=None, **extra) -> dict:
+    data = {
+        "synthetic": {"width": size[0], "height": size[1], "seed": 2},
+        "sources": {"ir": {"type": "synthetic", "realtime": False, "frames": frames},
+                    "vis": {"type": "synthetic", "realtime": False, "frames": frames}},
+        "sinks": sinks or [],
+        "stats": {"log_every_s": 0},
+    }
+    data.update(extra)
+    return data
+
+
+def test_synthetic_to_video_and_zmq_end_to_end(tmp_path, free_port):
+    endpoint = f"tcp://127.0.0.1:{free_port}"
+    config = config_from_dict(synthetic(25, sinks=[
+        {"type": "video", "path": str(tmp_path / "out.mp4")},
+        {"type": "zmq", "endpoint": endpoint, "encoding": "raw", "lossless": True, "wait_for_subscribers": 1},
+    ]))
+    with Subscriber(endpoint, keep="all") as subscriber:
+        stats = Pipeline(config).run(install_signal_handlers=False)
+        received = []
+        while (frame := subscriber.receive(timeout=2)) is not None:
+            received.append(frame)
+    assert stats.frames_out == 25
+    images, times = read_video(tmp_path / "out.mp4")
+    assert len(images) == 25 and all(b > a for a, b in zip(times, times[1:], strict=False))
+    assert times[-1] == pytest.approx(24 / 30, abs=0.002)
+    assert [f.header["seq"] for f in received] == list(range(25))
+    assert {"sync", "warp", "fuse"} <= set(received[0].header["latency_ms"])
+    stages = stats.stages()
+    assert {"capture_ir", "capture_vis", "sync", "warp", "fuse", "encode", "end_to_end"} <= set(stages)
+    assert stages["fuse"].count == 25
+
+
+def test_output_equals_direct_fusion_of_the_same_frames(tmp_path):
+    config = config_from_dict(synthetic(6, sinks=[{"type": "images", "path": str(tmp_path / "png")}]))
+    pipeline = Pipeline(config)
+    pipeline.run(install_signal_handlers=False)
+    scene = pipeline.sources["vis"].scene
+    for i in range(6):
+        expected = ClassicalFuser().fuse(scene.render_ir(i / 30), scene.render_vis(i / 30))
+        assert np.array_equal(cv2.imread(str(tmp_path / "png" / f"{i:06d}.png")), expected)
+
+
+def test_image_folders_pair_by_index(image_folders, tmp_path):
+    ir_dir, vis_dir = image_folders
+    config = config_from_dict({
+        "sources": {"ir": {"type": "images", "path": str(ir_dir)}, "vis": {"type": "images", "path": str(vis_dir)}},
+        "sinks": [{"type": "images", "path": str(tmp_path / "out"), "pattern": "{name}.png"}],
+    })
+    stats = Pipeline(config).run(install_signal_handlers=False)
+    assert stats.frames_out == 12
+    assert stats.skew().p99_ms == 0.0
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(f"f{i}.png" for i in range(12))
+
+
+def test_misaligned_lower_resolution_ir_with_ground_truth_homography(tmp_path):
+    h = [[2.0, 0.0, 3.0], [0.0, 2.0, -2.0], [0.0, 0.0, 1.0]]
+    data = synthetic(3, size=(128, 96))
+    data["synthetic"].update({"ir_size": [64, 48], "ir_homography": h})
+    with pytest.raises(PipelineError, match="infrared frames are 64x48 but visible frames are 128x96"):
+        Pipeline(config_from_dict(data)).run(install_signal_handlers=False)
+    data["registration"] = {"matrix": h}
+    pipeline = Pipeline(config_from_dict(data))
+    assert pipeline.run(install_signal_handlers=False).frames_out == 3
+
+
+def test_max_frames_stops_an_endless_source():
+    data = synthetic(None)
+    stats = Pipeline(config_from_dict(data), max_frames=7).run(install_signal_handlers=False)
+    assert stats.frames_out == 7
+
+
+def test_thermal_at_lower_rate_is_reused():
+    data = synthetic(28)  # visible 0 .. 0.9 s at 30 fps, thermal 0 .. 0.9 s at 10 fps
+    data["sources"]["ir"].update({"fps": 10, "frames": 10})
+    data["sync"] = {"tolerance_ms": 50}
+    stats = Pipeline(config_from_dict(data)).run(install_signal_handlers=False)
+    assert stats.frames_out == 28
+    assert stats.counters().get("unpaired", 0) == 0
+
+
+def test_source_error_stops_with_message_and_keeps_written_output(image_folders, tmp_path):
+    ir_dir, vis_dir = image_folders
+    (vis_dir / "f6.png").write_bytes(b"broken")
+    config = config_from_dict({
+        "sources": {"ir": {"type": "images", "path": str(ir_dir)}, "vis": {"type": "images", "path": str(vis_dir)}},
+        "sinks": [{"type": "video", "path": str(tmp_path / "out.mp4")}],
+    })
+    with pytest.raises(SourceError, match="f6.png: not a readable image"):
+        Pipeline(config).run(install_signal_handlers=False)
+    assert len(read_video(tmp_path / "out.mp4")[0]) == 6
+
+
+def test_failing_sink_open_closes_sources(tmp_path):
+    (tmp_path / "taken.mp4").write_bytes(b"x")
+    config = config_from_dict(synthetic(5, sinks=[{"type": "video", "path": str(tmp_path / "taken.mp4")}]))
+    pipeline = Pipeline(config)
+    with pytest.raises(Exception, match="already exists"):
+        pipeline.run(install_signal_handlers=False)
+    time.sleep(0.2)
+    assert not pipeline.running
+
+
+def test_tno_sequence_from_shared_data(tmp_path):
+    sequence = shared_data("tno_video_sequences", "Nato_camp_sequence")
+    config = config_from_dict({
+        "sources": {"ir": {"type": "images", "path": str(sequence / "thermal")},
+                    "vis": {"type": "images", "path": str(sequence / "visual")}},
+        "sinks": [{"type": "video", "path": str(tmp_path / "nato.mp4")}],
+    })
+    stats = Pipeline(config).run(install_signal_handlers=False)
+    count = len(list((sequence / "visual").iterdir()))
+    assert stats.frames_out == count
+    images, _ = read_video(tmp_path / "nato.mp4")
+    assert len(images) == count and images[0].shape[:2] == (270, 360)
+
+
+def test_sigint_leaves_a_playable_file(tmp_path):
+    output = tmp_path / "live.mp4"
+    command = [sys.executable, "-m", "streamfuse", "run", "--no-progress",
+               "--set", "sources.ir.frames=null", "--set", "sources.vis.frames=null",
+               "--set", "synthetic.width=160", "--set", "synthetic.height=128",
+               "--set", f"sinks=[{{type: video, path: '{output}'}}]"]
+    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               env={**os.environ, "PYTHONPATH": str(REPO)})
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and (not output.exists() or output.stat().st_size < 2000):
+        time.sleep(0.2)
+    time.sleep(1.0)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=30)
+    assert process.returncode == 130, stderr.decode()
+    images, times = read_video(output)
+    assert len(images) >= 10
+    assert all(b > a for a, b in zip(times, times[1:], strict=False))

@@ -1,0 +1,195 @@
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import numpy as np
+import pytest
+import zmq
+from conftest import make_pair
+from media import read_video
+
+from streamfuse.errors import SinkError
+from streamfuse.frames import Frame, FramePair, FusedFrame
+from streamfuse.sinks import ImagesSink, Subscriber, VideoSink, VideoWriter, ZmqSink
+
+
+def fused(index: int, timestamp: float | None = None, image: np.ndarray | None = None, name: str | None = None):
+    ir, vis = make_pair(index)
+    t = index / 25 if timestamp is None else timestamp
+    meta = {"name": name} if name else {}
+    pair = FramePair(Frame(ir, t, index, "ir"), Frame(vis, t, index, "vis", meta=meta), 0.0)
+    return FusedFrame(vis if image is None else image, index, pair, "test", {"fuse": 1.0})
+
+
+def run_sink(sink, frames) -> None:
+    sink.start()
+    for frame in frames:
+        assert sink.queue.put(frame)
+    sink.queue.close()
+    sink.join(10)
+    assert sink.error is None, sink.error
+
+
+def test_video_sink_writes_every_frame_with_increasing_pts(tmp_path):
+    path = tmp_path / "out.mp4"
+    run_sink(VideoSink(path, fps=25), [fused(i) for i in range(30)])
+    images, times = read_video(path)
+    assert len(images) == 30
+    assert all(b > a for a, b in zip(times, times[1:], strict=False))
+    assert times[-1] == pytest.approx(29 / 25, abs=0.002)
+
+
+def test_video_pts_follow_capture_time_across_drops(tmp_path):
+    """Frames 10..19 were dropped upstream: the file keeps real time instead of speeding up."""
+    stamps = [i / 30 for i in range(10)] + [i / 30 for i in range(20, 30)]
+    path = tmp_path / "gaps.mkv"
+    writer = VideoWriter(path, fps=30)
+    for k, t in enumerate(stamps):
+        writer.write(make_pair(k)[1], t)
+    writer.close()
+    _, times = read_video(path)
+    assert len(times) == 20
+    assert times[10] - times[9] == pytest.approx(11 / 30, abs=0.002)
+    assert times[-1] == pytest.approx(29 / 30, abs=0.002)
+
+
+def test_ffv1_is_lossless_and_odd_sizes_work_in_h264(tmp_path):
+    frames = [np.random.default_rng(i).integers(0, 255, (33, 47, 3), dtype=np.uint8) for i in range(5)]
+    lossless = VideoWriter(tmp_path / "a.mkv", codec="ffv1")
+    for i, image in enumerate(frames):
+        lossless.write(image, i / 10)
+    lossless.close()
+    images, _ = read_video(tmp_path / "a.mkv")
+    assert all(np.array_equal(a, b) for a, b in zip(images, frames, strict=True))
+    h264 = VideoWriter(tmp_path / "b.mp4")
+    for i, image in enumerate(frames):
+        h264.write(image, i / 10)
+    h264.close()
+    images, _ = read_video(tmp_path / "b.mp4")
+    assert len(images) == 5 and images[0].shape == (34, 48, 3)
+
+
+def test_video_sink_refuses_to_overwrite_and_bad_paths(tmp_path):
+    existing = tmp_path / "keep.mp4"
+    existing.write_bytes(b"precious")
+    with pytest.raises(SinkError, match="already exists"):
+        VideoSink(existing).start()
+    assert existing.read_bytes() == b"precious"
+    with pytest.raises(SinkError, match="is a folder"):
+        VideoSink(tmp_path).start()
+    with pytest.raises(SinkError, match="cannot create video"):
+        VideoSink(tmp_path / "out.unknownext").start()
+
+
+def test_video_size_change_fails_but_keeps_written_frames(tmp_path):
+    path = tmp_path / "out.mp4"
+    sink = VideoSink(path)
+    sink.start()
+    for i in range(5):
+        sink.queue.put(fused(i))
+    sink.queue.put(fused(5, image=np.zeros((20, 20, 3), np.uint8)))
+    sink.queue.close()
+    sink.join(10)
+    assert "frame size changed" in str(sink.error)
+    assert len(read_video(path)[0]) == 5
+
+
+def test_images_sink_names_and_overwrite(tmp_path):
+    run_sink(ImagesSink(tmp_path / "out"), [fused(i) for i in range(3)])
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["000000.png", "000001.png", "000002.png"]
+    run_sink(ImagesSink(tmp_path / "named", pattern="{name}_fused.png"), [fused(0, name="FLIR_01")])
+    assert (tmp_path / "named" / "FLIR_01_fused.png").is_file()
+    sink = ImagesSink(tmp_path / "out")
+    sink.start()
+    sink.queue.put(fused(0))
+    sink.queue.close()
+    sink.join(5)
+    assert "already exists" in str(sink.error)
+
+
+def test_zmq_lossless_subscriber_gets_every_frame_with_header(free_port):
+    endpoint = f"tcp://127.0.0.1:{free_port}"
+    sink = ZmqSink(endpoint, encoding="raw", hwm=2, lossless=True, wait_for_subscribers=1)
+    with Subscriber(endpoint, keep="all", hwm=2) as subscriber:
+        starter = threading.Thread(target=run_sink, args=(sink, [fused(i) for i in range(40)]))
+        starter.start()
+        received = []
+        while len(received) < 40:
+            frame = subscriber.receive(timeout=5)
+            assert frame is not None, f"timed out after {len(received)} frames"
+            received.append(frame)
+            time.sleep(0.002)  # slower than the publisher: lossless mode must wait, not drop
+        starter.join(10)
+    assert [f.header["index"] for f in received] == list(range(40))
+    header = received[7].header
+    assert header["seq"] == 7 and header["timestamp_vis"] == pytest.approx(7 / 25)
+    assert (header["width"], header["height"], header["channels"], header["dtype"]) == (64, 48, 3, "uint8")
+    assert header["encoding"] == "raw" and header["fuser"] == "test" and "fuse" in header["latency_ms"]
+    assert header["published_at"] >= header["captured_at"]
+    assert np.array_equal(received[7].image, make_pair(7)[1])
+    assert sink.dropped == 0
+
+
+def test_zmq_live_mode_drops_and_counts(free_port):
+    endpoint = f"tcp://127.0.0.1:{free_port}"
+    sink = ZmqSink(endpoint, encoding="raw", hwm=1, wait_for_subscribers=1, subscriber_timeout_s=5)
+    context = zmq.Context()
+    stalled = context.socket(zmq.SUB)
+    stalled.setsockopt(zmq.RCVHWM, 1)
+    stalled.setsockopt(zmq.SUBSCRIBE, b"")
+    stalled.connect(endpoint)
+    try:
+        big = np.zeros((600, 800, 3), np.uint8)
+        run_sink(sink, [fused(i, image=big) for i in range(60)])
+        assert sink.dropped > 0
+        assert sink.stats.counters()["drops.zmq"] == sink.dropped
+    finally:
+        stalled.close(0)
+        context.term()
+
+
+def test_zmq_latest_mode_and_jpeg(free_port):
+    endpoint = f"tcp://127.0.0.1:{free_port}"
+    sink = ZmqSink(endpoint, encoding="jpeg", wait_for_subscribers=1)
+    smooth = [np.dstack([np.tile(np.linspace(0, 255, 64, dtype=np.uint8), (48, 1))] * 3) // (i + 1) for i in range(10)]
+    with Subscriber(endpoint, keep="latest") as subscriber:
+        run_sink(sink, [fused(i, image=smooth[i]) for i in range(10)])
+        frame = subscriber.latest(timeout=5)
+        assert frame is not None
+        time.sleep(0.2)
+        newest = subscriber.latest(timeout=0.5) or frame
+        assert newest.header["index"] == 9
+        assert newest.header["encoding"] == "jpeg" and newest.image.shape == (48, 64, 3)
+        assert np.abs(newest.image.astype(int) - smooth[9].astype(int)).mean() < 3
+        assert subscriber.received == 10
+
+
+def test_zmq_endpoint_in_use(free_port):
+    endpoint = f"tcp://127.0.0.1:{free_port}"
+    first = ZmqSink(endpoint)
+    first.start()
+    try:
+        with pytest.raises(SinkError, match=f"sinks.zmq.endpoint: {endpoint} is already in use"):
+            ZmqSink(endpoint).start()
+    finally:
+        first.queue.close()
+        first.join(5)
+
+
+def test_header_is_json_with_topic_frame(free_port):
+    endpoint = f"tcp://127.0.0.1:{free_port}"
+    sink = ZmqSink(endpoint, topic="cam7", encoding="raw", lossless=True, wait_for_subscribers=1)
+    context = zmq.Context()
+    sub = context.socket(zmq.SUB)
+    sub.setsockopt(zmq.SUBSCRIBE, b"cam7")
+    sub.connect(endpoint)
+    try:
+        run_sink(sink, [fused(0)])
+        assert sub.poll(5000)
+        topic, header, payload = sub.recv_multipart()
+        assert topic == b"cam7" and json.loads(header)["topic"] == "cam7" and len(payload) == 64 * 48 * 3
+    finally:
+        sub.close(0)
+        context.term()

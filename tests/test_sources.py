@@ -1,0 +1,159 @@
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+from conftest import make_pair
+from media import write_video
+
+from streamfuse.errors import SourceError
+from streamfuse.queues import Closed
+from streamfuse.sources import CameraSource, ImagesSource, SyntheticScene, SyntheticSource, VideoSource
+from streamfuse.sources.video import redact
+
+
+def drain(source, timeout: float = 10.0) -> list:
+    frames = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            frame = source.queue.get(timeout=0.5)
+        except Closed:
+            break
+        if frame is not None:
+            frames.append(frame)
+    source.join(2)
+    return frames
+
+
+def test_images_source_sorts_naturally_and_stamps_by_fps(image_folders):
+    ir_dir, _ = image_folders
+    source = ImagesSource("ir", str(ir_dir), fps=10)
+    source.start()
+    frames = drain(source)
+    assert [f.meta["name"] for f in frames] == [f"f{i}" for i in range(12)]
+    assert [f.seq for f in frames] == list(range(12))
+    assert np.allclose([f.timestamp for f in frames], np.arange(12) / 10)
+    assert np.array_equal(frames[5].image, make_pair(5)[0])
+    assert source.error is None
+
+
+def test_images_source_glob(image_folders):
+    ir_dir, _ = image_folders
+    source = ImagesSource("ir", str(ir_dir / "f1*.png"))
+    source.start()
+    assert [f.meta["name"] for f in drain(source)] == ["f1", "f10", "f11"]
+
+
+@pytest.mark.parametrize(("setup", "message"), [
+    (lambda tmp: tmp / "nope", "no such folder"),
+    (lambda tmp: (tmp / "empty").mkdir() or tmp / "empty", "holds no image files"),
+    (lambda tmp: str(tmp / "*.png"), "matches no image files"),
+])
+def test_images_source_open_errors(tmp_path, setup, message):
+    with pytest.raises(SourceError, match=message):
+        ImagesSource("ir", str(setup(tmp_path))).start()
+
+
+def test_unreadable_image_stops_the_source_with_a_clear_error(image_folders):
+    ir_dir, _ = image_folders
+    (ir_dir / "f5.png").write_bytes(b"this is not a png")
+    source = ImagesSource("ir", str(ir_dir))
+    source.start()
+    frames = drain(source)
+    assert len(frames) == 5
+    assert isinstance(source.error, SourceError)
+    assert "f5.png: not a readable image" in str(source.error)
+
+
+def test_video_source_reads_frames_and_pts(tmp_path):
+    frames = [make_pair(i, (64, 48))[1] for i in range(20)]
+    path = write_video(tmp_path / "vis.mp4", frames, fps=20)
+    source = VideoSource("vis", str(path))
+    source.start()
+    assert source.nominal_fps == 20 and source.expected_frames == 20
+    got = drain(source)
+    assert len(got) == 20
+    assert np.allclose([f.timestamp for f in got], np.arange(20) / 20)
+    assert got[0].image.shape == (48, 64, 3)
+    for index in (0, 7, 19):  # each decoded frame is closest to the frame encoded at its position
+        errors = [np.abs(got[index].image.astype(int) - f.astype(int)).mean() for f in frames]
+        assert int(np.argmin(errors)) == index
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    (None, "no such video file"),
+    (b"\x00garbage" * 100, "cannot open video"),
+])
+def test_video_source_open_errors(tmp_path, content, message):
+    path = tmp_path / "broken.mp4"
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(SourceError, match=message):
+        VideoSource("ir", str(path)).start()
+
+
+def test_truncated_video_is_an_error_not_a_hang(tmp_path):
+    frames = [make_pair(i, (64, 48))[1] for i in range(30)]
+    good = write_video(tmp_path / "good.mp4", frames)
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    with pytest.raises(SourceError, match="cut.mp4: cannot open video"):
+        VideoSource("ir", str(cut)).start()
+
+
+def test_corrupt_frames_in_a_stream_end_the_source_cleanly(tmp_path):
+    frames = [np.random.default_rng(i).integers(0, 255, (48, 64, 3), dtype=np.uint8) for i in range(40)]
+    good = write_video(tmp_path / "good.mkv", frames, codec="mpeg4")
+    data = bytearray(good.read_bytes())
+    rng = np.random.default_rng(1)
+    for offset in rng.integers(len(data) // 3, len(data), 400):
+        data[offset] = rng.integers(0, 256)
+    broken = tmp_path / "broken.mkv"
+    broken.write_bytes(bytes(data))
+    source = VideoSource("vis", str(broken))
+    source.start()
+    got = drain(source, timeout=20)
+    assert not source.running
+    assert len(got) < 40 or source.error is None  # either ends early with an error, or FFmpeg concealed damage
+    if source.error is not None:
+        assert "broken.mkv" in str(source.error)
+
+
+def test_urls_are_live_and_credentials_are_redacted():
+    source = VideoSource("ir", "rtsp://admin:secret@10.1.2.3:554/stream1")
+    assert source.drop_policy == "drop_oldest"
+    assert "secret" not in source.describe()
+    assert redact("rtsp://admin:secret@cam/x") == "rtsp://***@cam/x"
+    assert redact("/videos/a@b.mp4") == "/videos/a@b.mp4"
+
+
+def test_missing_camera_is_a_clear_error():
+    with pytest.raises(SourceError, match="sources.ir.device: cannot open camera '/dev/video-streamfuse-missing'"):
+        CameraSource("ir", "/dev/video-streamfuse-missing").start()
+
+
+def test_drop_oldest_counts_drops_with_a_slow_consumer():
+    scene = SyntheticScene(64, 48, seed=1)
+    source = SyntheticSource("vis", scene, fps=200, frames=60, realtime=True, queue_size=2)
+    assert source.drop_policy == "drop_oldest"
+    source.start()
+    source.join(5)
+    kept = drain(source)
+    assert source.queue.dropped == 58
+    assert [f.seq for f in kept] == [58, 59]  # the freshest frames survive, sequence numbers show the gap
+
+
+def test_synthetic_pair_and_masks():
+    scene = SyntheticScene(96, 64, seed=3)
+    ir = SyntheticSource("ir", scene, fps=10, frames=3, realtime=False)
+    vis = SyntheticSource("vis", scene, fps=10, frames=3, realtime=False, with_masks=True)
+    assert ir.drop_policy == "wait"
+    ir.start()
+    vis.start()
+    ir_frames, vis_frames = drain(ir), drain(vis)
+    assert [f.timestamp for f in ir_frames] == [f.timestamp for f in vis_frames] == [0.0, 0.1, 0.2]
+    assert ir_frames[0].image.ndim == 2 and vis_frames[0].image.shape == (64, 96, 3)
+    assert vis_frames[1].meta["mask"].shape == (64, 96)
+    assert np.array_equal(ir_frames[2].image, scene.render_ir(0.2))
