@@ -17,6 +17,10 @@ from streamfuse.fusers.base import Fuser
 from streamfuse.fusers.colour import merge_luminance, split_luminance
 
 _EPS = 1e-3
+#: Squared salience (in gray levels) below which the base band leans towards an even mix: where
+#: neither image stands out, the ratio of two tiny saliences would otherwise flip between sources
+#: and leave blotches.
+_BASE_SALIENCE_FLOOR = 15.0**2
 
 
 def _gaussian_pyramid(image: np.ndarray, levels: int) -> list[np.ndarray]:
@@ -34,11 +38,11 @@ def _laplacian_bands(gaussian: list[np.ndarray]) -> list[np.ndarray]:
     return bands
 
 
-def _soft_weight(strength_ir: np.ndarray, strength_vis: np.ndarray) -> np.ndarray:
-    """Per-pixel infrared weight ``s_ir / (s_ir + s_vis)`` in [0, 1]."""
+def _soft_weight(strength_ir: np.ndarray, strength_vis: np.ndarray, floor: float = 0.0) -> np.ndarray:
+    """Per-pixel infrared weight ``(s_ir + floor) / (s_ir + s_vis + 2 floor)`` in [0, 1]."""
     total = cv2.add(strength_ir, strength_vis)
-    total += _EPS
-    return cv2.divide(strength_ir + _EPS / 2, total)
+    total += 2 * floor + _EPS
+    return cv2.divide(strength_ir + (floor + _EPS / 2), total)
 
 
 def _blend(ir: np.ndarray, vis: np.ndarray, weight_ir: np.ndarray) -> np.ndarray:
@@ -77,7 +81,8 @@ def fuse_luminance(ir: np.ndarray, vis: np.ndarray, valid: np.ndarray | None = N
     base_ir, base_vis = g_ir[-1], g_vis[-1]
     salience_ir = cv2.GaussianBlur(cv2.absdiff(base_ir, float(base_ir.mean())), (5, 5), 0)
     salience_vis = cv2.GaussianBlur(cv2.absdiff(base_vis, float(base_vis.mean())), (5, 5), 0)
-    weight = _soft_weight(cv2.multiply(salience_ir, salience_ir), cv2.multiply(salience_vis, salience_vis))
+    weight = _soft_weight(cv2.multiply(salience_ir, salience_ir), cv2.multiply(salience_vis, salience_vis),
+                          _BASE_SALIENCE_FLOOR)
     if masks is not None:
         weight = cv2.multiply(weight, masks[-1])
     fused = _blend(base_ir, base_vis, weight)
