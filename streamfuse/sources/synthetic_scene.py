@@ -27,8 +27,7 @@ import numpy as np
 
 __all__ = ["SyntheticScene"]
 
-# Class ids of ``SyntheticScene.object_mask``.
-BACKGROUND = 0
+# Class ids of ``SyntheticScene.object_mask`` (0 is the background).
 PERSON = 1
 VEHICLE = 2
 
@@ -51,7 +50,7 @@ _NIGHT_AIRLIGHT = (40.0, 38.0, 36.0)
 
 _SHADOW_LIGHT = np.array([0.52, 0.47, 0.42], np.float32)  # skylight left in the building shadows (BGR)
 _NIGHT_AMBIENT = np.array([0.15, 0.13, 0.11], np.float32)
-_LAMP_LIGHT = np.array([0.35, 0.75, 1.10], np.float32)  # sodium street lamps (BGR)
+_LAMP_LIGHT = np.array([0.55, 0.80, 1.00], np.float32)  # warm white street lamps (BGR)
 
 _NOISE_RATE_HZ = 30.0  # the noise pattern changes at this frame rate
 _NOISE_BANK_SIZE = 4
@@ -61,8 +60,24 @@ _VIS_NOISE_SIGMA = {"day": 9.0, "night": 20.0}  # grey levels at noise=1
 _IR_NOISE_SIGMA = 7.0
 
 # Static materials: ids index _MATERIALS.
-(_SKY, _SKYLINE, _WALL, _TRIM, _GLASS, _DOOR, _PAVING, _JOINT, _CURB, _ASPHALT, _PAINT, _LAWN,
- _FOLIAGE, _BARK, _METAL, _LAMP) = range(16)
+(
+    _SKY,
+    _SKYLINE,
+    _WALL,
+    _TRIM,
+    _GLASS,
+    _DOOR,
+    _PAVING,
+    _JOINT,
+    _CURB,
+    _ASPHALT,
+    _PAINT,
+    _LAWN,
+    _FOLIAGE,
+    _BARK,
+    _METAL,
+    _LAMP,
+) = range(16)
 
 
 @dataclass(frozen=True)
@@ -86,21 +101,21 @@ class _Material:
 
 _MATERIALS = (
     _Material((0, 0, 0), 0, 0, (0, 0, 0), (0, 0, 0)),  # sky: painted as emission, see _paint_sky
-    _Material((170, 160, 150), 58, 42, (0.01, 0.03, 0.05), (0.5, 1.5, 3.0)),
-    _Material((140, 140, 135), 118, 100, (0.04, 0.02, 0.04), (0.8, 1.5, 3.0)),
-    _Material((100, 100, 100), 112, 96, (0.03, 0.03, 0.03), (0.5, 1.0, 1.0)),
-    _Material((100, 90, 80), 70, 74, (0.01, 0.04, 0.0), (0.5, 1.0, 0.0)),
-    _Material((45, 50, 60), 114, 108, (0.03, 0.03, 0.0), (0.5, 1.0, 0.0)),
-    _Material((160, 165, 168), 128, 110, (0.05, 0.05, 0.05), (1.0, 2.0, 2.0)),
-    _Material((112, 115, 118), 124, 106, (0.03, 0.0, 0.0), (0.5, 0.0, 0.0)),
-    _Material((180, 182, 182), 122, 105, (0.04, 0.03, 0.0), (0.5, 1.0, 0.0)),
-    _Material((78, 78, 80), 150, 138, (0.10, 0.05, 0.06), (1.2, 2.5, 3.0)),
-    _Material((215, 220, 222), 134, 126, (0.05, 0.04, 0.0), (0.8, 1.0, 0.0)),
-    _Material((55, 125, 75), 96, 72, (0.18, 0.14, 0.08), (2.0, 4.0, 3.0)),
-    _Material((45, 100, 55), 88, 66, (0.14, 0.20, 0.08), (2.5, 6.0, 3.0)),
-    _Material((45, 62, 80), 108, 92, (0.08, 0.05, 0.0), (1.0, 1.5, 0.0)),
-    _Material((60, 62, 64), 100, 92, (0.03, 0.0, 0.0), (0.5, 0.0, 0.0)),
-    _Material((170, 175, 175), 105, 190, (0.0, 0.0, 0.0), (0.0, 0.0, 0.0)),
+    _Material((170, 160, 150), 58, 42, (0.01, 0.03, 0.05), (0.5, 1.5, 3.0)),  # skyline
+    _Material((140, 140, 135), 118, 100, (0.04, 0.02, 0.04), (0.8, 1.5, 3.0)),  # wall: varies per building
+    _Material((100, 100, 100), 112, 96, (0.03, 0.03, 0.03), (0.5, 1.0, 1.0)),  # trim: cornices and sills
+    _Material((100, 90, 80), 70, 74, (0.01, 0.04, 0.0), (0.5, 1.0, 0.0)),  # glass: cold in IR (reflects the sky)
+    _Material((45, 50, 60), 114, 108, (0.03, 0.03, 0.0), (0.5, 1.0, 0.0)),  # door
+    _Material((160, 165, 168), 128, 110, (0.05, 0.05, 0.05), (1.0, 2.0, 2.0)),  # paving
+    _Material((112, 115, 118), 124, 106, (0.03, 0.0, 0.0), (0.5, 0.0, 0.0)),  # joint between paving slabs
+    _Material((180, 182, 182), 122, 105, (0.04, 0.03, 0.0), (0.5, 1.0, 0.0)),  # curb
+    _Material((78, 78, 80), 150, 138, (0.10, 0.05, 0.06), (1.2, 2.5, 3.0)),  # asphalt: warm after a sunny day
+    _Material((215, 220, 222), 134, 126, (0.05, 0.04, 0.0), (0.8, 1.0, 0.0)),  # paint: lane markings and crosswalk
+    _Material((55, 125, 75), 96, 72, (0.18, 0.14, 0.08), (2.0, 4.0, 3.0)),  # lawn
+    _Material((45, 100, 55), 88, 66, (0.14, 0.20, 0.08), (2.5, 6.0, 3.0)),  # foliage
+    _Material((45, 62, 80), 108, 92, (0.08, 0.05, 0.0), (1.0, 1.5, 0.0)),  # bark
+    _Material((60, 62, 64), 100, 92, (0.03, 0.0, 0.0), (0.5, 0.0, 0.0)),  # metal: lamp posts
+    _Material((170, 175, 175), 105, 190, (0.0, 0.0, 0.0), (0.0, 0.0, 0.0)),  # lamp head: hot at night
 )
 
 _WALL_COLOURS = (
@@ -124,8 +139,11 @@ _CAR_PAINTS = (
 _CAR_HALF_LENGTH_M = 3.3  # includes the exhaust plume behind the car
 _CAR_PARTS = (
     ("plume", "ellipse", ((-2.75, 0.3), (0.5, 0.16))),
-    ("body", "polygon", ((-2.25, 0.35), (-2.25, 0.75), (-2.05, 0.98), (0.75, 0.98), (2.1, 0.86),
-                         (2.25, 0.65), (2.2, 0.35))),
+    (
+        "body",
+        "polygon",
+        ((-2.25, 0.35), (-2.25, 0.75), (-2.05, 0.98), (0.75, 0.98), (2.1, 0.86), (2.25, 0.65), (2.2, 0.35)),
+    ),
     ("body", "polygon", ((-1.75, 0.95), (-1.35, 1.45), (0.05, 1.47), (0.75, 0.95))),
     ("engine", "polygon", ((0.75, 0.6), (2.2, 0.6), (2.1, 0.86), (0.75, 0.98))),
     ("window", "polygon", ((-1.6, 1.0), (-1.28, 1.38), (-0.7, 1.38), (-0.7, 1.0))),
@@ -139,7 +157,7 @@ _CAR_PARTS = (
     ("exhaust", "circle", ((-2.15, 0.3), 0.07)),
 )
 
-Colour = float | tuple[float, float, float]
+_Colour = float | tuple[float, float, float]  # grey level or BGR
 
 
 def _fixed(points: np.ndarray) -> np.ndarray:
@@ -185,23 +203,38 @@ class _Canvas:
 
     def __init__(self, layout: _Layout, night: bool) -> None:
         shape = (layout.height, layout.width)
-        self.albedo = np.zeros(shape + (3,), np.float32)
-        self.emission = np.zeros(shape + (3,), np.float32)
+        self.albedo = np.zeros((*shape, 3), np.float32)
+        self.emission = np.zeros((*shape, 3), np.float32)
         self.temperature = np.zeros(shape, np.float32)
         self.label = np.zeros(shape, np.uint8)
         self.night = night
 
-    def _values(self, material: int, bgr: tuple | np.ndarray | None, emission: tuple | np.ndarray | None,
-                temperature_offset: float) -> tuple[tuple, tuple, float]:
+    def _values(
+        self,
+        material: int,
+        bgr: tuple | np.ndarray | None,
+        emission: tuple | np.ndarray | None,
+        temperature_offset: float,
+    ) -> tuple[tuple, tuple, float]:
+        """Returns the albedo, emission and temperature to paint, from the material and its overrides."""
         spec = _MATERIALS[material]
         albedo = tuple(float(c) for c in (spec.bgr if bgr is None else bgr))
         light = (0.0, 0.0, 0.0) if emission is None else tuple(float(c) for c in emission)
         temperature = (spec.ir_night if self.night else spec.ir_day) + float(temperature_offset)
         return albedo, light, temperature
 
-    def rect(self, x0: float, y0: float, x1: float, y1: float, material: int, *,
-             bgr: tuple | np.ndarray | None = None, emission: tuple | np.ndarray | None = None,
-             temperature_offset: float = 0.0) -> None:
+    def rect(
+        self,
+        x0: float,
+        y0: float,
+        x1: float,
+        y1: float,
+        material: int,
+        *,
+        bgr: tuple | np.ndarray | None = None,
+        emission: tuple | np.ndarray | None = None,
+        temperature_offset: float = 0.0,
+    ) -> None:
         """Paints the axis-aligned rectangle [x0, x1) x [y0, y1), clipped to the image."""
         height, width = self.label.shape
         xa, xb = max(0, round(x0)), min(width, round(x1))
@@ -214,8 +247,15 @@ class _Canvas:
         self.temperature[ya:yb, xa:xb] = temperature
         self.label[ya:yb, xa:xb] = material
 
-    def polygon(self, points: list | np.ndarray, material: int, *, bgr: tuple | np.ndarray | None = None,
-                emission: tuple | np.ndarray | None = None, temperature_offset: float = 0.0) -> None:
+    def polygon(
+        self,
+        points: list | np.ndarray,
+        material: int,
+        *,
+        bgr: tuple | np.ndarray | None = None,
+        emission: tuple | np.ndarray | None = None,
+        temperature_offset: float = 0.0,
+    ) -> None:
         """Paints a filled polygon given by its (x, y) vertices."""
         polygons = [_fixed(points)]
         albedo, light, temperature = self._values(material, bgr, emission, temperature_offset)
@@ -224,23 +264,46 @@ class _Canvas:
         cv2.fillPoly(self.temperature, polygons, temperature, cv2.LINE_8, _SHIFT)
         cv2.fillPoly(self.label, polygons, material, cv2.LINE_8, _SHIFT)
 
-    def ellipse(self, center: tuple[float, float], axes: tuple[float, float], material: int, *,
-                bgr: tuple | np.ndarray | None = None, emission: tuple | np.ndarray | None = None,
-                temperature_offset: float = 0.0) -> None:
+    def ellipse(
+        self,
+        center: tuple[float, float],
+        axes: tuple[float, float],
+        material: int,
+        *,
+        bgr: tuple | np.ndarray | None = None,
+        emission: tuple | np.ndarray | None = None,
+        temperature_offset: float = 0.0,
+    ) -> None:
         """Paints a filled axis-aligned ellipse given its centre and half-axes."""
         c, a = tuple(_fixed(center)), tuple(_fixed(axes))
         albedo, light, temperature = self._values(material, bgr, emission, temperature_offset)
-        for layer, value in ((self.albedo, albedo), (self.emission, light), (self.temperature, temperature),
-                             (self.label, material)):
+        for layer, value in (
+            (self.albedo, albedo),
+            (self.emission, light),
+            (self.temperature, temperature),
+            (self.label, material),
+        ):
             cv2.ellipse(layer, c, a, 0, 0, 360, value, -1, cv2.LINE_8, _SHIFT)
 
-    def line(self, p0: tuple[float, float], p1: tuple[float, float], thickness: float, material: int, *,
-             bgr: tuple | np.ndarray | None = None, temperature_offset: float = 0.0) -> None:
+    def line(
+        self,
+        p0: tuple[float, float],
+        p1: tuple[float, float],
+        thickness: float,
+        material: int,
+        *,
+        bgr: tuple | np.ndarray | None = None,
+        temperature_offset: float = 0.0,
+    ) -> None:
         """Paints a thick line segment (at least one pixel wide)."""
         a, b, width = tuple(_fixed(p0)), tuple(_fixed(p1)), max(1, round(thickness))
         albedo, light, temperature = self._values(material, bgr, None, temperature_offset)
-        for layer, value in ((self.albedo, albedo), (self.emission, light), (self.temperature, temperature),
-                             (self.label, material)):
+        for layer, value in (
+            (self.albedo, albedo),
+            (self.emission, light),
+            (self.temperature, temperature),
+            (self.label, material),
+        ):
             cv2.line(layer, a, b, value, width, cv2.LINE_8, _SHIFT)
 
 
@@ -251,19 +314,20 @@ def _smooth_noise(rng: np.random.Generator, layout: _Layout, cell: float) -> np.
     return (field - field.mean()) / max(float(field.std()), 1e-6)
 
 
-def _paint_sky(canvas: _Canvas, layout: _Layout, rng: np.random.Generator, night: bool) -> None:
+def _paint_sky(canvas: _Canvas, layout: _Layout, rng: np.random.Generator) -> None:
     """Fills the whole canvas with sky: a vertical gradient with soft clouds, cold in the thermal image."""
     rows = np.linspace(0.0, 1.0 / _HORIZON, layout.height, dtype=np.float32).clip(0, 1)[:, None, None]
-    stretched = cv2.resize(rng.standard_normal((12, 5)).astype(np.float32), (layout.width, layout.height),
-                           interpolation=cv2.INTER_CUBIC)
+    stretched = cv2.resize(
+        rng.standard_normal((12, 5)).astype(np.float32), (layout.width, layout.height), interpolation=cv2.INTER_CUBIC
+    )
     cloud = np.clip((stretched - 0.7) * 0.6, 0, 1)[:, :, None]
-    if night:
-        zenith, horizon, cloud_colour = (28, 16, 10), (58, 48, 40), (62, 58, 55)
+    if canvas.night:
+        zenith, horizon, cloud_colour = (24, 19, 16), (52, 48, 45), (60, 58, 56)
     else:
         zenith, horizon, cloud_colour = (200, 150, 100), (228, 210, 192), (238, 236, 234)
     gradient = np.float32(zenith) * (1 - rows) + np.float32(horizon) * rows
     canvas.emission[:] = gradient * (1 - cloud) + np.float32(cloud_colour) * cloud
-    canvas.temperature[:] = ((15 if night else 28) + 30 * rows + 15 * cloud)[:, :, 0]
+    canvas.temperature[:] = ((15 if canvas.night else 28) + 30 * rows + 15 * cloud)[:, :, 0]
     canvas.label[:] = _SKY
 
 
@@ -273,14 +337,28 @@ def _paint_skyline(canvas: _Canvas, layout: _Layout, rng: np.random.Generator) -
     while x < layout.width:
         width = rng.uniform(0.04, 0.12) * layout.width
         top = layout.y(rng.uniform(0.2, 0.34))
-        canvas.rect(x, top, x + width, base, _SKYLINE, bgr=np.float32((165, 155, 145)) * rng.uniform(0.9, 1.05),
-                    temperature_offset=rng.uniform(-4, 4))
+        canvas.rect(
+            x,
+            top,
+            x + width,
+            base,
+            _SKYLINE,
+            bgr=np.float32((165, 155, 145)) * rng.uniform(0.9, 1.05),
+            temperature_offset=rng.uniform(-4, 4),
+        )
         x += width
 
 
-
-def _paint_windows(canvas: _Canvas, rng: np.random.Generator, x0: float, x1: float, top: float,
-                   base: float, scale: float, wall: np.ndarray) -> None:
+def _paint_windows(
+    canvas: _Canvas,
+    rng: np.random.Generator,
+    x0: float,
+    x1: float,
+    top: float,
+    base: float,
+    scale: float,
+    wall: np.ndarray,
+) -> None:
     """Paints the window grid, the shop front and the door of one building.
 
     Glass reflects the sky in the visible image but is opaque and cold in the thermal image.  At
@@ -297,15 +375,36 @@ def _paint_windows(canvas: _Canvas, rng: np.random.Generator, x0: float, x1: flo
             reflection = rng.uniform(0.1, 0.6)
             glass = np.float32((70, 62, 58)) * (1 - reflection) + np.float32((200, 180, 160)) * reflection
             lit = rng.random() < 0.3 and canvas.night
-            light = np.float32((70, 160, 230)) * rng.uniform(0.5, 1.0)
-            canvas.rect(wx, sill_bottom - window_h, wx + window_w, sill_bottom, _GLASS, bgr=glass,
-                        emission=light if lit else None, temperature_offset=12 if lit else 0)
-            canvas.rect(wx - 0.15 * scale, sill_bottom, wx + window_w + 0.15 * scale, sill_bottom + 0.18 * scale,
-                        _TRIM, bgr=wall * 0.75)
+            light = np.float32((110, 170, 215)) * rng.uniform(0.5, 1.0)
+            canvas.rect(
+                wx,
+                sill_bottom - window_h,
+                wx + window_w,
+                sill_bottom,
+                _GLASS,
+                bgr=glass,
+                emission=light if lit else None,
+                temperature_offset=12 if lit else 0,
+            )
+            canvas.rect(
+                wx - 0.15 * scale,
+                sill_bottom,
+                wx + window_w + 0.15 * scale,
+                sill_bottom + 0.18 * scale,
+                _TRIM,
+                bgr=wall * 0.75,
+            )
         sill_bottom -= 3.2 * scale
     shop_lit = rng.random() < 0.4 and canvas.night
-    canvas.rect(x0 + 0.8 * scale, base - 2.9 * scale, x1 - 0.8 * scale, base - 0.8 * scale, _GLASS,
-                bgr=(80, 75, 70), emission=(40, 100, 150) if shop_lit else None)
+    canvas.rect(
+        x0 + 0.8 * scale,
+        base - 2.9 * scale,
+        x1 - 0.8 * scale,
+        base - 0.8 * scale,
+        _GLASS,
+        bgr=(80, 75, 70),
+        emission=(70, 105, 135) if shop_lit else None,
+    )
     door_x = rng.uniform(x0 + 0.8 * scale, max(x0 + 0.8 * scale, x1 - 2.0 * scale))
     canvas.rect(door_x, base - 2.4 * scale, door_x + 1.2 * scale, base, _DOOR)
 
@@ -326,13 +425,21 @@ def _paint_buildings(canvas: _Canvas, layout: _Layout, rng: np.random.Generator)
         wall = np.float32(_WALL_COLOURS[rng.integers(len(_WALL_COLOURS))]) * rng.uniform(0.9, 1.1)
         warmth = rng.uniform(-10, 10)
         canvas.rect(x, top, x + width, base, _WALL, bgr=wall, temperature_offset=warmth)
-        canvas.rect(x - 0.25 * scale, top, x + width + 0.25 * scale, top + 0.6 * scale, _TRIM, bgr=wall * 0.7,
-                    temperature_offset=warmth - 4)
+        canvas.rect(
+            x - 0.25 * scale,
+            top,
+            x + width + 0.25 * scale,
+            top + 0.6 * scale,
+            _TRIM,
+            bgr=wall * 0.7,
+            temperature_offset=warmth - 4,
+        )
         _paint_windows(canvas, rng, x, x + width, top, base, scale, wall)
         length = 0.36 * (base - top)
         slant = 0.6 * length
-        shadows.append(np.array([(x, base), (x + width, base), (x + width + slant, base + length),
-                                 (x + slant, base + length)]))
+        shadows.append(
+            np.array([(x, base), (x + width, base), (x + width + slant, base + length), (x + slant, base + length)])
+        )
         x += width + (rng.uniform(0.015, 0.03) * layout.width if rng.random() < 0.3 else 0.0)
     return shadows
 
@@ -354,16 +461,24 @@ def _paint_road(canvas: _Canvas, layout: _Layout, rng: np.random.Generator) -> N
     reach = layout.width / 2 / layout.px_per_m(top)  # metres visible left and right at the far edge
 
     def ground_quad(x0_m: float, x1_m: float, y0: float, y1: float) -> list[tuple[float, float]]:
-        return [(layout.ground_x(x0_m, y0), y0), (layout.ground_x(x1_m, y0), y0),
-                (layout.ground_x(x1_m, y1), y1), (layout.ground_x(x0_m, y1), y1)]
+        return [
+            (layout.ground_x(x0_m, y0), y0),
+            (layout.ground_x(x1_m, y0), y0),
+            (layout.ground_x(x1_m, y1), y1),
+            (layout.ground_x(x0_m, y1), y1),
+        ]
 
     canvas.rect(0, top, layout.width, bottom, _ASPHALT)
     for _ in range(3):
         x_m, length_m = rng.uniform(-reach, reach), rng.uniform(2.0, 6.0)
         y0 = rng.uniform(top, bottom - 0.3 * (bottom - top))
         y1 = y0 + rng.uniform(0.1, 0.3) * (bottom - top)
-        canvas.polygon(ground_quad(x_m, x_m + length_m, y0, y1), _ASPHALT,
-                       bgr=np.float32(_MATERIALS[_ASPHALT].bgr) * 0.8, temperature_offset=4)
+        canvas.polygon(
+            ground_quad(x_m, x_m + length_m, y0, y1),
+            _ASPHALT,
+            bgr=np.float32(_MATERIALS[_ASPHALT].bgr) * 0.8,
+            temperature_offset=4,
+        )
     for edge in (top + 0.08 * (bottom - top), bottom - 0.08 * (bottom - top)):
         half = max(0.5, 0.08 * layout.px_per_m(edge))
         canvas.rect(0, edge - half, layout.width, edge + half, _PAINT)
@@ -373,15 +488,21 @@ def _paint_road(canvas: _Canvas, layout: _Layout, rng: np.random.Generator) -> N
     half = max(0.5, 0.08 * layout.px_per_m(centre))
     for dash_m in np.arange(-math.ceil(reach / 7) * 7, reach + 7, 7.0):
         if abs(dash_m + 1.5 - crossing_m) > 4.0:
-            canvas.rect(layout.ground_x(dash_m, centre), centre - half, layout.ground_x(dash_m + 3, centre),
-                        centre + half, _PAINT)
+            canvas.rect(
+                layout.ground_x(dash_m, centre),
+                centre - half,
+                layout.ground_x(dash_m + 3, centre),
+                centre + half,
+                _PAINT,
+            )
 
     # Crosswalk stripes: equal steps in depth, i.e. in 1 / (row - horizon), get taller towards the camera.
     horizon = layout.y(_HORIZON)
-    inverse_rows = np.linspace(1 / (top + 0.12 * (bottom - top) - horizon),
-                               1 / (bottom - 0.12 * (bottom - top) - horizon), 10)
+    inverse_rows = np.linspace(
+        1 / (top + 0.12 * (bottom - top) - horizon), 1 / (bottom - 0.12 * (bottom - top) - horizon), 10
+    )
     rows = horizon + 1 / inverse_rows
-    for y0, y1 in zip(rows[0::2], rows[1::2]):
+    for y0, y1 in zip(rows[0::2], rows[1::2], strict=True):
         canvas.polygon(ground_quad(crossing_m - 2.0, crossing_m + 2.0, y0, y1), _PAINT)
 
 
@@ -397,15 +518,19 @@ def _paint_street(canvas: _Canvas, layout: _Layout, rng: np.random.Generator) ->
     scale = layout.px_per_m(height)
     for _ in range(max(1, round(width / 220))):
         x, radius = rng.uniform(0, width), rng.uniform(0.5, 0.8) * scale
-        canvas.ellipse((x, height + 0.2 * radius), (1.6 * radius, radius), _FOLIAGE,
-                       bgr=np.float32(_MATERIALS[_FOLIAGE].bgr) * rng.uniform(0.8, 1.1))
+        canvas.ellipse(
+            (x, height + 0.2 * radius),
+            (1.6 * radius, radius),
+            _FOLIAGE,
+            bgr=np.float32(_MATERIALS[_FOLIAGE].bgr) * rng.uniform(0.8, 1.1),
+        )
 
 
-def _paint_trees_and_lamps(canvas: _Canvas, layout: _Layout, rng: np.random.Generator) -> list[tuple[float, float]]:
+def _paint_trees_and_lamps(canvas: _Canvas, layout: _Layout, rng: np.random.Generator) -> list[float]:
     """Paints trees alternating with street lamps along the far curb.
 
     Returns:
-        The (x, y) image positions of the lamp heads.
+        The image columns of the lamp heads.
     """
     ground = layout.y(_FAR_CURB)
     scale = layout.px_per_m(ground)
@@ -421,16 +546,16 @@ def _paint_trees_and_lamps(canvas: _Canvas, layout: _Layout, rng: np.random.Gene
             for _ in range(8):
                 centre = (x + rng.uniform(-0.6, 0.6) * radius, ground - 5.2 * scale + rng.uniform(-0.5, 0.5) * radius)
                 axes = (rng.uniform(0.5, 0.8) * radius, rng.uniform(0.45, 0.7) * radius)
-                canvas.ellipse(centre, axes, _FOLIAGE, bgr=leaves * rng.uniform(0.85, 1.1),
-                               temperature_offset=rng.uniform(-3, 3))
+                canvas.ellipse(
+                    centre, axes, _FOLIAGE, bgr=leaves * rng.uniform(0.85, 1.1), temperature_offset=rng.uniform(-3, 3)
+                )
         else:
             top = ground - 7.0 * scale
             head = (x + (1.1 if rng.random() < 0.5 else -1.1) * scale, top + 0.15 * scale)
             canvas.line((x, ground), (x, top), 0.2 * scale, _METAL)
             canvas.line((x, top), head, 0.12 * scale, _METAL)
-            canvas.ellipse(head, (0.5 * scale, 0.2 * scale), _LAMP,
-                           emission=(200, 235, 255) if canvas.night else None)
-            lamps.append(head)
+            canvas.ellipse(head, (0.5 * scale, 0.2 * scale), _LAMP, emission=(200, 235, 255) if canvas.night else None)
+            lamps.append(head[0])
     return lamps
 
 
@@ -441,7 +566,7 @@ def _sunlight(layout: _Layout, shadows: list[np.ndarray]) -> np.ndarray:
     return cv2.GaussianBlur(sun, (0, 0), 1.5)
 
 
-def _street_lighting(layout: _Layout, lamps: list[tuple[float, float]]) -> np.ndarray:
+def _street_lighting(layout: _Layout, lamps: list[float]) -> np.ndarray:
     """Returns the float32 BGR night illumination: dim ambient light plus pools of light under the lamps."""
     rows = np.arange(layout.height, dtype=np.float32)[:, None]
     columns = np.arange(layout.width, dtype=np.float32)[None, :]
@@ -449,7 +574,7 @@ def _street_lighting(layout: _Layout, lamps: list[tuple[float, float]]) -> np.nd
     spread_x, spread_y = 4.0 * layout.px_per_m(ground), 0.07 * layout.height
     light = np.empty((layout.height, layout.width, 3), np.float32)
     light[:] = _NIGHT_AMBIENT
-    for x, _ in lamps:
+    for x in lamps:
         pool = np.exp(-(((columns - x) / spread_x) ** 2 + ((rows - ground) / spread_y) ** 2))
         light += pool[:, :, None] * _LAMP_LIGHT
     return light
@@ -458,15 +583,17 @@ def _street_lighting(layout: _Layout, lamps: list[tuple[float, float]]) -> np.nd
 def _night_tone(bgr: np.ndarray) -> np.ndarray:
     """Desaturates and slightly cools colours the way a visible camera does in low light."""
     luminance = bgr @ np.float32([0.114, 0.587, 0.299])
-    return (0.7 * luminance[..., None] + 0.3 * bgr) * np.float32([1.04, 1.0, 0.94])
+    return (0.85 * luminance[..., None] + 0.15 * bgr) * np.float32([1.02, 1.0, 0.97])
 
 
 def _to_uint8(image: np.ndarray) -> np.ndarray:
+    """Rounds and saturates a float image to uint8."""
     return np.clip(np.rint(image), 0, 255).astype(np.uint8)
 
 
-def _render_background(layout: _Layout, rng: np.random.Generator,
-                       night: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _render_background(
+    layout: _Layout, rng: np.random.Generator, night: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Renders the static street in both modalities.
 
     Args:
@@ -479,14 +606,20 @@ def _render_background(layout: _Layout, rng: np.random.Generator,
         material label of each pixel (uint8).
     """
     canvas = _Canvas(layout, night)
-    _paint_sky(canvas, layout, rng, night)
+    _paint_sky(canvas, layout, rng)
     _paint_skyline(canvas, layout, rng)
     shadows = _paint_buildings(canvas, layout, rng)
     _paint_street(canvas, layout, rng)
     lamps = _paint_trees_and_lamps(canvas, layout, rng)
 
-    fields = np.stack([rng.standard_normal((layout.height, layout.width), dtype=np.float32),
-                       _smooth_noise(rng, layout, 5), _smooth_noise(rng, layout, 40)], axis=-1)
+    fields = np.stack(
+        [
+            rng.standard_normal((layout.height, layout.width), dtype=np.float32),
+            _smooth_noise(rng, layout, 5),
+            _smooth_noise(rng, layout, 40),
+        ],
+        axis=-1,
+    )
     vis_texture = np.float32([m.vis_texture for m in _MATERIALS])[canvas.label]
     ir_texture = np.float32([m.ir_texture for m in _MATERIALS])[canvas.label]
     albedo = canvas.albedo * (1 + np.sum(vis_texture * fields, axis=-1))[:, :, None]
@@ -536,7 +669,7 @@ class _NoiseBank:
     def apply(self, image: np.ndarray, t: float) -> None:
         """Adds the noise of the frame shown at time ``t`` to ``image`` in place."""
         bank, dy, dx = self._schedule[math.floor(t * _NOISE_RATE_HZ + 0.5) % _NOISE_SCHEDULE]
-        window = np.s_[bank, dy:dy + self._height, dx:dx + self._width]
+        window = np.s_[bank, dy : dy + self._height, dx : dx + self._width]
         cv2.add(image, self._positive[window], dst=image)
         cv2.subtract(image, self._negative[window], dst=image)
 
@@ -571,7 +704,7 @@ class _Mover:
     speed: float
     ground_y: float
     half_length: float
-    palettes: dict[str, dict[str, Colour | None]]
+    palettes: dict[str, dict[str, _Colour | None]]
 
     def center_x(self, t: float, width: int) -> float:
         """Returns the image column of the object's centre at time ``t`` in a frame ``width`` wide."""
@@ -598,8 +731,10 @@ class _Pedestrian(_Mover):
         colours = self.palettes[palette]
         swing = 0.28 * math.sin(self.gait_phase + self.gait_rate * t)
         forward = self.scale if self.speed >= 0 else -self.scale
-        points = np.stack([self.center_x(t, width) + forward * (_BODY_U + swing * _GAIT_SWING),
-                           self.ground_y - self.scale * _BODY_V], axis=1)
+        points = np.stack(
+            [self.center_x(t, width) + forward * (_BODY_U + swing * _GAIT_SWING), self.ground_y - self.scale * _BODY_V],
+            axis=1,
+        )
         hip, foot_a, foot_b, shoulder, hand_a, hand_b, torso, head = (tuple(p) for p in _fixed(points).tolist())
         limb, arm = max(1, round(0.16 * self.scale)), max(1, round(0.1 * self.scale))
         torso_axes = tuple(_fixed((0.17 * self.scale, 0.33 * self.scale)).tolist())
@@ -636,8 +771,7 @@ class _Vehicle(_Mover):
             elif kind == "circle":
                 cv2.circle(image, tuple((points + origin).tolist()), size, colour, -1, line_type, _SHIFT)
             else:
-                cv2.ellipse(image, tuple((points + origin).tolist()), size, 0, 0, 360, colour, -1, line_type,
-                            _SHIFT)
+                cv2.ellipse(image, tuple((points + origin).tolist()), size, 0, 0, 360, colour, -1, line_type, _SHIFT)
 
 
 def _vehicle_outline(direction: int, scale: float) -> tuple[tuple[str, str, np.ndarray, int | tuple | None], ...]:
@@ -666,11 +800,12 @@ def _colour(bgr: np.ndarray) -> tuple[float, float, float]:
 
 def _mean_colour(image: np.ndarray, top: float, bottom: float) -> np.ndarray:
     """Returns the mean BGR colour of the image rows between ``top`` and ``bottom``."""
-    return image[max(0, int(top)):max(1, int(bottom) + 1)].reshape(-1, 3).mean(axis=0)
+    return image[max(0, int(top)) : max(1, int(bottom) + 1)].reshape(-1, 3).mean(axis=0)
 
 
-def _make_people(count: int, layout: _Layout, rng: np.random.Generator,
-                 vis_background: np.ndarray) -> list[_Pedestrian]:
+def _make_people(
+    count: int, layout: _Layout, rng: np.random.Generator, vis_background: np.ndarray
+) -> list[_Pedestrian]:
     """Creates the pedestrians, alternately on the far (shadowed) and the near sidewalk.
 
     Their clothes are darker variants of the visible background they walk in front of, so they
@@ -687,15 +822,25 @@ def _make_people(count: int, layout: _Layout, rng: np.random.Generator,
         x0 = rng.uniform(0, layout.width + 2 * half_length)
         behind_legs = _mean_colour(vis_background, foot - 0.9 * scale, foot)
         behind_torso = _mean_colour(vis_background, foot - 1.8 * scale, foot - 0.9 * scale)
-        vis = {"torso": _colour(behind_torso * rng.uniform(0.75, 1.0) * rng.uniform(0.92, 1.08, 3)),
-               "legs": _colour(behind_legs * rng.uniform(0.65, 0.95)),
-               "head": _colour(behind_torso * 0.7 + (5, 12, 25))}
+        vis = {
+            "torso": _colour(behind_torso * rng.uniform(0.75, 1.0) * rng.uniform(0.92, 1.08, 3)),
+            "legs": _colour(behind_legs * rng.uniform(0.65, 0.95)),
+            "head": _colour(behind_torso * 0.7 + (5, 12, 25)),
+        }
         body = rng.uniform(205, 225)
         ir = {"torso": round(body), "legs": round(body - rng.uniform(5, 12)), "head": round(rng.uniform(235, 252))}
-        people.append(_Pedestrian(
-            x0=x0, speed=direction * speed_m * layout.px_per_m(foot), ground_y=foot, half_length=half_length,
-            palettes={"vis": vis, "ir": ir, "mask": dict.fromkeys(vis, PERSON)},
-            scale=scale, gait_phase=rng.uniform(0, 2 * math.pi), gait_rate=2 * math.pi * speed_m / 1.5))
+        people.append(
+            _Pedestrian(
+                x0=x0,
+                speed=direction * speed_m * layout.px_per_m(foot),
+                ground_y=foot,
+                half_length=half_length,
+                palettes={"vis": vis, "ir": ir, "mask": dict.fromkeys(vis, PERSON)},
+                scale=scale,
+                gait_phase=rng.uniform(0, 2 * math.pi),
+                gait_rate=2 * math.pi * speed_m / 1.5,
+            )
+        )
     return people
 
 
@@ -715,8 +860,14 @@ def _make_vehicles(count: int, layout: _Layout, rng: np.random.Generator, night:
         half_length = _CAR_HALF_LENGTH_M * scale
         x0 = (index // 2 + rng.uniform(0.0, 0.4)) / in_lane * (layout.width + 2 * half_length)
         paint = np.float32(_CAR_PAINTS[rng.integers(len(_CAR_PAINTS))]) * rng.uniform(0.9, 1.1)
-        reflective = {"body": paint, "engine": paint, "window": (60, 55, 50), "wheel": (28, 28, 28),
-                      "hub": (120, 120, 118), "exhaust": (50, 50, 50)}
+        reflective = {
+            "body": paint,
+            "engine": paint,
+            "window": (60, 55, 50),
+            "wheel": (28, 28, 28),
+            "hub": (120, 120, 118),
+            "exhaust": (50, 50, 50),
+        }
         if night:
             vis = {part: _colour(_night_tone(np.float32(c) * _NIGHT_AMBIENT)) for part, c in reflective.items()}
             vis |= {"headlight": (215.0, 245.0, 255.0), "taillight": (40.0, 40.0, 235.0)}
@@ -724,37 +875,59 @@ def _make_vehicles(count: int, layout: _Layout, rng: np.random.Generator, night:
             vis = {part: _colour(np.float32(c)) for part, c in reflective.items()}
             vis |= {"headlight": (200.0, 205.0, 205.0), "taillight": (40.0, 40.0, 150.0)}
         body = rng.uniform(158, 172) - (8 if night else 0)
-        ir = {"body": round(body), "engine": round(rng.uniform(225, 242)), "window": 90,
-              "wheel": round(rng.uniform(180, 192)), "hub": 165, "headlight": 150, "taillight": 140, "exhaust": 252,
-              "plume": 178}
+        ir = {
+            "body": round(body),
+            "engine": round(rng.uniform(225, 242)),
+            "window": 90,
+            "wheel": round(rng.uniform(180, 192)),
+            "hub": 165,
+            "headlight": 150,
+            "taillight": 140,
+            "exhaust": 252,
+            "plume": 178,
+        }
         mask = dict.fromkeys(ir, VEHICLE) | {"plume": None}
-        vehicles.append(_Vehicle(
-            x0=x0, speed=direction * speed_m * scale, ground_y=ground, half_length=half_length,
-            palettes={"vis": vis | {"plume": None}, "ir": ir, "mask": mask},
-            outline=_vehicle_outline(direction, scale)))
+        vehicles.append(
+            _Vehicle(
+                x0=x0,
+                speed=direction * speed_m * scale,
+                ground_y=ground,
+                half_length=half_length,
+                palettes={"vis": vis | {"plume": None}, "ir": ir, "mask": mask},
+                outline=_vehicle_outline(direction, scale),
+            )
+        )
     return vehicles
 
 
 # Argument checks -----------------------------------------------------------------------------
 
+
 def _is_int(value: object) -> bool:
+    """Whether ``value`` is an integer (numpy integers included, booleans excluded)."""
     return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 
 def _check_int(name: str, value: object, minimum: int) -> int:
+    """Returns ``value`` as an int, or raises ValueError naming the argument ``name``."""
     if not _is_int(value) or value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
     return int(value)
 
 
 def _check_unit(name: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
-            or not 0.0 <= float(value) <= 1.0:
+    """Returns ``value`` as a float in [0, 1], or raises ValueError naming the argument ``name``."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float, np.integer, np.floating))
+        or not 0.0 <= float(value) <= 1.0
+    ):
         raise ValueError(f"{name} must be in [0, 1], got {value!r}")
     return float(value)
 
 
 def _check_time(t: object) -> float:
+    """Returns the render time ``t`` as a finite float, or raises ValueError."""
     try:
         seconds = float(t)
     except (TypeError, ValueError):
@@ -815,10 +988,20 @@ class SyntheticScene:
         ((512, 640, 3), (256, 320))
     """
 
-    def __init__(self, width: int = 640, height: int = 512, *, seed: int = 0, time_of_day: str = "day",
-                 fog: float = 0.0, noise: float = 0.0, people: int = 4, vehicles: int = 2,
-                 ir_size: tuple[int, int] | None = None,
-                 ir_homography: np.ndarray | list | None = None) -> None:
+    def __init__(
+        self,
+        width: int = 640,
+        height: int = 512,
+        *,
+        seed: int = 0,
+        time_of_day: str = "day",
+        fog: float = 0.0,
+        noise: float = 0.0,
+        people: int = 4,
+        vehicles: int = 2,
+        ir_size: tuple[int, int] | None = None,
+        ir_homography: np.ndarray | list | None = None,
+    ) -> None:
         """Builds the static scene, the moving objects, the fog and the noise.
 
         Args:
@@ -850,31 +1033,36 @@ class SyntheticScene:
         vehicles = _check_int("vehicles", vehicles, 0)
         self.ir_width, self.ir_height, self.ir_to_vis = _ir_camera(self.width, self.height, ir_size, ir_homography)
         self.ir_to_vis.setflags(write=False)
-        self._warp_ir = (self.ir_width, self.ir_height) != (self.width, self.height) \
-            or not np.array_equal(self.ir_to_vis, np.eye(3))
+        self._warp_ir = (self.ir_width, self.ir_height) != (self.width, self.height) or not np.array_equal(
+            self.ir_to_vis, np.eye(3)
+        )
 
         night = time_of_day == "night"
         layout = _Layout(self.width, self.height)
         static_rng, people_rng, vehicle_rng, vis_noise_rng, ir_noise_rng = (
-            np.random.default_rng(stream) for stream in np.random.SeedSequence(self.seed).spawn(5))
+            np.random.default_rng(stream) for stream in np.random.SeedSequence(self.seed).spawn(5)
+        )
         self._vis_background, self._ir_background, labels = _render_background(layout, static_rng, night)
-        movers = _make_people(people, layout, people_rng, self._vis_background) \
-            + _make_vehicles(vehicles, layout, vehicle_rng, night)
+        movers = _make_people(people, layout, people_rng, self._vis_background) + _make_vehicles(
+            vehicles, layout, vehicle_rng, night
+        )
         self._movers = sorted(movers, key=lambda mover: mover.ground_y)  # far objects first
 
-        self._fog_weights = None
+        self._fog = None  # (airlight image, transmission, 1 - transmission)
         if self.fog > 0:
+            airlight = np.empty_like(self._vis_background)
+            airlight[:] = _NIGHT_AIRLIGHT if night else _DAY_AIRLIGHT
             transmission = _fog_transmission(layout, labels, self.fog)
-            self._fog_weights = (transmission, 1 - transmission)
-            self._airlight = np.empty_like(self._vis_background)
-            self._airlight[:] = _NIGHT_AIRLIGHT if night else _DAY_AIRLIGHT
+            self._fog = (airlight, transmission, 1 - transmission)
         self._vis_noise = self._ir_noise = None
         if self.noise > 0:
-            self._vis_noise = _NoiseBank(vis_noise_rng, self.width, self.height, 3,
-                                         self.noise * _VIS_NOISE_SIGMA[time_of_day])
+            self._vis_noise = _NoiseBank(
+                vis_noise_rng, self.width, self.height, 3, self.noise * _VIS_NOISE_SIGMA[time_of_day]
+            )
             self._ir_noise = _NoiseBank(ir_noise_rng, self.ir_width, self.ir_height, 1, self.noise * _IR_NOISE_SIGMA)
 
     def _draw_movers(self, image: np.ndarray, t: float, palette: str, line_type: int) -> None:
+        """Draws every moving object, far ones first, with the colours of ``palette``."""
         for mover in self._movers:
             mover.draw(image, t, self.width, palette, line_type)
 
@@ -890,8 +1078,9 @@ class SyntheticScene:
         t = _check_time(t)
         frame = self._vis_background.copy()
         self._draw_movers(frame, t, "vis", cv2.LINE_AA)
-        if self._fog_weights is not None:
-            frame = cv2.blendLinear(frame, self._airlight, *self._fog_weights)
+        if self._fog is not None:
+            airlight, transmission, scattering = self._fog
+            frame = cv2.blendLinear(frame, airlight, transmission, scattering)
         if self._vis_noise is not None:
             self._vis_noise.apply(frame, t)
         return frame
@@ -913,8 +1102,9 @@ class SyntheticScene:
         self._draw_movers(frame, t, "ir", cv2.LINE_AA)
         frame = cv2.GaussianBlur(frame, (3, 3), 0)  # thermal optics blur the warm objects too
         if self._warp_ir:
-            frame = cv2.warpPerspective(frame, self.ir_to_vis, (self.ir_width, self.ir_height),
-                                        flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP)
+            frame = cv2.warpPerspective(
+                frame, self.ir_to_vis, (self.ir_width, self.ir_height), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
+            )
         if self._ir_noise is not None:
             self._ir_noise.apply(frame, t)
         return frame
