@@ -129,7 +129,8 @@ def test_probe_video_and_folder(tmp_path, capsys, image_folders):
     code, out, _ = run_cli(capsys, "probe", str(tmp_path / "v.mp4"), "--json")
     report = json.loads(out)
     assert code == 0
-    assert (report["codec"], report["resolution"], report["frame rate"], report["frames"]) == ("h264", "64x48", 10.0, 10)
+    assert (report["codec"], report["resolution"], report["frame rate"]) == ("h264", "64x48", 10.0)
+    assert report["frames"] == 10
     assert report["first timestamps"] == [0.0, 0.1, 0.2, 0.3, 0.4]
     code, out, _ = run_cli(capsys, "probe", str(image_folders[0]))
     assert code == 0 and "image sequence" in out and "12" in out

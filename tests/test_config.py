@@ -46,13 +46,16 @@ def test_empty_config_has_defaults():
     ({"sinks": [{"type": "video"}]}, "sinks.0.path: missing required value"),
     ({"sinks": [{"type": "ftp", "path": "x"}]}, "sinks.0.type: unknown type 'ftp'"),
     ({"sinks": [{"type": "zmq", "endpoint": "localhost:5555"}]}, "sinks.0.endpoint: expected a ZeroMQ endpoint"),
-    ({"sources": {"ir": {"type": "images", "path": "x", "realtime": "yes"}}}, "sources.ir.realtime: expected true or false"),
+    ({"sources": {"ir": {"type": "images", "path": "x", "realtime": "yes"}}},
+     "sources.ir.realtime: expected true or false"),
     ({"registration": {"mode": "homography"}}, "registration.matrix: required when mode is 'homography'"),
     ({"registration": {"matrix": [[1, 0], [0, 1]]}}, "registration.matrix: expected a 3x3 matrix"),
     ({"registration": {"matrix": [[1, 2, 3], [2, 4, 6], [0, 0, 1]]}}, "registration.matrix: matrix is singular"),
-    ({"registration": {"matrix": [[1, 0, 0], [0, 1, 0], [0, 0, 0]]}}, "registration.matrix: H[2][2] must not be 0"),
+    ({"registration": {"matrix": [[1, 0, 0], [0, 1, 0], [0, 0, 0]]}},
+     "registration.matrix: H[2][2] must not be 0"),
     ({"synthetic": {"fog": 2}}, "synthetic.fog: must be between 0 and 1"),
-    ({"registration": {"mode": "resize", "matrix": [[1, 0, 0], [0, 1, 0], [0, 0, 1]]}}, "registration.matrix: only used"),
+    ({"registration": {"mode": "resize", "matrix": [[1, 0, 0], [0, 1, 0], [0, 0, 1]]}},
+     "registration.matrix: only used"),
 ])
 def test_errors_name_the_key(data, expected):
     assert expected in error_of(data)

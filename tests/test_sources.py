@@ -130,8 +130,10 @@ def test_urls_are_live_and_credentials_are_redacted():
 
 
 def test_missing_camera_is_a_clear_error():
-    with pytest.raises(SourceError, match="sources.ir.device: cannot open camera '/dev/video-streamfuse-missing'"):
+    with pytest.raises(SourceError, match="sources.ir.device: no camera at /dev/video-streamfuse-missing"):
         CameraSource("ir", "/dev/video-streamfuse-missing").start()
+    with pytest.raises(SourceError, match="sources.vis.device: no camera at /dev/video97"):
+        CameraSource("vis", 97).start()
 
 
 def test_drop_oldest_counts_drops_with_a_slow_consumer():

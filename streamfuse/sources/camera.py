@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import sys
 import time
+from pathlib import Path
 
 import cv2
 
@@ -31,7 +33,14 @@ class CameraSource(Source):
 
     def open(self) -> None:
         device = int(self.device) if isinstance(self.device, str) and self.device.isdigit() else self.device
-        capture = cv2.VideoCapture(device)
+        if sys.platform.startswith("linux"):
+            path = Path(f"/dev/video{device}" if isinstance(device, int) else device)
+            if not path.exists():
+                raise SourceError(f"sources.{self.name}.device: no camera at {path}; list cameras with "
+                                  "'ls /dev/video*' (or v4l2-ctl --list-devices)")
+            capture = cv2.VideoCapture(str(path), cv2.CAP_V4L2)
+        else:
+            capture = cv2.VideoCapture(device)
         if not capture.isOpened():
             capture.release()
             raise SourceError(f"sources.{self.name}.device: cannot open camera {self.device!r}; check that it is "
