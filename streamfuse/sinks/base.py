@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import abc
 import logging
-import threading
 import time
 
 from streamfuse.errors import SinkError
 from streamfuse.frames import FusedFrame
 from streamfuse.queues import Closed, StageQueue
+from streamfuse.stage import ThreadedStage
 from streamfuse.stats import END_TO_END, PipelineStats
 
 log = logging.getLogger(__name__)
 
 
-class Sink(abc.ABC):
+class Sink(ThreadedStage):
     """An output of the pipeline (video file, image folder, ZeroMQ socket).
 
     Subclasses implement :meth:`open`, :meth:`write` and :meth:`close`. :meth:`open` runs on the
@@ -37,7 +37,7 @@ class Sink(abc.ABC):
         self.error: Exception | None = None
         self.frames_written = 0
         self.reports_output = False
-        self._thread: threading.Thread | None = None
+        self.thread_name = f"sink-{self.stage}"
 
     @abc.abstractmethod
     def open(self) -> None:
@@ -54,22 +54,6 @@ class Sink(abc.ABC):
     def describe(self) -> str:
         """A short human-readable description for logs."""
         return type(self).__name__
-
-    def start(self) -> None:
-        """Open the output and start the sink thread."""
-        self.open()
-        self._thread = threading.Thread(target=self._run, name=f"sink-{self.stage}", daemon=True)
-        self._thread.start()
-
-    def join(self, timeout: float | None = None) -> None:
-        """Wait for the sink thread to finish (after its queue was closed)."""
-        if self._thread is not None:
-            self._thread.join(timeout)
-
-    @property
-    def running(self) -> bool:
-        """True while the sink thread is alive."""
-        return self._thread is not None and self._thread.is_alive()
 
     def _run(self) -> None:
         try:

@@ -14,6 +14,7 @@ import numpy as np
 from streamfuse.errors import SourceError
 from streamfuse.frames import Frame
 from streamfuse.queues import StageQueue
+from streamfuse.stage import ThreadedStage
 from streamfuse.stats import PipelineStats
 
 log = logging.getLogger(__name__)
@@ -28,13 +29,14 @@ class Capture:
     meta: dict[str, Any] = field(default_factory=dict)
 
 
-class Source(abc.ABC):
+class Source(ThreadedStage):
     """A camera, file or generator producing timestamped frames on its own thread.
 
     Subclasses implement :meth:`open`, :meth:`read` and :meth:`close`; this class runs them on a
     capture thread, numbers the frames, applies real-time pacing if asked, and puts them in
     :attr:`queue` according to the drop policy. :meth:`open` runs on the caller's thread inside
     :meth:`start`, so a missing file or device fails fast with a :class:`SourceError`.
+    :meth:`join` waits for the capture thread; :attr:`running` tells whether it is alive.
 
     Args:
         name: ``"ir"`` or ``"vis"``; used in messages and statistics.
@@ -57,8 +59,8 @@ class Source(abc.ABC):
         self.stats = stats or PipelineStats()
         self.error: Exception | None = None
         self.frames_read = 0
+        self.thread_name = f"capture-{name}"
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
     # ----------------------------------------------------------------------------- for subclasses
     @abc.abstractmethod
@@ -87,26 +89,10 @@ class Source(abc.ABC):
         return type(self).__name__
 
     # --------------------------------------------------------------------------------- lifecycle
-    def start(self) -> None:
-        """Open the input and start the capture thread."""
-        self.open()
-        self._thread = threading.Thread(target=self._run, name=f"capture-{self.name}", daemon=True)
-        self._thread.start()
-
     def stop(self) -> None:
         """Ask the capture thread to end; frames already queued stay available to the consumer."""
         self._stop.set()
         self.queue.close()
-
-    def join(self, timeout: float | None = None) -> None:
-        """Wait for the capture thread to finish."""
-        if self._thread is not None:
-            self._thread.join(timeout)
-
-    @property
-    def running(self) -> bool:
-        """True while the capture thread is alive."""
-        return self._thread is not None and self._thread.is_alive()
 
     def _run(self) -> None:
         started = time.perf_counter()

@@ -209,19 +209,19 @@ class _Canvas:
         self.label = np.zeros(shape, np.uint8)
         self.night = night
 
-    def _values(
+    def _layers(
         self,
         material: int,
         bgr: tuple | np.ndarray | None,
         emission: tuple | np.ndarray | None,
         temperature_offset: float,
-    ) -> tuple[tuple, tuple, float]:
-        """Returns the albedo, emission and temperature to paint, from the material and its overrides."""
+    ) -> list[tuple[np.ndarray, tuple | float | int]]:
+        """Returns (layer, value) pairs to paint: albedo, emission, temperature and label."""
         spec = _MATERIALS[material]
         albedo = tuple(float(c) for c in (spec.bgr if bgr is None else bgr))
         light = (0.0, 0.0, 0.0) if emission is None else tuple(float(c) for c in emission)
         temperature = (spec.ir_night if self.night else spec.ir_day) + float(temperature_offset)
-        return albedo, light, temperature
+        return [(self.albedo, albedo), (self.emission, light), (self.temperature, temperature), (self.label, material)]
 
     def rect(
         self,
@@ -241,11 +241,8 @@ class _Canvas:
         ya, yb = max(0, round(y0)), min(height, round(y1))
         if xa >= xb or ya >= yb:
             return
-        albedo, light, temperature = self._values(material, bgr, emission, temperature_offset)
-        self.albedo[ya:yb, xa:xb] = albedo
-        self.emission[ya:yb, xa:xb] = light
-        self.temperature[ya:yb, xa:xb] = temperature
-        self.label[ya:yb, xa:xb] = material
+        for layer, value in self._layers(material, bgr, emission, temperature_offset):
+            layer[ya:yb, xa:xb] = value
 
     def polygon(
         self,
@@ -258,11 +255,8 @@ class _Canvas:
     ) -> None:
         """Paints a filled polygon given by its (x, y) vertices."""
         polygons = [_fixed(points)]
-        albedo, light, temperature = self._values(material, bgr, emission, temperature_offset)
-        cv2.fillPoly(self.albedo, polygons, albedo, cv2.LINE_8, _SHIFT)
-        cv2.fillPoly(self.emission, polygons, light, cv2.LINE_8, _SHIFT)
-        cv2.fillPoly(self.temperature, polygons, temperature, cv2.LINE_8, _SHIFT)
-        cv2.fillPoly(self.label, polygons, material, cv2.LINE_8, _SHIFT)
+        for layer, value in self._layers(material, bgr, emission, temperature_offset):
+            cv2.fillPoly(layer, polygons, value, cv2.LINE_8, _SHIFT)
 
     def ellipse(
         self,
@@ -276,13 +270,7 @@ class _Canvas:
     ) -> None:
         """Paints a filled axis-aligned ellipse given its centre and half-axes."""
         c, a = tuple(_fixed(center)), tuple(_fixed(axes))
-        albedo, light, temperature = self._values(material, bgr, emission, temperature_offset)
-        for layer, value in (
-            (self.albedo, albedo),
-            (self.emission, light),
-            (self.temperature, temperature),
-            (self.label, material),
-        ):
+        for layer, value in self._layers(material, bgr, emission, temperature_offset):
             cv2.ellipse(layer, c, a, 0, 0, 360, value, -1, cv2.LINE_8, _SHIFT)
 
     def line(
@@ -297,13 +285,7 @@ class _Canvas:
     ) -> None:
         """Paints a thick line segment (at least one pixel wide)."""
         a, b, width = tuple(_fixed(p0)), tuple(_fixed(p1)), max(1, round(thickness))
-        albedo, light, temperature = self._values(material, bgr, None, temperature_offset)
-        for layer, value in (
-            (self.albedo, albedo),
-            (self.emission, light),
-            (self.temperature, temperature),
-            (self.label, material),
-        ):
+        for layer, value in self._layers(material, bgr, None, temperature_offset):
             cv2.line(layer, a, b, value, width, cv2.LINE_8, _SHIFT)
 
 
