@@ -281,6 +281,47 @@ SinkConfig = VideoSinkConfig | ImagesSinkConfig | ZmqSinkConfig
 
 
 @dataclass
+class OpenClipConfig:
+    """Which CLIP text tower open_clip loads (weights only from local files or caches)."""
+
+    model: str = "ViT-B-32"
+    pretrained: str = "openai"
+    """An open_clip tag found in the local Hugging Face cache, or a weights file (.bin/.safetensors/.pt)."""
+    model_config: str | None = None
+    """A JSON model config to register first (custom or small models)."""
+
+
+@dataclass
+class TextConfig:
+    """Text encoder, prompt bank and routing."""
+
+    encoder: Literal["auto", "open_clip", "hashing"] = "auto"
+    """``auto``: CLIP if its weights are on this machine, else the offline keyword encoder (with a warning);
+    ``open_clip``: CLIP or an error; ``hashing``: always the keyword encoder."""
+    open_clip: OpenClipConfig = field(default_factory=OpenClipConfig)
+    bank: str | None = None
+    """A prompt bank YAML file; null uses the packaged bank."""
+    floor: float | None = None
+    """Routing floor (similarity above the median intent needed to activate an intent); null: per encoder."""
+    cache_dir: str | None = "default"
+    """Disk cache for embeddings and routings: ``default`` (~/.cache/streamfuse), a folder, or null (memory only)."""
+
+
+@dataclass
+class ControlConfig:
+    """The control socket (ZeroMQ REP): set_prompt, get_prompt, get_stats."""
+
+    enabled: bool = False
+    endpoint: str = "tcp://127.0.0.1:5556"
+    """Bound on localhost by default; binding elsewhere exposes prompt changes to the network."""
+
+    def _check(self, path: str) -> None:
+        if "://" not in self.endpoint:
+            raise ConfigError(f"{path}.endpoint: expected a ZeroMQ endpoint such as tcp://127.0.0.1:5556, "
+                              f"got {self.endpoint!r}")
+
+
+@dataclass
 class StatsConfig:
     """Periodic statistics log line."""
 
@@ -298,6 +339,10 @@ class Config:
     registration: RegistrationConfig = field(default_factory=RegistrationConfig)
     fusion: FusionConfig = field(default_factory=FusionConfig)
     sinks: list[SinkConfig] = field(default_factory=list)
+    prompt: str = ""
+    """What the fusion should favour, in words; empty = the bank's default (balanced)."""
+    text: TextConfig = field(default_factory=TextConfig)
+    control: ControlConfig = field(default_factory=ControlConfig)
     stats: StatsConfig = field(default_factory=StatsConfig)
 
 

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from streamfuse.text.prompts import Routing
 
 
 @dataclass(slots=True)
@@ -72,6 +75,7 @@ class FusedFrame:
         pair: The input pair it was made from (timestamps, sequence numbers, metadata).
         fuser: Name of the fuser that produced it.
         latency: Milliseconds spent in each stage, by stage name.
+        routing: The prompt routing the frame was fused with (None when the run has no prompt).
     """
 
     image: np.ndarray
@@ -79,6 +83,7 @@ class FusedFrame:
     pair: FramePair
     fuser: str
     latency: dict[str, float] = field(default_factory=dict)
+    routing: Routing | None = None
 
     @property
     def timestamp(self) -> float:

@@ -79,6 +79,15 @@ class Pipeline:
         self.frames_fused = 0
         self.interrupted = False
         """True once SIGINT/SIGTERM asked the pipeline to stop."""
+        self.router = None
+        self.routing = None
+        """The active prompt routing; replaced as a whole (atomically) by :meth:`set_prompt`."""
+        if config.prompt or config.control.enabled:
+            from streamfuse.text import build_router  # imports torch: only when text guidance is used
+
+            self.router = build_router(config.text)
+            self.routing = self.router.route(config.prompt)
+        self._control = None
 
     # ------------------------------------------------------------------------------------ lifecycle
     @property
@@ -105,6 +114,10 @@ class Pipeline:
         try:
             for source in self.sources.values():
                 source.start()
+            if self.config.control.enabled:
+                from streamfuse.control import ControlServer
+
+                self._control = ControlServer(self.config.control.endpoint, self._control_handlers())
             fps = self.primary.nominal_fps or 30.0
             for index, sink_config in enumerate(self.config.sinks):
                 sink = build_sink(sink_config, key=f"sinks.{index}", fps=fps, stats=self.stats)
@@ -119,7 +132,37 @@ class Pipeline:
             thread.start()
             self._threads.append(thread)
 
+    def set_prompt(self, prompt: str):
+        """Route ``prompt`` and make it active from the next fused frame; returns the routing.
+
+        Routing runs on the caller's thread (the text encoder may take a moment); the fusion thread
+        only picks up the finished result, so no frame waits for it, is dropped or re-ordered.
+
+        Raises:
+            PipelineError: The pipeline has no text router (no prompt and no control socket configured).
+        """
+        if self.router is None:
+            raise PipelineError("this pipeline has no text guidance; set a prompt or control.enabled in the config")
+        routing = self.router.route(prompt)
+        self.routing = routing
+        log.info("prompt %r -> %s (encoder %s)", prompt, routing.summary(), routing.encoder)
+        return routing
+
+    def _control_handlers(self) -> dict:
+        def set_prompt(request: dict) -> dict:
+            prompt = request.get("prompt")
+            if not isinstance(prompt, str) or len(prompt) > 1000:
+                raise ValueError("set_prompt needs 'prompt': a string of at most 1000 characters")
+            return {"routing": self.set_prompt(prompt).as_dict()}
+
+        return {
+            "set_prompt": set_prompt,
+            "get_prompt": lambda _request: {"routing": self.routing.as_dict()},
+            "get_stats": lambda _request: {"stats": self.stats.as_dict()},
+        }
+
     def _shutdown_after_failed_start(self) -> None:
+        self._close_control()
         for source in self.sources.values():
             source.stop()
         for source in self.sources.values():
@@ -162,8 +205,13 @@ class Pipeline:
         found += [s.error for s in self.sinks if s.error is not None]
         return found
 
+    def _close_control(self) -> None:
+        if self._control is not None:
+            self._control.close()
+            self._control = None
+
     def join(self, timeout: float | None = None) -> None:
-        """Wait for every thread to end."""
+        """Wait for every thread to end (and close the control socket)."""
         deadline = None if timeout is None else time.monotonic() + timeout
         def left() -> float | None:
             return None if deadline is None else max(0.0, deadline - time.monotonic())
@@ -173,6 +221,8 @@ class Pipeline:
             thread.join(left())
         for sink in self.sinks:
             sink.join(left())
+        if not self.running:
+            self._close_control()
 
     def run(self, *, progress: bool = False, install_signal_handlers: bool = True) -> PipelineStats:
         """Start, run to the end of input (or until stopped), shut down cleanly, and return the statistics.
@@ -300,17 +350,23 @@ class Pipeline:
             secondary.queue.abort()
 
     def _fuse_loop(self) -> None:
+        conditioned = None
         try:
             while True:
                 try:
                     pair = self._pairs.get()
                 except Closed:
                     return
+                routing = self.routing  # read once: the whole frame uses one prompt
+                if routing is not conditioned:
+                    self.fuser.condition(routing)
+                    conditioned = routing
                 t0 = time.perf_counter()
                 image = self.fuser.fuse(pair.ir.image, pair.vis.image, pair.valid)
                 fuse_ms = (time.perf_counter() - t0) * 1000
                 self.stats.record_latency("fuse", fuse_ms)
-                fused = FusedFrame(image, self.frames_fused, pair, self.fuser.name, {**pair.latency, "fuse": fuse_ms})
+                fused = FusedFrame(image, self.frames_fused, pair, self.fuser.name, {**pair.latency, "fuse": fuse_ms},
+                                   routing)
                 self.frames_fused += 1
                 if not self.sinks:
                     self.stats.record_latency(END_TO_END, (time.perf_counter() - fused.created) * 1000)

@@ -22,6 +22,24 @@ def shared_data(*parts: str) -> Path:
     return path
 
 
+@pytest.fixture(autouse=True)
+def private_text_cache(tmp_path_factory, monkeypatch):
+    """Each test session writes text embeddings to its own cache folder, never the user's."""
+    monkeypatch.setenv("STREAMFUSE_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "text-cache"))
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct TCP ports on 127.0.0.1 that were free a moment ago."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
 @pytest.fixture
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that was free a moment ago."""

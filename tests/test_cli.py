@@ -7,7 +7,7 @@ import sys
 
 import cv2
 import pytest
-from conftest import REPO, make_pair, shared_data
+from conftest import REPO, free_ports, make_pair, shared_data
 from media import read_video, write_video
 
 from streamfuse.cli import main
@@ -19,15 +19,18 @@ def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
     return code, captured.out, captured.err
 
 
-def test_demo_runs_from_the_packaged_config(tmp_path, free_port):
+def test_demo_runs_from_the_packaged_config(tmp_path):
     """`streamfuse run` with no config file, shortened, as a user would start it."""
     output = tmp_path / "demo.mp4"
+    publish, control = free_ports(2)
     command = [sys.executable, "-m", "streamfuse", "run", "--no-progress", "--max-frames", "20",
-               "--set", f"sinks.0.path={output}", "--set", f"sinks.1.endpoint=tcp://127.0.0.1:{free_port}"]
+               "--set", f"sinks.0.path={output}", "--set", f"sinks.1.endpoint=tcp://127.0.0.1:{publish}",
+               "--set", f"control.endpoint=tcp://127.0.0.1:{control}"]
     result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=120,
                             env={**os.environ, "PYTHONPATH": str(REPO)})
     assert result.returncode == 0, result.stderr
     assert "source ir: synthetic thermal camera" in result.stderr
+    assert "prompt 'night, find the people' -> thermal_targets" in result.stderr
     assert "end_to_end" in result.stderr
     images, _ = read_video(output)
     assert len(images) == 20 and images[0].shape == (512, 640, 3)
@@ -117,7 +120,8 @@ def test_endpoint_in_use_is_a_clear_error(tmp_path, capsys, free_port):
     holder.bind(f"tcp://127.0.0.1:{free_port}")
     try:
         code, _, err = run_cli(capsys, "run", "--max-frames", "3", "--set", f"sinks.0.path={tmp_path / 'x.mp4'}",
-                               "--set", f"sinks.1.endpoint=tcp://127.0.0.1:{free_port}")
+                               "--set", f"sinks.1.endpoint=tcp://127.0.0.1:{free_port}",
+                               "--set", "control.enabled=false")
     finally:
         holder.close(0)
         context.term()
@@ -157,7 +161,7 @@ def test_subscribe_saves_what_it_receives(tmp_path, free_port):
     publisher = subprocess.run(
         [sys.executable, "-m", "streamfuse", "run", "--no-progress", "--max-frames", "15",
          "--set", "sinks.0.path=" + str(tmp_path / "local.mp4"), "--set", f"sinks.1.endpoint={endpoint}",
-         "--set", "sinks.1.lossless=true", "--set", "sinks.1.wait_for_subscribers=1",
+         "--set", "sinks.1.lossless=true", "--set", "sinks.1.wait_for_subscribers=1", "--set", "control.enabled=false",
          "--set", "synthetic.width=160", "--set", "synthetic.height=128"],
         cwd=tmp_path, capture_output=True, text=True, timeout=120, env=env)
     assert publisher.returncode == 0, publisher.stderr

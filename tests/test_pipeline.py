@@ -142,7 +142,7 @@ def test_sigint_leaves_a_playable_file(tmp_path):
     command = [sys.executable, "-m", "streamfuse", "run", "--no-progress",
                "--set", "sources.ir.frames=null", "--set", "sources.vis.frames=null",
                "--set", "synthetic.width=160", "--set", "synthetic.height=128",
-               "--set", f"sinks=[{{type: video, path: '{output}'}}]"]
+               "--set", f"sinks=[{{type: video, path: '{output}'}}]", "--set", "control.enabled=false"]
     process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                env={**os.environ, "PYTHONPATH": str(REPO)})
     deadline = time.monotonic() + 30

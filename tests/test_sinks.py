@@ -152,7 +152,7 @@ def test_zmq_live_mode_drops_and_counts(free_port):
 
 def test_zmq_latest_mode_and_jpeg(free_port):
     endpoint = f"tcp://127.0.0.1:{free_port}"
-    sink = ZmqSink(endpoint, encoding="jpeg", wait_for_subscribers=1)
+    sink = ZmqSink(endpoint, encoding="jpeg", lossless=True, wait_for_subscribers=1)
     smooth = [np.dstack([np.tile(np.linspace(0, 255, 64, dtype=np.uint8), (48, 1))] * 3) // (i + 1) for i in range(10)]
     with Subscriber(endpoint, keep="latest") as subscriber:
         run_sink(sink, [fused(i, image=smooth[i]) for i in range(10)])

@@ -20,6 +20,13 @@ class Fuser(abc.ABC):
 
     name = "fuser"
 
+    def condition(self, routing) -> None:  # noqa: B027 - optional hook, most fusers keep the default
+        """Adapt to a prompt routing (a :class:`~streamfuse.text.Routing`, or None for no prompt).
+
+        Called by the pipeline's fusion thread before the first frame fused with a new prompt, never
+        concurrently with :meth:`fuse`. The default ignores text.
+        """
+
     def fuse(self, ir: np.ndarray, vis: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
         """Fuse one pair.
 

@@ -6,6 +6,9 @@ energy (the stronger local structure wins, smoothly, so textures from both sourc
 seams); the coarsest band is combined by salience, the local deviation from each image's mean
 intensity, so warm targets that stand out in infrared keep their contrast instead of being averaged
 away. The fused luminance gets the visible chroma back.
+
+A prompt steers it through the routed intents: each intent leans the weights towards the infrared
+or the visible image (:data:`INTENT_LEAN`), by raising the infrared weights to a power.
 """
 
 from __future__ import annotations
@@ -21,6 +24,12 @@ _EPS = 1e-3
 #: neither image stands out, the ratio of two tiny saliences would otherwise flip between sources
 #: and leave blotches.
 _BASE_SALIENCE_FLOOR = 15.0**2
+
+#: How far each intent leans the fusion towards infrared (+) or visible (-); -1..1.
+INTENT_LEAN = {
+    "thermal_targets": 0.6, "low_light": 0.8, "fog": 0.8, "glare": 0.5,
+    "visible_detail": -0.6, "low_contrast_thermal": -0.5,
+}
 
 
 def _gaussian_pyramid(image: np.ndarray, levels: int) -> list[np.ndarray]:
@@ -50,7 +59,8 @@ def _blend(ir: np.ndarray, vis: np.ndarray, weight_ir: np.ndarray) -> np.ndarray
     return cv2.add(vis, cv2.multiply(weight_ir, cv2.subtract(ir, vis)))
 
 
-def fuse_luminance(ir: np.ndarray, vis: np.ndarray, valid: np.ndarray | None = None, *, levels: int = 4) -> np.ndarray:
+def fuse_luminance(ir: np.ndarray, vis: np.ndarray, valid: np.ndarray | None = None, *, levels: int = 4,
+                   lean: float = 0.0) -> np.ndarray:
     """Fuse two registered single-channel ``uint8`` images of the same size.
 
     Args:
@@ -58,6 +68,8 @@ def fuse_luminance(ir: np.ndarray, vis: np.ndarray, valid: np.ndarray | None = N
         vis: Visible luminance.
         valid: Optional ``uint8`` mask, 1 where ``ir`` has data (elsewhere the result is ``vis``).
         levels: Pyramid levels; fewer for small images (each level halves the size).
+        lean: -1..1, favour the visible (-) or infrared (+) image: infrared weights ``w`` become
+            ``w ** 4**(-lean)``.
 
     Returns:
         The fused ``uint8`` luminance.
@@ -69,11 +81,16 @@ def fuse_luminance(ir: np.ndarray, vis: np.ndarray, valid: np.ndarray | None = N
     if valid is not None:
         masks = _gaussian_pyramid(valid.astype(np.float32), levels)
 
+    gamma = 4.0 ** (-lean)
+
+    def steer(weight: np.ndarray) -> np.ndarray:
+        return cv2.pow(weight, gamma) if lean else weight
+
     fused_bands = []
     for level, (band_ir, band_vis) in enumerate(zip(_laplacian_bands(g_ir), _laplacian_bands(g_vis), strict=True)):
         energy_ir = cv2.GaussianBlur(cv2.multiply(band_ir, band_ir), (5, 5), 0)
         energy_vis = cv2.GaussianBlur(cv2.multiply(band_vis, band_vis), (5, 5), 0)
-        weight = _soft_weight(energy_ir, energy_vis)
+        weight = steer(_soft_weight(energy_ir, energy_vis))
         if masks is not None:
             weight = cv2.multiply(weight, masks[level])
         fused_bands.append(_blend(band_ir, band_vis, weight))
@@ -81,8 +98,8 @@ def fuse_luminance(ir: np.ndarray, vis: np.ndarray, valid: np.ndarray | None = N
     base_ir, base_vis = g_ir[-1], g_vis[-1]
     salience_ir = cv2.GaussianBlur(cv2.absdiff(base_ir, float(base_ir.mean())), (5, 5), 0)
     salience_vis = cv2.GaussianBlur(cv2.absdiff(base_vis, float(base_vis.mean())), (5, 5), 0)
-    weight = _soft_weight(cv2.multiply(salience_ir, salience_ir), cv2.multiply(salience_vis, salience_vis),
-                          _BASE_SALIENCE_FLOOR)
+    weight = steer(_soft_weight(cv2.multiply(salience_ir, salience_ir), cv2.multiply(salience_vis, salience_vis),
+                                _BASE_SALIENCE_FLOOR))
     if masks is not None:
         weight = cv2.multiply(weight, masks[-1])
     fused = _blend(base_ir, base_vis, weight)
@@ -103,8 +120,14 @@ class ClassicalFuser(Fuser):
 
     def __init__(self, *, levels: int = 4) -> None:
         self.levels = levels
+        self.lean = 0.0
+
+    def condition(self, routing) -> None:
+        """Lean towards infrared or visible by the routed intents' :data:`INTENT_LEAN`."""
+        weights = routing.weights if routing is not None else {}
+        self.lean = float(np.clip(sum(w * INTENT_LEAN.get(i, 0.0) for i, w in weights.items()), -1.0, 1.0))
 
     def _fuse(self, ir: np.ndarray, vis: np.ndarray, valid: np.ndarray | None) -> np.ndarray:
         luma, ycrcb = split_luminance(vis)
-        fused = fuse_luminance(ir, luma, valid, levels=self.levels)
+        fused = fuse_luminance(ir, luma, valid, levels=self.levels, lean=self.lean)
         return merge_luminance(fused, ycrcb)

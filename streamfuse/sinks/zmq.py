@@ -45,10 +45,12 @@ def make_header(frame: FusedFrame, image: np.ndarray, encoding: str, topic: str)
     Keys: ``version``, ``topic``, ``index`` (output counter), ``seq`` (visible frame sequence
     number), ``seq_ir``, ``timestamp_vis`` / ``timestamp_ir`` (capture timestamps, seconds, source
     clocks), ``skew_ms``, ``captured_at`` and ``published_at`` (Unix time, seconds), ``width``,
-    ``height``, ``channels``, ``dtype``, ``encoding`` (``raw``/``jpeg``), ``fuser`` and
-    ``latency_ms`` (per stage).
+    ``height``, ``channels``, ``dtype``, ``encoding`` (``raw``/``jpeg``), ``fuser``,
+    ``latency_ms`` (per stage), and ``prompt`` / ``encoder`` / ``routing`` (intent weights; null when
+    the run has no prompt).
     """
     pair = frame.pair
+    routing = frame.routing
     return {
         "version": HEADER_VERSION,
         "topic": topic,
@@ -67,6 +69,9 @@ def make_header(frame: FusedFrame, image: np.ndarray, encoding: str, topic: str)
         "encoding": encoding,
         "fuser": frame.fuser,
         "latency_ms": {name: round(ms, 3) for name, ms in frame.latency.items()},
+        "prompt": routing.prompt if routing else None,
+        "encoder": routing.encoder if routing else None,
+        "routing": {k: round(v, 4) for k, v in routing.active().items()} if routing else None,
     }
 
 

@@ -1,0 +1,111 @@
+"""Cache of text embeddings and routing results, in memory and on disk.
+
+Keys combine the encoder id, the prompt bank version and the text, so a restart with the same
+prompt and encoder does not run the text encoder again, and changing either invalidates the entry.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from streamfuse.text.encoders import TextEncoder
+
+log = logging.getLogger(__name__)
+
+
+def _save_array(path: Path, array: np.ndarray) -> None:
+    with path.open("wb") as handle:
+        np.save(handle, array)
+
+
+def default_cache_dir() -> Path:
+    """``$STREAMFUSE_CACHE_DIR``, else ``$XDG_CACHE_HOME/streamfuse``, else ``~/.cache/streamfuse``."""
+    if os.environ.get("STREAMFUSE_CACHE_DIR"):
+        return Path(os.environ["STREAMFUSE_CACHE_DIR"])
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "streamfuse"
+
+
+class EmbeddingCache:
+    """Embeddings (one ``.npy`` per text) and JSON results, kept in memory and optionally on disk.
+
+    Args:
+        directory: Where entries persist; None keeps them in memory only. A directory that cannot
+            be written is reported once and the cache continues in memory.
+    """
+
+    def __init__(self, directory: str | Path | None) -> None:
+        self.directory = Path(directory) if directory is not None else None
+        self._memory: dict[str, Any] = {}
+        self.encoded_texts = 0
+        """How many texts this cache had to send to an encoder (cache misses)."""
+
+    @staticmethod
+    def _digest(key: str) -> str:
+        return hashlib.sha256(key.encode()).hexdigest()
+
+    def _path(self, digest: str, suffix: str) -> Path | None:
+        return None if self.directory is None else self.directory / digest[:2] / f"{digest}{suffix}"
+
+    def _write(self, path: Path | None, save) -> None:
+        if path is None:
+            return
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(path.suffix + ".tmp")
+            save(tmp)
+            os.replace(tmp, path)
+        except OSError as exc:
+            log.warning("text cache: cannot write %s (%s); continuing without the disk cache", path, exc.strerror)
+            self.directory = None
+
+    def embed(self, encoder: TextEncoder, texts: list[str], bank_version: str) -> torch.Tensor:
+        """Embeddings of ``texts``, encoding only those not cached (in one batch)."""
+        digests = [self._digest(f"embed|{encoder.id}|{bank_version}|{t}") for t in texts]
+        found: dict[int, np.ndarray] = {}
+        for index, digest in enumerate(digests):
+            if digest in self._memory:
+                found[index] = self._memory[digest]
+                continue
+            path = self._path(digest, ".npy")
+            if path is not None and path.is_file():
+                try:
+                    found[index] = self._memory[digest] = np.load(path)
+                except (OSError, ValueError):
+                    log.warning("text cache: ignoring unreadable entry %s", path)
+        missing = [i for i in range(len(texts)) if i not in found]
+        if missing:
+            encoded = encoder.encode([texts[i] for i in missing]).numpy().astype(np.float32)
+            self.encoded_texts += len(missing)
+            for row, index in enumerate(missing):
+                vector = encoded[row]
+                found[index] = self._memory[digests[index]] = vector
+                self._write(self._path(digests[index], ".npy"), lambda p, v=vector: _save_array(p, v))
+        return torch.from_numpy(np.stack([found[i] for i in range(len(texts))]))
+
+    def get_json(self, key: str) -> Any | None:
+        """A cached JSON value, or None."""
+        digest = self._digest(key)
+        if digest in self._memory:
+            return self._memory[digest]
+        path = self._path(digest, ".json")
+        if path is not None and path.is_file():
+            try:
+                value = self._memory[digest] = json.loads(path.read_text())
+                return value
+            except (OSError, ValueError):
+                log.warning("text cache: ignoring unreadable entry %s", path)
+        return None
+
+    def put_json(self, key: str, value: Any) -> None:
+        """Store a JSON-serialisable value."""
+        digest = self._digest(key)
+        self._memory[digest] = value
+        self._write(self._path(digest, ".json"), lambda p: p.write_text(json.dumps(value)))

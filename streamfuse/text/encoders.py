@@ -1,0 +1,204 @@
+"""Text encoders: open_clip's CLIP text tower, and an offline keyword encoder that needs no weights.
+
+Both implement :class:`TextEncoder`: ``encode(list[str]) -> (N, D)`` float32 tensor with L2-normalised
+rows, and an ``id`` naming the model and weights (used in cache keys and shown to the user).
+
+Nothing is downloaded at run time: open_clip weights come from a local file or the local Hugging
+Face / open_clip cache, unless the config explicitly allows downloads.
+"""
+
+from __future__ import annotations
+
+import abc
+import hashlib
+import logging
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from streamfuse.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+class TextEncoder(abc.ABC):
+    """Turns texts into unit-length embedding vectors."""
+
+    #: Names the model and weights, e.g. ``open_clip:ViT-B-32:openai`` or ``hashing-v1-1024``.
+    id: str = "text-encoder"
+
+    @abc.abstractmethod
+    def encode(self, texts: list[str]) -> torch.Tensor:
+        """Embed ``texts`` as a ``(len(texts), D)`` float32 tensor with L2-normalised rows."""
+
+
+# ------------------------------------------------------------------------------- offline fallback
+_STOPWORDS = frozenset(
+    "a an the and or of is are was be been to in on at by for with from it its this that these those as "
+    "i we you they please me my our your so very just "
+    # words every fusion prompt may use, which say nothing about the intent
+    "image images picture pictures scene fuse fusion fused".split())
+
+
+def _stem(word: str) -> str:
+    """Light plural stripping: ``vehicles`` -> ``vehicle``, ``bodies`` -> ``body``, ``glass`` stays."""
+    if len(word) > 4 and word.endswith("ies"):
+        return word[:-3] + "y"
+    if len(word) > 3 and word.endswith("s") and not word.endswith(("ss", "us", "is")):
+        return word[:-1]
+    return word
+
+
+def normalise_words(text: str) -> list[str]:
+    """Lower case, punctuation removed, stop words dropped, plurals stripped."""
+    words = re.sub(r"[^a-z0-9]+", " ", text.lower()).split()
+    return [_stem(w) for w in words if w not in _STOPWORDS]
+
+
+class HashingTextEncoder(TextEncoder):
+    """Deterministic bag of hashed words and word pairs, for keyword-level matching without weights.
+
+    Each normalised word and each pair of consecutive words is hashed (BLAKE2b, so the result is the
+    same in every process and on every machine) to ``probes`` of ``dim`` signed buckets (several
+    probes make a chance collision between two words cost a fraction of a match, not a whole one);
+    counts are log-scaled and the vector is L2-normalised. Two texts are similar when they share words; it
+    does not know synonyms ("fog" and "mist" are unrelated to it), which is what CLIP adds.
+
+    Args:
+        dim: Embedding size.
+        probes: Buckets per feature.
+    """
+
+    def __init__(self, dim: int = 8192, probes: int = 3) -> None:
+        self.dim = dim
+        self.probes = probes
+        self.id = f"hashing-v2-{dim}x{probes}"
+
+    def _buckets(self, feature: str) -> list[tuple[int, float]]:
+        buckets = []
+        for probe in range(self.probes):
+            digest = int.from_bytes(hashlib.blake2b(f"{probe}:{feature}".encode(), digest_size=8).digest(), "little")
+            buckets.append((digest % self.dim, 1.0 if (digest >> 63) & 1 else -1.0))
+        return buckets
+
+    def encode(self, texts: list[str]) -> torch.Tensor:
+        out = np.zeros((len(texts), self.dim), np.float32)
+        for row, text in enumerate(texts):
+            words = normalise_words(text)
+            features = [(w, 1.0) for w in words] + [(f"{a} {b}", 0.5) for a, b in zip(words, words[1:], strict=False)]
+            for feature, weight in features:
+                for index, sign in self._buckets(feature):
+                    out[row, index] += sign * weight
+            out[row] = np.sign(out[row]) * np.log1p(np.abs(out[row]))
+            norm = np.linalg.norm(out[row])
+            if norm > 0:
+                out[row] /= norm
+        return torch.from_numpy(out)
+
+
+# ------------------------------------------------------------------------------------------ open_clip
+class WeightsNotFound(ConfigError):
+    """open_clip weights are not available locally (and downloading is not allowed)."""
+
+
+def resolve_pretrained(model: str, pretrained: str) -> tuple[str, bool]:
+    """A local weights file for ``model`` / ``pretrained``, without downloading.
+
+    ``pretrained`` may be a file path, or an open_clip tag (``openai``, ``laion2b_s34b_b79k``, ...)
+    whose file is looked up in the local Hugging Face cache (``HF_HOME``).
+
+    Returns:
+        The file, and whether the weights need QuickGELU activations (OpenAI's original models).
+
+    Raises:
+        WeightsNotFound: Nothing local matches; the message says how to install the weights.
+    """
+    path = Path(os.path.expanduser(pretrained))
+    if path.suffix in (".bin", ".pt", ".pth", ".safetensors") or path.exists():
+        if not path.is_file():
+            raise WeightsNotFound(f"text.open_clip.pretrained: no such weights file {path}")
+        return str(path), False
+    import open_clip
+
+    config = open_clip.get_pretrained_cfg(model, pretrained)
+    if not config:
+        raise WeightsNotFound(f"text.open_clip: {model!r} has no pretrained tag {pretrained!r} "
+                              f"(tags: {', '.join(open_clip.list_pretrained_tags_by_model(model)) or 'none'})")
+    hub = config.get("hf_hub", "")
+    if hub:
+        from huggingface_hub import try_to_load_from_cache
+
+        repo_id = "/".join(hub.strip("/").split("/")[:2])  # 'timm/vit_base_patch32_clip_224.openai/' -> repo
+        for filename in ("open_clip_model.safetensors", "open_clip_pytorch_model.bin"):
+            cached = try_to_load_from_cache(repo_id, filename)
+            if isinstance(cached, str) and Path(cached).is_file():
+                return cached, bool(config.get("quick_gelu", False))
+    raise WeightsNotFound(
+        f"text.open_clip: weights for {model} / {pretrained} are not on this machine. Download them once "
+        f"where there is internet (python -c \"import open_clip; open_clip.create_model('{model}', "
+        f"pretrained='{pretrained}')\") and copy the Hugging Face cache (~/.cache/huggingface), or set "
+        "text.open_clip.pretrained to a local .bin/.safetensors file")
+
+
+class OpenClipTextEncoder(TextEncoder):
+    """The text tower of an open_clip CLIP model, in eval mode, without gradients.
+
+    Args:
+        model: open_clip model name (``ViT-B-32``), or a custom name registered from ``model_config``.
+        pretrained: A tag (resolved in the local caches) or a weights file.
+        model_config: Optional JSON model config file to register (for custom or tiny models).
+        device: Torch device for the text tower.
+    """
+
+    def __init__(self, model: str = "ViT-B-32", pretrained: str = "openai", *, model_config: str | None = None,
+                 device: str = "cpu") -> None:
+        import open_clip
+
+        if model_config is not None:
+            if not Path(model_config).is_file():
+                raise ConfigError(f"text.open_clip.model_config: no such file {model_config}")
+            open_clip.add_model_config(model_config)
+        if model not in open_clip.list_models():
+            raise ConfigError(f"text.open_clip.model: unknown open_clip model {model!r}")
+        weights, quick_gelu = resolve_pretrained(model, pretrained)
+        try:
+            clip = open_clip.create_model(model, pretrained=weights, device=device, force_quick_gelu=quick_gelu)
+        except Exception as exc:  # torch/open_clip raise many types for a bad file; all mean the same to a user
+            raise ConfigError(f"text.open_clip.pretrained: {weights} does not load into {model}: "
+                              f"{str(exc).splitlines()[0]}") from None
+        clip.eval()
+        if hasattr(clip, "visual"):
+            clip.visual = None  # text tower only: free the image encoder
+        self._model = clip
+        self._tokenizer = open_clip.get_tokenizer(model)
+        self._device = device
+        self.id = f"open_clip:{model}:{pretrained if not Path(pretrained).exists() else Path(pretrained).name}"
+
+    @torch.inference_mode()
+    def encode(self, texts: list[str]) -> torch.Tensor:
+        tokens = self._tokenizer(texts).to(self._device)
+        features = self._model.encode_text(tokens).float()
+        return torch.nn.functional.normalize(features, dim=-1).cpu()
+
+
+def build_encoder(kind: str = "auto", *, model: str = "ViT-B-32", pretrained: str = "openai",
+                  model_config: str | None = None, device: str = "cpu") -> TextEncoder:
+    """The text encoder selected by ``text.encoder``.
+
+    ``auto`` uses open_clip when its weights are available locally and otherwise falls back to the
+    hashing encoder with one warning saying so; ``open_clip`` makes missing weights an error;
+    ``hashing`` always uses the fallback.
+    """
+    if kind == "hashing":
+        return HashingTextEncoder()
+    try:
+        return OpenClipTextEncoder(model, pretrained, model_config=model_config, device=device)
+    except WeightsNotFound as exc:
+        if kind == "open_clip":
+            raise
+        log.warning("text encoder: CLIP weights not found, using the offline keyword encoder (prompts are matched "
+                    "by their words, not their meaning). To use CLIP: %s", str(exc).split(". ", 1)[-1])
+        return HashingTextEncoder()
