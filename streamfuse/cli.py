@@ -1,4 +1,4 @@
-"""The ``streamfuse`` command: run, fuse, probe, bench, subscribe."""
+"""The ``streamfuse`` command: run, fuse, probe, bench, eval, prompt, subscribe."""
 
 from __future__ import annotations
 
@@ -29,8 +29,14 @@ VIDEO_EXTENSIONS = (".mp4", ".mkv", ".avi", ".mov", ".webm", ".ts", ".m4v")
 
 
 # ---------------------------------------------------------------------------------------------- run
+def _apply_prompt(config: Config, args: argparse.Namespace) -> Config:
+    if getattr(args, "prompt", None) is not None:
+        config.prompt = args.prompt  # taken verbatim, not parsed as YAML like --set values
+    return config
+
+
 def cmd_run(args: argparse.Namespace) -> int:
-    config = load_config(args.config, args.set)
+    config = _apply_prompt(load_config(args.config, args.set), args)
     pipeline = Pipeline(config, max_frames=args.max_frames)
     _log_setup(pipeline, args.config or "packaged demo config")
     stats = pipeline.run(progress=_progress_wanted(args, pipeline))
@@ -43,6 +49,12 @@ def _log_setup(pipeline: Pipeline, origin: str) -> None:
     for name, source in pipeline.sources.items():
         log.info("source %s: %s (drop policy %s)", name, source.describe(), source.drop_policy)
     log.info("registration: %s; fuser: %s", pipeline.registrar.name, pipeline.fuser.name)
+    if pipeline.routing is not None:
+        log.info("prompt %r -> %s (encoder %s)", pipeline.routing.prompt, pipeline.routing.summary(),
+                 pipeline.routing.encoder)
+    if pipeline.config.control.enabled:
+        log.info("control socket: %s (streamfuse prompt set TEXT --control %s)", pipeline.config.control.endpoint,
+                 pipeline.config.control.endpoint)
     for index, sink in enumerate(pipeline.config.sinks):
         log.info("sink %d: %s", index, sink.type + " " + (getattr(sink, "path", "") or getattr(sink, "endpoint", "")))
 
@@ -113,7 +125,10 @@ def fuse_config(ir: str, vis: str, output: str, *, fuser: str, overwrite: bool,
 def cmd_fuse(args: argparse.Namespace) -> int:
     config = fuse_config(args.ir, args.vis, args.output, fuser=args.fuser, overwrite=args.overwrite,
                          overrides=args.set)
-    pipeline = Pipeline(config)
+    pipeline = Pipeline(_apply_prompt(config, args))
+    if pipeline.routing is not None:
+        log.info("prompt %r -> %s (encoder %s)", pipeline.routing.prompt, pipeline.routing.summary(),
+                 pipeline.routing.encoder)
     stats = pipeline.run(progress=_progress_wanted(args, pipeline))
     fuse = stats.stages().get("fuse")
     log.info("wrote %d fused frame(s) to %s (fuser %s, median %.1f ms per frame)", stats.frames_out, args.output,
@@ -133,13 +148,14 @@ def cmd_probe(args: argparse.Namespace) -> int:
 
 
 # -------------------------------------------------------------------------------------------- bench
-def bench_config(width: int, height: int, frames: int, fuser: str, sink: str, workdir: Path) -> Config:
-    """Synthetic input without rate limiting, the chosen fuser, and an H.264 file (or no) output."""
+def bench_config(width: int, height: int, frames: int, fuser: str, sink: str, workdir: Path,
+                 live_fps: float | None = None) -> Config:
+    """Synthetic input (as fast as possible, or paced like live cameras), the fuser, an H.264 file (or no) output."""
     sinks = [{"type": "video", "path": str(workdir / "bench.mp4"), "overwrite": True}] if sink == "video" else []
+    camera = {"type": "synthetic", "frames": frames, "realtime": live_fps is not None, "fps": live_fps or 30.0}
     return config_from_dict({
         "synthetic": {"width": width, "height": height},
-        "sources": {"ir": {"type": "synthetic", "realtime": False, "frames": frames},
-                    "vis": {"type": "synthetic", "realtime": False, "frames": frames}},
+        "sources": {"ir": dict(camera), "vis": dict(camera)},
         "fusion": {"fuser": fuser},
         "sinks": sinks,
         "stats": {"log_every_s": 0},
@@ -152,7 +168,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     except ValueError:
         raise StreamfuseError(f"--size {args.size}: expected WIDTHxHEIGHT, e.g. 640x512") from None
     with tempfile.TemporaryDirectory(prefix="streamfuse-bench-") as workdir:
-        config = bench_config(width, height, args.frames, args.fuser, args.sink, Path(workdir))
+        config = bench_config(width, height, args.frames, args.fuser, args.sink, Path(workdir), args.live)
         pipeline = Pipeline(config)
         started = time.perf_counter()
         stats = pipeline.run(progress=not args.no_progress and sys.stderr.isatty())
@@ -164,18 +180,91 @@ def cmd_bench(args: argparse.Namespace) -> int:
         "size": [width, height],
         "fuser": args.fuser,
         "sink": args.sink,
+        "mode": f"live {args.live:g} fps (drop_oldest)" if args.live else "throughput (no rate limit)",
         "stages": {name: {"p50_ms": p.p50_ms, "p95_ms": p.p95_ms, "p99_ms": p.p99_ms, "mean_ms": p.mean_ms,
                           "count": p.count} for name, p in stats.stages().items()},
         "machine": describe_machine(),
     }
-    print(f"streamfuse bench: {width}x{height}, fuser {args.fuser}, {stats.frames_out} frames, "
-          f"sink {args.sink}, {report['machine']['cpu']} ({report['machine']['cores']} cores)")
+    print(f"streamfuse bench: {width}x{height}, fuser {args.fuser}, {stats.frames_out} frames, sink {args.sink}, "
+          f"{report['mode']}, {report['machine']['cpu']} ({report['machine']['cores']} cores)")
     print(stats.table())
     e2e = stats.stages().get(END_TO_END)
-    print(f"end-to-end: {report['fps']:.1f} fps, latency p50 {e2e.p50_ms:.1f} ms, p95 {e2e.p95_ms:.1f} ms")
+    drops = {k: v for k, v in stats.counters().items() if k.startswith("drops.") and v}
+    print(f"end-to-end: {report['fps']:.1f} fps, latency p50 {e2e.p50_ms:.1f} ms, p95 {e2e.p95_ms:.1f} ms "
+          f"(includes queueing), drops: {drops or 'none'}")
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2))
         print(f"wrote {args.json}")
+    return 0
+
+
+# --------------------------------------------------------------------------------------------- eval
+def cmd_eval(args: argparse.Namespace) -> int:
+    from streamfuse import evaluation
+    from streamfuse.config import FusionConfig
+    from streamfuse.fusers import build_fuser
+    from streamfuse.metrics import convention_module
+
+    if bool(args.fused) == bool(args.fuser):
+        raise StreamfuseError("eval: give fused folders (--fused DIR ...) or fuser names (--fuser NAME ...), not both")
+    if args.prompt is not None and not args.fuser:
+        raise StreamfuseError("eval: --prompt steers a fuser; it needs --fuser (fused folders are already fused)")
+    routing = None
+    if args.prompt is not None:
+        from streamfuse.text import build_router
+
+        routing = build_router(load_config(None, ["sinks=[]"]).text).route(args.prompt)
+        log.info("prompt %r -> %s (encoder %s)", args.prompt, routing.summary(), routing.encoder)
+    pairs, problems = evaluation.input_pairs(args.ir, args.vis)
+    methods = {}
+    for folder in args.fused or []:
+        if not Path(folder).is_dir():
+            raise StreamfuseError(f"--fused {folder}: no such folder")
+        methods[Path(folder).name or folder] = evaluation.folder_method(folder)
+    for name in args.fuser or []:
+        fuser = build_fuser(FusionConfig(fuser=name))
+        fuser.condition(routing)
+        methods[name] = evaluation.fuser_method(fuser)
+    module = convention_module(args.convention)
+    names = args.metrics or list(module.NAMES)
+    results = evaluation.evaluate(pairs, methods, convention=args.convention, metrics=names,
+                                  progress=not args.no_progress and sys.stderr.isatty())
+    for problem in problems + [f"{r.name}: {p}" for r in results for p in r.skipped]:
+        log.warning("skipped %s", problem)
+    print(f"{args.convention} metrics, {len(pairs)} pairs ({args.ir} | {args.vis}); ↑ higher is better, ↓ lower")
+    print(evaluation.format_table(results, names, module.BETTER))
+    if args.csv:
+        evaluation.write_csv(args.csv, results, names, module.BETTER)
+        print(f"wrote {args.csv}")
+    return 0
+
+
+# ------------------------------------------------------------------------------------------- prompt
+def cmd_prompt(args: argparse.Namespace) -> int:
+    if args.action == "explain":
+        from streamfuse.text import build_router
+
+        config = _apply_prompt(load_config(args.config, args.set), args)
+        routing = build_router(config.text).route(args.text)
+        if args.json:
+            print(json.dumps({"encoder": routing.encoder, "weights": routing.weights,
+                              "similarity": routing.similarity, "fallback": routing.fallback}, indent=2))
+        else:
+            print(routing.explain())
+        return 0
+    from streamfuse.control import request
+
+    message = {"cmd": "set_prompt", "prompt": args.text} if args.action == "set" else {"cmd": f"get_{args.action}"}
+    reply = request(args.control, message)
+    if not reply.get("ok"):
+        raise StreamfuseError(f"{args.control}: {reply.get('error', 'request refused')}")
+    if args.json or args.action == "stats":
+        print(json.dumps(reply, indent=2))
+    else:
+        routing = reply["routing"]
+        active = sorted(((k, v) for k, v in routing["weights"].items() if v >= 0.01), key=lambda kv: -kv[1])
+        print(f"prompt {routing['prompt']!r} -> " + ", ".join(f"{k} {v:.2f}" for k, v in active)
+              + f" (encoder {routing['encoder']})")
     return 0
 
 
@@ -243,6 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="run a pipeline from a config file (default: the synthetic demo)")
     run.add_argument("config", nargs="?", help="YAML config (default: the packaged configs/demo.yaml)")
     run.add_argument("--max-frames", type=int, help="stop after N fused frames")
+    run.add_argument("--prompt", help="what the fusion should favour, in words (overrides the config's prompt)")
     common(run)
     run.set_defaults(handler=cmd_run)
 
@@ -252,6 +342,7 @@ def build_parser() -> argparse.ArgumentParser:
     fuse.add_argument("-o", "--output", required=True, help="output image, folder or video (matching the inputs)")
     fuse.add_argument("--fuser", default="classical", help=f"fuser name ({', '.join(FUSERS)})")
     fuse.add_argument("-y", "--overwrite", action="store_true", help="replace existing output files")
+    fuse.add_argument("--prompt", help="what the fusion should favour, in words")
     common(fuse)
     fuse.set_defaults(handler=cmd_fuse)
 
@@ -267,9 +358,40 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--fuser", default="classical", help=f"fuser name ({', '.join(FUSERS)})")
     bench.add_argument("--sink", choices=["video", "none"], default="video",
                        help="encode H.264 to a temporary file (default) or discard the output")
+    bench.add_argument("--live", type=float, metavar="FPS",
+                       help="pace the synthetic cameras at FPS and drop the oldest frame when behind (latency "
+                            "of a live feed); default: as fast as possible (throughput)")
     bench.add_argument("--json", metavar="FILE", help="also write the report as JSON")
     bench.add_argument("--no-progress", action="store_true", help="no progress bar")
     bench.set_defaults(handler=cmd_bench)
+
+    ev = commands.add_parser("eval", help="fusion quality metrics for fused folders or fusers")
+    ev.add_argument("--ir", required=True, help="folder of infrared images")
+    ev.add_argument("--vis", required=True, help="folder of visible images (same file stems)")
+    ev.add_argument("--fused", nargs="+", metavar="DIR", help="folders of fused images (stem or stem_suffix)")
+    ev.add_argument("--fuser", nargs="+", metavar="NAME", help=f"fuse with these fusers first ({', '.join(FUSERS)})")
+    ev.add_argument("--convention", choices=["vifb", "cddfuse"], default="vifb", help="metric definitions")
+    ev.add_argument("--metrics", nargs="+", metavar="NAME", help="only these metrics")
+    ev.add_argument("--csv", metavar="FILE", help="also write the per-image values as CSV")
+    ev.add_argument("--prompt", help="steer the --fuser fusers with this prompt")
+    ev.add_argument("--no-progress", action="store_true", help="no progress bar")
+    ev.set_defaults(handler=cmd_eval)
+
+    prompt = commands.add_parser("prompt", help="explain a prompt's routing, or change/read it in a running pipeline")
+    prompt_actions = prompt.add_subparsers(dest="action", required=True, metavar="ACTION")
+    explain = prompt_actions.add_parser("explain", help="which intents a prompt activates, and why")
+    explain.add_argument("text")
+    explain.add_argument("--config", help="take the text section (encoder, bank) from this config")
+    explain.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
+    explain.add_argument("--json", action="store_true", help="print JSON")
+    for action, text_help in (("set", "change the prompt of a running pipeline"), ("get", "show its prompt"),
+                              ("stats", "show its statistics")):
+        remote = prompt_actions.add_parser(action, help=text_help)
+        if action == "set":
+            remote.add_argument("text")
+        remote.add_argument("--control", default="tcp://127.0.0.1:5556", help="the pipeline's control endpoint")
+        remote.add_argument("--json", action="store_true", help="print the JSON reply")
+    prompt.set_defaults(handler=cmd_prompt)
 
     sub = commands.add_parser("subscribe", help="receive fused frames from a ZeroMQ publisher")
     sub.add_argument("endpoint", help="publisher endpoint, e.g. tcp://127.0.0.1:5555")

@@ -3,8 +3,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
-from conftest import make_pair
 
+from conftest import make_pair
 from streamfuse.config import FusionConfig
 from streamfuse.errors import ConfigError
 from streamfuse.fusers import ClassicalFuser, build_fuser, fuse_luminance

@@ -7,9 +7,9 @@ import sys
 
 import cv2
 import pytest
+
 from conftest import REPO, free_ports, make_pair, shared_data
 from media import read_video, write_video
-
 from streamfuse.cli import main
 
 

@@ -9,9 +9,9 @@ import time
 import cv2
 import numpy as np
 import pytest
+
 from conftest import REPO, shared_data
 from media import read_video
-
 from streamfuse.config import config_from_dict
 from streamfuse.errors import PipelineError, SourceError
 from streamfuse.fusers import ClassicalFuser

@@ -7,9 +7,9 @@ import time
 import numpy as np
 import pytest
 import zmq
+
 from conftest import make_pair
 from media import read_video
-
 from streamfuse.errors import SinkError
 from streamfuse.frames import Frame, FramePair, FusedFrame
 from streamfuse.sinks import ImagesSink, Subscriber, VideoSink, VideoWriter, ZmqSink

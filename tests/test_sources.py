@@ -4,9 +4,9 @@ import time
 
 import numpy as np
 import pytest
+
 from conftest import make_pair
 from media import write_video
-
 from streamfuse.errors import SourceError
 from streamfuse.queues import Closed
 from streamfuse.sources import CameraSource, ImagesSource, SyntheticScene, SyntheticSource, VideoSource
