@@ -239,6 +239,21 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+# -------------------------------------------------------------------------------------------- train
+def cmd_train(args: argparse.Namespace) -> int:
+    from streamfuse.config import load_train_config
+    from streamfuse.train.trainer import Trainer
+
+    trainer = Trainer(load_train_config(args.config, args.set), progress=not args.no_progress and sys.stderr.isatty())
+    if args.resume:
+        trainer.resume()
+    try:
+        trainer.run()
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
 # ------------------------------------------------------------------------------------------- prompt
 def cmd_prompt(args: argparse.Namespace) -> int:
     if args.action == "explain":
@@ -376,6 +391,12 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--prompt", help="steer the --fuser fusers with this prompt")
     ev.add_argument("--no-progress", action="store_true", help="no progress bar")
     ev.set_defaults(handler=cmd_eval)
+
+    train = commands.add_parser("train", help="train the fusion network (see configs/train.yaml)")
+    train.add_argument("config", help="training config, e.g. configs/train.yaml")
+    train.add_argument("--resume", action="store_true", help="continue from output_dir/last.pt")
+    common(train)
+    train.set_defaults(handler=cmd_train)
 
     prompt = commands.add_parser("prompt", help="explain a prompt's routing, or change/read it in a running pipeline")
     prompt_actions = prompt.add_subparsers(dest="action", required=True, metavar="ACTION")

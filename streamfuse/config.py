@@ -202,6 +202,10 @@ class FusionConfig:
     fuser: str = "classical"
     """A registered fuser name (``streamfuse fuse --help`` lists them)."""
     classical: ClassicalConfig = field(default_factory=ClassicalConfig)
+    weights: str | None = None
+    """Checkpoint of the ``model`` fuser; null uses the weights shipped in the package."""
+    threads: int | None = None
+    """Torch CPU threads for the ``model`` fuser; null keeps torch's default (all cores)."""
 
 
 # ---------------------------------------------------------------------------------------------- sinks
@@ -492,6 +496,10 @@ def _convert(hint: Any, value: Any, path: str) -> Any:
         if value not in args:
             raise ConfigError(f"{path}: expected one of {', '.join(map(str, args))}; got {value!r}")
         return value
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{path}: expected a mapping, got {_describe(value)}")
+        return {str(k): _convert(args[1], v, f"{path}.{k}") for k, v in value.items()}
     if origin is list:
         if not isinstance(value, list):
             raise ConfigError(f"{path}: expected a list, got {_describe(value)}")
@@ -557,3 +565,67 @@ def check_homography(matrix: Any, path: str) -> np.ndarray:
     if abs(np.linalg.det(array)) < 1e-9 or np.linalg.cond(array) > 1e12:
         raise ConfigError(f"{path}: matrix is singular (not invertible); check the calibration")
     return array
+
+
+# ------------------------------------------------------------------------------------------ training
+@dataclass
+class ModelConfig:
+    """Size of the fusion network."""
+
+    channels: int = 16
+    token_dim: int = 32
+    tokens_per_intent: int = 4
+
+
+@dataclass
+class TrainConfig:
+    """``streamfuse train``: unsupervised training of the fusion network (see docs/model.md)."""
+
+    data_root: str = "../shared/data"
+    """Folder holding the registered pair sets (tno_cddfuse is always held out for evaluation)."""
+    crop: int = 128
+    batch_size: int = 12
+    steps: int = 3000
+    learning_rate: float = 0.002
+    seed: int = 0
+    threads: int = 2
+    intents: dict[str, float] = field(default_factory=lambda: {
+        "balanced": 2.0, "thermal_targets": 1.0, "visible_detail": 1.0, "low_light": 1.5, "glare": 1.0,
+        "fog": 1.5, "noise": 1.0, "low_contrast_thermal": 1.0})
+    """Sampling weight of each intent (the sample's inputs get that intent's degradation)."""
+    mix_with_balanced: float = 0.25
+    """Share of samples whose intent weights are blended with balanced (teaches partial prompts)."""
+    output_dir: str = "out/train"
+    checkpoint_every: int = 250
+    log_every: int = 50
+    export: str | None = None
+    """Where the final weights are written (the shipped file is streamfuse/models/weights/fusionnet.pt)."""
+    model: ModelConfig = field(default_factory=ModelConfig)
+
+    def _check(self, path: str) -> None:
+        for name in ("crop", "batch_size", "steps", "threads", "checkpoint_every", "log_every"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{_join(path, name)}: must be at least 1, got {getattr(self, name)}")
+        if self.crop % 8:
+            raise ConfigError(f"{_join(path, 'crop')}: must be a multiple of 8, got {self.crop}")
+        if not 0.0 <= self.mix_with_balanced <= 1.0:
+            raise ConfigError(f"{_join(path, 'mix_with_balanced')}: must be between 0 and 1")
+        if not self.intents or min(self.intents.values()) < 0 or sum(self.intents.values()) <= 0:
+            raise ConfigError(f"{_join(path, 'intents')}: needs non-negative weights with a positive sum")
+
+
+def load_train_config(path: str | os.PathLike, overrides: list[str] | None = None) -> TrainConfig:
+    """Read a training config (YAML) with the same rules as :func:`load_config`."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: invalid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    data = _substitute_env(data, "", os.environ)
+    for override in overrides or []:
+        apply_override(data, override)
+    return _build(TrainConfig, data, "")

@@ -11,6 +11,7 @@ __all__ = ["Fuser", "ClassicalFuser", "fuse_luminance", "FUSERS", "build_fuser"]
 
 #: Registered fuser names and what they are.
 FUSERS = {
+    "model": "the text-guided fusion network (DAFE + ITI), shipped weights",
     "classical": "Laplacian-pyramid luminance fusion (energy-weighted details, salience-weighted base)",
 }
 
@@ -23,4 +24,8 @@ def build_fuser(config: FusionConfig) -> Fuser:
     """
     if config.fuser == "classical":
         return ClassicalFuser(levels=config.classical.levels)
+    if config.fuser == "model":
+        from streamfuse.fusers.model import ModelFuser  # imports torch: only when the network is used
+
+        return ModelFuser(config.weights, threads=config.threads)
     raise ConfigError(f"fusion.fuser: unknown fuser {config.fuser!r} (available: {', '.join(FUSERS)})")

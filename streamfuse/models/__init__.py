@@ -1,0 +1,1 @@
+"""The text-guided fusion network and its checkpoint handling."""

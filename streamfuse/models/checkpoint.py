@@ -1,0 +1,69 @@
+"""Saving and loading fusion network weights safely, with errors that name the file."""
+
+from __future__ import annotations
+
+import pickle
+import zipfile
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from streamfuse.errors import ConfigError
+from streamfuse.models.network import ARCHITECTURE, FusionNet
+
+
+def default_weights_path() -> Path:
+    """The checkpoint shipped in the package."""
+    return Path(str(resources.files("streamfuse.models") / "weights" / "fusionnet.pt"))
+
+
+def save_weights(model: FusionNet, path: str | Path, metadata: dict[str, Any] | None = None) -> Path:
+    """Write the model's weights, size and intents (plain tensors and built-in types only)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "architecture": ARCHITECTURE,
+        "config": dict(model.config),
+        "intents": list(model.intents),
+        "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+        "metadata": dict(metadata or {}),
+    }
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(payload, tmp)
+    tmp.replace(path)
+    return path
+
+
+def load_model(path: str | Path | None = None) -> tuple[FusionNet, dict[str, Any]]:
+    """Load a :class:`FusionNet` from a checkpoint (the shipped one when ``path`` is None).
+
+    Loading uses ``torch.load(weights_only=True)``: a checkpoint cannot run code.
+
+    Returns:
+        The model in eval mode, and the checkpoint's metadata.
+
+    Raises:
+        ConfigError: The file is missing, corrupt, of another architecture, or its tensors do not
+            fit the network it describes.
+    """
+    path = Path(path) if path is not None else default_weights_path()
+    if not path.is_file():
+        raise ConfigError(f"fusion.weights: no checkpoint at {path}; train one with `streamfuse train "
+                          "configs/train.yaml` or use the packaged default (leave fusion.weights unset)")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, ValueError, OSError) as exc:
+        raise ConfigError(f"fusion.weights: {path} is not a readable streamfuse checkpoint "
+                          f"(corrupt or not a torch file: {str(exc).splitlines()[0][:120]})") from None
+    if not isinstance(payload, dict) or payload.get("architecture") != ARCHITECTURE:
+        found = payload.get("architecture") if isinstance(payload, dict) else type(payload).__name__
+        raise ConfigError(f"fusion.weights: {path} holds {found!r}, not a {ARCHITECTURE} checkpoint")
+    try:
+        model = FusionNet(payload["intents"], **payload["config"])
+        model.load_state_dict(payload["state_dict"])
+    except (KeyError, TypeError, RuntimeError) as exc:
+        raise ConfigError(f"fusion.weights: {path} does not match the network it describes "
+                          f"({str(exc).splitlines()[0][:160]})") from None
+    return model.eval(), dict(payload.get("metadata", {}))

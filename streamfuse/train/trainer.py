@@ -1,0 +1,181 @@
+"""``streamfuse train``: reproducible, resumable training of the fusion network on CPU (or GPU)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from streamfuse.config import TrainConfig
+from streamfuse.errors import ConfigError
+from streamfuse.models.checkpoint import save_weights
+from streamfuse.models.network import FusionNet, parameter_count
+from streamfuse.text.prompts import load_bank
+from streamfuse.train.data import CropSampler, find_pair_folders, load_training_pairs
+from streamfuse.train.losses import TERMS, emphasis_matrix, fusion_loss
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT = "last.pt"
+
+
+class Trainer:
+    """Owns the model, optimiser, data sampler and checkpoints of one training run.
+
+    Args:
+        config: The training config.
+        progress: Show a progress bar.
+    """
+
+    def __init__(self, config: TrainConfig, *, progress: bool = False) -> None:
+        self.config = config
+        self.progress = progress
+        torch.set_num_threads(config.threads)
+        torch.manual_seed(config.seed)
+        random.seed(config.seed)
+        self.bank = load_bank()
+        unknown = [i for i in config.intents if i not in self.bank.ids]
+        if unknown:
+            raise ConfigError(f"intents: {unknown[0]!r} is not an intent of the prompt bank "
+                              f"({', '.join(self.bank.ids)})")
+        root = Path(config.data_root)
+        if not root.is_dir():
+            raise ConfigError(f"data_root: {root} is not a folder (expected the shared data sets, e.g. ../shared/data)")
+        try:
+            self.sources = find_pair_folders(root)
+            self.pairs = load_training_pairs(root)
+        except ValueError as exc:
+            raise ConfigError(f"data_root: {exc}") from None
+        self.sampler = CropSampler(self.pairs, crop=config.crop, seed=config.seed)
+        self.model = FusionNet(self.bank.ids, **vars(config.model)).to(memory_format=torch.channels_last)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.learning_rate)
+        self.step = 0
+        self.output_dir = Path(config.output_dir)
+        self.intent_ids = list(config.intents)
+        self.intent_probabilities = np.array([config.intents[i] for i in self.intent_ids], dtype=np.float64)
+        self.intent_probabilities /= self.intent_probabilities.sum()
+        self.rng = np.random.default_rng(config.seed + 1)
+
+    # ---------------------------------------------------------------------------------- checkpoints
+    def save_checkpoint(self) -> Path:
+        """Write model, optimiser and random states to ``output_dir/last.pt`` (atomically)."""
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        path = self.output_dir / CHECKPOINT
+        state = {
+            "step": self.step,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+            "numpy_rng": json.dumps(self.rng.bit_generator.state),
+            "sampler_rng": json.dumps(self.sampler.rng.bit_generator.state),
+        }
+        tmp = path.with_suffix(".tmp")
+        torch.save(state, tmp)
+        tmp.replace(path)
+        return path
+
+    def resume(self) -> bool:
+        """Continue from ``output_dir/last.pt`` if it exists; returns whether it did."""
+        path = self.output_dir / CHECKPOINT
+        if not path.is_file():
+            return False
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+        except Exception as exc:  # any failure here means the same thing to the user
+            raise ConfigError(f"{path}: cannot resume from this checkpoint ({str(exc).splitlines()[0][:160]}); "
+                              "delete it or choose another output_dir") from None
+        self.step = int(state["step"])
+        torch.set_rng_state(state["torch_rng"])
+        self.rng.bit_generator.state = json.loads(state["numpy_rng"])
+        self.sampler.rng.bit_generator.state = json.loads(state["sampler_rng"])
+        log.info("resumed from %s at step %d", path, self.step)
+        return True
+
+    # ------------------------------------------------------------------------------------- training
+    def learning_rate(self) -> float:
+        """Cosine decay from the configured rate to 5% of it, after a 100-step warm-up."""
+        base, steps = self.config.learning_rate, self.config.steps
+        if self.step < 100:
+            return base * (self.step + 1) / 100
+        progress = (self.step - 100) / max(1, steps - 100)
+        return base * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+
+    def _intent_weights(self, intents: list[str]) -> torch.Tensor:
+        weights = torch.zeros(len(intents), len(self.bank.ids))
+        balanced = self.bank.ids.index("balanced")
+        for row, intent in enumerate(intents):
+            weights[row, self.bank.ids.index(intent)] = 1.0
+            if intent != "balanced" and self.rng.random() < self.config.mix_with_balanced:
+                share = self.rng.uniform(0.0, 0.5)
+                weights[row] *= 1 - share
+                weights[row, balanced] += share
+        return weights
+
+    def train_step(self) -> dict[str, float]:
+        """One optimisation step; returns the loss and its terms."""
+        batch = self.sampler.batch(self.config.batch_size, self.intent_ids, self.intent_probabilities)
+        intents = batch["intent"]
+        weights = self._intent_weights(intents)
+        emphasis = emphasis_matrix([self.bank.intent(i).recipe.get("emphasis", {}) for i in intents])
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.learning_rate()
+        fused = self.model(batch["ir_in"], batch["vis_in"], weights)
+        loss, terms = fusion_loss(fused, batch["ir"], batch["vis"], emphasis)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
+        self.optimizer.step()
+        self.step += 1
+        return {"loss": float(loss.detach()), **terms}
+
+    def run(self) -> Path | None:
+        """Train to ``steps`` (checkpointing; Ctrl-C saves first), then export the weights if configured."""
+        config = self.config
+        log.info("training %s: %d parameters, %d pairs from %s, %d steps of %d crops of %dpx",
+                 type(self.model).__name__, parameter_count(self.model), len(self.pairs),
+                 ", ".join(s.name for s in self.sources), config.steps, config.batch_size, config.crop)
+        bar = tqdm(total=config.steps, initial=self.step, disable=not self.progress, unit="step", file=sys.stderr)
+        running: dict[str, float] = {}
+        started, start_step = time.perf_counter(), self.step
+        try:
+            while self.step < config.steps:
+                values = self.train_step()
+                running = {k: 0.9 * running.get(k, v) + 0.1 * v for k, v in values.items()}
+                bar.update()
+                if self.step % config.log_every == 0 or self.step == config.steps:
+                    rate = (self.step - start_step) / (time.perf_counter() - started)
+                    eta = (config.steps - self.step) / rate if rate else 0.0
+                    terms = " ".join(f"{t}={running[t]:.4f}" for t in TERMS)
+                    message = (f"step {self.step}/{config.steps} loss={running['loss']:.4f} {terms} "
+                               f"lr={self.learning_rate():.5f} {rate:.2f} steps/s eta {eta / 60:.1f} min")
+                    bar.write(message, file=sys.stderr) if self.progress else log.info(message)
+                if self.step % config.checkpoint_every == 0:
+                    self.save_checkpoint()
+        except KeyboardInterrupt:
+            log.warning("interrupted at step %d: checkpoint saved, continue with --resume", self.step)
+            self.save_checkpoint()
+            raise
+        finally:
+            bar.close()
+        self.save_checkpoint()
+        if config.export is None:
+            return None
+        metadata = {
+            "steps": self.step, "batch_size": config.batch_size, "crop": config.crop, "seed": config.seed,
+            "learning_rate": config.learning_rate, "intents": config.intents, "pairs": len(self.pairs),
+            "sources": [s.name for s in self.sources], "parameters": parameter_count(self.model),
+            "seconds": round(time.perf_counter() - started, 1),
+        }
+        path = save_weights(self.model.to(memory_format=torch.contiguous_format), config.export, metadata)
+        log.info("exported weights to %s", path)
+        return path

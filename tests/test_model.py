@@ -1,0 +1,136 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import make_pair
+from streamfuse.config import FusionConfig
+from streamfuse.errors import ConfigError
+from streamfuse.fusers import build_fuser
+from streamfuse.fusers.model import ModelFuser
+from streamfuse.models.checkpoint import default_weights_path, load_model, save_weights
+from streamfuse.models.network import FusionNet, parameter_count
+from streamfuse.text import HashingTextEncoder, Router, load_bank
+from streamfuse.train.losses import loss_terms, sobel_magnitude, ssim_pair
+
+INTENTS = load_bank().ids
+
+
+@pytest.fixture(scope="module")
+def net() -> FusionNet:
+    torch.manual_seed(0)
+    model = FusionNet(INTENTS).eval()
+    with torch.no_grad():  # a non-trivial head so outputs depend on inputs and text
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    return model
+
+
+def test_untrained_network_starts_as_an_even_blend():
+    model = FusionNet(INTENTS).eval()
+    ir, vis = torch.rand(1, 1, 40, 56), torch.rand(1, 1, 40, 56)
+    with torch.no_grad():
+        fused = model(ir, vis, model.intent_weights({"balanced": 1}))
+    # head initialised to zero: w = 0.5, gain 1, bias 0, detail gains 1 -> base average + both details
+    base_ir = torch.nn.functional.interpolate(torch.nn.functional.avg_pool2d(ir, 4), size=(40, 56), mode="bilinear")
+    base_vis = torch.nn.functional.interpolate(torch.nn.functional.avg_pool2d(vis, 4), size=(40, 56), mode="bilinear")
+    expected = (0.5 * (base_ir + base_vis) + (ir - base_ir) + (vis - base_vis)).clamp(0, 1)
+    assert torch.allclose(fused, expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("size", [(37, 53), (64, 64), (8, 8), (121, 9)])
+def test_any_size_in_range(net, size):
+    ir, vis = torch.rand(2, 1, *size), torch.rand(2, 1, *size)
+    with torch.no_grad():
+        fused = net(ir, vis, net.intent_weights({"balanced": 1}))
+    assert fused.shape == (2, 1, *size) and fused.min() >= 0 and fused.max() <= 1
+
+
+def test_text_conditioning_changes_the_output_and_mixes_linearly(net):
+    ir, vis = torch.rand(1, 1, 64, 80), torch.rand(1, 1, 64, 80)
+    with torch.no_grad():
+        a = net(ir, vis, net.intent_weights({"balanced": 1}))
+        b = net(ir, vis, net.intent_weights({"fog": 1}))
+        same = net(ir, vis, net.intent_weights({"fog": 2}))
+    assert (a - b).abs().mean() > 1e-4
+    assert torch.equal(b, same)  # weights are normalised
+    assert torch.equal(net.intent_weights({}), net.intent_weights({"balanced": 1}))
+
+
+def test_parameter_count_is_small(net):
+    assert 10_000 < parameter_count(net) < 200_000
+
+
+def test_checkpoint_round_trip_and_errors(net, tmp_path):
+    path = save_weights(net, tmp_path / "w.pt", {"steps": 3})
+    loaded, metadata = load_model(path)
+    assert metadata == {"steps": 3} and loaded.intents == INTENTS
+    ir, vis = torch.rand(1, 1, 32, 32), torch.rand(1, 1, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(loaded(ir, vis, loaded.intent_weights({"fog": 1})), net(ir, vis, net.intent_weights({"fog": 1})))
+    with pytest.raises(ConfigError, match="no checkpoint at .*missing.pt"):
+        load_model(tmp_path / "missing.pt")
+    (tmp_path / "corrupt.pt").write_bytes(b"\x00" * 100)
+    with pytest.raises(ConfigError, match="corrupt.pt is not a readable streamfuse checkpoint"):
+        load_model(tmp_path / "corrupt.pt")
+    torch.save({"architecture": "something-else"}, tmp_path / "other.pt")
+    with pytest.raises(ConfigError, match="holds 'something-else'"):
+        load_model(tmp_path / "other.pt")
+    payload = torch.load(path, weights_only=True)
+    payload["config"]["channels"] = 8
+    torch.save(payload, tmp_path / "mismatch.pt")
+    with pytest.raises(ConfigError, match="mismatch.pt does not match the network"):
+        load_model(tmp_path / "mismatch.pt")
+
+
+def test_checkpoint_cannot_run_code(tmp_path):
+    class Evil:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    torch.save({"architecture": Evil()}, tmp_path / "evil.pt")
+    with pytest.raises(ConfigError, match="not a readable streamfuse checkpoint"):
+        load_model(tmp_path / "evil.pt")
+
+
+def test_shipped_weights_load_and_fuse():
+    assert default_weights_path().is_file()
+    fuser = build_fuser(FusionConfig(fuser="model"))
+    assert isinstance(fuser, ModelFuser)
+    ir, vis = make_pair(2, (96, 72))
+    fused = fuser.fuse(ir, vis)
+    assert fused.shape == vis.shape and fused.dtype == np.uint8
+    fuser.condition(Router(HashingTextEncoder(), load_bank()).route("fog, trust thermal"))
+    assert not np.array_equal(fuser.fuse(ir, vis), fused)
+
+
+def test_model_fuser_batch_matches_single_and_masks(tmp_path, net):
+    fuser = ModelFuser(save_weights(net, tmp_path / "w.pt"))
+    pairs = [make_pair(i) for i in range(3)]
+    batch = fuser.fuse_batch([p[0] for p in pairs], [p[1] for p in pairs])
+    for (ir, vis), out in zip(pairs, batch, strict=True):
+        assert np.abs(out.astype(int) - fuser.fuse(ir, vis).astype(int)).max() <= 1
+    ir, vis = pairs[0]
+    valid = np.ones(ir.shape, np.uint8)
+    valid[:, :20] = 0
+    masked = fuser.fuse(ir, vis, valid)
+    luma = __import__("cv2").cvtColor(vis, __import__("cv2").COLOR_BGR2YCrCb)[:, :, 0]
+    masked_luma = __import__("cv2").cvtColor(masked, __import__("cv2").COLOR_BGR2YCrCb)[:, :, 0]
+    assert np.abs(masked_luma[:, :20].astype(int) - luma[:, :20].astype(int)).max() <= 2
+
+
+def test_loss_terms_by_hand():
+    flat = torch.full((1, 1, 16, 16), 0.5)
+    assert float(sobel_magnitude(flat).max()) < 1e-3  # no edges in a constant image
+    ramp = torch.arange(16.0).repeat(16, 1)[None, None] / 16  # +1/16 per pixel in x
+    # Sobel with the /8 normalisation gives the derivative: 1/16 inside the image
+    assert torch.allclose(sobel_magnitude(ramp)[..., 1:-1, 1:-1], torch.full((1, 1, 14, 14), 1 / 16), atol=1e-4)
+    image = torch.rand(2, 1, 32, 32)
+    s_ir, s_vis = ssim_pair(image, image, 1 - image)
+    assert torch.allclose(s_ir, torch.ones(2), atol=1e-5) and (s_vis < 0).all()  # inverted image: negative SSIM
+    terms = loss_terms(image, image, image)
+    for name in ("intensity", "gradient", "gradient_vis", "gradient_ir", "ssim", "ssim_vis"):
+        assert float(terms[name].max()) < 1e-3, name  # fusing an image with itself costs nothing
+    darker = loss_terms(image * 0.5, image, image)
+    assert torch.allclose(darker["intensity"], (image * 0.5).mean(dim=(1, 2, 3)), atol=1e-6)
