@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -68,7 +69,8 @@ def test_checkpoint_round_trip_and_errors(net, tmp_path):
     assert metadata == {"steps": 3} and loaded.intents == INTENTS
     ir, vis = torch.rand(1, 1, 32, 32), torch.rand(1, 1, 32, 32)
     with torch.no_grad():
-        assert torch.equal(loaded(ir, vis, loaded.intent_weights({"fog": 1})), net(ir, vis, net.intent_weights({"fog": 1})))
+        fog = net.intent_weights({"fog": 1})
+        assert torch.equal(loaded(ir, vis, fog), net(ir, vis, fog))
     with pytest.raises(ConfigError, match="no checkpoint at .*missing.pt"):
         load_model(tmp_path / "missing.pt")
     (tmp_path / "corrupt.pt").write_bytes(b"\x00" * 100)
@@ -115,8 +117,8 @@ def test_model_fuser_batch_matches_single_and_masks(tmp_path, net):
     valid = np.ones(ir.shape, np.uint8)
     valid[:, :20] = 0
     masked = fuser.fuse(ir, vis, valid)
-    luma = __import__("cv2").cvtColor(vis, __import__("cv2").COLOR_BGR2YCrCb)[:, :, 0]
-    masked_luma = __import__("cv2").cvtColor(masked, __import__("cv2").COLOR_BGR2YCrCb)[:, :, 0]
+    luma = cv2.cvtColor(vis, cv2.COLOR_BGR2YCrCb)[:, :, 0]
+    masked_luma = cv2.cvtColor(masked, cv2.COLOR_BGR2YCrCb)[:, :, 0]
     assert np.abs(masked_luma[:, :20].astype(int) - luma[:, :20].astype(int)).max() <= 2
 
 
