@@ -1,0 +1,234 @@
+"""``streamfuse eval``: metric tables for fused image folders or fusers, per image and per method.
+
+Pairing rule: files are matched by name stem. For every visible image ``S.ext`` the infrared image
+must have the same stem ``S``; a fused image matches when its stem is ``S`` or starts with ``S_``
+(``S_method.png``), so outputs of other tools that append a method name pair up too. A pair whose
+partner is missing or whose sizes differ is reported by name and skipped.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from streamfuse.errors import StreamfuseError
+from streamfuse.imageio import list_images, read_image
+from streamfuse.metrics import convention_module
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class MethodResult:
+    """Per-image metrics of one method (a fused folder or a fuser)."""
+
+    name: str
+    rows: dict[str, dict[str, float]] = field(default_factory=dict)
+    skipped: list[str] = field(default_factory=list)
+
+    def mean(self, names: Sequence[str]) -> dict[str, float]:
+        """Mean of each metric over the images (NaN where no image was evaluated)."""
+        return {n: float(np.mean([r[n] for r in self.rows.values()])) if self.rows else float("nan") for n in names}
+
+
+def find_fused(folder: Path, stem: str, files: list[Path] | None = None) -> Path | None:
+    """The fused file for input ``stem`` in ``folder`` (``stem.*``, else ``stem_*.*``), or None."""
+    files = files if files is not None else list_images(folder)
+    exact = [p for p in files if p.stem == stem]
+    if exact:
+        return exact[0]
+    suffixed = [p for p in files if p.stem.startswith(stem + "_")]
+    return suffixed[0] if suffixed else None
+
+
+def input_pairs(ir_dir: str | Path, vis_dir: str | Path) -> tuple[list[tuple[str, Path, Path]], list[str]]:
+    """``(stem, ir_path, vis_path)`` for every visible image with a same-stem infrared image, and the problems."""
+    ir_by_stem = {p.stem: p for p in list_images(ir_dir)}
+    pairs, problems = [], []
+    for vis_path in list_images(vis_dir):
+        ir_path = ir_by_stem.get(vis_path.stem)
+        if ir_path is None:
+            problems.append(f"{vis_path.name}: no infrared image with stem {vis_path.stem!r} in {ir_dir}")
+        else:
+            pairs.append((vis_path.stem, ir_path, vis_path))
+    if not pairs:
+        raise StreamfuseError(f"no image pairs: no file in {vis_dir} has a same-name partner in {ir_dir}")
+    return pairs, problems
+
+
+def _rgb(image: np.ndarray) -> np.ndarray:
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB) if image.ndim == 3 else image
+
+
+def evaluate(pairs: list[tuple[str, Path, Path]], methods: dict[str, Callable[[str, Path, Path], object]],
+             *, convention: str, metrics: Sequence[str] | None = None, progress: bool = False) -> list[MethodResult]:
+    """Compute metrics for every pair and method.
+
+    Args:
+        pairs: From :func:`input_pairs`.
+        methods: Method name -> function ``(stem, ir_path, vis_path)`` returning the fused image (a
+            path, or an RGB/gray array) or None when it has no result for that pair (reported).
+        convention: ``vifb`` or ``cddfuse``.
+        metrics: Subset of metric names (default: all of the convention).
+        progress: Show a progress bar.
+    """
+    module = convention_module(convention)
+    names = list(metrics or module.NAMES)
+    unknown = [n for n in names if n not in module.NAMES]
+    if unknown:
+        raise StreamfuseError(f"--metrics: unknown {convention} metric {unknown[0]!r} "
+                              f"(available: {', '.join(module.NAMES)})")
+    results = [MethodResult(name) for name in methods]
+    bar = tqdm(total=len(pairs) * len(methods), unit="image", disable=not progress, file=sys.stderr)
+    for stem, ir_path, vis_path in pairs:
+        ir, vis = module.load(ir_path), module.load(vis_path)
+        for result, fuse in zip(results, methods.values(), strict=True):
+            bar.update()
+            if ir.shape[:2] != vis.shape[:2]:
+                result.skipped.append(f"{stem}: infrared is {ir.shape[1]}x{ir.shape[0]} but visible is "
+                                      f"{vis.shape[1]}x{vis.shape[0]}")
+                continue
+            fused = fuse(stem, ir_path, vis_path)
+            if fused is None:
+                result.skipped.append(f"{stem}: no fused image")
+                continue
+            fused = module.load(fused)
+            if fused.shape[:2] != vis.shape[:2]:
+                result.skipped.append(f"{stem}: fused image is {fused.shape[1]}x{fused.shape[0]} but the inputs are "
+                                      f"{vis.shape[1]}x{vis.shape[0]}")
+                continue
+            result.rows[stem] = module.compute(ir, vis, fused, names)
+    bar.close()
+    return results
+
+
+def folder_method(folder: str | Path) -> Callable[[str, Path, Path], Path | None]:
+    """A method that looks up already fused files in ``folder`` (see the pairing rule)."""
+    files = list_images(folder)
+    return lambda stem, _ir, _vis: find_fused(Path(folder), stem, files)
+
+
+def fuser_method(fuser) -> Callable[[str, Path, Path], np.ndarray]:
+    """A method that fuses each pair with a :class:`~streamfuse.fusers.Fuser` (registration: identity)."""
+    return lambda _stem, ir, vis: _rgb(fuser.fuse(read_image(ir), read_image(vis)))
+
+
+def mean_ranks(results: list[MethodResult], names: Sequence[str], better: dict[str, str]) -> dict[str, float]:
+    """Mean over metrics of each method's rank (1 = best, ties share the average rank)."""
+    means = [r.mean(names) for r in results]
+    ranks = np.zeros((len(results), len(names)))
+    for j, name in enumerate(names):
+        values = np.array([m[name] for m in means])
+        keys = -values if better[name] == "higher" else values
+        for i in range(len(results)):
+            ranks[i, j] = 1 + np.sum(keys < keys[i]) + 0.5 * (np.sum(keys == keys[i]) - 1)
+    return {r.name: float(ranks[i].mean()) for i, r in enumerate(results)}
+
+
+def format_table(results: list[MethodResult], names: Sequence[str], better: dict[str, str]) -> str:
+    """Per-image table for one method; per-method comparison (means + mean rank) for several."""
+    arrows = {n: "↑" if better[n] == "higher" else "↓" for n in names}
+    width = max(8, *(len(n) + 1 for n in names))
+    header_cells = [f"{n}{arrows[n]}".rjust(width) for n in names]
+    if len(results) == 1:
+        result = results[0]
+        label = max([4, *(len(s) for s in result.rows)])
+        lines = [f"{'image':<{label}}" + "".join(header_cells)]
+        for stem, row in result.rows.items():
+            lines.append(f"{stem:<{label}}" + "".join(f"{row[n]:>{width}.4f}" for n in names))
+        mean = result.mean(names)
+        lines.append(f"{'mean':<{label}}" + "".join(f"{mean[n]:>{width}.4f}" for n in names))
+        return "\n".join(lines)
+    ranks = mean_ranks(results, names, better)
+    label = max(6, *(len(r.name) for r in results))
+    lines = [f"{'method':<{label}}" + "".join(header_cells) + "mean rank".rjust(11)]
+    for result in results:
+        mean = result.mean(names)
+        lines.append(f"{result.name:<{label}}" + "".join(f"{mean[n]:>{width}.4f}" for n in names)
+                     + f"{ranks[result.name]:>11.2f}")
+    return "\n".join(lines)
+
+
+def write_csv(path: str | Path, results: list[MethodResult], names: Sequence[str], better: dict[str, str]) -> None:
+    """One row per method and image, plus a ``mean`` row per method carrying its mean rank."""
+    ranks = mean_ranks(results, names, better)
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["method", "image", *names, "mean_rank"])
+        for result in results:
+            for stem, row in result.rows.items():
+                writer.writerow([result.name, stem, *(f"{row[n]:.6f}" for n in names), ""])
+            mean = result.mean(names)
+            writer.writerow([result.name, "mean", *(f"{mean[n]:.6f}" for n in names), f"{ranks[result.name]:.4f}"])
+
+
+# ------------------------------------------------------------------------------ prompt effect studies
+#: For each synthetic degradation, a prompt an operator would type for it (not a bank phrasing).
+MATCHING_PROMPTS = {
+    "low_light": "night time, the colour camera is almost black",
+    "glare": "oncoming headlights are blinding",
+    "fog": "thick fog, rely on thermal",
+    "noise": "the footage is grainy and noisy",
+    "low_contrast_thermal": "the thermal picture is flat and washed out",
+}
+
+
+def _luma(image: np.ndarray) -> np.ndarray:
+    return cv2.cvtColor(image, cv2.COLOR_BGR2GRAY) if image.ndim == 3 else image
+
+
+def degrade_pair(ir: np.ndarray, vis: np.ndarray, kind: str, *, seed: int, strength: float = 0.6
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """``uint8`` luminance pair degraded reproducibly (fixed seed and strength)."""
+    from streamfuse.train.degrade import degrade
+
+    ir_in, vis_in = degrade(_luma(ir).astype(np.float32) / 255, _luma(vis).astype(np.float32) / 255, kind,
+                            np.random.default_rng(seed), strength=strength)
+    return (np.round(ir_in * 255).astype(np.uint8), np.round(vis_in * 255).astype(np.uint8))
+
+
+def restoration_scores(fuser, routing, pairs: Sequence[tuple[np.ndarray, np.ndarray]], kind: str,
+                       *, seed: int = 0, strength: float = 0.6) -> dict[str, float]:
+    """Mean VIFB ``Qabf`` and ``Ssim`` of fusing degraded inputs, scored against the CLEAN sources.
+
+    Args:
+        fuser: Any fuser; it is conditioned with ``routing`` first.
+        routing: The prompt routing to use.
+        pairs: Clean ``(ir, vis)`` uint8 luminance pairs.
+        kind: Degradation (see :mod:`streamfuse.train.degrade`).
+        seed: Seed of pair ``i`` is ``seed + i``.
+        strength: Degradation strength in [0, 1].
+    """
+    from streamfuse.metrics import vifb
+
+    fuser.condition(routing)
+    qabf, ssim = [], []
+    for index, (ir, vis) in enumerate(pairs):
+        ir_in, vis_in = degrade_pair(ir, vis, kind, seed=seed + index, strength=strength)
+        fused = fuser.fuse(ir_in, vis_in)
+        qabf.append(vifb.qabf(_luma(ir), _luma(vis), fused))
+        ssim.append(vifb.ssim(_luma(ir), _luma(vis), fused))
+    return {"Qabf": float(np.mean(qabf)), "Ssim": float(np.mean(ssim))}
+
+
+def warm_object_contrast(fused: np.ndarray, mask: np.ndarray, ring: int = 9) -> float:
+    """Mean luminance of the masked (warm) objects minus that of a ``ring``-pixel band around them."""
+    objects = mask.astype(bool)
+    around = cv2.dilate(objects.astype(np.uint8), np.ones((2 * ring + 1, 2 * ring + 1), np.uint8)).astype(bool)
+    around &= ~objects
+    luma = _luma(fused).astype(np.float64)
+    return float(luma[objects].mean() - luma[around].mean())
+
+
+def hot_mask(ir: np.ndarray, sigmas: float = 2.0) -> np.ndarray:
+    """Warm-object mask of a thermal image without ground truth: pixels ``sigmas`` std above the mean."""
+    values = _luma(ir).astype(np.float64)
+    return (values > values.mean() + sigmas * values.std()).astype(np.uint8)
