@@ -1,0 +1,102 @@
+from __future__ import annotations
+
+import csv
+
+import cv2
+import numpy as np
+import pytest
+
+from conftest import make_pair, shared_data
+from streamfuse.cli import main
+from streamfuse.evaluation import MethodResult, find_fused, mean_ranks
+
+
+@pytest.fixture
+def eval_folders(tmp_path):
+    """4 pairs; fused folder A holds exact names, B uses the _method suffix and misses one pair."""
+    dirs = {name: tmp_path / name for name in ("ir", "vis", "A", "B")}
+    for d in dirs.values():
+        d.mkdir()
+    for i in range(4):
+        ir, vis = make_pair(i, (64, 48))
+        cv2.imwrite(str(dirs["ir"] / f"p{i}.png"), ir)
+        cv2.imwrite(str(dirs["vis"] / f"p{i}.png"), vis)
+        cv2.imwrite(str(dirs["A"] / f"p{i}.png"), ((ir.astype(int)[..., None] + vis) // 2).astype(np.uint8))
+        if i != 2:
+            cv2.imwrite(str(dirs["B"] / f"p{i}_average.png"), vis)
+    cv2.imwrite(str(dirs["vis"] / "lonely.png"), make_pair(9)[1])  # no infrared partner
+    return dirs
+
+
+def test_find_fused_rule(tmp_path):
+    for name in ("1.png", "10_x.png", "2_method.png"):
+        (tmp_path / name).write_bytes(b"")
+    files = sorted(tmp_path.iterdir())
+    assert find_fused(tmp_path, "1", files).name == "1.png"
+    assert find_fused(tmp_path, "2", files).name == "2_method.png"
+    assert find_fused(tmp_path, "10", files).name == "10_x.png"
+    assert find_fused(tmp_path, "3", files) is None
+
+
+def test_mean_ranks_follow_metric_direction():
+    a = MethodResult("a", {"x": {"Entropy": 7.0, "Rmse": 0.1}})
+    b = MethodResult("b", {"x": {"Entropy": 6.0, "Rmse": 0.2}})
+    tie = MethodResult("c", {"x": {"Entropy": 7.0, "Rmse": 0.3}})
+    ranks = mean_ranks([a, b, tie], ["Entropy", "Rmse"], {"Entropy": "higher", "Rmse": "lower"})
+    # Entropy: a and c tie for 1st (1.5 each), b 3rd; Rmse (lower better): a 1, b 2, c 3
+    assert ranks == {"a": pytest.approx(1.25), "b": pytest.approx(2.5), "c": pytest.approx(2.25)}
+
+
+def test_eval_single_folder_table_csv_and_skips(eval_folders, tmp_path, capsys, caplog):
+    out = tmp_path / "table.csv"
+    code = main(["eval", "--ir", str(eval_folders["ir"]), "--vis", str(eval_folders["vis"]), "--fused",
+                 str(eval_folders["B"]), "--convention", "cddfuse", "--csv", str(out)])
+    text = capsys.readouterr().out
+    assert code == 0
+    assert "p0" in text and "mean" in text and "p2" not in text.split("mean")[0].split("image", 1)[1]
+    assert "lonely.png: no infrared image" in caplog.text and "p2: no fused image" in caplog.text
+    rows = list(csv.DictReader(out.open()))
+    assert [r["image"] for r in rows] == ["p0", "p1", "p3", "mean"]
+    assert set(rows[0]) >= {"method", "EN", "SD", "SF", "AG", "MI", "SCD", "VIF", "Qabf", "SSIM"}
+    # B is the visible image itself: the summed SSIM is SSIM(VIS, VIS) = 1 plus SSIM(VIS, IR), near 0 here
+    assert 0.9 < float(rows[0]["SSIM"]) < 1.2
+
+
+def test_eval_compares_methods_with_mean_rank(eval_folders, capsys):
+    code = main(["eval", "--ir", str(eval_folders["ir"]), "--vis", str(eval_folders["vis"]), "--fused",
+                 str(eval_folders["A"]), str(eval_folders["B"]), "--metrics", "Entropy", "Ssim", "Rmse"])
+    text = capsys.readouterr().out
+    assert code == 0 and "mean rank" in text
+    assert text.count("\nA ") == 1 and text.count("\nB ") == 1
+
+
+def test_eval_fuser_and_size_mismatch(eval_folders, capsys, caplog):
+    cv2.imwrite(str(eval_folders["ir"] / "p3.png"), np.zeros((10, 10), np.uint8))
+    code = main(["eval", "--ir", str(eval_folders["ir"]), "--vis", str(eval_folders["vis"]), "--fuser", "classical",
+                 "--metrics", "Qabf", "Entropy"])
+    assert code == 0
+    assert "p3: infrared is 10x10 but visible is 64x48" in caplog.text
+    assert "Qabf" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--fuser", "classical", "--fused", "X"], "not both"),
+    (["--fused", "nowhere"], "--fused nowhere: no such folder"),
+    (["--fuser", "classical", "--metrics", "Sharpness"], "unknown vifb metric 'Sharpness'"),
+    (["--fused", "A", "--prompt", "fog"], "--prompt steers a fuser"),
+])
+def test_eval_errors(eval_folders, capsys, args, message):
+    args = [str(eval_folders[a]) if a in eval_folders else a for a in args]
+    code = main(["eval", "--ir", str(eval_folders["ir"]), "--vis", str(eval_folders["vis"]), *args])
+    assert code != 0 and message in capsys.readouterr().err
+
+
+def test_eval_on_tno_with_classical(capsys):
+    tno = shared_data("tno_cddfuse")
+    assert main(["eval", "--ir", str(tno / "ir"), "--vis", str(tno / "vi"), "--fuser", "classical",
+                 "--convention", "cddfuse", "--no-progress"]) == 0
+    mean = capsys.readouterr().out.splitlines()[-1].split()
+    assert mean[0] == "mean" and len(mean) == 10
+    en, sd, sf, ag, mi, scd, vif, qabf, ssim = map(float, mean[1:])
+    # a sound classical fusion sits near the published CDDFuse numbers (EN 7.12, SD 46.0, Qabf 0.54, SSIM 1.03)
+    assert 6.8 < en < 7.4 and 35 < sd < 55 and 0.45 < qabf < 0.65 and 0.9 < ssim < 1.1
