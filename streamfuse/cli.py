@@ -205,8 +205,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from streamfuse.fusers import build_fuser
     from streamfuse.metrics import convention_module
 
-    if bool(args.fused) == bool(args.fuser):
+    if args.fused and args.fuser:
         raise StreamfuseError("eval: give fused folders (--fused DIR ...) or fuser names (--fuser NAME ...), not both")
+    if not args.fused and not args.fuser:
+        args.fuser = ["model"]
     if args.prompt is not None and not args.fuser:
         raise StreamfuseError("eval: --prompt steers a fuser; it needs --fuser (fused folders are already fused)")
     routing = None
@@ -355,7 +357,7 @@ def build_parser() -> argparse.ArgumentParser:
     fuse.add_argument("--ir", required=True, help="infrared image, folder (or glob) of images, or video")
     fuse.add_argument("--vis", required=True, help="visible image, folder (or glob) of images, or video")
     fuse.add_argument("-o", "--output", required=True, help="output image, folder or video (matching the inputs)")
-    fuse.add_argument("--fuser", default="classical", help=f"fuser name ({', '.join(FUSERS)})")
+    fuse.add_argument("--fuser", default="model", help=f"fuser name ({', '.join(FUSERS)}; default model)")
     fuse.add_argument("-y", "--overwrite", action="store_true", help="replace existing output files")
     fuse.add_argument("--prompt", help="what the fusion should favour, in words")
     common(fuse)
@@ -370,7 +372,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench = commands.add_parser("bench", help="measure throughput and per-stage latency on synthetic input")
     bench.add_argument("--size", default="640x512", help="frame size WxH (default 640x512)")
     bench.add_argument("--frames", type=int, default=300, help="frames to process (default 300)")
-    bench.add_argument("--fuser", default="classical", help=f"fuser name ({', '.join(FUSERS)})")
+    bench.add_argument("--fuser", default="model", help=f"fuser name ({', '.join(FUSERS)}; default model)")
     bench.add_argument("--sink", choices=["video", "none"], default="video",
                        help="encode H.264 to a temporary file (default) or discard the output")
     bench.add_argument("--live", type=float, metavar="FPS",
@@ -384,7 +386,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--ir", required=True, help="folder of infrared images")
     ev.add_argument("--vis", required=True, help="folder of visible images (same file stems)")
     ev.add_argument("--fused", nargs="+", metavar="DIR", help="folders of fused images (stem or stem_suffix)")
-    ev.add_argument("--fuser", nargs="+", metavar="NAME", help=f"fuse with these fusers first ({', '.join(FUSERS)})")
+    ev.add_argument("--fuser", nargs="+", metavar="NAME",
+                    help=f"fuse with these fusers first ({', '.join(FUSERS)}; default: model when no --fused)")
     ev.add_argument("--convention", choices=["vifb", "cddfuse"], default="vifb", help="metric definitions")
     ev.add_argument("--metrics", nargs="+", metavar="NAME", help="only these metrics")
     ev.add_argument("--csv", metavar="FILE", help="also write the per-image values as CSV")

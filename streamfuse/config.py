@@ -199,8 +199,8 @@ class ClassicalConfig:
 class FusionConfig:
     """Which fuser combines each pair."""
 
-    fuser: str = "classical"
-    """A registered fuser name (``streamfuse fuse --help`` lists them)."""
+    fuser: str = "model"
+    """A registered fuser name: ``model`` (the text-guided network) or ``classical``."""
     classical: ClassicalConfig = field(default_factory=ClassicalConfig)
     weights: str | None = None
     """Checkpoint of the ``model`` fuser; null uses the weights shipped in the package."""

@@ -229,6 +229,8 @@ def warm_object_contrast(fused: np.ndarray, mask: np.ndarray, ring: int = 9) -> 
 
 
 def hot_mask(ir: np.ndarray, sigmas: float = 2.0) -> np.ndarray:
-    """Warm-object mask of a thermal image without ground truth: pixels ``sigmas`` std above the mean."""
+    """Warm-object mask of a thermal image without ground truth: pixels ``sigmas`` std above the mean
+    (or, where no pixel is that hot, the hottest 1%)."""
     values = _luma(ir).astype(np.float64)
-    return (values > values.mean() + sigmas * values.std()).astype(np.uint8)
+    threshold = min(values.mean() + sigmas * values.std(), np.percentile(values, 99))
+    return (values >= threshold).astype(np.uint8)

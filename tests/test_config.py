@@ -32,7 +32,7 @@ def test_empty_config_has_defaults():
     config = config_from_dict({})
     assert config.sync.primary == "vis"
     assert config.registration.mode == "identity"
-    assert config.fusion.fuser == "classical"
+    assert config.fusion.fuser == "model"
 
 
 @pytest.mark.parametrize(("data", "expected"), [

@@ -25,6 +25,7 @@ def synthetic(frames: int = 20, size=(96, 64), sinks=None, **extra) -> dict:
         "sources": {"ir": {"type": "synthetic", "realtime": False, "frames": frames},
                     "vis": {"type": "synthetic", "realtime": False, "frames": frames}},
         "sinks": sinks or [],
+        "fusion": {"fuser": "classical"},
         "stats": {"log_every_s": 0},
     }
     data.update(extra)

@@ -1,0 +1,76 @@
+"""Regression guard: the shipped model must follow prompts in the directions the model card reports."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from conftest import shared_data
+from streamfuse.config import FusionConfig, SyntheticConfig
+from streamfuse.evaluation import MATCHING_PROMPTS, hot_mask, restoration_scores, warm_object_contrast
+from streamfuse.fusers import build_fuser
+from streamfuse.metrics import vifb
+from streamfuse.sources.synthetic import build_scene
+from streamfuse.text import HashingTextEncoder, Router, load_bank
+
+
+@pytest.fixture(scope="module")
+def router() -> Router:
+    return Router(HashingTextEncoder(), load_bank())
+
+
+@pytest.fixture(scope="module")
+def model():
+    return build_fuser(FusionConfig(fuser="model"))
+
+
+@pytest.fixture(scope="module")
+def tno_pairs():
+    folder = shared_data("tno_cddfuse")
+    pairs = []
+    for name in ("03", "07", "13"):
+        ir = cv2.imread(str(folder / "ir" / f"{name}.png"), cv2.IMREAD_GRAYSCALE)
+        vis = cv2.imread(str(folder / "vi" / f"{name}.png"), cv2.IMREAD_GRAYSCALE)
+        pairs.append((ir, vis))
+    return pairs
+
+
+def synthetic_pairs(time_of_day: str, count: int = 4):
+    scene = build_scene(SyntheticConfig(width=320, height=256, seed=5, time_of_day=time_of_day, people=6))
+    return [(scene.render_ir(t), scene.render_vis(t), (scene.object_mask(t) > 0).astype(np.uint8))
+            for t in np.linspace(0.0, 3.0, count)]
+
+
+@pytest.mark.parametrize("kind", list(MATCHING_PROMPTS))
+def test_matching_prompt_restores_degraded_inputs_better(model, router, tno_pairs, kind):
+    balanced = restoration_scores(model, router.route(""), tno_pairs, kind)
+    matching = restoration_scores(model, router.route(MATCHING_PROMPTS[kind]), tno_pairs, kind)
+    assert matching["Qabf"] > balanced["Qabf"] and matching["Ssim"] > balanced["Ssim"], (balanced, matching)
+
+
+@pytest.mark.parametrize("time_of_day", ["day", "night"])
+def test_thermal_prompt_raises_warm_object_contrast_on_the_synthetic_scene(model, router, time_of_day):
+    samples = synthetic_pairs(time_of_day)
+
+    def contrast(prompt: str) -> float:
+        model.condition(router.route(prompt))
+        return float(np.mean([warm_object_contrast(model.fuse(ir, vis), mask) for ir, vis, mask in samples]))
+
+    assert contrast("highlight people and vehicles") > contrast("")
+
+
+def test_thermal_prompt_raises_warm_object_contrast_on_tno(model, router, tno_pairs):
+    def contrast(prompt: str) -> float:
+        model.condition(router.route(prompt))
+        return float(np.mean([warm_object_contrast(model.fuse(ir, vis), hot_mask(ir)) for ir, vis in tno_pairs]))
+
+    assert contrast("highlight people and vehicles") > contrast("")
+
+
+def test_visible_detail_prompt_is_closer_to_the_visible_image(model, router, tno_pairs):
+    def similarity(prompt: str) -> float:
+        model.condition(router.route(prompt))
+        return float(np.mean([vifb.ssim(vis, vis, model.fuse(ir, vis)) / 2 for ir, vis in tno_pairs]))
+
+    assert similarity("keep the road markings and signs readable") > similarity("")
