@@ -3,25 +3,37 @@
 The public API is re-exported here flat::
 
     from streamfuse import Pipeline, load_config, ClassicalFuser, Subscriber
+
+Names are imported on first use, so ``import streamfuse.inference`` on a bare GPU machine does not
+pull in ZeroMQ, PyAV or open_clip.
 """
 
 from __future__ import annotations
 
+import importlib
+
 __version__ = "0.1.0"
 
-from streamfuse.config import Config, config_from_dict, load_config  # noqa: E402
-from streamfuse.errors import ConfigError, PipelineError, SinkError, SourceError, StreamfuseError  # noqa: E402
-from streamfuse.frames import Frame, FramePair, FusedFrame  # noqa: E402
-from streamfuse.fusers import ClassicalFuser, Fuser, build_fuser  # noqa: E402
-from streamfuse.pipeline import Pipeline  # noqa: E402
-from streamfuse.registration import HomographyRegistrar, Registrar, build_registrar  # noqa: E402
-from streamfuse.sinks import ImagesSink, Sink, Subscriber, VideoSink, VideoWriter, ZmqSink  # noqa: E402
-from streamfuse.sources import Source, SyntheticScene, build_source  # noqa: E402
-from streamfuse.stats import PipelineStats  # noqa: E402
+_EXPORTS = {
+    "streamfuse.config": ["Config", "config_from_dict", "load_config"],
+    "streamfuse.errors": ["ConfigError", "PipelineError", "SinkError", "SourceError", "StreamfuseError"],
+    "streamfuse.frames": ["Frame", "FramePair", "FusedFrame"],
+    "streamfuse.fusers": ["ClassicalFuser", "Fuser", "build_fuser"],
+    "streamfuse.pipeline": ["Pipeline"],
+    "streamfuse.registration": ["HomographyRegistrar", "Registrar", "build_registrar"],
+    "streamfuse.sinks": ["ImagesSink", "Sink", "Subscriber", "VideoSink", "VideoWriter", "ZmqSink"],
+    "streamfuse.sources": ["Source", "SyntheticScene", "build_source"],
+    "streamfuse.stats": ["PipelineStats"],
+    "streamfuse.inference": ["InferenceWorker"],
+}
+_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 
-__all__ = [
-    "__version__", "Config", "config_from_dict", "load_config", "ConfigError", "PipelineError", "SinkError",
-    "SourceError", "StreamfuseError", "Frame", "FramePair", "FusedFrame", "ClassicalFuser", "Fuser", "build_fuser",
-    "Pipeline", "HomographyRegistrar", "Registrar", "build_registrar", "ImagesSink", "Sink", "Subscriber",
-    "VideoSink", "VideoWriter", "ZmqSink", "Source", "SyntheticScene", "build_source", "PipelineStats",
-]
+__all__ = ["__version__", *_WHERE]
+
+
+def __getattr__(name: str):
+    if name in _WHERE:
+        value = getattr(importlib.import_module(_WHERE[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'streamfuse' has no attribute {name!r}")

@@ -6,7 +6,6 @@ import argparse
 import json
 import logging
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -20,7 +19,7 @@ from streamfuse.errors import StreamfuseError
 from streamfuse.fusers import FUSERS
 from streamfuse.imageio import IMAGE_EXTENSIONS, list_images
 from streamfuse.pipeline import Pipeline
-from streamfuse.probe import describe_machine, probe
+from streamfuse.probe import probe
 from streamfuse.stats import END_TO_END, PipelineStats
 
 log = logging.getLogger("streamfuse")
@@ -148,52 +147,42 @@ def cmd_probe(args: argparse.Namespace) -> int:
 
 
 # -------------------------------------------------------------------------------------------- bench
-def bench_config(width: int, height: int, frames: int, fuser: str, sink: str, workdir: Path,
-                 live_fps: float | None = None) -> Config:
-    """Synthetic input (as fast as possible, or paced like live cameras), the fuser, an H.264 file (or no) output."""
-    sinks = [{"type": "video", "path": str(workdir / "bench.mp4"), "overwrite": True}] if sink == "video" else []
-    camera = {"type": "synthetic", "frames": frames, "realtime": live_fps is not None, "fps": live_fps or 30.0}
-    return config_from_dict({
-        "synthetic": {"width": width, "height": height},
-        "sources": {"ir": dict(camera), "vis": dict(camera)},
-        "fusion": {"fuser": fuser},
-        "sinks": sinks,
-        "stats": {"log_every_s": 0},
-    })
-
-
 def cmd_bench(args: argparse.Namespace) -> int:
+    from streamfuse import bench
+
     try:
         width, height = (int(v) for v in args.size.lower().split("x"))
     except ValueError:
         raise StreamfuseError(f"--size {args.size}: expected WIDTHxHEIGHT, e.g. 640x512") from None
-    with tempfile.TemporaryDirectory(prefix="streamfuse-bench-") as workdir:
-        config = bench_config(width, height, args.frames, args.fuser, args.sink, Path(workdir), args.live)
-        pipeline = Pipeline(config)
-        started = time.perf_counter()
-        stats = pipeline.run(progress=not args.no_progress and sys.stderr.isatty())
-        wall = time.perf_counter() - started
-    report = {
-        "fps": stats.fps(),
-        "frames": stats.frames_out,
-        "wall_s": wall,
-        "size": [width, height],
-        "fuser": args.fuser,
-        "sink": args.sink,
-        "mode": f"live {args.live:g} fps (drop_oldest)" if args.live else "throughput (no rate limit)",
-        "stages": {name: {"p50_ms": p.p50_ms, "p95_ms": p.p95_ms, "p99_ms": p.p99_ms, "mean_ms": p.mean_ms,
-                          "count": p.count} for name, p in stats.stages().items()},
-        "machine": describe_machine(),
-    }
-    print(f"streamfuse bench: {width}x{height}, fuser {args.fuser}, {stats.frames_out} frames, sink {args.sink}, "
-          f"{report['mode']}, {report['machine']['cpu']} ({report['machine']['cores']} cores)")
+    overrides = list(args.set)
+    for key, value in (("device", args.device), ("precision", args.precision), ("max_batch", args.batch),
+                       ("threads", args.threads)):
+        if value is not None:
+            overrides.append(f"fusion.{key}={value}")
+    stats, info = bench.end_to_end(width, height, frames=args.frames, fuser=args.fuser, sink=args.sink,
+                                   streams=args.streams, live_fps=args.live, overrides=overrides,
+                                   progress=not args.no_progress and sys.stderr.isatty())
+    mode = f"live {args.live:g} fps (drop_oldest)" if args.live else "throughput (no rate limit)"
+    model = None
+    if args.fuser == "model" and not args.no_model_only:
+        model = bench.model_only(width=width, height=height, device=args.device or "auto",
+                                 precision=args.precision or "auto", threads=args.threads)
+    result = bench.report(stats, info, size=[width, height], fuser=args.fuser, sink=args.sink, mode=mode,
+                          model_only=model)
+    where = result["machine"].get("gpu") or f"{result['machine']['cpu']} ({result['machine']['cores']} cores)"
+    print(f"streamfuse bench: {width}x{height}, fuser {args.fuser}, {args.streams} stream(s), {stats.frames_out} "
+          f"frames, sink {args.sink}, {mode}, {info.get('device', 'cpu')} {info.get('precision', '')}, {where}")
     print(stats.table())
     e2e = stats.stages().get(END_TO_END)
     drops = {k: v for k, v in stats.counters().items() if k.startswith("drops.") and v}
-    print(f"end-to-end: {report['fps']:.1f} fps, latency p50 {e2e.p50_ms:.1f} ms, p95 {e2e.p95_ms:.1f} ms "
-          f"(includes queueing), drops: {drops or 'none'}")
+    batch = f", mean batch {info['mean_batch']:.2f}" if "mean_batch" in info else ""
+    print(f"end-to-end: {result['fps']:.1f} fps, latency p50 {e2e.p50_ms:.1f} ms, p95 {e2e.p95_ms:.1f} ms "
+          f"(includes queueing), drops: {drops or 'none'}{batch}")
+    if model is not None:
+        per_batch = ", ".join(f"batch {b}: {ms:.2f}" for b, ms in model["ms_per_frame_by_batch"].items())
+        print(f"model only ({model['device']}, {model['precision']}), ms per frame: {per_batch}")
     if args.json:
-        Path(args.json).write_text(json.dumps(report, indent=2))
+        Path(args.json).write_text(json.dumps(result, indent=2))
         print(f"wrote {args.json}")
     return 0
 
@@ -371,15 +360,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = commands.add_parser("bench", help="measure throughput and per-stage latency on synthetic input")
     bench.add_argument("--size", default="640x512", help="frame size WxH (default 640x512)")
-    bench.add_argument("--frames", type=int, default=300, help="frames to process (default 300)")
+    bench.add_argument("--frames", type=int, default=300, help="frames per stream (default 300)")
     bench.add_argument("--fuser", default="model", help=f"fuser name ({', '.join(FUSERS)}; default model)")
     bench.add_argument("--sink", choices=["video", "none"], default="video",
                        help="encode H.264 to a temporary file (default) or discard the output")
+    bench.add_argument("--streams", type=int, default=1, help="parallel camera pairs sharing one inference worker")
+    bench.add_argument("--batch", type=int, help="frames per forward pass across streams (fusion.max_batch)")
+    bench.add_argument("--device", help="auto, cpu, cuda or cuda:N (fusion.device)")
+    bench.add_argument("--precision", choices=["auto", "fp32", "fp16", "bf16"], help="network precision")
+    bench.add_argument("--threads", type=int, help="torch CPU threads for the network (fusion.threads)")
     bench.add_argument("--live", type=float, metavar="FPS",
                        help="pace the synthetic cameras at FPS and drop the oldest frame when behind (latency "
                             "of a live feed); default: as fast as possible (throughput)")
+    bench.add_argument("--no-model-only", action="store_true", help="skip the forward-pass-only figures")
     bench.add_argument("--json", metavar="FILE", help="also write the report as JSON")
-    bench.add_argument("--no-progress", action="store_true", help="no progress bar")
+    common(bench)
     bench.set_defaults(handler=cmd_bench)
 
     ev = commands.add_parser("eval", help="fusion quality metrics for fused folders or fusers")

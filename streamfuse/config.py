@@ -204,8 +204,26 @@ class FusionConfig:
     classical: ClassicalConfig = field(default_factory=ClassicalConfig)
     weights: str | None = None
     """Checkpoint of the ``model`` fuser; null uses the weights shipped in the package."""
+    device: str = "auto"
+    """Where the ``model`` fuser runs: ``auto`` (CUDA when available), ``cpu``, ``cuda`` or ``cuda:N``."""
+    precision: Literal["auto", "fp32", "fp16", "bf16"] = "auto"
+    """Network precision: ``auto`` = fp16 on CUDA, fp32 on the CPU."""
+    max_batch: int = 1
+    """Frames per forward pass when several streams share the worker."""
+    max_wait_ms: float = 4.0
+    """Longest a frame waits for its batch to fill."""
+    cuda_graphs: bool = True
+    """Replay CUDA graphs for fixed frame sizes (GPU only)."""
     threads: int | None = None
     """Torch CPU threads for the ``model`` fuser; null keeps torch's default (all cores)."""
+
+    def _check(self, path: str) -> None:
+        if not (self.device in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d+", self.device)):
+            raise ConfigError(f"{path}.device: expected auto, cpu, cuda or cuda:N, got {self.device!r}")
+        if self.max_batch < 1:
+            raise ConfigError(f"{path}.max_batch: must be at least 1, got {self.max_batch}")
+        if self.threads is not None and self.threads < 1:
+            raise ConfigError(f"{path}.threads: must be at least 1, got {self.threads}")
 
 
 # ---------------------------------------------------------------------------------------------- sinks

@@ -15,6 +15,7 @@ sources and lets the others wind down; :meth:`Pipeline.run` then raises it.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import logging
 import signal
@@ -45,15 +46,21 @@ _POLL_S = 0.1
 class Pipeline:
     """A running fusion pipeline built from a :class:`~streamfuse.config.Config`.
 
+    The ``model`` fuser runs in an :class:`~streamfuse.inference.InferenceWorker` (CUDA streams on a
+    GPU, the same API on the CPU); several pipelines can share one worker, which then batches their
+    frames into one forward pass.
+
     Args:
         config: The pipeline description.
         max_frames: Stop after this many fused frames (None: until the input ends or :meth:`stop`).
         stats: Statistics collector (a new one if None).
         fuser: Use this fuser instead of the one named in the config.
+        worker: A shared inference worker for the ``model`` fuser (None: the pipeline makes its own).
+        stream: This pipeline's stream id in a shared worker.
     """
 
     def __init__(self, config: Config, *, max_frames: int | None = None, stats: PipelineStats | None = None,
-                 fuser: Fuser | None = None) -> None:
+                 fuser: Fuser | None = None, worker=None, stream: int = 0) -> None:
         if max_frames is not None and max_frames < 1:
             raise PipelineError(f"--max-frames: must be at least 1, got {max_frames}")
         self.config = config
@@ -61,6 +68,18 @@ class Pipeline:
         self.stats = stats or PipelineStats()
         self.fuser = fuser or build_fuser(config.fusion)
         self.registrar: Registrar = build_registrar(config.registration)
+        self.stream = stream
+        self.worker = worker
+        self._owns_worker = False
+        network = getattr(self.fuser, "network", None)
+        if network is not None and self.worker is None:
+            from streamfuse.inference import build_worker  # torch: only for the model fuser
+
+            self.worker = build_worker(network, config.fusion)
+            self._owns_worker = True
+        self._warp_in_worker = self.worker is not None and config.registration.mode == "homography"
+        if self._warp_in_worker:
+            self.worker.set_homography(stream, self.registrar.matrix)
         scene = None
         if any(isinstance(c, SyntheticSourceConfig) for c in (config.sources.ir, config.sources.vis)):
             scene = build_scene(config.synthetic)
@@ -184,6 +203,8 @@ class Pipeline:
         """Stop now: drop frames in flight; outputs are still flushed and closed."""
         self.stop()
         self._pairs.abort()
+        if self._owns_worker:
+            self.worker.close(timeout=2.0, cancel_pending=True)
         for source in self.sources.values():
             source.queue.abort()
         for sink in self.sinks:
@@ -331,7 +352,10 @@ class Pipeline:
                 skew = ir.timestamp + offsets["ir"] - vis.timestamp - offsets["vis"]
                 t1 = time.perf_counter()
                 ir_gray = as_gray(ir.image)
-                warped, valid = self.registrar.apply(ir_gray, vis.image.shape[:2])
+                if self._warp_in_worker:  # the worker warps (on the GPU) next to the fusion
+                    warped, valid = ir_gray, None
+                else:
+                    warped, valid = self.registrar.apply(ir_gray, vis.image.shape[:2])
                 t2 = time.perf_counter()
                 registered = type(ir)(warped, ir.timestamp, ir.seq, ir.source, ir.created, ir.meta)
                 pair = FramePair(registered, vis, skew, valid, {"sync": (t1 - t0) * 1000, "warp": (t2 - t1) * 1000})
@@ -350,33 +374,76 @@ class Pipeline:
             secondary.queue.abort()
 
     def _fuse_loop(self) -> None:
-        conditioned = None
         try:
-            while True:
-                try:
-                    pair = self._pairs.get()
-                except Closed:
-                    return
-                routing = self.routing  # read once: the whole frame uses one prompt
-                if routing is not conditioned:
-                    self.fuser.condition(routing)
-                    conditioned = routing
-                t0 = time.perf_counter()
-                image = self.fuser.fuse(pair.ir.image, pair.vis.image, pair.valid)
-                fuse_ms = (time.perf_counter() - t0) * 1000
-                self.stats.record_latency("fuse", fuse_ms)
-                fused = FusedFrame(image, self.frames_fused, pair, self.fuser.name, {**pair.latency, "fuse": fuse_ms},
-                                   routing)
-                self.frames_fused += 1
-                if not self.sinks:
-                    self.stats.record_latency(END_TO_END, (time.perf_counter() - fused.created) * 1000)
-                    self.stats.record_output()
-                for sink in self.sinks:
-                    if not sink.queue.put(fused):
-                        return  # the sink failed (its error is reported) or the pipeline was aborted
+            if self.worker is not None:
+                self._fuse_with_worker()
+            else:
+                self._fuse_in_thread()
         except ValueError as exc:
             raise PipelineError(f"fusion.fuser ({self.fuser.name}): {exc}") from None
         finally:
             self._pairs.abort()
             for sink in self.sinks:
                 sink.queue.close()
+            if self._owns_worker:
+                self.worker.close(timeout=10.0)
+                self._record_worker_stages()
+
+    def _fuse_in_thread(self) -> None:
+        conditioned = None
+        while True:
+            try:
+                pair = self._pairs.get()
+            except Closed:
+                return
+            routing = self.routing  # read once: the whole frame uses one prompt
+            if routing is not conditioned:
+                self.fuser.condition(routing)
+                conditioned = routing
+            t0 = time.perf_counter()
+            image = self.fuser.fuse(pair.ir.image, pair.vis.image, pair.valid)
+            if not self._deliver(image, pair, routing, (time.perf_counter() - t0) * 1000):
+                return
+
+    def _fuse_with_worker(self) -> None:
+        """Submit pairs to the inference worker and deliver results in order, keeping a few in flight."""
+        network = self.fuser.network
+        window = max(2, 2 * self.worker.max_batch)
+        pending: collections.deque = collections.deque()
+        conditioned = None
+        closed = False
+        while not closed or pending:
+            pair = None
+            if not closed:
+                try:
+                    pair = self._pairs.get(timeout=0.002 if pending else None)
+                except Closed:
+                    closed = True
+            if pair is not None:
+                routing = self.routing
+                if routing is not conditioned:
+                    self.worker.set_weights(self.stream, network.intent_weights(routing.weights if routing else {}))
+                    conditioned = routing
+                future = self.worker.submit(self.stream, pair.ir.image, pair.vis.image)
+                pending.append((future, pair, routing, time.perf_counter()))
+            while pending and (pending[0][0].done() or len(pending) >= window or pair is None):
+                future, done_pair, routing, submitted = pending.popleft()
+                image = future.result()  # an InferenceError here is this stage's error
+                if not self._deliver(image, done_pair, routing, (time.perf_counter() - submitted) * 1000):
+                    return
+
+    def _deliver(self, image, pair: FramePair, routing, fuse_ms: float) -> bool:
+        """Hand a fused frame to every sink; False when a sink stopped accepting (failed or aborted)."""
+        self.stats.record_latency("fuse", fuse_ms)
+        fused = FusedFrame(image, self.frames_fused, pair, self.fuser.name, {**pair.latency, "fuse": fuse_ms}, routing)
+        self.frames_fused += 1
+        if not self.sinks:
+            self.stats.record_latency(END_TO_END, (time.perf_counter() - fused.created) * 1000)
+            self.stats.record_output()
+        return all(sink.queue.put(fused) for sink in self.sinks)
+
+    def _record_worker_stages(self) -> None:
+        """Copy the worker's per-batch stage times (upload, model, download) into the pipeline statistics."""
+        for stage in ("upload", "model", "download"):
+            for value in list(getattr(self.worker.stats, f"{stage}_ms")):
+                self.stats.record_latency(stage, value)

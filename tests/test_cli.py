@@ -142,7 +142,8 @@ def test_probe_video_and_folder(tmp_path, capsys, image_folders):
 
 def test_bench_prints_stage_table_and_json(tmp_path, capsys):
     report_path = tmp_path / "bench.json"
-    code, out, _ = run_cli(capsys, "bench", "--size", "160x128", "--frames", "30", "--json", str(report_path))
+    code, out, _ = run_cli(capsys, "bench", "--size", "160x128", "--frames", "30", "--fuser", "classical",
+                           "--json", str(report_path))
     assert code == 0
     assert "end-to-end:" in out and "fuse" in out
     report = json.loads(report_path.read_text())
@@ -150,6 +151,17 @@ def test_bench_prints_stage_table_and_json(tmp_path, capsys):
     for stage in ("fuse", "encode", "end_to_end"):
         assert set(report["stages"][stage]) >= {"p50_ms", "p95_ms", "p99_ms"}
     assert report["machine"]["cores"] >= 1
+
+
+def test_bench_model_with_parallel_streams(tmp_path, capsys):
+    report_path = tmp_path / "bench.json"
+    code, out, _ = run_cli(capsys, "bench", "--size", "160x128", "--frames", "12", "--streams", "3", "--batch", "3",
+                           "--sink", "none", "--device", "cpu", "--threads", "1", "--json", str(report_path))
+    assert code == 0 and "model only (cpu, fp32)" in out
+    report = json.loads(report_path.read_text())
+    assert report["frames"] == 36 and report["streams"] == 3 and report["mean_batch"] >= 1.0
+    assert set(report["model_only"]["ms_per_frame_by_batch"]) == {"1", "4", "8"}
+    assert {"upload", "model", "download"} <= set(report["stages"])
 
 
 def test_subscribe_saves_what_it_receives(tmp_path, free_port):

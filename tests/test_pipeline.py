@@ -156,3 +156,25 @@ def test_sigint_leaves_a_playable_file(tmp_path):
     images, times = read_video(output)
     assert len(images) >= 10
     assert all(b > a for a, b in zip(times, times[1:], strict=False))
+
+
+def test_model_fuser_runs_in_the_worker_with_warp_on_its_side(tmp_path):
+    """The model path: frames go through the inference worker (which also warps), in order, none lost."""
+    h = [[2.0, 0.0, 3.0], [0.0, 2.0, -2.0], [0.0, 0.0, 1.0]]
+    data = synthetic(6, size=(128, 96), sinks=[{"type": "images", "path": str(tmp_path / "png")}])
+    data["synthetic"].update({"ir_size": [64, 48], "ir_homography": h})
+    data["registration"] = {"matrix": h}
+    data["fusion"] = {"fuser": "model", "device": "cpu", "threads": 1}
+    pipeline = Pipeline(config_from_dict(data))
+    assert pipeline.worker is not None and pipeline._warp_in_worker
+    stats = pipeline.run(install_signal_handlers=False)
+    assert stats.frames_out == 6 and {"upload", "model", "download"} <= set(stats.stages())
+    scene = pipeline.sources["vis"].scene
+    from streamfuse.registration import HomographyRegistrar
+
+    fuser = pipeline.fuser
+    for i in (0, 5):
+        warped, valid = HomographyRegistrar(h).apply(scene.render_ir(i / 30), (96, 128))
+        expected = fuser.fuse(warped, scene.render_vis(i / 30), valid)
+        written = cv2.imread(str(tmp_path / "png" / f"{i:06d}.png"))
+        assert np.abs(written.astype(int) - expected.astype(int)).max() <= 2  # same frame, same order

@@ -1,0 +1,144 @@
+"""``streamfuse bench``: model-only and end-to-end throughput and latency, per device and precision.
+
+End to end: N synthetic camera pairs (rendered as fast as consumed, or paced like live cameras),
+each through its own pipeline (pairing, registration, fusion, H.264 encoding or no sink), all
+sharing one inference worker that batches their frames. Model only: the network's forward pass on
+the device for several batch sizes.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from streamfuse.config import Config, config_from_dict
+from streamfuse.pipeline import Pipeline
+from streamfuse.probe import describe_machine
+from streamfuse.stats import END_TO_END, PipelineStats
+
+
+def bench_config(width: int, height: int, frames: int, fuser: str, sink: str, workdir: Path, *,
+                 live_fps: float | None = None, seed: int = 0, overrides: list[str] | None = None) -> Config:
+    """One benchmark pipeline: synthetic cameras, the fuser, an H.264 file (or no) output."""
+    video = {"type": "video", "path": str(workdir / f"bench-{seed}.mp4"), "overwrite": True}
+    sinks = [video] if sink == "video" else []
+    camera = {"type": "synthetic", "frames": frames, "realtime": live_fps is not None, "fps": live_fps or 30.0}
+    return config_from_dict({
+        "synthetic": {"width": width, "height": height, "seed": seed},
+        "sources": {"ir": dict(camera), "vis": dict(camera)},
+        "fusion": {"fuser": fuser},
+        "sinks": sinks,
+        "stats": {"log_every_s": 0},
+    }, overrides)
+
+
+def end_to_end(width: int, height: int, *, frames: int, fuser: str, sink: str, streams: int = 1,
+               live_fps: float | None = None, overrides: list[str] | None = None,
+               progress: bool = False) -> tuple[PipelineStats, dict[str, Any]]:
+    """Run ``streams`` pipelines at once (one shared inference worker) and return their combined statistics."""
+    stats = PipelineStats()
+    with tempfile.TemporaryDirectory(prefix="streamfuse-bench-") as workdir:
+        configs = [bench_config(width, height, frames, fuser, sink, Path(workdir), live_fps=live_fps, seed=i,
+                                overrides=overrides) for i in range(streams)]
+        worker = None
+        if fuser == "model":
+            from streamfuse.inference import build_worker
+            from streamfuse.models.checkpoint import load_model
+
+            worker = build_worker(load_model(configs[0].fusion.weights)[0], configs[0].fusion)
+        pipelines = [Pipeline(c, stats=stats, worker=worker, stream=i) for i, c in enumerate(configs)]
+        errors: list[BaseException] = []
+
+        def run(pipeline: Pipeline, show: bool) -> None:
+            try:
+                pipeline.run(progress=show, install_signal_handlers=False)
+            except BaseException as exc:  # reported after all streams finished
+                errors.append(exc)
+
+        threads = [threading.Thread(target=run, args=(p, progress and i == 0)) for i, p in enumerate(pipelines)]
+        started = time.perf_counter()
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        wall = time.perf_counter() - started
+        info: dict[str, Any] = {"wall_s": wall, "streams": streams}
+        if worker is not None:
+            worker.close(timeout=10)
+            for stage in ("upload", "model", "download"):
+                for value in list(getattr(worker.stats, f"{stage}_ms")):
+                    stats.record_latency(stage, value)
+            info.update(device=str(worker.device), precision=worker.precision, mean_batch=worker.stats.mean_batch)
+        if errors:
+            raise errors[0]
+    return stats, info
+
+
+def model_only(*, width: int, height: int, device: str = "auto", precision: str = "auto",
+               batches: tuple[int, ...] = (1, 4, 8), repeats: int = 10, threads: int | None = None,
+               weights: str | None = None) -> dict[str, Any]:
+    """Milliseconds per frame of the network's forward pass alone, per batch size (median of ``repeats``)."""
+    import torch
+
+    from streamfuse.config import FusionConfig
+    from streamfuse.inference.worker import PRECISIONS, _resolve_device
+    from streamfuse.models.checkpoint import load_model
+
+    if threads is not None:
+        torch.set_num_threads(threads)
+    target = _resolve_device(device)
+    if precision == "auto":
+        precision = "fp16" if target.type == "cuda" else "fp32"
+    FusionConfig(device=device, precision=precision)._check("fusion")
+    network = load_model(weights)[0].to(target, PRECISIONS[precision]).to(memory_format=torch.channels_last)
+    results = {}
+    for batch in batches:
+        ir = torch.rand(batch, 1, height, width, device=target, dtype=PRECISIONS[precision])
+        vis = torch.rand_like(ir)
+        intent = network.intent_weights({"balanced": 1.0}).to(target, PRECISIONS[precision])
+        times = []
+        with torch.inference_mode():
+            for index in range(repeats + 2):
+                if target.type == "cuda":
+                    torch.cuda.synchronize(target)
+                t0 = time.perf_counter()
+                network(ir, vis, intent)
+                if target.type == "cuda":
+                    torch.cuda.synchronize(target)
+                if index >= 2:  # warm-up
+                    times.append((time.perf_counter() - t0) * 1000 / batch)
+        results[str(batch)] = float(np.median(times))
+    return {"device": str(target), "precision": precision, "ms_per_frame_by_batch": results}
+
+
+def machine() -> dict[str, Any]:
+    """CPU model and cores, and the GPU name when torch sees one."""
+    info = describe_machine()
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            info["gpu"] = torch.cuda.get_device_name(0)
+    except ImportError:
+        pass
+    return info
+
+
+def report(stats: PipelineStats, info: dict[str, Any], **fields: Any) -> dict[str, Any]:
+    """The JSON report: end-to-end fps, per-stage percentiles and everything in ``fields``."""
+    return {
+        "fps": stats.fps(),
+        "frames": stats.frames_out,
+        **info,
+        **fields,
+        "stages": {name: {"p50_ms": p.p50_ms, "p95_ms": p.p95_ms, "p99_ms": p.p99_ms, "mean_ms": p.mean_ms,
+                          "count": p.count} for name, p in stats.stages().items()},
+        "counters": stats.counters(),
+        "latency_ms": vars(stats.stages().get(END_TO_END)) if END_TO_END in stats.stages() else None,
+        "machine": machine(),
+    }

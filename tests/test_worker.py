@@ -1,0 +1,443 @@
+"""The inference worker: ordering, batching, buffer reuse, shutdown, errors, warp; CUDA checks where a GPU exists."""
+
+from __future__ import annotations
+
+import threading
+import time
+from types import SimpleNamespace
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from conftest import make_pair
+from streamfuse.fusers.model import ModelFuser
+from streamfuse.inference import InferenceWorker, WorkerStats, gpu_ops
+from streamfuse.inference.worker import InferenceError
+from streamfuse.models.checkpoint import save_weights
+from streamfuse.models.network import FusionNet
+from streamfuse.registration import HomographyRegistrar
+from streamfuse.text import load_bank
+
+INTENTS = load_bank().ids
+#: A mild IR->VIS homography (scale, shear, shift, a little perspective) for 60x80 IR onto 48x64 VIS.
+HOMOGRAPHY = np.array([[0.82, 0.03, -3.4], [-0.02, 0.8, 1.7], [1e-4, -2e-4, 1.0]])
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (torch.cuda.is_available())")
+
+
+@pytest.fixture(scope="module")
+def net() -> FusionNet:
+    """A small FusionNet with random, non-trivial weights (outputs depend on inputs and intents)."""
+    torch.manual_seed(0)
+    model = FusionNet(INTENTS).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    return model
+
+
+@pytest.fixture(scope="module")
+def reference(net, tmp_path_factory) -> ModelFuser:
+    """The project's single-frame CPU fuser with the same weights: the ground truth for every result."""
+    return ModelFuser(save_weights(net, tmp_path_factory.mktemp("weights") / "net.pt"))
+
+
+@pytest.fixture(autouse=True)
+def restore_torch_threads():
+    """Workers set torch's (process-wide) thread count; put it back for the other test modules."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+def fused_by_reference(reference: ModelFuser, ir, vis, intents=None, valid=None) -> np.ndarray:
+    reference.condition(SimpleNamespace(weights=intents) if intents else None)
+    return reference.fuse(ir, vis, valid)
+
+
+def level_diff(a: np.ndarray, b: np.ndarray) -> int:
+    assert a.shape == b.shape and a.dtype == b.dtype == np.uint8
+    return int(np.abs(a.astype(np.int16) - b.astype(np.int16)).max())
+
+
+def worker_threads() -> list[str]:
+    return [t.name for t in threading.enumerate() if t.name.startswith("inference-")]
+
+
+def make_worker(net, **kwargs) -> InferenceWorker:
+    return InferenceWorker(net, device=kwargs.pop("device", "cpu"), threads=1, **kwargs)
+
+
+# ------------------------------------------------------------------------------------------- ordering
+@pytest.mark.parametrize("max_batch", [1, 4])
+def test_results_come_back_in_order_with_the_right_frame(net, reference, max_batch):
+    pairs = [make_pair(i) for i in range(10)]
+    expected = [fused_by_reference(reference, ir, vis) for ir, vis in pairs]
+    with make_worker(net, max_batch=max_batch, queue_size=10) as worker:
+        futures = [worker.submit(0, ir, vis) for ir, vis in pairs]
+        results = [f.result(timeout=10) for f in futures]
+    for index, (result, truth) in enumerate(zip(results, expected, strict=True)):
+        assert level_diff(result, truth) <= 1, f"frame {index}"
+        # frames are distinguishable, so a swap would be caught
+        other = expected[(index + 1) % len(expected)]
+        assert np.abs(result.astype(int) - other).mean() > 5 * np.abs(result.astype(int) - truth).mean() + 1
+    assert worker.stats.frames == 10 and worker.stats.failed == 0
+
+
+def test_three_streams_submitting_from_three_threads(net, reference):
+    streams, per_stream = 3, 8
+    pairs = {s: [make_pair(100 * s + i) for i in range(per_stream)] for s in range(streams)}
+    futures: dict[int, list] = {}
+    resolved: list[tuple[int, int]] = []
+    lock = threading.Lock()
+
+    def note(stream: int, index: int):
+        def callback(_future):
+            with lock:
+                resolved.append((stream, index))
+        return callback
+
+    with make_worker(net, max_batch=4, max_wait_ms=2.0, queue_size=6) as worker:
+        def produce(stream: int) -> None:
+            futures[stream] = []
+            for index, (ir, vis) in enumerate(pairs[stream]):
+                future = worker.submit(stream, ir, vis)
+                future.add_done_callback(note(stream, index))
+                futures[stream].append(future)
+
+        threads = [threading.Thread(target=produce, args=(s,)) for s in range(streams)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(10)
+        results = {s: [f.result(timeout=10) for f in futures[s]] for s in range(streams)}
+    for stream in range(streams):
+        order = [index for s, index in resolved if s == stream]
+        assert order == list(range(per_stream)), f"stream {stream} resolved out of order: {order}"
+        for index, (ir, vis) in enumerate(pairs[stream]):
+            assert level_diff(results[stream][index], fused_by_reference(reference, ir, vis)) <= 1
+
+
+def test_batching_across_streams_matches_unbatched(net):
+    streams, per_stream = 4, 6
+    jobs = [(s, *make_pair(10 * s + i)) for i in range(per_stream) for s in range(streams)]
+    with make_worker(net, max_batch=4, max_wait_ms=20.0, queue_size=24) as batched:
+        batched_results = [f.result(timeout=10) for f in [batched.submit(*job) for job in jobs]]
+    with make_worker(net, max_batch=1, queue_size=24) as single:
+        single_results = [f.result(timeout=10) for f in [single.submit(*job) for job in jobs]]
+    assert batched.stats.mean_batch > 1.5, batched.stats.summary()
+    assert single.stats.mean_batch == 1.0
+    for a, b in zip(batched_results, single_results, strict=True):
+        assert level_diff(a, b) <= 1
+
+
+def test_intent_weights_apply_to_frames_submitted_after_the_call(net, reference):
+    ir, vis = make_pair(3)
+    with make_worker(net, max_batch=4) as worker:
+        before = worker.submit(0, ir, vis)
+        worker.set_weights(0, net.intent_weights({"fog": 1.0}))
+        after = worker.submit(0, ir, vis)
+        other_stream = worker.submit(1, ir, vis)
+        results = before.result(10), after.result(10), other_stream.result(10)
+    assert level_diff(results[0], fused_by_reference(reference, ir, vis)) <= 1
+    assert level_diff(results[1], fused_by_reference(reference, ir, vis, {"fog": 1.0})) <= 1
+    assert level_diff(results[2], results[0]) <= 1  # stream 1 keeps the default (balanced)
+    assert np.abs(results[1].astype(int) - results[0]).mean() > 0.05
+
+
+# --------------------------------------------------------------------------------------- buffer reuse
+@pytest.mark.parametrize("colour", [True, False])
+def test_fusing_a_then_b_never_leaks_a_into_b(net, reference, colour):
+    (ir_a, vis_a), (ir_b, vis_b) = make_pair(1), make_pair(2)
+    if not colour:
+        vis_a, vis_b = cv2.cvtColor(vis_a, cv2.COLOR_BGR2GRAY), cv2.cvtColor(vis_b, cv2.COLOR_BGR2GRAY)
+    with make_worker(net) as worker:
+        result_a = worker.submit(0, ir_a, vis_a).result(10)
+        kept_a = result_a.copy()
+        result_b = worker.submit(0, ir_b, vis_b).result(10)
+        result_a2 = worker.submit(0, ir_a, vis_a).result(10)
+    assert result_a.shape == vis_a.shape and result_b.shape == vis_b.shape
+    assert level_diff(result_b, fused_by_reference(reference, ir_b, vis_b)) <= 1
+    assert np.array_equal(result_a, kept_a), "A's result changed after B was fused"
+    assert level_diff(result_a, fused_by_reference(reference, ir_a, vis_a)) <= 1
+    assert np.array_equal(result_a2, result_a)
+    assert not np.shares_memory(result_a, result_a2)
+
+
+# -------------------------------------------------------------------------------------------- shutdown
+def slow_forward(worker: InferenceWorker, monkeypatch, seconds: float = 0.02) -> None:
+    original = worker.network.forward
+
+    def forward(*args, **kwargs):
+        time.sleep(seconds)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(worker.network, "forward", forward)
+
+
+def test_close_with_frames_in_flight_resolves_every_future(net, monkeypatch):
+    worker = make_worker(net, max_batch=2, queue_size=12)
+    slow_forward(worker, monkeypatch)
+    futures = [worker.submit(i % 2, *make_pair(i)) for i in range(12)]
+    worker.close()
+    assert all(f.done() and not f.cancelled() and f.exception() is None for f in futures)
+    assert worker_threads() == []
+    with pytest.raises(RuntimeError, match="closed"):
+        worker.submit(0, *make_pair(0))
+    worker.close()  # idempotent
+
+
+def test_close_cancelling_pending_frames(net, monkeypatch):
+    worker = make_worker(net, queue_size=12)
+    slow_forward(worker, monkeypatch)
+    futures = [worker.submit(0, *make_pair(i)) for i in range(12)]
+    worker.close(cancel_pending=True)
+    assert all(f.done() for f in futures)
+    cancelled = [f.cancelled() for f in futures]
+    assert any(cancelled), "nothing was cancelled"
+    assert cancelled == sorted(cancelled), "a later frame finished after an earlier one was cancelled"
+    assert worker_threads() == []
+
+
+def test_close_timeout_fails_what_is_left_and_threads_still_end(net, monkeypatch):
+    worker = make_worker(net, queue_size=6)
+    slow_forward(worker, monkeypatch, 0.05)
+    futures = [worker.submit(0, *make_pair(i)) for i in range(6)]
+    worker.close(timeout=0.01)
+    assert all(f.done() for f in futures)
+    assert any(f.cancelled() or isinstance(f.exception(), RuntimeError) for f in futures)
+    deadline = time.monotonic() + 5
+    while worker_threads() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert worker_threads() == []
+
+
+def test_submit_blocks_when_queue_is_full(net, monkeypatch):
+    with make_worker(net, queue_size=2) as worker:
+        slow_forward(worker, monkeypatch, 0.05)
+        started = time.perf_counter()
+        futures = [worker.submit(0, *make_pair(i)) for i in range(4)]
+        blocked_s = time.perf_counter() - started
+        assert all(f.result(10) is not None for f in futures)
+    assert blocked_s >= 0.05  # the 3rd submission waited for the 1st frame to resolve
+
+
+# ---------------------------------------------------------------------------------------------- errors
+def test_a_failing_forward_pass_fails_only_its_frames(net, reference, monkeypatch):
+    worker = make_worker(net, queue_size=8)
+    original = worker.network.forward
+    calls = []
+
+    def forward(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise RuntimeError("CUDA out of memory (simulated)")
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(worker.network, "forward", forward)
+    pairs = [make_pair(i) for i in range(6)]
+    with worker:
+        futures = [worker.submit(7, ir, vis) for ir, vis in pairs]
+        for future in futures:
+            future.exception(timeout=10)
+    error = futures[2].exception()
+    assert isinstance(error, InferenceError)
+    assert "forward pass failed" in str(error) and "stream(s) 7" in str(error) and "64x48" in str(error)
+    assert "CUDA out of memory (simulated)" in str(error) and isinstance(error.__cause__, RuntimeError)
+    for index in (0, 1, 3, 4, 5):  # the worker kept working
+        assert level_diff(futures[index].result(), fused_by_reference(reference, *pairs[index])) <= 1
+    assert worker.stats.failed == 1 and worker.stats.frames == 5
+
+
+def test_bad_inputs_and_settings_are_rejected(net):
+    with pytest.raises(ValueError, match="needs a CUDA device"):
+        InferenceWorker(net, device="cpu", precision="fp16")
+    with pytest.raises(ValueError, match="precision"):
+        InferenceWorker(net, device="cpu", precision="int8")
+    with pytest.raises(ValueError, match="queue_size"):
+        InferenceWorker(net, device="cpu", max_batch=8, queue_size=4)
+    with pytest.raises(ValueError, match="unknown device"):
+        InferenceWorker(net, device="tpu:0")
+    with make_worker(net) as worker:
+        ir, vis = make_pair(0)
+        with pytest.raises(ValueError, match="infrared frame is 32x24 but visible frame is 64x48"):
+            worker.submit(0, ir[:24, :32], vis)
+        with pytest.raises(ValueError, match="visible frame"):
+            worker.submit(0, ir, vis.astype(np.float32))
+        with pytest.raises(ValueError, match="expected 7 values|values"):
+            worker.set_weights(0, torch.ones(1, len(INTENTS) + 1))
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU fallback")
+def test_half_precision_on_auto_without_a_gpu_falls_back_to_fp32(net, caplog):
+    with InferenceWorker(net, device="auto", precision="fp16") as worker:
+        assert worker.device.type == "cpu" and worker.precision == "fp32"
+    assert "running fp32" in caplog.text
+
+
+# ------------------------------------------------------------------------------------------ homography
+def test_homography_on_the_cpu_path_matches_registrar_and_direct_fusion(net, reference):
+    rng = np.random.default_rng(5)
+    ir = cv2.GaussianBlur(rng.integers(0, 256, (60, 80), dtype=np.uint8), (0, 0), 2)
+    _, vis = make_pair(4)
+    warped, valid = HomographyRegistrar(HOMOGRAPHY).apply(ir, vis.shape[:2])
+    assert valid is not None and 0 < valid.mean() < 1  # part of the visible image has no IR
+    expected = fused_by_reference(reference, warped, vis, valid=valid)
+    with make_worker(net, max_batch=2) as worker:
+        worker.set_homography(3, HOMOGRAPHY)
+        warped_result = worker.submit(3, ir, vis)
+        plain = worker.submit(4, warped, vis)  # no homography on stream 4: IR already on the grid
+        worker.set_homography(3, None)
+        with pytest.raises(ValueError, match="infrared frame is 80x60"):
+            worker.submit(3, ir, vis)
+        assert np.array_equal(warped_result.result(10), expected)
+        assert level_diff(plain.result(10), fused_by_reference(reference, warped, vis)) <= 1
+
+
+def test_gpu_ops_reproduce_the_cpu_path_exactly(net):
+    """The GPU compute step, run on the CPU: OpenCV-exact colour and warp, same network input."""
+    rng = np.random.default_rng(6)
+    ir = cv2.GaussianBlur(rng.integers(0, 256, (60, 80), dtype=np.uint8), (0, 0), 1.5)
+    _, vis = make_pair(9)
+    gray = cv2.cvtColor(vis, cv2.COLOR_BGR2GRAY)
+    weights = net.intent_weights({"fog": 0.5, "balanced": 0.5})
+    with make_worker(net) as worker:
+        worker.set_homography(0, HOMOGRAPHY)
+        worker.set_weights(0, weights)
+        expected_colour = worker.submit(0, ir, vis).result(10)
+        expected_gray = worker.submit(1, ir[:48, :64], gray).result(10)
+        model = worker.network
+        index, weight, valid = gpu_ops.remap_table(HOMOGRAPHY, ir.shape, vis.shape[:2])
+        with torch.inference_mode():
+            colour = gpu_ops.fuse_tensors(model, torch.from_numpy(vis)[None], torch.from_numpy(ir)[None], weights,
+                                          remap_index=torch.from_numpy(index)[None],
+                                          remap_weight=torch.from_numpy(weight)[None],
+                                          valid=torch.from_numpy(valid)[None, None])
+            plain = gpu_ops.fuse_tensors(model, torch.from_numpy(gray)[None],
+                                         torch.from_numpy(np.ascontiguousarray(ir[:48, :64]))[None],
+                                         net.intent_weights({"balanced": 1}))
+    assert np.array_equal(colour[0].numpy(), expected_colour)
+    assert np.array_equal(plain[0].numpy(), expected_gray)
+    warped, _ = HomographyRegistrar(HOMOGRAPHY).apply(ir, vis.shape[:2])
+    table = (torch.from_numpy(index)[None], torch.from_numpy(weight)[None])
+    assert np.array_equal(gpu_ops.remap(torch.from_numpy(ir)[None], *table, vis.shape[:2])[0].numpy(), warped)
+    y, cr, cb = gpu_ops.bgr_to_ycrcb(torch.from_numpy(vis))
+    assert np.array_equal(torch.stack([y, cr, cb], -1).numpy(), cv2.cvtColor(vis, cv2.COLOR_BGR2YCrCb))
+    ycrcb = torch.from_numpy(rng.integers(0, 256, (40, 50, 3), dtype=np.uint8)).to(torch.int32)
+    assert np.array_equal(gpu_ops.ycrcb_to_bgr(*ycrcb.unbind(-1)).numpy(),
+                          cv2.cvtColor(ycrcb.numpy().astype(np.uint8), cv2.COLOR_YCrCb2BGR))
+
+
+def test_stats_percentiles():
+    stats = WorkerStats()
+    assert stats.mean_batch == 0.0 and stats.percentiles("total")["p50"] == 0.0
+    stats.record_batch(3, 1.0, 2.0, 3.0)
+    stats.record_batch(1, 1.0, 4.0, 3.0)
+    for ms in range(1, 101):
+        stats.record_frame(0.5, float(ms))
+    assert stats.mean_batch == 2.0 and stats.frames == 4
+    assert stats.percentiles("model_ms")["mean"] == 3.0
+    assert 49 <= stats.percentiles("total")["p50"] <= 52 and stats.percentiles("total")["p95"] > 90
+    with pytest.raises(ValueError, match="unknown stage"):
+        stats.percentiles("fuse")
+
+
+# ------------------------------------------------------------------------------------------------ CUDA
+@pytest.fixture
+def cuda_frames() -> list[tuple[int, np.ndarray, np.ndarray]]:
+    """(stream, ir, vis) at 128x160: stream 0 warped from a 150x200 IR camera, streams 1-2 registered."""
+    rng = np.random.default_rng(11)
+    jobs = []
+    for i in range(8):
+        for stream in range(3):
+            vis = cv2.resize(make_pair(10 * stream + i)[1], (160, 128), interpolation=cv2.INTER_NEAREST)
+            shape = (150, 200) if stream == 0 else (128, 160)
+            ir = cv2.GaussianBlur(rng.integers(0, 256, shape, dtype=np.uint8), (0, 0), 2)
+            jobs.append((stream, ir, vis))
+    return jobs
+
+
+def run_jobs(worker: InferenceWorker, jobs) -> list[np.ndarray]:
+    worker.set_homography(0, HOMOGRAPHY)
+    futures = [worker.submit(*job) for job in jobs]
+    return [f.result(timeout=60) for f in futures]
+
+
+def report(label: str, a: list[np.ndarray], b: list[np.ndarray]) -> tuple[int, float]:
+    diffs = np.stack([np.abs(x.astype(np.int16) - y.astype(np.int16)) for x, y in zip(a, b, strict=True)])
+    print(f"{label}: max {int(diffs.max())} levels, mean {float(diffs.mean()):.4f}, "
+          f"{float((diffs > 0).mean()) * 100:.3f}% of values differ")
+    return int(diffs.max()), float(diffs.mean())
+
+
+@needs_cuda
+def test_cuda_matches_cpu_in_order(net, cuda_frames):
+    with InferenceWorker(net, device="cpu", max_batch=1, queue_size=32) as cpu:
+        expected = run_jobs(cpu, cuda_frames)
+    with InferenceWorker(net, device="cuda", max_batch=4, queue_size=32) as gpu:
+        results = run_jobs(gpu, cuda_frames)
+        again = run_jobs(gpu, cuda_frames[::-1])[::-1]  # buffers reused in another order: same results
+    worst, mean = report("cuda fp32 vs cpu", results, expected)
+    assert worst <= 3 and mean < 0.05  # TF32 convolutions may move a few pixels by a level or so
+    assert all(np.array_equal(a, b) or level_diff(a, b) <= 1 for a, b in zip(results, again, strict=True))
+    assert worker_threads() == []
+
+
+@needs_cuda
+def test_cuda_graph_replay_equals_eager(net, cuda_frames):
+    with InferenceWorker(net, device="cuda", max_batch=4, cuda_graphs=False, queue_size=32) as eager:
+        expected = run_jobs(eager, cuda_frames)
+    with InferenceWorker(net, device="cuda", max_batch=4, cuda_graphs=True, queue_size=32) as graphed:
+        results = run_jobs(graphed, cuda_frames)
+        assert graphed._backend._graphs and all(g is not None for g in graphed._backend._graphs.values()), \
+            "a CUDA graph capture failed (see the log)"
+    worst, _ = report("cuda graph vs eager", results, expected)
+    assert worst <= 1
+
+
+@needs_cuda
+@pytest.mark.parametrize("precision", ["fp16", "bf16"])
+def test_cuda_half_precision_close_to_fp32(net, cuda_frames, precision):
+    with InferenceWorker(net, device="cuda", max_batch=4, queue_size=32) as full:
+        expected = run_jobs(full, cuda_frames)
+    with InferenceWorker(net, device="cuda", precision=precision, max_batch=4, queue_size=32) as half:
+        results = run_jobs(half, cuda_frames)
+    worst, mean = report(f"cuda {precision} vs fp32", results, expected)
+    assert mean < 1.0 and worst <= 24
+
+
+@needs_cuda
+def test_cuda_close_with_frames_in_flight(net, cuda_frames):
+    worker = InferenceWorker(net, device="cuda", max_batch=4, queue_size=32, cuda_graphs=False)
+    worker.set_homography(0, HOMOGRAPHY)
+    futures = [worker.submit(*job) for job in cuda_frames]
+    worker.close()
+    assert all(f.done() and f.exception() is None for f in futures)
+    assert worker_threads() == []
+
+
+@needs_cuda
+def test_cuda_failing_forward_fails_only_its_frame(net, cuda_frames, monkeypatch):
+    jobs = [job for job in cuda_frames if job[0] == 1][:4]
+    with InferenceWorker(net, device="cuda", max_batch=1, queue_size=8, cuda_graphs=False) as worker:
+        first = worker.submit(*jobs[0]).result(timeout=60)  # warm-up done: one forward per frame from here
+        original, failed = worker.network.forward, []
+
+        def forward(*args, **kwargs):
+            if not failed:
+                failed.append(True)
+                raise RuntimeError("simulated kernel failure")
+            return original(*args, **kwargs)
+
+        monkeypatch.setattr(worker.network, "forward", forward)
+        futures = [worker.submit(*job) for job in jobs]
+        for future in futures:
+            future.exception(timeout=60)
+        again = worker.submit(*jobs[0]).result(timeout=60)
+    error = futures[0].exception()
+    assert isinstance(error, InferenceError) and "simulated kernel failure" in str(error)
+    assert all(f.exception() is None for f in futures[1:])
+    assert np.array_equal(again, first)  # the worker kept producing correct results
+    assert worker.stats.failed == 1 and worker_threads() == []
