@@ -59,6 +59,8 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=Path("../shared/data/tno_cddfuse"))
     parser.add_argument("--weights", help="model checkpoint (default: the shipped one)")
     parser.add_argument("--sheet", type=Path, help="also write a contact sheet (sources, classical, model per prompt)")
+    parser.add_argument("--sheet-synthetic", action="store_true",
+                        help="draw the sheet from the synthetic scene (no data-set images; what docs/ ships)")
     args = parser.parse_args()
 
     router = Router(HashingTextEncoder(), load_bank())
@@ -104,12 +106,14 @@ def main() -> None:
     print("| " + " | ".join(f"{s:.4f}" for s in scores) + " |")
 
     if args.sheet:
-        write_sheet(args.sheet, pairs, model, classical, router)
+        sheet_pairs = [(ir, cv2.cvtColor(vis, cv2.COLOR_BGR2GRAY)) for ir, vis, _ in synthetic_frames()[6:]] \
+            if args.sheet_synthetic else pairs
+        write_sheet(args.sheet, sheet_pairs, model, classical, router)
 
 
 def write_sheet(path: Path, pairs, model, classical, router) -> None:
     """Rows: clean pair, and each degradation; columns: IR, VIS, classical, model balanced, model matching."""
-    ir, vis = pairs[4]
+    ir, vis = pairs[min(4, len(pairs) - 1)]
     size = (240, int(240 * ir.shape[0] / ir.shape[1]))
     rows = []
     for kind in ("none", *MATCHING_PROMPTS):

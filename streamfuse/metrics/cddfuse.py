@@ -71,6 +71,8 @@ from collections.abc import Callable, Iterable
 import cv2
 import numpy as np
 
+from streamfuse.metrics.qabf import weighted_qabf
+
 NAMES: tuple[str, ...] = ("EN", "SD", "SF", "AG", "MI", "SCD", "VIF", "Qabf", "SSIM")
 
 #: Direction of improvement per metric: every CDDFuse metric is "higher is better".
@@ -318,32 +320,13 @@ def _sobel(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return magnitude, angle
 
 
-def _edge_preservation(g_src: np.ndarray, a_src: np.ndarray, g_fused: np.ndarray, a_fused: np.ndarray) -> np.ndarray:
-    """Per-pixel edge preservation ``Q^{SF}`` with CDDFuse's constants and its equal-magnitude quirk."""
-    with np.errstate(divide="ignore", invalid="ignore"):
-        strength = np.where(
-            g_src > g_fused,
-            g_fused / g_src,
-            np.where(g_src < g_fused, g_src / g_fused, g_fused),  # equal magnitudes: CDDFuse keeps g_fused
-        )
-    alignment = 1.0 - np.abs(a_src - a_fused) / (math.pi / 2)
-    q_strength = 0.9994 / (1.0 + np.exp(-15.0 * (strength - 0.5)))
-    q_alignment = 0.9879 / (1.0 + np.exp(-22.0 * (alignment - 0.8)))
-    return q_strength * q_alignment
-
-
 def qabf(ir: np.ndarray, vis: np.ndarray, fused: np.ndarray) -> float:
     """Gradient-based edge preservation Q^{AB/F} (Xydeas & Petrovic, CDDFuse variant), weights = source magnitudes."""
     ir, vis, fused = _prepare(ir, vis, fused)
     g_a, a_a = _sobel(ir)
     g_b, a_b = _sobel(vis)
     g_f, a_f = _sobel(fused)
-    q_af = _edge_preservation(g_a, a_a, g_f, a_f)
-    q_bf = _edge_preservation(g_b, a_b, g_f, a_f)
-    weight = float(np.sum(g_a + g_b))
-    if weight == 0.0:
-        return math.nan
-    return float(np.sum(q_af * g_a + q_bf * g_b)) / weight
+    return weighted_qabf(g_a, a_a, g_b, a_b, g_f, a_f)
 
 
 def _ssim_skimage(x: np.ndarray, y: np.ndarray, data_range: float) -> float:

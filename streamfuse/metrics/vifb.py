@@ -80,6 +80,8 @@ from collections.abc import Callable, Iterable
 import cv2
 import numpy as np
 
+from streamfuse.metrics.qabf import weighted_qabf
+
 NAMES: tuple[str, ...] = ("Cross_entropy", "Entropy", "Mutinf", "Psnr", "Avg_gradient", "Edge_intensity", "Qabf",
                           "Variance", "Spatial_frequency", "Rmse", "Ssim", "Qcb", "Qcv")
 """The VIFB metric names, in the order of the VIFB paper's tables."""
@@ -90,8 +92,6 @@ BETTER: dict[str, str] = {name: ("lower" if name in ("Cross_entropy", "Rmse", "Q
 _GRAY_WEIGHTS = (0.298936021293775, 0.587043074451121, 0.114020904255103)  # MATLAB rgb2gray
 
 # Qabf model parameters (Xydeas & Petrovic), as in metricsQabf.m.
-_QABF_TG, _QABF_KG, _QABF_DG = 0.9994, -15.0, 0.5
-_QABF_TA, _QABF_KA, _QABF_DA = 0.9879, -22.0, 0.8
 _SOBEL_H1 = np.array([[1.0, 2.0, 1.0], [0.0, 0.0, 0.0], [-1.0, -2.0, -1.0]])  # fspecial('sobel')
 _SOBEL_H3 = np.array([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]])
 
@@ -394,16 +394,6 @@ def _qabf_edges(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return magnitude, angle
 
 
-def _qabf_preservation(g_src: np.ndarray, a_src: np.ndarray, g_f: np.ndarray, a_f: np.ndarray) -> np.ndarray:
-    safe_src = np.where(g_src == 0, 1.0, g_src)
-    safe_f = np.where(g_f == 0, 1.0, g_f)
-    strength = np.where(g_src > g_f, g_f / safe_src, np.where(g_src == g_f, g_f, g_src / safe_f))
-    orientation = 1.0 - np.abs(a_src - a_f) / (np.pi / 2)
-    q_g = _QABF_TG / (1.0 + np.exp(_QABF_KG * (strength - _QABF_DG)))
-    q_a = _QABF_TA / (1.0 + np.exp(_QABF_KA * (orientation - _QABF_DA)))
-    return q_g * q_a
-
-
 def _qabf_single(vis: np.ndarray, ir: np.ndarray, fused: np.ndarray) -> float:
     p_a = 255.0 * _rgb2gray(vis.astype(np.float64), rounded=False)
     p_b = 255.0 * _rgb2gray(ir.astype(np.float64), rounded=False)
@@ -411,13 +401,7 @@ def _qabf_single(vis: np.ndarray, ir: np.ndarray, fused: np.ndarray) -> float:
     g_a, a_a = _qabf_edges(p_a)
     g_b, a_b = _qabf_edges(p_b)
     g_f, a_f = _qabf_edges(p_f)
-    q_af = _qabf_preservation(g_a, a_a, g_f, a_f)
-    q_bf = _qabf_preservation(g_b, a_b, g_f, a_f)
-    denominator = float(np.sum(g_a + g_b))
-    numerator = float(np.sum(q_af * g_a + q_bf * g_b))
-    if denominator == 0.0:
-        return math.nan  # MATLAB: 0/0 when both sources are constant
-    return numerator / denominator
+    return weighted_qabf(g_a, a_a, g_b, a_b, g_f, a_f)  # NaN like MATLAB's 0/0 for two constant sources
 
 
 def qabf(ir: np.ndarray, vis: np.ndarray, fused: np.ndarray) -> float:
