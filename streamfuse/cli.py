@@ -213,7 +213,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
             raise StreamfuseError(f"--fused {folder}: no such folder")
         methods[Path(folder).name or folder] = evaluation.folder_method(folder)
     for name in args.fuser or []:
-        fuser = build_fuser(FusionConfig(fuser=name))
+        fuser = build_fuser(FusionConfig(fuser=name, weights=args.weights))
         fuser.condition(routing)
         methods[name] = evaluation.fuser_method(fuser)
     module = convention_module(args.convention)
@@ -387,6 +387,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--metrics", nargs="+", metavar="NAME", help="only these metrics")
     ev.add_argument("--csv", metavar="FILE", help="also write the per-image values as CSV")
     ev.add_argument("--prompt", help="steer the --fuser fusers with this prompt")
+    ev.add_argument("--weights", metavar="FILE", help="checkpoint for the model fuser (default: the shipped one)")
     ev.add_argument("--no-progress", action="store_true", help="no progress bar")
     ev.set_defaults(handler=cmd_eval)
 

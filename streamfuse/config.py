@@ -215,7 +215,7 @@ class FusionConfig:
     cuda_graphs: bool = True
     """Replay CUDA graphs for fixed frame sizes (GPU only)."""
     threads: int | None = None
-    """Torch CPU threads for the ``model`` fuser; null keeps torch's default (all cores)."""
+    """Torch CPU threads for the ``model`` fuser; null = all cores but one (the pipeline's other threads need it)."""
 
     def _check(self, path: str) -> None:
         if not (self.device in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d+", self.device)):

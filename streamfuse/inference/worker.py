@@ -48,6 +48,7 @@ import concurrent.futures
 import contextlib
 import copy
 import logging
+import os
 import queue
 import threading
 import time
@@ -896,6 +897,10 @@ class _CudaBackend:
 def build_worker(network: FusionNet, fusion: FusionConfig) -> InferenceWorker:
     """The worker described by the ``fusion`` config section (``precision: auto`` = fp16 on CUDA, else fp32).
 
+    ``threads: null`` leaves one core to the rest of the pipeline (capture, encoding): torch's
+    OpenMP threads spin-wait, and when they compete with other busy threads for every core, the
+    forward pass's tail latency grows by an order of magnitude.
+
     Raises:
         ConfigError: The device or precision cannot be used on this machine.
     """
@@ -903,8 +908,9 @@ def build_worker(network: FusionNet, fusion: FusionConfig) -> InferenceWorker:
         precision = fusion.precision
         if precision == "auto":
             precision = "fp16" if _resolve_device(fusion.device).type == "cuda" else "fp32"
+        threads = fusion.threads or max(1, len(os.sched_getaffinity(0)) - 1)
         return InferenceWorker(network, device=fusion.device, precision=precision, max_batch=fusion.max_batch,
-                               max_wait_ms=fusion.max_wait_ms, threads=fusion.threads,
+                               max_wait_ms=fusion.max_wait_ms, threads=threads,
                                cuda_graphs=fusion.cuda_graphs, queue_size=max(8, 2 * fusion.max_batch))
     except ValueError as exc:
         raise ConfigError(f"fusion.{exc}") from None
