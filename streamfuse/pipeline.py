@@ -70,16 +70,10 @@ class Pipeline:
         self.registrar: Registrar = build_registrar(config.registration)
         self.stream = stream
         self.worker = worker
+        """The inference worker of the ``model`` fuser (made by :meth:`start` unless one is shared in)."""
         self._owns_worker = False
-        network = getattr(self.fuser, "network", None)
-        if network is not None and self.worker is None:
-            from streamfuse.inference import build_worker  # torch: only for the model fuser
-
-            self.worker = build_worker(network, config.fusion)
-            self._owns_worker = True
-        self._warp_in_worker = self.worker is not None and config.registration.mode == "homography"
-        if self._warp_in_worker:
-            self.worker.set_homography(stream, self.registrar.matrix)
+        uses_worker = worker is not None or getattr(self.fuser, "network", None) is not None
+        self._warp_in_worker = uses_worker and config.registration.mode == "homography"
         scene = None
         if any(isinstance(c, SyntheticSourceConfig) for c in (config.sources.ir, config.sources.vis)):
             scene = build_scene(config.synthetic)
@@ -131,6 +125,14 @@ class Pipeline:
             raise PipelineError("the pipeline was already started")
         self._started = True
         try:
+            network = getattr(self.fuser, "network", None)
+            if network is not None and self.worker is None:
+                from streamfuse.inference import build_worker  # torch: only for the model fuser
+
+                self.worker = build_worker(network, self.config.fusion)
+                self._owns_worker = True
+            if self._warp_in_worker:
+                self.worker.set_homography(self.stream, self.registrar.matrix)
             for source in self.sources.values():
                 source.start()
             if self.config.control.enabled:
@@ -182,6 +184,8 @@ class Pipeline:
 
     def _shutdown_after_failed_start(self) -> None:
         self._close_control()
+        if self._owns_worker:
+            self.worker.close(timeout=5.0, cancel_pending=True)
         for source in self.sources.values():
             source.stop()
         for source in self.sources.values():

@@ -91,5 +91,5 @@ def test_bgr_infrared_is_reduced_to_luminance():
 
 
 def test_unknown_fuser_is_a_config_error():
-    with pytest.raises(ConfigError, match="fusion.fuser: unknown fuser 'magic' \\(available: classical"):
+    with pytest.raises(ConfigError, match="fusion.fuser: unknown fuser 'magic' \\(available: model, classical"):
         build_fuser(FusionConfig(fuser="magic"))

@@ -166,8 +166,9 @@ def test_model_fuser_runs_in_the_worker_with_warp_on_its_side(tmp_path):
     data["registration"] = {"matrix": h}
     data["fusion"] = {"fuser": "model", "device": "cpu", "threads": 1}
     pipeline = Pipeline(config_from_dict(data))
-    assert pipeline.worker is not None and pipeline._warp_in_worker
+    assert pipeline._warp_in_worker
     stats = pipeline.run(install_signal_handlers=False)
+    assert pipeline.worker is not None and pipeline.worker.closed
     assert stats.frames_out == 6 and {"upload", "model", "download"} <= set(stats.stages())
     scene = pipeline.sources["vis"].scene
     from streamfuse.registration import HomographyRegistrar
