@@ -9,7 +9,9 @@ Heavy work runs at low resolution; the full-resolution part is cheap arithmetic:
 
 ``base`` is each source smoothed (its 1/4-scale average, upsampled), ``detail = source - base``.
 The per-pixel affine (gain, bias) lets the network brighten a dark visible image or stretch a flat
-thermal one, which convex weights alone cannot. Text tokens are learned per intent and mixed by
+thermal one, which convex weights alone cannot; to know how much, the merged features are modulated
+by each image's global statistics (mean and standard deviation of both sources), which a stack of
+3x3 convolutions at low resolution cannot see. Text tokens are learned per intent and mixed by
 the router's weights, so any prompt the router understands conditions the network, and the text
 encoder never runs per frame.
 """
@@ -25,7 +27,7 @@ from torch.nn import functional as F
 
 from streamfuse.models.layers import DAFE, ITI, conv3x3
 
-ARCHITECTURE = "streamfuse-fusionnet-v1"
+ARCHITECTURE = "streamfuse-fusionnet-v2"
 
 #: Range of the per-pixel gain: exp(+-log(4)) = 0.25 .. 4.
 _LOG_MAX_GAIN = math.log(4.0)
@@ -50,6 +52,9 @@ class FusionNet(nn.Module):
         self.stem_ir = nn.Sequential(conv3x3(2, channels), nn.LeakyReLU(0.1), DAFE(channels))
         self.stem_vis = nn.Sequential(conv3x3(2, channels), nn.LeakyReLU(0.1), DAFE(channels))
         self.merge = nn.Sequential(nn.Conv2d(2 * channels, wide, 1), nn.LeakyReLU(0.1))
+        self.global_film = nn.Linear(4, 2 * wide)
+        nn.init.zeros_(self.global_film.weight)
+        nn.init.zeros_(self.global_film.bias)
         self.down = nn.Sequential(conv3x3(wide, wide, stride=2), nn.LeakyReLU(0.1))
         self.iti = ITI(wide, token_dim)
         self.low = DAFE(wide)
@@ -91,6 +96,10 @@ class FusionNet(nn.Module):
         f_ir = self.stem_ir(torch.cat([ir4, F.max_pool2d(ir, 4)], dim=1).contiguous(memory_format=channels_last))
         f_vis = self.stem_vis(torch.cat([vis4, F.max_pool2d(vis, 4)], dim=1).contiguous(memory_format=channels_last))
         skip = self.merge(torch.cat([f_ir, f_vis], dim=1))
+        statistics = torch.cat([ir4.mean(dim=(2, 3)), ir4.std(dim=(2, 3)), vis4.mean(dim=(2, 3)), vis4.std(dim=(2, 3))],
+                               dim=1)
+        gamma, beta = self.global_film(statistics).chunk(2, dim=1)
+        skip = skip * (1 + gamma[:, :, None, None]) + beta[:, :, None, None]
         tokens = torch.einsum("bk,ktd->btd", weights.to(ir.dtype), self.tokens).expand(ir.shape[0], -1, -1)
         low = self.low(self.iti(self.down(skip), tokens))
         up = F.interpolate(low, size=skip.shape[-2:], mode="bilinear", align_corners=False)
