@@ -37,13 +37,13 @@ class _SourceCommon:
 
     drop_policy: DropPolicy | None = None
     """``wait`` never drops (files, folders); ``drop_oldest`` keeps the freshest (live). None: by type."""
-    queue_size: int = 8
-    """Frames buffered between the capture thread and the sync stage."""
+    queue_size: int | None = None
+    """Frames buffered between the capture thread and the sync stage; null: 8 (wait) or 2 (drop_oldest)."""
     time_offset_ms: float = 0.0
     """Added to this source's timestamps before pairing (positive = this camera's clock is behind)."""
 
     def _check(self, path: str) -> None:
-        if self.queue_size < 1:
+        if self.queue_size is not None and self.queue_size < 1:
             raise ConfigError(f"{path}.queue_size: must be at least 1, got {self.queue_size}")
 
 

@@ -41,7 +41,8 @@ class Source(ThreadedStage):
     Args:
         name: ``"ir"`` or ``"vis"``; used in messages and statistics.
         drop_policy: ``wait`` or ``drop_oldest``; None uses :attr:`default_drop_policy`.
-        queue_size: Capacity of the output queue.
+        queue_size: Capacity of the output queue; None: 8 for ``wait``, 2 for ``drop_oldest`` (a live
+            source's queue is its latency: a deep one would hand out frames that are seconds old).
         pace_fps: If set, frames are released no faster than this rate (simulating a live camera
             or playing a file at its own speed).
         stats: Where capture latency and drops are recorded.
@@ -50,10 +51,12 @@ class Source(ThreadedStage):
     #: ``wait`` for finite inputs (never lose a frame), ``drop_oldest`` for live ones.
     default_drop_policy = "wait"
 
-    def __init__(self, name: str, *, drop_policy: str | None = None, queue_size: int = 8,
+    def __init__(self, name: str, *, drop_policy: str | None = None, queue_size: int | None = None,
                  pace_fps: float | None = None, stats: PipelineStats | None = None) -> None:
         self.name = name
         self.drop_policy = drop_policy or self.default_drop_policy
+        if queue_size is None:
+            queue_size = 2 if self.drop_policy == "drop_oldest" else 8
         self.queue: StageQueue[Frame] = StageQueue(queue_size, self.drop_policy, name=f"source {name}")
         self.pace_fps = pace_fps
         self.stats = stats or PipelineStats()
