@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from streamfuse.config import Config, config_from_dict
-from streamfuse.pipeline import Pipeline
+from streamfuse.pipeline import Pipeline, record_worker_stages
 from streamfuse.probe import describe_machine
 from streamfuse.stats import END_TO_END, PipelineStats
 
@@ -70,9 +70,7 @@ def end_to_end(width: int, height: int, *, frames: int, fuser: str, sink: str, s
         info: dict[str, Any] = {"wall_s": wall, "streams": streams}
         if worker is not None:
             worker.close(timeout=10)
-            for stage in ("upload", "model", "download"):
-                for value in list(getattr(worker.stats, f"{stage}_ms")):
-                    stats.record_latency(stage, value)
+            record_worker_stages(worker, stats)
             info.update(device=str(worker.device), precision=worker.precision, mean_batch=worker.stats.mean_batch)
         if errors:
             raise errors[0]

@@ -64,7 +64,8 @@ def input_pairs(ir_dir: str | Path, vis_dir: str | Path) -> tuple[list[tuple[str
     return pairs, problems
 
 
-def _rgb(image: np.ndarray) -> np.ndarray:
+def to_rgb(image: np.ndarray) -> np.ndarray:
+    """A streamfuse (BGR) image in the RGB order the metrics take for colour arrays; gray unchanged."""
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB) if image.ndim == 3 else image
 
 
@@ -118,7 +119,7 @@ def folder_method(folder: str | Path) -> Callable[[str, Path, Path], Path | None
 
 def fuser_method(fuser) -> Callable[[str, Path, Path], np.ndarray]:
     """A method that fuses each pair with a :class:`~streamfuse.fusers.Fuser` (registration: identity)."""
-    return lambda _stem, ir, vis: _rgb(fuser.fuse(read_image(ir), read_image(vis)))
+    return lambda _stem, ir, vis: to_rgb(fuser.fuse(read_image(ir), read_image(vis)))
 
 
 def mean_ranks(results: list[MethodResult], names: Sequence[str], better: dict[str, str]) -> dict[str, float]:

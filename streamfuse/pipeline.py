@@ -43,6 +43,13 @@ log = logging.getLogger(__name__)
 _POLL_S = 0.1
 
 
+def record_worker_stages(worker, stats: PipelineStats) -> None:
+    """Copy an inference worker's per-batch stage times (upload, model, download) into ``stats``."""
+    for stage in ("upload", "model", "download"):
+        for value in list(getattr(worker.stats, f"{stage}_ms")):
+            stats.record_latency(stage, value)
+
+
 class Pipeline:
     """A running fusion pipeline built from a :class:`~streamfuse.config.Config`.
 
@@ -391,7 +398,7 @@ class Pipeline:
                 sink.queue.close()
             if self._owns_worker:
                 self.worker.close(timeout=10.0)
-                self._record_worker_stages()
+                record_worker_stages(self.worker, self.stats)
 
     def _fuse_in_thread(self) -> None:
         conditioned = None
@@ -446,8 +453,3 @@ class Pipeline:
             self.stats.record_output()
         return all(sink.queue.put(fused) for sink in self.sinks)
 
-    def _record_worker_stages(self) -> None:
-        """Copy the worker's per-batch stage times (upload, model, download) into the pipeline statistics."""
-        for stage in ("upload", "model", "download"):
-            for value in list(getattr(self.worker.stats, f"{stage}_ms")):
-                self.stats.record_latency(stage, value)

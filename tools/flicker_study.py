@@ -9,18 +9,12 @@ from __future__ import annotations
 
 import argparse
 
-import numpy as np
-
 from streamfuse.config import FusionConfig
+from streamfuse.evaluation import to_rgb
 from streamfuse.fusers import build_fuser
 from streamfuse.fusers.colour import as_gray
 from streamfuse.imageio import list_images, read_image
 from streamfuse.metrics.temporal import FlickerMeter
-
-
-def _rgb(image: np.ndarray) -> np.ndarray:
-    """The metrics take colour arrays in RGB order; streamfuse images are BGR."""
-    return image[..., ::-1] if image.ndim == 3 else image
 
 
 def main() -> None:
@@ -38,7 +32,7 @@ def main() -> None:
         for ir, vis in frames:
             fused = fuser.fuse(ir, vis)
             for meter in meters.values():
-                meter.update(ir, _rgb(vis), _rgb(fused))
+                meter.update(ir, to_rgb(vis), to_rgb(fused))
         print(f"{name:<10} {meters['interval'].value:8.4f} {meters['nearest'].value:8.4f}")
 
 
