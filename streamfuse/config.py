@@ -32,6 +32,40 @@ DropPolicy = Literal["wait", "drop_oldest"]
 
 # --------------------------------------------------------------------------------------------- sources
 @dataclass
+class ReconnectConfig:
+    """How a live source survives a camera that drops, stalls or restarts (see docs/live.md)."""
+
+    enabled: bool | None = None
+    """Rebuild the source after a disconnect or stall; null: on for stream URLs and cameras, off for
+    files, folders and the synthetic scene (whose end is the end of the run)."""
+    open_timeout_s: float = 5.0
+    """Give up one connection attempt after this long (a camera that is down, a hanging connect)."""
+    stall_timeout_s: float = 2.0
+    """No frame for this long on a running source is a stall: the watchdog counts it and the source reconnects."""
+    grace_s: float = 5.0
+    """After each (re)start, time allowed for the first frame before the watchdog calls it a stall."""
+    backoff_initial_s: float = 0.25
+    backoff_max_s: float = 2.0
+    """Retry delays double from ``backoff_initial_s`` up to this cap (then +-``jitter`` at random)."""
+    jitter: float = 0.2
+    max_attempts: int | None = None
+    """Consecutive failed attempts before the source is declared failed; null: retry forever."""
+
+    def _check(self, path: str) -> None:
+        for name in ("open_timeout_s", "stall_timeout_s", "backoff_initial_s", "backoff_max_s"):
+            _positive(getattr(self, name), f"{path}.{name}")
+        if self.grace_s < 0:
+            raise ConfigError(f"{path}.grace_s: must be >= 0, got {self.grace_s}")
+        if self.backoff_max_s < self.backoff_initial_s:
+            raise ConfigError(f"{path}.backoff_max_s: must be >= backoff_initial_s ({self.backoff_initial_s}), "
+                              f"got {self.backoff_max_s}")
+        if not 0 <= self.jitter < 1:
+            raise ConfigError(f"{path}.jitter: must be in [0, 1), got {self.jitter}")
+        if self.max_attempts is not None and self.max_attempts < 1:
+            raise ConfigError(f"{path}.max_attempts: must be at least 1 (or null for forever), got {self.max_attempts}")
+
+
+@dataclass
 class _SourceCommon:
     """Options every source has."""
 
@@ -41,6 +75,7 @@ class _SourceCommon:
     """Frames buffered between the capture thread and the sync stage; null: 8 (wait) or 2 (drop_oldest)."""
     time_offset_ms: float = 0.0
     """Added to this source's timestamps before pairing (positive = this camera's clock is behind)."""
+    reconnect: ReconnectConfig = field(default_factory=ReconnectConfig)
 
     def _check(self, path: str) -> None:
         if self.queue_size is not None and self.queue_size < 1:
@@ -157,6 +192,9 @@ class SyncConfig:
     """Each primary frame is paired with the nearest frame of the other source."""
     tolerance_ms: float = 40.0
     """A primary frame with no partner within this skew is dropped (and counted)."""
+    on_camera_loss: Literal["pause", "passthrough"] = "pause"
+    """While one camera is reconnecting: ``pause`` publishes nothing; ``passthrough`` publishes the
+    surviving camera's frames, marked ``"mode": "passthrough_ir"`` / ``"passthrough_vis"``."""
 
     def _check(self, path: str) -> None:
         if self.tolerance_ms < 0:
@@ -270,6 +308,26 @@ class ImagesSinkConfig:
 
 
 @dataclass
+class CurveConfig:
+    """ZeroMQ CURVE encryption and authentication (key files made by ``streamfuse keys``)."""
+
+    server_secret_key: str | None = None
+    """This server's ``.key_secret`` file; null: no encryption."""
+    authorized_keys: str | None = None
+    """Folder of client public ``.key`` files allowed to connect (required with a server key)."""
+
+    @property
+    def enabled(self) -> bool:
+        """True when a server key is configured."""
+        return self.server_secret_key is not None
+
+    def _check(self, path: str) -> None:
+        if (self.server_secret_key is None) != (self.authorized_keys is None):
+            raise ConfigError(f"{path}: set both server_secret_key and authorized_keys (a CURVE server without an "
+                              "allow-list would accept any client key), or neither")
+
+
+@dataclass
 class ZmqSinkConfig:
     """Publish fused frames on a ZeroMQ PUB socket as ``[topic, JSON header, payload]``."""
 
@@ -288,6 +346,7 @@ class ZmqSinkConfig:
     """Before the first frame, wait (up to ``subscriber_timeout_s``) until this many subscribers joined."""
     subscriber_timeout_s: float = 5.0
     queue_size: int = 4
+    curve: CurveConfig = field(default_factory=CurveConfig)
 
     def _check(self, path: str) -> None:
         if "://" not in self.endpoint:
@@ -335,12 +394,42 @@ class ControlConfig:
 
     enabled: bool = False
     endpoint: str = "tcp://127.0.0.1:5556"
-    """Bound on localhost by default; binding elsewhere exposes prompt changes to the network."""
+    """Bound on localhost by default; binding elsewhere needs ``curve`` keys or ``allow_insecure_remote``."""
+    curve: CurveConfig = field(default_factory=CurveConfig)
+    allow_insecure_remote: bool = False
+    """Allow binding a non-local endpoint without CURVE (anyone who can connect can change the prompt)."""
+    max_requests_per_s: float = 20.0
+    """Requests beyond this rate get an error reply without being executed."""
 
     def _check(self, path: str) -> None:
         if "://" not in self.endpoint:
             raise ConfigError(f"{path}.endpoint: expected a ZeroMQ endpoint such as tcp://127.0.0.1:5556, "
                               f"got {self.endpoint!r}")
+        if not is_local_endpoint(self.endpoint) and not self.curve.enabled and not self.allow_insecure_remote:
+            raise ConfigError(f"{path}.endpoint: {self.endpoint} is reachable from the network; configure "
+                              f"{path}.curve keys (streamfuse keys), bind 127.0.0.1, or set "
+                              f"{path}.allow_insecure_remote: true")
+        _positive(self.max_requests_per_s, f"{path}.max_requests_per_s")
+
+
+def is_local_endpoint(endpoint: str) -> bool:
+    """True for ZeroMQ endpoints only this host can reach (loopback TCP, ipc, inproc)."""
+    return endpoint.startswith(("tcp://127.", "tcp://localhost:", "tcp://[::1]", "ipc://", "inproc://"))
+
+
+@dataclass
+class HealthConfig:
+    """The HTTP health endpoint: ``GET /health`` (JSON) and, with the ``metrics`` extra, ``GET /metrics``."""
+
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int = 8080
+    metrics: bool = False
+    """Serve Prometheus metrics at /metrics (needs ``pip install streamfuse[metrics]``)."""
+
+    def _check(self, path: str) -> None:
+        if not 0 <= self.port <= 65535:
+            raise ConfigError(f"{path}.port: must be a TCP port (0-65535; 0 picks a free one), got {self.port}")
 
 
 @dataclass
@@ -365,6 +454,7 @@ class Config:
     """What the fusion should favour, in words; empty = the bank's default (balanced)."""
     text: TextConfig = field(default_factory=TextConfig)
     control: ControlConfig = field(default_factory=ControlConfig)
+    health: HealthConfig = field(default_factory=HealthConfig)
     stats: StatsConfig = field(default_factory=StatsConfig)
 
 

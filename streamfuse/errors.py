@@ -24,6 +24,12 @@ class SourceError(StreamfuseError):
     """A source could not be opened or failed while reading (missing file, corrupt video, no camera)."""
 
 
+class TransientSourceError(SourceError):
+    """A live source was lost in a way that may heal: refused or timed-out connection, a stalled or
+    ended stream. A source with reconnects enabled retries after these; any other
+    :class:`SourceError` (bad URL, wrong credentials, missing file) fails it at once."""
+
+
 class SinkError(StreamfuseError):
     """A sink could not be opened or failed while writing (unwritable path, endpoint in use)."""
 

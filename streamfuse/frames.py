@@ -51,6 +51,10 @@ class FramePair:
         valid: ``uint8`` mask (1 where the registered infrared image has data), or None when all
             pixels are valid.
         latency: Milliseconds spent in each stage so far, by stage name.
+        mode: ``fused``; or, while one camera is lost and ``sync.on_camera_loss`` is
+            ``passthrough``, ``passthrough_ir`` / ``passthrough_vis``: then ``ir`` and ``vis`` are
+            the same frame of the surviving camera, already in output form (BGR, output size),
+            and it is published as it is.
     """
 
     ir: Frame
@@ -58,6 +62,7 @@ class FramePair:
     skew: float
     valid: np.ndarray | None = None
     latency: dict[str, float] = field(default_factory=dict)
+    mode: str = "fused"
 
     @property
     def seq(self) -> int:

@@ -16,6 +16,7 @@ sources and lets the others wind down; :meth:`Pipeline.run` then raises it.
 from __future__ import annotations
 
 import collections
+import concurrent.futures
 import contextlib
 import logging
 import signal
@@ -24,6 +25,7 @@ import threading
 import time
 from collections.abc import Iterator
 
+import cv2
 from tqdm import tqdm
 
 from streamfuse.config import Config, SyntheticSourceConfig
@@ -91,7 +93,11 @@ class Pipeline:
         self.primary_name = config.sync.primary
         self.secondary_name = "ir" if self.primary_name == "vis" else "vis"
         self.sinks: list[Sink] = []
-        self._pairs: StageQueue[FramePair] = StageQueue(4, "wait", name="pairs")
+        self._live = self.primary.drop_policy == "drop_oldest"
+        # A live feed keeps only the freshest pair waiting for the fuser (older ones are dropped and
+        # counted); a file never loses a pair and buffers a few to absorb jitter.
+        self._pairs: StageQueue[FramePair] = (StageQueue(1, "drop_oldest", name="pairs") if self._live
+                                              else StageQueue(4, "wait", name="pairs"))
         self._errors: dict[str, Exception] = {}
         self._threads: list[threading.Thread] = []
         self._stopping = threading.Event()
@@ -108,6 +114,9 @@ class Pipeline:
             self.router = build_router(config.text)
             self.routing = self.router.route(config.prompt)
         self._control = None
+        self.pair_state = "paired"
+        """``paired``; or while a camera is lost, ``pause`` or ``passthrough`` (``sync.on_camera_loss``)."""
+        self._output_shape: tuple[int, int] | None = None
 
     # ------------------------------------------------------------------------------------ lifecycle
     @property
@@ -336,17 +345,43 @@ class Pipeline:
     def _pair_loop(self) -> None:
         primary, secondary = self.primary, self.sources[self.secondary_name]
         offsets = {name: getattr(self.config.sources, name).time_offset_ms / 1000.0 for name in ("ir", "vis")}
-        matcher = PairMatcher(self.config.sync.tolerance_ms / 1000.0, offsets[self.primary_name],
-                              offsets[self.secondary_name])
+
+        def new_matcher() -> PairMatcher:
+            return PairMatcher(self.config.sync.tolerance_ms / 1000.0, offsets[self.primary_name],
+                               offsets[self.secondary_name])
+
+        matcher = new_matcher()
         secondary_done = False
-        emitted = 0
         try:
             while True:
+                lost = [source for source in (primary, secondary) if source.lost]
+                if lost:
+                    if self.pair_state == "paired":
+                        self.pair_state = self.config.sync.on_camera_loss
+                        log.warning("camera %s lost: %s until it is back", lost[0].name,
+                                    "publishing the other camera alone" if self.pair_state == "passthrough"
+                                    else "output paused")
+                    survivor = next((s for s in (primary, secondary) if s not in lost), None)
+                    if self.pair_state == "passthrough" and survivor is not None:
+                        pair = self._passthrough_pair(survivor)
+                        if pair is not None and not self._pairs.put(pair):
+                            return
+                    else:
+                        self._stopping.wait(_POLL_S)
+                    continue
+                if self.pair_state != "paired":  # both cameras are back: start pairing afresh
+                    matcher = new_matcher()
+                    self.pair_state = "paired"
+                    self.stats.count("resyncs")
+                    log.info("both cameras delivering again: pairing resumed")
                 try:
-                    frame = primary.queue.get()
+                    frame = primary.queue.get(timeout=_POLL_S)
                 except Closed:
                     return
-                while not secondary_done and not matcher.ready(frame):
+                if frame is None:
+                    continue
+                self._output_shape = frame.image.shape[:2] if self.primary_name == "vis" else self._output_shape
+                while not secondary_done and not secondary.lost and not matcher.ready(frame):
                     try:
                         other = secondary.queue.get(timeout=_POLL_S)
                     except Closed:
@@ -354,12 +389,15 @@ class Pipeline:
                         break
                     if other is not None:
                         matcher.add_secondary(other)
+                if secondary.lost:
+                    continue
                 t0 = time.perf_counter()
                 match = matcher.match(frame)
                 if match.partner is None:
                     self.stats.count("unpaired")
                     continue
                 ir, vis = (match.partner, frame) if self.primary_name == "vis" else (frame, match.partner)
+                self._output_shape = vis.image.shape[:2]
                 skew = ir.timestamp + offsets["ir"] - vis.timestamp - offsets["vis"]
                 t1 = time.perf_counter()
                 ir_gray = as_gray(ir.image)
@@ -375,14 +413,31 @@ class Pipeline:
                 self.stats.record_latency("warp", pair.latency["warp"])
                 if not self._pairs.put(pair):
                     return
-                emitted += 1
-                if self.max_frames is not None and emitted >= self.max_frames:
-                    self.stop()
-                    return
+                if self._pairs.dropped:
+                    self.stats.set_counter("drops.pairs", self._pairs.dropped)
         finally:
             self._pairs.close()
             primary.queue.abort()
             secondary.queue.abort()
+
+    def _passthrough_pair(self, survivor: Source) -> FramePair | None:
+        """The next frame of the surviving camera, in output form, as a ``passthrough_*`` pair (None: none yet)."""
+        try:
+            frame = survivor.queue.get(timeout=_POLL_S)
+        except Closed:
+            self._stopping.wait(_POLL_S)  # the pipeline is ending; the main loop notices
+            return None
+        if frame is None:
+            return None
+        image = frame.image
+        if survivor.name == "ir":
+            image, _ = self.registrar.apply(as_gray(image), self._output_shape or image.shape[:2])
+        elif self._output_shape is not None and image.shape[:2] != self._output_shape:
+            image = cv2.resize(image, self._output_shape[::-1], interpolation=cv2.INTER_AREA)
+        image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR) if image.ndim == 2 else image
+        output = type(frame)(image, frame.timestamp, frame.seq, frame.source, frame.created, frame.meta)
+        self.stats.count(f"passthrough.{survivor.name}")
+        return FramePair(output, output, 0.0, None, {}, mode=f"passthrough_{survivor.name}")
 
     def _fuse_loop(self) -> None:
         try:
@@ -408,6 +463,10 @@ class Pipeline:
             except Closed:
                 return
             routing = self.routing  # read once: the whole frame uses one prompt
+            if pair.mode != "fused":
+                if not self._deliver(pair.vis.image, pair, routing, 0.0):
+                    return
+                continue
             if routing is not conditioned:
                 self.fuser.condition(routing)
                 conditioned = routing
@@ -419,7 +478,9 @@ class Pipeline:
     def _fuse_with_worker(self) -> None:
         """Submit pairs to the inference worker and deliver results in order, keeping a few in flight."""
         network = self.fuser.network
-        window = max(2, 2 * self.worker.max_batch)
+        # In flight: enough to fill a batch and overlap the next one; a live feed keeps one batch
+        # (anything more is latency: the fresher pair waits in the drop_oldest pairs queue instead).
+        window = self.worker.max_batch if self._live else max(2, 2 * self.worker.max_batch)
         pending: collections.deque = collections.deque()
         conditioned = None
         closed = False
@@ -430,7 +491,11 @@ class Pipeline:
                     pair = self._pairs.get(timeout=0.002 if pending else None)
                 except Closed:
                     closed = True
-            if pair is not None:
+            if pair is not None and pair.mode != "fused":  # published as it is, in order with the rest
+                future = concurrent.futures.Future()
+                future.set_result(pair.vis.image)
+                pending.append((future, pair, self.routing, time.perf_counter()))
+            elif pair is not None:
                 routing = self.routing
                 if routing is not conditioned:
                     self.worker.set_weights(self.stream, network.intent_weights(routing.weights if routing else {}))
@@ -451,5 +516,9 @@ class Pipeline:
         if not self.sinks:
             self.stats.record_latency(END_TO_END, (time.perf_counter() - fused.created) * 1000)
             self.stats.record_output()
-        return all(sink.queue.put(fused) for sink in self.sinks)
+        delivered = all(sink.queue.put(fused) for sink in self.sinks)
+        if self.max_frames is not None and self.frames_fused >= self.max_frames:
+            self.stop()
+            return False
+        return delivered
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from streamfuse.config import (
     CameraSourceConfig,
     ImagesSourceConfig,
@@ -10,15 +12,15 @@ from streamfuse.config import (
     SyntheticSourceConfig,
     VideoSourceConfig,
 )
-from streamfuse.sources.base import Capture, Source
+from streamfuse.sources.base import Capture, Source, SourceState
 from streamfuse.sources.camera import CameraSource
 from streamfuse.sources.images import ImagesSource
 from streamfuse.sources.synthetic import SyntheticSource, build_scene
 from streamfuse.sources.synthetic_scene import SyntheticScene
-from streamfuse.sources.video import VideoSource
+from streamfuse.sources.video import VideoSource, is_url
 from streamfuse.stats import PipelineStats
 
-__all__ = ["Capture", "Source", "CameraSource", "ImagesSource", "SyntheticScene", "SyntheticSource",
+__all__ = ["Capture", "Source", "SourceState", "CameraSource", "ImagesSource", "SyntheticScene", "SyntheticSource",
            "VideoSource", "build_source"]
 
 
@@ -33,7 +35,12 @@ def build_source(name: str, config: SourceConfig, *, synthetic: SyntheticConfig 
         scene: An already built scene to share between the two synthetic cameras.
         stats: Where the source records capture latency and drops.
     """
-    common = {"drop_policy": config.drop_policy, "queue_size": config.queue_size, "stats": stats}
+    live = isinstance(config, CameraSourceConfig) or (isinstance(config, VideoSourceConfig) and is_url(config.uri))
+    reconnect = config.reconnect
+    if reconnect.enabled is None:
+        reconnect = dataclasses.replace(reconnect, enabled=live)
+    common = {"drop_policy": config.drop_policy, "queue_size": config.queue_size, "stats": stats,
+              "reconnect": reconnect}
     if isinstance(config, SyntheticSourceConfig):
         scene = scene or build_scene(synthetic or SyntheticConfig())
         return SyntheticSource(name, scene, fps=config.fps, frames=config.frames, realtime=config.realtime,

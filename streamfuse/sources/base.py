@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import abc
+import collections
+import enum
 import logging
+import random
 import threading
 import time
 from dataclasses import dataclass, field
@@ -11,7 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from streamfuse.errors import SourceError
+from streamfuse.config import ReconnectConfig
+from streamfuse.errors import SourceError, TransientSourceError
 from streamfuse.frames import Frame
 from streamfuse.queues import StageQueue
 from streamfuse.stage import ThreadedStage
@@ -29,14 +33,41 @@ class Capture:
     meta: dict[str, Any] = field(default_factory=dict)
 
 
+class SourceState(str, enum.Enum):
+    """Life cycle of a source; a supervised (reconnecting) source moves between all of them."""
+
+    STARTING = "starting"
+    """Opening for the first time (a supervised source keeps retrying here while the camera is down)."""
+    RUNNING = "running"
+    """Delivering frames."""
+    RECONNECTING = "reconnecting"
+    """Lost after having run (disconnect, end of a live stream, stall); retrying with backoff."""
+    STOPPED = "stopped"
+    """Ended: stopped on request, or a finite input finished."""
+    FAILED = "failed"
+    """Ended with an error (configuration error, fatal error, or out of reconnect attempts)."""
+
+
+#: States in which a source delivers no frames but may come back.
+LOST_STATES = (SourceState.STARTING, SourceState.RECONNECTING)
+
+
 class Source(ThreadedStage):
     """A camera, file or generator producing timestamped frames on its own thread.
 
     Subclasses implement :meth:`open`, :meth:`read` and :meth:`close`; this class runs them on a
     capture thread, numbers the frames, applies real-time pacing if asked, and puts them in
-    :attr:`queue` according to the drop policy. :meth:`open` runs on the caller's thread inside
-    :meth:`start`, so a missing file or device fails fast with a :class:`SourceError`.
-    :meth:`join` waits for the capture thread; :attr:`running` tells whether it is alive.
+    :attr:`queue` according to the drop policy.
+
+    Without ``reconnect``, :meth:`open` runs on the caller's thread inside :meth:`start`, so a
+    missing file or device fails fast with a :class:`SourceError`, and the end of the input or any
+    error ends the source. With ``reconnect`` (live streams and cameras), the capture thread opens
+    the source itself and *supervises* it: a :class:`TransientSourceError` (refused or timed-out
+    connection, end of stream, stall) closes it and retries with capped exponential backoff and
+    jitter, forever by default; any other :class:`SourceError` is a configuration error and fails
+    the source at once. A watchdog thread counts a stall when a running source delivers no frame for
+    ``stall_timeout_s`` (or a (re)started one none within ``grace_s``) and asks for a reconnect;
+    blocking reads are bounded by the subclass's own read timeout.
 
     Args:
         name: ``"ir"`` or ``"vis"``; used in messages and statistics.
@@ -46,13 +77,15 @@ class Source(ThreadedStage):
         pace_fps: If set, frames are released no faster than this rate (simulating a live camera
             or playing a file at its own speed).
         stats: Where capture latency and drops are recorded.
+        reconnect: Supervision settings; None (or ``enabled: false``) runs the source once.
     """
 
     #: ``wait`` for finite inputs (never lose a frame), ``drop_oldest`` for live ones.
     default_drop_policy = "wait"
 
     def __init__(self, name: str, *, drop_policy: str | None = None, queue_size: int | None = None,
-                 pace_fps: float | None = None, stats: PipelineStats | None = None) -> None:
+                 pace_fps: float | None = None, stats: PipelineStats | None = None,
+                 reconnect: ReconnectConfig | None = None) -> None:
         self.name = name
         self.drop_policy = drop_policy or self.default_drop_policy
         if queue_size is None:
@@ -60,10 +93,26 @@ class Source(ThreadedStage):
         self.queue: StageQueue[Frame] = StageQueue(queue_size, self.drop_policy, name=f"source {name}")
         self.pace_fps = pace_fps
         self.stats = stats or PipelineStats()
+        self.reconnect = reconnect if reconnect is not None and reconnect.enabled else None
         self.error: Exception | None = None
         self.frames_read = 0
         self.thread_name = f"capture-{name}"
+        self.state = SourceState.STARTING
+        self.last_error: str | None = None
+        self.disconnects = 0
+        """Times a running source was lost (error, end of a live stream, stall)."""
+        self.reconnects = 0
+        """Times a lost source delivered frames again."""
+        self.stalls = 0
+        """Times the watchdog found a source silent for too long."""
+        self._started_at = time.monotonic()
+        self._state_since = self._started_at
+        self._opened_at: float | None = None
+        self._last_frame_at: float | None = None
+        self._recent_frames: collections.deque[float] = collections.deque(maxlen=32)
+        self._state_lock = threading.Lock()
         self._stop = threading.Event()
+        self._watchdog: threading.Thread | None = None
 
     # ----------------------------------------------------------------------------- for subclasses
     @abc.abstractmethod
@@ -77,6 +126,9 @@ class Source(ThreadedStage):
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release the underlying file/device (called on the capture thread when it ends)."""
 
+    def validate(self) -> None:  # noqa: B027 - optional hook
+        """Check the configuration without connecting (a supervised source's fail-fast part of :meth:`open`)."""
+
     @property
     def expected_frames(self) -> int | None:
         """Number of frames a finite input will produce, if known (for progress bars)."""
@@ -88,35 +140,72 @@ class Source(ThreadedStage):
         return self.pace_fps
 
     def describe(self) -> str:
-        """A short human-readable description for logs."""
+        """A short human-readable description for logs (never with credentials)."""
         return type(self).__name__
 
     # --------------------------------------------------------------------------------- lifecycle
+    def start(self) -> None:
+        """Open (or, when supervised, validate) on the caller's thread, then start the capture thread."""
+        if self.reconnect is None:
+            super().start()
+            return
+        self.validate()
+        self._thread = threading.Thread(target=self._run, name=self.thread_name, daemon=True)
+        self._thread.start()
+        self._watchdog = threading.Thread(target=self._watch, name=f"watchdog-{self.name}", daemon=True)
+        self._watchdog.start()
+
     def stop(self) -> None:
         """Ask the capture thread to end; frames already queued stay available to the consumer."""
         self._stop.set()
         self.queue.close()
 
+    def join(self, timeout: float | None = None) -> None:
+        """Wait for the capture thread (and the watchdog) to finish."""
+        super().join(timeout)
+        if self._watchdog is not None:
+            self._watchdog.join(timeout)
+
+    @property
+    def lost(self) -> bool:
+        """True while a supervised source is down but may come back (starting or reconnecting)."""
+        return self.reconnect is not None and not self._stop.is_set() and self.state in LOST_STATES
+
+    def health(self) -> dict[str, Any]:
+        """State and counters for the health endpoint (JSON-ready)."""
+        now = time.monotonic()
+        frames = list(self._recent_frames)
+        fps = (len(frames) - 1) / (frames[-1] - frames[0]) if len(frames) > 1 and frames[-1] > frames[0] else 0.0
+        hours = max(now - self._started_at, 1.0) / 3600.0
+        return {
+            "state": self.state.value, "since_s": round(now - self._state_since, 3), "source": self.describe(),
+            "fps": round(fps, 2), "frames": self.frames_read, "drops": self.queue.dropped,
+            "disconnects": self.disconnects, "reconnects": self.reconnects, "stalls": self.stalls,
+            "stalls_per_hour": round(self.stalls / hours, 3), "last_error": self.last_error,
+            "last_frame_age_s": None if self._last_frame_at is None else round(now - self._last_frame_at, 3),
+        }
+
+    # -------------------------------------------------------------------------------- internals
+    def _set_state(self, state: SourceState, error: str | None = None) -> None:
+        with self._state_lock:
+            if error is not None:
+                self.last_error = error
+            if state is self.state:
+                return
+            previous, self.state, self._state_since = self.state, state, time.monotonic()
+        level = logging.WARNING if state in (SourceState.RECONNECTING, SourceState.FAILED) else logging.INFO
+        if self.reconnect is not None or state is SourceState.FAILED:
+            log.log(level, "source %s (%s): %s -> %s%s", self.name, self.describe(), previous.value, state.value,
+                    f" ({error})" if error else "")
+
     def _run(self) -> None:
-        started = time.perf_counter()
         try:
-            while not self._stop.is_set():
-                if self.pace_fps:
-                    delay = started + self.frames_read / self.pace_fps - time.perf_counter()
-                    if delay > 0 and self._stop.wait(delay):
-                        break
-                t0 = time.perf_counter()
-                capture = self.read()
-                if capture is None:
-                    break
-                now = time.perf_counter()
-                self.stats.record_latency(f"capture_{self.name}", (now - t0) * 1000.0)
-                frame = Frame(capture.image, capture.timestamp, self.frames_read, self.name, now, capture.meta)
-                self.frames_read += 1
-                while not self.queue.put(frame, timeout=0.1):
-                    if self._stop.is_set() or self.queue.closed:
-                        return
-                self.stats.set_counter(f"drops.{self.name}", self.queue.dropped)
+            if self.reconnect is None:
+                self._pump()
+            else:
+                self._supervise()
+        except TransientSourceError as exc:  # not supervised: a lost stream ends the source
+            self.error = SourceError(f"sources.{self.name}: {exc}")
         except SourceError as exc:
             self.error = exc
         except Exception as exc:  # a library error while reading: report it as this source's failure
@@ -127,4 +216,97 @@ class Source(ThreadedStage):
             try:
                 self.close()
             finally:
+                self._set_state(SourceState.FAILED if self.error else SourceState.STOPPED,
+                                str(self.error) if self.error else None)
                 self.queue.close()
+
+    def _pump(self) -> None:
+        """Read and queue frames until the input ends (returns) or fails (raises)."""
+        started = time.perf_counter()
+        count = 0
+        while not self._stop.is_set():
+            if self.pace_fps:
+                delay = started + count / self.pace_fps - time.perf_counter()
+                if delay > 0 and self._stop.wait(delay):
+                    return
+            t0 = time.perf_counter()
+            capture = self.read()
+            if capture is None:
+                return
+            now = time.perf_counter()
+            self._last_frame_at = time.monotonic()
+            self._recent_frames.append(self._last_frame_at)
+            if self.state is not SourceState.RUNNING:
+                if self.state is SourceState.RECONNECTING:
+                    self.reconnects += 1
+                self._set_state(SourceState.RUNNING)
+            self.stats.record_latency(f"capture_{self.name}", (now - t0) * 1000.0)
+            frame = Frame(capture.image, capture.timestamp, self.frames_read, self.name, now, capture.meta)
+            self.frames_read += 1
+            count += 1
+            while not self.queue.put(frame, timeout=0.1):
+                if self._stop.is_set() or self.queue.closed:
+                    return
+            self.stats.set_counter(f"drops.{self.name}", self.queue.dropped)
+
+    def _supervise(self) -> None:
+        """Open, pump, and on a transient loss close and retry with backoff, until stopped or failed."""
+        settings = self.reconnect
+        failures = 0
+        while not self._stop.is_set():
+            frames_before = self.frames_read
+            try:
+                self._opened_at = None
+                self.open()
+                self._opened_at = time.monotonic()
+                self._pump()
+                if self._stop.is_set():
+                    return
+                raise TransientSourceError("the stream ended (a live source ending is a disconnect)")
+            except TransientSourceError as exc:
+                reason = str(exc)
+            finally:
+                self._safe_close()
+            if self._stop.is_set():
+                return
+            if self.frames_read > frames_before:
+                failures = 0
+            if self.state is SourceState.RUNNING:
+                self.disconnects += 1
+            failures += 1
+            if settings.max_attempts is not None and failures > settings.max_attempts:
+                raise SourceError(f"sources.{self.name}: {self.describe()} gave up after {settings.max_attempts} "
+                                  f"failed attempts (last: {reason})")
+            self._set_state(SourceState.STARTING if self.frames_read == 0 else SourceState.RECONNECTING, reason)
+            self.stats.set_counter(f"disconnects.{self.name}", self.disconnects)
+            delay = min(settings.backoff_max_s, settings.backoff_initial_s * 2 ** (failures - 1))
+            delay *= 1 + random.uniform(-settings.jitter, settings.jitter)
+            if self._stop.wait(delay):
+                return
+
+    def _safe_close(self) -> None:
+        try:
+            self.close()
+        except Exception:  # closing a broken connection may fail too; the next open starts clean
+            log.debug("source %s: close failed", self.name, exc_info=True)
+
+    def _watch(self) -> None:
+        """The watchdog: count a stall when no frame arrives in time, and mark the source lost."""
+        settings = self.reconnect
+        period = min(0.25, settings.stall_timeout_s / 4)
+        while not self._stop.wait(period):
+            now = time.monotonic()
+            opened_at, last_frame_at = self._opened_at, self._last_frame_at
+            if self.state is SourceState.RUNNING and last_frame_at is not None:
+                if now - last_frame_at > settings.stall_timeout_s:
+                    self._record_stall()
+                    self.disconnects += 1
+                    self._set_state(SourceState.RECONNECTING, f"stalled: no frame for {now - last_frame_at:.1f} s")
+            elif opened_at is not None and (last_frame_at or 0.0) < opened_at and now - opened_at > settings.grace_s:
+                self._opened_at = None  # one stall per silent connection
+                self._record_stall()
+                self._set_state(self.state, f"stalled: connected {now - opened_at:.1f} s without a frame")
+
+    def _record_stall(self) -> None:
+        self.stalls += 1
+        self.stats.set_counter(f"stalls.{self.name}", self.stalls)

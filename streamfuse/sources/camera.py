@@ -8,7 +8,7 @@ from pathlib import Path
 
 import cv2
 
-from streamfuse.errors import SourceError
+from streamfuse.errors import SourceError, TransientSourceError
 from streamfuse.sources.base import Capture, Source
 
 
@@ -35,8 +35,8 @@ class CameraSource(Source):
         device = int(self.device) if isinstance(self.device, str) and self.device.isdigit() else self.device
         if sys.platform.startswith("linux"):
             path = Path(f"/dev/video{device}" if isinstance(device, int) else device)
-            if not path.exists():
-                raise SourceError(f"sources.{self.name}.device: no camera at {path}; list cameras with "
+            if not path.exists():  # unplugged: may come back
+                raise TransientSourceError(f"sources.{self.name}.device: no camera at {path}; list cameras with "
                                   "'ls /dev/video*' (or v4l2-ctl --list-devices)")
             capture = cv2.VideoCapture(str(path), cv2.CAP_V4L2)
         else:
@@ -53,7 +53,7 @@ class CameraSource(Source):
     def read(self) -> Capture | None:
         ok, image = self._capture.read()
         if not ok:
-            raise SourceError(f"sources.{self.name}: camera {self.device!r} stopped delivering frames")
+            raise TransientSourceError(f"camera {self.device!r} stopped delivering frames")
         return Capture(image, time.monotonic(), {})
 
     def close(self) -> None:

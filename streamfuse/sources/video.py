@@ -3,18 +3,24 @@
 from __future__ import annotations
 
 import logging
+import time
 from fractions import Fraction
 from pathlib import Path
 
 import av
 
-from streamfuse.errors import SourceError
+from streamfuse.errors import SourceError, TransientSourceError
 from streamfuse.sources.base import Capture, Source
 
 log = logging.getLogger(__name__)
 
-#: Seconds allowed to open a network stream and to wait for each packet before giving up.
+#: Seconds allowed to open a network stream and to wait for each packet before giving up (PyAV
+#: raises after about twice the read timeout), when the source has no reconnect settings.
 NETWORK_TIMEOUT_S = (10.0, 5.0)
+
+#: Errors that will not heal by retrying: a wrong scheme, credentials or option.
+_CONFIGURATION_ERRORS = (av.error.ProtocolNotFoundError, av.error.HTTPUnauthorizedError, av.error.HTTPForbiddenError,
+                         av.error.OptionNotFoundError, av.error.DemuxerNotFoundError, av.error.DecoderNotFoundError)
 
 
 def is_url(uri: str) -> bool:
@@ -30,24 +36,37 @@ def redact(uri: str) -> str:
     return uri
 
 
-def open_container(uri: str) -> av.container.InputContainer:
-    """Open ``uri`` with PyAV, mapping failures to one clear :class:`SourceError`.
-
-    Network streams get bounded open/read timeouts and RTSP uses TCP transport.
-    """
-    shown = redact(uri)
+def check_uri(uri: str) -> None:
+    """Fail fast on a local file that is missing or a folder (URLs are only checked by connecting)."""
     if not is_url(uri):
         path = Path(uri.removeprefix("file://"))
         if not path.exists():
             raise SourceError(f"{path}: no such video file")
         if path.is_dir():
             raise SourceError(f"{path}: is a folder; use a source of type 'images' for a folder of frames")
-    options = {"rtsp_transport": "tcp"} if uri.startswith("rtsp") else {}
+
+
+def open_container(uri: str, timeout: tuple[float, float] = NETWORK_TIMEOUT_S) -> av.container.InputContainer:
+    """Open ``uri`` with PyAV, mapping failures to one clear :class:`SourceError`.
+
+    Network streams get the bounded ``(open, read)`` timeouts and RTSP uses TCP transport. A
+    network failure that may heal (refused, timed out, reset, not found yet) raises
+    :class:`TransientSourceError`; a wrong scheme, credentials or a local file that cannot be
+    decoded raise :class:`SourceError`.
+    """
+    shown = redact(uri)
+    check_uri(uri)
+    options = {}
+    if uri.startswith("rtsp"):
+        options = {"rtsp_transport": "tcp", "analyzeduration": "1000000", "probesize": "500000"}
     try:
-        container = av.open(uri, options=options, timeout=NETWORK_TIMEOUT_S if is_url(uri) else None)
+        container = av.open(uri, options=options, timeout=timeout if is_url(uri) else None)
     except av.error.FFmpegError as exc:
-        raise SourceError(f"{shown}: cannot open video ({exc.strerror or exc}); "
-                          "check that it is a playable video file or a reachable stream URL") from None
+        message = f"{shown}: cannot open video ({exc.strerror or exc})"
+        if is_url(uri) and not isinstance(exc, _CONFIGURATION_ERRORS):
+            raise TransientSourceError(message) from None
+        raise SourceError(f"{message}; check that it is a playable video file or a reachable stream URL "
+                          "(and its credentials)") from None
     if not container.streams.video:
         container.close()
         raise SourceError(f"{shown}: contains no video stream")
@@ -57,8 +76,10 @@ def open_container(uri: str) -> av.container.InputContainer:
 class VideoSource(Source):
     """Frames decoded from a video file or stream URL.
 
-    Timestamps come from the stream's presentation timestamps, counted from the first frame (so
-    two files recorded together pair up even if their containers start at different times).
+    Timestamps of files come from the stream's presentation timestamps, counted from the first frame
+    (so two files recorded together pair up even if their containers start at different times).
+    Frames of a live URL are stamped with the host's monotonic clock on arrival: two cameras' own
+    clocks drift apart and restart with every reconnect, the host clock does neither.
     Colour video is delivered as BGR; use it for either camera (a gray infrared video decodes to
     three equal channels and the fuser takes its luminance).
 
@@ -70,7 +91,7 @@ class VideoSource(Source):
     """
 
     def __init__(self, name: str, uri: str, *, realtime: bool = False, **kwargs) -> None:
-        if kwargs.get("drop_policy") is None and is_url(uri):
+        if kwargs.get("drop_policy") is None and is_url(uri):  # a live stream
             kwargs["drop_policy"] = "drop_oldest"
         super().__init__(name, **kwargs)
         self.uri = uri
@@ -80,9 +101,17 @@ class VideoSource(Source):
         self._first_time: float | None = None
         self._rate: Fraction | None = None
         self._count = 0
+        self._live = is_url(uri)
+
+    def validate(self) -> None:
+        check_uri(self.uri)
 
     def open(self) -> None:
-        self._container = open_container(self.uri)
+        timeout = NETWORK_TIMEOUT_S
+        if self.reconnect is not None:  # PyAV gives up a read after about twice the read timeout
+            timeout = (self.reconnect.open_timeout_s, self.reconnect.stall_timeout_s / 2)
+        self._first_time = None
+        self._container = open_container(self.uri, timeout)
         stream = self._container.streams.video[0]
         stream.thread_type = "AUTO"
         self._rate = stream.average_rate or stream.guessed_rate
@@ -97,9 +126,13 @@ class VideoSource(Source):
         except StopIteration:
             return None
         except av.error.FFmpegError as exc:
+            if self._live:
+                raise TransientSourceError(f"{redact(self.uri)}: stream lost ({exc.strerror or exc})") from None
             raise SourceError(f"sources.{self.name}: {redact(self.uri)}: corrupt or broken video after "
                               f"{self.frames_read} frames ({exc.strerror or exc})") from None
-        if frame.time is not None:
+        if self._live:
+            timestamp = time.monotonic()
+        elif frame.time is not None:
             if self._first_time is None:
                 self._first_time = frame.time
             timestamp = frame.time - self._first_time
