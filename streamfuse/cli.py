@@ -1,4 +1,4 @@
-"""The ``streamfuse`` command: run, fuse, probe, bench, eval, prompt, subscribe."""
+"""The ``streamfuse`` command: run, fuse, probe, bench, eval, train, prompt, subscribe, keys."""
 
 from __future__ import annotations
 
@@ -261,10 +261,10 @@ def cmd_prompt(args: argparse.Namespace) -> int:
     from streamfuse.control import request
 
     message = {"cmd": "set_prompt", "prompt": args.text} if args.action == "set" else {"cmd": f"get_{args.action}"}
-    reply = request(args.control, message)
+    reply = request(args.control, message, client_key=args.client_key, server_key=args.server_key)
     if not reply.get("ok"):
         raise StreamfuseError(f"{args.control}: {reply.get('error', 'request refused')}")
-    if args.json or args.action == "stats":
+    if args.json or args.action in ("stats", "health"):
         print(json.dumps(reply, indent=2))
     else:
         routing = reply["routing"]
@@ -272,6 +272,23 @@ def cmd_prompt(args: argparse.Namespace) -> int:
         print(f"prompt {routing['prompt']!r} -> " + ", ".join(f"{k} {v:.2f}" for k, v in active)
               + f" (encoder {routing['encoder']})")
     return 0
+
+
+# ------------------------------------------------------------------------------------------- keys
+def cmd_keys(args: argparse.Namespace) -> int:
+    from streamfuse.security import generate_keys
+
+    public, secret = generate_keys(args.folder, args.name)
+    print(f"public key  {public}  (give it to the other side: a server's to its clients with --server-key, "
+          f"a client's into the server's authorized_keys folder)")
+    print(f"secret key  {secret}  (keep private: a server's in curve.server_secret_key, a client's with --client-key)")
+    return 0
+
+
+def curve_client_options(parser: argparse.ArgumentParser, server: str) -> None:
+    """--client-key/--server-key for commands that connect to a CURVE-secured socket."""
+    parser.add_argument("--client-key", metavar="FILE", help=f"this client's .key_secret file (CURVE-secured {server})")
+    parser.add_argument("--server-key", metavar="FILE", help=f"the {server}'s public .key file")
 
 
 # ---------------------------------------------------------------------------------------- subscribe
@@ -292,7 +309,8 @@ def cmd_subscribe(args: argparse.Namespace) -> int:
               flush=True)
 
     try:
-        with Subscriber(args.endpoint, topic=args.topic, keep=keep) as subscriber:
+        with Subscriber(args.endpoint, topic=args.topic, keep=keep, client_key=args.client_key,
+                        server_key=args.server_key) as subscriber:
             log.info("subscribed to %s (topic %r); Ctrl-C to stop", args.endpoint, args.topic)
             while (args.frames is None or len(all_latencies) < args.frames) and (
                     deadline is None or time.monotonic() < deadline):
@@ -405,12 +423,13 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
     explain.add_argument("--json", action="store_true", help="print JSON")
     for action, text_help in (("set", "change the prompt of a running pipeline"), ("get", "show its prompt"),
-                              ("stats", "show its statistics")):
+                              ("stats", "show its statistics"), ("health", "show its health report")):
         remote = prompt_actions.add_parser(action, help=text_help)
         if action == "set":
             remote.add_argument("text")
         remote.add_argument("--control", default="tcp://127.0.0.1:5556", help="the pipeline's control endpoint")
         remote.add_argument("--json", action="store_true", help="print the JSON reply")
+        curve_client_options(remote, "control socket")
     prompt.set_defaults(handler=cmd_prompt)
 
     sub = commands.add_parser("subscribe", help="receive fused frames from a ZeroMQ publisher")
@@ -420,7 +439,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("-y", "--overwrite", action="store_true", help="replace an existing --save file")
     sub.add_argument("--frames", type=int, help="stop after N frames")
     sub.add_argument("--duration", type=float, help="stop after S seconds")
+    curve_client_options(sub, "publisher")
     sub.set_defaults(handler=cmd_subscribe)
+
+    keys = commands.add_parser("keys", help="generate a CURVE key pair for the secured ZeroMQ sockets")
+    keys.add_argument("folder", help="where to write NAME.key (public) and NAME.key_secret (private)")
+    keys.add_argument("--name", default="streamfuse", help="file name of the pair (default: streamfuse)")
+    keys.set_defaults(handler=cmd_keys)
     return parser
 
 

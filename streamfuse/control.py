@@ -8,8 +8,12 @@ a ``cmd`` key; each gets exactly one JSON reply with ``ok`` true or false:
 - ``{"cmd": "get_prompt"}`` -> ``{"ok": true, "routing": {...}}``
 - ``{"cmd": "get_stats"}`` -> ``{"ok": true, "stats": {...}}``
 
-A malformed request gets ``{"ok": false, "error": "..."}``; an unknown command also lists the known
-ones in ``commands``. Requests over 64 KiB are refused.
+- ``{"cmd": "get_health"}`` -> ``{"ok": true, "health": {...}}`` (as served at ``/health``)
+
+A request with unknown or missing keys, wrong types, over 64 KiB, or beyond the rate limit gets
+``{"ok": false, "error": "..."}`` and is not executed; an unknown command also lists the known ones
+in ``commands``. With ``control.curve`` keys only clients whose public key is in the allow-list get
+through the handshake (see :mod:`streamfuse.security`).
 """
 
 from __future__ import annotations
@@ -17,63 +21,111 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import zmq
 
-from streamfuse.errors import StreamfuseError
+from streamfuse.config import ControlConfig, is_local_endpoint
+from streamfuse.errors import ConfigError, StreamfuseError
+from streamfuse.security import secure_client, secure_server
 
 log = logging.getLogger(__name__)
 
 MAX_REQUEST_BYTES = 64 * 1024
+#: Larger messages are not even received: ZeroMQ drops the connection (protects memory).
+HARD_LIMIT_BYTES = 1024 * 1024
 
 Handler = Callable[[dict[str, Any]], dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Command:
+    """A control command: its handler and the request fields it takes (all required), by type."""
+
+    handler: Handler
+    fields: dict[str, type] = field(default_factory=dict)
+
+
+class _RateLimit:
+    """Token bucket: ``rate`` requests per second on average, bursts of up to ``rate``."""
+
+    def __init__(self, rate: float) -> None:
+        self.rate = rate
+        self.capacity = max(1.0, rate)
+        self.tokens = self.capacity
+        self.updated = time.monotonic()
+
+    def allow(self) -> bool:
+        now = time.monotonic()
+        self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.rate)
+        self.updated = now
+        if self.tokens < 1.0:
+            return False
+        self.tokens -= 1.0
+        return True
 
 
 class ControlServer:
     """Serves control requests on its own thread.
 
+    Every request gets exactly one reply. A request must be a JSON object with a known ``cmd`` and
+    exactly that command's fields, of the right types; it is refused (with an error reply, not
+    executed) when malformed, over :data:`MAX_REQUEST_BYTES`, or beyond ``max_requests_per_s``.
+
     Args:
-        endpoint: Where to bind (``tcp://127.0.0.1:5556``).
-        handlers: Command name -> function taking the request and returning the reply fields.
-            A handler raising ``ValueError`` or :class:`StreamfuseError` produces an error reply.
+        config: Endpoint, CURVE keys, remote-bind permission and rate limit.
+        commands: Command name -> :class:`Command`. A handler raising ``ValueError`` or
+            :class:`StreamfuseError` produces an error reply.
     """
 
-    def __init__(self, endpoint: str, handlers: dict[str, Handler]) -> None:
-        self.endpoint = endpoint
-        self.handlers = handlers
+    def __init__(self, config: ControlConfig, commands: dict[str, Command]) -> None:
+        self.endpoint = config.endpoint
+        self.commands = commands
+        self._limit = _RateLimit(config.max_requests_per_s)
         self._context = zmq.Context()
         self._socket = self._context.socket(zmq.REP)
         self._socket.setsockopt(zmq.LINGER, 0)
-        self._socket.setsockopt(zmq.MAXMSGSIZE, MAX_REQUEST_BYTES)
+        self._socket.setsockopt(zmq.MAXMSGSIZE, HARD_LIMIT_BYTES)
+        self._authenticator = None
         try:
-            self._socket.bind(endpoint)
-        except zmq.ZMQError as exc:
-            self._socket.close(0)
-            self._context.term()
-            raise StreamfuseError(f"control.endpoint: cannot bind {endpoint} ({exc.strerror}); choose another port "
-                                  "or disable the control socket (control.enabled: false)") from None
-        if not endpoint.startswith(("tcp://127.", "tcp://localhost", "ipc://", "inproc://")):
-            log.warning("control socket %s is reachable from the network: anyone who can connect can change "
-                        "the prompt", endpoint)
+            self._authenticator = secure_server(self._socket, config.curve, what="control.curve")
+            self._socket.bind(self.endpoint)
+        except (zmq.ZMQError, ConfigError) as exc:
+            self._release()
+            if isinstance(exc, ConfigError):
+                raise
+            raise StreamfuseError(f"control.endpoint: cannot bind {self.endpoint} ({exc.strerror}); choose another "
+                                  "port or disable the control socket (control.enabled: false)") from None
+        if not is_local_endpoint(self.endpoint) and not config.curve.enabled:
+            log.warning("control socket %s is reachable from the network without CURVE keys "
+                        "(control.allow_insecure_remote): anyone who can connect can change the prompt", self.endpoint)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._serve, name="control", daemon=True)
         self._thread.start()
 
     def handle(self, raw: bytes) -> dict[str, Any]:
         """The reply to one raw request (never raises)."""
+        if len(raw) > MAX_REQUEST_BYTES:
+            return {"ok": False, "error": f"request of {len(raw)} bytes is over the {MAX_REQUEST_BYTES}-byte limit"}
+        if not self._limit.allow():
+            return {"ok": False, "error": f"rate limit: at most {self._limit.rate:g} requests per second; retry later"}
         try:
             request = json.loads(raw)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):
             return {"ok": False, "error": "request is not valid JSON"}
         if not isinstance(request, dict) or not isinstance(request.get("cmd"), str):
             return {"ok": False, "error": "request must be a JSON object with a string 'cmd'"}
-        handler = self.handlers.get(request["cmd"])
-        if handler is None:
-            return {"ok": False, "error": f"unknown command {request['cmd']!r}", "commands": sorted(self.handlers)}
+        command = self.commands.get(request["cmd"])
+        if command is None:
+            return {"ok": False, "error": f"unknown command {request['cmd'][:64]!r}", "commands": sorted(self.commands)}
+        problem = _check_fields(request, command)
+        if problem:
+            return {"ok": False, "error": f"{request['cmd']}: {problem}"}
         try:
-            return {"ok": True, **handler(request)}
+            return {"ok": True, **command.handler(request)}
         except (ValueError, StreamfuseError) as exc:
             return {"ok": False, "error": str(exc)}
         except Exception as exc:  # a bug must not take the pipeline down through its control socket
@@ -94,25 +146,58 @@ class ControlServer:
         """Stop serving and release the socket."""
         self._stop.set()
         self._thread.join(2)
+        self._release()
+
+    def _release(self) -> None:
         self._socket.close(0)
+        if self._authenticator is not None:
+            self._authenticator.stop()
         self._context.term()
 
 
-def request(endpoint: str, message: dict[str, Any], *, timeout_s: float = 5.0) -> dict[str, Any]:
+def _check_fields(request: dict[str, Any], command: Command) -> str | None:
+    """What is wrong with the request's fields for ``command`` (None: nothing)."""
+    extra = sorted(set(request) - {"cmd"} - set(command.fields))
+    if extra:
+        expected = ", ".join(command.fields) or "no other keys"
+        return f"unexpected key {extra[0][:64]!r} (expected: {expected})"
+    for name, kind in command.fields.items():
+        if name not in request:
+            return f"missing key {name!r}"
+        if not isinstance(request[name], kind) or isinstance(request[name], bool) and kind is not bool:
+            return f"{name!r} must be a {kind.__name__}, got {type(request[name]).__name__}"
+    return None
+
+
+def request(endpoint: str, message: dict[str, Any], *, timeout_s: float = 5.0, client_key: str | None = None,
+            server_key: str | None = None) -> dict[str, Any]:
     """Send one control request and return the reply.
 
+    Args:
+        endpoint: The control socket's endpoint.
+        message: The request (``{"cmd": ...}``).
+        timeout_s: How long to wait for the reply.
+        client_key: This client's ``.key_secret`` file, for a CURVE-secured control socket.
+        server_key: The control socket's public ``.key`` file (with ``client_key``).
+
     Raises:
-        StreamfuseError: No reply within ``timeout_s`` (nothing listening, or a busy pipeline).
+        StreamfuseError: No reply within ``timeout_s`` (nothing listening, a busy pipeline, or a
+            CURVE handshake that was refused).
     """
     context = zmq.Context()
     socket = context.socket(zmq.REQ)
     socket.setsockopt(zmq.LINGER, 0)
     try:
+        if client_key or server_key:
+            if not (client_key and server_key):
+                raise StreamfuseError("a CURVE control client needs --client-key and --server-key")
+            secure_client(socket, client_key, server_key)
         socket.connect(endpoint)
         socket.send(json.dumps(message).encode())
         if not socket.poll(int(timeout_s * 1000), zmq.POLLIN):
             raise StreamfuseError(f"--control {endpoint}: no reply within {timeout_s:g} s; is a pipeline running with "
-                                  "control.enabled: true at that endpoint?")
+                                  "control.enabled: true at that endpoint (and, if it uses CURVE, is this client's "
+                                  "public key in its authorized_keys)?")
         return json.loads(socket.recv())
     except zmq.ZMQError as exc:
         raise StreamfuseError(f"--control {endpoint}: {exc.strerror}") from None

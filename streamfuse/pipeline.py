@@ -114,6 +114,9 @@ class Pipeline:
             self.router = build_router(config.text)
             self.routing = self.router.route(config.prompt)
         self._control = None
+        self.health_server = None
+        """The HTTP health endpoint (when ``health.enabled``; made by :meth:`start`)."""
+        self._started_at = time.monotonic()
         self.pair_state = "paired"
         """``paired``; or while a camera is lost, ``pause`` or ``passthrough`` (``sync.on_camera_loss``)."""
         self._output_shape: tuple[int, int] | None = None
@@ -154,7 +157,13 @@ class Pipeline:
             if self.config.control.enabled:
                 from streamfuse.control import ControlServer
 
-                self._control = ControlServer(self.config.control.endpoint, self._control_handlers())
+                self._control = ControlServer(self.config.control, self._control_handlers())
+            if self.config.health.enabled:
+                from streamfuse.health import HealthServer
+
+                health = self.config.health
+                self.health_server = HealthServer(health.host, health.port, self.health, metrics=health.metrics)
+                log.info("health endpoint %s/health", self.health_server.url)
             fps = self.primary.nominal_fps or 30.0
             for index, sink_config in enumerate(self.config.sinks):
                 sink = build_sink(sink_config, key=f"sinks.{index}", fps=fps, stats=self.stats)
@@ -186,16 +195,18 @@ class Pipeline:
         return routing
 
     def _control_handlers(self) -> dict:
+        from streamfuse.control import Command
+
         def set_prompt(request: dict) -> dict:
-            prompt = request.get("prompt")
-            if not isinstance(prompt, str) or len(prompt) > 1000:
-                raise ValueError("set_prompt needs 'prompt': a string of at most 1000 characters")
-            return {"routing": self.set_prompt(prompt).as_dict()}
+            if len(request["prompt"]) > 1000:
+                raise ValueError("set_prompt: 'prompt' must be at most 1000 characters")
+            return {"routing": self.set_prompt(request["prompt"]).as_dict()}
 
         return {
-            "set_prompt": set_prompt,
-            "get_prompt": lambda _request: {"routing": self.routing.as_dict()},
-            "get_stats": lambda _request: {"stats": self.stats.as_dict()},
+            "set_prompt": Command(set_prompt, {"prompt": str}),
+            "get_prompt": Command(lambda _request: {"routing": self.routing.as_dict()}),
+            "get_stats": Command(lambda _request: {"stats": self.stats.as_dict()}),
+            "get_health": Command(lambda _request: {"health": self.health()}),
         }
 
     def _shutdown_after_failed_start(self) -> None:
@@ -246,10 +257,36 @@ class Pipeline:
         found += [s.error for s in self.sinks if s.error is not None]
         return found
 
+    def health(self) -> dict:
+        """Health report: overall status, pairing state, output rate and latency, and per-source health.
+
+        ``status`` is ``failed`` when a stage failed, ``degraded`` while a camera is starting or
+        reconnecting, else ``ok``.
+        """
+        sources = {name: source.health() for name, source in self.sources.items()}
+        states = {health["state"] for health in sources.values()}
+        if self.errors() or "failed" in states:
+            status = "failed"
+        elif states <= {"running", "stopped"}:
+            status = "ok"
+        else:
+            status = "degraded"
+        e2e = self.stats.stages().get(END_TO_END)
+        return {
+            "status": status, "pair_state": self.pair_state, "uptime_s": round(time.monotonic() - self._started_at, 3),
+            "frames": self.frames_fused, "fps": round(self.stats.fps(), 2),
+            "latency_ms": {q: round(getattr(e2e, f"{q}_ms"), 2) if e2e else 0.0 for q in ("p50", "p95", "p99")},
+            "counters": self.stats.counters(), "sources": sources,
+            "errors": [str(error) for error in self.errors()],
+        }
+
     def _close_control(self) -> None:
         if self._control is not None:
             self._control.close()
             self._control = None
+        if self.health_server is not None:
+            self.health_server.close()
+            self.health_server = None
 
     def join(self, timeout: float | None = None) -> None:
         """Wait for every thread to end (and close the control socket)."""

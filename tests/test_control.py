@@ -2,15 +2,16 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 
 import pytest
 import zmq
 
 from conftest import free_ports
 from streamfuse.cli import main
-from streamfuse.config import config_from_dict
-from streamfuse.control import ControlServer, request
-from streamfuse.errors import StreamfuseError
+from streamfuse.config import ControlConfig, config_from_dict
+from streamfuse.control import Command, ControlServer, request
+from streamfuse.errors import ConfigError, StreamfuseError
 from streamfuse.pipeline import Pipeline
 from streamfuse.sinks import Subscriber
 
@@ -74,29 +75,39 @@ def test_control_get_prompt_and_stats_while_running():
         request(endpoint, {"cmd": "get_prompt"}, timeout_s=0.3)  # closed with the pipeline
 
 
+def control_config(port: int, **fields) -> ControlConfig:
+    return ControlConfig(enabled=True, endpoint=f"tcp://127.0.0.1:{port}", **fields)
+
+
+def echo_commands() -> dict[str, Command]:
+    def set_prompt(req):
+        if len(req["prompt"]) > 1000:
+            raise ValueError("'prompt' must be at most 1000 characters")
+        return {"prompt": req["prompt"]}
+
+    def explode(_req):
+        raise RuntimeError("boom")
+
+    return {"set_prompt": Command(set_prompt, {"prompt": str}), "explode": Command(explode)}
+
+
 @pytest.mark.parametrize(("raw", "error"), [
     (b"not json", "not valid JSON"),
     (b"[1, 2]", "JSON object with a string 'cmd'"),
     (b'{"cmd": 5}', "JSON object with a string 'cmd'"),
     (b'{"cmd": "reboot"}', "unknown command 'reboot'"),
-    (b'{"cmd": "set_prompt"}', "needs 'prompt'"),
-    (b'{"cmd": "set_prompt", "prompt": 7}', "needs 'prompt'"),
+    (b'{"cmd": "set_prompt"}', "set_prompt: missing key 'prompt'"),
+    (b'{"cmd": "set_prompt", "prompt": 7}', "'prompt' must be a str, got int"),
+    (b'{"cmd": "set_prompt", "prompt": "fog", "force": true}', "unexpected key 'force' (expected: prompt)"),
+    (b'{"cmd": "explode", "x": 1}', "unexpected key 'x' (expected: no other keys)"),
     (json.dumps({"cmd": "set_prompt", "prompt": "x" * 2000}).encode(), "at most 1000 characters"),
+    (json.dumps({"cmd": "set_prompt", "prompt": "x" * 70000}).encode(), "over the 65536-byte limit"),
+    (b"[" * 100000 + b"]" * 100000, "over the 65536-byte limit"),
     (b'{"cmd": "explode"}', "internal error: boom"),
 ])
 def test_bad_control_messages_get_error_replies(raw, error):
     (port,) = free_ports(1)
-
-    def set_prompt(req):
-        prompt = req.get("prompt")
-        if not isinstance(prompt, str) or len(prompt) > 1000:
-            raise ValueError("set_prompt needs 'prompt': a string of at most 1000 characters")
-        return {"prompt": prompt}
-
-    def explode(_req):
-        raise RuntimeError("boom")
-
-    server = ControlServer(f"tcp://127.0.0.1:{port}", {"set_prompt": set_prompt, "explode": explode})
+    server = ControlServer(control_config(port), echo_commands())
     context = zmq.Context()
     client = context.socket(zmq.REQ)
     client.connect(f"tcp://127.0.0.1:{port}")
@@ -115,14 +126,36 @@ def test_bad_control_messages_get_error_replies(raw, error):
         server.close()
 
 
+def test_control_rate_limit_refuses_a_flood_but_always_replies():
+    (port,) = free_ports(1)
+    server = ControlServer(control_config(port, max_requests_per_s=5), echo_commands())
+    try:
+        replies = [request(f"tcp://127.0.0.1:{port}", {"cmd": "set_prompt", "prompt": f"p{i}"}) for i in range(20)]
+        refused = [r for r in replies if not r["ok"]]
+        assert 10 <= len(refused) <= 15 and all("rate limit" in r["error"] for r in refused)
+        assert all(r["ok"] for r in replies[:5])  # the burst allowance
+        time.sleep(0.5)  # tokens come back at 5 per second
+        assert request(f"tcp://127.0.0.1:{port}", {"cmd": "set_prompt", "prompt": "later"})["ok"]
+    finally:
+        server.close()
+
+
 def test_control_endpoint_in_use():
     (port,) = free_ports(1)
-    first = ControlServer(f"tcp://127.0.0.1:{port}", {})
+    first = ControlServer(control_config(port), {})
     try:
         with pytest.raises(StreamfuseError, match="control.endpoint: cannot bind"):
-            ControlServer(f"tcp://127.0.0.1:{port}", {})
+            ControlServer(control_config(port), {})
     finally:
         first.close()
+
+
+def test_control_refuses_a_network_endpoint_without_keys():
+    with pytest.raises(ConfigError, match="control.endpoint: tcp://0.0.0.0:5556 is reachable from the network"):
+        config_from_dict({"control": {"enabled": True, "endpoint": "tcp://0.0.0.0:5556"}})
+    config = config_from_dict({"control": {"enabled": True, "endpoint": "tcp://0.0.0.0:5556",
+                                           "allow_insecure_remote": True}})
+    assert config.control.allow_insecure_remote
 
 
 def test_prompt_explain_cli(capsys):

@@ -32,6 +32,6 @@ def build_sink(config: SinkConfig, *, key: str, fps: float = 30.0, stats: Pipeli
         return ZmqSink(config.endpoint, bind=config.bind, topic=config.topic, encoding=config.encoding,
                        jpeg_quality=config.jpeg_quality, hwm=config.hwm, lossless=config.lossless,
                        wait_for_subscribers=config.wait_for_subscribers,
-                       subscriber_timeout_s=config.subscriber_timeout_s, key=key,
+                       subscriber_timeout_s=config.subscriber_timeout_s, curve=config.curve, key=key,
                        queue_size=config.queue_size, stats=stats)
     raise TypeError(f"unknown sink config {type(config).__name__}")

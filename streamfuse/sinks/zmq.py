@@ -25,8 +25,10 @@ import cv2
 import numpy as np
 import zmq
 
-from streamfuse.errors import SinkError, StreamfuseError
+from streamfuse.config import CurveConfig
+from streamfuse.errors import ConfigError, SinkError, StreamfuseError
 from streamfuse.frames import FusedFrame
+from streamfuse.security import secure_client, secure_server
 from streamfuse.sinks.base import Sink
 
 log = logging.getLogger(__name__)
@@ -96,6 +98,7 @@ class ZmqSink(Sink):
         lossless: Wait for slow subscribers instead of dropping.
         wait_for_subscribers: Before the first frame, wait until this many subscribers joined.
         subscriber_timeout_s: How long to wait for them.
+        curve: CURVE server keys and client allow-list (off by default; see :mod:`streamfuse.security`).
         key: Config key path used in error messages.
         **kwargs: Passed to :class:`Sink` (queue size, stats).
     """
@@ -104,7 +107,8 @@ class ZmqSink(Sink):
 
     def __init__(self, endpoint: str, *, bind: bool = True, topic: str = "fused", encoding: str = "jpeg",
                  jpeg_quality: int = 90, hwm: int = 4, lossless: bool = False, wait_for_subscribers: int = 0,
-                 subscriber_timeout_s: float = 5.0, key: str = "sinks.zmq", **kwargs) -> None:
+                 subscriber_timeout_s: float = 5.0, curve: CurveConfig | None = None, key: str = "sinks.zmq",
+                 **kwargs) -> None:
         super().__init__(**kwargs)
         self.endpoint = endpoint
         self.bind = bind
@@ -115,11 +119,13 @@ class ZmqSink(Sink):
         self.lossless = lossless
         self.wait_for_subscribers = wait_for_subscribers
         self.subscriber_timeout_s = subscriber_timeout_s
+        self.curve = curve or CurveConfig()
         self.key = key
         self.dropped = 0
         self.subscribers = 0
         self._context: zmq.Context | None = None
         self._socket: zmq.Socket | None = None
+        self._authenticator = None
         self._closing = threading.Event()
 
     def describe(self) -> str:
@@ -132,14 +138,13 @@ class ZmqSink(Sink):
         socket.setsockopt(zmq.XPUB_NODROP, 1)
         socket.setsockopt(zmq.XPUB_VERBOSE, 1)
         socket.setsockopt(zmq.LINGER, 1000 if self.lossless else 0)
-        try:
-            socket.bind(self.endpoint) if self.bind else socket.connect(self.endpoint)
-        except zmq.ZMQError as exc:
-            socket.close(0)
-            self._context.term()
-            self._context = None
-            raise _socket_error(self.key, self.endpoint, exc) from None
         self._socket = socket
+        try:
+            self._authenticator = secure_server(socket, self.curve, what=f"{self.key}.curve")
+            socket.bind(self.endpoint) if self.bind else socket.connect(self.endpoint)
+        except (zmq.ZMQError, ConfigError) as exc:
+            self.close()
+            raise exc if isinstance(exc, ConfigError) else _socket_error(self.key, self.endpoint, exc) from None
         if self.wait_for_subscribers:
             self._await_subscribers()
 
@@ -193,6 +198,9 @@ class ZmqSink(Sink):
         if self._socket is not None:
             self._socket.close()
             self._socket = None
+        if self._authenticator is not None:
+            self._authenticator.stop()
+            self._authenticator = None
         if self._context is not None:
             self._context.term()
             self._context = None
@@ -260,21 +268,35 @@ class Subscriber:
         keep: ``latest`` or ``all``.
         bind: Bind instead of connect (when the publisher connects).
         hwm: Receive high-water mark.
+        client_key: This subscriber's ``.key_secret`` file, for a CURVE-secured publisher.
+        server_key: The publisher's public ``.key`` file (with ``client_key``).
     """
 
     def __init__(self, endpoint: str, *, topic: str = "fused", keep: str = "latest", bind: bool = False,
-                 hwm: int = 1000) -> None:
+                 hwm: int = 1000, client_key: str | None = None, server_key: str | None = None) -> None:
         if keep not in ("latest", "all"):
             raise ValueError(f"keep must be 'latest' or 'all', got {keep!r}")
         self.endpoint = endpoint
         self.keep = keep
         self.received = 0
         self.skipped = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
         self._context = zmq.Context()
         self._socket = self._context.socket(zmq.SUB)
         self._socket.setsockopt(zmq.RCVHWM, hwm)
         self._socket.setsockopt(zmq.LINGER, 0)
         self._socket.setsockopt(zmq.SUBSCRIBE, topic.encode())
+        if client_key or server_key:
+            if not (client_key and server_key):
+                self.close()
+                raise StreamfuseError("a CURVE subscriber needs both its own secret key (--client-key) and the "
+                                      "publisher's public key (--server-key)")
+            try:
+                secure_client(self._socket, client_key, server_key)
+            except ConfigError:
+                self.close()
+                raise
         try:
             self._socket.bind(endpoint) if bind else self._socket.connect(endpoint)
         except zmq.ZMQError as exc:
@@ -282,8 +304,6 @@ class Subscriber:
             raise StreamfuseError(f"{endpoint}: cannot {'bind' if bind else 'connect'} ({exc.strerror})") from None
         self._newest: ReceivedFrame | None = None
         self._condition = threading.Condition()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         if keep == "latest":
             self._thread = threading.Thread(target=self._receive_loop, name="zmq-subscriber", daemon=True)
             self._thread.start()
@@ -329,7 +349,7 @@ class Subscriber:
     def close(self) -> None:
         """Stop receiving and release the socket."""
         self._stop.set()
-        if getattr(self, "_thread", None) is not None:
+        if self._thread is not None:
             self._thread.join(1.0)
         self._socket.close(0)
         self._context.term()

@@ -1,0 +1,133 @@
+"""The HTTP health endpoint of a running pipeline.
+
+``GET /health`` answers JSON (see :meth:`streamfuse.pipeline.Pipeline.health`): ``status`` is
+``ok`` (both cameras running), ``degraded`` (a camera is starting or reconnecting; HTTP 200) or
+``failed`` (a stage failed; HTTP 503), with per-source state, fps, drops, reconnects, stalls per
+hour and last error, and the end-to-end latency. ``GET /metrics`` serves the same numbers in the
+Prometheus text format when ``health.metrics`` is on (needs ``pip install "streamfuse[metrics]"``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from streamfuse.errors import ConfigError, StreamfuseError
+
+log = logging.getLogger(__name__)
+
+Report = Callable[[], dict[str, Any]]
+
+#: Per-source numbers exported as Prometheus metrics: (health key, metric name, type, help).
+_SOURCE_METRICS = (
+    ("fps", "streamfuse_source_fps", "gauge", "Frames per second delivered by the source"),
+    ("frames", "streamfuse_source_frames", "counter", "Frames read from the source"),
+    ("drops", "streamfuse_source_drops", "counter", "Frames dropped because the pipeline was busy"),
+    ("disconnects", "streamfuse_source_disconnects", "counter", "Times the source was lost"),
+    ("reconnects", "streamfuse_source_reconnects", "counter", "Times a lost source came back"),
+    ("stalls", "streamfuse_source_stalls", "counter", "Times the watchdog found the source silent"),
+)
+_STATES = ("starting", "running", "reconnecting", "stopped", "failed")
+
+
+class HealthServer:
+    """Serves ``/health`` (and optionally ``/metrics``) from ``report()`` on its own thread.
+
+    Args:
+        host: Address to bind (``127.0.0.1`` keeps it local).
+        port: TCP port (0 picks a free one; see :attr:`port`).
+        report: Returns the health dictionary; called once per request.
+        metrics: Also serve ``/metrics`` (Prometheus).
+    """
+
+    def __init__(self, host: str, port: int, report: Report, *, metrics: bool = False) -> None:
+        self.report = report
+        self._metrics = _prometheus_renderer() if metrics else None
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+                server._answer(self)
+
+            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - http.server's signature
+                log.debug("health: " + format, *args)
+
+        try:
+            self._http = ThreadingHTTPServer((host, port), Handler)
+        except OSError as exc:
+            raise StreamfuseError(f"health: cannot listen on {host}:{port} ({exc.strerror}); choose another "
+                                  "health.port (0 picks a free one) or set health.enabled: false") from None
+        self._http.daemon_threads = True
+        self.port = self._http.server_address[1]
+        self.url = f"http://{host}:{self.port}"
+        self._thread = threading.Thread(target=self._http.serve_forever, kwargs={"poll_interval": 0.2},
+                                        name="health", daemon=True)
+        self._thread.start()
+
+    def _answer(self, request: BaseHTTPRequestHandler) -> None:
+        path = request.path.split("?", 1)[0]
+        if path == "/health":
+            report = self.report()
+            body, kind = json.dumps(report).encode(), "application/json"
+            code = 503 if report.get("status") == "failed" else 200
+        elif path == "/metrics" and self._metrics is not None:
+            body, kind, code = self._metrics(self.report()), "text/plain; version=0.0.4; charset=utf-8", 200
+        else:
+            body, kind, code = b'{"error": "not found; try /health"}', "application/json", 404
+        request.send_response(code)
+        request.send_header("Content-Type", kind)
+        request.send_header("Content-Length", str(len(body)))
+        request.end_headers()
+        request.wfile.write(body)
+
+    def close(self) -> None:
+        """Stop serving and release the port."""
+        self._http.shutdown()
+        self._http.server_close()
+        self._thread.join(2)
+
+
+def _prometheus_renderer() -> Callable[[dict[str, Any]], bytes]:
+    """A function turning a health report into Prometheus text (needs ``prometheus_client``)."""
+    try:
+        from prometheus_client import CollectorRegistry, generate_latest
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+    except ImportError:
+        raise ConfigError('health.metrics: needs the prometheus_client package; pip install "streamfuse[metrics]" '
+                          "or set health.metrics: false") from None
+
+    def render(report: dict[str, Any]) -> bytes:
+        families = []
+        for key, name, kind, text in _SOURCE_METRICS:
+            family = (GaugeMetricFamily if kind == "gauge" else CounterMetricFamily)(name, text, labels=["source"])
+            for source, health in report["sources"].items():
+                family.add_metric([source], float(health[key]))
+            families.append(family)
+        state = GaugeMetricFamily("streamfuse_source_state", "1 for the source's current state",
+                                  labels=["source", "state"])
+        for source, health in report["sources"].items():
+            for name in _STATES:
+                state.add_metric([source, name], 1.0 if health["state"] == name else 0.0)
+        families.append(state)
+        frames = CounterMetricFamily("streamfuse_output_frames", "Fused frames delivered to the sinks")
+        frames.add_metric([], float(report["frames"]))
+        fps = GaugeMetricFamily("streamfuse_output_fps", "Output frames per second")
+        fps.add_metric([], float(report["fps"]))
+        latency = GaugeMetricFamily("streamfuse_latency_ms", "End-to-end latency percentiles (ms)", labels=["quantile"])
+        for quantile in ("p50", "p95", "p99"):
+            latency.add_metric([quantile], float(report["latency_ms"][quantile]))
+        families += [frames, fps, latency]
+
+        class Snapshot:
+            def collect(self):
+                return families
+
+        registry = CollectorRegistry()
+        registry.register(Snapshot())
+        return generate_latest(registry)
+
+    return render

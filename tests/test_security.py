@@ -1,0 +1,98 @@
+"""CURVE on the published frames and the control socket: authorised clients work, others get nothing."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+import pytest
+
+from conftest import free_ports
+from streamfuse.cli import main
+from streamfuse.config import config_from_dict
+from streamfuse.control import request
+from streamfuse.errors import ConfigError, StreamfuseError
+from streamfuse.pipeline import Pipeline
+from streamfuse.security import generate_keys
+from streamfuse.sinks import Subscriber
+
+
+@pytest.fixture
+def keys(tmp_path):
+    """A server pair, one authorised client pair (its public key in the allow-list), one stranger."""
+    server_public, server_secret = generate_keys(tmp_path / "server", "server")
+    client_public, client_secret = generate_keys(tmp_path / "clients", "operator")
+    _, stranger_secret = generate_keys(tmp_path / "strangers", "intruder")
+    return {"server_public": str(server_public), "server_secret": str(server_secret),
+            "authorized": str(tmp_path / "clients"), "client_secret": str(client_secret),
+            "stranger_secret": str(stranger_secret)}
+
+
+def secured_config(keys: dict, publish: int, control: int) -> dict:
+    camera = {"type": "synthetic", "fps": 30, "realtime": True}
+    curve = {"server_secret_key": keys["server_secret"], "authorized_keys": keys["authorized"]}
+    return {
+        "synthetic": {"width": 64, "height": 48},
+        "sources": {"ir": dict(camera), "vis": dict(camera)},
+        "fusion": {"fuser": "classical"},
+        "text": {"encoder": "hashing"},
+        "control": {"enabled": True, "endpoint": f"tcp://127.0.0.1:{control}", "curve": dict(curve)},
+        "sinks": [{"type": "zmq", "endpoint": f"tcp://127.0.0.1:{publish}", "encoding": "raw", "curve": dict(curve)}],
+        "stats": {"log_every_s": 0},
+    }
+
+
+def test_curve_admits_authorised_clients_only(keys, caplog):
+    publish, control = free_ports(2)
+    pipeline = Pipeline(config_from_dict(secured_config(keys, publish, control)))
+    runner = threading.Thread(target=pipeline.run, kwargs={"install_signal_handlers": False})
+    caplog.set_level(logging.WARNING, logger="streamfuse.security")
+    runner.start()
+    try:
+        publisher, controller = f"tcp://127.0.0.1:{publish}", f"tcp://127.0.0.1:{control}"
+        with Subscriber(publisher, keep="all", client_key=keys["client_secret"], server_key=keys["server_public"]) \
+                as authorised, \
+                Subscriber(publisher, keep="all", client_key=keys["stranger_secret"],
+                           server_key=keys["server_public"]) as stranger, \
+                Subscriber(publisher, keep="all") as plain:
+            assert authorised.receive(timeout=10) is not None
+            assert stranger.receive(timeout=1.5) is None
+            assert plain.receive(timeout=0.5) is None
+
+        reply = request(controller, {"cmd": "get_prompt"}, client_key=keys["client_secret"],
+                        server_key=keys["server_public"])
+        assert reply["ok"]
+        with pytest.raises(StreamfuseError, match="no reply"):
+            request(controller, {"cmd": "set_prompt", "prompt": "fog"}, timeout_s=1.5,
+                    client_key=keys["stranger_secret"], server_key=keys["server_public"])
+        with pytest.raises(StreamfuseError, match="no reply"):
+            request(controller, {"cmd": "set_prompt", "prompt": "fog"}, timeout_s=1.0)
+        assert pipeline.routing.prompt == ""  # neither refused client changed anything
+        assert main(["prompt", "set", "night", "--control", controller, "--client-key", keys["client_secret"],
+                     "--server-key", keys["server_public"]]) == 0
+        assert pipeline.routing.prompt == "night"
+    finally:
+        pipeline.stop()
+        runner.join(10)
+    assert any("unknown CURVE key" in r.getMessage() for r in caplog.records)  # the refusals were logged
+
+
+def test_curve_misconfiguration_is_named(keys, tmp_path):
+    with pytest.raises(ConfigError, match="set both server_secret_key and authorized_keys"):
+        config_from_dict({"sinks": [{"type": "zmq", "curve": {"server_secret_key": keys["server_secret"]}}]})
+    publish, control = free_ports(2)
+    data = secured_config(keys, publish, control)
+    data["sinks"][0]["curve"]["server_secret_key"] = keys["server_public"]
+    with pytest.raises(ConfigError, match=r"sinks.0.curve.server_secret_key: .*server.key holds only a public key"):
+        Pipeline(config_from_dict(data)).run(install_signal_handlers=False)
+    data = secured_config(keys, publish, control)
+    data["control"]["curve"]["authorized_keys"] = str(tmp_path / "nowhere")
+    with pytest.raises(ConfigError, match="control.curve.authorized_keys: .*nowhere is not a folder"):
+        Pipeline(config_from_dict(data)).run(install_signal_handlers=False)
+
+
+def test_keys_command_writes_a_pair_and_never_overwrites(tmp_path, capsys):
+    assert main(["keys", str(tmp_path), "--name", "cam"]) == 0
+    assert (tmp_path / "cam.key").is_file() and (tmp_path / "cam.key_secret").stat().st_mode & 0o077 == 0
+    assert main(["keys", str(tmp_path), "--name", "cam"]) == 2
+    assert "a key with this name exists" in capsys.readouterr().err
