@@ -389,17 +389,21 @@ class Pipeline:
 
         matcher = new_matcher()
         secondary_done = False
+        paired_once = False
         try:
             while True:
                 lost = [source for source in (primary, secondary) if source.lost]
                 if lost:
                     if self.pair_state == "paired":
                         self.pair_state = self.config.sync.on_camera_loss
-                        log.warning("camera %s lost: %s until it is back", lost[0].name,
-                                    "publishing the other camera alone" if self.pair_state == "passthrough"
-                                    else "output paused")
+                        log.log(logging.WARNING if paired_once else logging.INFO, "camera %s %s: %s", lost[0].name,
+                                "lost" if paired_once else "not delivering yet",
+                                "publishing the other camera alone" if self.pair_state == "passthrough"
+                                else "output paused until it is back")
                     survivor = next((s for s in (primary, secondary) if s not in lost), None)
-                    if self.pair_state == "passthrough" and survivor is not None:
+                    # the output is on the visible grid: infrared alone needs its size from an earlier pair
+                    if self.pair_state == "passthrough" and survivor is not None and (
+                            survivor.name == "vis" or self._output_shape is not None):
                         pair = self._passthrough_pair(survivor)
                         if pair is not None and not self._pairs.put(pair):
                             return
@@ -409,8 +413,9 @@ class Pipeline:
                 if self.pair_state != "paired":  # both cameras are back: start pairing afresh
                     matcher = new_matcher()
                     self.pair_state = "paired"
-                    self.stats.count("resyncs")
-                    log.info("both cameras delivering again: pairing resumed")
+                    if paired_once:
+                        self.stats.count("resyncs")
+                        log.info("both cameras delivering again: pairing resumed")
                 try:
                     frame = primary.queue.get(timeout=_POLL_S)
                 except Closed:
@@ -445,6 +450,7 @@ class Pipeline:
                 t2 = time.perf_counter()
                 registered = type(ir)(warped, ir.timestamp, ir.seq, ir.source, ir.created, ir.meta)
                 pair = FramePair(registered, vis, skew, valid, {"sync": (t1 - t0) * 1000, "warp": (t2 - t1) * 1000})
+                paired_once = True
                 self.stats.record_pair(skew)
                 self.stats.record_latency("sync", pair.latency["sync"])
                 self.stats.record_latency("warp", pair.latency["warp"])

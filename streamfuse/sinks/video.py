@@ -85,6 +85,9 @@ class VideoWriter:
         stream = self._container.add_stream(encoder, rate=Fraction(self.fps).limit_denominator(1001))
         stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
         stream.time_base = TIME_BASE
+        # The encoder counts in milliseconds too: at 1/fps, a live camera's jittery timestamps would
+        # round two frames onto one tick and the muxer would refuse the non-increasing timestamps.
+        stream.codec_context.time_base = TIME_BASE
         if self.codec == "h264":
             stream.options = {"crf": str(self.crf), "preset": self.preset}
         stream.thread_type = "AUTO"

@@ -108,8 +108,8 @@ class VideoSource(Source):
 
     def open(self) -> None:
         timeout = NETWORK_TIMEOUT_S
-        if self.reconnect is not None:  # PyAV gives up a read after about twice the read timeout
-            timeout = (self.reconnect.open_timeout_s, self.reconnect.stall_timeout_s / 2)
+        if self.reconnect is not None:  # a read gives up well after the watchdog has reported the stall
+            timeout = (self.reconnect.open_timeout_s, 2 * self.reconnect.stall_timeout_s)
         self._first_time = None
         self._container = open_container(self.uri, timeout)
         stream = self._container.streams.video[0]

@@ -1,0 +1,256 @@
+"""Live feeds against real RTSP cameras (GStreamer's RTSP server): down at start, dropped, stalled,
+flapping, restarted on the same port, one of two lost; stop from a hanging connect; credentials."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+
+import pytest
+
+from camera_server import RtspCamera, gstreamer_missing
+from conftest import free_ports
+from media import read_video
+from streamfuse.config import config_from_dict
+from streamfuse.errors import SourceError
+from streamfuse.pipeline import Pipeline
+from streamfuse.sinks import Subscriber
+
+pytestmark = pytest.mark.skipif(gstreamer_missing() is not None, reason=str(gstreamer_missing()))
+
+#: Short timeouts so that each fault plays out in seconds.
+RECONNECT = {"open_timeout_s": 2.0, "stall_timeout_s": 1.0, "grace_s": 3.0, "backoff_initial_s": 0.2,
+             "backoff_max_s": 1.0}
+#: The issue's bar: first fused frame within this long after the camera is back.
+RECOVERY_S = 5.0
+
+
+def wait_until(condition, timeout: float, what: str) -> float:
+    """Poll ``condition`` until true; returns the monotonic time it became true."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.02)
+    return time.monotonic()
+
+
+class LiveRun:
+    """A pipeline fusing two RTSP cameras into an MP4 and a ZeroMQ publisher, on a background thread."""
+
+    def __init__(self, tmp_path, ir_url: str, vis_url: str, **sync) -> None:
+        (publish,) = free_ports(1)
+        self.output = tmp_path / "live.mp4"
+        source = {"type": "video", "reconnect": dict(RECONNECT)}
+        config = {
+            "sources": {"ir": {**source, "uri": ir_url}, "vis": {**source, "uri": vis_url}},
+            "sync": {"tolerance_ms": 70, **sync},
+            "fusion": {"fuser": "classical"},
+            "sinks": [{"type": "video", "path": str(self.output)},
+                      {"type": "zmq", "endpoint": f"tcp://127.0.0.1:{publish}", "encoding": "raw", "hwm": 1000}],
+            "stats": {"log_every_s": 0},
+        }
+        self.pipeline = Pipeline(config_from_dict(config))
+        self.subscriber = Subscriber(f"tcp://127.0.0.1:{publish}", keep="all")
+        self.error: Exception | None = None
+        self.modes: list[str] = []
+        """The ``mode`` header of every published frame (collected when the run ends)."""
+        self.thread = threading.Thread(target=self._run, name="test-live-run")
+
+    def _run(self) -> None:
+        try:
+            self.pipeline.run(install_signal_handlers=False)
+        except Exception as exc:  # surfaced by the test through .error
+            self.error = exc
+
+    def __enter__(self) -> LiveRun:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.pipeline.stop()
+        self.thread.join(15)
+        while (frame := self.subscriber.receive(timeout=0.5)) is not None:
+            self.modes.append(frame.header["mode"])
+        self.subscriber.close()
+        assert not self.thread.is_alive(), "the pipeline did not stop"
+
+    @property
+    def frames(self) -> int:
+        return self.pipeline.frames_fused
+
+    def source(self, name: str) -> dict:
+        return self.pipeline.health()["sources"][name]
+
+
+@pytest.fixture
+def cameras():
+    ports = free_ports(2)
+    made = {"ir": RtspCamera(ports[0]), "vis": RtspCamera(ports[1])}
+    yield made
+    for camera in made.values():
+        camera.kill()
+
+
+def assert_playable(path, at_least: int) -> None:
+    images, times = read_video(path)
+    assert len(images) >= at_least and images[0].shape == (128, 160, 3)
+    assert times == sorted(times)
+
+
+def test_camera_down_at_start_comes_up(tmp_path, cameras):
+    cameras["vis"].start()
+    with LiveRun(tmp_path, cameras["ir"].url, cameras["vis"].url) as run:
+        time.sleep(2.5)
+        assert run.frames == 0 and run.error is None
+        health = run.pipeline.health()
+        assert health["status"] == "degraded" and health["sources"]["ir"]["state"] == "starting"
+        assert health["sources"]["ir"]["last_error"] and health["sources"]["vis"]["state"] == "running"
+        back = cameras["ir"].start()
+        first = wait_until(lambda: run.frames > 0, 15, "the first fused frame")
+        assert first - back < RECOVERY_S
+        wait_until(lambda: run.frames > 10, 10, "steady output")
+        assert run.pipeline.health()["status"] == "ok"
+    assert run.error is None
+    assert_playable(run.output, 10)
+
+
+def test_camera_dropped_mid_run_then_restarted_on_the_same_port(tmp_path, cameras):
+    for camera in cameras.values():
+        camera.start()
+    with LiveRun(tmp_path, cameras["ir"].url, cameras["vis"].url) as run:
+        wait_until(lambda: run.frames > 15, 15, "steady output")
+        cameras["ir"].kill()
+        wait_until(lambda: run.source("ir")["state"] == "reconnecting", 5, "the loss to be noticed")
+        time.sleep(0.3)  # frames already in flight drain
+        paused_at = run.frames
+        time.sleep(1.5)
+        assert run.frames == paused_at, "pause policy: nothing is published while a camera is lost"
+        assert run.pipeline.pair_state == "pause"
+        back = cameras["ir"].start()
+        resumed = wait_until(lambda: run.frames > paused_at, 15, "output after the restart")
+        assert resumed - back < RECOVERY_S
+        wait_until(lambda: run.frames > paused_at + 10, 10, "steady output again")
+        ir, vis = run.source("ir"), run.source("vis")
+        assert (ir["disconnects"], ir["reconnects"], vis["disconnects"], vis["reconnects"]) == (1, 1, 0, 0)
+        assert run.pipeline.stats.counters().get("resyncs") == 1
+    assert run.error is None
+    assert_playable(run.output, paused_at + 10)
+
+
+def test_stalled_camera_is_detected_and_recovers(tmp_path, cameras):
+    for camera in cameras.values():
+        camera.start()
+    with LiveRun(tmp_path, cameras["ir"].url, cameras["vis"].url) as run:
+        wait_until(lambda: run.frames > 15, 15, "steady output")
+        cameras["vis"].freeze()
+        wait_until(lambda: run.source("vis")["stalls"] == 1, 5, "the watchdog to report the stall")
+        assert run.source("vis")["state"] == "reconnecting"
+        assert "stalled" in run.source("vis")["last_error"]
+        time.sleep(1.0)
+        stalled_at = run.frames
+        thawed = time.monotonic()
+        cameras["vis"].thaw()
+        resumed = wait_until(lambda: run.frames > stalled_at, 15, "output after the stall")
+        assert resumed - thawed < RECOVERY_S
+        vis = run.source("vis")
+        assert (vis["stalls"], vis["disconnects"], vis["reconnects"]) == (1, 1, 1)
+    assert run.error is None
+    assert_playable(run.output, stalled_at)
+
+
+def test_flapping_camera_recovers_every_time_and_counts_match(tmp_path, cameras):
+    for camera in cameras.values():
+        camera.start()
+    flaps = 3
+    with LiveRun(tmp_path, cameras["ir"].url, cameras["vis"].url) as run:
+        wait_until(lambda: run.frames > 10, 15, "steady output")
+        for _ in range(flaps):
+            cameras["vis"].kill()
+            wait_until(lambda: run.source("vis")["state"] == "reconnecting", 5, "the loss to be noticed")
+            time.sleep(0.5)
+            before = run.frames
+            back = cameras["vis"].start()
+            assert wait_until(lambda b=before: run.frames > b + 3, 15, "output after a flap") - back < RECOVERY_S + 1
+        vis = run.source("vis")
+        assert (vis["disconnects"], vis["reconnects"]) == (flaps, flaps)
+        assert run.source("ir")["disconnects"] == 0
+    assert run.error is None
+
+
+def test_passthrough_publishes_the_surviving_camera_marked_in_the_header(tmp_path, cameras):
+    for camera in cameras.values():
+        camera.start()
+    with LiveRun(tmp_path, cameras["ir"].url, cameras["vis"].url, on_camera_loss="passthrough") as run:
+        wait_until(lambda: run.frames > 10, 15, "steady output")
+        cameras["ir"].kill()
+        wait_until(lambda: run.source("ir")["state"] == "reconnecting", 5, "the loss to be noticed")
+        before = run.frames
+        wait_until(lambda: run.frames > before + 10, 5, "passthrough frames")
+        assert run.pipeline.pair_state == "passthrough"
+        cameras["ir"].start()
+        wait_until(lambda: run.pipeline.pair_state == "paired", 10, "pairing to resume")
+        resumed = run.frames
+        wait_until(lambda: run.frames > resumed + 5, 10, "fused output again")
+    modes = run.modes
+    assert modes[0] == "fused" and modes[-1] == "fused"
+    assert "passthrough_vis" in modes and "passthrough_ir" not in modes
+    first = modes.index("passthrough_vis")
+    last = len(modes) - 1 - modes[::-1].index("passthrough_vis")
+    assert set(modes[first:last + 1]) == {"passthrough_vis"}  # one contiguous outage
+    assert run.error is None
+    assert_playable(run.output, len(modes) - 5)
+
+
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_stop_during_a_hanging_connect_leaks_nothing(tmp_path, cameras):
+    cameras["vis"].start()
+    black_hole = socket.socket()  # accepts TCP connections and never answers: an RTSP connect hangs
+    black_hole.bind(("127.0.0.1", 0))
+    black_hole.listen(8)
+    threads_before = {t.name for t in threading.enumerate()}
+    run = LiveRun(tmp_path, f"rtsp://127.0.0.1:{black_hole.getsockname()[1]}/cam", cameras["vis"].url)
+    fds_before = open_fds()
+    try:
+        with run:
+            time.sleep(1.0)  # the ir source is inside its connect now
+            assert run.source("ir")["state"] == "starting"
+            stopping = time.monotonic()
+        assert time.monotonic() - stopping < RECONNECT["open_timeout_s"] + 2
+    finally:
+        black_hole.close()
+    leftover = {t.name for t in threading.enumerate() if t.is_alive()} - threads_before
+    assert not leftover, f"threads left running: {leftover}"
+    assert open_fds() <= fds_before, "file descriptors leaked"
+    assert run.error is None
+
+
+def test_credentials_never_reach_the_logs(tmp_path, cameras, caplog):
+    (port,) = free_ports(1)  # nothing listens: connection refused, retried, logged
+    cameras["vis"].start()
+    caplog.set_level(logging.DEBUG)
+    with LiveRun(tmp_path, f"rtsp://admin:hunter2@127.0.0.1:{port}/cam", cameras["vis"].url) as run:
+        wait_until(lambda: run.source("ir")["last_error"] is not None, 10, "a failed attempt")
+        time.sleep(1.0)
+        health = str(run.pipeline.health())
+    assert "hunter2" not in caplog.text and "hunter2" not in health
+    assert "rtsp://***@127.0.0.1" in caplog.text
+
+
+def test_a_configuration_error_fails_fast_instead_of_retrying(tmp_path, cameras):
+    cameras["vis"].start()
+    pipeline = Pipeline(config_from_dict({
+        "sources": {"ir": {"type": "video", "uri": "rtspx://127.0.0.1:1/cam", "reconnect": {"enabled": True}},
+                    "vis": {"type": "video", "uri": cameras["vis"].url}},
+        "fusion": {"fuser": "classical"}, "stats": {"log_every_s": 0}}))
+    started = time.monotonic()
+    with pytest.raises(SourceError, match="rtspx://127.0.0.1:1/cam: cannot open video"):
+        pipeline.run(install_signal_handlers=False)
+    assert time.monotonic() - started < 10
+    assert pipeline.health()["sources"]["ir"]["state"] == "failed"
