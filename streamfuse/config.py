@@ -556,6 +556,11 @@ def _substitute_env(node: Any, path: str, env: typing.Mapping[str, str]) -> Any:
     return node
 
 
+def _shown(key: Any) -> str:
+    """A key as written in messages: as is when printable, else quoted (a key with a newline stays one line)."""
+    return key if isinstance(key, str) and key.isprintable() and key else repr(key)
+
+
 def _join(path: str, key: str) -> str:
     return f"{path}.{key}" if path else str(key)
 
@@ -568,7 +573,7 @@ def _build(cls: type, data: Any, path: str) -> Any:
     names = [f.name for f in dataclasses.fields(cls)]
     for key in data:
         if key not in names:
-            raise ConfigError(f"{_join(path, str(key))}: unknown key (expected one of: {', '.join(names)})")
+            raise ConfigError(f"{_join(path, _shown(key))}: unknown key (expected one of: {', '.join(names)})")
     values = {key: _convert(hints[key], value, _join(path, key)) for key, value in data.items()}
     for name in names:  # absent sections get their defaults, checked like written ones
         if name not in values and dataclasses.is_dataclass(hints[name]):
@@ -607,7 +612,7 @@ def _convert(hint: Any, value: Any, path: str) -> Any:
     if origin is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{path}: expected a mapping, got {_describe(value)}")
-        return {str(k): _convert(args[1], v, f"{path}.{k}") for k, v in value.items()}
+        return {str(k): _convert(args[1], v, f"{path}.{_shown(k)}") for k, v in value.items()}
     if origin is list:
         if not isinstance(value, list):
             raise ConfigError(f"{path}: expected a list, got {_describe(value)}")
