@@ -1,0 +1,58 @@
+"""The HTTP health endpoint on a running pipeline: /health JSON, /metrics (Prometheus), 404 elsewhere."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+
+from streamfuse.config import config_from_dict
+from streamfuse.pipeline import Pipeline
+
+
+def get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def test_health_and_metrics_endpoints_report_a_live_pipeline():
+    camera = {"type": "synthetic", "fps": 30, "realtime": True}
+    pipeline = Pipeline(config_from_dict({
+        "synthetic": {"width": 64, "height": 48},
+        "sources": {"ir": dict(camera), "vis": dict(camera)},
+        "fusion": {"fuser": "classical"},
+        "health": {"enabled": True, "port": 0, "metrics": True},
+        "stats": {"log_every_s": 0},
+    }))
+    runner = threading.Thread(target=pipeline.run, kwargs={"install_signal_handlers": False})
+    runner.start()
+    try:
+        deadline = time.monotonic() + 10
+        while pipeline.frames_fused < 20 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        url = pipeline.health_server.url
+        code, body = get(f"{url}/health")
+        health = json.loads(body)
+        assert code == 200 and health["status"] == "ok" and health["pair_state"] == "paired"
+        assert health["frames"] >= 20 and health["latency_ms"]["p95"] > 0
+        for name in ("ir", "vis"):
+            source = health["sources"][name]
+            assert source["state"] == "running" and 20 < source["fps"] < 40
+            assert (source["disconnects"], source["reconnects"], source["stalls"]) == (0, 0, 0)
+        code, text = get(f"{url}/metrics")
+        assert code == 200
+        assert 'streamfuse_source_state{source="ir",state="running"} 1.0' in text
+        assert "streamfuse_output_frames_total" in text and 'streamfuse_latency_ms{quantile="p95"}' in text
+        assert get(f"{url}/secrets")[0] == 404
+    finally:
+        pipeline.stop()
+        runner.join(10)
+    with pytest.raises(OSError):
+        get(f"{url}/health")  # the port is released with the pipeline

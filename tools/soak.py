@@ -1,0 +1,176 @@
+"""Soak test: run a live pipeline for N minutes with periodic camera drops and report resource slopes.
+
+Two feeds are fused for ``--minutes``: real RTSP cameras (tests/rtsp_server.py under the system
+Python with GStreamer; the default) that are killed and restarted every ``--drop-every`` seconds,
+alternating between the cameras, or the live synthetic scene (``--feeds synthetic``, no drops).
+Every ``--sample-every`` seconds it records RSS, thread count, open file descriptors, queue depths
+and the health counters; at the end it prints the least-squares slope of each after ``--warmup``
+minutes (RSS in MB per hour), the counters against the drops injected, and any pipeline error.
+Not a CI test: a 30-minute run is the acceptance check of docs/live.md.
+
+    python tools/soak.py --minutes 30 --out out/soak
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))  # the RTSP test camera helper
+
+from camera_server import RtspCamera, gstreamer_missing  # noqa: E402
+
+from streamfuse.config import config_from_dict  # noqa: E402
+from streamfuse.pipeline import Pipeline  # noqa: E402
+
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def rss_mb() -> float:
+    """Resident set size of this process in MB."""
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * PAGE / 1e6
+
+
+def slope_per_hour(times_s: list[float], values: list[float]) -> float:
+    """Least-squares slope of ``values`` against time, per hour."""
+    n = len(times_s)
+    if n < 2:
+        return 0.0
+    mean_t, mean_v = sum(times_s) / n, sum(values) / n
+    var = sum((t - mean_t) ** 2 for t in times_s)
+    cov = sum((t - mean_t) * (v - mean_v) for t, v in zip(times_s, values, strict=True))
+    return cov / var * 3600.0 if var else 0.0
+
+
+def build_config(args: argparse.Namespace, urls: dict[str, str], out: Path) -> dict:
+    if args.feeds == "rtsp":
+        reconnect = {"stall_timeout_s": 2.0, "backoff_initial_s": 0.25, "backoff_max_s": 2.0}
+        sources = {name: {"type": "video", "uri": url, "reconnect": reconnect} for name, url in urls.items()}
+    else:
+        camera = {"type": "synthetic", "fps": args.fps, "realtime": True}
+        sources = {"ir": dict(camera), "vis": dict(camera)}
+    return {
+        "synthetic": {"width": args.size[0], "height": args.size[1]},
+        "sources": sources,
+        "sync": {"tolerance_ms": 70, "on_camera_loss": args.on_camera_loss},
+        "fusion": {"fuser": args.fuser},
+        "sinks": [{"type": "video", "path": str(out / "soak.mp4"), "overwrite": True},
+                  {"type": "zmq", "endpoint": f"tcp://127.0.0.1:{args.port}"}],
+        "health": {"enabled": True, "port": 0},
+        "stats": {"log_every_s": 60},
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--minutes", type=float, default=30.0)
+    parser.add_argument("--warmup", type=float, default=3.0, help="minutes left out of the slopes")
+    parser.add_argument("--feeds", choices=["rtsp", "synthetic"], default="rtsp")
+    parser.add_argument("--drop-every", type=float, default=60.0, help="seconds between camera drops (rtsp)")
+    parser.add_argument("--down-for", type=float, default=5.0, help="seconds a dropped camera stays down")
+    parser.add_argument("--sample-every", type=float, default=10.0)
+    parser.add_argument("--size", type=lambda s: tuple(int(v) for v in s.split("x")), default=(320, 256))
+    parser.add_argument("--fps", type=int, default=15)
+    parser.add_argument("--fuser", default="classical")
+    parser.add_argument("--on-camera-loss", choices=["pause", "passthrough"], default="passthrough")
+    parser.add_argument("--port", type=int, default=5590, help="ZeroMQ publisher port")
+    parser.add_argument("--camera-ports", type=int, nargs=2, default=[8591, 8592], help="RTSP ports of ir and vis")
+    parser.add_argument("--out", type=Path, default=Path("out/soak"))
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+
+    cameras: dict[str, RtspCamera] = {}
+    if args.feeds == "rtsp":
+        missing = gstreamer_missing()
+        if missing:
+            parser.error(f"--feeds rtsp: {missing}")
+        cameras = {name: RtspCamera(port, size=args.size, fps=args.fps)
+                   for name, port in zip(("ir", "vis"), args.camera_ports, strict=True)}
+        for camera in cameras.values():
+            camera.start()
+    pipeline = Pipeline(config_from_dict(build_config(args, {n: c.url for n, c in cameras.items()}, args.out)))
+    error: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            pipeline.run(install_signal_handlers=False)
+        except BaseException as exc:  # reported at the end: a crash is a soak failure
+            error.append(exc)
+
+    runner = threading.Thread(target=run, name="soak-pipeline")
+    runner.start()
+    start = time.monotonic()
+    end = start + args.minutes * 60
+    next_drop = start + args.drop_every
+    drops_injected = {"ir": 0, "vis": 0}
+    victim = "ir"
+    samples = []
+    log_path = args.out / "samples.csv"
+    fields = ["t_s", "rss_mb", "threads", "fds", "queue_ir", "queue_vis", "queue_pairs", "queue_sinks", "frames",
+              "fps", "p95_ms"]
+    with open(log_path, "w", newline="") as log_file:
+        writer = csv.DictWriter(log_file, fieldnames=fields)
+        writer.writeheader()
+        try:
+            while time.monotonic() < end and runner.is_alive():
+                now = time.monotonic()
+                if cameras and now >= next_drop:
+                    cameras[victim].kill()
+                    drops_injected[victim] += 1
+                    time.sleep(args.down_for)
+                    cameras[victim].start()
+                    victim = "vis" if victim == "ir" else "ir"
+                    next_drop = time.monotonic() + args.drop_every
+                health = pipeline.health()
+                sample = {
+                    "t_s": round(now - start, 1), "rss_mb": round(rss_mb(), 2), "threads": threading.active_count(),
+                    "fds": len(os.listdir("/proc/self/fd")),
+                    "queue_ir": len(pipeline.sources["ir"].queue), "queue_vis": len(pipeline.sources["vis"].queue),
+                    "queue_pairs": len(pipeline._pairs), "queue_sinks": sum(len(s.queue) for s in pipeline.sinks),
+                    "frames": health["frames"], "fps": health["fps"], "p95_ms": health["latency_ms"]["p95"],
+                }
+                samples.append(sample)
+                writer.writerow(sample)
+                log_file.flush()
+                print(json.dumps(sample), flush=True)
+                time.sleep(min(args.sample_every, max(0.0, end - time.monotonic())))
+        except KeyboardInterrupt:
+            print("interrupted: reporting what was sampled", flush=True)
+        finally:
+            health = pipeline.health()
+            pipeline.stop()
+            runner.join(30)
+            for camera in cameras.values():
+                camera.kill()
+
+    steady = [s for s in samples if s["t_s"] >= args.warmup * 60] or samples
+    times = [s["t_s"] for s in steady]
+    report = {
+        "minutes": round((time.monotonic() - start) / 60, 2), "samples": len(samples),
+        "slopes_per_hour": {key: round(slope_per_hour(times, [s[key] for s in steady]), 3)
+                            for key in ("rss_mb", "threads", "fds", "queue_pairs", "queue_sinks")},
+        "rss_mb": {"first_after_warmup": steady[0]["rss_mb"], "last": steady[-1]["rss_mb"],
+                   "max": max(s["rss_mb"] for s in steady)},
+        "threads": sorted({s["threads"] for s in steady}), "fds": sorted({s["fds"] for s in steady}),
+        "drops_injected": drops_injected,
+        "disconnects": {n: health["sources"][n]["disconnects"] for n in ("ir", "vis")},
+        "reconnects": {n: health["sources"][n]["reconnects"] for n in ("ir", "vis")},
+        "stalls": {n: health["sources"][n]["stalls"] for n in ("ir", "vis")},
+        "frames": health["frames"], "status_at_end": health["status"],
+        "crashes": [repr(e) for e in error] + ([] if not runner.is_alive() else ["pipeline did not stop"]),
+    }
+    (args.out / "report.json").write_text(json.dumps(report, indent=2))
+    print(json.dumps(report, indent=2))
+    return 1 if report["crashes"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
