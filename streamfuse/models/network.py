@@ -4,10 +4,13 @@ Heavy work runs at low resolution; the full-resolution part is cheap arithmetic:
 
     IR, VIS (full) ─► 1/4 pools ─► DAFE per modality ─► merge ─► 1/8 ─► ITI(text tokens) ─► DAFE
                                                           └──────────── skip ──────────────┘
-                                                     decoder at 1/4 ─► per-pixel maps (upsampled)
+                                                     decoder at 1/4 ─► per-pixel maps at 1/4
     fused = gain * (w * base_IR + (1 - w) * base_VIS) + bias + g_IR * detail_IR + g_VIS * detail_VIS
 
-``base`` is each source smoothed (its 1/4-scale average, upsampled), ``detail = source - base``.
+``base`` is each source smoothed (its 1/4-scale average), ``detail = source - base``. The formula
+is affine in the full-resolution sources, so it is evaluated as ``a_IR * IR + a_VIS * VIS + offset``
+with the three coefficients computed at 1/4 scale and upsampled (see :meth:`FusionNet.affine_coefficients`):
+the full-resolution work is one 3-channel interpolation and two multiply-adds.
 The per-pixel affine (gain, bias) lets the network brighten a dark visible image or stretch a flat
 thermal one, which convex weights alone cannot; to know how much, the merged features are modulated
 by each image's global statistics (mean and standard deviation of both sources), which a stack of
@@ -27,7 +30,7 @@ from torch.nn import functional as F
 
 from streamfuse.models.layers import DAFE, ITI, conv3x3
 
-ARCHITECTURE = "streamfuse-fusionnet-v2"
+ARCHITECTURE = "streamfuse-fusionnet-v3"
 
 #: Range of the per-pixel gain: exp(+-log(4)) = 0.25 .. 4.
 _LOG_MAX_GAIN = math.log(4.0)
@@ -104,16 +107,29 @@ class FusionNet(nn.Module):
         low = self.low(self.iti(self.down(skip), tokens))
         up = F.interpolate(low, size=skip.shape[-2:], mode="bilinear", align_corners=False)
         maps = self.head(self.decode(torch.cat([skip, up], dim=1)))
-        maps = F.interpolate(maps.contiguous(), size=full, mode="bilinear", align_corners=False)
+        coefficients = self.affine_coefficients(maps, ir4, vis4)
+        coefficients = F.interpolate(coefficients.contiguous(), size=full, mode="bilinear", align_corners=False)
+        fused = coefficients[:, 0:1] * ir + coefficients[:, 1:2] * vis + coefficients[:, 2:3]
+        return fused[..., :height, :width].clamp(0.0, 1.0)
+
+    @staticmethod
+    def affine_coefficients(maps: torch.Tensor, ir4: torch.Tensor, vis4: torch.Tensor) -> torch.Tensor:
+        """Turn the head's five 1/4-scale maps into the local affine model ``(a_IR, a_VIS, offset)``.
+
+        The maps are a fusion weight ``w``, a gain, a bias and one detail gain per source; with
+        ``base = w * IR4 + (1 - w) * VIS4`` the fused image is
+        ``gain * base + bias + g_IR * (IR - IR4) + g_VIS * (VIS - VIS4)``, which is affine in the
+        full-resolution sources: ``g_IR * IR + g_VIS * VIS + (gain * base + bias - g_IR * IR4 - g_VIS * VIS4)``.
+        Computing the three coefficients at 1/4 scale and upsampling only them keeps the
+        full-resolution work to one interpolation and two multiply-adds.
+        """
         weight_ir = torch.sigmoid(maps[:, 0:1])
         gain = torch.exp(torch.tanh(maps[:, 1:2]) * _LOG_MAX_GAIN)
         bias = 0.5 * torch.tanh(maps[:, 2:3])
         gain_ir_detail, gain_vis_detail = 2 * torch.sigmoid(maps[:, 3:4]), 2 * torch.sigmoid(maps[:, 4:5])
-        base_ir = F.interpolate(ir4, size=full, mode="bilinear", align_corners=False)
-        base_vis = F.interpolate(vis4, size=full, mode="bilinear", align_corners=False)
-        base = base_vis + weight_ir * (base_ir - base_vis)
-        fused = gain * base + bias + gain_ir_detail * (ir - base_ir) + gain_vis_detail * (vis - base_vis)
-        return fused[..., :height, :width].clamp(0.0, 1.0)
+        base = vis4 + weight_ir * (ir4 - vis4)
+        offset = gain * base + bias - gain_ir_detail * ir4 - gain_vis_detail * vis4
+        return torch.cat([gain_ir_detail, gain_vis_detail, offset], dim=1)
 
 
 def parameter_count(model: nn.Module) -> int:
