@@ -254,8 +254,13 @@ class FusionConfig:
     """Replay CUDA graphs for fixed frame sizes (GPU only)."""
     threads: int | None = None
     """Torch CPU threads for the ``model`` fuser; null = all cores but one (the pipeline's other threads need it)."""
+    temporal_smoothing: float = 0.5
+    """Video: weight of the previous frame in the ``model`` fuser's per-pixel decisions (0 = none);
+    steadies the output of a steady scene, restarts at scene cuts. CPU worker only for now."""
 
     def _check(self, path: str) -> None:
+        if not 0.0 <= self.temporal_smoothing < 1.0:
+            raise ConfigError(f"{path}.temporal_smoothing: must be in [0, 1), got {self.temporal_smoothing}")
         if not (self.device in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d+", self.device)):
             raise ConfigError(f"{path}.device: expected auto, cpu, cuda or cuda:N, got {self.device!r}")
         if self.max_batch < 1:

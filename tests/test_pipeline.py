@@ -164,7 +164,8 @@ def test_model_fuser_runs_in_the_worker_with_warp_on_its_side(tmp_path):
     data = synthetic(6, size=(128, 96), sinks=[{"type": "images", "path": str(tmp_path / "png")}])
     data["synthetic"].update({"ir_size": [64, 48], "ir_homography": h})
     data["registration"] = {"matrix": h}
-    data["fusion"] = {"fuser": "model", "device": "cpu", "threads": 1}
+    # no temporal smoothing: each written frame must equal that frame fused on its own
+    data["fusion"] = {"fuser": "model", "device": "cpu", "threads": 1, "temporal_smoothing": 0}
     pipeline = Pipeline(config_from_dict(data))
     assert pipeline._warp_in_worker
     stats = pipeline.run(install_signal_handlers=False)

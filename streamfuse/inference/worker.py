@@ -64,7 +64,7 @@ from streamfuse.config import FusionConfig, check_homography
 from streamfuse.errors import ConfigError, PipelineError
 from streamfuse.fusers.colour import as_gray
 from streamfuse.inference import gpu_ops
-from streamfuse.models.network import FusionNet
+from streamfuse.models.network import MEMORY_CHANNELS, FusionNet
 from streamfuse.registration.homography import HomographyRegistrar
 
 log = logging.getLogger(__name__)
@@ -258,6 +258,9 @@ class InferenceWorker:
         cuda_graphs: Capture and replay CUDA graphs per shape and batch size (GPU only).
         queue_size: Most unresolved frames; ``submit`` blocks while that many are pending
             (submitted, not yet resolved). Must be at least ``max_batch``.
+        temporal_smoothing: Weight of each stream's previous frame in the fusion decisions
+            (``FusionNet.forward``'s ``momentum``; 0 disables). CPU only for now: a CUDA worker
+            logs a warning and fuses each frame on its own.
 
     Raises:
         ValueError: An argument is out of range, or the device or precision is unavailable.
@@ -265,7 +268,7 @@ class InferenceWorker:
 
     def __init__(self, network: FusionNet, *, device: str = "auto", precision: str = "fp32", max_batch: int = 1,
                  max_wait_ms: float = 4.0, threads: int | None = None, cuda_graphs: bool = True,
-                 queue_size: int = 8) -> None:
+                 queue_size: int = 8, temporal_smoothing: float = 0.0) -> None:
         if precision not in PRECISIONS:
             raise ValueError(f"precision: expected one of {', '.join(PRECISIONS)}, got {precision!r}")
         if max_batch < 1:
@@ -276,7 +279,14 @@ class InferenceWorker:
             raise ValueError(f"queue_size ({queue_size}) must be at least max_batch ({max_batch})")
         if threads is not None and threads < 1:
             raise ValueError(f"threads: must be at least 1, got {threads}")
+        if not 0.0 <= temporal_smoothing < 1.0:
+            raise ValueError(f"temporal_smoothing: must be in [0, 1), got {temporal_smoothing}")
         self.device = _resolve_device(device)
+        if temporal_smoothing and self.device.type == "cuda":
+            log.warning("fusion.temporal_smoothing is not implemented on the CUDA path yet: each frame is fused "
+                        "on its own (set it to 0 to silence this)")
+            temporal_smoothing = 0.0
+        self.temporal_smoothing = temporal_smoothing
         if precision != "fp32" and self.device.type != "cuda":
             if device != "auto":
                 raise ValueError(f"precision {precision!r} needs a CUDA device; device {device!r} runs fp32 only")
@@ -565,6 +575,8 @@ class _CpuBackend:
     def __init__(self, worker: InferenceWorker) -> None:
         self.worker = worker
         self._buffers: dict[tuple[int, int], _CpuBuffers] = {}
+        self._memory: dict[int, torch.Tensor] = {}
+        """Per stream: the network's temporal memory after its latest frame (temporal smoothing)."""
 
     def threads(self) -> tuple[threading.Thread, ...]:
         return ()
@@ -625,7 +637,10 @@ class _CpuBackend:
         weights = torch.cat([request.weights for request in batch])
         t1 = time.perf_counter()
         try:
-            fused = worker.network(ir_in, luma_in, weights)
+            if worker.temporal_smoothing:
+                fused = self._forward_with_memory(batch, ir_in, luma_in, weights)
+            else:
+                fused = worker.network(ir_in, luma_in, weights)
         except Exception as exc:
             worker._fail(batch, _batch_error(batch, "forward pass", exc))
             return
@@ -644,6 +659,25 @@ class _CpuBackend:
                 results.append(np.array(luma, copy=True))  # never hand out the reused buffer
         t3 = time.perf_counter()
         worker._finish(batch, results, ((t1 - t0) * 1000, (t2 - t1) * 1000, (t3 - t2) * 1000))
+
+
+    def _forward_with_memory(self, batch: list[_Request], ir: torch.Tensor, luma: torch.Tensor,
+                             weights: torch.Tensor) -> torch.Tensor:
+        """Forward pass carrying each stream's decisions over from its previous frame.
+
+        Frames of one stream in the same batch all continue from the memory before the batch.
+        """
+        height, width = ir.shape[-2:]
+        shape = (MEMORY_CHANNELS, -(-height // 8) * 2, -(-width // 8) * 2)  # the padded 1/4 grid
+        fresh = torch.full(shape, float("nan"))
+        rows = []
+        for request in batch:
+            previous = self._memory.get(request.stream)
+            rows.append(previous if previous is not None and previous.shape == fresh.shape else fresh)
+        fused, memory = self.worker.network(ir, luma, weights, torch.stack(rows), self.worker.temporal_smoothing)
+        for i, request in enumerate(batch):
+            self._memory[request.stream] = memory[i].clone()
+        return fused
 
 
 # --------------------------------------------------------------------------------------------- CUDA
@@ -911,6 +945,7 @@ def build_worker(network: FusionNet, fusion: FusionConfig) -> InferenceWorker:
         threads = fusion.threads or max(1, len(os.sched_getaffinity(0)) - 1)
         return InferenceWorker(network, device=fusion.device, precision=precision, max_batch=fusion.max_batch,
                                max_wait_ms=fusion.max_wait_ms, threads=threads,
-                               cuda_graphs=fusion.cuda_graphs, queue_size=max(8, 2 * fusion.max_batch))
+                               cuda_graphs=fusion.cuda_graphs, queue_size=max(8, 2 * fusion.max_batch),
+                               temporal_smoothing=fusion.temporal_smoothing)
     except ValueError as exc:
         raise ConfigError(f"fusion.{exc}") from None

@@ -35,6 +35,13 @@ ARCHITECTURE = "streamfuse-fusionnet-v3"
 #: Range of the per-pixel gain: exp(+-log(4)) = 0.25 .. 4.
 _LOG_MAX_GAIN = math.log(4.0)
 
+#: Sum of the mean absolute 1/4-scale changes of both sources (intensities in [0, 1]) above which
+#: temporal smoothing treats a frame as a new scene and does not carry decisions over.
+SCENE_CUT = 0.08
+
+#: Channels of the temporal memory: the head's 5 maps and the two 1/4-scale sources.
+MEMORY_CHANNELS = 7
+
 
 class FusionNet(nn.Module):
     """Text-conditioned luminance fusion.
@@ -77,16 +84,26 @@ class FusionNet(nn.Module):
             total = vector.sum()
         return vector / total
 
-    def forward(self, ir: torch.Tensor, vis: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    def forward(self, ir: torch.Tensor, vis: torch.Tensor, weights: torch.Tensor,
+                memory: torch.Tensor | None = None, momentum: float = 0.0):
         """Fuse luminance images.
 
         Args:
             ir: ``(B, 1, H, W)`` infrared in [0, 1].
             vis: ``(B, 1, H, W)`` visible luminance in [0, 1].
             weights: ``(B, K)`` or ``(1, K)`` intent weights (rows sum to 1).
+            memory: For video: the memory returned with the previous frame of each item's stream,
+                ``(B, 7, H/4, W/4)`` after padding; a row of NaN means "no previous frame". With it,
+                the fusion decisions (the head's maps) are blended with the previous frame's:
+                ``momentum * previous + (1 - momentum) * current``, which removes frame-to-frame
+                flicker of the weights on a steady scene. The sources' detail always comes from
+                the current frame, and an item whose 1/4-scale sources changed by more than
+                :data:`SCENE_CUT` (mean absolute difference) starts afresh.
+            momentum: Weight of the previous frame's decisions (0 disables).
 
         Returns:
-            ``(B, 1, H, W)`` fused luminance in [0, 1]. Any size works (padded internally).
+            ``(B, 1, H, W)`` fused luminance in [0, 1] (any size works: padded internally); with
+            ``memory`` given, also the new memory for the next frame.
         """
         height, width = ir.shape[-2:]
         pad_h, pad_w = (-height) % 8, (-width) % 8
@@ -107,10 +124,28 @@ class FusionNet(nn.Module):
         low = self.low(self.iti(self.down(skip), tokens))
         up = F.interpolate(low, size=skip.shape[-2:], mode="bilinear", align_corners=False)
         maps = self.head(self.decode(torch.cat([skip, up], dim=1)))
+        if memory is not None:
+            maps = self._blend_with_memory(maps, ir4, vis4, memory, momentum)
         coefficients = self.affine_coefficients(maps, ir4, vis4)
         coefficients = F.interpolate(coefficients.contiguous(), size=full, mode="bilinear", align_corners=False)
         fused = coefficients[:, 0:1] * ir + coefficients[:, 1:2] * vis + coefficients[:, 2:3]
-        return fused[..., :height, :width].clamp(0.0, 1.0)
+        fused = fused[..., :height, :width].clamp(0.0, 1.0)
+        if memory is None:
+            return fused
+        return fused, torch.cat([maps, ir4, vis4], dim=1)
+
+    @staticmethod
+    def _blend_with_memory(maps: torch.Tensor, ir4: torch.Tensor, vis4: torch.Tensor, memory: torch.Tensor,
+                           momentum: float) -> torch.Tensor:
+        """The head's maps blended with the previous frame's, per item, unless it has none or the scene cut."""
+        if memory.shape[0] != maps.shape[0] or memory.shape[2:] != maps.shape[2:]:
+            raise ValueError(f"memory of shape {tuple(memory.shape)} does not fit this batch "
+                             f"({maps.shape[0]} x 7 x {maps.shape[2]} x {maps.shape[3]})")
+        previous_maps, previous_ir4, previous_vis4 = memory[:, :5], memory[:, 5:6], memory[:, 6:7]
+        change = (ir4 - previous_ir4).abs().mean(dim=(1, 2, 3)) + (vis4 - previous_vis4).abs().mean(dim=(1, 2, 3))
+        keep = (change <= SCENE_CUT).to(maps.dtype) * momentum  # NaN (no memory) compares False: fresh start
+        keep = keep[:, None, None, None]
+        return (1 - keep) * maps + keep * torch.nan_to_num(previous_maps)
 
     @staticmethod
     def affine_coefficients(maps: torch.Tensor, ir4: torch.Tensor, vis4: torch.Tensor) -> torch.Tensor:
