@@ -284,12 +284,19 @@ class VideoSinkConfig:
     """x264 speed preset."""
     overwrite: bool = False
     queue_size: int = 16
+    segment_minutes: float | None = None
+    """Start a new file every this many minutes of video (null: one file). For long live runs: each
+    finished segment is complete and playable, and the muxer's in-memory index stays small. File
+    names: ``path`` with ``{segment}`` (0, 1, ...) and strftime codes (``%Y%m%d-%H%M%S``, local
+    time at the segment's start) filled in; without either, ``-00000``, ``-00001``, ... go before the suffix."""
 
     def _check(self, path: str) -> None:
         if not self.path:
             raise ConfigError(f"{path}.path: missing required value (the output video file)")
         if not 0 <= self.crf <= 51:
             raise ConfigError(f"{path}.crf: must be between 0 and 51, got {self.crf}")
+        if self.segment_minutes is not None:
+            _positive(self.segment_minutes, f"{path}.segment_minutes")
 
 
 @dataclass

@@ -180,3 +180,16 @@ def test_model_fuser_runs_in_the_worker_with_warp_on_its_side(tmp_path):
         expected = fuser.fuse(warped, scene.render_vis(i / 30), valid)
         written = cv2.imread(str(tmp_path / "png" / f"{i:06d}.png"))
         assert np.abs(written.astype(int) - expected.astype(int)).max() <= 2  # same frame, same order
+
+
+def test_video_segments_are_each_complete_and_continue_the_timeline(tmp_path):
+    pattern = tmp_path / "cam-{segment:03d}.mp4"
+    sinks = [{"type": "video", "path": str(pattern), "segment_minutes": 1 / 60}]  # 1 s of video per file
+    stats = Pipeline(config_from_dict(synthetic(75, sinks=sinks))).run(install_signal_handlers=False)
+    assert stats.frames_out == 75
+    files = sorted(tmp_path.glob("cam-*.mp4"))
+    assert [f.name for f in files] == ["cam-000.mp4", "cam-001.mp4", "cam-002.mp4"]
+    decoded = [read_video(f) for f in files]
+    assert [len(images) for images, _ in decoded] == [30, 30, 15]  # 30 fps synthetic cameras
+    for _, times in decoded:
+        assert times[0] == 0.0 and times == sorted(times)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from fractions import Fraction
 from pathlib import Path
 
@@ -136,30 +137,61 @@ class VideoSink(Sink):
     """Pipeline sink writing fused frames with a :class:`VideoWriter` (see there for timing rules).
 
     Args:
-        path: Output video file.
+        path: Output video file (a name pattern when segmenting: see :func:`segment_path`).
         codec, crf, preset, fps, overwrite, key: As for :class:`VideoWriter`.
+        segment_minutes: Start a new file after this many minutes of video (by capture
+            timestamps); None writes one file. A finished segment is closed (complete, playable)
+            before the next one opens.
         **kwargs: Passed to :class:`Sink` (queue size, stats).
     """
 
     stage = "encode"
 
     def __init__(self, path: str | Path, *, codec: str = "h264", crf: int = 23, preset: str = "veryfast",
-                 fps: float = 30.0, overwrite: bool = False, key: str = "sinks.video", **kwargs) -> None:
+                 fps: float = 30.0, overwrite: bool = False, segment_minutes: float | None = None,
+                 key: str = "sinks.video", **kwargs) -> None:
         super().__init__(**kwargs)
         self.path = Path(path)
+        self.segment_s = segment_minutes * 60.0 if segment_minutes else None
         self._writer_options = {"codec": codec, "crf": crf, "preset": preset, "fps": fps,
                                 "overwrite": overwrite, "key": key}
         self.writer: VideoWriter | None = None
+        self.segments: list[Path] = []
+        """Files written so far (one unless segmenting)."""
+        self._segment_start: float | None = None
 
     def describe(self) -> str:
         return f"video sink {self.path}"
 
     def open(self) -> None:
-        self.writer = VideoWriter(self.path, **self._writer_options)
+        self._open_segment()
+
+    def _open_segment(self) -> None:
+        path = segment_path(self.path, len(self.segments)) if self.segment_s else self.path
+        self.writer = VideoWriter(path, **self._writer_options)
+        self.segments.append(path)
+        self._segment_start = None
 
     def write(self, frame: FusedFrame) -> None:
+        if self.segment_s is not None:
+            if self._segment_start is None:
+                self._segment_start = frame.timestamp
+            elif frame.timestamp - self._segment_start >= self.segment_s:
+                self.writer.close()
+                log.info("%s: segment %s finished", self.describe(), self.segments[-1].name)
+                self._open_segment()
+                self._segment_start = frame.timestamp
         self.writer.write(frame.image, frame.timestamp)
 
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
+
+
+def segment_path(pattern: Path, index: int) -> Path:
+    """The file name of segment ``index``: ``{segment}`` and strftime codes filled in (local time now);
+    a pattern with neither gets ``-00000``-style numbers before its suffix."""
+    name = pattern.name
+    if "{segment" not in name and "%" not in name:
+        name = f"{pattern.stem}-{{segment:05d}}{pattern.suffix}"
+    return pattern.with_name(time.strftime(name).format(segment=index))
