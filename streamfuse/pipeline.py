@@ -276,9 +276,16 @@ class Pipeline:
             "status": status, "pair_state": self.pair_state, "uptime_s": round(time.monotonic() - self._started_at, 3),
             "frames": self.frames_fused, "fps": round(self.stats.fps(), 2),
             "latency_ms": {q: round(getattr(e2e, f"{q}_ms"), 2) if e2e else 0.0 for q in ("p50", "p95", "p99")},
-            "counters": self.stats.counters(), "sources": sources,
+            "counters": self.stats.counters(), "sources": sources, "queues": self.queue_depths(),
             "errors": [str(error) for error in self.errors()],
         }
+
+    def queue_depths(self) -> dict[str, int]:
+        """Items waiting in each queue now: per source, the pairs queue, and per sink."""
+        depths = {f"source.{name}": len(source.queue) for name, source in self.sources.items()}
+        depths["pairs"] = len(self._pairs)
+        depths.update({f"sink.{index}": len(sink.queue) for index, sink in enumerate(self.sinks)})
+        return depths
 
     def _close_control(self) -> None:
         if self._control is not None:

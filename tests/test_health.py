@@ -42,6 +42,7 @@ def test_health_and_metrics_endpoints_report_a_live_pipeline():
         health = json.loads(body)
         assert code == 200 and health["status"] == "ok" and health["pair_state"] == "paired"
         assert health["frames"] >= 20 and health["latency_ms"]["p95"] > 0
+        assert set(health["queues"]) == {"source.ir", "source.vis", "pairs"}
         for name in ("ir", "vis"):
             source = health["sources"][name]
             assert source["state"] == "running" and 20 < source["fps"] < 40

@@ -26,7 +26,6 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))  # the RTSP test camera helper
 
 from camera_server import RtspCamera, gstreamer_missing  # noqa: E402
-
 from streamfuse.config import config_from_dict  # noqa: E402
 from streamfuse.pipeline import Pipeline  # noqa: E402
 
@@ -130,11 +129,12 @@ def main() -> int:
                     victim = "vis" if victim == "ir" else "ir"
                     next_drop = time.monotonic() + args.drop_every
                 health = pipeline.health()
+                queues = health["queues"]
                 sample = {
                     "t_s": round(now - start, 1), "rss_mb": round(rss_mb(), 2), "threads": threading.active_count(),
                     "fds": len(os.listdir("/proc/self/fd")),
-                    "queue_ir": len(pipeline.sources["ir"].queue), "queue_vis": len(pipeline.sources["vis"].queue),
-                    "queue_pairs": len(pipeline._pairs), "queue_sinks": sum(len(s.queue) for s in pipeline.sinks),
+                    "queue_ir": queues["source.ir"], "queue_vis": queues["source.vis"], "queue_pairs": queues["pairs"],
+                    "queue_sinks": sum(depth for name, depth in queues.items() if name.startswith("sink.")),
                     "frames": health["frames"], "fps": health["fps"], "p95_ms": health["latency_ms"]["p95"],
                 }
                 samples.append(sample)

@@ -45,7 +45,8 @@ def make_header(frame: FusedFrame, image: np.ndarray, encoding: str, topic: str)
     """The JSON header published with a fused frame.
 
     Keys: ``version``, ``topic``, ``index`` (output counter), ``seq`` (visible frame sequence
-    number), ``mode`` (``fused``, or ``passthrough_ir``/``passthrough_vis`` while a camera is lost), ``seq_ir``, ``timestamp_vis`` / ``timestamp_ir`` (capture timestamps, seconds, source
+    number), ``mode`` (``fused``, or ``passthrough_ir``/``passthrough_vis`` while a camera is
+    lost), ``seq_ir``, ``timestamp_vis`` / ``timestamp_ir`` (capture timestamps, seconds, source
     clocks), ``skew_ms``, ``captured_at`` and ``published_at`` (Unix time, seconds), ``width``,
     ``height``, ``channels``, ``dtype``, ``encoding`` (``raw``/``jpeg``), ``fuser``,
     ``latency_ms`` (per stage), and ``prompt`` / ``encoder`` / ``routing`` (intent weights; null when

@@ -33,7 +33,7 @@ class Capture:
     meta: dict[str, Any] = field(default_factory=dict)
 
 
-class SourceState(str, enum.Enum):
+class SourceState(enum.StrEnum):
     """Life cycle of a source; a supervised (reconnecting) source moves between all of them."""
 
     STARTING = "starting"
