@@ -61,7 +61,8 @@ def build_config(args: argparse.Namespace, urls: dict[str, str], out: Path) -> d
         "sources": sources,
         "sync": {"tolerance_ms": 70, "on_camera_loss": args.on_camera_loss},
         "fusion": {"fuser": args.fuser},
-        "sinks": [{"type": "video", "path": str(out / "soak.mp4"), "overwrite": True},
+        "sinks": [{"type": "video", "path": str(out / "soak.mp4"), "overwrite": True,
+                   "segment_minutes": args.segment_minutes},
                   {"type": "zmq", "endpoint": f"tcp://127.0.0.1:{args.port}"}],
         "health": {"enabled": True, "port": 0},
         "stats": {"log_every_s": 60},
@@ -80,10 +81,13 @@ def main() -> int:
     parser.add_argument("--fps", type=int, default=15)
     parser.add_argument("--fuser", default="classical")
     parser.add_argument("--on-camera-loss", choices=["pause", "passthrough"], default="passthrough")
+    parser.add_argument("--segment-minutes", type=float, default=10.0,
+                        help="video segment length (0: one file, whose MP4 index grows ~5 MB per hour at 15 fps)")
     parser.add_argument("--port", type=int, default=5590, help="ZeroMQ publisher port")
     parser.add_argument("--camera-ports", type=int, nargs=2, default=[8591, 8592], help="RTSP ports of ir and vis")
     parser.add_argument("--out", type=Path, default=Path("out/soak"))
     args = parser.parse_args()
+    args.segment_minutes = args.segment_minutes or None
     args.out.mkdir(parents=True, exist_ok=True)
 
     cameras: dict[str, RtspCamera] = {}
