@@ -26,6 +26,7 @@ import time
 from collections.abc import Iterator
 
 import cv2
+import numpy as np
 from tqdm import tqdm
 
 from streamfuse.config import Config, SyntheticSourceConfig
@@ -43,6 +44,8 @@ from streamfuse.sync import PairMatcher
 log = logging.getLogger(__name__)
 
 _POLL_S = 0.1
+#: Stream id of the dummy frame that warms the inference worker up (never a real stream's id).
+_WARM_UP_STREAM = -1
 
 
 def record_worker_stages(worker, stats: PipelineStats) -> None:
@@ -152,6 +155,8 @@ class Pipeline:
                 self._owns_worker = True
             if self._warp_in_worker:
                 self.worker.set_homography(self.stream, self.registrar.matrix)
+            if self._owns_worker:
+                self._warm_up_worker()
             for source in self.sources.values():
                 source.start()
             if self.config.control.enabled:
@@ -177,6 +182,21 @@ class Pipeline:
             thread = threading.Thread(target=self._guard, args=(name, target), name=f"stage-{name}", daemon=True)
             thread.start()
             self._threads.append(thread)
+
+    def _warm_up_worker(self) -> None:
+        """Run one dummy frame through the worker before the cameras start, when their size is known.
+
+        The first forward pass (allocations, CUDA graph capture) is slow; done here, it does not
+        hold up live frames, which would be dropped meanwhile.
+        """
+        synthetic = self.config.synthetic
+        if not all(isinstance(c, SyntheticSourceConfig) for c in (self.config.sources.ir, self.config.sources.vis)) \
+                or synthetic.ir_size is not None:
+            return  # frame size unknown until the first frame
+        t0 = time.perf_counter()
+        shape = (synthetic.height, synthetic.width)
+        self.worker.submit(_WARM_UP_STREAM, np.zeros(shape, np.uint8), np.zeros((*shape, 3), np.uint8)).result()
+        log.debug("worker warmed up for %dx%d in %.0f ms", shape[1], shape[0], (time.perf_counter() - t0) * 1000)
 
     def set_prompt(self, prompt: str):
         """Route ``prompt`` and make it active from the next fused frame; returns the routing.
