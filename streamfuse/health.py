@@ -17,6 +17,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from streamfuse.errors import ConfigError, StreamfuseError
+from streamfuse.sources.base import SourceState
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +32,7 @@ _SOURCE_METRICS = (
     ("reconnects", "streamfuse_source_reconnects", "counter", "Times a lost source came back"),
     ("stalls", "streamfuse_source_stalls", "counter", "Times the watchdog found the source silent"),
 )
-_STATES = ("starting", "running", "reconnecting", "stopped", "failed")
+_STATES = tuple(state.value for state in SourceState)
 
 
 class HealthServer:

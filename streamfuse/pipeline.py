@@ -285,7 +285,8 @@ class Pipeline:
         """
         sources = {name: source.health() for name, source in self.sources.items()}
         states = {health["state"] for health in sources.values()}
-        if self.errors() or "failed" in states:
+        errors = self.errors()
+        if errors or "failed" in states:
             status = "failed"
         elif states <= {"running", "stopped"}:
             status = "ok"
@@ -297,7 +298,7 @@ class Pipeline:
             "frames": self.frames_fused, "fps": round(self.stats.fps(), 2),
             "latency_ms": {q: round(getattr(e2e, f"{q}_ms"), 2) if e2e else 0.0 for q in ("p50", "p95", "p99")},
             "counters": self.stats.counters(), "sources": sources, "queues": self.queue_depths(),
-            "errors": [str(error) for error in self.errors()],
+            "errors": [str(error) for error in errors],
         }
 
     def queue_depths(self) -> dict[str, int]:
@@ -449,7 +450,6 @@ class Pipeline:
                     return
                 if frame is None:
                     continue
-                self._output_shape = frame.image.shape[:2] if self.primary_name == "vis" else self._output_shape
                 while not secondary_done and not secondary.lost and not matcher.ready(frame):
                     try:
                         other = secondary.queue.get(timeout=_POLL_S)

@@ -26,6 +26,10 @@ class ThreadedStage(abc.ABC):
     def start(self) -> None:
         """Open, then start the worker thread."""
         self.open()
+        self._start_thread()
+
+    def _start_thread(self) -> None:
+        """Start the worker thread running :meth:`_run`."""
         self._thread = threading.Thread(target=self._run, name=self.thread_name, daemon=True)
         self._thread.start()
 

@@ -88,11 +88,20 @@ class LiveRun:
 
 @pytest.fixture
 def cameras():
+    """Two RTSP cameras, not started."""
     ports = free_ports(2)
     made = {"ir": RtspCamera(ports[0]), "vis": RtspCamera(ports[1])}
     yield made
     for camera in made.values():
         camera.kill()
+
+
+@pytest.fixture
+def streaming(cameras):
+    """The two cameras, both serving."""
+    for camera in cameras.values():
+        camera.start()
+    return cameras
 
 
 def assert_playable(path, at_least: int) -> None:
@@ -118,19 +127,17 @@ def test_camera_down_at_start_comes_up(tmp_path, cameras):
     assert_playable(run.output, 10)
 
 
-def test_camera_dropped_mid_run_then_restarted_on_the_same_port(tmp_path, cameras):
-    for camera in cameras.values():
-        camera.start()
-    with LiveRun(tmp_path, cameras["ir"].url, cameras["vis"].url) as run:
+def test_camera_dropped_mid_run_then_restarted_on_the_same_port(tmp_path, streaming):
+    with LiveRun(tmp_path, streaming["ir"].url, streaming["vis"].url) as run:
         wait_until(lambda: run.frames > 15, 15, "steady output")
-        cameras["ir"].kill()
+        streaming["ir"].kill()
         wait_until(lambda: run.source("ir")["state"] == "reconnecting", 5, "the loss to be noticed")
         time.sleep(0.3)  # frames already in flight drain
         paused_at = run.frames
         time.sleep(1.5)
         assert run.frames == paused_at, "pause policy: nothing is published while a camera is lost"
         assert run.pipeline.pair_state == "pause"
-        back = cameras["ir"].start()
+        back = streaming["ir"].start()
         resumed = wait_until(lambda: run.frames > paused_at, 15, "output after the restart")
         assert resumed - back < RECOVERY_S
         wait_until(lambda: run.frames > paused_at + 10, 10, "steady output again")
@@ -141,19 +148,17 @@ def test_camera_dropped_mid_run_then_restarted_on_the_same_port(tmp_path, camera
     assert_playable(run.output, paused_at + 10)
 
 
-def test_stalled_camera_is_detected_and_recovers(tmp_path, cameras):
-    for camera in cameras.values():
-        camera.start()
-    with LiveRun(tmp_path, cameras["ir"].url, cameras["vis"].url) as run:
+def test_stalled_camera_is_detected_and_recovers(tmp_path, streaming):
+    with LiveRun(tmp_path, streaming["ir"].url, streaming["vis"].url) as run:
         wait_until(lambda: run.frames > 15, 15, "steady output")
-        cameras["vis"].freeze()
+        streaming["vis"].freeze()
         wait_until(lambda: run.source("vis")["stalls"] == 1, 5, "the watchdog to report the stall")
         assert run.source("vis")["state"] == "reconnecting"
         assert "stalled" in run.source("vis")["last_error"]
         time.sleep(1.0)
         stalled_at = run.frames
         thawed = time.monotonic()
-        cameras["vis"].thaw()
+        streaming["vis"].thaw()
         resumed = wait_until(lambda: run.frames > stalled_at, 15, "output after the stall")
         assert resumed - thawed < RECOVERY_S
         vis = run.source("vis")
@@ -162,18 +167,16 @@ def test_stalled_camera_is_detected_and_recovers(tmp_path, cameras):
     assert_playable(run.output, stalled_at)
 
 
-def test_flapping_camera_recovers_every_time_and_counts_match(tmp_path, cameras):
-    for camera in cameras.values():
-        camera.start()
+def test_flapping_camera_recovers_every_time_and_counts_match(tmp_path, streaming):
     flaps = 3
-    with LiveRun(tmp_path, cameras["ir"].url, cameras["vis"].url) as run:
+    with LiveRun(tmp_path, streaming["ir"].url, streaming["vis"].url) as run:
         wait_until(lambda: run.frames > 10, 15, "steady output")
         for _ in range(flaps):
-            cameras["vis"].kill()
+            streaming["vis"].kill()
             wait_until(lambda: run.source("vis")["state"] == "reconnecting", 5, "the loss to be noticed")
             time.sleep(0.5)
             before = run.frames
-            back = cameras["vis"].start()
+            back = streaming["vis"].start()
             assert wait_until(lambda b=before: run.frames > b + 3, 15, "output after a flap") - back < RECOVERY_S + 1
         vis = run.source("vis")
         assert (vis["disconnects"], vis["reconnects"]) == (flaps, flaps)
@@ -181,17 +184,15 @@ def test_flapping_camera_recovers_every_time_and_counts_match(tmp_path, cameras)
     assert run.error is None
 
 
-def test_passthrough_publishes_the_surviving_camera_marked_in_the_header(tmp_path, cameras):
-    for camera in cameras.values():
-        camera.start()
-    with LiveRun(tmp_path, cameras["ir"].url, cameras["vis"].url, on_camera_loss="passthrough") as run:
+def test_passthrough_publishes_the_surviving_camera_marked_in_the_header(tmp_path, streaming):
+    with LiveRun(tmp_path, streaming["ir"].url, streaming["vis"].url, on_camera_loss="passthrough") as run:
         wait_until(lambda: run.frames > 10, 15, "steady output")
-        cameras["ir"].kill()
+        streaming["ir"].kill()
         wait_until(lambda: run.source("ir")["state"] == "reconnecting", 5, "the loss to be noticed")
         before = run.frames
         wait_until(lambda: run.frames > before + 10, 5, "passthrough frames")
         assert run.pipeline.pair_state == "passthrough"
-        cameras["ir"].start()
+        streaming["ir"].start()
         wait_until(lambda: run.pipeline.pair_state == "paired", 10, "pairing to resume")
         resumed = run.frames
         wait_until(lambda: run.frames > resumed + 5, 10, "fused output again")

@@ -64,7 +64,7 @@ from streamfuse.config import FusionConfig, check_homography
 from streamfuse.errors import ConfigError, PipelineError
 from streamfuse.fusers.colour import as_gray
 from streamfuse.inference import gpu_ops
-from streamfuse.models.network import MEMORY_CHANNELS, FusionNet
+from streamfuse.models.network import FusionNet
 from streamfuse.registration.homography import HomographyRegistrar
 
 log = logging.getLogger(__name__)
@@ -667,9 +667,7 @@ class _CpuBackend:
 
         Frames of one stream in the same batch all continue from the memory before the batch.
         """
-        height, width = ir.shape[-2:]
-        shape = (MEMORY_CHANNELS, -(-height // 8) * 2, -(-width // 8) * 2)  # the padded 1/4 grid
-        fresh = torch.full(shape, float("nan"))
+        fresh = torch.full(FusionNet.memory_shape(*ir.shape[-2:]), float("nan"))
         rows = []
         for request in batch:
             previous = self._memory.get(request.stream)

@@ -43,6 +43,11 @@ SCENE_CUT = 0.08
 MEMORY_CHANNELS = 7
 
 
+def _padding(height: int, width: int) -> tuple[int, int]:
+    """Rows and columns added so that both sides are multiples of 8 (the 1/8-scale stage)."""
+    return (-height) % 8, (-width) % 8
+
+
 class FusionNet(nn.Module):
     """Text-conditioned luminance fusion.
 
@@ -106,7 +111,7 @@ class FusionNet(nn.Module):
             ``memory`` given, also the new memory for the next frame.
         """
         height, width = ir.shape[-2:]
-        pad_h, pad_w = (-height) % 8, (-width) % 8
+        pad_h, pad_w = _padding(height, width)
         if pad_h or pad_w:
             ir = F.pad(ir, (0, pad_w, 0, pad_h), mode="replicate")
             vis = F.pad(vis, (0, pad_w, 0, pad_h), mode="replicate")
@@ -135,12 +140,18 @@ class FusionNet(nn.Module):
         return fused, torch.cat([maps, ir4, vis4], dim=1)
 
     @staticmethod
+    def memory_shape(height: int, width: int) -> tuple[int, int, int]:
+        """Shape of one item's temporal memory for ``height`` x ``width`` frames (the padded 1/4 grid)."""
+        pad_h, pad_w = _padding(height, width)
+        return MEMORY_CHANNELS, (height + pad_h) // 4, (width + pad_w) // 4
+
+    @staticmethod
     def _blend_with_memory(maps: torch.Tensor, ir4: torch.Tensor, vis4: torch.Tensor, memory: torch.Tensor,
                            momentum: float) -> torch.Tensor:
         """The head's maps blended with the previous frame's, per item, unless it has none or the scene cut."""
         if memory.shape[0] != maps.shape[0] or memory.shape[2:] != maps.shape[2:]:
             raise ValueError(f"memory of shape {tuple(memory.shape)} does not fit this batch "
-                             f"({maps.shape[0]} x 7 x {maps.shape[2]} x {maps.shape[3]})")
+                             f"({maps.shape[0]} x {MEMORY_CHANNELS} x {maps.shape[2]} x {maps.shape[3]})")
         previous_maps, previous_ir4, previous_vis4 = memory[:, :5], memory[:, 5:6], memory[:, 6:7]
         change = (ir4 - previous_ir4).abs().mean(dim=(1, 2, 3)) + (vis4 - previous_vis4).abs().mean(dim=(1, 2, 3))
         keep = (change <= SCENE_CUT).to(maps.dtype) * momentum  # NaN (no memory) compares False: fresh start

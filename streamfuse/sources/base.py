@@ -150,8 +150,7 @@ class Source(ThreadedStage):
             super().start()
             return
         self.validate()
-        self._thread = threading.Thread(target=self._run, name=self.thread_name, daemon=True)
-        self._thread.start()
+        self._start_thread()
         self._watchdog = threading.Thread(target=self._watch, name=f"watchdog-{self.name}", daemon=True)
         self._watchdog.start()
 

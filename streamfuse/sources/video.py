@@ -91,7 +91,8 @@ class VideoSource(Source):
     """
 
     def __init__(self, name: str, uri: str, *, realtime: bool = False, **kwargs) -> None:
-        if kwargs.get("drop_policy") is None and is_url(uri):  # a live stream
+        live = is_url(uri)
+        if kwargs.get("drop_policy") is None and live:
             kwargs["drop_policy"] = "drop_oldest"
         super().__init__(name, **kwargs)
         self.uri = uri
@@ -101,7 +102,7 @@ class VideoSource(Source):
         self._first_time: float | None = None
         self._rate: Fraction | None = None
         self._count = 0
-        self._live = is_url(uri)
+        self._live = live
 
     def validate(self) -> None:
         check_uri(self.uri)
