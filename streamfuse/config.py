@@ -283,10 +283,14 @@ class VideoSinkConfig:
     preset: str = "veryfast"
     """x264 speed preset."""
     overwrite: bool = False
+    fragmented: bool = True
+    """MP4/MOV only: write a fragmented MP4 (a fragment per keyframe interval), which plays up to
+    its last fragment even after a crash or power loss and keeps no growing index in memory. false
+    writes a classic MP4, whose index is written on close (a killed process leaves no playable file)."""
     queue_size: int = 16
     segment_minutes: float | None = None
     """Start a new file every this many minutes of video (null: one file). For long live runs: each
-    finished segment is complete and playable, and the muxer's in-memory index stays small. File
+    finished segment is complete and playable and stays a manageable size. File
     names: ``path`` with ``{segment}`` (0, 1, ...) and strftime codes (``%Y%m%d-%H%M%S``, local
     time at the segment's start) filled in; without either, ``-00000``, ``-00001``, ... go before the suffix."""
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from streamfuse.errors import SourceError
 from streamfuse.imageio import list_images, read_image
-from streamfuse.sources.video import is_url, open_container, redact
+from streamfuse.sources.video import frame_count, is_url, open_container, redact
 
 
 def probe(uri: str, *, frames: int = 5) -> dict[str, Any]:
@@ -50,7 +50,7 @@ def probe(uri: str, *, frames: int = 5) -> dict[str, Any]:
             "resolution": f"{stream.codec_context.width}x{stream.codec_context.height}",
             "pixel format": stream.codec_context.pix_fmt,
             "frame rate": float(rate) if rate else None,
-            "frames": stream.frames or None,
+            "frames": None if is_url(uri) else frame_count(container, stream),
             "duration s": round(duration, 3) if duration else None,
             "time base": str(stream.time_base),
             "first timestamps": timestamps,

@@ -1,6 +1,9 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+import textwrap
 import threading
 import time
 
@@ -13,6 +16,7 @@ from media import read_video
 from streamfuse.errors import SinkError
 from streamfuse.frames import Frame, FramePair, FusedFrame
 from streamfuse.sinks import ImagesSink, Subscriber, VideoSink, VideoWriter, ZmqSink
+from streamfuse.sources import VideoSource
 
 
 def fused(index: int, timestamp: float | None = None, image: np.ndarray | None = None, name: str | None = None):
@@ -53,6 +57,47 @@ def test_video_pts_follow_capture_time_across_drops(tmp_path):
     assert len(times) == 20
     assert times[10] - times[9] == pytest.approx(11 / 30, abs=0.002)
     assert times[-1] == pytest.approx(29 / 30, abs=0.002)
+
+
+KILLED_WRITER = """
+import os, signal, sys
+import numpy as np
+from streamfuse.sinks import VideoWriter
+writer = VideoWriter(sys.argv[1], fps=25, fragmented=sys.argv[2] == "yes")
+for i in range(300):  # a keyframe every 2 s (50 frames): at least five complete fragments
+    writer.write(np.full((48, 64, 3), 50 + i // 10, np.uint8), i / 25)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+@pytest.mark.parametrize("fragmented", [True, False])
+def test_a_killed_writer_leaves_a_playable_mp4_only_when_fragmented(tmp_path, fragmented):
+    path = tmp_path / "killed.mp4"
+    writer = subprocess.run([sys.executable, "-c", textwrap.dedent(KILLED_WRITER), str(path),
+                             "yes" if fragmented else "no"], capture_output=True, timeout=60)
+    assert writer.returncode == -9, writer.stderr.decode()
+    if not fragmented:  # the classic MP4 index is written on close: nothing plays
+        with pytest.raises(Exception):
+            read_video(path)
+        return
+    images, times = read_video(path)
+    assert 250 <= len(images) < 300, "all but the last (unfinished) fragment play"
+    assert times == pytest.approx([i / 25 for i in range(len(images))], abs=0.002)
+
+
+def test_fragmented_mp4_reports_its_length(tmp_path):
+    """Its header holds no frame count: the duration gives it (progress bars, probe)."""
+    path = tmp_path / "frag.mp4"
+    writer = VideoWriter(path, fps=20)
+    for i in range(40):
+        writer.write(make_pair(i)[1], i / 20)
+    writer.close()
+    source = VideoSource("vis", str(path))
+    source.open()
+    try:
+        assert source.expected_frames == 40
+    finally:
+        source.close()
 
 
 def test_ffv1_is_lossless_and_odd_sizes_work_in_h264(tmp_path):

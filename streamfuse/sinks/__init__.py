@@ -24,7 +24,8 @@ def build_sink(config: SinkConfig, *, key: str, fps: float = 30.0, stats: Pipeli
     """
     if isinstance(config, VideoSinkConfig):
         return VideoSink(config.path, codec=config.codec, crf=config.crf, preset=config.preset, fps=fps,
-                         overwrite=config.overwrite, segment_minutes=config.segment_minutes, key=key,
+                         overwrite=config.overwrite, fragmented=config.fragmented,
+                         segment_minutes=config.segment_minutes, key=key,
                          queue_size=config.queue_size, stats=stats)
     if isinstance(config, ImagesSinkConfig):
         return ImagesSink(config.path, pattern=config.pattern, overwrite=config.overwrite, key=key,

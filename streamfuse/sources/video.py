@@ -73,6 +73,17 @@ def open_container(uri: str, timeout: tuple[float, float] = NETWORK_TIMEOUT_S) -
     return container
 
 
+
+def frame_count(container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> int | None:
+    """Frames in a video file: the header's count, or duration x frame rate where the header has
+    none (fragmented MP4, most MKV); None for streams of unknown length."""
+    if stream.frames:
+        return stream.frames
+    rate = stream.average_rate or stream.guessed_rate
+    if container.duration and rate:
+        return round(container.duration / 1e6 * float(rate))
+    return None
+
 class VideoSource(Source):
     """Frames decoded from a video file or stream URL.
 
@@ -101,7 +112,7 @@ class VideoSource(Source):
         self._frames = None
         self._first_time: float | None = None
         self._rate: Fraction | None = None
-        self._count = 0
+        self._count: int | None = None
         self._live = live
 
     def validate(self) -> None:
@@ -116,7 +127,7 @@ class VideoSource(Source):
         stream = self._container.streams.video[0]
         stream.thread_type = "AUTO"
         self._rate = stream.average_rate or stream.guessed_rate
-        self._count = stream.frames or 0
+        self._count = None if self._live else frame_count(self._container, stream)
         if self.realtime and not is_url(self.uri) and self._rate:
             self.pace_fps = float(self._rate)
         self._frames = self._container.decode(stream)
@@ -148,7 +159,7 @@ class VideoSource(Source):
 
     @property
     def expected_frames(self) -> int | None:
-        return self._count or None
+        return self._count
 
     @property
     def nominal_fps(self) -> float | None:
