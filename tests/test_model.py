@@ -13,7 +13,7 @@ from streamfuse.fusers.model import ModelFuser
 from streamfuse.models.checkpoint import default_weights_path, load_model, save_weights
 from streamfuse.models.network import FusionNet, parameter_count
 from streamfuse.text import HashingTextEncoder, Router, load_bank
-from streamfuse.train.losses import loss_terms, sobel_magnitude, ssim_pair
+from streamfuse.train.losses import loss_terms, salient_mix, sobel_magnitude, ssim_pair
 
 INTENTS = load_bank().ids
 
@@ -136,3 +136,18 @@ def test_loss_terms_by_hand():
         assert float(terms[name].max()) < 1e-3, name  # fusing an image with itself costs nothing
     darker = loss_terms(image * 0.5, image, image)
     assert torch.allclose(darker["intensity"], (image * 0.5).mean(dim=(1, 2, 3)), atol=1e-6)
+
+
+def test_intensity_target_follows_the_salient_source_not_the_brighter_one():
+    """A hot object on a flat infrared background, a textured visible image that is brighter everywhere:
+    the target keeps the object from the infrared and the texture (not the infrared's flat level)
+    elsewhere; a per-pixel maximum would have lost the object's contrast against the bright visible."""
+    ir = torch.full((1, 1, 96, 96), 0.2)
+    ir[..., 40:56, 40:56] = 0.7
+    stripes = (torch.arange(96.0) // 4 % 2).repeat(96, 1)[None, None]
+    vis = 0.6 + 0.3 * stripes
+    target = salient_mix(ir, vis)
+    assert float((target[..., 44:52, 44:52] - 0.7).abs().max()) < 0.1  # the object keeps its infrared level
+    assert torch.allclose(target[..., :12, :12], vis[..., :12, :12], atol=0.05)  # far from it: the visible
+    same = torch.rand(2, 1, 48, 48)
+    assert torch.allclose(salient_mix(same, same), same, atol=1e-6)

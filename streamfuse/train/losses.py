@@ -2,7 +2,9 @@
 
 Terms (each per sample, averaged over pixels):
 
-- ``intensity``: ``|F - max(IR, VIS)|``, towards the brighter (more salient) source;
+- ``intensity``: ``|F - T|`` with ``T`` the per-pixel mix of IR and VIS weighted by each source's
+  saliency (:func:`salient_mix`), so that dark and bright features both keep their contrast (a
+  target of ``max(IR, VIS)``, used before, made a bright, flat image that scored high MI and Qabf);
 - ``intensity_ir``: ``|F - IR|`` weighted by the infrared intensity, so warm objects keep their level;
 - ``gradient``: ``| |grad F| - max(|grad IR|, |grad VIS|) |``, towards the stronger edges (Sobel);
 - ``gradient_vis`` / ``gradient_ir``: the same towards one source's edges;
@@ -41,14 +43,26 @@ def _gaussian_kernel(size: int = 11, sigma: float = 1.5) -> torch.Tensor:
 
 
 _KERNEL = _gaussian_kernel()
+_SALIENCY_KERNEL = _gaussian_kernel(31, 5.0)
 
 
-def _gaussian_blur(stack: torch.Tensor) -> torch.Tensor:
-    """Separable 11-tap Gaussian ('valid') over every channel of ``(B, C, H, W)``."""
+def _gaussian_blur(stack: torch.Tensor, kernel: torch.Tensor = _KERNEL) -> torch.Tensor:
+    """Separable Gaussian ('valid') over every channel of ``(B, C, H, W)``."""
     channels = stack.shape[1]
-    kernel = _KERNEL.to(stack)
+    kernel = kernel.to(stack)
     rows = F.conv2d(stack, kernel.view(1, 1, 1, -1).expand(channels, 1, 1, -1), groups=channels)
     return F.conv2d(rows, kernel.view(1, 1, -1, 1).expand(channels, 1, -1, 1), groups=channels)
+
+
+def salient_mix(ir: torch.Tensor, vis: torch.Tensor) -> torch.Tensor:
+    """Per-pixel mix of ``(B, 1, H, W)`` sources, each weighted by its saliency: the squared local
+    mean (Gaussian, sigma 5) of its absolute deviation from its own mean level."""
+    sources = torch.cat([ir, vis], dim=1)
+    deviation = (sources - sources.mean(dim=(2, 3), keepdim=True)).abs()
+    pad = _SALIENCY_KERNEL.numel() // 2
+    saliency = _gaussian_blur(F.pad(deviation, (pad, pad, pad, pad), mode="reflect"), _SALIENCY_KERNEL) ** 2 + 1e-6
+    weight_ir = saliency[:, :1] / saliency.sum(dim=1, keepdim=True)
+    return weight_ir * ir + (1 - weight_ir) * vis
 
 
 def ssim_pair(fused: torch.Tensor, ir: torch.Tensor, vis: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -75,7 +89,7 @@ def loss_terms(fused: torch.Tensor, ir: torch.Tensor, vis: torch.Tensor) -> dict
     grad_f, grad_ir, grad_vis = sobel_magnitude(fused), sobel_magnitude(ir), sobel_magnitude(vis)
     ssim_ir, ssim_vis = ssim_pair(fused, ir, vis)
     return {
-        "intensity": (fused - torch.maximum(ir, vis)).abs().mean(per_sample),
+        "intensity": (fused - salient_mix(ir, vis)).abs().mean(per_sample),
         "intensity_ir": ((fused - ir).abs() * ir).mean(per_sample) / (ir.mean(per_sample) + 1e-3),
         "gradient": GRADIENT_SCALE * (grad_f - torch.maximum(grad_ir, grad_vis)).abs().mean(per_sample),
         "gradient_vis": GRADIENT_SCALE * (grad_f - grad_vis).abs().mean(per_sample),
