@@ -34,6 +34,7 @@ from streamfuse.errors import PipelineError, StreamfuseError
 from streamfuse.frames import FramePair, FusedFrame
 from streamfuse.fusers import Fuser, build_fuser
 from streamfuse.fusers.colour import as_gray
+from streamfuse.memory import TRIM_EVERY_S, release_free_memory
 from streamfuse.queues import Closed, StageQueue
 from streamfuse.registration import Registrar, build_registrar
 from streamfuse.sinks import Sink, build_sink
@@ -361,11 +362,15 @@ class Pipeline:
     def _supervise(self, bar: tqdm) -> None:
         log_every = self.config.stats.log_every_s
         next_log = time.monotonic() + log_every
+        next_trim = time.monotonic() + TRIM_EVERY_S
         shown = 0
         while self.running:
             time.sleep(_POLL_S)
             if self.errors() and not self._stopping.is_set():
                 self.stop()
+            if self._live and time.monotonic() >= next_trim:
+                next_trim += TRIM_EVERY_S
+                release_free_memory()
             done = self.stats.frames_out
             bar.update(done - shown)
             shown = done

@@ -3,10 +3,12 @@
 Two feeds are fused for ``--minutes``: real RTSP cameras (tests/rtsp_server.py under the system
 Python with GStreamer; the default) that are killed and restarted every ``--drop-every`` seconds,
 alternating between the cameras, or the live synthetic scene (``--feeds synthetic``, no drops).
-Every ``--sample-every`` seconds it records RSS, thread count, open file descriptors, queue depths
-and the health counters; at the end it prints the least-squares slope of each after ``--warmup``
-minutes (RSS in MB per hour), the counters against the drops injected, and any pipeline error.
-Not a CI test: a 30-minute run is the acceptance check of docs/live.md.
+Every ``--sample-every`` seconds it records resident memory (all, anonymous, file-backed), the C
+heap in use and Python's allocated blocks (to tell a leak from memory the allocator keeps), thread
+count, open file descriptors, queue depths and the health counters; at the end it prints the
+least-squares slope of each after ``--warmup`` minutes (memory in MB per hour), the counters
+against the drops injected, and any pipeline error. Not a CI test: a 30-minute run is the acceptance
+check of docs/live.md.
 
     python tools/soak.py --minutes 30 --out out/soak
 """
@@ -15,6 +17,8 @@ from __future__ import annotations
 
 import argparse
 import csv
+import ctypes
+import ctypes.util
 import json
 import os
 import sys
@@ -29,13 +33,38 @@ from camera_server import RtspCamera, gstreamer_missing  # noqa: E402
 from streamfuse.config import config_from_dict  # noqa: E402
 from streamfuse.pipeline import Pipeline  # noqa: E402
 
-PAGE = os.sysconf("SC_PAGE_SIZE")
+
+def resident_mb() -> dict[str, float]:
+    """Resident memory of this process in MB: all of it, anonymous (heap, stacks) and file-backed
+    (shared libraries' pages, which grow as code paths are first used)."""
+    fields = {"VmRSS": "rss_mb", "RssAnon": "anon_mb", "RssFile": "file_mb"}
+    values = {}
+    with open("/proc/self/status") as status:
+        for line in status:
+            key, _, rest = line.partition(":")
+            if key in fields:
+                values[fields[key]] = round(int(rest.split()[0]) / 1000, 2)  # kB
+    return values
 
 
-def rss_mb() -> float:
-    """Resident set size of this process in MB."""
-    with open("/proc/self/statm") as statm:
-        return int(statm.read().split()[1]) * PAGE / 1e6
+class MallInfo2(ctypes.Structure):
+    """glibc's ``struct mallinfo2`` (all arenas; sizes in bytes)."""
+
+    _fields_ = [(name, ctypes.c_size_t) for name in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
+                                                      "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+
+def heap_in_use_mb() -> float | None:
+    """Bytes the C heap has handed out and not had back (glibc ``mallinfo2``), in MB; None elsewhere.
+
+    RSS growing while this stays flat is memory the allocator keeps (fragmentation), not a leak."""
+    try:
+        mallinfo2 = ctypes.CDLL(ctypes.util.find_library("c")).mallinfo2
+    except (OSError, AttributeError, TypeError):
+        return None
+    mallinfo2.restype = MallInfo2
+    info = mallinfo2()
+    return round((info.uordblks + info.hblkhd) / 1e6, 2)
 
 
 def slope_per_hour(times_s: list[float], values: list[float]) -> float:
@@ -117,8 +146,8 @@ def main() -> int:
     victim = "ir"
     samples = []
     log_path = args.out / "samples.csv"
-    fields = ["t_s", "rss_mb", "threads", "fds", "queue_ir", "queue_vis", "queue_pairs", "queue_sinks", "frames",
-              "fps", "p95_ms"]
+    fields = ["t_s", "rss_mb", "anon_mb", "file_mb", "heap_mb", "python_blocks", "threads", "fds", "queue_ir",
+              "queue_vis", "queue_pairs", "queue_sinks", "frames", "fps", "p95_ms"]
     with open(log_path, "w", newline="") as log_file:
         writer = csv.DictWriter(log_file, fieldnames=fields)
         writer.writeheader()
@@ -135,7 +164,9 @@ def main() -> int:
                 health = pipeline.health()
                 queues = health["queues"]
                 sample = {
-                    "t_s": round(now - start, 1), "rss_mb": round(rss_mb(), 2), "threads": threading.active_count(),
+                    "t_s": round(now - start, 1), **resident_mb(), "heap_mb": heap_in_use_mb(),
+                    "python_blocks": sys.getallocatedblocks(),
+                    "threads": threading.active_count(),
                     "fds": len(os.listdir("/proc/self/fd")),
                     "queue_ir": queues["source.ir"], "queue_vis": queues["source.vis"], "queue_pairs": queues["pairs"],
                     "queue_sinks": sum(depth for name, depth in queues.items() if name.startswith("sink.")),
@@ -160,7 +191,9 @@ def main() -> int:
     report = {
         "minutes": round((time.monotonic() - start) / 60, 2), "samples": len(samples),
         "slopes_per_hour": {key: round(slope_per_hour(times, [s[key] for s in steady]), 3)
-                            for key in ("rss_mb", "threads", "fds", "queue_pairs", "queue_sinks")},
+                            for key in ("rss_mb", "anon_mb", "file_mb", "heap_mb", "python_blocks", "threads", "fds",
+                                        "queue_pairs", "queue_sinks")
+                if None not in [s[key] for s in steady]},
         "rss_mb": {"first_after_warmup": steady[0]["rss_mb"], "last": steady[-1]["rss_mb"],
                    "max": max(s["rss_mb"] for s in steady)},
         "threads": sorted({s["threads"] for s in steady}), "fds": sorted({s["fds"] for s in steady}),
