@@ -34,7 +34,7 @@ from streamfuse.errors import PipelineError, StreamfuseError
 from streamfuse.frames import FramePair, FusedFrame
 from streamfuse.fusers import Fuser, build_fuser
 from streamfuse.fusers.colour import as_gray
-from streamfuse.memory import TRIM_EVERY_S, release_free_memory
+from streamfuse.memory import TRIM_EVERY_S, configure_for_live, release_free_memory
 from streamfuse.queues import Closed, StageQueue
 from streamfuse.registration import Registrar, build_registrar
 from streamfuse.sinks import Sink, build_sink
@@ -147,6 +147,8 @@ class Pipeline:
         if self._started:
             raise PipelineError("the pipeline was already started")
         self._started = True
+        if self._live:
+            configure_for_live()
         try:
             network = getattr(self.fuser, "network", None)
             if network is not None and self.worker is None:

@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import ctypes
-import ctypes.util
 import json
 import os
 import sys
@@ -31,6 +29,7 @@ sys.path.insert(0, str(REPO / "tests"))  # the RTSP test camera helper
 
 from camera_server import RtspCamera, gstreamer_missing  # noqa: E402
 from streamfuse.config import config_from_dict  # noqa: E402
+from streamfuse.memory import c_heap_mb  # noqa: E402
 from streamfuse.pipeline import Pipeline  # noqa: E402
 
 
@@ -45,26 +44,6 @@ def resident_mb() -> dict[str, float]:
             if key in fields:
                 values[fields[key]] = round(int(rest.split()[0]) / 1000, 2)  # kB
     return values
-
-
-class MallInfo2(ctypes.Structure):
-    """glibc's ``struct mallinfo2`` (all arenas; sizes in bytes)."""
-
-    _fields_ = [(name, ctypes.c_size_t) for name in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
-                                                      "fsmblks", "uordblks", "fordblks", "keepcost")]
-
-
-def heap_in_use_mb() -> float | None:
-    """Bytes the C heap has handed out and not had back (glibc ``mallinfo2``), in MB; None elsewhere.
-
-    RSS growing while this stays flat is memory the allocator keeps (fragmentation), not a leak."""
-    try:
-        mallinfo2 = ctypes.CDLL(ctypes.util.find_library("c")).mallinfo2
-    except (OSError, AttributeError, TypeError):
-        return None
-    mallinfo2.restype = MallInfo2
-    info = mallinfo2()
-    return round((info.uordblks + info.hblkhd) / 1e6, 2)
 
 
 def slope_per_hour(times_s: list[float], values: list[float]) -> float:
@@ -146,8 +125,9 @@ def main() -> int:
     victim = "ir"
     samples = []
     log_path = args.out / "samples.csv"
-    fields = ["t_s", "rss_mb", "anon_mb", "file_mb", "heap_mb", "python_blocks", "threads", "fds", "queue_ir",
-              "queue_vis", "queue_pairs", "queue_sinks", "frames", "fps", "p95_ms"]
+    resources = ["rss_mb", "anon_mb", "file_mb", "heap_mb", "heap_held_mb", "python_blocks", "threads", "fds",
+                 "queue_pairs", "queue_sinks"]
+    fields = ["t_s", *resources, "queue_ir", "queue_vis", "frames", "fps", "p95_ms"]
     with open(log_path, "w", newline="") as log_file:
         writer = csv.DictWriter(log_file, fieldnames=fields)
         writer.writeheader()
@@ -164,7 +144,7 @@ def main() -> int:
                 health = pipeline.health()
                 queues = health["queues"]
                 sample = {
-                    "t_s": round(now - start, 1), **resident_mb(), "heap_mb": heap_in_use_mb(),
+                    "t_s": round(now - start, 1), **resident_mb(), **c_heap_mb(),
                     "python_blocks": sys.getallocatedblocks(),
                     "threads": threading.active_count(),
                     "fds": len(os.listdir("/proc/self/fd")),
@@ -191,9 +171,7 @@ def main() -> int:
     report = {
         "minutes": round((time.monotonic() - start) / 60, 2), "samples": len(samples),
         "slopes_per_hour": {key: round(slope_per_hour(times, [s[key] for s in steady]), 3)
-                            for key in ("rss_mb", "anon_mb", "file_mb", "heap_mb", "python_blocks", "threads", "fds",
-                                        "queue_pairs", "queue_sinks")
-                if None not in [s[key] for s in steady]},
+                            for key in resources if all(key in s for s in steady)},
         "rss_mb": {"first_after_warmup": steady[0]["rss_mb"], "last": steady[-1]["rss_mb"],
                    "max": max(s["rss_mb"] for s in steady)},
         "threads": sorted({s["threads"] for s in steady}), "fds": sorted({s["fds"] for s in steady}),
