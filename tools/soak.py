@@ -125,8 +125,8 @@ def main() -> int:
     victim = "ir"
     samples = []
     log_path = args.out / "samples.csv"
-    resources = ["rss_mb", "anon_mb", "file_mb", "heap_mb", "heap_held_mb", "python_blocks", "threads", "fds",
-                 "queue_pairs", "queue_sinks"]
+    resources = ["rss_mb", "anon_mb", "file_mb", "heap_mb", "heap_held_mb", "heap_mapped_mb", "python_blocks",
+                 "threads", "fds", "queue_pairs", "queue_sinks"]
     fields = ["t_s", *resources, "queue_ir", "queue_vis", "frames", "fps", "p95_ms"]
     with open(log_path, "w", newline="") as log_file:
         writer = csv.DictWriter(log_file, fieldnames=fields)
