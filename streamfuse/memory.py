@@ -8,9 +8,9 @@ scattered over the arenas: measured with tools/soak.py, memory held by the alloc
 ~36 MB per hour under a camera drop every 30 s while the memory in use stayed flat.
 
 :func:`configure_for_live` pins the threshold at 128 KiB, so frame buffers always come from (and
-go back to) the operating system, and :func:`release_free_memory` returns the free pages of the
-small-object heap; the pipeline calls the first when it starts on live inputs and the second
-once a minute. Both do nothing where the C library is not glibc.
+go back to) the operating system, and limits the arenas to :data:`ARENAS`;
+:func:`release_free_memory` returns the free pages of the small-object heap. The pipeline calls
+the first when it starts on live inputs and the second once a minute. Both do nothing where the C library is not glibc.
 """
 
 from __future__ import annotations
@@ -29,7 +29,13 @@ MMAP_THRESHOLD_BYTES = 128 * 1024
 """Allocations this large or larger are mapped from the OS and returned to it when freed
 (glibc's initial default, kept fixed instead of rising)."""
 
-_M_MMAP_THRESHOLD = -3  # mallopt parameter number in glibc's malloc.h
+ARENAS = 2
+"""Malloc arenas a live run's threads share (glibc's default is 8 per core): fewer arenas leave
+fewer partly used heaps behind as decoder and encoder threads come and go; each thread's cache of
+small blocks keeps them from contending."""
+
+_M_MMAP_THRESHOLD = -3  # mallopt parameter numbers in glibc's malloc.h
+_M_ARENA_MAX = -8
 
 
 @functools.cache
@@ -44,9 +50,11 @@ def _glibc() -> ctypes.CDLL | None:
 
 
 def configure_for_live() -> bool:
-    """Pin glibc's mmap threshold (see the module docstring); False where that is not possible."""
+    """Pin glibc's mmap threshold and limit its arenas (see the module docstring); False where that
+    is not possible."""
     libc = _glibc()
-    return bool(libc and libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES))
+    return bool(libc and libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)
+                and libc.mallopt(_M_ARENA_MAX, ARENAS))
 
 
 def release_free_memory() -> bool:

@@ -22,7 +22,7 @@ if sys.argv[1] == "live":
 first = np.ones(300_000 // 8)
 del first  # glibc raises its mmap threshold past this size unless it is pinned
 before = c_heap_mb()["heap_mapped_mb"]
-frames = [np.ones(300_000 // 8) for _ in range(8)]
+frames = [np.ones(300_000 // 8) for _ in range(16)]
 print(json.dumps(c_heap_mb()["heap_mapped_mb"] - before))
 """
 
@@ -34,10 +34,11 @@ def mapped_growth(mode: str) -> float:
 
 
 def test_live_runs_map_frame_buffers_from_the_os():
-    """Pinned: eight 300 KB frames are separate mappings (returned on free); by default they come
-    from the arenas, where freed ones stay with the process."""
-    assert mapped_growth("live") >= 8 * 0.3
-    assert mapped_growth("default") < 0.3
+    """Pinned: sixteen 300 KB frames are separate mappings (returned on free); by default they come
+    from the arenas, where freed ones stay with the process. (Margins: other threads of the
+    interpreter may map or unmap a block meanwhile.)"""
+    assert mapped_growth("live") >= 0.75 * 16 * 0.3
+    assert mapped_growth("default") < 0.25 * 16 * 0.3
 
 
 SCATTERED_FREES = """
