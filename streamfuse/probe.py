@@ -9,7 +9,7 @@ from typing import Any
 
 from streamfuse.errors import SourceError
 from streamfuse.imageio import list_images, read_image
-from streamfuse.sources.video import frame_count, is_url, open_container, redact
+from streamfuse.sources.video import frame_count, is_url, nominal_rate, open_container, redact
 
 
 def probe(uri: str, *, frames: int = 5) -> dict[str, Any]:
@@ -32,7 +32,7 @@ def probe(uri: str, *, frames: int = 5) -> dict[str, Any]:
     container = open_container(uri)
     try:
         stream = container.streams.video[0]
-        rate = stream.average_rate or stream.guessed_rate
+        rate = nominal_rate(stream)
         duration = (float(container.duration) / 1e6) if container.duration else None
         timestamps = []
         try:

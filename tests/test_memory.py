@@ -14,11 +14,11 @@ from streamfuse.memory import c_heap_mb
 pytestmark = pytest.mark.skipif(not c_heap_mb(), reason="needs glibc")
 
 SCATTERED_FREES = """
-import json
+import json, os
 from streamfuse.memory import release_free_memory
 def resident_mb():
     with open("/proc/self/statm") as statm:
-        return int(statm.read().split()[1]) * 4096 / 1e6
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1e6
 blocks = [bytes(20_000) for _ in range(5_000)]  # 100 MB in malloc'd blocks below the mmap threshold
 del blocks[:-1]  # all free but the last, which keeps the heap from shrinking at its top
 kept = resident_mb()

@@ -73,16 +73,21 @@ def open_container(uri: str, timeout: tuple[float, float] = NETWORK_TIMEOUT_S) -
     return container
 
 
+def nominal_rate(stream: av.video.stream.VideoStream) -> Fraction | None:
+    """A video stream's frame rate: the average the container states, else FFmpeg's guess."""
+    return stream.average_rate or stream.guessed_rate
+
 
 def frame_count(container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> int | None:
     """Frames in a video file: the header's count, or duration x frame rate where the header has
     none (fragmented MP4, most MKV); None for streams of unknown length."""
     if stream.frames:
         return stream.frames
-    rate = stream.average_rate or stream.guessed_rate
+    rate = nominal_rate(stream)
     if container.duration and rate:
         return round(container.duration / 1e6 * float(rate))
     return None
+
 
 class VideoSource(Source):
     """Frames decoded from a video file or stream URL.
@@ -126,9 +131,9 @@ class VideoSource(Source):
         self._container = open_container(self.uri, timeout)
         stream = self._container.streams.video[0]
         stream.thread_type = "AUTO"
-        self._rate = stream.average_rate or stream.guessed_rate
+        self._rate = nominal_rate(stream)
         self._count = None if self._live else frame_count(self._container, stream)
-        if self.realtime and not is_url(self.uri) and self._rate:
+        if self.realtime and not self._live and self._rate:
             self.pace_fps = float(self._rate)
         self._frames = self._container.decode(stream)
 
