@@ -1,17 +1,21 @@
 """Keeping a long live run's memory flat (glibc).
 
 A live pipeline allocates and frees frame-sized buffers on a dozen threads, and every camera
-reconnect or new video segment starts decoder or encoder threads of its own. glibc serves buffers
-of a size it has seen freed from per-thread arenas instead of fresh mappings (its mmap threshold
-rises with each such free), so thread churn leaves freed buffers scattered over the arenas:
+reconnect or new video segment starts decoder or encoder threads of its own. By default glibc
+serves a large block from a fresh mapping until a block of that size is freed, then raises its mmap
+(and trim) threshold and serves blocks of that size from its arenas; so each new decoder or encoder
+moves a few more buffers from mappings into the arenas, where freed buffers stay scattered:
 measured with tools/soak.py, memory held by the allocator grew by ~36 MB per hour under a camera
 drop every 30 s while the memory in use stayed flat.
 
-:func:`configure_for_live` limits the arenas to :data:`ARENAS`, and :func:`release_free_memory`
-returns free pages to the OS (``malloc_trim``); the pipeline calls the first when it starts on live
-inputs and the second once a minute. Both do nothing where the C library is not glibc. (Pinning
-the mmap threshold at 128 KiB kept the held memory flatter still, but made every large torch
-tensor a fresh mapping: the model fuser ran 2.5x slower, so it is not done.)
+:func:`configure_for_live` fixes the allocator in the state that this adjustment reaches anyway
+after the first frames (blocks up to :data:`MMAP_THRESHOLD` from the arenas, no automatic trimming
+below :data:`TRIM_THRESHOLD`), so it no longer changes while the run goes on, and limits the
+arenas to :data:`ARENAS`; :func:`release_free_memory` returns free pages to the OS
+(``malloc_trim``). The pipeline calls the first when it starts on live inputs and the second every
+:data:`TRIM_EVERY_S`. Both do nothing where the C library is not glibc. (A low fixed mmap threshold
+such as glibc's initial 128 KiB also keeps the arenas flat, but makes every large torch tensor a
+fresh mapping: the model fuser ran 2.5x slower.)
 """
 
 from __future__ import annotations
@@ -31,7 +35,14 @@ ARENAS = 2
 fewer partly used heaps behind as decoder and encoder threads come and go; each thread's cache of
 small blocks keeps them from contending."""
 
-_M_ARENA_MAX = -8  # mallopt parameter number in glibc's malloc.h
+MMAP_THRESHOLD = 32 * 1024 * 1024
+"""Blocks at least this large get their own mapping (glibc's upper limit of its own adjustment)."""
+
+TRIM_THRESHOLD = 2 * MMAP_THRESHOLD
+"""Free memory at the top of a heap that glibc keeps without being asked to trim (its adjusted value)."""
+
+# mallopt parameter numbers in glibc's malloc.h
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_ARENA_MAX = -1, -3, -8
 
 
 @functools.cache
@@ -46,9 +57,13 @@ def _glibc() -> ctypes.CDLL | None:
 
 
 def configure_for_live() -> bool:
-    """Limit glibc's malloc arenas (see the module docstring); False where that is not possible."""
+    """Fix glibc's thresholds and limit its arenas (see the module docstring); False where that is
+    not possible."""
     libc = _glibc()
-    return bool(libc and libc.mallopt(_M_ARENA_MAX, ARENAS))
+    if libc is None:
+        return False
+    settings = ((_M_MMAP_THRESHOLD, MMAP_THRESHOLD), (_M_TRIM_THRESHOLD, TRIM_THRESHOLD), (_M_ARENA_MAX, ARENAS))
+    return all([libc.mallopt(parameter, value) for parameter, value in settings])
 
 
 def release_free_memory() -> bool:
