@@ -57,6 +57,12 @@ def slope_per_hour(times_s: list[float], values: list[float]) -> float:
     return cov / var * 3600.0 if var else 0.0
 
 
+def read_samples(path: Path) -> list[dict[str, float]]:
+    """The samples written to ``path`` (CSV), as numbers."""
+    with open(path, newline="") as file:
+        return [{key: float(value) for key, value in row.items() if value != ""} for row in csv.DictReader(file)]
+
+
 def build_config(args: argparse.Namespace, urls: dict[str, str], out: Path) -> dict:
     if args.feeds == "rtsp":
         reconnect = {"stall_timeout_s": 2.0, "backoff_initial_s": 0.25, "backoff_max_s": 2.0}
@@ -123,7 +129,6 @@ def main() -> int:
     next_drop = start + args.drop_every
     drops_injected = {"ir": 0, "vis": 0}
     victim = "ir"
-    samples = []
     log_path = args.out / "samples.csv"
     resources = ["rss_mb", "anon_mb", "file_mb", "heap_mb", "heap_held_mb", "heap_mapped_mb", "python_blocks",
                  "threads", "fds", "queue_pairs", "queue_sinks"]
@@ -152,8 +157,7 @@ def main() -> int:
                     "queue_sinks": sum(depth for name, depth in queues.items() if name.startswith("sink.")),
                     "frames": health["frames"], "fps": health["fps"], "p95_ms": health["latency_ms"]["p95"],
                 }
-                samples.append(sample)
-                writer.writerow(sample)
+                writer.writerow(sample)  # kept on disk only: a list here would grow the RSS being measured
                 log_file.flush()
                 print(json.dumps(sample), flush=True)
                 time.sleep(min(args.sample_every, max(0.0, end - time.monotonic())))
@@ -166,6 +170,7 @@ def main() -> int:
             for camera in cameras.values():
                 camera.kill()
 
+    samples = read_samples(log_path)
     steady = [s for s in samples if s["t_s"] >= args.warmup * 60] or samples
     times = [s["t_s"] for s in steady]
     report = {
@@ -174,7 +179,7 @@ def main() -> int:
                             for key in resources if all(key in s for s in steady)},
         "rss_mb": {"first_after_warmup": steady[0]["rss_mb"], "last": steady[-1]["rss_mb"],
                    "max": max(s["rss_mb"] for s in steady)},
-        "threads": sorted({s["threads"] for s in steady}), "fds": sorted({s["fds"] for s in steady}),
+        "threads": sorted({int(s["threads"]) for s in steady}), "fds": sorted({int(s["fds"]) for s in steady}),
         "drops_injected": drops_injected,
         "disconnects": {n: health["sources"][n]["disconnects"] for n in ("ir", "vis")},
         "reconnects": {n: health["sources"][n]["reconnects"] for n in ("ir", "vis")},
