@@ -10,7 +10,7 @@ least-squares slope of each after ``--warmup`` minutes (memory in MB per hour), 
 against the drops injected, and any pipeline error. Not a CI test: a 30-minute run is the acceptance
 check of docs/live.md.
 
-    python tools/soak.py --minutes 30 --out out/soak
+    python tools/soak.py --minutes 40 --warmup 10 --out out/soak
 """
 
 from __future__ import annotations
@@ -85,8 +85,9 @@ def build_config(args: argparse.Namespace, urls: dict[str, str], out: Path) -> d
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--minutes", type=float, default=30.0)
-    parser.add_argument("--warmup", type=float, default=3.0, help="minutes left out of the slopes")
+    parser.add_argument("--minutes", type=float, default=40.0)
+    parser.add_argument("--warmup", type=float, default=10.0,
+                        help="minutes left out of the slopes (include the first segment roll: a one-time step)")
     parser.add_argument("--feeds", choices=["rtsp", "synthetic"], default="rtsp")
     parser.add_argument("--drop-every", type=float, default=60.0, help="seconds between camera drops (rtsp)")
     parser.add_argument("--down-for", type=float, default=5.0, help="seconds a dropped camera stays down")
