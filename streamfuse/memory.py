@@ -63,7 +63,7 @@ def configure_for_live() -> bool:
     if libc is None:
         return False
     settings = ((_M_MMAP_THRESHOLD, MMAP_THRESHOLD), (_M_TRIM_THRESHOLD, TRIM_THRESHOLD), (_M_ARENA_MAX, ARENAS))
-    return all([libc.mallopt(parameter, value) for parameter, value in settings])
+    return all([libc.mallopt(parameter, value) for parameter, value in settings])  # a list: every setting is tried
 
 
 def release_free_memory() -> bool:

@@ -7,8 +7,8 @@ Every ``--sample-every`` seconds it records resident memory (all, anonymous, fil
 heap in use and Python's allocated blocks (to tell a leak from memory the allocator keeps), thread
 count, open file descriptors, queue depths and the health counters; at the end it prints the
 least-squares slope of each after ``--warmup`` minutes (memory in MB per hour), the counters
-against the drops injected, and any pipeline error. Not a CI test: a 30-minute run is the acceptance
-check of docs/live.md.
+against the drops injected, and any pipeline error. Not a CI test: the default run (40 minutes, the
+last 30 after the warm-up) is the acceptance check of docs/live.md.
 
     python tools/soak.py --minutes 40 --warmup 10 --out out/soak
 """
