@@ -330,6 +330,43 @@ def test_gpu_ops_reproduce_the_cpu_path_exactly(net):
                           cv2.cvtColor(ycrcb.numpy().astype(np.uint8), cv2.COLOR_YCrCb2BGR))
 
 
+def noisy_video(count: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(ir, vis) frames of one still scene with sensor noise (no scene cut between them)."""
+    _, vis = make_pair(seed)
+    ir = cv2.GaussianBlur(np.random.default_rng(seed).integers(0, 256, (48, 64), dtype=np.uint8), (0, 0), 2)
+    rng = np.random.default_rng(seed + 100)
+    jitter = lambda image: np.clip(image + rng.normal(0, 4, image.shape), 0, 255).astype(np.uint8)  # noqa: E731
+    return [(jitter(ir), jitter(vis)) for _ in range(count)]
+
+
+def run_in_rounds(worker: InferenceWorker, videos: list[list[tuple[np.ndarray, np.ndarray]]]) -> list[list]:
+    """Submit frame i of every stream, wait for them, then frame i + 1: at most one frame per stream per batch."""
+    results = [[] for _ in videos]
+    for frames in zip(*videos, strict=True):
+        futures = [worker.submit(stream, ir, vis) for stream, (ir, vis) in enumerate(frames)]
+        for stream, future in enumerate(futures):
+            results[stream].append(future.result(timeout=60))
+    return results
+
+
+def test_gpu_ops_carry_the_temporal_memory_like_the_cpu_path(net):
+    """The GPU compute step with memory, run on the CPU, gives the CPU worker's smoothed frames exactly."""
+    frames = noisy_video(4, seed=5)
+    with make_worker(net, temporal_smoothing=0.5) as worker:
+        expected = [worker.submit(0, ir, vis).result(10) for ir, vis in frames]
+    model, weights = worker.network, net.intent_weights({"balanced": 1})
+    memory = torch.full((1, *FusionNet.memory_shape(48, 64)), float("nan"))
+    with torch.inference_mode():
+        for (ir, vis), want in zip(frames, expected, strict=True):
+            got, memory = gpu_ops.fuse_tensors(model, torch.from_numpy(vis)[None], torch.from_numpy(ir)[None],
+                                               weights, memory=memory, momentum=0.5)
+            assert np.array_equal(got[0].numpy(), want)
+    with make_worker(net) as plain:
+        unsmoothed = [plain.submit(0, ir, vis).result(10) for ir, vis in frames]
+    assert np.array_equal(unsmoothed[0], expected[0])  # nothing to carry over into the first frame
+    assert any(level_diff(a, b) > 0 for a, b in zip(unsmoothed[1:], expected[1:], strict=True))
+
+
 def test_stats_percentiles():
     stats = WorkerStats()
     assert stats.mean_batch == 0.0 and stats.percentiles("total")["p50"] == 0.0
@@ -383,6 +420,29 @@ def test_cuda_matches_cpu_in_order(net, cuda_frames):
     assert worst <= 3 and mean < 0.05  # TF32 convolutions may move a few pixels by a level or so
     assert all(np.array_equal(a, b) or level_diff(a, b) <= 1 for a, b in zip(results, again, strict=True))
     assert worker_threads() == []
+
+
+@needs_cuda
+@pytest.mark.parametrize("graphs", [False, True])
+def test_cuda_temporal_smoothing_matches_cpu(net, graphs):
+    videos = [noisy_video(5, seed) for seed in (1, 2, 3)]
+    with make_worker(net, temporal_smoothing=0.5) as cpu:
+        expected = run_in_rounds(cpu, videos)
+    with InferenceWorker(net, device="cuda", max_batch=4, cuda_graphs=graphs, queue_size=32,
+                         temporal_smoothing=0.5) as gpu:
+        results = run_in_rounds(gpu, videos)
+        if graphs:
+            assert gpu._backend._graphs and all(g is not None for g in gpu._backend._graphs.values())
+    worst, mean = report(f"cuda smoothing (graphs {graphs}) vs cpu", sum(results, []), sum(expected, []))
+    assert worst <= 3 and mean < 0.05
+
+
+@needs_cuda
+def test_auto_device_picks_an_indexed_cuda_device(net):
+    with InferenceWorker(net, device="auto", queue_size=8) as worker:
+        assert worker.device == torch.device("cuda", torch.cuda.current_device())
+        ir, vis = noisy_video(1, seed=4)[0]
+        assert worker.submit(0, ir, vis).result(timeout=60).shape == vis.shape
 
 
 @needs_cuda

@@ -156,7 +156,8 @@ def remap(ir: torch.Tensor, index: torch.Tensor, weight: torch.Tensor, vis_shape
 
 def fuse_tensors(network: nn.Module, vis: torch.Tensor, ir: torch.Tensor, weights: torch.Tensor, *,
                  remap_index: torch.Tensor | None = None, remap_weight: torch.Tensor | None = None,
-                 valid: torch.Tensor | None = None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+                 valid: torch.Tensor | None = None, dtype: torch.dtype = torch.float32,
+                 memory: torch.Tensor | None = None, momentum: float = 0.0):
     """Fuse a batch of ``uint8`` frames entirely in tensors (the worker's GPU compute step).
 
     Matches the CPU path (OpenCV colour conversion and remap, then the network on the luminance,
@@ -172,9 +173,12 @@ def fuse_tensors(network: nn.Module, vis: torch.Tensor, ir: torch.Tensor, weight
         valid: ``(B, 1, H, W)`` boolean mask where the warped infrared has data (None: everywhere);
             elsewhere the output keeps the visible luminance.
         dtype: Precision the network runs in; its output is converted back to ``float32``.
+        memory: Each item's temporal memory from its stream's previous frame, in ``dtype``
+            (see :meth:`FusionNet.forward`); None fuses every frame on its own.
+        momentum: Weight of the previous frame's decisions (with ``memory``).
 
     Returns:
-        The fused frames, ``uint8``, shaped like ``vis``.
+        The fused frames, ``uint8``, shaped like ``vis``; with ``memory`` given, also the new memory.
     """
     colour = vis.dim() == 4
     if colour:
@@ -188,12 +192,15 @@ def fuse_tensors(network: nn.Module, vis: torch.Tensor, ir: torch.Tensor, weight
         ir_levels = ir
     luma_in = luma.unsqueeze(1).to(torch.float32).div_(255.0)
     ir_in = ir_levels.unsqueeze(1).to(torch.float32).div_(255.0)
-    fused = network(ir_in.to(dtype), luma_in.to(dtype), weights.to(dtype)).float()
+    if memory is None:
+        fused, new_memory = network(ir_in.to(dtype), luma_in.to(dtype), weights.to(dtype)), None
+    else:
+        fused, new_memory = network(ir_in.to(dtype), luma_in.to(dtype), weights.to(dtype), memory, momentum)
+    fused = fused.float()
     # The CPU path's quantisation: x * 255 + 0.5, clamped, truncated to uint8.
     levels = fused.mul_(255.0).add_(0.5).clamp_(0.0, 255.0).to(torch.int32)
     if valid is not None:
         levels = torch.where(valid, levels, luma.unsqueeze(1))
     levels = levels[:, 0]
-    if colour:
-        return ycrcb_to_bgr(levels, cr, cb)
-    return levels.to(torch.uint8)
+    frames = ycrcb_to_bgr(levels, cr, cb) if colour else levels.to(torch.uint8)
+    return frames if memory is None else (frames, new_memory)

@@ -219,7 +219,7 @@ def _batch_error(batch: list[_Request], what: str, exc: BaseException) -> Infere
 
 def _resolve_device(device: str) -> torch.device:
     if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        device = "cuda" if torch.cuda.is_available() else "cpu"  # resolved below to an indexed device
     try:
         resolved = torch.device(device)
     except (RuntimeError, TypeError):
@@ -259,8 +259,7 @@ class InferenceWorker:
         queue_size: Most unresolved frames; ``submit`` blocks while that many are pending
             (submitted, not yet resolved). Must be at least ``max_batch``.
         temporal_smoothing: Weight of each stream's previous frame in the fusion decisions
-            (``FusionNet.forward``'s ``momentum``; 0 disables). CPU only for now: a CUDA worker
-            logs a warning and fuses each frame on its own.
+            (``FusionNet.forward``'s ``momentum``; 0 disables), on the CPU and the GPU alike.
 
     Raises:
         ValueError: An argument is out of range, or the device or precision is unavailable.
@@ -282,10 +281,6 @@ class InferenceWorker:
         if not 0.0 <= temporal_smoothing < 1.0:
             raise ValueError(f"temporal_smoothing: must be in [0, 1), got {temporal_smoothing}")
         self.device = _resolve_device(device)
-        if temporal_smoothing and self.device.type == "cuda":
-            log.warning("fusion.temporal_smoothing is not implemented on the CUDA path yet: each frame is fused "
-                        "on its own (set it to 0 to silence this)")
-            temporal_smoothing = 0.0
         self.temporal_smoothing = temporal_smoothing
         if precision != "fp32" and self.device.type != "cuda":
             if device != "auto":
@@ -736,7 +731,9 @@ class _Graph:
     vis: torch.Tensor
     ir: torch.Tensor
     weights: torch.Tensor
+    memory: torch.Tensor | None  # the streams' previous temporal memory (temporal smoothing only)
     out: torch.Tensor
+    out_memory: torch.Tensor | None
 
 
 @dataclass
@@ -763,6 +760,8 @@ class _CudaBackend:
         self._graphs: dict[tuple[_Key, int], _Graph | None] = {}
         self._warmed: set[tuple[_Key, int]] = set()
         self._ones: dict[tuple[int, int], torch.Tensor] = {}
+        self._memory: dict[int, torch.Tensor] = {}
+        """Per stream: the network's temporal memory after its latest frame, on the device (compute stream)."""
         self._done: queue.SimpleQueue[_InFlight | None] = queue.SimpleQueue()
         self._completer = threading.Thread(target=self._complete_loop, name="inference-complete", daemon=True)
         self._completer.start()
@@ -826,25 +825,54 @@ class _CudaBackend:
             tables.owners[i] = index
         return tables
 
-    def _compute(self, vis: torch.Tensor, ir: torch.Tensor, weights: torch.Tensor,
-                 tables: _BatchTables | None) -> torch.Tensor:
-        if tables is None:
-            return gpu_ops.fuse_tensors(self.worker.network, vis, ir, weights, dtype=self.worker.dtype)
-        return gpu_ops.fuse_tensors(self.worker.network, vis, ir, weights, remap_index=tables.index,
-                                    remap_weight=tables.weight, valid=tables.valid, dtype=self.worker.dtype)
+    def _compute(self, vis: torch.Tensor, ir: torch.Tensor, weights: torch.Tensor, tables: _BatchTables | None,
+                 memory: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Fused frames of a batch, and the new temporal memory when ``memory`` is given."""
+        warp = {} if tables is None else {"remap_index": tables.index, "remap_weight": tables.weight,
+                                          "valid": tables.valid}
+        if memory is None:
+            return gpu_ops.fuse_tensors(self.worker.network, vis, ir, weights, dtype=self.worker.dtype, **warp), None
+        return gpu_ops.fuse_tensors(self.worker.network, vis, ir, weights, dtype=self.worker.dtype, memory=memory,
+                                    momentum=self.worker.temporal_smoothing, **warp)
 
-    def _warm_up(self, key: _Key, size: int, slot: _Slot, tables: _BatchTables | None) -> None:
+    def _batch_memory(self, batch: list[_Request]) -> torch.Tensor | None:
+        """Each item's memory from its stream's previous frame (NaN rows: none), or None without smoothing."""
+        if not self.worker.temporal_smoothing:
+            return None
+        shape = FusionNet.memory_shape(*batch[0].vis.shape[:2])
+        memory = torch.full((len(batch), *shape), float("nan"), dtype=self.worker.dtype, device=self.device)
+        for i, request in enumerate(batch):
+            previous = self._memory.get(request.stream)
+            if previous is not None and previous.shape == shape:
+                memory[i].copy_(previous)
+        return memory
+
+    def _keep_memory(self, batch: list[_Request], memory: torch.Tensor | None) -> None:
+        """Store each stream's new memory (the last of its frames in the batch wins)."""
+        if memory is None:
+            return
+        for i, request in enumerate(batch):
+            previous = self._memory.get(request.stream)
+            if previous is not None and previous.shape == memory.shape[1:]:
+                previous.copy_(memory[i])
+            else:
+                self._memory[request.stream] = memory[i].clone()
+
+    def _warm_up(self, key: _Key, size: int, slot: _Slot, tables: _BatchTables | None,
+                 memory: torch.Tensor | None) -> None:
         """Eager warm-up runs, then (optionally) a graph capture, for a new (key, batch size)."""
-        args = (slot.dev_vis[:size], slot.dev_ir[:size], slot.dev_weights[:size], tables)
+        args = (slot.dev_vis[:size], slot.dev_ir[:size], slot.dev_weights[:size], tables, memory)
         for _ in range(WARMUP_RUNS):
             self._compute(*args)
         self._warmed.add((key, size))
         if not self.cuda_graphs:
             return
-        static = _Graph(torch.cuda.CUDAGraph(), *(t.clone() for t in args[:3]), out=torch.empty(0))
+        static = _Graph(torch.cuda.CUDAGraph(), *(t.clone() for t in args[:3]),
+                        memory=None if memory is None else memory.clone(), out=torch.empty(0), out_memory=None)
         try:
             with torch.cuda.graph(static.graph, stream=self.compute_stream, capture_error_mode="thread_local"):
-                static.out = self._compute(static.vis, static.ir, static.weights, tables)
+                static.out, static.out_memory = self._compute(static.vis, static.ir, static.weights, tables,
+                                                              static.memory)
         except Exception as exc:
             log.warning("CUDA graph capture failed for batch %d of %s (%s: %s); running that shape eagerly",
                         size, key[0], type(exc).__name__, exc)
@@ -879,19 +907,24 @@ class _CudaBackend:
                     tables = None
                     if key[2]:
                         tables = self._batch_tables(key, size, [tables for _, tables in prepared])
+                    memory = self._batch_memory(batch)
                     if (key, size) not in self._warmed:
-                        self._warm_up(key, size, slot, tables)
+                        self._warm_up(key, size, slot, tables, memory)
                     events["run0"].record(self.compute_stream)
                     graph = self._graphs.get((key, size))
                     if graph is not None:
                         graph.vis.copy_(slot.dev_vis[:size])
                         graph.ir.copy_(slot.dev_ir[:size])
                         graph.weights.copy_(slot.dev_weights[:size])
+                        if memory is not None:
+                            graph.memory.copy_(memory)
                         graph.graph.replay()
-                        slot.dev_out[:size].copy_(graph.out)
+                        fused, new_memory = graph.out, graph.out_memory
                     else:
-                        slot.dev_out[:size].copy_(self._compute(slot.dev_vis[:size], slot.dev_ir[:size],
-                                                                slot.dev_weights[:size], tables))
+                        fused, new_memory = self._compute(slot.dev_vis[:size], slot.dev_ir[:size],
+                                                          slot.dev_weights[:size], tables, memory)
+                    slot.dev_out[:size].copy_(fused)
+                    self._keep_memory(batch, new_memory)
                     events["run1"].record(self.compute_stream)
                 with torch.cuda.stream(self.download_stream):
                     self.download_stream.wait_event(events["run1"])
