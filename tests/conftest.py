@@ -28,6 +28,15 @@ def private_text_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("STREAMFUSE_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "text-cache"))
 
 
+def python_env(**extra: str) -> dict[str, str]:
+    """This process's environment for a child Python that imports streamfuse from the checkout.
+
+    The checkout goes first on PYTHONPATH; entries already there stay (where the dependencies may live).
+    """
+    path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+    return {**os.environ, "PYTHONPATH": path, **extra}
+
+
 def free_ports(count: int) -> list[int]:
     """``count`` distinct TCP ports on 127.0.0.1 that were free a moment ago."""
     sockets = [socket.socket() for _ in range(count)]

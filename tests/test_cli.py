@@ -8,7 +8,7 @@ import sys
 import cv2
 import pytest
 
-from conftest import REPO, free_ports, make_pair, shared_data
+from conftest import free_ports, make_pair, python_env, shared_data
 from media import read_video, write_video
 from streamfuse.cli import main
 
@@ -27,7 +27,7 @@ def test_demo_runs_from_the_packaged_config(tmp_path):
                "--set", f"sinks.0.path={output}", "--set", f"sinks.1.endpoint=tcp://127.0.0.1:{publish}",
                "--set", f"control.endpoint=tcp://127.0.0.1:{control}"]
     result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=120,
-                            env={**os.environ, "PYTHONPATH": str(REPO)})
+                            env=python_env())
     assert result.returncode == 0, result.stderr
     assert "source ir: synthetic thermal camera" in result.stderr
     assert "prompt 'night, find the people' -> thermal_targets" in result.stderr
@@ -166,7 +166,7 @@ def test_bench_model_with_parallel_streams(tmp_path, capsys):
 
 def test_subscribe_saves_what_it_receives(tmp_path, free_port):
     endpoint = f"tcp://127.0.0.1:{free_port}"
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env = python_env()
     subscriber = subprocess.Popen(
         [sys.executable, "-m", "streamfuse", "subscribe", endpoint, "--save", str(tmp_path / "rec.mp4"),
          "--frames", "15"], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)

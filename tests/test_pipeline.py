@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -10,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import REPO, shared_data
+from conftest import REPO, python_env, shared_data
 from media import read_video
 from streamfuse.config import config_from_dict
 from streamfuse.errors import PipelineError, SourceError
@@ -145,7 +144,7 @@ def test_sigint_leaves_a_playable_file(tmp_path):
                "--set", "synthetic.width=160", "--set", "synthetic.height=128",
                "--set", f"sinks=[{{type: video, path: '{output}'}}]", "--set", "control.enabled=false"]
     process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               env={**os.environ, "PYTHONPATH": str(REPO)})
+                               env=python_env())
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and (not output.exists() or output.stat().st_size < 2000):
         time.sleep(0.2)

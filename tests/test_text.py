@@ -8,7 +8,7 @@ import sys
 import pytest
 import torch
 
-from conftest import REPO
+from conftest import REPO, python_env
 from streamfuse.config import TextConfig
 from streamfuse.errors import ConfigError
 from streamfuse.text import (
@@ -64,7 +64,7 @@ def test_hashing_encoder_is_deterministic_across_processes():
             "v = HashingTextEncoder().encode(['night and foggy, find the people']); "
             "print(hashlib.sha256(v.numpy().tobytes()).hexdigest())")
     runs = {subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
-                           env={"PYTHONPATH": str(REPO), "PYTHONHASHSEED": seed}).stdout for seed in ("1", "2")}
+                           env=python_env(PYTHONHASHSEED=seed)).stdout for seed in ("1", "2")}
     local = HashingTextEncoder().encode(["night and foggy, find the people"]).numpy().tobytes()
     import hashlib
 
