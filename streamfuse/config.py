@@ -707,6 +707,34 @@ class ModelConfig:
 
 
 @dataclass
+class RefineConfig:
+    """How ``streamfuse train`` refines ``init_weights`` (see streamfuse/train/distill.py)."""
+
+    intent: str = "low_contrast_thermal"
+    """The intent whose target blends its own output with the balanced fusion of the range-restored thermal image."""
+    own_share: float = 0.6
+    """Share of the teacher's own output for that intent in its target."""
+    thermal_gain: float = 2.0
+    """Stretch of the thermal image's range around its mean."""
+    thermal_sigma: float = 3.0
+    """Spatial width (pixels) of the edge-preserving smoothing that is stretched."""
+    thermal_sigma_range: float = 0.03
+    """Intensity depth (in [0, 1] units) of that smoothing: differences well above it are edges and kept."""
+    trainable: list[str] = field(default_factory=lambda: ["tokens", "iti", "low"])
+    """Parameter name prefixes that are trained; the rest of the network stays frozen."""
+
+    def _check(self, path: str) -> None:
+        if not 0.0 <= self.own_share <= 1.0:
+            raise ConfigError(f"{_join(path, 'own_share')}: must be between 0 and 1, got {self.own_share}")
+        if self.thermal_gain < 1.0:
+            raise ConfigError(f"{_join(path, 'thermal_gain')}: must be at least 1, got {self.thermal_gain}")
+        _positive(self.thermal_sigma, _join(path, "thermal_sigma"))
+        _positive(self.thermal_sigma_range, _join(path, "thermal_sigma_range"))
+        if not self.trainable:
+            raise ConfigError(f"{_join(path, 'trainable')}: name at least one parameter prefix (e.g. tokens)")
+
+
+@dataclass
 class TrainConfig:
     """``streamfuse train``: unsupervised training of the fusion network (see docs/model.md)."""
 
@@ -730,6 +758,10 @@ class TrainConfig:
     export: str | None = None
     """Where the final weights are written (the shipped file is streamfuse/models/weights/fusionnet.pt)."""
     model: ModelConfig = field(default_factory=ModelConfig)
+    """Size of a network trained from scratch (ignored with ``init_weights``: the checkpoint's size is used)."""
+    init_weights: str | None = None
+    """Refine these weights by self-distillation (``refine``) instead of training a new network."""
+    refine: RefineConfig = field(default_factory=RefineConfig)
 
     def _check(self, path: str) -> None:
         for name in ("crop", "batch_size", "steps", "threads", "checkpoint_every", "log_every"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import math
@@ -16,11 +17,12 @@ from tqdm import tqdm
 
 from streamfuse.config import TrainConfig
 from streamfuse.errors import ConfigError
-from streamfuse.models.checkpoint import save_weights
+from streamfuse.models.checkpoint import load_model, save_weights
 from streamfuse.models.network import FusionNet, parameter_count
 from streamfuse.text.prompts import load_bank
 from streamfuse.train.data import CropSampler, find_pair_folders, load_training_pairs
-from streamfuse.train.losses import TERMS, emphasis_matrix, fusion_loss
+from streamfuse.train.distill import distillation_targets
+from streamfuse.train.losses import emphasis_matrix, fusion_loss
 
 log = logging.getLogger(__name__)
 
@@ -55,14 +57,41 @@ class Trainer:
         except ValueError as exc:
             raise ConfigError(f"data_root: {exc}") from None
         self.sampler = CropSampler(self.pairs, crop=config.crop, seed=config.seed)
-        self.model = FusionNet(self.bank.ids, **vars(config.model)).to(memory_format=torch.channels_last)
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.learning_rate)
+        self.teacher: FusionNet | None = None
+        self.init_metadata: dict | None = None
+        if config.init_weights is None:
+            self.model = FusionNet(self.bank.ids, **vars(config.model))
+        else:
+            self.model, self.teacher = self._refinement_models(config)
+        self.model = self.model.to(memory_format=torch.channels_last).train()
+        trainable = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.Adam(trainable, lr=config.learning_rate)
         self.step = 0
         self.output_dir = Path(config.output_dir)
         self.intent_ids = list(config.intents)
         self.intent_probabilities = np.array([config.intents[i] for i in self.intent_ids], dtype=np.float64)
         self.intent_probabilities /= self.intent_probabilities.sum()
         self.rng = np.random.default_rng(config.seed + 1)
+
+    def _refinement_models(self, config: TrainConfig) -> tuple[FusionNet, FusionNet]:
+        """The network to refine (only ``refine.trainable`` parameters trainable) and its frozen teacher."""
+        refine = config.refine
+        if refine.intent not in config.intents:
+            raise ConfigError(f"refine.intent: {refine.intent!r} is not one of the sampled intents "
+                              f"({', '.join(config.intents)})")
+        model, self.init_metadata = load_model(config.init_weights)
+        if model.intents != self.bank.ids:
+            raise ConfigError(f"init_weights: {config.init_weights} was trained on the intents "
+                              f"{', '.join(model.intents)}, the prompt bank has {', '.join(self.bank.ids)}")
+        teacher = copy.deepcopy(model).eval().requires_grad_(False)
+        names = [name for name, _ in model.named_parameters()]
+        for prefix in refine.trainable:
+            if not any(name.startswith(prefix) for name in names):
+                raise ConfigError(f"refine.trainable: no parameter name starts with {prefix!r} "
+                                  f"(top-level names: {', '.join(sorted({n.split('.')[0] for n in names}))})")
+        for name, parameter in model.named_parameters():
+            parameter.requires_grad_(name.startswith(tuple(refine.trainable)))
+        return model, teacher
 
     # ---------------------------------------------------------------------------------- checkpoints
     def save_checkpoint(self) -> Path:
@@ -130,10 +159,15 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = self.learning_rate()
         fused = self.model(batch["ir_in"], batch["vis_in"], weights)
-        loss, terms = fusion_loss(fused, batch["ir"], batch["vis"], emphasis)
+        if self.teacher is None:
+            loss, terms = fusion_loss(fused, batch["ir"], batch["vis"], emphasis)
+        else:
+            targets = distillation_targets(self.teacher, batch["ir_in"], batch["vis_in"], weights, intents,
+                                           self.config.refine)
+            loss, terms = (fused - targets).abs().mean(), {}
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad], 1.0)
         self.optimizer.step()
         self.step += 1
         return {"loss": float(loss.detach()), **terms}
@@ -141,8 +175,10 @@ class Trainer:
     def run(self) -> Path | None:
         """Train to ``steps`` (checkpointing; Ctrl-C saves first), then export the weights if configured."""
         config = self.config
-        log.info("training %s: %d parameters, %d pairs from %s, %d steps of %d crops of %dpx",
-                 type(self.model).__name__, parameter_count(self.model), len(self.pairs),
+        log.info("%s %s: %d parameters (%d trainable), %d pairs from %s, %d steps of %d crops of %dpx",
+                 "training" if self.teacher is None else f"refining {config.init_weights}",
+                 type(self.model).__name__, sum(p.numel() for p in self.model.parameters()),
+                 parameter_count(self.model), len(self.pairs),
                  ", ".join(s.name for s in self.sources), config.steps, config.batch_size, config.crop)
         bar = tqdm(total=config.steps, initial=self.step, disable=not self.progress, unit="step", file=sys.stderr)
         running: dict[str, float] = {}
@@ -155,7 +191,7 @@ class Trainer:
                 if self.step % config.log_every == 0 or self.step == config.steps:
                     rate = (self.step - start_step) / (time.perf_counter() - started)
                     eta = (config.steps - self.step) / rate if rate else 0.0
-                    terms = " ".join(f"{t}={running[t]:.4f}" for t in TERMS)
+                    terms = " ".join(f"{t}={v:.4f}" for t, v in running.items() if t != "loss")
                     message = (f"step {self.step}/{config.steps} loss={running['loss']:.4f} {terms} "
                                f"lr={self.learning_rate():.5f} {rate:.2f} steps/s eta {eta / 60:.1f} min")
                     bar.write(message, file=sys.stderr) if self.progress else log.info(message)
@@ -173,9 +209,13 @@ class Trainer:
         metadata = {
             "steps": self.step, "batch_size": config.batch_size, "crop": config.crop, "seed": config.seed,
             "learning_rate": config.learning_rate, "intents": config.intents, "pairs": len(self.pairs),
-            "sources": [s.name for s in self.sources], "parameters": parameter_count(self.model),
+            "sources": [s.name for s in self.sources],
+            "parameters": sum(p.numel() for p in self.model.parameters()),
             "seconds": round(time.perf_counter() - started, 1),
         }
+        if self.teacher is not None:
+            metadata["refined_from"] = {"weights": config.init_weights, "refine": vars(config.refine),
+                                        "metadata": self.init_metadata}
         path = save_weights(self.model.to(memory_format=torch.contiguous_format), config.export, metadata)
         log.info("exported weights to %s", path)
         return path

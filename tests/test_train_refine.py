@@ -1,0 +1,98 @@
+"""Refining trained weights by self-distillation: frozen parts stay, other intents keep the teacher's output,
+the refined intent's target blends its own output with the range-restored balanced fusion."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from test_train_data import textured, write
+
+from streamfuse.config import RefineConfig, TrainConfig, load_train_config
+from streamfuse.errors import ConfigError
+from streamfuse.models.checkpoint import load_model, save_weights
+from streamfuse.models.network import FusionNet
+from streamfuse.text import load_bank
+from streamfuse.train.distill import distillation_targets, restore_thermal_range
+from streamfuse.train.trainer import Trainer
+
+
+@pytest.fixture
+def start_weights(tmp_path: Path) -> Path:
+    torch.manual_seed(0)
+    model = FusionNet(load_bank().ids, channels=8, token_dim=16, tokens_per_intent=2)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(torch.randn_like(parameter) * 0.05)
+    return save_weights(model, tmp_path / "start.pt", {"steps": 123})
+
+
+@pytest.fixture
+def data_root(tmp_path: Path) -> Path:
+    root = tmp_path / "data"
+    for index in range(3):
+        write(root / "roadscene" / "ir" / f"{index}.png", textured(index, (80, 96)))
+        write(root / "roadscene" / "vi" / f"{index}.png", textured(10 + index, (80, 96)))
+    return root
+
+
+def refine_config(data_root: Path, start: Path, tmp_path: Path, **refine) -> TrainConfig:
+    return TrainConfig(data_root=str(data_root), crop=32, batch_size=4, steps=3, threads=1, checkpoint_every=100,
+                       log_every=100, intents={"balanced": 1.0, "low_contrast_thermal": 1.0}, mix_with_balanced=0.0,
+                       output_dir=str(tmp_path / "out"), export=str(tmp_path / "refined.pt"),
+                       init_weights=str(start), refine=RefineConfig(**refine))
+
+
+def test_restore_thermal_range_stretches_edges_but_not_noise():
+    flat = torch.full((1, 1, 24, 24), 0.4)
+    assert torch.allclose(restore_thermal_range(flat, 2.0, 3.0, 0.03), flat)
+    step = torch.full((1, 1, 32, 64), 0.45)
+    step[..., 32:] = 0.55  # a warm region beside a cold one, the mean 0.5
+    noise = torch.from_numpy(np.random.default_rng(0).normal(0, 0.005, step.shape).astype(np.float32))
+    restored = restore_thermal_range(step + noise, 2.0, 3.0, 0.03)
+    cold, warm = restored[..., 4:28, 4:28], restored[..., 4:28, 36:60]
+    assert abs(float(cold.mean()) - 0.4) < 0.005 and abs(float(warm.mean()) - 0.6) < 0.005  # the edge doubled
+    assert float(warm.std()) < float(noise[..., 4:28, 36:60].std())  # the noise not amplified, reduced
+
+
+def test_targets_keep_the_teacher_except_for_the_refined_intent(start_weights):
+    teacher, _ = load_model(start_weights)
+    rng = np.random.default_rng(1)
+    ir, vis = (torch.from_numpy(rng.random((4, 1, 32, 32), dtype=np.float32)) for _ in range(2))
+    intents = ["balanced", "low_contrast_thermal", "glare", "low_contrast_thermal"]
+    weights = torch.cat([teacher.intent_weights({intent: 1.0}) for intent in intents])
+    refine = RefineConfig(own_share=0.25)
+    targets = distillation_targets(teacher, ir, vis, weights, intents, refine)
+    with torch.no_grad():
+        own = teacher(ir, vis, weights)
+        restored_ir = restore_thermal_range(ir, refine.thermal_gain, refine.thermal_sigma, refine.thermal_sigma_range)
+        restored = teacher(restored_ir, vis, teacher.intent_weights({"balanced": 1.0}))
+    assert torch.equal(targets[[0, 2]], own[[0, 2]])
+    assert torch.allclose(targets[[1, 3]], 0.25 * own[[1, 3]] + 0.75 * restored[[1, 3]], atol=1e-6)
+    assert not torch.allclose(targets[[1, 3]], own[[1, 3]], atol=1e-3)
+
+
+def test_refinement_trains_only_the_named_parts_and_records_its_origin(data_root, start_weights, tmp_path):
+    trainer = Trainer(refine_config(data_root, start_weights, tmp_path))
+    before = {name: p.detach().clone() for name, p in trainer.model.named_parameters()}
+    exported = trainer.run()
+    refined, metadata = load_model(exported)
+    changed = {name for name, p in refined.named_parameters() if not torch.equal(p, before[name])}
+    assert changed and all(name.startswith(("tokens", "iti", "low")) for name in changed)
+    assert "tokens" in changed
+    assert metadata["refined_from"]["metadata"] == {"steps": 123}
+    assert metadata["refined_from"]["refine"]["intent"] == "low_contrast_thermal"
+    assert metadata["parameters"] == sum(p.numel() for p in refined.parameters())
+
+
+def test_refinement_settings_are_checked(data_root, start_weights, tmp_path):
+    with pytest.raises(ConfigError, match="refine.trainable: no parameter name starts with 'head_'"):
+        Trainer(refine_config(data_root, start_weights, tmp_path, trainable=["head_"]))
+    with pytest.raises(ConfigError, match="refine.intent: 'fog' is not one of the sampled intents"):
+        Trainer(refine_config(data_root, start_weights, tmp_path, intent="fog"))
+    path = tmp_path / "refine.yaml"
+    path.write_text("refine: {own_share: 1.5}\n")
+    with pytest.raises(ConfigError, match="refine.own_share: must be between 0 and 1"):
+        load_train_config(path)
