@@ -47,14 +47,7 @@ def synthetic_pairs(time_of_day: str, count: int = 4):
             for t in np.linspace(0.0, 3.0, count)]
 
 
-KNOWN_MISSES = {
-    "low_contrast_thermal": pytest.mark.xfail(strict=True, reason=(
-        "known miss of the shipped weights (docs/model.md): on the 25 pairs the matching prompt wins Qabf "
-        "(0.513 vs 0.490) but loses Ssim (1.4045 vs 1.4124)")),
-}
-
-
-@pytest.mark.parametrize("kind", [pytest.param(kind, marks=KNOWN_MISSES.get(kind, ())) for kind in MATCHING_PROMPTS])
+@pytest.mark.parametrize("kind", MATCHING_PROMPTS)
 def test_matching_prompt_restores_degraded_inputs_better(model, router, tno_pairs, all_tno_pairs, kind):
     # The noise and low-contrast-thermal prompts are decided by thin margins on the 25-pair mean
     # (docs/model.md), which three pairs do not settle: they are checked on all 25.
