@@ -712,7 +712,7 @@ class RefineConfig:
 
     intent: str = "low_contrast_thermal"
     """The intent whose target blends its own output with the balanced fusion of the range-restored thermal image."""
-    own_share: float = 0.6
+    own_share: float = 0.5
     """Share of the teacher's own output for that intent in its target."""
     thermal_gain: float = 2.0
     """Stretch of the thermal image's range around its mean."""
