@@ -92,6 +92,8 @@ def test_refinement_settings_are_checked(data_root, start_weights, tmp_path):
         Trainer(refine_config(data_root, start_weights, tmp_path, trainable=["head_"]))
     with pytest.raises(ConfigError, match="refine.intent: 'fog' is not one of the sampled intents"):
         Trainer(refine_config(data_root, start_weights, tmp_path, intent="fog"))
+    with pytest.raises(ConfigError, match="init_weights: no checkpoint at .*missing.pt; train one with"):
+        Trainer(refine_config(data_root, tmp_path / "missing.pt", tmp_path))
     path = tmp_path / "refine.yaml"
     path.write_text("refine: {own_share: 1.5}\n")
     with pytest.raises(ConfigError, match="refine.own_share: must be between 0 and 1"):

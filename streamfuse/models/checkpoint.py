@@ -36,10 +36,11 @@ def save_weights(model: FusionNet, path: str | Path, metadata: dict[str, Any] | 
     return path
 
 
-def load_model(path: str | Path | None = None) -> tuple[FusionNet, dict[str, Any]]:
+def load_model(path: str | Path | None = None, key: str = "fusion.weights") -> tuple[FusionNet, dict[str, Any]]:
     """Load a :class:`FusionNet` from a checkpoint (the shipped one when ``path`` is None).
 
-    Loading uses ``torch.load(weights_only=True)``: a checkpoint cannot run code.
+    Loading uses ``torch.load(weights_only=True)``: a checkpoint cannot run code. ``key`` is the
+    config key that named the file, for the error messages.
 
     Returns:
         The model in eval mode, and the checkpoint's metadata.
@@ -50,20 +51,21 @@ def load_model(path: str | Path | None = None) -> tuple[FusionNet, dict[str, Any
     """
     path = Path(path) if path is not None else default_weights_path()
     if not path.is_file():
-        raise ConfigError(f"fusion.weights: no checkpoint at {path}; train one with `streamfuse train "
-                          "configs/train.yaml` or use the packaged default (leave fusion.weights unset)")
+        default = " or use the packaged default (leave fusion.weights unset)" if key == "fusion.weights" else ""
+        raise ConfigError(f"{key}: no checkpoint at {path}; train one with `streamfuse train configs/train.yaml`"
+                          + default)
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, ValueError, OSError) as exc:
-        raise ConfigError(f"fusion.weights: {path} is not a readable streamfuse checkpoint "
+        raise ConfigError(f"{key}: {path} is not a readable streamfuse checkpoint "
                           f"(corrupt or not a torch file: {str(exc).splitlines()[0][:120]})") from None
     if not isinstance(payload, dict) or payload.get("architecture") != ARCHITECTURE:
         found = payload.get("architecture") if isinstance(payload, dict) else type(payload).__name__
-        raise ConfigError(f"fusion.weights: {path} holds {found!r}, not a {ARCHITECTURE} checkpoint")
+        raise ConfigError(f"{key}: {path} holds {found!r}, not a {ARCHITECTURE} checkpoint")
     try:
         model = FusionNet(payload["intents"], **payload["config"])
         model.load_state_dict(payload["state_dict"])
     except (KeyError, TypeError, RuntimeError) as exc:
-        raise ConfigError(f"fusion.weights: {path} does not match the network it describes "
+        raise ConfigError(f"{key}: {path} does not match the network it describes "
                           f"({str(exc).splitlines()[0][:160]})") from None
     return model.eval(), dict(payload.get("metadata", {}))

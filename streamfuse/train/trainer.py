@@ -79,7 +79,7 @@ class Trainer:
         if refine.intent not in config.intents:
             raise ConfigError(f"refine.intent: {refine.intent!r} is not one of the sampled intents "
                               f"({', '.join(config.intents)})")
-        model, self.init_metadata = load_model(config.init_weights)
+        model, self.init_metadata = load_model(config.init_weights, key="init_weights")
         if model.intents != self.bank.ids:
             raise ConfigError(f"init_weights: {config.init_weights} was trained on the intents "
                               f"{', '.join(model.intents)}, the prompt bank has {', '.join(self.bank.ids)}")
