@@ -1,5 +1,6 @@
-"""Refining trained weights by self-distillation: frozen parts stay, other intents keep the teacher's output,
-the refined intent's target blends its own output with the range-restored balanced fusion."""
+"""The trainer: an interrupted run resumes to the same weights; refining trained weights by self-distillation
+(frozen parts stay, other intents keep the teacher's output, the refined intent's target blends its own
+output with the range-restored balanced fusion)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import pytest
 import torch
 from test_train_data import textured, write
 
-from streamfuse.config import RefineConfig, TrainConfig, load_train_config
+from streamfuse.config import ModelConfig, RefineConfig, TrainConfig, load_train_config
 from streamfuse.errors import ConfigError
 from streamfuse.models.checkpoint import load_model, save_weights
 from streamfuse.models.network import FusionNet
@@ -43,6 +44,24 @@ def refine_config(data_root: Path, start: Path, tmp_path: Path, **refine) -> Tra
                        log_every=100, intents={"balanced": 1.0, "low_contrast_thermal": 1.0}, mix_with_balanced=0.0,
                        output_dir=str(tmp_path / "out"), export=str(tmp_path / "refined.pt"),
                        init_weights=str(start), refine=RefineConfig(**refine))
+
+
+def scratch_config(data_root: Path, tmp_path: Path, steps: int) -> TrainConfig:
+    return TrainConfig(data_root=str(data_root), crop=32, batch_size=4, steps=steps, threads=1, checkpoint_every=2,
+                       log_every=100, output_dir=str(tmp_path / "run"), export=None,
+                       model=ModelConfig(channels=8, token_dim=16, tokens_per_intent=2))
+
+
+def test_a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(data_root, tmp_path):
+    straight = Trainer(scratch_config(data_root, tmp_path / "a", 4))
+    straight.run()
+    first = Trainer(scratch_config(data_root, tmp_path / "b", 2))
+    first.run()  # stops at step 2 with its checkpoint, as an interrupted run would
+    resumed = Trainer(scratch_config(data_root, tmp_path / "b", 4))
+    assert resumed.resume() and resumed.step == 2
+    resumed.run()
+    for (name, a), b in zip(straight.model.state_dict().items(), resumed.model.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
 
 
 def test_restore_thermal_range_stretches_edges_but_not_noise():
