@@ -7,12 +7,13 @@ Every ``--sample-every`` seconds it records resident memory (all, anonymous, fil
 heap in use and Python's allocated blocks (to tell a leak from memory the allocator keeps), thread
 count, open file descriptors, queue depths and the health counters; at the end it prints the
 least-squares slope of each after ``--warmup`` minutes (memory in MB per hour), once over every
-sample and once over the samples with both sources running (while a camera reconnects, its
-decoder's frame buffers are freed and RSS dips by a few MB, which adds noise but no trend), the
-counters against the drops injected, and any pipeline error. Not a CI test: the default run (60 minutes, the
-last 30 after the warm-up) is the acceptance check of docs/live.md. The warm-up covers the first three
-segment rolls: until then each new encoder (and, less, each new decoder) leaves the allocator's heaps a
-little more fragmented, and RSS climbs by a few MB before it levels off.
+sample and once over the samples with both sources running (while a camera reconnects, its decoder's
+frame buffers are freed and RSS dips by a few MB, which adds noise but no trend), the median RSS of
+every 5 minutes (the steadier reading), the counters against the drops injected, and any pipeline
+error. Not a CI test: the default run (60 minutes, the last 30 after the warm-up) is the acceptance
+check of docs/live.md. The warm-up covers the first three segment rolls: until then each new encoder
+(and, less, each new decoder) leaves the allocator's heaps a little more fragmented, and RSS climbs
+by a few MB before it levels off.
 
     python tools/soak.py --out out/soak
 """
@@ -23,6 +24,7 @@ import argparse
 import csv
 import json
 import os
+import statistics
 import sys
 import threading
 import time
@@ -66,6 +68,17 @@ def slopes(samples: list[dict[str, float]], keys: list[str]) -> dict[str, float]
     times = [s["t_s"] for s in samples]
     return {key: round(slope_per_hour(times, [s[key] for s in samples]), 3) for key in keys
             if all(key in s for s in samples)}
+
+
+def window_medians(samples: list[dict[str, float]], key: str, minutes: float = 5.0) -> dict[str, float]:
+    """Median of ``key`` in each ``minutes``-long window, keyed by the window's start minute.
+
+    Steadier than a fitted slope: a camera that is down for a sample or two, or one sawtooth of the
+    allocator, moves a median little and a 30-minute least-squares slope a lot."""
+    windows: dict[int, list[float]] = {}
+    for sample in samples:
+        windows.setdefault(int(sample["t_s"] // (minutes * 60)), []).append(sample[key])
+    return {f"{index * minutes:g}": round(statistics.median(values), 2) for index, values in sorted(windows.items())}
 
 
 def read_samples(path: Path) -> list[dict[str, float]]:
@@ -192,6 +205,7 @@ def main() -> int:
         "slopes_per_hour_both_running": slopes(running, resources), "samples_both_running": len(running),
         "rss_mb": {"first_after_warmup": steady[0]["rss_mb"], "last": steady[-1]["rss_mb"],
                    "max": max(s["rss_mb"] for s in steady)},
+        "rss_mb_5min_medians_both_running": window_medians([s for s in samples if s["both_running"]], "rss_mb"),
         "threads": sorted({int(s["threads"]) for s in steady}), "fds": sorted({int(s["fds"]) for s in steady}),
         "drops_injected": drops_injected,
         "disconnects": {n: health["sources"][n]["disconnects"] for n in ("ir", "vis")},
