@@ -12,8 +12,8 @@ frame buffers are freed and RSS dips by a few MB, which adds noise but no trend)
 every 5 minutes (the steadier reading), the counters against the drops injected, and any pipeline
 error. Not a CI test: the default run (60 minutes, the last 30 after the warm-up) is the acceptance
 check of docs/live.md. The warm-up covers the first three segment rolls: until then each new encoder
-(and, less, each new decoder) leaves the allocator's heaps a little more fragmented, and RSS climbs
-by a few MB before it levels off.
+(and, less, each new decoder) most likely leaves the allocator's heaps a little more fragmented, and
+RSS climbs by a few MB before it levels off.
 
     python tools/soak.py --out out/soak
 """
