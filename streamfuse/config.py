@@ -222,24 +222,11 @@ class RegistrationConfig:
 
 
 @dataclass
-class ClassicalConfig:
-    """Options of the classical Laplacian-pyramid fuser."""
-
-    levels: int = 4
-    """Pyramid levels (detail bands + base)."""
-
-    def _check(self, path: str) -> None:
-        if not 1 <= self.levels <= 8:
-            raise ConfigError(f"{path}.levels: must be between 1 and 8, got {self.levels}")
-
-
-@dataclass
 class FusionConfig:
     """Which fuser combines each pair."""
 
     fuser: str = "model"
     """A registered fuser name: ``model`` (the text-guided network) or ``classical``."""
-    classical: ClassicalConfig = field(default_factory=ClassicalConfig)
     weights: str | None = None
     """Checkpoint of the ``model`` fuser; null uses the weights shipped in the package."""
     device: str = "auto"
@@ -752,6 +739,8 @@ class TrainConfig:
     """Sampling weight of each intent (the sample's inputs get that intent's degradation)."""
     mix_with_balanced: float = 0.25
     """Share of samples whose intent weights are blended with balanced (teaches partial prompts)."""
+    head_decay: float = 0.01
+    """Weight decay of the network's head: pulls the learned maps towards the fixed band rule."""
     output_dir: str = "out/train"
     checkpoint_every: int = 250
     log_every: int = 50

@@ -67,9 +67,10 @@ def test_identical_inputs_are_reproduced():
     assert np.abs(fuse_luminance(y, y).astype(int) - y.astype(int)).max() <= 1
 
 
-def test_tiny_and_odd_sizes():
-    ir, vis = make_pair(0, (17, 9))
-    assert ClassicalFuser(levels=6).fuse(ir, vis).shape == vis.shape
+@pytest.mark.parametrize("size", [(17, 9), (1, 1), (2, 3), (121, 6)])
+def test_tiny_and_odd_sizes(size):
+    ir, vis = make_pair(0, size)
+    assert ClassicalFuser().fuse(ir, vis).shape == vis.shape
 
 
 def test_batch_preserves_order_and_validates():

@@ -52,10 +52,10 @@ def data_root(tmp_path: Path) -> Path:
         write(root / "tno_video_sequences" / "Camp" / "thermal" / f"{frame}i.bmp", flat(frame - 1700))
         write(root / "tno_video_sequences" / "Camp" / "visual" / f"{frame}v.bmp", flat(frame - 1600))
     (root / "tno_video_sequences" / "README.txt").write_text("not a sequence")
-    for excluded in ("tno_cddfuse", "medical_harvard", "murf_rgbir_misaligned"):
+    for excluded in ("tno_cddfuse", "llvip_samples", "medical_harvard", "murf_rgbir_misaligned"):
         write(root / excluded / "ir" / "01.png", textured(99))
         write(root / excluded / "vi" / "01.png", textured(98))
-    (root / "llvip_samples" / "ir").mkdir(parents=True)  # present but empty: skipped
+    (root / "m3fd_tardal_samples" / "ir").mkdir(parents=True)  # present but empty: skipped
     return root
 
 
@@ -209,8 +209,7 @@ def test_real_data_root_sets():
     root = shared_data()
     sources = find_pair_folders(root)
     names = [s.name for s in sources]
-    expected = {"roadscene", "llvip_samples", "m3fd_tardal_samples", "superfusion_reg_msrs",
-                "superfusion_reg_roadscene"}
+    expected = {"roadscene", "m3fd_tardal_samples", "superfusion_reg_msrs", "superfusion_reg_roadscene"}
     present = {name for name in expected if (root / name).is_dir()}
     assert present <= set(names)
     assert all(name in expected or name.startswith("tno_video_sequences/") for name in names)

@@ -12,7 +12,7 @@ __all__ = ["Fuser", "ClassicalFuser", "fuse_luminance", "FUSERS", "build_fuser"]
 #: Registered fuser names and what they are.
 FUSERS = {
     "model": "the text-guided fusion network (DAFE + ITI), shipped weights",
-    "classical": "Laplacian-pyramid luminance fusion (energy-weighted details, salience-weighted base)",
+    "classical": "band-selection luminance fusion (the network's fixed rule, in OpenCV)",
 }
 
 
@@ -23,7 +23,7 @@ def build_fuser(config: FusionConfig) -> Fuser:
         ConfigError: The name is not a registered fuser.
     """
     if config.fuser == "classical":
-        return ClassicalFuser(levels=config.classical.levels)
+        return ClassicalFuser()
     if config.fuser == "model":
         from streamfuse.fusers.model import ModelFuser  # imports torch: only when the network is used
 

@@ -1,133 +1,171 @@
-"""Classical luminance fusion by Laplacian pyramids: the torch-free baseline fuser.
+"""Classical luminance fusion by band selection: the fixed rule of the fusion network, in OpenCV.
 
-The visible image's luminance (Y of YCrCb) and the infrared image are decomposed into Laplacian
-pyramids (Burt & Adelson, 1983). Detail bands are combined with soft weights from local band
-energy (the stronger local structure wins, smoothly, so textures from both sources survive without
-seams); the coarsest band is combined by salience, the local deviation from each image's mean
-intensity, so warm targets that stand out in infrared keep their contrast instead of being averaged
-away. The fused luminance gets the visible chroma back.
+The same decomposition, rule and composition as :mod:`streamfuse.models.bands` (read its docstring
+for the design: visible base kept, infrared injected per band where its structure is stronger, the
+stronger finest detail per pixel), written with OpenCV's box filters and resizes, which are several
+times faster on a CPU than the torch operations the network needs for training and CUDA.
+``tests/test_classical.py`` checks that the two implementations agree.
 
-A prompt steers it through the routed intents: each intent leans the weights towards the infrared
-or the visible image (:data:`INTENT_LEAN`), by raising the infrared weights to a power.
+A prompt steers it through the routed intents: each intent moves the injection logits towards the
+infrared or the visible image (:data:`INTENT_LEAN`); intents about a damaged visible image
+(:data:`~streamfuse.models.network.LOCAL_INTENTS`: glare, low light, fog) do so only where that damage
+is (:func:`damage_gates`), so a prompt never changes a region where the visible camera is fine.
 """
 
 from __future__ import annotations
+
+import functools
 
 import cv2
 import numpy as np
 
 from streamfuse.fusers.base import Fuser
 from streamfuse.fusers.colour import merge_luminance, split_luminance
+from streamfuse.models.rule import (
+    BASE_FLOOR,
+    BASE_OFFSET,
+    BASE_STEEPNESS,
+    CHAIN,
+    LOCAL_INTENTS,
+    RULE_FLOOR,
+    RULE_OFFSET,
+    RULE_STEEPNESS,
+    damage_gates,
+    steep,
+)
 
-_EPS = 1e-3
-#: Squared salience (in gray levels) below which the base band leans towards an even mix: where
-#: neither image stands out, the ratio of two tiny saliences would otherwise flip between sources
-#: and leave blotches.
-_BASE_SALIENCE_FLOOR = 15.0**2
-
-#: How far each intent leans the fusion towards infrared (+) or visible (-); -1..1.
+#: How far each intent moves the injection logits towards infrared (+) or visible (-).
 INTENT_LEAN = {
-    "thermal_targets": 0.6, "low_light": 0.8, "fog": 0.8, "glare": 0.5,
-    "visible_detail": -0.6, "low_contrast_thermal": -0.5,
+    "thermal_targets": 3.0, "low_light": 4.0, "fog": 4.0, "glare": 4.0,
+    "visible_detail": -3.0, "low_contrast_thermal": -2.0,
 }
 
 
-def _gaussian_pyramid(image: np.ndarray, levels: int) -> list[np.ndarray]:
-    pyramid = [image]
-    for _ in range(levels - 1):
-        pyramid.append(cv2.pyrDown(pyramid[-1]))
-    return pyramid
+@functools.lru_cache(maxsize=32)
+def _inverse_counts(height: int, width: int, radius: int) -> np.ndarray:
+    """1 / (pixels in each window) of a border-shrunk box filter."""
+    def counts(size: int) -> np.ndarray:
+        index = np.arange(size)
+        r = min(radius, size - 1)
+        return (np.minimum(index + r + 1, size) - np.maximum(index - r, 0)).astype(np.float32)
+
+    return 1.0 / np.outer(counts(height), counts(width))
 
 
-def _laplacian_bands(gaussian: list[np.ndarray]) -> list[np.ndarray]:
-    bands = []
-    for fine, coarse in zip(gaussian[:-1], gaussian[1:], strict=True):
-        up = cv2.pyrUp(coarse, dstsize=(fine.shape[1], fine.shape[0]))
-        bands.append(cv2.subtract(fine, up))
-    return bands
+def box_filter(image: np.ndarray, radius: int) -> np.ndarray:
+    """Mean over ``(2r+1)^2`` windows, shrunk at the borders (as :func:`streamfuse.models.bands.box_filter`)."""
+    height, width = image.shape[:2]
+    rw, rh = min(radius, width - 1), min(radius, height - 1)
+    sums = cv2.boxFilter(image, -1, (2 * rw + 1, 2 * rh + 1), normalize=False, borderType=cv2.BORDER_CONSTANT)
+    return sums * _inverse_counts(height, width, radius)
 
 
-def _soft_weight(strength_ir: np.ndarray, strength_vis: np.ndarray, floor: float = 0.0) -> np.ndarray:
-    """Per-pixel infrared weight ``(s_ir + floor) / (s_ir + s_vis + 2 floor)`` in [0, 1]."""
-    total = cv2.add(strength_ir, strength_vis)
-    total += 2 * floor + _EPS
-    return cv2.divide(strength_ir + (floor + _EPS / 2), total)
+def guided_smooth(image: np.ndarray, radius: int, eps: float) -> np.ndarray:
+    """Self-guided filter (He, Sun and Tang, TPAMI 2013)."""
+    mean = box_filter(image, radius)
+    variance = np.maximum(box_filter(image * image, radius) - mean * mean, 0)
+    a = variance / (variance + eps)
+    return box_filter(a, radius) * image + box_filter(mean - a * mean, radius)
 
 
-def _blend(ir: np.ndarray, vis: np.ndarray, weight_ir: np.ndarray) -> np.ndarray:
-    """``vis + weight_ir * (ir - vis)``."""
-    return cv2.add(vis, cv2.multiply(weight_ir, cv2.subtract(ir, vis)))
+def _half(image: np.ndarray) -> np.ndarray:
+    return cv2.resize(image, (image.shape[1] // 2, image.shape[0] // 2), interpolation=cv2.INTER_AREA)
 
 
-def fuse_luminance(ir: np.ndarray, vis: np.ndarray, valid: np.ndarray | None = None, *, levels: int = 4,
-                   lean: float = 0.0) -> np.ndarray:
+def _double(image: np.ndarray) -> np.ndarray:
+    return cv2.resize(image, (image.shape[1] * 2, image.shape[0] * 2), interpolation=cv2.INTER_LINEAR)
+
+
+def _decompose(image: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+    """``fine, half, [D1, D2, base]`` of one float32 image with sides divisible by 4."""
+    half = _half(image)
+    coarse, smooth = [], half
+    for radius, eps in CHAIN:
+        smoother = guided_smooth(smooth, radius, eps)
+        coarse.append(smooth - smoother)
+        smooth = smoother
+    coarse.append(smooth)
+    return image - _double(half), half, coarse
+
+
+def rule_logits(coarse_ir: list[np.ndarray], coarse_vis: list[np.ndarray]) -> list[np.ndarray]:
+    """The fixed rule's injection logits at quarter resolution, one per coarse band."""
+    logits = [steep(box_filter(_half(band_ir * band_ir), radius // 2 + 1),
+                    box_filter(_half(band_vis * band_vis), radius // 2 + 1), RULE_FLOOR, RULE_STEEPNESS, RULE_OFFSET)
+              for band_ir, band_vis, (radius, _) in zip(coarse_ir[:-1], coarse_vis[:-1], CHAIN, strict=True)]
+    base_ir, base_vis = coarse_ir[-1], coarse_vis[-1]
+    radius = CHAIN[-1][0] // 2
+    salience_ir = box_filter(_half(np.abs(base_ir - base_ir.mean(dtype=np.float64)).astype(np.float32)), radius)
+    salience_vis = box_filter(_half(np.abs(base_vis - base_vis.mean(dtype=np.float64)).astype(np.float32)), radius)
+    logits.append(steep(salience_ir, salience_vis, BASE_FLOOR, BASE_STEEPNESS, BASE_OFFSET))
+    return logits
+
+
+def fuse_luminance(ir: np.ndarray, vis: np.ndarray, valid: np.ndarray | None = None, *,
+                   weights: dict[str, float] | None = None) -> np.ndarray:
     """Fuse two registered single-channel ``uint8`` images of the same size.
 
     Args:
         ir: Infrared image.
         vis: Visible luminance.
         valid: Optional ``uint8`` mask, 1 where ``ir`` has data (elsewhere the result is ``vis``).
-        levels: Pyramid levels; fewer for small images (each level halves the size).
-        lean: -1..1, favour the visible (-) or infrared (+) image: infrared weights ``w`` become
-            ``w ** 4**(-lean)``.
+        weights: Routed intent weights (``{intent: weight}``); None or balanced is the plain rule.
 
     Returns:
         The fused ``uint8`` luminance.
     """
-    levels = max(1, min(levels, int(np.log2(max(1, min(ir.shape[:2])))) - 2))
-    g_ir = _gaussian_pyramid(ir.astype(np.float32), levels)
-    g_vis = _gaussian_pyramid(vis.astype(np.float32), levels)
-    masks = None
+    height, width = ir.shape[:2]
+    pad_h, pad_w = (-height) % 4, (-width) % 4
+    sources = []
+    for image in (ir, vis):
+        image = image.astype(np.float32) * (1 / 255)
+        if pad_h or pad_w:
+            image = cv2.copyMakeBorder(image, 0, pad_h, 0, pad_w, cv2.BORDER_REPLICATE)
+        sources.append(image)
+    fine_ir, half_ir, coarse_ir = _decompose(sources[0])
+    fine_vis, half_vis, coarse_vis = _decompose(sources[1])
+    logits = rule_logits(coarse_ir, coarse_vis)
+    lean = _lean_map(_half(half_ir), _half(half_vis), weights or {})
+    fused_half = half_vis
+    for band_ir, band_vis, logit in zip(coarse_ir, coarse_vis, logits, strict=True):
+        injection = _double(1 / (1 + np.exp(-(logit + lean))))
+        fused_half = fused_half + injection * (band_ir - band_vis)
+    fine = np.where(np.abs(fine_ir) > np.abs(fine_vis), fine_ir, fine_vis)
+    fused = (_double(fused_half) + fine)[:height, :width]
     if valid is not None:
-        masks = _gaussian_pyramid(valid.astype(np.float32), levels)
+        fused = np.where(valid.astype(bool), fused, sources[1][:height, :width])
+    return np.clip(fused * 255 + 0.5, 0, 255).astype(np.uint8)
 
-    gamma = 4.0 ** (-lean)
 
-    def steer(weight: np.ndarray) -> np.ndarray:
-        return cv2.pow(weight, gamma) if lean else weight
-
-    fused_bands = []
-    for level, (band_ir, band_vis) in enumerate(zip(_laplacian_bands(g_ir), _laplacian_bands(g_vis), strict=True)):
-        energy_ir = cv2.GaussianBlur(cv2.multiply(band_ir, band_ir), (5, 5), 0)
-        energy_vis = cv2.GaussianBlur(cv2.multiply(band_vis, band_vis), (5, 5), 0)
-        weight = steer(_soft_weight(energy_ir, energy_vis))
-        if masks is not None:
-            weight = cv2.multiply(weight, masks[level])
-        fused_bands.append(_blend(band_ir, band_vis, weight))
-
-    base_ir, base_vis = g_ir[-1], g_vis[-1]
-    salience_ir = cv2.GaussianBlur(cv2.absdiff(base_ir, float(base_ir.mean())), (5, 5), 0)
-    salience_vis = cv2.GaussianBlur(cv2.absdiff(base_vis, float(base_vis.mean())), (5, 5), 0)
-    weight = steer(_soft_weight(cv2.multiply(salience_ir, salience_ir), cv2.multiply(salience_vis, salience_vis),
-                                _BASE_SALIENCE_FLOOR))
-    if masks is not None:
-        weight = cv2.multiply(weight, masks[-1])
-    fused = _blend(base_ir, base_vis, weight)
-
-    for band in reversed(fused_bands):
-        fused = cv2.add(cv2.pyrUp(fused, dstsize=(band.shape[1], band.shape[0])), band)
-    return np.clip(fused, 0, 255, out=fused).astype(np.uint8)
+def _lean_map(quarter_ir: np.ndarray, quarter_vis: np.ndarray, weights: dict[str, float]) -> np.ndarray | float:
+    """The prompt's offset of the injection logits: global intents everywhere, damage intents where the damage is."""
+    lean: np.ndarray | float = 0.0
+    gates = None
+    for intent, weight in weights.items():
+        amount = weight * INTENT_LEAN.get(intent, 0.0)
+        if not amount:
+            continue
+        if intent in LOCAL_INTENTS:
+            gates = gates if gates is not None else damage_gates(quarter_ir, quarter_vis, box_filter)
+            lean = lean + amount * gates[LOCAL_INTENTS[intent]]
+        else:
+            lean = lean + amount
+    return lean
 
 
 class ClassicalFuser(Fuser):
-    """Laplacian-pyramid luminance fusion with visible chroma restored (no torch needed).
-
-    Args:
-        levels: Pyramid levels.
-    """
+    """Band-selection luminance fusion (the network's fixed rule) with visible chroma restored."""
 
     name = "classical"
 
-    def __init__(self, *, levels: int = 4) -> None:
-        self.levels = levels
-        self.lean = 0.0
+    def __init__(self) -> None:
+        self.weights: dict[str, float] = {}
 
     def condition(self, routing) -> None:
         """Lean towards infrared or visible by the routed intents' :data:`INTENT_LEAN`."""
-        weights = routing.weights if routing is not None else {}
-        self.lean = float(np.clip(sum(w * INTENT_LEAN.get(i, 0.0) for i, w in weights.items()), -1.0, 1.0))
+        self.weights = dict(routing.weights) if routing is not None else {}
 
     def _fuse(self, ir: np.ndarray, vis: np.ndarray, valid: np.ndarray | None) -> np.ndarray:
         luma, ycrcb = split_luminance(vis)
-        fused = fuse_luminance(ir, luma, valid, levels=self.levels, lean=self.lean)
+        fused = fuse_luminance(ir, luma, valid, weights=self.weights)
         return merge_luminance(fused, ycrcb)

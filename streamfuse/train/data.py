@@ -28,14 +28,14 @@ from streamfuse.train.degrade import INTENT_DEGRADATION, degrade_for_intent
 logger = logging.getLogger(__name__)
 
 #: Training sets laid out as ``<set>/ir`` + ``<set>/vi`` with matching file names.
-IR_VI_SETS: tuple[str, ...] = ("roadscene", "llvip_samples", "m3fd_tardal_samples", "superfusion_reg_msrs",
+IR_VI_SETS: tuple[str, ...] = ("roadscene", "m3fd_tardal_samples", "superfusion_reg_msrs",
                                "superfusion_reg_roadscene")
 #: Folder of TNO video sequences: ``<folder>/<sequence>/thermal`` + ``<sequence>/visual``, paired by sorted order.
 TNO_SEQUENCES = "tno_video_sequences"
-#: Folders that must never be used for training: the held-out evaluation set, medical data, misaligned pairs.
-EXCLUDED_SETS: tuple[str, ...] = ("tno_cddfuse", "medical_harvard", "murf_rgbir_misaligned")
+#: Folders that must never be used for training: the held-out evaluation sets, medical data, misaligned pairs.
+EXCLUDED_SETS: tuple[str, ...] = ("tno_cddfuse", "llvip_samples", "medical_harvard", "murf_rgbir_misaligned")
 #: Held-out evaluation sets whose images are dropped from training by :func:`load_training_pairs`.
-HELDOUT_SETS: tuple[str, ...] = ("tno_cddfuse",)
+HELDOUT_SETS: tuple[str, ...] = ("tno_cddfuse", "llvip_samples")
 
 #: Aspect ratios of an IR and a visible image may differ by this fraction for the IR to be resized.
 _ASPECT_TOLERANCE = 0.01

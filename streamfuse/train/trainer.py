@@ -64,8 +64,12 @@ class Trainer:
         else:
             self.model, self.teacher = self._refinement_models(config)
         self.model = self.model.to(memory_format=torch.channels_last).train()
-        trainable = [p for p in self.model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.Adam(trainable, lr=config.learning_rate)
+        trainable = [(name, p) for name, p in self.model.named_parameters() if p.requires_grad]
+        # Weight decay on the head alone pulls the learned maps towards the fixed band rule.
+        head = [p for name, p in trainable if name.startswith("head.")]
+        rest = [p for name, p in trainable if not name.startswith("head.")]
+        groups = [{"params": rest, "weight_decay": 0.0}, {"params": head, "weight_decay": config.head_decay}]
+        self.optimizer = torch.optim.AdamW([g for g in groups if g["params"]], lr=config.learning_rate)
         self.step = 0
         self.output_dir = Path(config.output_dir)
         self.intent_ids = list(config.intents)

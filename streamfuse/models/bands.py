@@ -1,0 +1,155 @@
+"""Band composition: split both sources into bands, then choose per band and per pixel.
+
+Shared by the fusion network (which predicts where infrared goes into each band) and the classical
+fuser (which uses the fixed rule alone), on CPU, on CUDA and in training. The design follows the
+hybrid multi-scale decomposition family (Zhou, Wang, Li and Dong, "Perceptual fusion of infrared and
+visible images through a hybrid multi-scale decomposition with Gaussian and bilateral filters",
+Information Fusion 30, 2016): keep the visible base, inject infrared per band where its structure is
+stronger (a steep, nonlinear weight), take the stronger detail at the finest band.
+
+Both sources travel stacked as channels ``[IR, VIS]`` of one ``(B, 2, H, W)`` tensor (luminance in
+[0, 1], H and W even). Each is split as::
+
+    I = fine + up(half)            fine: detail finer than 2 px (full resolution)
+    half = D1 + D2 + base          at 1/2 resolution: an edge-preserving (self-guided filter) chain,
+                                   D1 = half - S1, D2 = S1 - S2, base = S2
+
+and the two are composed as::
+
+    F = fine_gain * strongest(fine_IR, fine_VIS)
+        + up( half_VIS + w_1 (g D1_IR - D1_VIS) + w_2 (g D2_IR - D2_VIS) + w_base (base_IR - base_VIS) )
+
+With every injection weight ``w`` at 0 and the gains at 1 the output is the visible image, apart from
+the finest band, which comes from whichever source is locally stronger. Everything the maps touch
+lives at half resolution; the full-resolution work is one 2x average pool, two 2x upsamplings and a
+few elementwise operations. Box filters are cumulative sums (``avg_pool2d`` with large kernels is
+slow on CPU; a cumulative sum costs the same for any radius).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch.nn import functional as F
+
+from streamfuse.models.rule import (
+    BASE_FLOOR,
+    BASE_OFFSET,
+    BASE_STEEPNESS,
+    CHAIN,
+    COARSE_BANDS,
+    RULE_FLOOR,
+    RULE_OFFSET,
+    RULE_STEEPNESS,
+    steep,
+)
+
+
+class Bands(NamedTuple):
+    """Both sources split into bands; every tensor has the channels ``[IR, VIS]``."""
+
+    fine: torch.Tensor
+    """``(B, 2, H, W)`` detail finer than 2 px: the source minus its upsampled half-resolution image."""
+    half: torch.Tensor
+    """``(B, 2, H/2, W/2)`` the sources at half resolution (the sum of the coarse bands)."""
+    coarse: tuple[torch.Tensor, ...]
+    """``D1, D2, base``, each ``(B, 2, H/2, W/2)``."""
+
+
+def _border_counts(size: int, radius: int, like: torch.Tensor) -> torch.Tensor:
+    index = torch.arange(size, device=like.device)
+    return ((index + radius + 1).clamp(max=size) - (index - radius).clamp(min=0)).to(like.dtype)
+
+
+def box_filter(image: torch.Tensor, radius: int) -> torch.Tensor:
+    """Mean of ``(B, C, H, W)`` over ``(2r+1)^2`` windows, shrunk at the borders (cumulative sums)."""
+    height, width = image.shape[-2:]
+    rw, rh = min(radius, width - 1), min(radius, height - 1)
+    summed = F.pad(image, (rw + 1, rw)).cumsum(-1)
+    rows = summed[..., 2 * rw + 1:] - summed[..., :width]
+    summed = F.pad(rows, (0, 0, rh + 1, rh)).cumsum(-2)
+    sums = summed[..., 2 * rh + 1:, :] - summed[..., :height, :]
+    return sums / (_border_counts(height, rh, image)[:, None] * _border_counts(width, rw, image)[None, :])
+
+
+def guided_smooth(image: torch.Tensor, radius: int, eps: float) -> torch.Tensor:
+    """Self-guided filter (He, Sun and Tang, TPAMI 2013): edge-preserving smoothing of each channel."""
+    channels = image.shape[1]
+    moments = box_filter(torch.cat([image, image * image], dim=1), radius)
+    mean, mean_square = moments[:, :channels], moments[:, channels:]
+    variance = (mean_square - mean * mean).clamp(min=0)
+    a = variance / (variance + eps)
+    coefficients = box_filter(torch.cat([a, mean - a * mean], dim=1), radius)
+    return coefficients[:, :channels] * image + coefficients[:, channels:]
+
+
+def upsample(image: torch.Tensor) -> torch.Tensor:
+    """Bilinear upsampling by 2."""
+    return F.interpolate(image, scale_factor=2.0, mode="bilinear", align_corners=False)
+
+
+def decompose(sources: torch.Tensor) -> Bands:
+    """Split ``(B, 2, H, W)`` stacked ``[IR, VIS]`` images (H and W even) into :class:`Bands`."""
+    half = F.avg_pool2d(sources, 2)
+    fine = sources - upsample(half)
+    coarse, smooth = [], half
+    for radius, eps in CHAIN:
+        smoother = guided_smooth(smooth, radius, eps)
+        coarse.append(smooth - smoother)
+        smooth = smoother
+    coarse.append(smooth)
+    return Bands(fine, half, tuple(coarse))
+
+
+def rule_logits(bands: Bands) -> torch.Tensor:
+    """Logits ``(B, COARSE_BANDS, H/4, W/4)`` of the fixed injection rule, one per coarse band.
+
+    Detail bands: infrared goes in where its local band energy exceeds the visible one's, by a steep
+    function of the normalised difference ``(E_IR - E_VIS) / (E_IR + E_VIS)``. Base: the same
+    comparison of salience (the base's local absolute deviation from its own mean level), so a warm
+    person on a cool background goes in. Computed at quarter resolution (the energies are smooth),
+    where the network's maps live too.
+    """
+    logits = [_rule(box_filter(F.avg_pool2d(band * band, 2), radius // 2 + 1), RULE_FLOOR, RULE_STEEPNESS,
+                    RULE_OFFSET)
+              for band, (radius, _) in zip(bands.coarse[:-1], CHAIN, strict=True)]
+    base = bands.coarse[-1]
+    salience = box_filter(F.avg_pool2d((base - base.mean(dim=(2, 3), keepdim=True)).abs(), 2), CHAIN[-1][0] // 2)
+    logits.append(_rule(salience, BASE_FLOOR, BASE_STEEPNESS, BASE_OFFSET))
+    return torch.cat(logits, dim=1)
+
+
+def _rule(strength: torch.Tensor, floor: float, steepness: float, offset: float) -> torch.Tensor:
+    return steep(strength[:, :1], strength[:, 1:], floor, steepness, offset)
+
+
+def strongest(fine: torch.Tensor) -> torch.Tensor:
+    """``(B, 1, H, W)``: per pixel, whichever of the two channels has the larger magnitude."""
+    ir, vis = fine[:, :1], fine[:, 1:]
+    return vis + (ir - vis) * (ir.abs() > vis.abs()).to(fine.dtype)
+
+
+def compose(bands: Bands, injection: torch.Tensor, ir_gain: torch.Tensor | None = None,
+            fine_gain: torch.Tensor | None = None) -> torch.Tensor:
+    """The fused image from the bands and the maps (formula in the module docstring).
+
+    Args:
+        bands: Both sources' bands.
+        injection: ``(B, COARSE_BANDS, H/4, W/4)`` infrared weights in [0, 1] per coarse band.
+        ir_gain: ``(B, 1, H/4, W/4)`` gain ``g`` on the infrared detail bands (None: 1).
+        fine_gain: ``(B, 1, H/4, W/4)`` gain on the finest band (None: 1).
+
+    Returns:
+        ``(B, 1, H, W)`` fused image, not clamped.
+    """
+    maps = upsample(injection if ir_gain is None else torch.cat([injection, ir_gain], dim=1))
+    gain = 1.0 if ir_gain is None else maps[:, -1:]
+    half = bands.half[:, 1:]
+    for level, band in enumerate(bands.coarse):
+        band_ir = band[:, :1] if level == COARSE_BANDS - 1 else gain * band[:, :1]
+        half = half + maps[:, level:level + 1] * (band_ir - band[:, 1:])
+    detail = strongest(bands.fine)
+    if fine_gain is not None:
+        detail = detail * upsample(upsample(fine_gain))
+    return upsample(half) + detail

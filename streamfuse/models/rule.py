@@ -1,0 +1,58 @@
+"""The fixed band-injection rule and the damage gates, written once for torch tensors and NumPy arrays.
+
+Both the fusion network (:mod:`streamfuse.models.bands`, torch) and the classical fuser
+(:mod:`streamfuse.fusers.classical`, OpenCV) use these; the functions need only arithmetic,
+``.clip`` and a box filter of the caller's kind, so this module imports neither torch nor OpenCV.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TypeVar
+
+Array = TypeVar("Array")  # a torch.Tensor or a numpy.ndarray
+
+#: Guided-filter radius and regularisation (squared intensity) of the two chain levels, at half
+#: resolution (4 and 12 px in the full image).
+CHAIN = ((2, 0.01), (6, 0.03))
+#: Number of coarse bands the injection maps address: D1, D2 and the base.
+COARSE_BANDS = len(CHAIN) + 1
+
+#: Detail bands: steepness, offset and energy floor (squared intensity) of the rule. The offset is the
+#: normalised energy difference at which infrared gets half weight; slightly below 0 lets an infrared
+#: band of about the visible band's strength in (tuned on RoadScene and MSRS training pairs).
+RULE_STEEPNESS, RULE_OFFSET, RULE_FLOOR = 8.0, -0.2, 1e-4
+#: Base: the same on salience (local absolute deviation from the base's mean level, intensity units).
+BASE_STEEPNESS, BASE_OFFSET, BASE_FLOOR = 8.0, -0.2, 0.03
+
+#: Intents that describe damage to the visible image, and where that damage is (:func:`damage_gates`).
+LOCAL_INTENTS = {"glare": "saturated", "low_light": "dark", "fog": "low_contrast"}
+
+
+def steep(strength_ir: Array, strength_vis: Array, floor: float, steepness: float, offset: float) -> Array:
+    """Injection logit: steep in the normalised strength difference ``(S_IR - S_VIS) / (S_IR + S_VIS)``."""
+    return steepness * ((strength_ir - strength_vis) / (strength_ir + strength_vis + floor) - offset)
+
+
+def damage_gates(ir: Array, vis: Array, box_filter: Callable[[Array, int], Array]) -> dict[str, Array]:
+    """Where the visible image is damaged, per kind of damage: maps in [0, 1] the size of the inputs.
+
+    Args:
+        ir: Quarter-resolution infrared in [0, 1].
+        vis: Quarter-resolution visible luminance in [0, 1].
+        box_filter: ``box_filter(image, radius)`` of the inputs' kind.
+
+    ``saturated``: local mean brightness above 0.7 (full at 0.9): glare, blooms. ``dark``: local mean
+    below 0.25 (full at 0.1). ``low_contrast``: the visible local contrast is low (below 0.06, full at
+    0.03 standard deviation) and lower than the thermal one's: fog, smoke, haze.
+    """
+    mean_ir, mean_vis = box_filter(ir, 2), box_filter(vis, 2)
+    contrast_ir = (box_filter(ir * ir, 2) - mean_ir * mean_ir).clip(min=0) ** 0.5
+    contrast_vis = (box_filter(vis * vis, 2) - mean_vis * mean_vis).clip(min=0) ** 0.5
+    thermal_stronger = (2 * (contrast_ir - contrast_vis) / (contrast_ir + contrast_vis + 0.02)).clip(0, 1)
+    gates = {
+        "saturated": ((mean_vis - 0.7) / 0.2).clip(0, 1),
+        "dark": ((0.25 - mean_vis) / 0.15).clip(0, 1),
+        "low_contrast": ((0.06 - contrast_vis) / 0.03).clip(0, 1) * thermal_stronger,
+    }
+    return {kind: box_filter(gate, 2) for kind, gate in gates.items()}

@@ -1,0 +1,106 @@
+"""The band composition shared by the network and the classical fuser: decomposition, rule, gates, locality."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from streamfuse.fusers import classical
+from streamfuse.fusers.classical import ClassicalFuser, fuse_luminance
+from streamfuse.models import bands
+from streamfuse.models.network import FusionNet
+from streamfuse.models.rule import damage_gates
+from streamfuse.text import HashingTextEncoder, Router, load_bank
+
+
+def naive_box(image: np.ndarray, radius: int) -> np.ndarray:
+    height, width = image.shape
+    out = np.empty_like(image)
+    for y in range(height):
+        for x in range(width):
+            out[y, x] = image[max(0, y - radius):y + radius + 1, max(0, x - radius):x + radius + 1].mean()
+    return out
+
+
+@pytest.mark.parametrize("radius", [1, 3, 12])
+def test_box_filters_are_border_shrunk_means(radius):
+    image = np.random.default_rng(radius).random((9, 14)).astype(np.float32)
+    expected = naive_box(image, radius)
+    assert np.allclose(bands.box_filter(torch.from_numpy(image)[None, None], radius)[0, 0].numpy(), expected, atol=1e-5)
+    assert np.allclose(classical.box_filter(image, radius), expected, atol=1e-5)
+
+
+def test_bands_add_up_to_the_sources():
+    sources = torch.rand(2, 2, 32, 48)
+    split = bands.decompose(sources)
+    assert torch.allclose(split.fine + bands.upsample(split.half), sources, atol=1e-6)
+    assert torch.allclose(sum(split.coarse), split.half, atol=1e-6)
+    assert split.coarse[0].shape == (2, 2, 16, 24)
+
+
+def test_no_injection_keeps_the_visible_image_but_the_stronger_finest_detail():
+    vis = torch.rand(1, 1, 32, 32)
+    same = bands.decompose(torch.cat([vis, vis], dim=1))
+    assert torch.allclose(bands.compose(same, torch.zeros(1, 3, 8, 8)), vis, atol=1e-6)
+    flat_ir = bands.decompose(torch.cat([torch.full_like(vis, 0.5), vis], dim=1))
+    assert torch.allclose(bands.compose(flat_ir, torch.zeros(1, 3, 8, 8)), vis, atol=1e-6)
+
+
+def scene(size=(128, 96)):
+    """A textured visible image with a person hidden in shadow; the thermal image shows them hot."""
+    width, height = size
+    rng = np.random.default_rng(0)
+    vis = (rng.random((height, width)) * 120 + 60).astype(np.uint8)
+    vis[30:70, 50:70] = 35
+    ir = np.full((height, width), 70, np.uint8)
+    ir[30:70, 50:70] = 240
+    return ir, vis
+
+
+def test_black_stays_black():
+    ir, vis = scene()
+    ir[:, :40] = 0
+    vis[:, :40] = 0
+    assert fuse_luminance(ir, vis)[:, :30].max() == 0
+    model = FusionNet(load_bank().ids).eval()
+    with torch.no_grad():
+        fused = model(torch.from_numpy(ir).float()[None, None] / 255, torch.from_numpy(vis).float()[None, None] / 255,
+                      model.intent_weights({"balanced": 1}))
+    assert float(fused[..., :, :30].max()) < 0.5 / 255
+
+
+def test_damage_gates_find_each_kind_of_damage():
+    rng = np.random.default_rng(1)
+    ir = (0.3 + 0.4 * rng.random((24, 60))).astype(np.float32)  # textured thermal everywhere
+    vis = (0.3 + 0.4 * rng.random((24, 60))).astype(np.float32)  # textured visible, then damaged:
+    vis[:, :10] = 0.98                      # saturated
+    vis[:, 22:34] = 0.5                     # flat grey: contrast gone
+    vis[:, 48:] = 0.03                      # dark
+    gates = damage_gates(ir, vis, classical.box_filter)
+    fine = np.s_[:, 14:18]                  # a textured, well-exposed stretch
+    assert gates["saturated"][:, :6].min() > 0.9 and gates["saturated"][:, 14:].max() == 0
+    assert gates["dark"][:, 52:].min() > 0.9 and gates["dark"][:, :44].max() == 0
+    assert gates["low_contrast"][:, 26:30].min() > 0.9
+    for kind, gate in gates.items():
+        assert gate[fine].max() == 0, kind
+    as_tensor = damage_gates(torch.from_numpy(ir), torch.from_numpy(vis), bands.box_filter)
+    for kind, gate in gates.items():
+        assert np.allclose(as_tensor[kind].numpy(), gate, atol=1e-5), kind
+
+
+@pytest.fixture(scope="module")
+def router() -> Router:
+    return Router(HashingTextEncoder(), load_bank())
+
+
+def test_classical_glare_prompt_acts_only_where_the_visible_image_is_saturated(router):
+    ir, vis = scene((160, 96))
+    vis[:, :50] = 250  # a bloom over the left third hides the scene there
+    fuser = ClassicalFuser()
+    balanced = fuser.fuse(ir, vis).astype(int)
+    fuser.condition(router.route("oncoming headlights are blinding"))
+    assert "glare" in fuser.weights
+    glare = fuser.fuse(ir, vis).astype(int)
+    assert np.abs(glare[:, 90:] - balanced[:, 90:]).max() <= 1  # the visible camera is fine there
+    assert np.abs(glare[:, :40] - ir[:, :40]).mean() < np.abs(balanced[:, :40] - ir[:, :40]).mean() - 20
