@@ -220,6 +220,44 @@ def restoration_scores(fuser, routing, pairs: Sequence[tuple[np.ndarray, np.ndar
     return {"Qabf": float(np.mean(qabf)), "Ssim": float(np.mean(ssim))}
 
 
+#: Partial damage (:func:`local_damage_scores`): the left part of the frame is damaged up to this
+#: fraction of the width, fading out over :data:`DAMAGE_FADE` of the width after it.
+DAMAGE_EXTENT, DAMAGE_FADE = 0.4, 0.1
+
+
+def damage_mask(height: int, width: int) -> np.ndarray:
+    """``(H, W)`` float mask of the partial damage: 1 on the left, a linear fade, 0 on the right."""
+    columns = (np.arange(width, dtype=np.float32) + 0.5) / width
+    ramp = np.clip((DAMAGE_EXTENT + DAMAGE_FADE - columns) / DAMAGE_FADE, 0.0, 1.0)
+    return np.repeat(ramp[None, :], height, axis=0)
+
+
+def local_damage_scores(fuser, routing, pairs: Sequence[tuple[np.ndarray, np.ndarray]], kind: str,
+                        *, seed: int = 0, strength: float = 0.6) -> dict[str, float]:
+    """How a prompt handles damage over part of the frame.
+
+    The visible image of each pair is degraded (``kind``, as :func:`degrade_pair`) over the left 40% of
+    the frame only (:func:`damage_mask`); the infrared image is unchanged. Returns the mean SSIM of the
+    fused image with the CLEAN infrared inside the damage (the left 35%), and with the CLEAN visible
+    image outside it (the right 40%, well past the fade). A prompt that acts where the problem is
+    raises the first and leaves the second as balanced fusion has it.
+    """
+    from streamfuse.metrics import vifb
+
+    fuser.condition(routing)
+    inside, outside = [], []
+    for index, (ir, vis) in enumerate(pairs):
+        ir, vis = _luma(ir), _luma(vis)
+        _, degraded = degrade_pair(ir, vis, kind, seed=seed + index, strength=strength)
+        mask = damage_mask(*vis.shape)
+        vis_in = np.round(mask * degraded + (1 - mask) * vis).astype(np.uint8)
+        fused = fuser.fuse(ir, vis_in)
+        left, right = int(0.35 * vis.shape[1]), int(0.6 * vis.shape[1])
+        inside.append(vifb.ssim(ir[:, :left], ir[:, :left], fused[:, :left]) / 2)
+        outside.append(vifb.ssim(vis[:, right:], vis[:, right:], fused[:, right:]) / 2)
+    return {"inside_ssim_ir": float(np.mean(inside)), "outside_ssim_vis": float(np.mean(outside))}
+
+
 def warm_object_contrast(fused: np.ndarray, mask: np.ndarray, ring: int = 9) -> float:
     """Mean luminance of the masked (warm) objects minus that of a ``ring``-pixel band around them."""
     objects = mask.astype(bool)

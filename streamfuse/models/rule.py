@@ -25,6 +25,10 @@ RULE_STEEPNESS, RULE_OFFSET, RULE_FLOOR = 8.0, -0.2, 1e-4
 #: Base: the same on salience (local absolute deviation from the base's mean level, intensity units).
 BASE_STEEPNESS, BASE_OFFSET, BASE_FLOOR = 8.0, -0.2, 0.03
 
+#: Where each damage gate starts and where it is full: local mean brightness for ``saturated`` and
+#: ``dark``, local standard deviation of the visible image for ``low_contrast`` (intensities in [0, 1]).
+SATURATED, DARK, LOW_CONTRAST = (0.75, 0.92), (0.25, 0.1), (0.05, 0.025)
+
 #: Intents that describe damage to the visible image, and where that damage is (:func:`damage_gates`).
 LOCAL_INTENTS = {"glare": "saturated", "low_light": "dark", "fog": "low_contrast"}
 
@@ -42,17 +46,22 @@ def damage_gates(ir: Array, vis: Array, box_filter: Callable[[Array, int], Array
         vis: Quarter-resolution visible luminance in [0, 1].
         box_filter: ``box_filter(image, radius)`` of the inputs' kind.
 
-    ``saturated``: local mean brightness above 0.7 (full at 0.9): glare, blooms. ``dark``: local mean
-    below 0.25 (full at 0.1). ``low_contrast``: the visible local contrast is low (below 0.06, full at
-    0.03 standard deviation) and lower than the thermal one's: fog, smoke, haze.
+    ``saturated``: bright (:data:`SATURATED`): glare, blooms. ``dark``: dark (:data:`DARK`): night.
+    ``low_contrast``: the visible local contrast is low (:data:`LOW_CONTRAST`) and lower than the
+    thermal one's: fog, smoke, haze.
     """
     mean_ir, mean_vis = box_filter(ir, 2), box_filter(vis, 2)
     contrast_ir = (box_filter(ir * ir, 2) - mean_ir * mean_ir).clip(min=0) ** 0.5
     contrast_vis = (box_filter(vis * vis, 2) - mean_vis * mean_vis).clip(min=0) ** 0.5
     thermal_stronger = (2 * (contrast_ir - contrast_vis) / (contrast_ir + contrast_vis + 0.02)).clip(0, 1)
     gates = {
-        "saturated": ((mean_vis - 0.7) / 0.2).clip(0, 1),
-        "dark": ((0.25 - mean_vis) / 0.15).clip(0, 1),
-        "low_contrast": ((0.06 - contrast_vis) / 0.03).clip(0, 1) * thermal_stronger,
+        "saturated": _ramp(mean_vis, *SATURATED),
+        "dark": _ramp(mean_vis, *DARK),
+        "low_contrast": _ramp(contrast_vis, *LOW_CONTRAST) * thermal_stronger,
     }
     return {kind: box_filter(gate, 2) for kind, gate in gates.items()}
+
+
+def _ramp(value: Array, start: float, full: float) -> Array:
+    """0 up to ``start``, rising linearly to 1 at ``full`` (either direction)."""
+    return ((value - start) / (full - start)).clip(0, 1)
