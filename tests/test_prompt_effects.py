@@ -8,7 +8,13 @@ import pytest
 
 from conftest import shared_data
 from streamfuse.config import FusionConfig, SyntheticConfig
-from streamfuse.evaluation import MATCHING_PROMPTS, hot_mask, restoration_scores, warm_object_contrast
+from streamfuse.evaluation import (
+    MATCHING_PROMPTS,
+    hot_mask,
+    local_damage_scores,
+    restoration_scores,
+    warm_object_contrast,
+)
 from streamfuse.fusers import build_fuser
 from streamfuse.metrics import vifb
 from streamfuse.sources.synthetic import build_scene
@@ -55,6 +61,14 @@ def test_matching_prompt_restores_degraded_inputs_better(model, router, tno_pair
     balanced = restoration_scores(model, router.route(""), pairs, kind)
     matching = restoration_scores(model, router.route(MATCHING_PROMPTS[kind]), pairs, kind)
     assert matching["Qabf"] > balanced["Qabf"] and matching["Ssim"] > balanced["Ssim"], (balanced, matching)
+
+
+@pytest.mark.parametrize("kind", ["glare", "fog"])
+def test_damage_prompts_act_where_the_damage_is(model, router, tno_pairs, kind):
+    balanced = local_damage_scores(model, router.route(""), tno_pairs, kind)
+    matching = local_damage_scores(model, router.route(MATCHING_PROMPTS[kind]), tno_pairs, kind)
+    assert matching["inside_ssim_ir"] > balanced["inside_ssim_ir"], (balanced, matching)
+    assert abs(matching["outside_ssim_vis"] - balanced["outside_ssim_vis"]) <= 0.02, (balanced, matching)
 
 
 def test_thermal_prompt_raises_warm_object_contrast_on_the_synthetic_scene(model, router):

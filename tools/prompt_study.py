@@ -21,6 +21,7 @@ from streamfuse.evaluation import (
     MATCHING_PROMPTS,
     degrade_pair,
     hot_mask,
+    local_damage_scores,
     restoration_scores,
     warm_object_contrast,
 )
@@ -31,6 +32,8 @@ from streamfuse.sources.synthetic import build_scene
 from streamfuse.text import HashingTextEncoder, Router, load_bank
 
 THERMAL_PROMPT = "highlight people and vehicles"
+#: Damage that can cover part of the frame (the partial-damage table).
+LOCAL_DAMAGE = ("glare", "fog", "low_light")
 DETAIL_PROMPT = "keep the road markings and signs readable"
 
 
@@ -72,13 +75,32 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|")
     for kind, prompt in MATCHING_PROMPTS.items():
         routing = router.route(prompt)
-        base = restoration_scores(classical, None, pairs, kind)
+        base = restoration_scores(classical, balanced, pairs, kind)
         plain = restoration_scores(model, balanced, pairs, kind)
         steered = restoration_scores(model, routing, pairs, kind)
         wins = steered["Qabf"] > plain["Qabf"] and steered["Ssim"] > plain["Ssim"]
         print(f"| {kind} | {prompt} | {routing.summary()} | {base['Qabf']:.4f} / {base['Ssim']:.4f} | "
               f"{plain['Qabf']:.4f} / {plain['Ssim']:.4f} | {steered['Qabf']:.4f} / {steered['Ssim']:.4f} | "
               f"{'yes' if wins else 'NO'} |")
+
+    print(f"\n## Damage over part of the frame ({len(pairs)} TNO pairs: the left 40% degraded, strength 0.6)\n")
+    print("SSIM with the clean infrared inside the damage / with the clean visible image outside it.\n")
+    print("| damage | classical balanced | classical matching | model balanced | model matching | "
+          "acts where the problem is |")
+    print("|---|---|---|---|---|---|")
+    for kind in LOCAL_DAMAGE:
+        routing = router.route(MATCHING_PROMPTS[kind])
+        cells, model_scores = [], []
+        for fuser in (classical, model):
+            for chosen in (balanced, routing):
+                scores = local_damage_scores(fuser, chosen, pairs, kind)
+                cells.append(f"{scores['inside_ssim_ir']:.4f} / {scores['outside_ssim_vis']:.4f}")
+                if fuser is model:
+                    model_scores.append(scores)
+        plain, steered = model_scores
+        local = (steered["inside_ssim_ir"] > plain["inside_ssim_ir"]
+                 and abs(steered["outside_ssim_vis"] - plain["outside_ssim_vis"]) <= 0.02)
+        print(f"| {kind} | " + " | ".join(cells) + f" | {'yes' if local else 'NO'} |")
 
     print(f"\n## Thermal targets: warm-object contrast (prompt {THERMAL_PROMPT!r})\n")
     print("| input | infrared alone | classical | model balanced | model thermal prompt |")

@@ -26,6 +26,7 @@ from streamfuse.models.rule import (
     BASE_OFFSET,
     BASE_STEEPNESS,
     CHAIN,
+    FINE_RADIUS,
     LOCAL_INTENTS,
     RULE_FLOOR,
     RULE_OFFSET,
@@ -76,6 +77,20 @@ def _double(image: np.ndarray) -> np.ndarray:
     return cv2.resize(image, (image.shape[1] * 2, image.shape[0] * 2), interpolation=cv2.INTER_LINEAR)
 
 
+def strongest(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Per pixel, whichever of ``a`` and ``b`` has the larger local mean magnitude (:data:`FINE_RADIUS`).
+
+    Window sums with zero padding compare like border-shrunk means (both sides share the count).
+    """
+    size = (2 * FINE_RADIUS + 1,) * 2
+    magnitude_a = cv2.boxFilter(cv2.absdiff(a, 0.0), -1, size, normalize=False, borderType=cv2.BORDER_CONSTANT)
+    magnitude_b = cv2.boxFilter(cv2.absdiff(b, 0.0), -1, size, normalize=False, borderType=cv2.BORDER_CONSTANT)
+    stronger = cv2.compare(magnitude_a, magnitude_b, cv2.CMP_GT)
+    out = b.copy()
+    cv2.copyTo(a, stronger, out)
+    return out
+
+
 def _decompose(image: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
     """``fine, half, [D1, D2, base]`` of one float32 image with sides divisible by 4."""
     half = _half(image)
@@ -85,7 +100,7 @@ def _decompose(image: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[np.ndarr
         coarse.append(smooth - smoother)
         smooth = smoother
     coarse.append(smooth)
-    return image - _double(half), half, coarse
+    return cv2.subtract(image, _double(half)), half, coarse
 
 
 def rule_logits(coarse_ir: list[np.ndarray], coarse_vis: list[np.ndarray]) -> list[np.ndarray]:
@@ -118,7 +133,7 @@ def fuse_luminance(ir: np.ndarray, vis: np.ndarray, valid: np.ndarray | None = N
     pad_h, pad_w = (-height) % 4, (-width) % 4
     sources = []
     for image in (ir, vis):
-        image = image.astype(np.float32) * (1 / 255)
+        image = np.multiply(image, np.float32(1 / 255), dtype=np.float32)
         if pad_h or pad_w:
             image = cv2.copyMakeBorder(image, 0, pad_h, 0, pad_w, cv2.BORDER_REPLICATE)
         sources.append(image)
@@ -130,8 +145,7 @@ def fuse_luminance(ir: np.ndarray, vis: np.ndarray, valid: np.ndarray | None = N
     for band_ir, band_vis, logit in zip(coarse_ir, coarse_vis, logits, strict=True):
         injection = _double(1 / (1 + np.exp(-(logit + lean))))
         fused_half = fused_half + injection * (band_ir - band_vis)
-    fine = np.where(np.abs(fine_ir) > np.abs(fine_vis), fine_ir, fine_vis)
-    fused = (_double(fused_half) + fine)[:height, :width]
+    fused = cv2.add(_double(fused_half), strongest(fine_ir, fine_vis))[:height, :width]
     if valid is not None:
         fused = np.where(valid.astype(bool), fused, sources[1][:height, :width])
     return np.clip(fused * 255 + 0.5, 0, 255).astype(np.uint8)
