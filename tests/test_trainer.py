@@ -117,3 +117,15 @@ def test_refinement_settings_are_checked(data_root, start_weights, tmp_path):
     path.write_text("refine: {own_share: 1.5}\n")
     with pytest.raises(ConfigError, match="refine.own_share: must be between 0 and 1"):
         load_train_config(path)
+
+
+def test_intents_never_sampled_are_exported_with_the_balanced_tokens(data_root, tmp_path):
+    config = scratch_config(data_root, tmp_path, 2)
+    config.intents = {"balanced": 1.0, "glare": 1.0}
+    config.export = str(tmp_path / "w.pt")
+    Trainer(config).run()
+    model, metadata = load_model(tmp_path / "w.pt")
+    balanced = model.tokens[model.intents.index("balanced")]
+    assert "mri_ct" in metadata["untrained_intents"] and "glare" not in metadata["untrained_intents"]
+    assert torch.equal(model.tokens[model.intents.index("mri_ct")], balanced)
+    assert not torch.equal(model.tokens[model.intents.index("glare")], balanced)

@@ -176,6 +176,21 @@ class Trainer:
         self.step += 1
         return {"loss": float(loss.detach()), **terms}
 
+    @torch.no_grad()
+    def _untrained_intents_follow_balanced(self) -> list[str]:
+        """Give intents that were never sampled (e.g. the medical ones) the balanced intent's tokens.
+
+        Their own tokens are still their random initial values, which would steer the network
+        arbitrarily; with the balanced tokens, such a prompt fuses as balanced does. Returns their ids.
+        """
+        untrained = [intent for intent in self.bank.ids if intent not in self.intent_ids]
+        balanced = self.model.tokens[self.bank.ids.index("balanced")].clone()
+        for intent in untrained:
+            self.model.tokens[self.bank.ids.index(intent)] = balanced
+        if untrained:
+            log.info("intents not trained, exported with the balanced tokens: %s", ", ".join(untrained))
+        return untrained
+
     def run(self) -> Path | None:
         """Train to ``steps`` (checkpointing; Ctrl-C saves first), then export the weights if configured."""
         config = self.config
@@ -210,12 +225,14 @@ class Trainer:
         self.save_checkpoint()
         if config.export is None:
             return None
+        untrained = self._untrained_intents_follow_balanced()
         metadata = {
             "steps": self.step, "batch_size": config.batch_size, "crop": config.crop, "seed": config.seed,
             "learning_rate": config.learning_rate, "intents": config.intents, "pairs": len(self.pairs),
             "sources": [s.name for s in self.sources],
             "parameters": sum(p.numel() for p in self.model.parameters()),
             "seconds": round(time.perf_counter() - started, 1),
+            "untrained_intents": untrained,
         }
         if self.teacher is not None:
             metadata["refined_from"] = {"weights": config.init_weights, "refine": vars(config.refine),
