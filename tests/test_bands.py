@@ -6,9 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from streamfuse.fusers import classical
 from streamfuse.fusers.classical import ClassicalFuser, fuse_luminance
-from streamfuse.models import bands
+from streamfuse.models import bands, bands_cv
 from streamfuse.models.network import FusionNet
 from streamfuse.models.rule import damage_gates
 from streamfuse.text import HashingTextEncoder, Router, load_bank
@@ -28,7 +27,7 @@ def test_box_filters_are_border_shrunk_means(radius):
     image = np.random.default_rng(radius).random((9, 14)).astype(np.float32)
     expected = naive_box(image, radius)
     assert np.allclose(bands.box_filter(torch.from_numpy(image)[None, None], radius)[0, 0].numpy(), expected, atol=1e-5)
-    assert np.allclose(classical.box_filter(image, radius), expected, atol=1e-5)
+    assert np.allclose(bands_cv.box_filter(image, radius), expected, atol=1e-5)
 
 
 def test_bands_add_up_to_the_sources():
@@ -77,7 +76,7 @@ def test_damage_gates_find_each_kind_of_damage():
     vis[:, :10] = 0.98                      # saturated
     vis[:, 22:34] = 0.5                     # flat grey: contrast gone
     vis[:, 48:] = 0.03                      # dark
-    gates = damage_gates(ir, vis, classical.box_filter)
+    gates = damage_gates(ir, vis, bands_cv.box_filter)
     fine = np.s_[:, 14:18]                  # a textured, well-exposed stretch
     assert gates["saturated"][:, :6].min() > 0.9 and gates["saturated"][:, 14:].max() == 0
     assert gates["dark"][:, 52:].min() > 0.9 and gates["dark"][:, :44].max() == 0

@@ -11,6 +11,7 @@ from streamfuse.errors import ConfigError
 from streamfuse.fusers import build_fuser, fuse_luminance
 from streamfuse.fusers.model import ModelFuser
 from streamfuse.models.checkpoint import default_weights_path, load_model, save_weights
+from streamfuse.models.cpu import fuse_on_cpu
 from streamfuse.models.network import FusionNet, parameter_count
 from streamfuse.text import HashingTextEncoder, Router, load_bank
 from streamfuse.train.losses import loss_terms, salient_mix, sobel_magnitude, ssim_pair
@@ -151,3 +152,21 @@ def test_intensity_target_follows_the_salient_source_not_the_brighter_one():
     assert torch.allclose(target[..., :12, :12], vis[..., :12, :12], atol=0.05)  # far from it: the visible
     same = torch.rand(2, 1, 48, 48)
     assert torch.allclose(salient_mix(same, same), same, atol=1e-6)
+
+
+@pytest.mark.parametrize("prompt", [{"balanced": 1}, {"glare": 0.5, "noise": 0.5}])
+def test_opencv_cpu_path_matches_the_torch_forward(net, prompt):
+    pairs = [make_pair(i, (90, 70)) for i in range(2)]
+    irs = [ir for ir, _ in pairs]
+    lumas = [cv2.cvtColor(vis, cv2.COLOR_BGR2GRAY) for _, vis in pairs]
+    weights = net.intent_weights(prompt)
+    memory = torch.full((2, *net.memory_shape(70, 90)), float("nan"))
+    fused, new_memory = fuse_on_cpu(net, irs, lumas, weights, memory, 0.5)
+    ir = torch.from_numpy(np.stack(irs)).float()[:, None] / 255
+    vis = torch.from_numpy(np.stack(lumas)).float()[:, None] / 255
+    with torch.no_grad():
+        expected, expected_memory = net(ir, vis, weights, memory, 0.5)
+    expected = (expected[:, 0] * 255 + 0.5).clamp(0, 255).to(torch.uint8).numpy().astype(int)
+    difference = np.abs(np.stack(fused).astype(int) - expected)
+    assert difference.mean() < 0.05 and np.percentile(difference, 99.9) <= 1, difference.max()
+    assert torch.allclose(new_memory, expected_memory, atol=1e-3)

@@ -11,6 +11,7 @@ import torch
 from streamfuse.fusers.base import Fuser
 from streamfuse.fusers.colour import as_gray, merge_luminance, split_luminance
 from streamfuse.models.checkpoint import load_model
+from streamfuse.models.cpu import fuse_on_cpu
 
 
 class ModelFuser(Fuser):
@@ -34,14 +35,9 @@ class ModelFuser(Fuser):
         """Use the routing's intent weights (None: balanced) from the next frame on."""
         self._intent_weights = self.network.intent_weights(routing.weights if routing is not None else {})
 
-    @torch.inference_mode()
     def fuse_luminance(self, irs: Sequence[np.ndarray], lumas: Sequence[np.ndarray]) -> list[np.ndarray]:
-        """Fuse equally sized ``uint8`` luminance pairs in one forward pass."""
-        ir = torch.from_numpy(np.stack(irs)).float().div_(255.0)[:, None]
-        vis = torch.from_numpy(np.stack(lumas)).float().div_(255.0)[:, None]
-        fused = self.network(ir, vis, self._intent_weights)
-        out = fused[:, 0].mul_(255.0).add_(0.5).clamp_(0, 255).to(torch.uint8).numpy()
-        return list(out)
+        """Fuse equally sized ``uint8`` luminance pairs in one pass of the network's trunk."""
+        return fuse_on_cpu(self.network, irs, lumas, self._intent_weights)[0]
 
     def _fuse(self, ir: np.ndarray, vis: np.ndarray, valid: np.ndarray | None) -> np.ndarray:
         luma, ycrcb = split_luminance(vis)

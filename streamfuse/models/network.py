@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -53,6 +54,25 @@ MAPS = bands.COARSE_BANDS + 2
 
 #: Channels of the temporal memory: the maps and the two 1/4-scale sources.
 MEMORY_CHANNELS = MAPS + 2
+
+class BandFeatures(NamedTuple):
+    """What the network looks at, all at 1/4 scale with channels ``[IR, VIS]`` (``(B, ., H/4, W/4)``)."""
+
+    quarter: torch.Tensor
+    """``(B, 2, h, w)`` the sources."""
+    detail: torch.Tensor
+    """``(B, 2, h, w)`` mean magnitude of the first coarse band (D1)."""
+    rule: torch.Tensor
+    """``(B, COARSE_BANDS, h, w)`` the fixed rule's injection logits."""
+
+
+def activations(maps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The maps' values: injection weights in [0, 1], infrared detail gain, finest-band gain."""
+    injection = torch.sigmoid(maps[:, :bands.COARSE_BANDS])
+    ir_gain = torch.exp(torch.tanh(maps[:, -2:-1]) * _LOG_MAX_IR_GAIN)
+    fine_gain = torch.exp(torch.tanh(maps[:, -1:]) * _LOG_MAX_FINE_GAIN)
+    return injection, ir_gain, fine_gain
+
 
 def _padding(height: int, width: int) -> tuple[int, int]:
     """Rows and columns added so that both sides are multiples of 8 (the 1/8-scale stage)."""
@@ -131,31 +151,30 @@ class FusionNet(nn.Module):
         if pad_h or pad_w:
             sources = F.pad(sources, (0, pad_w, 0, pad_h), mode="replicate")
         split = bands.decompose(sources)
-        quarter = F.avg_pool2d(split.half, 2)
-        maps = self.maps(split, quarter, weights.float())
-        if memory is not None:
-            maps = self._blend_with_memory(maps, quarter, memory.float(), momentum)
-        injection = torch.sigmoid(maps[:, :bands.COARSE_BANDS])
-        ir_gain = torch.exp(torch.tanh(maps[:, -2:-1]) * _LOG_MAX_IR_GAIN)
-        fine_gain = torch.exp(torch.tanh(maps[:, -1:]) * _LOG_MAX_FINE_GAIN)
-        fused = bands.compose(split, injection, ir_gain, fine_gain)[..., :height, :width].clamp(0.0, 1.0).to(ir.dtype)
+        features = BandFeatures(quarter=F.avg_pool2d(split.half, 2), detail=F.avg_pool2d(split.coarse[0].abs(), 2),
+                                rule=bands.rule_logits(split))
+        maps = self.decide(features, weights.float(), None if memory is None else memory.float(), momentum)
+        fused = bands.compose(split, *activations(maps))[..., :height, :width].clamp(0.0, 1.0).to(ir.dtype)
         if memory is None:
             return fused
-        return fused, torch.cat([maps, quarter], dim=1).to(memory.dtype)
+        return fused, torch.cat([maps, features.quarter], dim=1).to(memory.dtype)
 
-    def maps(self, split: bands.Bands, quarter: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-        """The ``(B, MAPS, H/4, W/4)`` decisions (fp32) before their activations: rule plus learned residual.
+    def decide(self, features: BandFeatures, weights: torch.Tensor, memory: torch.Tensor | None = None,
+               momentum: float = 0.0) -> torch.Tensor:
+        """The ``(B, MAPS, H/4, W/4)`` decisions (fp32, before :func:`activations`): rule plus learned residual.
 
-        The convolutional trunk runs in the network's own precision (fp16 on a GPU, for instance).
+        The part of :meth:`forward` between the bands and the composition, for callers that split
+        and compose the bands themselves (the OpenCV CPU path of the ``model`` fuser). ``memory`` and
+        ``momentum`` as for :meth:`forward`. The convolutional trunk runs in the network's own
+        precision (fp16 on a GPU, for instance).
         """
-        rule = bands.rule_logits(split)
+        quarter, detail, rule = features
         dtype = self.head.weight.dtype
-        detail = F.avg_pool2d(split.coarse[0].abs(), 2)
         channels_last = torch.channels_last  # several times faster for these small convolutions on CPU
         inputs_ir = torch.cat([quarter[:, :1], detail[:, :1]], dim=1).to(dtype, memory_format=channels_last)
         inputs_vis = torch.cat([quarter[:, 1:], detail[:, 1:]], dim=1).to(dtype, memory_format=channels_last)
         skip = self.merge(torch.cat([self.stem_ir(inputs_ir), self.stem_vis(inputs_vis),
-                                     (rule / bands.RULE_STEEPNESS).to(dtype)], dim=1))
+                                     (rule / bands.RULE_STEEPNESS).to(dtype, memory_format=channels_last)], dim=1))
         statistics = torch.cat([quarter.mean(dim=(2, 3)), quarter.std(dim=(2, 3))], dim=1).to(dtype)
         gamma, beta = self.global_film(statistics).chunk(2, dim=1)
         skip = skip * (1 + gamma[:, :, None, None]) + beta[:, :, None, None]
@@ -168,7 +187,10 @@ class FusionNet(nn.Module):
             both = torch.cat([weights.expand(skip.shape[0], -1), balanced.expand(skip.shape[0], -1)])
             prompted, plain = self._text_residual(torch.cat([skip, skip]), both.to(dtype)).float().chunk(2)
             residual = plain + gate * (prompted - plain)
-        return torch.cat([rule, torch.zeros_like(rule[:, :2])], dim=1) + residual
+        maps = torch.cat([rule, torch.zeros_like(rule[:, :2])], dim=1) + residual
+        if memory is not None:
+            maps = self._blend_with_memory(maps, quarter, memory, momentum)
+        return maps
 
     def _text_residual(self, skip: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         tokens = torch.einsum("bk,ktd->btd", weights, self.tokens.to(weights.dtype)).expand(skip.shape[0], -1, -1)

@@ -1,0 +1,57 @@
+"""The ``model`` fuser on a CPU: bands split and composed in OpenCV, only the network's trunk in torch.
+
+:meth:`FusionNet.forward` does everything in torch, which training and CUDA need; on a CPU its
+full- and half-resolution arithmetic costs more than the network itself. Here that part runs in
+OpenCV (:mod:`streamfuse.models.bands_cv`) and torch runs only the quarter-resolution trunk
+(:meth:`FusionNet.decide`); the result matches :meth:`FusionNet.forward` to within a grey level.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from streamfuse.models import bands_cv
+from streamfuse.models.network import BandFeatures, FusionNet, activations
+
+#: Sides are padded to a multiple of this (the network's 1/8-scale stage), as :meth:`FusionNet.forward` does.
+PAD_MULTIPLE = 8
+
+
+def _stack(planes: Sequence[Sequence[np.ndarray]]) -> torch.Tensor:
+    """``(B, C, h, w)`` float32 tensor from per-item lists of ``C`` planes."""
+    return torch.from_numpy(np.stack([np.stack(item) for item in planes]).astype(np.float32, copy=False))
+
+
+@torch.inference_mode()
+def fuse_on_cpu(network: FusionNet, irs: Sequence[np.ndarray], lumas: Sequence[np.ndarray], weights: torch.Tensor,
+                memory: torch.Tensor | None = None, momentum: float = 0.0
+                ) -> tuple[list[np.ndarray], torch.Tensor | None]:
+    """Fuse equally sized ``uint8`` luminance pairs with one trunk pass.
+
+    Args:
+        network: The fusion network (on the CPU).
+        irs: Infrared images on the visible grid.
+        lumas: Visible luminance images.
+        weights: ``(B, K)`` or ``(1, K)`` intent weights.
+        memory: Temporal memory of each item's stream (as for :meth:`FusionNet.forward`), or None.
+        momentum: Weight of the previous frame's decisions.
+
+    Returns:
+        The fused ``uint8`` luminance images, and the new memory (None without ``memory``).
+    """
+    splits = [bands_cv.split(ir, luma, PAD_MULTIPLE) for ir, luma in zip(irs, lumas, strict=True)]
+    quarters = [bands_cv.quarter(split) for split in splits]
+    features = BandFeatures(
+        quarter=_stack(quarters),
+        detail=_stack([[bands_cv.half(np.abs(band)) for band in (split.coarse[0][0], split.coarse[1][0])]
+                       for split in splits]),
+        rule=_stack([bands_cv.rule_logits(split) for split in splits]))
+    maps = network.decide(features, weights.float(), memory, momentum)
+    injection, ir_gain, fine_gain = (value.numpy() for value in activations(maps))
+    fused = [bands_cv.compose(split, list(injection[i]), ir_gain[i, 0], fine_gain[i, 0])
+             for i, split in enumerate(splits)]
+    new_memory = None if memory is None else torch.cat([maps, features.quarter], dim=1)
+    return fused, new_memory
