@@ -17,6 +17,7 @@ from tqdm import tqdm
 
 from streamfuse.config import TrainConfig
 from streamfuse.errors import ConfigError
+from streamfuse.models.bands import rule_fusion
 from streamfuse.models.checkpoint import load_model, save_weights
 from streamfuse.models.network import FusionNet, parameter_count
 from streamfuse.text.prompts import load_bank
@@ -164,7 +165,9 @@ class Trainer:
             group["lr"] = self.learning_rate()
         fused = self.model(batch["ir_in"], batch["vis_in"], weights)
         if self.teacher is None:
-            loss, terms = fusion_loss(fused, batch["ir"], batch["vis"], emphasis)
+            with torch.no_grad():
+                rule_target = rule_fusion(torch.cat([batch["ir"], batch["vis"]], dim=1))
+            loss, terms = fusion_loss(fused, batch["ir"], batch["vis"], emphasis, rule_target)
         else:
             targets = distillation_targets(self.teacher, batch["ir_in"], batch["vis_in"], weights, intents,
                                            self.config.refine)
