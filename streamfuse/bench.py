@@ -84,12 +84,12 @@ def model_only(*, width: int, height: int, device: str = "auto", precision: str 
     import torch
 
     from streamfuse.config import FusionConfig
-    from streamfuse.inference.worker import PRECISIONS, _resolve_device
+    from streamfuse.inference.worker import PRECISIONS, resolve_device
     from streamfuse.models.checkpoint import load_model
 
     if threads is not None:
         torch.set_num_threads(threads)
-    target = _resolve_device(device)
+    target = resolve_device(device)
     if precision == "auto":
         precision = "fp16" if target.type == "cuda" else "fp32"
     FusionConfig(device=device, precision=precision)._check("fusion")

@@ -14,7 +14,7 @@ import torch
 from conftest import make_pair
 from streamfuse.fusers.model import ModelFuser
 from streamfuse.inference import InferenceWorker, WorkerStats, gpu_ops
-from streamfuse.inference.worker import InferenceError
+from streamfuse.inference import InferenceError
 from streamfuse.models.checkpoint import save_weights
 from streamfuse.models.network import FusionNet
 from streamfuse.registration import HomographyRegistrar

@@ -3,10 +3,19 @@
 from __future__ import annotations
 
 from streamfuse.config import RegistrationConfig
-from streamfuse.registration.base import Registrar
-from streamfuse.registration.homography import HomographyRegistrar, IdentityRegistrar, ResizeRegistrar
+from streamfuse.registration.base import Registrar, Transform
+from streamfuse.registration.homography import (
+    Homography,
+    HomographyRegistrar,
+    IdentityRegistrar,
+    IdentityTransform,
+    ResizeRegistrar,
+    ResizeTransform,
+    homography_maps,
+)
 
-__all__ = ["Registrar", "IdentityRegistrar", "ResizeRegistrar", "HomographyRegistrar", "build_registrar"]
+__all__ = ["Registrar", "Transform", "IdentityRegistrar", "ResizeRegistrar", "HomographyRegistrar", "Homography",
+           "IdentityTransform", "ResizeTransform", "homography_maps", "build_registrar"]
 
 
 def build_registrar(config: RegistrationConfig) -> Registrar:
