@@ -166,9 +166,9 @@ def test_model_fuser_runs_in_the_worker_with_warp_on_its_side(tmp_path):
     # no temporal smoothing: each written frame must equal that frame fused on its own
     data["fusion"] = {"fuser": "model", "device": "cpu", "threads": 1, "temporal_smoothing": 0}
     pipeline = Pipeline(config_from_dict(data))
-    assert pipeline._warp_in_worker
+    assert pipeline.fuser.warps(pipeline.registrar.transform)
     stats = pipeline.run(install_signal_handlers=False)
-    assert pipeline.worker is not None and pipeline.worker.closed
+    assert pipeline.fuser.worker is not None and pipeline.fuser.worker.closed
     assert stats.frames_out == 6 and {"upload", "model", "download"} <= set(stats.stages())
     scene = pipeline.sources["vis"].scene
     from streamfuse.registration import HomographyRegistrar

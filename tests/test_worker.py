@@ -13,8 +13,7 @@ import torch
 
 from conftest import make_pair
 from streamfuse.fusers.model import ModelFuser
-from streamfuse.inference import InferenceWorker, WorkerStats, gpu_ops
-from streamfuse.inference import InferenceError
+from streamfuse.inference import InferenceError, InferenceWorker, WorkerStats, gpu_ops
 from streamfuse.models.checkpoint import save_weights
 from streamfuse.models.network import FusionNet
 from streamfuse.registration import HomographyRegistrar
@@ -67,7 +66,7 @@ def worker_threads() -> list[str]:
 
 
 def make_worker(net, **kwargs) -> InferenceWorker:
-    return InferenceWorker(net, device=kwargs.pop("device", "cpu"), threads=1, **kwargs)
+    return InferenceWorker(net, device=kwargs.pop("device", "cpu"), **kwargs)
 
 
 # ------------------------------------------------------------------------------------------- ordering

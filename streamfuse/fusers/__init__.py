@@ -27,5 +27,5 @@ def build_fuser(config: FusionConfig) -> Fuser:
     if config.fuser == "model":
         from streamfuse.fusers.model import ModelFuser  # imports torch: only when the network is used
 
-        return ModelFuser(config.weights, threads=config.threads)
+        return ModelFuser(config.weights, fusion=config)
     raise ConfigError(f"fusion.fuser: unknown fuser {config.fuser!r} (available: {', '.join(FUSERS)})")

@@ -53,7 +53,6 @@ import collections
 import concurrent.futures
 import copy
 import logging
-import os
 import threading
 import time
 
@@ -113,7 +112,6 @@ class InferenceWorker:
             it unless ``torch.backends.cudnn.allow_tf32`` is turned off.
         max_batch: Most frames per forward pass.
         max_wait_ms: Longest a frame waits for its batch to fill.
-        threads: Torch CPU threads (process-wide ``torch.set_num_threads``; None leaves torch's default).
         cuda_graphs: Capture and replay CUDA graphs per shape and batch size (GPU only).
         queue_size: Most unresolved frames; ``submit`` blocks while that many are pending
             (submitted, not yet resolved). Must be at least ``max_batch``.
@@ -125,7 +123,7 @@ class InferenceWorker:
     """
 
     def __init__(self, network: FusionNet, *, device: str = "auto", precision: str = "fp32", max_batch: int = 1,
-                 max_wait_ms: float = 4.0, threads: int | None = None, cuda_graphs: bool = True,
+                 max_wait_ms: float = 4.0, cuda_graphs: bool = True,
                  queue_size: int = 8, temporal_smoothing: float = 0.0) -> None:
         if precision not in PRECISIONS:
             raise ValueError(f"precision: expected one of {', '.join(PRECISIONS)}, got {precision!r}")
@@ -135,8 +133,6 @@ class InferenceWorker:
             raise ValueError(f"max_wait_ms: must not be negative, got {max_wait_ms}")
         if queue_size < max_batch:
             raise ValueError(f"queue_size ({queue_size}) must be at least max_batch ({max_batch})")
-        if threads is not None and threads < 1:
-            raise ValueError(f"threads: must be at least 1, got {threads}")
         if not 0.0 <= temporal_smoothing < 1.0:
             raise ValueError(f"temporal_smoothing: must be in [0, 1), got {temporal_smoothing}")
         self.device = resolve_device(device)
@@ -151,8 +147,6 @@ class InferenceWorker:
         self.max_batch = max_batch
         self.max_wait_s = max_wait_ms / 1000.0
         self.queue_size = queue_size
-        if threads is not None:
-            torch.set_num_threads(threads)
         self.intents = list(network.intents)
         balanced = {"balanced": 1.0} if "balanced" in self.intents else dict.fromkeys(self.intents, 1.0)
         self._default_weights = network.intent_weights(balanced).float()
@@ -396,9 +390,7 @@ class InferenceWorker:
 def build_worker(network: FusionNet, fusion: FusionConfig) -> InferenceWorker:
     """The worker described by the ``fusion`` config section (``precision: auto`` = fp16 on CUDA, else fp32).
 
-    ``threads: null`` leaves one core to the rest of the pipeline (capture, encoding): torch's
-    OpenMP threads spin-wait, and when they compete with other busy threads for every core, the
-    forward pass's tail latency grows by an order of magnitude.
+    ``fusion.threads`` is process-wide state: :func:`streamfuse.runtime.setup_runtime` sets it.
 
     Raises:
         ConfigError: The device or precision cannot be used on this machine.
@@ -407,10 +399,9 @@ def build_worker(network: FusionNet, fusion: FusionConfig) -> InferenceWorker:
         precision = fusion.precision
         if precision == "auto":
             precision = "fp16" if resolve_device(fusion.device).type == "cuda" else "fp32"
-        threads = fusion.threads or max(1, len(os.sched_getaffinity(0)) - 1)
         return InferenceWorker(network, device=fusion.device, precision=precision, max_batch=fusion.max_batch,
-                               max_wait_ms=fusion.max_wait_ms, threads=threads,
-                               cuda_graphs=fusion.cuda_graphs, queue_size=max(8, 2 * fusion.max_batch),
+                               max_wait_ms=fusion.max_wait_ms, cuda_graphs=fusion.cuda_graphs,
+                               queue_size=max(8, 2 * fusion.max_batch),
                                temporal_smoothing=fusion.temporal_smoothing)
     except ValueError as exc:
         raise ConfigError(f"fusion.{exc}") from None
