@@ -192,3 +192,36 @@ def test_video_segments_are_each_complete_and_continue_the_timeline(tmp_path):
     assert [len(images) for images, _ in decoded] == [30, 30, 15]  # 30 fps synthetic cameras
     for _, times in decoded:
         assert times[0] == 0.0 and times == sorted(times)
+
+
+def test_a_transform_swapped_mid_run_applies_on_the_model_path(tmp_path):
+    """set_matrix while running: earlier frames keep the old homography, later ones (warped in the worker) the new."""
+    old = [[2.0, 0.0, 3.0], [0.0, 2.0, -2.0], [0.0, 0.0, 1.0]]
+    new = [[2.0, 0.0, 13.0], [0.0, 2.0, -2.0], [0.0, 0.0, 1.0]]
+    data = synthetic(30, size=(128, 96), sinks=[{"type": "images", "path": str(tmp_path / "png")}])
+    for camera in data["sources"].values():  # paced at 30 fps (the swap lands mid-run), every frame kept
+        camera.update(realtime=True, drop_policy="wait")
+    data["synthetic"].update({"ir_size": [64, 48], "ir_homography": old})
+    data["registration"] = {"matrix": old}
+    data["fusion"] = {"fuser": "model", "device": "cpu", "temporal_smoothing": 0}
+    with Pipeline(config_from_dict(data)) as pipeline:
+        assert pipeline.fuser.warps(pipeline.registrar.transform)
+        pipeline.start()
+        deadline = time.monotonic() + 30
+        while pipeline.frames_fused < 2 and pipeline.running and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert pipeline.frames_fused >= 2, "the pipeline produced no frames"
+        pipeline.registrar.set_matrix(new)
+        pipeline.join(60)
+    assert not pipeline.errors() and pipeline.frames_fused == 30
+    scene, fuser = pipeline.sources["vis"].scene, pipeline.fuser
+    from streamfuse.registration import Homography
+
+    def fused_with(matrix, i: int) -> np.ndarray:
+        warped, valid = Homography(matrix).apply(scene.render_ir(i / 30), (96, 128))
+        return fuser.fuse(warped, scene.render_vis(i / 30), valid).astype(int)
+
+    first, last = (cv2.imread(str(tmp_path / "png" / f"{i:06d}.png")).astype(int) for i in (0, 29))
+    assert np.abs(first - fused_with(old, 0)).max() <= 2
+    assert np.abs(last - fused_with(new, 29)).max() <= 2
+    assert np.abs(last - fused_with(old, 29)).max() > 10  # the two homographies give visibly different frames
