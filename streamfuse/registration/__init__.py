@@ -13,15 +13,12 @@ from streamfuse.registration.homography import (
     ResizeTransform,
     homography_maps,
 )
+from streamfuse.registry import REGISTRATIONS
 
 __all__ = ["Registrar", "Transform", "IdentityRegistrar", "ResizeRegistrar", "HomographyRegistrar", "Homography",
            "IdentityTransform", "ResizeTransform", "homography_maps", "build_registrar"]
 
 
 def build_registrar(config: RegistrationConfig) -> Registrar:
-    """The registrar selected by ``registration.mode``."""
-    if config.mode == "homography":
-        return HomographyRegistrar(config.matrix)
-    if config.mode == "resize":
-        return ResizeRegistrar()
-    return IdentityRegistrar()
+    """The registrar registered as ``registration.mode`` (in :data:`streamfuse.registry.REGISTRATIONS`)."""
+    return REGISTRATIONS.find(config.method, key="registration.mode").factory(config)

@@ -7,9 +7,10 @@ import threading
 import cv2
 import numpy as np
 
-from streamfuse.config import check_homography
+from streamfuse.config import RegistrationConfig, check_homography
 from streamfuse.errors import PipelineError
 from streamfuse.registration.base import Registrar, Transform
+from streamfuse.registry import REGISTRATIONS
 
 
 def homography_maps(matrix: np.ndarray, ir_shape: tuple[int, int],
@@ -149,3 +150,18 @@ class HomographyRegistrar(Registrar):
     def set_matrix(self, matrix) -> None:
         """Replace the homography (for example with a new estimate) from the next pair on, on every path."""
         self.set_transform(Homography(matrix))
+
+
+@REGISTRATIONS.register("identity")
+def _identity(config: RegistrationConfig) -> Registrar:
+    return IdentityRegistrar()
+
+
+@REGISTRATIONS.register("resize")
+def _resize(config: RegistrationConfig) -> Registrar:
+    return ResizeRegistrar()
+
+
+@REGISTRATIONS.register("homography")
+def _homography(config: RegistrationConfig) -> Registrar:
+    return HomographyRegistrar(config.matrix)

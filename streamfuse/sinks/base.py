@@ -5,6 +5,7 @@ from __future__ import annotations
 import abc
 import logging
 import time
+from dataclasses import dataclass
 
 from streamfuse.errors import SinkError
 from streamfuse.frames import FusedFrame
@@ -13,6 +14,21 @@ from streamfuse.stage import ThreadedStage
 from streamfuse.stats import END_TO_END, PipelineStats
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SinkContext:
+    """What :func:`~streamfuse.sinks.build_sink` hands every sink factory besides the sink's config.
+
+    Attributes:
+        key: The sink's config key path (``sinks.0``), for error messages.
+        fps: Nominal frame rate of the stream (written in video headers).
+        stats: Where the sink records latency.
+    """
+
+    key: str
+    fps: float = 30.0
+    stats: PipelineStats | None = None
 
 
 class Sink(ThreadedStage):

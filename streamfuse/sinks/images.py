@@ -6,9 +6,11 @@ from pathlib import Path
 
 import cv2
 
+from streamfuse.config import ImagesSinkConfig
 from streamfuse.errors import SinkError
 from streamfuse.frames import FusedFrame
-from streamfuse.sinks.base import Sink
+from streamfuse.registry import SINKS
+from streamfuse.sinks.base import Sink, SinkContext
 
 
 class ImagesSink(Sink):
@@ -60,3 +62,10 @@ class ImagesSink(Sink):
 
     def close(self) -> None:
         """Nothing to finalise: every file is complete when written."""
+
+
+@SINKS.register("images", ImagesSinkConfig)
+def from_config(config: ImagesSinkConfig, context: SinkContext) -> ImagesSink:
+    """A folder of image files."""
+    return ImagesSink(config.path, pattern=config.pattern, overwrite=config.overwrite, key=context.key,
+                      queue_size=config.queue_size, stats=context.stats)

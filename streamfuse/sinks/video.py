@@ -11,9 +11,11 @@ import av
 import cv2
 import numpy as np
 
+from streamfuse.config import VideoSinkConfig
 from streamfuse.errors import SinkError
 from streamfuse.frames import FusedFrame
-from streamfuse.sinks.base import Sink
+from streamfuse.registry import SINKS
+from streamfuse.sinks.base import Sink, SinkContext
 
 log = logging.getLogger(__name__)
 
@@ -210,3 +212,11 @@ def segment_path(pattern: Path, index: int) -> Path:
     if "{segment" not in name and "%" not in name:
         name = f"{pattern.stem}-{{segment:05d}}{pattern.suffix}"
     return pattern.with_name(time.strftime(name).format(segment=index))
+
+
+@SINKS.register("video", VideoSinkConfig)
+def from_config(config: VideoSinkConfig, context: SinkContext) -> VideoSink:
+    """An H.264 (or other codec) file, optionally in segments."""
+    return VideoSink(config.path, codec=config.codec, crf=config.crf, preset=config.preset, fps=context.fps,
+                     overwrite=config.overwrite, fragmented=config.fragmented, segment_minutes=config.segment_minutes,
+                     key=context.key, queue_size=config.queue_size, stats=context.stats)

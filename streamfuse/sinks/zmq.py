@@ -25,11 +25,12 @@ import cv2
 import numpy as np
 import zmq
 
-from streamfuse.config import CurveConfig
+from streamfuse.config import CurveConfig, ZmqSinkConfig
 from streamfuse.errors import ConfigError, SinkError, StreamfuseError
 from streamfuse.frames import FusedFrame
+from streamfuse.registry import SINKS
 from streamfuse.security import secure_client, secure_server
-from streamfuse.sinks.base import Sink
+from streamfuse.sinks.base import Sink, SinkContext
 
 log = logging.getLogger(__name__)
 
@@ -360,3 +361,12 @@ class Subscriber:
 
     def __exit__(self, *exc_info) -> None:
         self.close()
+
+
+@SINKS.register("zmq", ZmqSinkConfig)
+def from_config(config: ZmqSinkConfig, context: SinkContext) -> ZmqSink:
+    """A ZeroMQ publisher."""
+    return ZmqSink(config.endpoint, bind=config.bind, topic=config.topic, encoding=config.encoding,
+                   jpeg_quality=config.jpeg_quality, hwm=config.hwm, lossless=config.lossless,
+                   wait_for_subscribers=config.wait_for_subscribers, subscriber_timeout_s=config.subscriber_timeout_s,
+                   curve=config.curve, key=context.key, queue_size=config.queue_size, stats=context.stats)

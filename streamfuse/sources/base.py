@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import abc
 import collections
+import dataclasses
 import enum
 import logging
 import random
@@ -14,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from streamfuse.config import ReconnectConfig
+from streamfuse.config import ReconnectConfig, SourceConfig, SyntheticConfig
 from streamfuse.errors import SourceError, TransientSourceError
 from streamfuse.frames import Frame
 from streamfuse.queues import StageQueue
@@ -31,6 +32,34 @@ class Capture:
     image: np.ndarray
     timestamp: float
     meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SourceContext:
+    """What :func:`~streamfuse.sources.build_source` hands every source factory besides the source's config.
+
+    Attributes:
+        stats: Where the source records capture latency and drops.
+        synthetic: The top-level ``synthetic`` section (scene settings).
+        scene: A scene already built, shared by the two synthetic cameras.
+    """
+
+    stats: PipelineStats | None = None
+    synthetic: SyntheticConfig | None = None
+    scene: Any = None
+
+    def common(self, config: SourceConfig, *, live: bool) -> dict[str, Any]:
+        """The :class:`Source` keyword arguments from the options every source has.
+
+        Args:
+            config: The source's section.
+            live: The input is live: reconnecting is on unless the config says otherwise.
+        """
+        reconnect = config.reconnect
+        if reconnect.enabled is None:
+            reconnect = dataclasses.replace(reconnect, enabled=live)
+        return {"drop_policy": config.drop_policy, "queue_size": config.queue_size, "stats": self.stats,
+                "reconnect": reconnect}
 
 
 class SourceState(enum.StrEnum):

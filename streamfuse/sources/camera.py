@@ -8,8 +8,10 @@ from pathlib import Path
 
 import cv2
 
+from streamfuse.config import CameraSourceConfig
 from streamfuse.errors import SourceError, TransientSourceError
-from streamfuse.sources.base import Capture, Source
+from streamfuse.registry import SOURCES
+from streamfuse.sources.base import Capture, Source, SourceContext
 
 
 class CameraSource(Source):
@@ -69,3 +71,10 @@ class CameraSource(Source):
 
     def describe(self) -> str:
         return f"camera {self.device}"
+
+
+@SOURCES.register("camera", CameraSourceConfig)
+def from_config(name: str, config: CameraSourceConfig, context: SourceContext) -> CameraSource:
+    """A local capture device (live)."""
+    return CameraSource(name, config.device, width=config.width, height=config.height, fps=config.fps,
+                        **context.common(config, live=True))

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from streamfuse.config import ImagesSourceConfig
 from streamfuse.imageio import list_images, read_image
-from streamfuse.sources.base import Capture, Source
+from streamfuse.registry import SOURCES
+from streamfuse.sources.base import Capture, Source, SourceContext
 
 
 class ImagesSource(Source):
@@ -43,3 +45,10 @@ class ImagesSource(Source):
 
     def describe(self) -> str:
         return f"images {self.path}"
+
+
+@SOURCES.register("images", ImagesSourceConfig)
+def from_config(name: str, config: ImagesSourceConfig, context: SourceContext) -> ImagesSource:
+    """A folder or pattern of images."""
+    return ImagesSource(name, config.path, fps=config.fps, realtime=config.realtime,
+                        **context.common(config, live=False))

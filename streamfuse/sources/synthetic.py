@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from streamfuse.config import SyntheticConfig
-from streamfuse.sources.base import Capture, Source
+from streamfuse.config import SyntheticConfig, SyntheticSourceConfig
+from streamfuse.registry import SOURCES
+from streamfuse.sources.base import Capture, Source, SourceContext
 from streamfuse.sources.synthetic_scene import SyntheticScene
 
 
@@ -68,3 +69,11 @@ class SyntheticSource(Source):
 
     def describe(self) -> str:
         return f"synthetic {'thermal' if self.name == 'ir' else 'visible'} camera"
+
+
+@SOURCES.register("synthetic", SyntheticSourceConfig)
+def from_config(name: str, config: SyntheticSourceConfig, context: SourceContext) -> SyntheticSource:
+    """The camera of the context's shared scene (or of a new one from its ``synthetic`` settings)."""
+    scene = context.scene or build_scene(context.synthetic or SyntheticConfig())
+    return SyntheticSource(name, scene, fps=config.fps, frames=config.frames, realtime=config.realtime,
+                           **context.common(config, live=False))

@@ -9,8 +9,10 @@ from pathlib import Path
 
 import av
 
+from streamfuse.config import VideoSourceConfig
 from streamfuse.errors import SourceError, TransientSourceError
-from streamfuse.sources.base import Capture, Source
+from streamfuse.registry import SOURCES
+from streamfuse.sources.base import Capture, Source, SourceContext
 
 log = logging.getLogger(__name__)
 
@@ -172,3 +174,9 @@ class VideoSource(Source):
 
     def describe(self) -> str:
         return f"video {redact(self.uri)}"
+
+
+@SOURCES.register("video", VideoSourceConfig)
+def from_config(name: str, config: VideoSourceConfig, context: SourceContext) -> VideoSource:
+    """A file, or a live stream when the URI is a URL."""
+    return VideoSource(name, config.uri, realtime=config.realtime, **context.common(config, live=is_url(config.uri)))
