@@ -133,20 +133,25 @@ class ControlServer:
             return {"ok": False, "error": f"internal error: {exc}"}
 
     def _serve(self) -> None:
-        while not self._stop.is_set():
-            try:
-                if not self._socket.poll(100, zmq.POLLIN):
-                    continue
-                raw = self._socket.recv()
-            except zmq.ZMQError:
-                break
-            self._socket.send(json.dumps(self.handle(raw)).encode())
+        try:
+            while not self._stop.is_set():
+                try:
+                    if not self._socket.poll(100, zmq.POLLIN):
+                        continue
+                    raw = self._socket.recv()
+                except zmq.ZMQError:
+                    break
+                self._socket.send(json.dumps(self.handle(raw)).encode())
+        finally:
+            self._release()  # this thread owns the socket: it closes it, never another thread while in use
 
     def close(self) -> None:
-        """Stop serving and release the socket."""
+        """Stop serving; the socket is released as soon as a command still running returns."""
         self._stop.set()
         self._thread.join(2)
-        self._release()
+        if self._thread.is_alive():
+            log.warning("control socket %s: a command is still running; the socket closes when it returns",
+                        self.endpoint)
 
     def _release(self) -> None:
         self._socket.close(0)

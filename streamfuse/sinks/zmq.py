@@ -318,20 +318,23 @@ class Subscriber:
         return frame
 
     def _receive_loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                frame = self._receive_once(0.1)
-            except StreamfuseError as exc:
-                log.warning("%s: skipped a message: %s", self.endpoint, exc)
-                continue
-            except zmq.ZMQError:
-                break  # socket closed
-            if frame is not None:
-                with self._condition:
-                    if self._newest is not None:
-                        self.skipped += 1
-                    self._newest = frame
-                    self._condition.notify_all()
+        try:
+            while not self._stop.is_set():
+                try:
+                    frame = self._receive_once(0.1)
+                except StreamfuseError as exc:
+                    log.warning("%s: skipped a message: %s", self.endpoint, exc)
+                    continue
+                except zmq.ZMQError:
+                    break  # socket closed
+                if frame is not None:
+                    with self._condition:
+                        if self._newest is not None:
+                            self.skipped += 1
+                        self._newest = frame
+                        self._condition.notify_all()
+        finally:
+            self._release()  # this thread owns the socket: it closes it, never another thread while in use
 
     def latest(self, timeout: float | None = None) -> ReceivedFrame | None:
         """The newest frame not yet returned, waiting up to ``timeout`` seconds; None on timeout."""
@@ -349,10 +352,16 @@ class Subscriber:
         return self._receive_once(timeout)
 
     def close(self) -> None:
-        """Stop receiving and release the socket."""
+        """Stop receiving and release the socket (with ``keep='latest'``, the receiving thread does, as it ends)."""
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(1.0)
+        if self._thread is None:
+            self._release()
+            return
+        self._thread.join(1.0)
+        if self._thread.is_alive():
+            log.warning("%s: the receiving thread is still running; it closes the socket when it ends", self.endpoint)
+
+    def _release(self) -> None:
         self._socket.close(0)
         self._context.term()
 

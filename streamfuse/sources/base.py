@@ -300,7 +300,7 @@ class Source(ThreadedStage):
             if self.frames_read > frames_before:
                 failures = 0
             if self.state is SourceState.RUNNING:
-                self.disconnects += 1
+                self._count_disconnect()
             failures += 1
             if settings.max_attempts is not None and failures > settings.max_attempts:
                 raise SourceError(f"sources.{self.name}: {self.describe()} gave up after {settings.max_attempts} "
@@ -328,12 +328,17 @@ class Source(ThreadedStage):
             if self.state is SourceState.RUNNING and last_frame_at is not None:
                 if now - last_frame_at > settings.stall_timeout_s:
                     self._record_stall()
-                    self.disconnects += 1
+                    self._count_disconnect()
                     self._set_state(SourceState.RECONNECTING, f"stalled: no frame for {now - last_frame_at:.1f} s")
             elif opened_at is not None and (last_frame_at or 0.0) < opened_at and now - opened_at > settings.grace_s:
                 self._opened_at = None  # one stall per silent connection
                 self._record_stall()
                 self._set_state(self.state, f"stalled: connected {now - opened_at:.1f} s without a frame")
+
+    def _count_disconnect(self) -> None:
+        """Count a loss; the capture thread and the watchdog both do, so under the state lock."""
+        with self._state_lock:
+            self.disconnects += 1
 
     def _record_stall(self) -> None:
         self.stalls += 1
