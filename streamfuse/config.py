@@ -170,9 +170,12 @@ class SyntheticConfig:
     ir_homography: list[list[float]] | None = None
     """Ground-truth 3x3 misalignment mapping infrared pixels onto the visible grid."""
 
-    def _check(self, path: str) -> None:
-        if self.width < 16 or self.height < 16:
-            raise ConfigError(f"{path}: width and height must be at least 16, got {self.width}x{self.height}")
+    def _check(self, path: str) -> None:  # the scene's own limits, so that a bad value is a config error
+        if self.width < 32 or self.height < 32:
+            raise ConfigError(f"{path}: width and height must be at least 32, got {self.width}x{self.height}")
+        for name in ("seed", "people", "vehicles"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{path}.{name}: must not be negative, got {getattr(self, name)}")
         for name in ("fog", "noise"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
@@ -262,7 +265,8 @@ class FusionConfig:
     """Torch CPU threads for the ``model`` fuser; null = all cores but one (the pipeline's other threads need it)."""
     temporal_smoothing: float = 0.5
     """Video: weight of the previous frame in the ``model`` fuser's per-pixel decisions (0 = none);
-    steadies the output of a steady scene, restarts at scene cuts. CPU worker only for now."""
+    steadies the output of a steady scene, restarts at scene cuts. Per stream, in the inference worker
+    on the CPU and the GPU alike."""
 
     def _check(self, path: str) -> None:
         if not 0.0 <= self.temporal_smoothing < 1.0:

@@ -131,7 +131,6 @@ class CudaBackend:
         """Per transform and size pair: device warp tables (a transform never changes; a new one gets its own)."""
         self._graphs: dict[tuple[Key, int], _Graph | None] = {}
         self._warmed: set[tuple[Key, int]] = set()
-        self._ones: dict[tuple[int, int], torch.Tensor] = {}
         self._memory: dict[int, torch.Tensor] = {}
         """Per stream: the network's temporal memory after its latest frame, on the device (compute stream)."""
         self._done: queue.SimpleQueue[_InFlight | None] = queue.SimpleQueue()
