@@ -88,9 +88,11 @@ class Sink(ThreadedStage):
                     self.stats.record_output()
         except SinkError as exc:
             self.error = exc
-        except Exception as exc:
-            log.debug("sink %s failed", self.stage, exc_info=True)
-            self.error = SinkError(f"{self.describe()}: write failed after {self.frames_written} frames: {exc}")
+        except Exception as exc:  # unexpected: this sink's failure, with the traceback in the log
+            log.error("sink %s failed unexpectedly", self.stage, exc_info=exc)
+            self.error = SinkError(f"{self.describe()}: write failed after {self.frames_written} frames: "
+                                   f"{type(exc).__name__}: {exc}")
+            self.error.__cause__ = exc
         finally:
             self.queue.abort()
             try:

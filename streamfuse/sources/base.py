@@ -236,10 +236,11 @@ class Source(ThreadedStage):
             self.error = SourceError(f"sources.{self.name}: {exc}")
         except SourceError as exc:
             self.error = exc
-        except Exception as exc:  # a library error while reading: report it as this source's failure
-            log.debug("source %s failed", self.name, exc_info=True)
+        except Exception as exc:  # unexpected (a library error while reading): this source's failure, traceback logged
+            log.error("source %s failed unexpectedly", self.name, exc_info=exc)
             self.error = SourceError(f"sources.{self.name}: {self.describe()} failed after "
-                                     f"{self.frames_read} frames: {exc}")
+                                     f"{self.frames_read} frames: {type(exc).__name__}: {exc}")
+            self.error.__cause__ = exc
         finally:
             try:
                 self.close()
