@@ -53,7 +53,8 @@ class VideoWriter:
     Presentation timestamps come from the images' capture timestamps (relative to the first image,
     in milliseconds), so the file plays at real speed even when frames were dropped; a timestamp
     that does not increase is nudged forward by 1 ms. H.264 needs even dimensions: an odd last row
-    or column is repeated. :meth:`close` flushes the encoder and finalises the file.
+    or column is repeated. :meth:`close` flushes the encoder and finalises the file; as a context
+    manager, the writer closes on leaving the block, whatever the exit.
 
     MP4 and MOV files are fragmented by default (a fragment per keyframe interval of 2 s, index in
     each fragment): everything up to the last fragment plays even if the process is killed, and the
@@ -148,6 +149,12 @@ class VideoWriter:
             container.close()
         if self._stream is None:
             self.path.unlink(missing_ok=True)
+
+    def __enter__(self) -> VideoWriter:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
 
 class VideoSink(Sink):
