@@ -12,7 +12,7 @@ nothing else has to list it::
 
     @SOURCES.register("thermal_sdk", ThermalSdkConfig)
     def from_config(name: str, config: ThermalSdkConfig, context: SourceContext) -> Source:
-        return ThermalSdkSource(name, config.serial, **context.common(config, live=True))
+        return ThermalSdkSource(name, config.serial, options=context.options(config, live=True))
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ from streamfuse.config import SourceConfig, config_from_dict
 from streamfuse.errors import ConfigError
 from streamfuse.pipeline import Pipeline
 from streamfuse.registry import FUSERS, SOURCES
-from streamfuse.sources import Capture, Source, SourceContext
+from streamfuse.sources import Capture, Source, SourceContext, SourceOptions
 
 
 @dataclass
@@ -24,8 +24,8 @@ class RampSourceConfig(SourceConfig):
 class RampSource(Source):
     """A finite source of horizontal gradients at 10 fps."""
 
-    def __init__(self, name: str, frames: int, **common) -> None:
-        super().__init__(name, **common)
+    def __init__(self, name: str, frames: int, *, options: SourceOptions | None = None) -> None:
+        super().__init__(name, options=options)
         self.frames = frames
 
     def open(self) -> None:
@@ -40,7 +40,7 @@ class RampSource(Source):
 
 @SOURCES.register("ramp", RampSourceConfig)
 def ramp_source(name: str, config: RampSourceConfig, context: SourceContext) -> RampSource:
-    return RampSource(name, config.frames, **context.common(config, live=False))
+    return RampSource(name, config.frames, options=context.options(config, live=False))
 
 
 def test_a_registered_source_is_built_from_its_config_type():

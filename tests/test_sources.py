@@ -9,7 +9,14 @@ from conftest import make_pair
 from media import write_video
 from streamfuse.errors import SourceError
 from streamfuse.queues import Closed
-from streamfuse.sources import CameraSource, ImagesSource, SyntheticScene, SyntheticSource, VideoSource
+from streamfuse.sources import (
+    CameraSource,
+    ImagesSource,
+    SourceOptions,
+    SyntheticScene,
+    SyntheticSource,
+    VideoSource,
+)
 from streamfuse.sources.video import redact
 
 
@@ -138,7 +145,7 @@ def test_missing_camera_is_a_clear_error():
 
 def test_drop_oldest_counts_drops_with_a_slow_consumer():
     scene = SyntheticScene(64, 48, seed=1)
-    source = SyntheticSource("vis", scene, fps=200, frames=60, realtime=True, queue_size=2)
+    source = SyntheticSource("vis", scene, fps=200, frames=60, realtime=True, options=SourceOptions(queue_size=2))
     assert source.drop_policy == "drop_oldest"
     source.start()
     source.join(5)

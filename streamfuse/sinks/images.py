@@ -11,6 +11,7 @@ from streamfuse.errors import SinkError
 from streamfuse.frames import FusedFrame
 from streamfuse.registry import SINKS
 from streamfuse.sinks.base import Sink, SinkContext
+from streamfuse.stats import PipelineStats
 
 
 class ImagesSink(Sink):
@@ -23,14 +24,16 @@ class ImagesSink(Sink):
             picks the format (.png by default).
         overwrite: Replace existing files of the same name.
         key: Config key path used in error messages.
-        **kwargs: Passed to :class:`Sink` (queue size, stats).
+        queue_size: Fused frames buffered for this sink (the fusion thread waits when it is full).
+        stats: Where write latency is recorded.
     """
 
     stage = "write"
 
     def __init__(self, path: str | Path, *, pattern: str = "{index:06d}.png", overwrite: bool = False,
-                 key: str = "sinks.images", **kwargs) -> None:
-        super().__init__(**kwargs)
+                 key: str = "sinks.images", queue_size: int = 16,
+                 stats: PipelineStats | None = None) -> None:
+        super().__init__(queue_size=queue_size, stats=stats)
         self.path = Path(path)
         self.pattern = pattern
         self.overwrite = overwrite

@@ -16,6 +16,7 @@ from streamfuse.errors import SinkError
 from streamfuse.frames import FusedFrame
 from streamfuse.registry import SINKS
 from streamfuse.sinks.base import Sink, SinkContext
+from streamfuse.stats import PipelineStats
 
 log = logging.getLogger(__name__)
 
@@ -166,15 +167,17 @@ class VideoSink(Sink):
         segment_minutes: Start a new file after this many minutes of video (by capture
             timestamps); None writes one file. A finished segment is closed (complete, playable)
             before the next one opens.
-        **kwargs: Passed to :class:`Sink` (queue size, stats).
+        queue_size: Fused frames buffered for this sink (the fusion thread waits when it is full).
+        stats: Where write latency is recorded.
     """
 
     stage = "encode"
 
     def __init__(self, path: str | Path, *, codec: str = "h264", crf: int = 23, preset: str = "veryfast",
                  fps: float = 30.0, overwrite: bool = False, fragmented: bool = True,
-                 segment_minutes: float | None = None, key: str = "sinks.video", **kwargs) -> None:
-        super().__init__(**kwargs)
+                 segment_minutes: float | None = None, key: str = "sinks.video", queue_size: int = 16,
+                 stats: PipelineStats | None = None) -> None:
+        super().__init__(queue_size=queue_size, stats=stats)
         self.path = Path(path)
         self.segment_s = segment_minutes * 60.0 if segment_minutes else None
         self._writer_options = {"codec": codec, "crf": crf, "preset": preset, "fps": fps,

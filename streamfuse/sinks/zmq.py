@@ -31,6 +31,7 @@ from streamfuse.frames import FusedFrame
 from streamfuse.registry import SINKS
 from streamfuse.security import secure_client, secure_server
 from streamfuse.sinks.base import Sink, SinkContext
+from streamfuse.stats import PipelineStats
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +103,8 @@ class ZmqSink(Sink):
         subscriber_timeout_s: How long to wait for them.
         curve: CURVE server keys and client allow-list (off by default; see :mod:`streamfuse.security`).
         key: Config key path used in error messages.
-        **kwargs: Passed to :class:`Sink` (queue size, stats).
+        queue_size: Fused frames buffered for this sink (the fusion thread waits when it is full).
+        stats: Where write latency is recorded.
     """
 
     stage = "publish"
@@ -110,8 +112,8 @@ class ZmqSink(Sink):
     def __init__(self, endpoint: str, *, bind: bool = True, topic: str = "fused", encoding: str = "jpeg",
                  jpeg_quality: int = 90, hwm: int = 4, lossless: bool = False, wait_for_subscribers: int = 0,
                  subscriber_timeout_s: float = 5.0, curve: CurveConfig | None = None, key: str = "sinks.zmq",
-                 **kwargs) -> None:
-        super().__init__(**kwargs)
+                 queue_size: int = 16, stats: PipelineStats | None = None) -> None:
+        super().__init__(queue_size=queue_size, stats=stats)
         self.endpoint = endpoint
         self.bind = bind
         self.topic = topic

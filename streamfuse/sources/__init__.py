@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from streamfuse.config import SourceConfig, SyntheticConfig
 from streamfuse.registry import SOURCES
-from streamfuse.sources.base import Capture, Source, SourceContext, SourceState
+from streamfuse.sources.base import Capture, Source, SourceContext, SourceOptions, SourceState
 from streamfuse.sources.camera import CameraSource
 from streamfuse.sources.images import ImagesSource
 from streamfuse.sources.synthetic import SyntheticSource, build_scene
@@ -15,8 +15,8 @@ from streamfuse.sources.synthetic_scene import SyntheticScene
 from streamfuse.sources.video import VideoSource, is_url
 from streamfuse.stats import PipelineStats
 
-__all__ = ["Capture", "Source", "SourceContext", "SourceState", "CameraSource", "ImagesSource", "SyntheticScene",
-           "SyntheticSource", "VideoSource", "build_scene", "build_source", "is_url"]
+__all__ = ["Capture", "Source", "SourceContext", "SourceOptions", "SourceState", "CameraSource", "ImagesSource",
+           "SyntheticScene", "SyntheticSource", "VideoSource", "build_scene", "build_source", "is_url"]
 
 
 def build_source(name: str, config: SourceConfig, *, synthetic: SyntheticConfig | None = None,

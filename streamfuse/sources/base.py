@@ -35,6 +35,24 @@ class Capture:
 
 
 @dataclass(frozen=True)
+class SourceOptions:
+    """What every source takes besides its own settings (the common keys of a source's config section).
+
+    Attributes:
+        drop_policy: ``wait`` or ``drop_oldest``; None: ``drop_oldest`` for a live input, else ``wait``.
+        queue_size: Capacity of the output queue; None: 8 for ``wait``, 2 for ``drop_oldest`` (a live
+            source's queue is its latency: a deep one would hand out frames that are seconds old).
+        stats: Where capture latency and drops are recorded.
+        reconnect: Supervision settings; None (or ``enabled: false``) runs the source once.
+    """
+
+    drop_policy: str | None = None
+    queue_size: int | None = None
+    stats: PipelineStats | None = None
+    reconnect: ReconnectConfig | None = None
+
+
+@dataclass(frozen=True)
 class SourceContext:
     """What :func:`~streamfuse.sources.build_source` hands every source factory besides the source's config.
 
@@ -48,8 +66,8 @@ class SourceContext:
     synthetic: SyntheticConfig | None = None
     scene: Any = None
 
-    def common(self, config: SourceConfig, *, live: bool) -> dict[str, Any]:
-        """The :class:`Source` keyword arguments from the options every source has.
+    def options(self, config: SourceConfig, *, live: bool) -> SourceOptions:
+        """The :class:`SourceOptions` of a source's section.
 
         Args:
             config: The source's section.
@@ -58,8 +76,7 @@ class SourceContext:
         reconnect = config.reconnect
         if reconnect.enabled is None:
             reconnect = dataclasses.replace(reconnect, enabled=live)
-        return {"drop_policy": config.drop_policy, "queue_size": config.queue_size, "stats": self.stats,
-                "reconnect": reconnect}
+        return SourceOptions(config.drop_policy, config.queue_size, self.stats, reconnect)
 
 
 class SourceState(enum.StrEnum):
@@ -100,28 +117,23 @@ class Source(ThreadedStage):
 
     Args:
         name: ``"ir"`` or ``"vis"``; used in messages and statistics.
-        drop_policy: ``wait`` or ``drop_oldest``; None uses :attr:`default_drop_policy`.
-        queue_size: Capacity of the output queue; None: 8 for ``wait``, 2 for ``drop_oldest`` (a live
-            source's queue is its latency: a deep one would hand out frames that are seconds old).
+        options: Drop policy, queue size, statistics and supervision (defaults if None).
         pace_fps: If set, frames are released no faster than this rate (simulating a live camera
             or playing a file at its own speed).
-        stats: Where capture latency and drops are recorded.
-        reconnect: Supervision settings; None (or ``enabled: false``) runs the source once.
+        live: The input is live: without a drop policy in ``options``, ``drop_oldest`` (the
+            freshest frame matters) instead of ``wait`` (never lose a frame).
     """
 
-    #: ``wait`` for finite inputs (never lose a frame), ``drop_oldest`` for live ones.
-    default_drop_policy = "wait"
-
-    def __init__(self, name: str, *, drop_policy: str | None = None, queue_size: int | None = None,
-                 pace_fps: float | None = None, stats: PipelineStats | None = None,
-                 reconnect: ReconnectConfig | None = None) -> None:
+    def __init__(self, name: str, *, options: SourceOptions | None = None, pace_fps: float | None = None,
+                 live: bool = False) -> None:
+        options = options or SourceOptions()
         self.name = name
-        self.drop_policy = drop_policy or self.default_drop_policy
-        if queue_size is None:
-            queue_size = 2 if self.drop_policy == "drop_oldest" else 8
+        self.drop_policy = options.drop_policy or ("drop_oldest" if live else "wait")
+        queue_size = options.queue_size or (2 if self.drop_policy == "drop_oldest" else 8)
         self.queue: StageQueue[Frame] = StageQueue(queue_size, self.drop_policy, name=f"source {name}")
         self.pace_fps = pace_fps
-        self.stats = stats or PipelineStats()
+        self.stats = options.stats or PipelineStats()
+        reconnect = options.reconnect
         self.reconnect = reconnect if reconnect is not None and reconnect.enabled else None
         self.error: Exception | None = None
         self.frames_read = 0

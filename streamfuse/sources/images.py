@@ -5,7 +5,7 @@ from __future__ import annotations
 from streamfuse.config import ImagesSourceConfig
 from streamfuse.imageio import list_images, read_image
 from streamfuse.registry import SOURCES
-from streamfuse.sources.base import Capture, Source, SourceContext
+from streamfuse.sources.base import Capture, Source, SourceContext, SourceOptions
 
 
 class ImagesSource(Source):
@@ -16,11 +16,12 @@ class ImagesSource(Source):
         path: A folder or a glob pattern.
         fps: The frame rate the sequence was captured at.
         realtime: Release frames at ``fps`` instead of as fast as they are consumed.
-        **kwargs: Passed to :class:`Source` (drop policy, queue size, stats).
+        options: Drop policy, queue size, statistics.
     """
 
-    def __init__(self, name: str, path: str, *, fps: float = 25.0, realtime: bool = False, **kwargs) -> None:
-        super().__init__(name, pace_fps=fps if realtime else None, **kwargs)
+    def __init__(self, name: str, path: str, *, fps: float = 25.0, realtime: bool = False,
+                 options: SourceOptions | None = None) -> None:
+        super().__init__(name, options=options, pace_fps=fps if realtime else None)
         self.path = path
         self.fps = fps
         self.files = []
@@ -51,4 +52,4 @@ class ImagesSource(Source):
 def from_config(name: str, config: ImagesSourceConfig, context: SourceContext) -> ImagesSource:
     """A folder or pattern of images."""
     return ImagesSource(name, config.path, fps=config.fps, realtime=config.realtime,
-                        **context.common(config, live=False))
+                        options=context.options(config, live=False))
