@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import REPO, python_env, shared_data
+from conftest import REPO, python_env, shared_data, wait_until
 from media import read_video
 from streamfuse.config import config_from_dict
 from streamfuse.errors import PipelineError, SourceError
@@ -119,8 +119,7 @@ def test_failing_sink_open_closes_sources(tmp_path):
     pipeline = Pipeline(config)
     with pytest.raises(Exception, match="already exists"):
         pipeline.run(install_signal_handlers=False)
-    time.sleep(0.2)
-    assert not pipeline.running
+    wait_until(lambda: not pipeline.running, 5, "every stage to end")
 
 
 def test_tno_sequence_from_shared_data(tmp_path):
@@ -207,10 +206,7 @@ def test_a_transform_swapped_mid_run_applies_on_the_model_path(tmp_path):
     with Pipeline(config_from_dict(data)) as pipeline:
         assert pipeline.fuser.warps(pipeline.registrar.transform)
         pipeline.start()
-        deadline = time.monotonic() + 30
-        while pipeline.frames_fused < 2 and pipeline.running and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert pipeline.frames_fused >= 2, "the pipeline produced no frames"
+        wait_until(lambda: pipeline.frames_fused >= 2, 30, "the first fused frames")
         pipeline.registrar.set_matrix(new)
         pipeline.join(60)
     assert not pipeline.errors() and pipeline.frames_fused == 30

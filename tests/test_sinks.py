@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import zmq
 
-from conftest import make_pair
+from conftest import make_pair, wait_until
 from media import read_video
 from streamfuse.errors import SinkError
 from streamfuse.frames import Frame, FramePair, FusedFrame
@@ -200,7 +200,7 @@ def test_zmq_latest_mode_and_jpeg(free_port):
         run_sink(sink, [fused(i, image=smooth[i]) for i in range(10)])
         frame = subscriber.latest(timeout=5)
         assert frame is not None
-        time.sleep(0.2)
+        wait_until(lambda: subscriber.received == 10, 5, "all ten messages")
         newest = subscriber.latest(timeout=0.5) or frame
         assert newest.header["index"] == 9
         assert newest.header["encoding"] == "jpeg" and newest.image.shape == (48, 64, 3)

@@ -443,7 +443,7 @@ def test_cuda_temporal_smoothing_matches_cpu(net, graphs):
                          temporal_smoothing=0.5) as gpu:
         results = run_in_rounds(gpu, videos)
         if graphs:
-            assert gpu._backend._graphs and all(g is not None for g in gpu._backend._graphs.values())
+            assert gpu.captured_graphs and all(gpu.captured_graphs.values())
     worst, mean = report(f"cuda smoothing (graphs {graphs}) vs cpu", sum(results, []), sum(expected, []))
     assert worst <= 3 and mean < 0.05
 
@@ -462,7 +462,7 @@ def test_cuda_graph_replay_equals_eager(net, cuda_frames):
         expected = run_jobs(eager, cuda_frames)
     with InferenceWorker(net, device="cuda", max_batch=4, cuda_graphs=True, queue_size=32) as graphed:
         results = run_jobs(graphed, cuda_frames)
-        assert graphed._backend._graphs and all(g is not None for g in graphed._backend._graphs.values()), \
+        assert graphed.captured_graphs and all(graphed.captured_graphs.values()), \
             "a CUDA graph capture failed (see the log)"
     worst, _ = report("cuda graph vs eager", results, expected)
     assert worst <= 1

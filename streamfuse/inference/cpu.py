@@ -50,6 +50,10 @@ class CpuBackend:
     def threads(self) -> tuple[threading.Thread, ...]:
         return ()
 
+    def graphs(self) -> dict:
+        """No CUDA graphs on the CPU."""
+        return {}
+
     def start(self) -> None:
         pass
 

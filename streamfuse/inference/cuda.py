@@ -140,6 +140,10 @@ class CudaBackend:
     def threads(self) -> tuple[threading.Thread, ...]:
         return (self._completer,)
 
+    def graphs(self) -> dict[tuple[Key, int], bool]:
+        """Per (batching key, batch size) run so far: whether its CUDA graph was captured."""
+        return {shape: graph is not None for shape, graph in self._graphs.items()}
+
     def start(self) -> None:
         torch.cuda.set_device(self.device)
 

@@ -300,6 +300,11 @@ class InferenceWorker:
         self.close()
 
     @property
+    def captured_graphs(self) -> dict[tuple[Key, int], bool]:
+        """Per (batching key, batch size) seen so far: whether a CUDA graph replays it (empty on the CPU)."""
+        return self._backend.graphs()
+
+    @property
     def closed(self) -> bool:
         """True once :meth:`close` was called."""
         return self._closed
