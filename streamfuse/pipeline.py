@@ -231,9 +231,7 @@ class Pipeline:
             source.queue.abort()
         for sink in self.sinks:
             sink.queue.abort()
-            closing = getattr(sink, "_closing", None)
-            if closing is not None:
-                closing.set()
+            sink.interrupt()
 
     @property
     def running(self) -> bool:

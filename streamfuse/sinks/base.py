@@ -71,6 +71,12 @@ class Sink(ThreadedStage):
         """A short human-readable description for logs."""
         return type(self).__name__
 
+    def interrupt(self) -> None:  # noqa: B027 - optional hook
+        """Stop waiting on the output (an abort): a :meth:`write` blocked on a slow consumer returns soon.
+
+        Called from another thread; the default does nothing (writes that do not wait).
+        """
+
     def _run(self) -> None:
         try:
             while True:

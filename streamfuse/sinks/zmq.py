@@ -197,6 +197,10 @@ class ZmqSink(Sink):
                     return
                 self._socket.poll(50, zmq.POLLOUT)
 
+    def interrupt(self) -> None:
+        """A lossless write waiting for a slow subscriber gives the frame up."""
+        self._closing.set()
+
     def close(self) -> None:
         self._closing.set()
         if self._socket is not None:
