@@ -221,3 +221,16 @@ def test_a_transform_swapped_mid_run_applies_on_the_model_path(tmp_path):
     assert np.abs(first - fused_with(old, 0)).max() <= 2
     assert np.abs(last - fused_with(new, 29)).max() <= 2
     assert np.abs(last - fused_with(old, 29)).max() > 10  # the two homographies give visibly different frames
+
+
+def test_the_model_fuser_warms_up_on_the_first_pair_of_a_live_feed_too():
+    """Live cameras (drop_oldest) get the warm-up; the pair that waited for it is skipped for a fresher one."""
+    data = synthetic(12, size=(64, 48))
+    for camera in data["sources"].values():
+        camera["realtime"] = True  # paced and drop_oldest, as a live camera
+    data["fusion"] = {"fuser": "model", "device": "cpu", "temporal_smoothing": 0}
+    pipeline = Pipeline(config_from_dict(data))
+    assert pipeline.live
+    stats = pipeline.run(install_signal_handlers=False)
+    assert stats.counters()["drops.warm_up"] == 1
+    assert pipeline.fuser.worker.stats.frames == pipeline.frames_fused + 1  # + the warm-up frame
