@@ -262,7 +262,8 @@ class FusionConfig:
     cuda_graphs: bool = True
     """Replay CUDA graphs for fixed frame sizes (GPU only)."""
     threads: int | None = None
-    """Torch CPU threads for the ``model`` fuser; null = all cores but one (the pipeline's other threads need it)."""
+    """Torch CPU threads for the ``model`` fuser; null = all cores but one (the pipeline's other threads need it).
+    Process-wide: applied by :func:`streamfuse.runtime.setup_runtime` (the CLI calls it)."""
     temporal_smoothing: float = 0.5
     """Video: weight of the previous frame in the ``model`` fuser's per-pixel decisions (0 = none);
     steadies the output of a steady scene, restarts at scene cuts. Per stream, in the inference worker
