@@ -24,13 +24,16 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import zmq
 
 from streamfuse.config import ControlConfig, is_local_endpoint
 from streamfuse.errors import ConfigError, StreamfuseError
 from streamfuse.security import secure_client, secure_server
+
+if TYPE_CHECKING:
+    from streamfuse.pipeline import Pipeline
 
 log = logging.getLogger(__name__)
 
@@ -158,6 +161,21 @@ class ControlServer:
         if self._authenticator is not None:
             self._authenticator.stop()
         self._context.term()
+
+
+def pipeline_commands(pipeline: Pipeline) -> dict[str, Command]:
+    """The commands a running pipeline answers: set_prompt, get_prompt, get_stats, get_health."""
+    def set_prompt(request: dict) -> dict:
+        if len(request["prompt"]) > 1000:
+            raise ValueError("set_prompt: 'prompt' must be at most 1000 characters")
+        return {"routing": pipeline.set_prompt(request["prompt"]).as_dict()}
+
+    return {
+        "set_prompt": Command(set_prompt, {"prompt": str}),
+        "get_prompt": Command(lambda _request: {"routing": pipeline.routing.as_dict()}),
+        "get_stats": Command(lambda _request: {"stats": pipeline.stats.as_dict()}),
+        "get_health": Command(lambda _request: {"health": pipeline.health()}),
+    }
 
 
 def _check_fields(request: dict[str, Any], command: Command) -> str | None:

@@ -148,9 +148,9 @@ class Pipeline:
             for source in self.sources.values():
                 source.start()
             if self.config.control.enabled:
-                from streamfuse.control import ControlServer
+                from streamfuse.control import ControlServer, pipeline_commands
 
-                self._control = ControlServer(self.config.control, self._control_handlers())
+                self._control = ControlServer(self.config.control, pipeline_commands(self))
             if self.config.health.enabled:
                 from streamfuse.health import HealthServer
 
@@ -186,21 +186,6 @@ class Pipeline:
         self.routing = routing
         log.info("prompt %r -> %s (encoder %s)", prompt, routing.summary(), routing.encoder)
         return routing
-
-    def _control_handlers(self) -> dict:
-        from streamfuse.control import Command
-
-        def set_prompt(request: dict) -> dict:
-            if len(request["prompt"]) > 1000:
-                raise ValueError("set_prompt: 'prompt' must be at most 1000 characters")
-            return {"routing": self.set_prompt(request["prompt"]).as_dict()}
-
-        return {
-            "set_prompt": Command(set_prompt, {"prompt": str}),
-            "get_prompt": Command(lambda _request: {"routing": self.routing.as_dict()}),
-            "get_stats": Command(lambda _request: {"stats": self.stats.as_dict()}),
-            "get_health": Command(lambda _request: {"health": self.health()}),
-        }
 
     def _shutdown_after_failed_start(self) -> None:
         self._close_control()
