@@ -20,6 +20,7 @@ _EXPORTS = {
     "streamfuse.frames": ["Frame", "FramePair", "FusedFrame"],
     "streamfuse.fusers": ["ClassicalFuser", "Fuser", "build_fuser"],
     "streamfuse.pipeline": ["Pipeline"],
+    "streamfuse.runtime": ["setup_runtime"],
     "streamfuse.registration": ["HomographyRegistrar", "Registrar", "build_registrar"],
     "streamfuse.sinks": ["ImagesSink", "Sink", "Subscriber", "VideoSink", "VideoWriter", "ZmqSink"],
     "streamfuse.sources": ["Source", "SyntheticScene", "build_source"],

@@ -8,6 +8,7 @@ the device for several batch sizes.
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
 import threading
 import time
@@ -17,8 +18,10 @@ from typing import Any
 import numpy as np
 
 from streamfuse.config import Config, config_from_dict
-from streamfuse.pipeline import Pipeline, record_worker_stages
+from streamfuse.fusers import Fuser
+from streamfuse.pipeline import Pipeline
 from streamfuse.probe import describe_machine
+from streamfuse.runtime import setup_runtime
 from streamfuse.stats import END_TO_END, PipelineStats
 
 
@@ -42,16 +45,21 @@ def end_to_end(width: int, height: int, *, frames: int, fuser: str, sink: str, s
                progress: bool = False) -> tuple[PipelineStats, dict[str, Any]]:
     """Run ``streams`` pipelines at once (one shared inference worker) and return their combined statistics."""
     stats = PipelineStats()
-    with tempfile.TemporaryDirectory(prefix="streamfuse-bench-") as workdir:
+    with tempfile.TemporaryDirectory(prefix="streamfuse-bench-") as workdir, contextlib.ExitStack() as cleanup:
         configs = [bench_config(width, height, frames, fuser, sink, Path(workdir), live_fps=live_fps, seed=i,
                                 overrides=overrides) for i in range(streams)]
+        setup_runtime(configs[0].fusion, live=False)
         worker = None
+        fusers: list[Fuser | None] = [None] * streams
         if fuser == "model":
+            from streamfuse.fusers.model import ModelFuser
             from streamfuse.inference import build_worker
             from streamfuse.models.checkpoint import load_model
 
             worker = build_worker(load_model(configs[0].fusion.weights)[0], configs[0].fusion)
-        pipelines = [Pipeline(c, stats=stats, worker=worker, stream=i) for i, c in enumerate(configs)]
+            cleanup.callback(worker.close, timeout=10)  # closed even when a pipeline fails to build
+            fusers = [ModelFuser(c.fusion.weights, worker=worker, stream=i) for i, c in enumerate(configs)]
+        pipelines = [Pipeline(c, stats=stats, fuser=f) for c, f in zip(configs, fusers, strict=True)]
         errors: list[BaseException] = []
 
         def run(pipeline: Pipeline, show: bool) -> None:
@@ -70,7 +78,7 @@ def end_to_end(width: int, height: int, *, frames: int, fuser: str, sink: str, s
         info: dict[str, Any] = {"wall_s": wall, "streams": streams}
         if worker is not None:
             worker.close(timeout=10)
-            record_worker_stages(worker, stats)
+            worker.stats.record_into(stats)
             info.update(device=str(worker.device), precision=worker.precision, mean_batch=worker.stats.mean_batch)
         if errors:
             raise errors[0]
@@ -84,12 +92,12 @@ def model_only(*, width: int, height: int, device: str = "auto", precision: str 
     import torch
 
     from streamfuse.config import FusionConfig
-    from streamfuse.inference.worker import PRECISIONS, _resolve_device
+    from streamfuse.inference.worker import PRECISIONS, resolve_device
     from streamfuse.models.checkpoint import load_model
 
     if threads is not None:
         torch.set_num_threads(threads)
-    target = _resolve_device(device)
+    target = resolve_device(device)
     if precision == "auto":
         precision = "fp16" if target.type == "cuda" else "fp32"
     FusionConfig(device=device, precision=precision)._check("fusion")

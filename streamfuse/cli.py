@@ -20,6 +20,7 @@ from streamfuse.fusers import FUSERS
 from streamfuse.imageio import IMAGE_EXTENSIONS, list_images
 from streamfuse.pipeline import Pipeline
 from streamfuse.probe import probe
+from streamfuse.runtime import setup_runtime
 from streamfuse.stats import END_TO_END, PipelineStats
 
 log = logging.getLogger("streamfuse")
@@ -37,6 +38,7 @@ def _apply_prompt(config: Config, args: argparse.Namespace) -> Config:
 def cmd_run(args: argparse.Namespace) -> int:
     config = _apply_prompt(load_config(args.config, args.set), args)
     pipeline = Pipeline(config, max_frames=args.max_frames)
+    setup_runtime(config.fusion, live=pipeline.live)
     _log_setup(pipeline, args.config or "packaged demo config")
     stats = pipeline.run(progress=_progress_wanted(args, pipeline))
     _log_summary(stats)
@@ -125,6 +127,7 @@ def cmd_fuse(args: argparse.Namespace) -> int:
     config = fuse_config(args.ir, args.vis, args.output, fuser=args.fuser, overwrite=args.overwrite,
                          overrides=args.set)
     pipeline = Pipeline(_apply_prompt(config, args))
+    setup_runtime(config.fusion, live=pipeline.live)
     if pipeline.routing is not None:
         log.info("prompt %r -> %s (encoder %s)", pipeline.routing.prompt, pipeline.routing.summary(),
                  pipeline.routing.encoder)

@@ -26,6 +26,7 @@ import numpy as np
 import yaml
 
 from streamfuse.errors import ConfigError
+from streamfuse.registry import REGISTRATIONS, SINKS, SOURCES, Registry
 
 DropPolicy = Literal["wait", "drop_oldest"]
 
@@ -66,8 +67,8 @@ class ReconnectConfig:
 
 
 @dataclass
-class _SourceCommon:
-    """Options every source has."""
+class SourceConfig:
+    """Options every source has; each kind subclasses it with a ``type`` tag (see :mod:`streamfuse.registry`)."""
 
     drop_policy: DropPolicy | None = None
     """``wait`` never drops (files, folders); ``drop_oldest`` keeps the freshest (live). None: by type."""
@@ -83,7 +84,7 @@ class _SourceCommon:
 
 
 @dataclass
-class SyntheticSourceConfig(_SourceCommon):
+class SyntheticSourceConfig(SourceConfig):
     """One camera of the procedural scene described by the top-level ``synthetic`` section."""
 
     type: Literal["synthetic"] = "synthetic"
@@ -101,7 +102,7 @@ class SyntheticSourceConfig(_SourceCommon):
 
 
 @dataclass
-class VideoSourceConfig(_SourceCommon):
+class VideoSourceConfig(SourceConfig):
     """A video file or stream URL opened with PyAV (mp4, mkv, avi, rtsp://, http://)."""
 
     type: Literal["video"] = "video"
@@ -116,7 +117,7 @@ class VideoSourceConfig(_SourceCommon):
 
 
 @dataclass
-class ImagesSourceConfig(_SourceCommon):
+class ImagesSourceConfig(SourceConfig):
     """A folder of frames (sorted naturally by name) or a glob pattern, played at ``fps``."""
 
     type: Literal["images"] = "images"
@@ -132,7 +133,7 @@ class ImagesSourceConfig(_SourceCommon):
 
 
 @dataclass
-class CameraSourceConfig(_SourceCommon):
+class CameraSourceConfig(SourceConfig):
     """A local camera opened with OpenCV: an index (0) or a device path (/dev/video2)."""
 
     type: Literal["camera"] = "camera"
@@ -142,7 +143,6 @@ class CameraSourceConfig(_SourceCommon):
     fps: float | None = None
 
 
-SourceConfig = SyntheticSourceConfig | VideoSourceConfig | ImagesSourceConfig | CameraSourceConfig
 
 
 @dataclass
@@ -170,9 +170,12 @@ class SyntheticConfig:
     ir_homography: list[list[float]] | None = None
     """Ground-truth 3x3 misalignment mapping infrared pixels onto the visible grid."""
 
-    def _check(self, path: str) -> None:
-        if self.width < 16 or self.height < 16:
-            raise ConfigError(f"{path}: width and height must be at least 16, got {self.width}x{self.height}")
+    def _check(self, path: str) -> None:  # the scene's own limits, so that a bad value is a config error
+        if self.width < 32 or self.height < 32:
+            raise ConfigError(f"{path}: width and height must be at least 32, got {self.width}x{self.height}")
+        for name in ("seed", "people", "vehicles"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{path}.{name}: must not be negative, got {getattr(self, name)}")
         for name in ("fog", "noise"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
@@ -205,14 +208,20 @@ class SyncConfig:
 class RegistrationConfig:
     """How the infrared frame is mapped onto the visible image grid."""
 
-    mode: Literal["identity", "resize", "homography"] | None = None
-    """None picks ``homography`` when a matrix is given, else ``identity``."""
+    mode: str | None = None
+    """A registered registration method: ``identity``, ``resize`` or ``homography``; None picks
+    ``homography`` when a matrix is given, else ``identity``."""
     matrix: list[list[float]] | None = None
     """3x3 homography mapping infrared pixel coordinates to visible pixel coordinates."""
 
+    @property
+    def method(self) -> str:
+        """``mode``, or when it is None the one it implies."""
+        return self.mode or ("homography" if self.matrix is not None else "identity")
+
     def _check(self, path: str) -> None:
-        if self.mode is None:
-            self.mode = "homography" if self.matrix is not None else "identity"
+        self.mode = self.method
+        REGISTRATIONS.find(self.mode, key=f"{path}.mode", message="expected one of {names}; got {name!r}")
         if self.mode == "homography":
             if self.matrix is None:
                 raise ConfigError(f"{path}.matrix: required when mode is 'homography' (a 3x3 list of numbers)")
@@ -240,10 +249,12 @@ class FusionConfig:
     cuda_graphs: bool = True
     """Replay CUDA graphs for fixed frame sizes (GPU only)."""
     threads: int | None = None
-    """Torch CPU threads for the ``model`` fuser; null = all cores but one (the pipeline's other threads need it)."""
+    """Torch CPU threads for the ``model`` fuser; null = all cores but one (the pipeline's other threads need it).
+    Process-wide: applied by :func:`streamfuse.runtime.setup_runtime` (the CLI calls it)."""
     temporal_smoothing: float = 0.5
     """Video: weight of the previous frame in the ``model`` fuser's per-pixel decisions (0 = none);
-    steadies the output of a steady scene, restarts at scene cuts. CPU worker only for now."""
+    steadies the output of a steady scene, restarts at scene cuts. Per stream, in the inference worker
+    on the CPU and the GPU alike."""
 
     def _check(self, path: str) -> None:
         if not 0.0 <= self.temporal_smoothing < 1.0:
@@ -258,7 +269,12 @@ class FusionConfig:
 
 # ---------------------------------------------------------------------------------------------- sinks
 @dataclass
-class VideoSinkConfig:
+class SinkConfig:
+    """Base of the sink sections; each kind subclasses it with a ``type`` tag (see :mod:`streamfuse.registry`)."""
+
+
+@dataclass
+class VideoSinkConfig(SinkConfig):
     """Encode the fused frames into a video file with PyAV."""
 
     type: Literal["video"] = "video"
@@ -291,7 +307,7 @@ class VideoSinkConfig:
 
 
 @dataclass
-class ImagesSinkConfig:
+class ImagesSinkConfig(SinkConfig):
     """Write each fused frame as a PNG file in a folder."""
 
     type: Literal["images"] = "images"
@@ -331,7 +347,7 @@ class CurveConfig:
 
 
 @dataclass
-class ZmqSinkConfig:
+class ZmqSinkConfig(SinkConfig):
     """Publish fused frames on a ZeroMQ PUB socket as ``[topic, JSON header, payload]``."""
 
     type: Literal["zmq"] = "zmq"
@@ -361,7 +377,6 @@ class ZmqSinkConfig:
             raise ConfigError(f"{path}.hwm: must be at least 1, got {self.hwm}")
 
 
-SinkConfig = VideoSinkConfig | ImagesSinkConfig | ZmqSinkConfig
 
 
 @dataclass
@@ -564,6 +579,10 @@ def _shown(key: Any) -> str:
     return key if isinstance(key, str) and key.isprintable() and key else repr(key)
 
 
+#: Config bases whose concrete dataclass is chosen by the ``type`` key, through their registry.
+_TAGGED: dict[type, Registry] = {SourceConfig: SOURCES, SinkConfig: SINKS}
+
+
 def _join(path: str, key: str) -> str:
     return f"{path}.{key}" if path else str(key)
 
@@ -579,7 +598,7 @@ def _build(cls: type, data: Any, path: str) -> Any:
             raise ConfigError(f"{_join(path, _shown(key))}: unknown key (expected one of: {', '.join(names)})")
     values = {key: _convert(hints[key], value, _join(path, key)) for key, value in data.items()}
     for name in names:  # absent sections get their defaults, checked like written ones
-        if name not in values and dataclasses.is_dataclass(hints[name]):
+        if name not in values and dataclasses.is_dataclass(hints[name]) and hints[name] not in _TAGGED:
             values[name] = _build(hints[name], {}, _join(path, name))
     obj = cls(**values)
     check = getattr(obj, "_check", None)
@@ -589,6 +608,8 @@ def _build(cls: type, data: Any, path: str) -> Any:
 
 
 def _convert(hint: Any, value: Any, path: str) -> Any:
+    if hint in _TAGGED:
+        return _build_tagged(_TAGGED[hint], value, path)
     origin = typing.get_origin(hint)
     args = typing.get_args(hint)
     if origin in (Union, types.UnionType):
@@ -597,9 +618,6 @@ def _convert(hint: Any, value: Any, path: str) -> Any:
                 return None
             raise ConfigError(f"{path}: missing required value")
         options = [a for a in args if a is not type(None)]
-        tagged = [a for a in options if dataclasses.is_dataclass(a)]
-        if tagged:
-            return _build_tagged(tagged, value, path)
         errors = []
         for option in options:
             try:
@@ -641,14 +659,15 @@ def _convert(hint: Any, value: Any, path: str) -> Any:
     raise TypeError(f"unsupported config type {hint!r} at {path}")  # a bug in this module, not user error
 
 
-def _build_tagged(options: list[type], value: Any, path: str) -> Any:
-    by_type = {typing.get_args(typing.get_type_hints(o)["type"])[0]: o for o in options}
+def _build_tagged(registry: Registry, value: Any, path: str) -> Any:
+    """Build the config dataclass registered for the mapping's ``type``."""
     if not isinstance(value, dict):
         raise ConfigError(f"{path}: expected a mapping with a 'type' key, got {_describe(value)}")
-    kind = value.get("type")
-    if kind not in by_type:
-        raise ConfigError(f"{path}.type: unknown type {kind!r} (expected one of: {', '.join(by_type)})")
-    return _build(by_type[kind], value, path)
+    entry = registry.find(value.get("type"), key=f"{path}.type",
+                          message="unknown type {name!r} (expected one of: {names})")
+    return _build(entry.config, value, path)
+
+
 
 
 def _name(hint: Any) -> str:

@@ -24,13 +24,16 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import zmq
 
 from streamfuse.config import ControlConfig, is_local_endpoint
 from streamfuse.errors import ConfigError, StreamfuseError
 from streamfuse.security import secure_client, secure_server
+
+if TYPE_CHECKING:
+    from streamfuse.pipeline import Pipeline
 
 log = logging.getLogger(__name__)
 
@@ -133,26 +136,46 @@ class ControlServer:
             return {"ok": False, "error": f"internal error: {exc}"}
 
     def _serve(self) -> None:
-        while not self._stop.is_set():
-            try:
-                if not self._socket.poll(100, zmq.POLLIN):
-                    continue
-                raw = self._socket.recv()
-            except zmq.ZMQError:
-                break
-            self._socket.send(json.dumps(self.handle(raw)).encode())
+        try:
+            while not self._stop.is_set():
+                try:
+                    if not self._socket.poll(100, zmq.POLLIN):
+                        continue
+                    raw = self._socket.recv()
+                except zmq.ZMQError:
+                    break
+                self._socket.send(json.dumps(self.handle(raw)).encode())
+        finally:
+            self._release()  # this thread owns the socket: it closes it, never another thread while in use
 
     def close(self) -> None:
-        """Stop serving and release the socket."""
+        """Stop serving; the socket is released as soon as a command still running returns."""
         self._stop.set()
         self._thread.join(2)
-        self._release()
+        if self._thread.is_alive():
+            log.warning("control socket %s: a command is still running; the socket closes when it returns",
+                        self.endpoint)
 
     def _release(self) -> None:
         self._socket.close(0)
         if self._authenticator is not None:
             self._authenticator.stop()
         self._context.term()
+
+
+def pipeline_commands(pipeline: Pipeline) -> dict[str, Command]:
+    """The commands a running pipeline answers: set_prompt, get_prompt, get_stats, get_health."""
+    def set_prompt(request: dict) -> dict:
+        if len(request["prompt"]) > 1000:
+            raise ValueError("set_prompt: 'prompt' must be at most 1000 characters")
+        return {"routing": pipeline.set_prompt(request["prompt"]).as_dict()}
+
+    return {
+        "set_prompt": Command(set_prompt, {"prompt": str}),
+        "get_prompt": Command(lambda _request: {"routing": pipeline.routing.as_dict()}),
+        "get_stats": Command(lambda _request: {"stats": pipeline.stats.as_dict()}),
+        "get_health": Command(lambda _request: {"health": pipeline.health()}),
+    }
 
 
 def _check_fields(request: dict[str, Any], command: Command) -> str | None:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:
+    from streamfuse.registration import Transform
     from streamfuse.text.prompts import Routing
 
 
@@ -45,7 +46,7 @@ class FramePair:
     """An infrared and a visible frame matched by time.
 
     Attributes:
-        ir: The infrared frame (after registration: on the visible grid).
+        ir: The infrared frame, gray; after registration on the visible grid (unless ``transform`` is set).
         vis: The visible (primary) frame.
         skew: ``ir.timestamp - vis.timestamp`` in seconds, after time offsets.
         valid: ``uint8`` mask (1 where the registered infrared image has data), or None when all
@@ -55,6 +56,9 @@ class FramePair:
             ``passthrough``, ``passthrough_ir`` / ``passthrough_vis``: then ``ir`` and ``vis`` are
             the same frame of the surviving camera, already in output form (BGR, output size),
             and it is published as it is.
+        transform: The registration still to apply to ``ir`` (a
+            :class:`~streamfuse.registration.Transform` the fuser applies on its device, next to
+            the fusion); None when ``ir`` is already on the visible grid.
     """
 
     ir: Frame
@@ -63,6 +67,7 @@ class FramePair:
     valid: np.ndarray | None = None
     latency: dict[str, float] = field(default_factory=dict)
     mode: str = "fused"
+    transform: Transform | None = None
 
     @property
     def seq(self) -> int:

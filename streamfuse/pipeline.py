@@ -3,8 +3,12 @@
 Threads and bounded queues::
 
     capture-ir ──queue──┐
-                        ├─► pair (sync + register) ──queue──► fuse ──queue per sink──► sink threads
+                        ├─► pair (sync.PairingStage) ──queue──► fuse ──queue per sink──► sink threads
     capture-vis ─queue──┘
+
+The fusion thread submits each pair to the fuser (:meth:`Fuser.submit`) and hands the results to
+the sinks in order, keeping as many pairs in flight as the fuser asks for; how and where a fuser
+runs (here, or batched in an inference worker) is the fuser's business.
 
 End of a finite input flows downstream as closed queues: every stage drains what it holds, so
 all frames already captured reach the outputs and files are finalised. :meth:`Pipeline.stop` (the
@@ -25,55 +29,41 @@ import threading
 import time
 from collections.abc import Iterator
 
-import cv2
-import numpy as np
 from tqdm import tqdm
 
 from streamfuse.config import Config, SyntheticSourceConfig
 from streamfuse.errors import PipelineError, StreamfuseError
 from streamfuse.frames import FramePair, FusedFrame
 from streamfuse.fusers import Fuser, build_fuser
-from streamfuse.fusers.colour import as_gray
-from streamfuse.memory import TRIM_EVERY_S, configure_for_live, release_free_memory
+from streamfuse.memory import TRIM_EVERY_S, release_free_memory
 from streamfuse.queues import Closed, StageQueue
 from streamfuse.registration import Registrar, build_registrar
 from streamfuse.sinks import Sink, build_sink
 from streamfuse.sources import Source, build_scene, build_source
 from streamfuse.stats import END_TO_END, PipelineStats
-from streamfuse.sync import PairMatcher
+from streamfuse.sync import PairingStage
 
 log = logging.getLogger(__name__)
 
 _POLL_S = 0.1
-#: Stream id of the dummy frame that warms the inference worker up (never a real stream's id).
-_WARM_UP_STREAM = -1
-
-
-def record_worker_stages(worker, stats: PipelineStats) -> None:
-    """Copy an inference worker's per-batch stage times (upload, model, download) into ``stats``."""
-    for stage in ("upload", "model", "download"):
-        for value in list(getattr(worker.stats, f"{stage}_ms")):
-            stats.record_latency(stage, value)
 
 
 class Pipeline:
     """A running fusion pipeline built from a :class:`~streamfuse.config.Config`.
 
-    The ``model`` fuser runs in an :class:`~streamfuse.inference.InferenceWorker` (CUDA streams on a
-    GPU, the same API on the CPU); several pipelines can share one worker, which then batches their
-    frames into one forward pass.
+    Usable as a context manager: leaving the block stops it (aborts it on an exception) and waits
+    for every thread, so outputs are finalised.
 
     Args:
         config: The pipeline description.
         max_frames: Stop after this many fused frames (None: until the input ends or :meth:`stop`).
         stats: Statistics collector (a new one if None).
-        fuser: Use this fuser instead of the one named in the config.
-        worker: A shared inference worker for the ``model`` fuser (None: the pipeline makes its own).
-        stream: This pipeline's stream id in a shared worker.
+        fuser: Use this fuser instead of the one named in the config (e.g. a
+            :class:`~streamfuse.fusers.model.ModelFuser` on a worker shared by several pipelines).
     """
 
     def __init__(self, config: Config, *, max_frames: int | None = None, stats: PipelineStats | None = None,
-                 fuser: Fuser | None = None, worker=None, stream: int = 0) -> None:
+                 fuser: Fuser | None = None) -> None:
         if max_frames is not None and max_frames < 1:
             raise PipelineError(f"--max-frames: must be at least 1, got {max_frames}")
         self.config = config
@@ -81,12 +71,7 @@ class Pipeline:
         self.stats = stats or PipelineStats()
         self.fuser = fuser or build_fuser(config.fusion)
         self.registrar: Registrar = build_registrar(config.registration)
-        self.stream = stream
-        self.worker = worker
-        """The inference worker of the ``model`` fuser (made by :meth:`start` unless one is shared in)."""
-        self._owns_worker = False
-        uses_worker = worker is not None or getattr(self.fuser, "network", None) is not None
-        self._warp_in_worker = uses_worker and config.registration.mode == "homography"
+        """Holds the current IR->VIS transform; swap it while running (``set_matrix``, ``set_transform``)."""
         scene = None
         if any(isinstance(c, SyntheticSourceConfig) for c in (config.sources.ir, config.sources.vis)):
             scene = build_scene(config.synthetic)
@@ -121,15 +106,26 @@ class Pipeline:
         self.health_server = None
         """The HTTP health endpoint (when ``health.enabled``; made by :meth:`start`)."""
         self._started_at = time.monotonic()
-        self.pair_state = "paired"
-        """``paired``; or while a camera is lost, ``pause`` or ``passthrough`` (``sync.on_camera_loss``)."""
-        self._output_shape: tuple[int, int] | None = None
+        offsets = {name: getattr(config.sources, name).time_offset_ms / 1000.0 for name in ("ir", "vis")}
+        self.pairing = PairingStage(self.primary, self.sources[self.secondary_name], config=config.sync,
+                                    offsets_s=offsets, registrar=self.registrar, defer_warp=self.fuser.warps,
+                                    output=self._pairs, stats=self.stats, stopping=self._stopping)
 
     # ------------------------------------------------------------------------------------ lifecycle
     @property
     def primary(self) -> Source:
         """The source every output frame is timed by (the visible camera by default)."""
         return self.sources[self.primary_name]
+
+    @property
+    def live(self) -> bool:
+        """True when the primary source is live (``drop_oldest``): fresh frames matter more than every frame."""
+        return self._live
+
+    @property
+    def pair_state(self) -> str:
+        """``paired``; or while a camera is lost, ``pause`` or ``passthrough`` (``sync.on_camera_loss``)."""
+        return self.pairing.state
 
     @property
     def expected_frames(self) -> int | None:
@@ -147,25 +143,14 @@ class Pipeline:
         if self._started:
             raise PipelineError("the pipeline was already started")
         self._started = True
-        if self._live:
-            configure_for_live()
         try:
-            network = getattr(self.fuser, "network", None)
-            if network is not None and self.worker is None:
-                from streamfuse.inference import build_worker  # torch: only for the model fuser
-
-                self.worker = build_worker(network, self.config.fusion)
-                self._owns_worker = True
-            if self._warp_in_worker:
-                self.worker.set_homography(self.stream, self.registrar.matrix)
-            if self._owns_worker:
-                self._warm_up_worker()
+            self.fuser.start(self.stats)
             for source in self.sources.values():
                 source.start()
             if self.config.control.enabled:
-                from streamfuse.control import ControlServer
+                from streamfuse.control import ControlServer, pipeline_commands
 
-                self._control = ControlServer(self.config.control, self._control_handlers())
+                self._control = ControlServer(self.config.control, pipeline_commands(self))
             if self.config.health.enabled:
                 from streamfuse.health import HealthServer
 
@@ -181,25 +166,10 @@ class Pipeline:
         except BaseException:
             self._shutdown_after_failed_start()
             raise
-        for name, target in (("pair", self._pair_loop), ("fuse", self._fuse_loop)):
+        for name, target in (("pair", self.pairing.run), ("fuse", self._fuse_loop)):
             thread = threading.Thread(target=self._guard, args=(name, target), name=f"stage-{name}", daemon=True)
             thread.start()
             self._threads.append(thread)
-
-    def _warm_up_worker(self) -> None:
-        """Run one dummy frame through the worker before the cameras start, when their size is known.
-
-        The first forward pass (allocations, CUDA graph capture) is slow; done here, it does not
-        hold up live frames, which would be dropped meanwhile.
-        """
-        synthetic = self.config.synthetic
-        if not all(isinstance(c, SyntheticSourceConfig) for c in (self.config.sources.ir, self.config.sources.vis)) \
-                or synthetic.ir_size is not None:
-            return  # frame size unknown until the first frame
-        t0 = time.perf_counter()
-        shape = (synthetic.height, synthetic.width)
-        self.worker.submit(_WARM_UP_STREAM, np.zeros(shape, np.uint8), np.zeros((*shape, 3), np.uint8)).result()
-        log.debug("worker warmed up for %dx%d in %.0f ms", shape[1], shape[0], (time.perf_counter() - t0) * 1000)
 
     def set_prompt(self, prompt: str):
         """Route ``prompt`` and make it active from the next fused frame; returns the routing.
@@ -217,25 +187,9 @@ class Pipeline:
         log.info("prompt %r -> %s (encoder %s)", prompt, routing.summary(), routing.encoder)
         return routing
 
-    def _control_handlers(self) -> dict:
-        from streamfuse.control import Command
-
-        def set_prompt(request: dict) -> dict:
-            if len(request["prompt"]) > 1000:
-                raise ValueError("set_prompt: 'prompt' must be at most 1000 characters")
-            return {"routing": self.set_prompt(request["prompt"]).as_dict()}
-
-        return {
-            "set_prompt": Command(set_prompt, {"prompt": str}),
-            "get_prompt": Command(lambda _request: {"routing": self.routing.as_dict()}),
-            "get_stats": Command(lambda _request: {"stats": self.stats.as_dict()}),
-            "get_health": Command(lambda _request: {"health": self.health()}),
-        }
-
     def _shutdown_after_failed_start(self) -> None:
         self._close_control()
-        if self._owns_worker:
-            self.worker.close(timeout=5.0, cancel_pending=True)
+        self.fuser.close(timeout=5.0, cancel_pending=True)
         for source in self.sources.values():
             source.stop()
         for source in self.sources.values():
@@ -257,15 +211,12 @@ class Pipeline:
         """Stop now: drop frames in flight; outputs are still flushed and closed."""
         self.stop()
         self._pairs.abort()
-        if self._owns_worker:
-            self.worker.close(timeout=2.0, cancel_pending=True)
+        self.fuser.close(timeout=2.0, cancel_pending=True)
         for source in self.sources.values():
             source.queue.abort()
         for sink in self.sinks:
             sink.queue.abort()
-            closing = getattr(sink, "_closing", None)
-            if closing is not None:
-                closing.set()
+            sink.interrupt()
 
     @property
     def running(self) -> bool:
@@ -332,6 +283,18 @@ class Pipeline:
             sink.join(left())
         if not self.running:
             self._close_control()
+
+    def __enter__(self) -> Pipeline:
+        return self
+
+    def __exit__(self, exc_type, *_exc: object) -> None:
+        if not self._started:
+            return
+        if exc_type is None:
+            self.stop()
+        else:
+            self.abort()
+        self.join(30)
 
     def run(self, *, progress: bool = False, install_signal_handlers: bool = True) -> PipelineStats:
         """Start, run to the end of input (or until stopped), shut down cleanly, and return the statistics.
@@ -409,157 +372,33 @@ class Pipeline:
     def _guard(self, name: str, target) -> None:
         try:
             target()
-        except Exception as exc:
+        except StreamfuseError as exc:
             log.debug("stage %s failed", name, exc_info=True)
-            self._errors[name] = exc if isinstance(exc, StreamfuseError) else PipelineError(f"{name}: {exc}")
+            self._errors[name] = exc
             self.stop()
-
-    def _pair_loop(self) -> None:
-        primary, secondary = self.primary, self.sources[self.secondary_name]
-        offsets = {name: getattr(self.config.sources, name).time_offset_ms / 1000.0 for name in ("ir", "vis")}
-
-        def new_matcher() -> PairMatcher:
-            return PairMatcher(self.config.sync.tolerance_ms / 1000.0, offsets[self.primary_name],
-                               offsets[self.secondary_name])
-
-        matcher = new_matcher()
-        secondary_done = False
-        paired_once = False
-        try:
-            while True:
-                lost = [source for source in (primary, secondary) if source.lost]
-                if lost:
-                    if self.pair_state == "paired":
-                        self.pair_state = self.config.sync.on_camera_loss
-                        log.log(logging.WARNING if paired_once else logging.INFO, "camera %s %s: %s", lost[0].name,
-                                "lost" if paired_once else "not delivering yet",
-                                "publishing the other camera alone" if self.pair_state == "passthrough"
-                                else "output paused until it is back")
-                    survivor = next((s for s in (primary, secondary) if s not in lost), None)
-                    # the output is on the visible grid: infrared alone needs its size from an earlier pair
-                    if self.pair_state == "passthrough" and survivor is not None and (
-                            survivor.name == "vis" or self._output_shape is not None):
-                        pair = self._passthrough_pair(survivor)
-                        if pair is not None and not self._pairs.put(pair):
-                            return
-                    else:
-                        self._stopping.wait(_POLL_S)
-                    continue
-                if self.pair_state != "paired":  # both cameras are back: start pairing afresh
-                    matcher = new_matcher()
-                    self.pair_state = "paired"
-                    if paired_once:
-                        self.stats.count("resyncs")
-                        log.info("both cameras delivering again: pairing resumed")
-                try:
-                    frame = primary.queue.get(timeout=_POLL_S)
-                except Closed:
-                    return
-                if frame is None:
-                    continue
-                while not secondary_done and not secondary.lost and not matcher.ready(frame):
-                    try:
-                        other = secondary.queue.get(timeout=_POLL_S)
-                    except Closed:
-                        secondary_done = True
-                        break
-                    if other is not None:
-                        matcher.add_secondary(other)
-                if secondary.lost:
-                    continue
-                t0 = time.perf_counter()
-                match = matcher.match(frame)
-                if match.partner is None:
-                    self.stats.count("unpaired")
-                    continue
-                ir, vis = (match.partner, frame) if self.primary_name == "vis" else (frame, match.partner)
-                self._output_shape = vis.image.shape[:2]
-                skew = ir.timestamp + offsets["ir"] - vis.timestamp - offsets["vis"]
-                t1 = time.perf_counter()
-                ir_gray = as_gray(ir.image)
-                if self._warp_in_worker:  # the worker warps (on the GPU) next to the fusion
-                    warped, valid = ir_gray, None
-                else:
-                    warped, valid = self.registrar.apply(ir_gray, vis.image.shape[:2])
-                t2 = time.perf_counter()
-                registered = type(ir)(warped, ir.timestamp, ir.seq, ir.source, ir.created, ir.meta)
-                pair = FramePair(registered, vis, skew, valid, {"sync": (t1 - t0) * 1000, "warp": (t2 - t1) * 1000})
-                paired_once = True
-                self.stats.record_pair(skew)
-                self.stats.record_latency("sync", pair.latency["sync"])
-                self.stats.record_latency("warp", pair.latency["warp"])
-                if not self._pairs.put(pair):
-                    return
-                if self._pairs.dropped:
-                    self.stats.set_counter("drops.pairs", self._pairs.dropped)
-        finally:
-            self._pairs.close()
-            primary.queue.abort()
-            secondary.queue.abort()
-
-    def _passthrough_pair(self, survivor: Source) -> FramePair | None:
-        """The next frame of the surviving camera, in output form, as a ``passthrough_*`` pair (None: none yet)."""
-        try:
-            frame = survivor.queue.get(timeout=_POLL_S)
-        except Closed:
-            self._stopping.wait(_POLL_S)  # the pipeline is ending; the main loop notices
-            return None
-        if frame is None:
-            return None
-        image = frame.image
-        if survivor.name == "ir":
-            image, _ = self.registrar.apply(as_gray(image), self._output_shape or image.shape[:2])
-        elif self._output_shape is not None and image.shape[:2] != self._output_shape:
-            image = cv2.resize(image, self._output_shape[::-1], interpolation=cv2.INTER_AREA)
-        image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR) if image.ndim == 2 else image
-        output = type(frame)(image, frame.timestamp, frame.seq, frame.source, frame.created, frame.meta)
-        self.stats.count(f"passthrough.{survivor.name}")
-        return FramePair(output, output, 0.0, None, {}, mode=f"passthrough_{survivor.name}")
+        except Exception as exc:  # a bug or a library failure: keep the traceback in the log
+            log.error("stage %s failed unexpectedly", name, exc_info=exc)
+            error = PipelineError(f"{name}: {type(exc).__name__}: {exc}")
+            error.__cause__ = exc
+            self._errors[name] = error
+            self.stop()
 
     def _fuse_loop(self) -> None:
         try:
-            if self.worker is not None:
-                self._fuse_with_worker()
-            else:
-                self._fuse_in_thread()
-        except ValueError as exc:
-            raise PipelineError(f"fusion.fuser ({self.fuser.name}): {exc}") from None
+            self._submit_and_deliver()
+        except ValueError as exc:  # the fuser rejected the frames (sizes, types): name it
+            raise PipelineError(f"fusion.fuser ({self.fuser.name}): {exc}") from exc
         finally:
             self._pairs.abort()
             for sink in self.sinks:
                 sink.queue.close()
-            if self._owns_worker:
-                self.worker.close(timeout=10.0)
-                record_worker_stages(self.worker, self.stats)
+            self.fuser.close(timeout=10.0)
 
-    def _fuse_in_thread(self) -> None:
-        conditioned = None
-        while True:
-            try:
-                pair = self._pairs.get()
-            except Closed:
-                return
-            routing = self.routing  # read once: the whole frame uses one prompt
-            if pair.mode != "fused":
-                if not self._deliver(pair.vis.image, pair, routing, 0.0):
-                    return
-                continue
-            if routing is not conditioned:
-                self.fuser.condition(routing)
-                conditioned = routing
-            t0 = time.perf_counter()
-            image = self.fuser.fuse(pair.ir.image, pair.vis.image, pair.valid)
-            if not self._deliver(image, pair, routing, (time.perf_counter() - t0) * 1000):
-                return
-
-    def _fuse_with_worker(self) -> None:
-        """Submit pairs to the inference worker and deliver results in order, keeping a few in flight."""
-        network = self.fuser.network
-        # In flight: enough to fill a batch and overlap the next one; a live feed keeps one batch
-        # (anything more is latency: the fresher pair waits in the drop_oldest pairs queue instead).
-        window = self.worker.max_batch if self._live else max(2, 2 * self.worker.max_batch)
+    def _submit_and_deliver(self) -> None:
+        """Submit pairs to the fuser and deliver results in order, keeping up to its ``max_in_flight`` pending."""
+        window = self.fuser.max_in_flight(live=self._live)
         pending: collections.deque = collections.deque()
-        conditioned = None
+        warmed = False
         closed = False
         while not closed or pending:
             pair = None
@@ -568,22 +407,34 @@ class Pipeline:
                     pair = self._pairs.get(timeout=0.002 if pending else None)
                 except Closed:
                     closed = True
-            if pair is not None and pair.mode != "fused":  # published as it is, in order with the rest
-                future = concurrent.futures.Future()
-                future.set_result(pair.vis.image)
-                pending.append((future, pair, self.routing, time.perf_counter()))
-            elif pair is not None:
-                routing = self.routing
-                if routing is not conditioned:
-                    self.worker.set_weights(self.stream, network.intent_weights(routing.weights if routing else {}))
-                    conditioned = routing
-                future = self.worker.submit(self.stream, pair.ir.image, pair.vis.image)
-                pending.append((future, pair, routing, time.perf_counter()))
+            if pair is not None and pair.mode == "fused" and not warmed:
+                warmed = True
+                if self._warm_up(pair) and self._live:  # the pair waited for the warm-up: take a fresher one
+                    self.stats.count("drops.warm_up")
+                    continue
+            if pair is not None:
+                routing = self.routing  # read once: the whole frame uses one prompt
+                submitted = time.perf_counter()
+                if pair.mode != "fused":  # published as it is, in order with the rest
+                    future = concurrent.futures.Future()
+                    future.set_result(pair.vis.image)
+                else:
+                    future = self.fuser.submit(pair, routing)
+                pending.append((future, pair, routing, submitted))
             while pending and (pending[0][0].done() or len(pending) >= window or pair is None):
                 future, done_pair, routing, submitted = pending.popleft()
-                image = future.result()  # an InferenceError here is this stage's error
+                image = future.result()  # a fusion error here is this stage's error
                 if not self._deliver(image, done_pair, routing, (time.perf_counter() - submitted) * 1000):
                     return
+
+    def _warm_up(self, pair: FramePair) -> bool:
+        """Let the fuser do its slow first run on the first pair's shapes, whatever the source; True if it ran."""
+        t0 = time.perf_counter()
+        if not self.fuser.warm_up(pair):
+            return False
+        height, width = pair.vis.image.shape[:2]
+        log.debug("fuser warmed up for %dx%d in %.0f ms", width, height, (time.perf_counter() - t0) * 1000)
+        return True
 
     def _deliver(self, image, pair: FramePair, routing, fuse_ms: float) -> bool:
         """Hand a fused frame to every sink; False when a sink stopped accepting (failed or aborted)."""

@@ -46,11 +46,11 @@ class StageQueue(Generic[T]):
             if self.policy == "wait":
                 if not self._not_full.wait_for(lambda: self._closed or len(self._items) < self.maxsize, timeout):
                     return False
-            elif len(self._items) >= self.maxsize:
+            if self._closed:  # before dropping: a closed queue keeps what it holds for the consumer
+                return False
+            if len(self._items) >= self.maxsize:
                 self._items.popleft()
                 self.dropped += 1
-            if self._closed:
-                return False
             self._items.append(item)
             self._not_empty.notify()
             return True

@@ -6,14 +6,37 @@ tolerance. A secondary frame may be reused by several primary frames (a 9 Hz the
 30 Hz visible camera); a primary frame without a partner is dropped and counted as ``unpaired``.
 For two finite inputs at the same rate and with equal frame counts this gives exactly the pairs
 (0, 0), (1, 1), ... that pairing by index would.
+
+:class:`PairMatcher` is the rule without threads; :class:`PairingStage` is the pipeline stage that
+runs it on two sources, registers each pair and handles a lost camera.
 """
 
 from __future__ import annotations
 
 import collections
+import logging
+import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from streamfuse.frames import Frame
+import cv2
+
+from streamfuse.config import SyncConfig
+from streamfuse.frames import Frame, FramePair
+from streamfuse.fusers.colour import as_gray
+from streamfuse.queues import Closed, StageQueue
+from streamfuse.registration import Registrar, Transform
+from streamfuse.stats import PipelineStats
+
+if TYPE_CHECKING:
+    from streamfuse.sources import Source
+
+log = logging.getLogger(__name__)
+
+#: How long the stage waits on one queue before looking at the sources' state again.
+POLL_S = 0.1
 
 
 @dataclass(frozen=True)
@@ -74,3 +97,158 @@ class PairMatcher:
         for _ in range(best_index):
             self._buffer.popleft()
         return Match(self._buffer[0], best_skew)
+
+
+class PairingStage:
+    """The pairing stage: matches the two sources' frames, registers each pair, and queues it for fusion.
+
+    Runs :meth:`run` on its own thread. Per pair, the infrared frame is reduced to gray once and the
+    registrar's current transform is read once: it is applied here, or, when ``defer_warp`` says the
+    fuser warps with it on its device, carried in :attr:`FramePair.transform`. Either way a transform
+    swapped while running applies from the next pair on.
+
+    **Camera loss** (supervised sources only). While a source is lost, :attr:`state` is
+    ``sync.on_camera_loss``: ``pause`` queues nothing; ``passthrough`` queues the surviving camera's
+    frames, in output form, as ``passthrough_*`` pairs (infrared alone only once an earlier pair
+    gave the output size). When both deliver again, pairing starts afresh (counted as ``resyncs``).
+
+    Args:
+        primary: The source every output frame is timed by.
+        secondary: The other source.
+        config: The ``sync`` config section.
+        offsets_s: Each source's ``time_offset_ms``, in seconds, by source name.
+        registrar: Holds the current IR->VIS transform.
+        defer_warp: True for a transform the fuser applies itself.
+        output: Where pairs go; closed when the stage ends.
+        stats: Where skew, stage latencies and counters are recorded.
+        stopping: Set when the pipeline stops (ends waits early).
+    """
+
+    def __init__(self, primary: Source, secondary: Source, *, config: SyncConfig, offsets_s: dict[str, float],
+                 registrar: Registrar, defer_warp: Callable[[Transform], bool], output: StageQueue[FramePair],
+                 stats: PipelineStats, stopping: threading.Event) -> None:
+        self.primary = primary
+        self.secondary = secondary
+        self.config = config
+        self.offsets_s = offsets_s
+        self.registrar = registrar
+        self.defer_warp = defer_warp
+        self.output = output
+        self.stats = stats
+        self.stopping = stopping
+        self.state = "paired"
+        """``paired``; or while a camera is lost, ``pause`` or ``passthrough`` (``sync.on_camera_loss``)."""
+        self._output_shape: tuple[int, int] | None = None
+        self._paired_once = False
+
+    def _new_matcher(self) -> PairMatcher:
+        return PairMatcher(self.config.tolerance_ms / 1000.0, self.offsets_s[self.primary.name],
+                           self.offsets_s[self.secondary.name])
+
+    def run(self) -> None:
+        """Pair until either input ends (or the output is aborted); then close the output."""
+        primary, secondary = self.primary, self.secondary
+        matcher = self._new_matcher()
+        secondary_done = False
+        try:
+            while True:
+                lost = [source for source in (primary, secondary) if source.lost]
+                if lost:
+                    if not self._while_lost(lost):
+                        return
+                    continue
+                if self.state != "paired":  # both cameras are back: start pairing afresh
+                    matcher = self._new_matcher()
+                    self.state = "paired"
+                    if self._paired_once:
+                        self.stats.count("resyncs")
+                        log.info("both cameras delivering again: pairing resumed")
+                try:
+                    frame = primary.queue.get(timeout=POLL_S)
+                except Closed:
+                    return
+                if frame is None:
+                    continue
+                while not secondary_done and not secondary.lost and not matcher.ready(frame):
+                    try:
+                        other = secondary.queue.get(timeout=POLL_S)
+                    except Closed:
+                        secondary_done = True
+                        break
+                    if other is not None:
+                        matcher.add_secondary(other)
+                if secondary.lost:
+                    continue
+                t0 = time.perf_counter()
+                match = matcher.match(frame)
+                if match.partner is None:
+                    self.stats.count("unpaired")
+                    continue
+                if not self.output.put(self._register(frame, match, t0)):
+                    return
+                if self.output.dropped:
+                    self.stats.set_counter("drops.pairs", self.output.dropped)
+        finally:
+            self.output.close()
+            primary.queue.abort()
+            secondary.queue.abort()
+
+    def _register(self, primary: Frame, match: Match, t0: float) -> FramePair:
+        """The registered pair of a match (``t0``: when matching began)."""
+        if primary.source == "vis":
+            ir, vis, skew = match.partner, primary, match.skew
+        else:
+            ir, vis, skew = primary, match.partner, -match.skew
+        self._output_shape = vis.image.shape[:2]
+        t1 = time.perf_counter()
+        ir_gray = as_gray(ir.image)
+        transform = self.registrar.transform
+        if self.defer_warp(transform):
+            warped, valid, deferred = ir_gray, None, transform
+        else:
+            (warped, valid), deferred = transform.apply(ir_gray, vis.image.shape[:2]), None
+        t2 = time.perf_counter()
+        registered = Frame(warped, ir.timestamp, ir.seq, ir.source, ir.created, ir.meta)
+        pair = FramePair(registered, vis, skew, valid, {"sync": (t1 - t0) * 1000, "warp": (t2 - t1) * 1000},
+                         transform=deferred)
+        self._paired_once = True
+        self.stats.record_pair(skew)
+        self.stats.record_latency("sync", pair.latency["sync"])
+        self.stats.record_latency("warp", pair.latency["warp"])
+        return pair
+
+    def _while_lost(self, lost: list[Source]) -> bool:
+        """One step while a camera is lost; False when the output stopped accepting pairs."""
+        if self.state == "paired":
+            self.state = self.config.on_camera_loss
+            log.log(logging.WARNING if self._paired_once else logging.INFO, "camera %s %s: %s", lost[0].name,
+                    "lost" if self._paired_once else "not delivering yet",
+                    "publishing the other camera alone" if self.state == "passthrough"
+                    else "output paused until it is back")
+        survivor = next((s for s in (self.primary, self.secondary) if s not in lost), None)
+        # the output is on the visible grid: infrared alone needs its size from an earlier pair
+        if self.state == "passthrough" and survivor is not None and (
+                survivor.name == "vis" or self._output_shape is not None):
+            pair = self._passthrough_pair(survivor)
+            return pair is None or self.output.put(pair)
+        self.stopping.wait(POLL_S)
+        return True
+
+    def _passthrough_pair(self, survivor: Source) -> FramePair | None:
+        """The next frame of the surviving camera, in output form, as a ``passthrough_*`` pair (None: none yet)."""
+        try:
+            frame = survivor.queue.get(timeout=POLL_S)
+        except Closed:
+            self.stopping.wait(POLL_S)  # the pipeline is ending; the main loop notices
+            return None
+        if frame is None:
+            return None
+        image = frame.image
+        if survivor.name == "ir":
+            image, _ = self.registrar.apply(as_gray(image), self._output_shape or image.shape[:2])
+        elif self._output_shape is not None and image.shape[:2] != self._output_shape:
+            image = cv2.resize(image, self._output_shape[::-1], interpolation=cv2.INTER_AREA)
+        image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR) if image.ndim == 2 else image
+        output = Frame(image, frame.timestamp, frame.seq, frame.source, frame.created, frame.meta)
+        self.stats.count(f"passthrough.{survivor.name}")
+        return FramePair(output, output, 0.0, None, {}, mode=f"passthrough_{survivor.name}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 from pathlib import Path
 
 import cv2
@@ -12,6 +13,16 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("STREAMFUSE_DATA", REPO.parent / "shared" / "data"))
+
+
+def wait_until(condition, timeout: float, what: str) -> float:
+    """Poll ``condition`` until true; returns the monotonic time it became true (AssertionError on timeout)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.02)
+    return time.monotonic()
 
 
 def shared_data(*parts: str) -> Path:

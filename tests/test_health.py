@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 import urllib.error
 import urllib.request
 
 import pytest
 
+from conftest import wait_until
 from streamfuse.config import config_from_dict
 from streamfuse.pipeline import Pipeline
 
@@ -34,9 +34,7 @@ def test_health_and_metrics_endpoints_report_a_live_pipeline():
     runner = threading.Thread(target=pipeline.run, kwargs={"install_signal_handlers": False})
     runner.start()
     try:
-        deadline = time.monotonic() + 10
-        while pipeline.frames_fused < 20 and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_until(lambda: pipeline.frames_fused >= 20, 10, "20 fused frames")
         url = pipeline.health_server.url
         code, body = get(f"{url}/health")
         health = json.loads(body)

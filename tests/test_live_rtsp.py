@@ -12,7 +12,7 @@ import time
 import pytest
 
 from camera_server import RtspCamera, gstreamer_missing
-from conftest import free_ports
+from conftest import free_ports, wait_until
 from media import read_video
 from streamfuse.config import config_from_dict
 from streamfuse.errors import SourceError
@@ -26,16 +26,6 @@ RECONNECT = {"open_timeout_s": 2.0, "stall_timeout_s": 1.0, "grace_s": 3.0, "bac
              "backoff_max_s": 1.0}
 #: The issue's bar: first fused frame within this long after the camera is back.
 RECOVERY_S = 5.0
-
-
-def wait_until(condition, timeout: float, what: str) -> float:
-    """Poll ``condition`` until true; returns the monotonic time it became true."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.02)
-    return time.monotonic()
 
 
 class LiveRun:

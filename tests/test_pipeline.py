@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import REPO, python_env, shared_data
+from conftest import REPO, python_env, shared_data, wait_until
 from media import read_video
 from streamfuse.config import config_from_dict
 from streamfuse.errors import PipelineError, SourceError
@@ -119,8 +119,7 @@ def test_failing_sink_open_closes_sources(tmp_path):
     pipeline = Pipeline(config)
     with pytest.raises(Exception, match="already exists"):
         pipeline.run(install_signal_handlers=False)
-    time.sleep(0.2)
-    assert not pipeline.running
+    wait_until(lambda: not pipeline.running, 5, "every stage to end")
 
 
 def test_tno_sequence_from_shared_data(tmp_path):
@@ -166,9 +165,9 @@ def test_model_fuser_runs_in_the_worker_with_warp_on_its_side(tmp_path):
     # no temporal smoothing: each written frame must equal that frame fused on its own
     data["fusion"] = {"fuser": "model", "device": "cpu", "threads": 1, "temporal_smoothing": 0}
     pipeline = Pipeline(config_from_dict(data))
-    assert pipeline._warp_in_worker
+    assert pipeline.fuser.warps(pipeline.registrar.transform)
     stats = pipeline.run(install_signal_handlers=False)
-    assert pipeline.worker is not None and pipeline.worker.closed
+    assert pipeline.fuser.worker is not None and pipeline.fuser.worker.closed
     assert stats.frames_out == 6 and {"upload", "model", "download"} <= set(stats.stages())
     scene = pipeline.sources["vis"].scene
     from streamfuse.registration import HomographyRegistrar
@@ -192,3 +191,46 @@ def test_video_segments_are_each_complete_and_continue_the_timeline(tmp_path):
     assert [len(images) for images, _ in decoded] == [30, 30, 15]  # 30 fps synthetic cameras
     for _, times in decoded:
         assert times[0] == 0.0 and times == sorted(times)
+
+
+def test_a_transform_swapped_mid_run_applies_on_the_model_path(tmp_path):
+    """set_matrix while running: earlier frames keep the old homography, later ones (warped in the worker) the new."""
+    old = [[2.0, 0.0, 3.0], [0.0, 2.0, -2.0], [0.0, 0.0, 1.0]]
+    new = [[2.0, 0.0, 13.0], [0.0, 2.0, -2.0], [0.0, 0.0, 1.0]]
+    data = synthetic(30, size=(128, 96), sinks=[{"type": "images", "path": str(tmp_path / "png")}])
+    for camera in data["sources"].values():  # paced at 30 fps (the swap lands mid-run), every frame kept
+        camera.update(realtime=True, drop_policy="wait")
+    data["synthetic"].update({"ir_size": [64, 48], "ir_homography": old})
+    data["registration"] = {"matrix": old}
+    data["fusion"] = {"fuser": "model", "device": "cpu", "temporal_smoothing": 0}
+    with Pipeline(config_from_dict(data)) as pipeline:
+        assert pipeline.fuser.warps(pipeline.registrar.transform)
+        pipeline.start()
+        wait_until(lambda: pipeline.frames_fused >= 2, 30, "the first fused frames")
+        pipeline.registrar.set_matrix(new)
+        pipeline.join(60)
+    assert not pipeline.errors() and pipeline.frames_fused == 30
+    scene, fuser = pipeline.sources["vis"].scene, pipeline.fuser
+    from streamfuse.registration import Homography
+
+    def fused_with(matrix, i: int) -> np.ndarray:
+        warped, valid = Homography(matrix).apply(scene.render_ir(i / 30), (96, 128))
+        return fuser.fuse(warped, scene.render_vis(i / 30), valid).astype(int)
+
+    first, last = (cv2.imread(str(tmp_path / "png" / f"{i:06d}.png")).astype(int) for i in (0, 29))
+    assert np.abs(first - fused_with(old, 0)).max() <= 2
+    assert np.abs(last - fused_with(new, 29)).max() <= 2
+    assert np.abs(last - fused_with(old, 29)).max() > 10  # the two homographies give visibly different frames
+
+
+def test_the_model_fuser_warms_up_on_the_first_pair_of_a_live_feed_too():
+    """Live cameras (drop_oldest) get the warm-up; the pair that waited for it is skipped for a fresher one."""
+    data = synthetic(12, size=(64, 48))
+    for camera in data["sources"].values():
+        camera["realtime"] = True  # paced and drop_oldest, as a live camera
+    data["fusion"] = {"fuser": "model", "device": "cpu", "temporal_smoothing": 0}
+    pipeline = Pipeline(config_from_dict(data))
+    assert pipeline.live
+    stats = pipeline.run(install_signal_handlers=False)
+    assert stats.counters()["drops.warm_up"] == 1
+    assert pipeline.fuser.worker.stats.frames == pipeline.frames_fused + 1  # + the warm-up frame

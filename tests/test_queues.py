@@ -37,6 +37,8 @@ def test_drop_oldest_keeps_freshest_and_counts():
         assert queue.put(i)
     assert queue.dropped == 7
     queue.close()
+    assert not queue.put(10)  # refused, and nothing queued is thrown away for it
+    assert queue.dropped == 7
     assert [queue.get(), queue.get(), queue.get()] == [7, 8, 9]
     with pytest.raises(Closed):
         queue.get()

@@ -52,17 +52,19 @@ def test_homography_recovers_a_known_misalignment():
     assert np.all(warped[valid == 0] == 0)  # outside the IR field of view: no data, not smeared edges
 
 
-def test_homography_maps_are_cached_and_rebuilt_on_change():
+def test_homography_maps_are_cached_and_a_new_matrix_is_a_new_transform():
     registrar = HomographyRegistrar(np.eye(3))
     ir = pattern()
+    before = registrar.transform
     first, _ = registrar.apply(ir, ir.shape)
-    maps = registrar._maps
-    registrar.apply(ir, ir.shape)
-    assert registrar._maps is maps
+    assert before.maps(ir.shape, ir.shape) is before.maps(ir.shape, ir.shape)
     registrar.set_matrix([[1, 0, 10], [0, 1, 0], [0, 0, 1]])
     shifted, valid = registrar.apply(ir, ir.shape)
     assert np.array_equal(shifted[:, 10:], first[:, :-10])
     assert valid[:, :10].sum() == 0
+    assert np.array_equal(before.apply(ir, ir.shape)[0], first)  # the old transform is unchanged
+    with pytest.raises(ValueError):
+        registrar.matrix[0, 2] = 5.0  # read-only: a transform never changes after it is made
 
 
 def test_homography_that_misses_the_image_is_a_clear_error():

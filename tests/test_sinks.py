@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import zmq
 
-from conftest import make_pair
+from conftest import make_pair, wait_until
 from media import read_video
 from streamfuse.errors import SinkError
 from streamfuse.frames import Frame, FramePair, FusedFrame
@@ -50,10 +50,9 @@ def test_video_pts_follow_capture_time_across_drops(tmp_path):
     """Frames 10..19 were dropped upstream: the file keeps real time instead of speeding up."""
     stamps = [i / 30 for i in range(10)] + [i / 30 for i in range(20, 30)]
     path = tmp_path / "gaps.mkv"
-    writer = VideoWriter(path, fps=30)
-    for k, t in enumerate(stamps):
-        writer.write(make_pair(k)[1], t)
-    writer.close()
+    with VideoWriter(path, fps=30) as writer:
+        for k, t in enumerate(stamps):
+            writer.write(make_pair(k)[1], t)
     _, times = read_video(path)
     assert len(times) == 20
     assert times[10] - times[9] == pytest.approx(11 / 30, abs=0.002)
@@ -89,10 +88,9 @@ def test_a_killed_writer_leaves_a_playable_mp4_only_when_fragmented(tmp_path, fr
 def test_fragmented_mp4_reports_its_length(tmp_path):
     """Its header holds no frame count: the duration gives it (progress bars, probe)."""
     path = tmp_path / "frag.mp4"
-    writer = VideoWriter(path, fps=20)
-    for i in range(40):
-        writer.write(make_pair(i)[1], i / 20)
-    writer.close()
+    with VideoWriter(path, fps=20) as writer:
+        for i in range(40):
+            writer.write(make_pair(i)[1], i / 20)
     source = VideoSource("vis", str(path))
     source.open()
     try:
@@ -103,16 +101,14 @@ def test_fragmented_mp4_reports_its_length(tmp_path):
 
 def test_ffv1_is_lossless_and_odd_sizes_work_in_h264(tmp_path):
     frames = [np.random.default_rng(i).integers(0, 255, (33, 47, 3), dtype=np.uint8) for i in range(5)]
-    lossless = VideoWriter(tmp_path / "a.mkv", codec="ffv1")
-    for i, image in enumerate(frames):
-        lossless.write(image, i / 10)
-    lossless.close()
+    with VideoWriter(tmp_path / "a.mkv", codec="ffv1") as lossless:
+        for i, image in enumerate(frames):
+            lossless.write(image, i / 10)
     images, _ = read_video(tmp_path / "a.mkv")
     assert all(np.array_equal(a, b) for a, b in zip(images, frames, strict=True))
-    h264 = VideoWriter(tmp_path / "b.mp4")
-    for i, image in enumerate(frames):
-        h264.write(image, i / 10)
-    h264.close()
+    with VideoWriter(tmp_path / "b.mp4") as h264:
+        for i, image in enumerate(frames):
+            h264.write(image, i / 10)
     images, _ = read_video(tmp_path / "b.mp4")
     assert len(images) == 5 and images[0].shape == (34, 48, 3)
 
@@ -204,7 +200,7 @@ def test_zmq_latest_mode_and_jpeg(free_port):
         run_sink(sink, [fused(i, image=smooth[i]) for i in range(10)])
         frame = subscriber.latest(timeout=5)
         assert frame is not None
-        time.sleep(0.2)
+        wait_until(lambda: subscriber.received == 10, 5, "all ten messages")
         newest = subscriber.latest(timeout=0.5) or frame
         assert newest.header["index"] == 9
         assert newest.header["encoding"] == "jpeg" and newest.image.shape == (48, 64, 3)

@@ -1,7 +1,9 @@
 from __future__ import annotations
 
+import re
 import time
 
+import av
 import numpy as np
 import pytest
 
@@ -9,7 +11,14 @@ from conftest import make_pair
 from media import write_video
 from streamfuse.errors import SourceError
 from streamfuse.queues import Closed
-from streamfuse.sources import CameraSource, ImagesSource, SyntheticScene, SyntheticSource, VideoSource
+from streamfuse.sources import (
+    CameraSource,
+    ImagesSource,
+    SourceOptions,
+    SyntheticScene,
+    SyntheticSource,
+    VideoSource,
+)
 from streamfuse.sources.video import redact
 
 
@@ -103,22 +112,28 @@ def test_truncated_video_is_an_error_not_a_hang(tmp_path):
         VideoSource("ir", str(cut)).start()
 
 
-def test_corrupt_frames_in_a_stream_end_the_source_cleanly(tmp_path):
-    frames = [np.random.default_rng(i).integers(0, 255, (48, 64, 3), dtype=np.uint8) for i in range(40)]
-    good = write_video(tmp_path / "good.mkv", frames, codec="mpeg4")
-    data = bytearray(good.read_bytes())
-    rng = np.random.default_rng(1)
-    for offset in rng.integers(len(data) // 3, len(data), 400):
-        data[offset] = rng.integers(0, 256)
-    broken = tmp_path / "broken.mkv"
+def test_a_corrupt_frame_ends_the_source_with_an_error_naming_the_file_and_the_frames_read(tmp_path):
+    """PNG frames in a MOV: the 21st frame's signature is broken, which the decoder cannot conceal."""
+    path = tmp_path / "png.mov"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("png", rate=25)
+        stream.height, stream.width, stream.pix_fmt = 48, 64, "rgb24"
+        for i in range(40):
+            image = np.random.default_rng(i).integers(0, 255, (48, 64, 3), dtype=np.uint8)
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="bgr24")))
+        container.mux(stream.encode(None))
+    data = bytearray(path.read_bytes())
+    frame_21 = [m.start() for m in re.finditer(b"\x89PNG\r\n\x1a\n", bytes(data))][20]
+    data[frame_21:frame_21 + 8] = b"garbage!"
+    broken = tmp_path / "broken.mov"
     broken.write_bytes(bytes(data))
     source = VideoSource("vis", str(broken))
     source.start()
     got = drain(source, timeout=20)
     assert not source.running
-    assert len(got) < 40 or source.error is None  # either ends early with an error, or FFmpeg concealed damage
-    if source.error is not None:
-        assert "broken.mkv" in str(source.error)
+    assert len(got) == 20  # the frames before the damage are delivered
+    assert isinstance(source.error, SourceError)
+    assert "broken.mov: corrupt or broken video after 20 frames" in str(source.error)
 
 
 def test_urls_are_live_and_credentials_are_redacted():
@@ -138,7 +153,7 @@ def test_missing_camera_is_a_clear_error():
 
 def test_drop_oldest_counts_drops_with_a_slow_consumer():
     scene = SyntheticScene(64, 48, seed=1)
-    source = SyntheticSource("vis", scene, fps=200, frames=60, realtime=True, queue_size=2)
+    source = SyntheticSource("vis", scene, fps=200, frames=60, realtime=True, options=SourceOptions(queue_size=2))
     assert source.drop_policy == "drop_oldest"
     source.start()
     source.join(5)

@@ -1,56 +1,108 @@
+"""Pairing by time: the rule (PairMatcher) and the pipeline's pairing stage that runs it on two sources."""
+
 from __future__ import annotations
 
-import numpy as np
+import threading
 
+import numpy as np
+import pytest
+
+from streamfuse.config import SyncConfig
 from streamfuse.frames import Frame
-from streamfuse.sync import PairMatcher
+from streamfuse.queues import Closed, StageQueue
+from streamfuse.registration import IdentityRegistrar
+from streamfuse.sources import Capture, Source
+from streamfuse.stats import PipelineStats
+from streamfuse.sync import PairingStage, PairMatcher
 
 IMAGE = np.zeros((2, 2), np.uint8)
 
 
-def frames(name: str, fps: float, count: int, start: float = 0.0) -> list[Frame]:
-    return [Frame(IMAGE, start + i / fps, i, name) for i in range(count)]
+class ListSource(Source):
+    """A finite source of blank frames at the given timestamps (the stage's input without a camera)."""
+
+    def __init__(self, name: str, timestamps: list[float]) -> None:
+        super().__init__(name)
+        self.timestamps = timestamps
+
+    def open(self) -> None:
+        pass
+
+    def read(self) -> Capture | None:
+        if self.frames_read >= len(self.timestamps):
+            return None
+        return Capture(IMAGE, self.timestamps[self.frames_read])
 
 
-def run(matcher: PairMatcher, primary: list[Frame], secondary: list[Frame]) -> list[tuple[int, int | None]]:
-    """Feed frames the way the pipeline does: secondary frames until ready (or exhausted)."""
-    pending = list(secondary)
-    pairs = []
-    for frame in primary:
-        while pending and not matcher.ready(frame):
-            matcher.add_secondary(pending.pop(0))
-        match = matcher.match(frame)
-        pairs.append((frame.seq, None if match.partner is None else match.partner.seq))
-    return pairs
+def times(fps: float, count: int, start: float = 0.0) -> list[float]:
+    return [start + i / fps for i in range(count)]
+
+
+def run(tolerance_s: float, primary: list[float], secondary: list[float], *, primary_name: str = "vis",
+        offsets_s: tuple[float, float] = (0.0, 0.0)) -> tuple[list[tuple[int, int | None]], PipelineStats]:
+    """Run the real pairing stage on two finite sources; each primary seq with its partner's seq (or None)."""
+    secondary_name = "ir" if primary_name == "vis" else "vis"
+    sources = ListSource(primary_name, primary), ListSource(secondary_name, secondary)
+    output: StageQueue = StageQueue(len(primary) + 1, "wait")
+    stats = PipelineStats()
+    offsets = dict(zip((primary_name, secondary_name), offsets_s, strict=True))
+    stage = PairingStage(*sources, config=SyncConfig(primary=primary_name, tolerance_ms=tolerance_s * 1000),
+                         offsets_s=offsets,
+                         registrar=IdentityRegistrar(), defer_warp=lambda _transform: False, output=output,
+                         stats=stats, stopping=threading.Event())
+    for source in sources:
+        source.start()
+    stage.run()
+    partners = {}
+    while True:
+        try:
+            pair = output.get()
+        except Closed:
+            break
+        own, other = (pair.vis, pair.ir) if primary_name == "vis" else (pair.ir, pair.vis)
+        partners[own.seq] = other.seq
+        expected_skew = pair.ir.timestamp + offsets["ir"] - pair.vis.timestamp - offsets["vis"]
+        assert pair.skew == pytest.approx(expected_skew)
+    for source in sources:
+        source.join(5)
+    return [(seq, partners.get(seq)) for seq in range(len(primary))], stats
 
 
 def test_equal_counts_pair_by_index():
-    pairs = run(PairMatcher(0.02), frames("vis", 25, 40), frames("ir", 25, 40))
+    pairs, stats = run(0.02, times(25, 40), times(25, 40))
     assert pairs == [(i, i) for i in range(40)]
+    assert stats.counters().get("unpaired", 0) == 0
 
 
 def test_slow_thermal_frames_are_reused_by_nearest_time():
-    pairs = run(PairMatcher(0.06), frames("vis", 30, 27), frames("ir", 9, 9))
+    pairs, _ = run(0.06, times(30, 27), times(9, 9))
     for vis_seq, ir_seq in pairs:
         vis_t, ir_t = vis_seq / 30, ir_seq / 9
         assert abs(ir_t - vis_t) <= min(abs(k / 9 - vis_t) for k in range(9)) + 1e-9
     assert len({ir for _, ir in pairs}) == 9  # every thermal frame used, several of them more than once
 
 
-def test_unmatched_primary_frames_are_reported():
+def test_unmatched_primary_frames_are_dropped_and_counted():
     # thermal frames only every 0.2 s, tolerance 30 ms: most visible frames have no partner
-    pairs = run(PairMatcher(0.03), frames("vis", 30, 30), frames("ir", 5, 5))
+    pairs, stats = run(0.03, times(30, 30), times(5, 5))
     matched = [p for p in pairs if p[1] is not None]
     assert 0 < len(matched) < len(pairs)
+    assert stats.counters()["unpaired"] == len(pairs) - len(matched)
     for vis_seq, ir_seq in matched:
         assert abs(ir_seq / 5 - vis_seq / 30) <= 0.03
 
 
 def test_time_offset_shifts_the_pairing():
     # thermal clock runs 80 ms behind: without the offset everything is shifted by 2 frames at 25 fps
-    ir = frames("ir", 25, 20, start=-0.08)
-    assert run(PairMatcher(0.01), frames("vis", 25, 20), ir)[5] == (5, 7)
-    assert run(PairMatcher(0.01, 0.0, 0.08), frames("vis", 25, 20), frames("ir", 25, 20, start=-0.08))[5] == (5, 5)
+    ir = times(25, 20, start=-0.08)
+    assert run(0.01, times(25, 20), ir)[0][5] == (5, 7)
+    assert run(0.01, times(25, 20), ir, offsets_s=(0.0, 0.08))[0][5] == (5, 5)
+
+
+def test_infrared_as_primary_keeps_the_skew_infrared_minus_visible():
+    pairs, stats = run(0.05, times(25, 10, start=0.01), times(25, 10), primary_name="ir")
+    assert pairs == [(i, i) for i in range(10)]
+    assert stats.skew().p50_ms == pytest.approx(10.0)
 
 
 def test_skew_is_signed_difference():

@@ -41,7 +41,7 @@ def noisy_still(count: int, seed: int, time_of_day: str = "night") -> list[tuple
 
 
 def fuse_stream(network, frames, smoothing: float, stream: int = 0) -> list[np.ndarray]:
-    with InferenceWorker(network, device="cpu", threads=1, temporal_smoothing=smoothing) as worker:
+    with InferenceWorker(network, device="cpu", temporal_smoothing=smoothing) as worker:
         return [future.result() for future in [worker.submit(stream, ir, vis) for ir, vis in frames]]
 
 
@@ -74,7 +74,7 @@ def test_a_scene_cut_starts_afresh_and_streams_do_not_mix(network):
     alone = fuse_stream(network, second, 0.5)
     after_cut = fuse_stream(network, first + second, 0.5)[3:]
     assert np.array_equal(after_cut[0], alone[0])  # nothing of the old scene in the new one
-    with InferenceWorker(network, device="cpu", threads=1, temporal_smoothing=0.5) as worker:
+    with InferenceWorker(network, device="cpu", temporal_smoothing=0.5) as worker:
         futures = [(worker.submit(0, *a), worker.submit(1, *b)) for a, b in zip(first, second, strict=True)]
         interleaved = [(f0.result(), f1.result()) for f0, f1 in futures]
     assert all(np.array_equal(got, want) for (_, got), want in zip(interleaved, alone, strict=True))

@@ -13,8 +13,7 @@ import torch
 
 from conftest import make_pair
 from streamfuse.fusers.model import ModelFuser
-from streamfuse.inference import InferenceWorker, WorkerStats, gpu_ops
-from streamfuse.inference.worker import InferenceError
+from streamfuse.inference import InferenceError, InferenceWorker, WorkerStats, gpu_ops
 from streamfuse.models.checkpoint import save_weights
 from streamfuse.models.network import FusionNet
 from streamfuse.registration import HomographyRegistrar
@@ -25,6 +24,17 @@ INTENTS = load_bank().ids
 HOMOGRAPHY = np.array([[0.82, 0.03, -3.4], [-0.02, 0.8, 1.7], [1e-4, -2e-4, 1.0]])
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (torch.cuda.is_available())")
+
+
+@pytest.fixture(params=["cpu", pytest.param("cuda", marks=needs_cuda)])
+def device(request) -> str:
+    """Each test using it runs on the CPU and, where a GPU exists, on CUDA."""
+    return request.param
+
+
+def tolerance(device: str) -> int:
+    """Levels a result may differ from the CPU reference fuser (TF32 convolutions on GPUs move a few pixels)."""
+    return 1 if device == "cpu" else 3
 
 
 @pytest.fixture(scope="module")
@@ -66,20 +76,21 @@ def worker_threads() -> list[str]:
     return [t.name for t in threading.enumerate() if t.name.startswith("inference-")]
 
 
-def make_worker(net, **kwargs) -> InferenceWorker:
-    return InferenceWorker(net, device=kwargs.pop("device", "cpu"), threads=1, **kwargs)
+def make_worker(net, device: str = "cpu", **kwargs) -> InferenceWorker:
+    """A worker; on CUDA without graphs, so that a patched ``forward`` is called for every batch."""
+    return InferenceWorker(net, device=device, **({"cuda_graphs": False} if device == "cuda" else {}), **kwargs)
 
 
 # ------------------------------------------------------------------------------------------- ordering
 @pytest.mark.parametrize("max_batch", [1, 4])
-def test_results_come_back_in_order_with_the_right_frame(net, reference, max_batch):
+def test_results_come_back_in_order_with_the_right_frame(net, reference, device, max_batch):
     pairs = [make_pair(i) for i in range(10)]
     expected = [fused_by_reference(reference, ir, vis) for ir, vis in pairs]
-    with make_worker(net, max_batch=max_batch, queue_size=10) as worker:
+    with make_worker(net, device, max_batch=max_batch, queue_size=10) as worker:
         futures = [worker.submit(0, ir, vis) for ir, vis in pairs]
-        results = [f.result(timeout=10) for f in futures]
+        results = [f.result(timeout=60) for f in futures]
     for index, (result, truth) in enumerate(zip(results, expected, strict=True)):
-        assert level_diff(result, truth) <= 1, f"frame {index}"
+        assert level_diff(result, truth) <= tolerance(device), f"frame {index}"
         # frames are distinguishable, so a swap would be caught
         other = expected[(index + 1) % len(expected)]
         assert np.abs(result.astype(int) - other).mean() > 5 * np.abs(result.astype(int) - truth).mean() + 1
@@ -149,19 +160,19 @@ def test_intent_weights_apply_to_frames_submitted_after_the_call(net, reference)
 
 # --------------------------------------------------------------------------------------- buffer reuse
 @pytest.mark.parametrize("colour", [True, False])
-def test_fusing_a_then_b_never_leaks_a_into_b(net, reference, colour):
+def test_fusing_a_then_b_never_leaks_a_into_b(net, reference, device, colour):
     (ir_a, vis_a), (ir_b, vis_b) = make_pair(1), make_pair(2)
     if not colour:
         vis_a, vis_b = cv2.cvtColor(vis_a, cv2.COLOR_BGR2GRAY), cv2.cvtColor(vis_b, cv2.COLOR_BGR2GRAY)
-    with make_worker(net) as worker:
-        result_a = worker.submit(0, ir_a, vis_a).result(10)
+    with make_worker(net, device) as worker:
+        result_a = worker.submit(0, ir_a, vis_a).result(60)
         kept_a = result_a.copy()
-        result_b = worker.submit(0, ir_b, vis_b).result(10)
-        result_a2 = worker.submit(0, ir_a, vis_a).result(10)
+        result_b = worker.submit(0, ir_b, vis_b).result(60)
+        result_a2 = worker.submit(0, ir_a, vis_a).result(60)
     assert result_a.shape == vis_a.shape and result_b.shape == vis_b.shape
-    assert level_diff(result_b, fused_by_reference(reference, ir_b, vis_b)) <= 1
+    assert level_diff(result_b, fused_by_reference(reference, ir_b, vis_b)) <= tolerance(device)
     assert np.array_equal(result_a, kept_a), "A's result changed after B was fused"
-    assert level_diff(result_a, fused_by_reference(reference, ir_a, vis_a)) <= 1
+    assert level_diff(result_a, fused_by_reference(reference, ir_a, vis_a)) <= tolerance(device)
     assert np.array_equal(result_a2, result_a)
     assert not np.shares_memory(result_a, result_a2)
 
@@ -177,8 +188,8 @@ def slow_forward(worker: InferenceWorker, monkeypatch, seconds: float = 0.02) ->
     monkeypatch.setattr(worker.network, "forward", forward)
 
 
-def test_close_with_frames_in_flight_resolves_every_future(net, monkeypatch):
-    worker = make_worker(net, max_batch=2, queue_size=12)
+def test_close_with_frames_in_flight_resolves_every_future(net, device, monkeypatch):
+    worker = make_worker(net, device, max_batch=2, queue_size=12)
     slow_forward(worker, monkeypatch)
     futures = [worker.submit(i % 2, *make_pair(i)) for i in range(12)]
     worker.close()
@@ -225,30 +236,30 @@ def test_submit_blocks_when_queue_is_full(net, monkeypatch):
 
 
 # ---------------------------------------------------------------------------------------------- errors
-def test_a_failing_forward_pass_fails_only_its_frames(net, reference, monkeypatch):
-    worker = make_worker(net, queue_size=8)
-    original = worker.network.forward
-    calls = []
-
-    def forward(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 3:
-            raise RuntimeError("CUDA out of memory (simulated)")
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(worker.network, "forward", forward)
+def test_a_failing_forward_pass_fails_only_its_frames(net, reference, device, monkeypatch):
     pairs = [make_pair(i) for i in range(6)]
-    with worker:
+    with make_worker(net, device, queue_size=8) as worker:
+        first = worker.submit(7, *pairs[0]).result(timeout=60)  # warmed up: one forward per frame from here
+        original, calls = worker.network.forward, []
+
+        def forward(*args, **kwargs):
+            calls.append(1)
+            if len(calls) == 3:
+                raise RuntimeError("CUDA out of memory (simulated)")
+            return original(*args, **kwargs)
+
+        monkeypatch.setattr(worker.network, "forward", forward)
         futures = [worker.submit(7, ir, vis) for ir, vis in pairs]
         for future in futures:
-            future.exception(timeout=10)
+            future.exception(timeout=60)
     error = futures[2].exception()
     assert isinstance(error, InferenceError)
     assert "forward pass failed" in str(error) and "stream(s) 7" in str(error) and "64x48" in str(error)
     assert "CUDA out of memory (simulated)" in str(error) and isinstance(error.__cause__, RuntimeError)
     for index in (0, 1, 3, 4, 5):  # the worker kept working
-        assert level_diff(futures[index].result(), fused_by_reference(reference, *pairs[index])) <= 1
-    assert worker.stats.failed == 1 and worker.stats.frames == 5
+        assert level_diff(futures[index].result(), fused_by_reference(reference, *pairs[index])) <= tolerance(device)
+    assert np.array_equal(futures[0].result(), first)
+    assert worker.stats.failed == 1 and worker.stats.frames == 6 and worker_threads() == []
 
 
 def test_bad_inputs_and_settings_are_rejected(net):
@@ -432,7 +443,7 @@ def test_cuda_temporal_smoothing_matches_cpu(net, graphs):
                          temporal_smoothing=0.5) as gpu:
         results = run_in_rounds(gpu, videos)
         if graphs:
-            assert gpu._backend._graphs and all(g is not None for g in gpu._backend._graphs.values())
+            assert gpu.captured_graphs and all(gpu.captured_graphs.values())
     worst, mean = report(f"cuda smoothing (graphs {graphs}) vs cpu", sum(results, []), sum(expected, []))
     assert worst <= 3 and mean < 0.05
 
@@ -451,7 +462,7 @@ def test_cuda_graph_replay_equals_eager(net, cuda_frames):
         expected = run_jobs(eager, cuda_frames)
     with InferenceWorker(net, device="cuda", max_batch=4, cuda_graphs=True, queue_size=32) as graphed:
         results = run_jobs(graphed, cuda_frames)
-        assert graphed._backend._graphs and all(g is not None for g in graphed._backend._graphs.values()), \
+        assert graphed.captured_graphs and all(graphed.captured_graphs.values()), \
             "a CUDA graph capture failed (see the log)"
     worst, _ = report("cuda graph vs eager", results, expected)
     assert worst <= 1
@@ -466,38 +477,3 @@ def test_cuda_half_precision_close_to_fp32(net, cuda_frames, precision):
         results = run_jobs(half, cuda_frames)
     worst, mean = report(f"cuda {precision} vs fp32", results, expected)
     assert mean < 1.0 and worst <= 24
-
-
-@needs_cuda
-def test_cuda_close_with_frames_in_flight(net, cuda_frames):
-    worker = InferenceWorker(net, device="cuda", max_batch=4, queue_size=32, cuda_graphs=False)
-    worker.set_homography(0, HOMOGRAPHY)
-    futures = [worker.submit(*job) for job in cuda_frames]
-    worker.close()
-    assert all(f.done() and f.exception() is None for f in futures)
-    assert worker_threads() == []
-
-
-@needs_cuda
-def test_cuda_failing_forward_fails_only_its_frame(net, cuda_frames, monkeypatch):
-    jobs = [job for job in cuda_frames if job[0] == 1][:4]
-    with InferenceWorker(net, device="cuda", max_batch=1, queue_size=8, cuda_graphs=False) as worker:
-        first = worker.submit(*jobs[0]).result(timeout=60)  # warm-up done: one forward per frame from here
-        original, failed = worker.network.forward, []
-
-        def forward(*args, **kwargs):
-            if not failed:
-                failed.append(True)
-                raise RuntimeError("simulated kernel failure")
-            return original(*args, **kwargs)
-
-        monkeypatch.setattr(worker.network, "forward", forward)
-        futures = [worker.submit(*job) for job in jobs]
-        for future in futures:
-            future.exception(timeout=60)
-        again = worker.submit(*jobs[0]).result(timeout=60)
-    error = futures[0].exception()
-    assert isinstance(error, InferenceError) and "simulated kernel failure" in str(error)
-    assert all(f.exception() is None for f in futures[1:])
-    assert np.array_equal(again, first)  # the worker kept producing correct results
-    assert worker.stats.failed == 1 and worker_threads() == []

@@ -25,6 +25,7 @@ from streamfuse.imageio import list_images, read_image
 from streamfuse.inference import build_worker
 from streamfuse.metrics import vifb
 from streamfuse.metrics.temporal import FlickerMeter
+from streamfuse.runtime import setup_runtime
 
 
 def score(name: str, frames, fused_frames) -> str:
@@ -46,6 +47,7 @@ def main() -> None:
     parser.add_argument("--smoothing", type=float, nargs="+", default=[0.0, 0.5],
                         help="fusion.temporal_smoothing values to run the model with")
     args = parser.parse_args()
+    setup_runtime(FusionConfig(device="cpu"), live=False)  # torch threads as in `streamfuse run`
     frames = [(as_gray(read_image(i)), read_image(v)) for i, v in
               zip(list_images(args.ir), list_images(args.vis), strict=True)]
     print(f"{len(frames)} frames; flicker in grey levels (interval / nearest-source rule, lower is better), "

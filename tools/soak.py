@@ -37,6 +37,7 @@ from camera_server import RtspCamera, gstreamer_missing  # noqa: E402
 from streamfuse.config import config_from_dict  # noqa: E402
 from streamfuse.memory import c_heap_mb  # noqa: E402
 from streamfuse.pipeline import Pipeline  # noqa: E402
+from streamfuse.runtime import setup_runtime  # noqa: E402
 
 
 def resident_mb() -> dict[str, float]:
@@ -139,6 +140,7 @@ def main() -> int:
         for camera in cameras.values():
             camera.start()
     pipeline = Pipeline(config_from_dict(build_config(args, {n: c.url for n, c in cameras.items()}, args.out)))
+    setup_runtime(pipeline.config.fusion, live=pipeline.live)  # as `streamfuse run` does
     error: list[BaseException] = []
 
     def run() -> None:

@@ -1,19 +1,31 @@
-"""Fusers: the algorithms that combine a registered infrared/visible pair into one image."""
+"""Fusers: the algorithms that combine a registered infrared/visible pair into one image.
+
+Each fuser registers a factory taking the ``fusion`` section in :data:`streamfuse.registry.FUSERS`;
+``fusion.fuser`` names it.
+"""
 
 from __future__ import annotations
 
 from streamfuse.config import FusionConfig
-from streamfuse.errors import ConfigError
 from streamfuse.fusers.base import Fuser
 from streamfuse.fusers.classical import ClassicalFuser, fuse_luminance
+from streamfuse.registry import FUSERS
 
 __all__ = ["Fuser", "ClassicalFuser", "fuse_luminance", "FUSERS", "build_fuser"]
 
-#: Registered fuser names and what they are.
-FUSERS = {
-    "model": "the text-guided fusion network (DAFE + ITI), shipped weights",
-    "classical": "band-selection luminance fusion (the network's fixed rule, in OpenCV)",
-}
+
+@FUSERS.register("model")
+def _model(config: FusionConfig) -> Fuser:
+    """The text-guided fusion network (DAFE + ITI), shipped weights."""
+    from streamfuse.fusers.model import ModelFuser  # imports torch: only when the network is used
+
+    return ModelFuser(config.weights, fusion=config)
+
+
+@FUSERS.register("classical")
+def _classical(config: FusionConfig) -> Fuser:
+    """Band-selection luminance fusion: the network's fixed rule, in OpenCV."""
+    return ClassicalFuser()
 
 
 def build_fuser(config: FusionConfig) -> Fuser:
@@ -22,10 +34,4 @@ def build_fuser(config: FusionConfig) -> Fuser:
     Raises:
         ConfigError: The name is not a registered fuser.
     """
-    if config.fuser == "classical":
-        return ClassicalFuser()
-    if config.fuser == "model":
-        from streamfuse.fusers.model import ModelFuser  # imports torch: only when the network is used
-
-        return ModelFuser(config.weights, threads=config.threads)
-    raise ConfigError(f"fusion.fuser: unknown fuser {config.fuser!r} (available: {', '.join(FUSERS)})")
+    return FUSERS.find(config.fuser, key="fusion.fuser").factory(config)

@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import abc
+import concurrent.futures
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from streamfuse.fusers.colour import as_gray
+
+if TYPE_CHECKING:
+    from streamfuse.frames import FramePair
+    from streamfuse.registration import Transform
+    from streamfuse.stats import PipelineStats
 
 
 class Fuser(abc.ABC):
@@ -16,16 +23,84 @@ class Fuser(abc.ABC):
     Inputs are ``uint8``: the visible frame BGR ``(H, W, 3)`` or gray ``(H, W)``, the infrared frame
     gray (a BGR infrared frame is reduced to its luminance) and already on the visible grid. The
     output has the visible frame's size and type.
+
+    Two ways to run: :meth:`fuse` (one pair, now, on the caller's thread: single images,
+    evaluation) and :meth:`submit` (the pipeline's way: a future per pair, between :meth:`start`
+    and :meth:`close`). The defaults make :meth:`submit` call :meth:`fuse`; a fuser that runs
+    elsewhere (a device, a worker thread) overrides :meth:`submit` and the lifecycle hooks.
     """
 
     name = "fuser"
+    _routing = None  # the routing the fuser was last conditioned on by submit()
 
     def condition(self, routing) -> None:  # noqa: B027 - optional hook, most fusers keep the default
         """Adapt to a prompt routing (a :class:`~streamfuse.text.Routing`, or None for no prompt).
 
-        Called by the pipeline's fusion thread before the first frame fused with a new prompt, never
+        :meth:`submit` calls it before the first frame fused with a new routing; never
         concurrently with :meth:`fuse`. The default ignores text.
         """
+
+    def start(self, stats: PipelineStats | None = None) -> None:  # noqa: B027 - optional hook
+        """Acquire what :meth:`submit` needs (threads, a device) before the first pair.
+
+        Args:
+            stats: Where the fuser may record its own stage latencies (on :meth:`close`).
+        """
+
+    def close(self, *, timeout: float | None = None, cancel_pending: bool = False) -> None:  # noqa: B027
+        """Release what :meth:`start` acquired; every submitted future is done afterwards. Idempotent.
+
+        Args:
+            timeout: Longest to wait for pairs in flight, in seconds (None: as long as they take).
+            cancel_pending: Cancel pairs not yet started instead of fusing them.
+        """
+
+    def max_in_flight(self, *, live: bool) -> int:
+        """Most pairs the caller should keep submitted but not yet delivered (1: :meth:`submit` is synchronous).
+
+        Args:
+            live: The input is live (more in flight only adds latency there).
+        """
+        return 1
+
+    def warps(self, transform: Transform) -> bool:
+        """True when :meth:`submit` warps a pair's infrared frame with ``transform`` itself (default: never).
+
+        The pairing stage then leaves the frame unwarped and sets :attr:`FramePair.transform`.
+        """
+        return False
+
+    def warm_up(self, pair: FramePair) -> bool:
+        """Do the slow first run (allocation, autotuning) for frames shaped like ``pair``.
+
+        The pipeline calls it with its first pair, whatever the source, before submitting it.
+
+        Returns:
+            True when it ran something (on a live feed the pair is then stale and skipped); the
+            default does nothing and returns False.
+        """
+        return False
+
+    def submit(self, pair: FramePair, routing) -> concurrent.futures.Future:
+        """Fuse ``pair`` with ``routing``'s prompt; the future resolves to the fused image.
+
+        Pairs are fused, and their futures resolved, in submission order. The default conditions
+        on ``routing`` if it changed, then runs :meth:`fuse` at once; the future holds its result
+        or its error.
+        """
+        future: concurrent.futures.Future = concurrent.futures.Future()
+        try:
+            self._condition_once(routing)
+            future.set_result(self.fuse(pair.ir.image, pair.vis.image, pair.valid))
+        except Exception as exc:
+            future.set_exception(exc)
+        return future
+
+    def _condition_once(self, routing) -> None:
+        """:meth:`condition` on ``routing`` unless it is the one already in use."""
+        if routing is not self._routing:
+            self.condition(routing)
+            self._routing = routing
 
     def fuse(self, ir: np.ndarray, vis: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
         """Fuse one pair.

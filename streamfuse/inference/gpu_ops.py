@@ -7,7 +7,7 @@ machine without a GPU:
 * :func:`bgr_to_ycrcb` / :func:`ycrcb_to_bgr` reproduce ``cv2.cvtColor`` (``COLOR_BGR2YCrCb`` and
   back) with OpenCV's 14-bit fixed-point BT.601 coefficients, so the network sees exactly the
   luminance the CPU path gives it and the chroma comes back exactly as on the CPU.
-* :func:`remap_table` / :func:`remap` reproduce :class:`~streamfuse.registration.HomographyRegistrar`
+* :func:`remap_table` / :func:`remap` reproduce :class:`~streamfuse.registration.Homography`
   (``cv2.remap`` with ``CV_16SC2`` maps, bilinear, constant 0 border): coordinates are rounded to
   1/32 pixel and the four taps weighted with integer weights summing to 2**15, as OpenCV does.
   ``F.grid_sample`` would be one kernel instead of a few, but its float coordinates differ from
@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from streamfuse.errors import PipelineError
+from streamfuse.registration.homography import homography_maps
 
 # OpenCV's fixed-point BT.601 coefficients for 8-bit YCrCb (imgproc color_yuv: yuv_shift = 14).
 _SHIFT = 14
@@ -70,33 +70,6 @@ def ycrcb_to_bgr(luma: torch.Tensor, cr: torch.Tensor, cb: torch.Tensor) -> torc
     return torch.stack([blue, green, red], dim=-1).clamp_(0, 255).to(torch.uint8)
 
 
-def homography_maps(matrix: np.ndarray, ir_shape: tuple[int, int],
-                    vis_shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per-pixel infrared sampling coordinates for a visible grid (the registrar's computation).
-
-    Args:
-        matrix: 3x3 homography mapping infrared pixel coordinates to visible pixel coordinates.
-        ir_shape: Infrared ``(height, width)``.
-        vis_shape: Visible ``(height, width)``.
-
-    Returns:
-        ``map_x``, ``map_y`` (``float32``, ``-1e6`` where the infrared camera sees nothing) and the
-        boolean ``inside`` mask, all ``(height, width)`` of the visible grid.
-    """
-    height, width = vis_shape
-    ys, xs = np.mgrid[0:height, 0:width].astype(np.float64)
-    points = np.stack([xs.ravel(), ys.ravel(), np.ones(xs.size)])
-    source = np.linalg.inv(matrix) @ points
-    with np.errstate(divide="ignore", invalid="ignore"):
-        map_x = (source[0] / source[2]).reshape(height, width).astype(np.float32)
-        map_y = (source[1] / source[2]).reshape(height, width).astype(np.float32)
-    behind = (source[2] <= 0).reshape(height, width)
-    inside = (map_x >= 0) & (map_x <= ir_shape[1] - 1) & (map_y >= 0) & (map_y <= ir_shape[0] - 1) & ~behind
-    map_x[~inside] = -1e6
-    map_y[~inside] = -1e6
-    return map_x, map_y, inside
-
-
 def remap_table(matrix: np.ndarray, ir_shape: tuple[int, int],
                 vis_shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Four-tap bilinear sampling table of a homography warp, in OpenCV's fixed point.
@@ -110,9 +83,6 @@ def remap_table(matrix: np.ndarray, ir_shape: tuple[int, int],
         PipelineError: The homography maps the infrared image entirely outside the visible image.
     """
     map_x, map_y, inside = homography_maps(matrix, ir_shape, vis_shape)
-    if not inside.any():
-        raise PipelineError("registration.matrix: the homography maps the infrared image entirely outside "
-                            "the visible image; check the calibration (it maps IR pixels to VIS pixels)")
     ir_height, ir_width = ir_shape
     # cv2.convertMaps(CV_16SC2): cvRound (half to even) of the coordinate in 1/32 pixel.
     fixed_x = np.rint(map_x.ravel() * np.float32(_INTER_SIZE)).astype(np.int64)

@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 from streamfuse.config import RegistrationConfig
-from streamfuse.registration.base import Registrar
-from streamfuse.registration.homography import HomographyRegistrar, IdentityRegistrar, ResizeRegistrar
+from streamfuse.registration.base import Registrar, Transform
+from streamfuse.registration.homography import (
+    Homography,
+    HomographyRegistrar,
+    IdentityRegistrar,
+    IdentityTransform,
+    ResizeRegistrar,
+    ResizeTransform,
+    homography_maps,
+)
+from streamfuse.registry import REGISTRATIONS
 
-__all__ = ["Registrar", "IdentityRegistrar", "ResizeRegistrar", "HomographyRegistrar", "build_registrar"]
+__all__ = ["Registrar", "Transform", "IdentityRegistrar", "ResizeRegistrar", "HomographyRegistrar", "Homography",
+           "IdentityTransform", "ResizeTransform", "homography_maps", "build_registrar"]
 
 
 def build_registrar(config: RegistrationConfig) -> Registrar:
-    """The registrar selected by ``registration.mode``."""
-    if config.mode == "homography":
-        return HomographyRegistrar(config.matrix)
-    if config.mode == "resize":
-        return ResizeRegistrar()
-    return IdentityRegistrar()
+    """The registrar registered as ``registration.mode`` (in :data:`streamfuse.registry.REGISTRATIONS`)."""
+    return REGISTRATIONS.find(config.method, key="registration.mode").factory(config)

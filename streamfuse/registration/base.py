@@ -1,22 +1,20 @@
-"""The Registrar interface: maps the infrared frame onto the visible image grid."""
+"""Registration interfaces: an immutable :class:`Transform`, and the :class:`Registrar` holding the current one."""
 
 from __future__ import annotations
 
 import abc
+import threading
 
 import numpy as np
 
 
-class Registrar(abc.ABC):
-    """Aligns infrared frames to visible frames.
+class Transform(abc.ABC):
+    """An immutable mapping of the infrared frame onto the visible image grid.
 
-    Registration is split, as in Norfair's transforms, into *estimate* (finding the geometric
-    relation: calibration now, automatic estimation off the hot path later) and *apply* (warping
-    every frame with it, which must be cheap). Implementations cache whatever depends only on the
-    frame sizes.
+    A transform never changes after it is made, so a frame in flight keeps the one it was paired
+    with while a new estimate replaces the registrar's current transform. Whatever depends only on
+    the frame sizes (sampling maps) may be cached inside it.
     """
-
-    name = "registrar"
 
     @abc.abstractmethod
     def apply(self, ir: np.ndarray, vis_shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray | None]:
@@ -26,3 +24,39 @@ class Registrar(abc.ABC):
             The warped infrared image of size ``vis_shape`` and a ``uint8`` valid-area mask (1 where
             the infrared camera has data), or None when every pixel is valid.
         """
+
+
+class Registrar:
+    """Holds the current :class:`Transform` of a camera pair and applies it to every frame.
+
+    Registration is split, as in Norfair's transforms, into *estimate* (finding the geometric
+    relation: a calibration, or an automatic estimator off the hot path) and *apply* (warping every
+    frame with it, which must be cheap). An estimator publishes a new estimate with
+    :meth:`set_transform`; it takes effect from the next pair on, on every fusion path (the CPU warp
+    in the pairing stage and the warp a fuser does on its device alike), because each pair carries
+    the transform that was current when it was paired.
+
+    Args:
+        transform: The initial transform.
+    """
+
+    name = "registrar"
+
+    def __init__(self, transform: Transform) -> None:
+        self._lock = threading.Lock()
+        self._transform = transform
+
+    @property
+    def transform(self) -> Transform:
+        """The current transform (read once per pair)."""
+        with self._lock:
+            return self._transform
+
+    def set_transform(self, transform: Transform) -> None:
+        """Replace the current transform; pairs made after this call use the new one."""
+        with self._lock:
+            self._transform = transform
+
+    def apply(self, ir: np.ndarray, vis_shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray | None]:
+        """Warp ``ir`` with the current transform (see :meth:`Transform.apply`)."""
+        return self.transform.apply(ir, vis_shape)

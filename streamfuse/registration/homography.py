@@ -2,18 +2,53 @@
 
 from __future__ import annotations
 
+import threading
+
 import cv2
 import numpy as np
 
-from streamfuse.config import check_homography
+from streamfuse.config import RegistrationConfig, check_homography
 from streamfuse.errors import PipelineError
-from streamfuse.registration.base import Registrar
+from streamfuse.registration.base import Registrar, Transform
+from streamfuse.registry import REGISTRATIONS
 
 
-class IdentityRegistrar(Registrar):
+def homography_maps(matrix: np.ndarray, ir_shape: tuple[int, int],
+                    vis_shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-pixel infrared sampling coordinates for a visible grid (used by the CPU and the CUDA warp).
+
+    Args:
+        matrix: 3x3 homography mapping infrared pixel coordinates to visible pixel coordinates.
+        ir_shape: Infrared ``(height, width)``.
+        vis_shape: Visible ``(height, width)``.
+
+    Returns:
+        ``map_x``, ``map_y`` (``float32``, ``-1e6`` where the infrared camera sees nothing, so the
+        constant border is sampled rather than garbage) and the boolean ``inside`` mask, all
+        ``(height, width)`` of the visible grid.
+
+    Raises:
+        PipelineError: The homography maps the infrared image entirely outside the visible image.
+    """
+    height, width = vis_shape
+    ys, xs = np.mgrid[0:height, 0:width].astype(np.float64)
+    points = np.stack([xs.ravel(), ys.ravel(), np.ones(xs.size)])
+    source = np.linalg.inv(matrix) @ points
+    with np.errstate(divide="ignore", invalid="ignore"):
+        map_x = (source[0] / source[2]).reshape(height, width).astype(np.float32)
+        map_y = (source[1] / source[2]).reshape(height, width).astype(np.float32)
+    behind = (source[2] <= 0).reshape(height, width)
+    inside = (map_x >= 0) & (map_x <= ir_shape[1] - 1) & (map_y >= 0) & (map_y <= ir_shape[0] - 1) & ~behind
+    if not inside.any():
+        raise PipelineError("registration.matrix: the homography maps the infrared image entirely outside "
+                            "the visible image; check the calibration (it maps IR pixels to VIS pixels)")
+    map_x[~inside] = -1e6
+    map_y[~inside] = -1e6
+    return map_x, map_y, inside
+
+
+class IdentityTransform(Transform):
     """The cameras are already registered: the infrared frame must have the visible frame's size."""
-
-    name = "identity"
 
     def apply(self, ir: np.ndarray, vis_shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray | None]:
         if ir.shape[:2] != tuple(vis_shape):
@@ -24,10 +59,8 @@ class IdentityRegistrar(Registrar):
         return ir, None
 
 
-class ResizeRegistrar(Registrar):
+class ResizeTransform(Transform):
     """The cameras share a field of view but not a resolution: scale the infrared frame."""
-
-    name = "resize"
 
     def apply(self, ir: np.ndarray, vis_shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray | None]:
         if ir.shape[:2] == tuple(vis_shape):
@@ -35,11 +68,70 @@ class ResizeRegistrar(Registrar):
         return cv2.resize(ir, (vis_shape[1], vis_shape[0]), interpolation=cv2.INTER_LINEAR), None
 
 
-class HomographyRegistrar(Registrar):
-    """Warp with a 3x3 homography that maps infrared pixel coordinates to visible pixel coordinates.
+class Homography(Transform):
+    """A 3x3 homography that maps infrared pixel coordinates to visible pixel coordinates.
 
-    The per-pixel sampling maps (and the valid-area mask) are computed once per pair of frame sizes
-    and converted to OpenCV's fixed-point format, so each frame costs a single ``cv2.remap``.
+    The sampling maps (OpenCV fixed point) and the valid-area mask are computed once per pair of
+    frame sizes and cached, so each frame costs a single ``cv2.remap``.
+
+    Args:
+        matrix: The 3x3 homography (IR -> VIS).
+
+    Raises:
+        ConfigError: The matrix is not a valid, invertible 3x3 homography.
+    """
+
+    def __init__(self, matrix, *, key: str = "registration.matrix") -> None:
+        checked = check_homography(matrix, key)
+        checked.flags.writeable = False
+        self._matrix = checked
+        self._maps: dict[tuple, tuple[np.ndarray, np.ndarray, np.ndarray | None]] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def matrix(self) -> np.ndarray:
+        """The homography (read-only)."""
+        return self._matrix
+
+    def maps(self, ir_shape: tuple[int, int],
+             vis_shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """The cached ``cv2.remap`` maps (``CV_16SC2``) and ``uint8`` valid mask (None: all valid) for these sizes."""
+        key = (tuple(ir_shape[:2]), tuple(vis_shape))
+        with self._lock:
+            maps = self._maps.get(key)
+        if maps is None:
+            map_x, map_y, inside = homography_maps(self._matrix, *key)
+            maps = (*cv2.convertMaps(map_x, map_y, cv2.CV_16SC2), None if inside.all() else inside.astype(np.uint8))
+            with self._lock:
+                self._maps[key] = maps
+        return maps
+
+    def apply(self, ir: np.ndarray, vis_shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray | None]:
+        map1, map2, valid = self.maps(ir.shape[:2], vis_shape)
+        warped = cv2.remap(ir, map1, map2, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+        return warped, valid
+
+
+class IdentityRegistrar(Registrar):
+    """Frames are already registered (:class:`IdentityTransform`)."""
+
+    name = "identity"
+
+    def __init__(self) -> None:
+        super().__init__(IdentityTransform())
+
+
+class ResizeRegistrar(Registrar):
+    """Same field of view, different resolutions (:class:`ResizeTransform`)."""
+
+    name = "resize"
+
+    def __init__(self) -> None:
+        super().__init__(ResizeTransform())
+
+
+class HomographyRegistrar(Registrar):
+    """A calibrated :class:`Homography`, replaceable while running with :meth:`set_matrix`.
 
     Args:
         matrix: The 3x3 homography (IR -> VIS).
@@ -48,43 +140,28 @@ class HomographyRegistrar(Registrar):
     name = "homography"
 
     def __init__(self, matrix) -> None:
-        self._maps: tuple[np.ndarray, np.ndarray] | None = None
-        self._key: tuple | None = None
-        self._valid: np.ndarray | None = None
-        self.set_matrix(matrix)
+        super().__init__(Homography(matrix))
 
     @property
     def matrix(self) -> np.ndarray:
-        """The current homography (a copy)."""
-        return self._matrix.copy()
+        """The current homography (read-only)."""
+        return self.transform.matrix
 
     def set_matrix(self, matrix) -> None:
-        """Replace the homography (for example with a new estimate); cached maps are rebuilt lazily."""
-        self._matrix = check_homography(matrix, "registration.matrix")
-        self._key = None
+        """Replace the homography (for example with a new estimate) from the next pair on, on every path."""
+        self.set_transform(Homography(matrix))
 
-    def _prepare(self, ir_shape: tuple[int, int], vis_shape: tuple[int, int]) -> None:
-        height, width = vis_shape
-        ys, xs = np.mgrid[0:height, 0:width].astype(np.float64)
-        points = np.stack([xs.ravel(), ys.ravel(), np.ones(xs.size)])
-        source = np.linalg.inv(self._matrix) @ points
-        with np.errstate(divide="ignore", invalid="ignore"):
-            map_x = (source[0] / source[2]).reshape(height, width).astype(np.float32)
-            map_y = (source[1] / source[2]).reshape(height, width).astype(np.float32)
-        behind = (source[2] <= 0).reshape(height, width)
-        inside = (map_x >= 0) & (map_x <= ir_shape[1] - 1) & (map_y >= 0) & (map_y <= ir_shape[0] - 1) & ~behind
-        map_x[~inside] = -1e6  # sample the constant border, not garbage, where the IR camera sees nothing
-        map_y[~inside] = -1e6
-        self._maps = cv2.convertMaps(map_x, map_y, cv2.CV_16SC2)
-        valid = inside.astype(np.uint8)
-        if not valid.any():
-            raise PipelineError("registration.matrix: the homography maps the infrared image entirely outside "
-                                "the visible image; check the calibration (it maps IR pixels to VIS pixels)")
-        self._valid = None if valid.all() else valid
-        self._key = (ir_shape, tuple(vis_shape))
 
-    def apply(self, ir: np.ndarray, vis_shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray | None]:
-        if self._key != (ir.shape[:2], tuple(vis_shape)):
-            self._prepare(ir.shape[:2], vis_shape)
-        warped = cv2.remap(ir, *self._maps, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-        return warped, self._valid
+@REGISTRATIONS.register("identity")
+def _identity(config: RegistrationConfig) -> Registrar:
+    return IdentityRegistrar()
+
+
+@REGISTRATIONS.register("resize")
+def _resize(config: RegistrationConfig) -> Registrar:
+    return ResizeRegistrar()
+
+
+@REGISTRATIONS.register("homography")
+def _homography(config: RegistrationConfig) -> Registrar:
+    return HomographyRegistrar(config.matrix)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import abc
 import logging
 import time
+from dataclasses import dataclass
 
 from streamfuse.errors import SinkError
 from streamfuse.frames import FusedFrame
@@ -13,6 +14,21 @@ from streamfuse.stage import ThreadedStage
 from streamfuse.stats import END_TO_END, PipelineStats
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SinkContext:
+    """What :func:`~streamfuse.sinks.build_sink` hands every sink factory besides the sink's config.
+
+    Attributes:
+        key: The sink's config key path (``sinks.0``), for error messages.
+        fps: Nominal frame rate of the stream (written in video headers).
+        stats: Where the sink records latency.
+    """
+
+    key: str
+    fps: float = 30.0
+    stats: PipelineStats | None = None
 
 
 class Sink(ThreadedStage):
@@ -55,6 +71,12 @@ class Sink(ThreadedStage):
         """A short human-readable description for logs."""
         return type(self).__name__
 
+    def interrupt(self) -> None:  # noqa: B027 - optional hook
+        """Stop waiting on the output (an abort): a :meth:`write` blocked on a slow consumer returns soon.
+
+        Called from another thread; the default does nothing (writes that do not wait).
+        """
+
     def _run(self) -> None:
         try:
             while True:
@@ -72,9 +94,11 @@ class Sink(ThreadedStage):
                     self.stats.record_output()
         except SinkError as exc:
             self.error = exc
-        except Exception as exc:
-            log.debug("sink %s failed", self.stage, exc_info=True)
-            self.error = SinkError(f"{self.describe()}: write failed after {self.frames_written} frames: {exc}")
+        except Exception as exc:  # unexpected: this sink's failure, with the traceback in the log
+            log.error("sink %s failed unexpectedly", self.stage, exc_info=exc)
+            self.error = SinkError(f"{self.describe()}: write failed after {self.frames_written} frames: "
+                                   f"{type(exc).__name__}: {exc}")
+            self.error.__cause__ = exc
         finally:
             self.queue.abort()
             try:

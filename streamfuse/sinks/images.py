@@ -6,9 +6,12 @@ from pathlib import Path
 
 import cv2
 
+from streamfuse.config import ImagesSinkConfig
 from streamfuse.errors import SinkError
 from streamfuse.frames import FusedFrame
-from streamfuse.sinks.base import Sink
+from streamfuse.registry import SINKS
+from streamfuse.sinks.base import Sink, SinkContext
+from streamfuse.stats import PipelineStats
 
 
 class ImagesSink(Sink):
@@ -21,14 +24,16 @@ class ImagesSink(Sink):
             picks the format (.png by default).
         overwrite: Replace existing files of the same name.
         key: Config key path used in error messages.
-        **kwargs: Passed to :class:`Sink` (queue size, stats).
+        queue_size: Fused frames buffered for this sink (the fusion thread waits when it is full).
+        stats: Where write latency is recorded.
     """
 
     stage = "write"
 
     def __init__(self, path: str | Path, *, pattern: str = "{index:06d}.png", overwrite: bool = False,
-                 key: str = "sinks.images", **kwargs) -> None:
-        super().__init__(**kwargs)
+                 key: str = "sinks.images", queue_size: int = 16,
+                 stats: PipelineStats | None = None) -> None:
+        super().__init__(queue_size=queue_size, stats=stats)
         self.path = Path(path)
         self.pattern = pattern
         self.overwrite = overwrite
@@ -60,3 +65,10 @@ class ImagesSink(Sink):
 
     def close(self) -> None:
         """Nothing to finalise: every file is complete when written."""
+
+
+@SINKS.register("images", ImagesSinkConfig)
+def from_config(config: ImagesSinkConfig, context: SinkContext) -> ImagesSink:
+    """A folder of image files."""
+    return ImagesSink(config.path, pattern=config.pattern, overwrite=config.overwrite, key=context.key,
+                      queue_size=config.queue_size, stats=context.stats)

@@ -11,9 +11,12 @@ import av
 import cv2
 import numpy as np
 
+from streamfuse.config import VideoSinkConfig
 from streamfuse.errors import SinkError
 from streamfuse.frames import FusedFrame
-from streamfuse.sinks.base import Sink
+from streamfuse.registry import SINKS
+from streamfuse.sinks.base import Sink, SinkContext
+from streamfuse.stats import PipelineStats
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +54,8 @@ class VideoWriter:
     Presentation timestamps come from the images' capture timestamps (relative to the first image,
     in milliseconds), so the file plays at real speed even when frames were dropped; a timestamp
     that does not increase is nudged forward by 1 ms. H.264 needs even dimensions: an odd last row
-    or column is repeated. :meth:`close` flushes the encoder and finalises the file.
+    or column is repeated. :meth:`close` flushes the encoder and finalises the file; as a context
+    manager, the writer closes on leaving the block, whatever the exit.
 
     MP4 and MOV files are fragmented by default (a fragment per keyframe interval of 2 s, index in
     each fragment): everything up to the last fragment plays even if the process is killed, and the
@@ -147,6 +151,12 @@ class VideoWriter:
         if self._stream is None:
             self.path.unlink(missing_ok=True)
 
+    def __enter__(self) -> VideoWriter:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
 
 class VideoSink(Sink):
     """Pipeline sink writing fused frames with a :class:`VideoWriter` (see there for timing rules).
@@ -157,15 +167,17 @@ class VideoSink(Sink):
         segment_minutes: Start a new file after this many minutes of video (by capture
             timestamps); None writes one file. A finished segment is closed (complete, playable)
             before the next one opens.
-        **kwargs: Passed to :class:`Sink` (queue size, stats).
+        queue_size: Fused frames buffered for this sink (the fusion thread waits when it is full).
+        stats: Where write latency is recorded.
     """
 
     stage = "encode"
 
     def __init__(self, path: str | Path, *, codec: str = "h264", crf: int = 23, preset: str = "veryfast",
                  fps: float = 30.0, overwrite: bool = False, fragmented: bool = True,
-                 segment_minutes: float | None = None, key: str = "sinks.video", **kwargs) -> None:
-        super().__init__(**kwargs)
+                 segment_minutes: float | None = None, key: str = "sinks.video", queue_size: int = 16,
+                 stats: PipelineStats | None = None) -> None:
+        super().__init__(queue_size=queue_size, stats=stats)
         self.path = Path(path)
         self.segment_s = segment_minutes * 60.0 if segment_minutes else None
         self._writer_options = {"codec": codec, "crf": crf, "preset": preset, "fps": fps,
@@ -210,3 +222,11 @@ def segment_path(pattern: Path, index: int) -> Path:
     if "{segment" not in name and "%" not in name:
         name = f"{pattern.stem}-{{segment:05d}}{pattern.suffix}"
     return pattern.with_name(time.strftime(name).format(segment=index))
+
+
+@SINKS.register("video", VideoSinkConfig)
+def from_config(config: VideoSinkConfig, context: SinkContext) -> VideoSink:
+    """An H.264 (or other codec) file, optionally in segments."""
+    return VideoSink(config.path, codec=config.codec, crf=config.crf, preset=config.preset, fps=context.fps,
+                     overwrite=config.overwrite, fragmented=config.fragmented, segment_minutes=config.segment_minutes,
+                     key=context.key, queue_size=config.queue_size, stats=context.stats)

@@ -25,11 +25,13 @@ import cv2
 import numpy as np
 import zmq
 
-from streamfuse.config import CurveConfig
+from streamfuse.config import CurveConfig, ZmqSinkConfig
 from streamfuse.errors import ConfigError, SinkError, StreamfuseError
 from streamfuse.frames import FusedFrame
+from streamfuse.registry import SINKS
 from streamfuse.security import secure_client, secure_server
-from streamfuse.sinks.base import Sink
+from streamfuse.sinks.base import Sink, SinkContext
+from streamfuse.stats import PipelineStats
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +103,8 @@ class ZmqSink(Sink):
         subscriber_timeout_s: How long to wait for them.
         curve: CURVE server keys and client allow-list (off by default; see :mod:`streamfuse.security`).
         key: Config key path used in error messages.
-        **kwargs: Passed to :class:`Sink` (queue size, stats).
+        queue_size: Fused frames buffered for this sink (the fusion thread waits when it is full).
+        stats: Where write latency is recorded.
     """
 
     stage = "publish"
@@ -109,8 +112,8 @@ class ZmqSink(Sink):
     def __init__(self, endpoint: str, *, bind: bool = True, topic: str = "fused", encoding: str = "jpeg",
                  jpeg_quality: int = 90, hwm: int = 4, lossless: bool = False, wait_for_subscribers: int = 0,
                  subscriber_timeout_s: float = 5.0, curve: CurveConfig | None = None, key: str = "sinks.zmq",
-                 **kwargs) -> None:
-        super().__init__(**kwargs)
+                 queue_size: int = 16, stats: PipelineStats | None = None) -> None:
+        super().__init__(queue_size=queue_size, stats=stats)
         self.endpoint = endpoint
         self.bind = bind
         self.topic = topic
@@ -193,6 +196,10 @@ class ZmqSink(Sink):
                 if self._closing.is_set():
                     return
                 self._socket.poll(50, zmq.POLLOUT)
+
+    def interrupt(self) -> None:
+        """A lossless write waiting for a slow subscriber gives the frame up."""
+        self._closing.set()
 
     def close(self) -> None:
         self._closing.set()
@@ -317,20 +324,23 @@ class Subscriber:
         return frame
 
     def _receive_loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                frame = self._receive_once(0.1)
-            except StreamfuseError as exc:
-                log.warning("%s: skipped a message: %s", self.endpoint, exc)
-                continue
-            except zmq.ZMQError:
-                break  # socket closed
-            if frame is not None:
-                with self._condition:
-                    if self._newest is not None:
-                        self.skipped += 1
-                    self._newest = frame
-                    self._condition.notify_all()
+        try:
+            while not self._stop.is_set():
+                try:
+                    frame = self._receive_once(0.1)
+                except StreamfuseError as exc:
+                    log.warning("%s: skipped a message: %s", self.endpoint, exc)
+                    continue
+                except zmq.ZMQError:
+                    break  # socket closed
+                if frame is not None:
+                    with self._condition:
+                        if self._newest is not None:
+                            self.skipped += 1
+                        self._newest = frame
+                        self._condition.notify_all()
+        finally:
+            self._release()  # this thread owns the socket: it closes it, never another thread while in use
 
     def latest(self, timeout: float | None = None) -> ReceivedFrame | None:
         """The newest frame not yet returned, waiting up to ``timeout`` seconds; None on timeout."""
@@ -348,10 +358,16 @@ class Subscriber:
         return self._receive_once(timeout)
 
     def close(self) -> None:
-        """Stop receiving and release the socket."""
+        """Stop receiving and release the socket (with ``keep='latest'``, the receiving thread does, as it ends)."""
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(1.0)
+        if self._thread is None:
+            self._release()
+            return
+        self._thread.join(1.0)
+        if self._thread.is_alive():
+            log.warning("%s: the receiving thread is still running; it closes the socket when it ends", self.endpoint)
+
+    def _release(self) -> None:
         self._socket.close(0)
         self._context.term()
 
@@ -360,3 +376,12 @@ class Subscriber:
 
     def __exit__(self, *exc_info) -> None:
         self.close()
+
+
+@SINKS.register("zmq", ZmqSinkConfig)
+def from_config(config: ZmqSinkConfig, context: SinkContext) -> ZmqSink:
+    """A ZeroMQ publisher."""
+    return ZmqSink(config.endpoint, bind=config.bind, topic=config.topic, encoding=config.encoding,
+                   jpeg_quality=config.jpeg_quality, hwm=config.hwm, lossless=config.lossless,
+                   wait_for_subscribers=config.wait_for_subscribers, subscriber_timeout_s=config.subscriber_timeout_s,
+                   curve=config.curve, key=context.key, queue_size=config.queue_size, stats=context.stats)

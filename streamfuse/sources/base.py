@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import abc
 import collections
+import dataclasses
 import enum
 import logging
 import random
@@ -14,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from streamfuse.config import ReconnectConfig
+from streamfuse.config import ReconnectConfig, SourceConfig, SyntheticConfig
 from streamfuse.errors import SourceError, TransientSourceError
 from streamfuse.frames import Frame
 from streamfuse.queues import StageQueue
@@ -31,6 +32,51 @@ class Capture:
     image: np.ndarray
     timestamp: float
     meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SourceOptions:
+    """What every source takes besides its own settings (the common keys of a source's config section).
+
+    Attributes:
+        drop_policy: ``wait`` or ``drop_oldest``; None: ``drop_oldest`` for a live input, else ``wait``.
+        queue_size: Capacity of the output queue; None: 8 for ``wait``, 2 for ``drop_oldest`` (a live
+            source's queue is its latency: a deep one would hand out frames that are seconds old).
+        stats: Where capture latency and drops are recorded.
+        reconnect: Supervision settings; None (or ``enabled: false``) runs the source once.
+    """
+
+    drop_policy: str | None = None
+    queue_size: int | None = None
+    stats: PipelineStats | None = None
+    reconnect: ReconnectConfig | None = None
+
+
+@dataclass(frozen=True)
+class SourceContext:
+    """What :func:`~streamfuse.sources.build_source` hands every source factory besides the source's config.
+
+    Attributes:
+        stats: Where the source records capture latency and drops.
+        synthetic: The top-level ``synthetic`` section (scene settings).
+        scene: A scene already built, shared by the two synthetic cameras.
+    """
+
+    stats: PipelineStats | None = None
+    synthetic: SyntheticConfig | None = None
+    scene: Any = None
+
+    def options(self, config: SourceConfig, *, live: bool) -> SourceOptions:
+        """The :class:`SourceOptions` of a source's section.
+
+        Args:
+            config: The source's section.
+            live: The input is live: reconnecting is on unless the config says otherwise.
+        """
+        reconnect = config.reconnect
+        if reconnect.enabled is None:
+            reconnect = dataclasses.replace(reconnect, enabled=live)
+        return SourceOptions(config.drop_policy, config.queue_size, self.stats, reconnect)
 
 
 class SourceState(enum.StrEnum):
@@ -71,28 +117,23 @@ class Source(ThreadedStage):
 
     Args:
         name: ``"ir"`` or ``"vis"``; used in messages and statistics.
-        drop_policy: ``wait`` or ``drop_oldest``; None uses :attr:`default_drop_policy`.
-        queue_size: Capacity of the output queue; None: 8 for ``wait``, 2 for ``drop_oldest`` (a live
-            source's queue is its latency: a deep one would hand out frames that are seconds old).
+        options: Drop policy, queue size, statistics and supervision (defaults if None).
         pace_fps: If set, frames are released no faster than this rate (simulating a live camera
             or playing a file at its own speed).
-        stats: Where capture latency and drops are recorded.
-        reconnect: Supervision settings; None (or ``enabled: false``) runs the source once.
+        live: The input is live: without a drop policy in ``options``, ``drop_oldest`` (the
+            freshest frame matters) instead of ``wait`` (never lose a frame).
     """
 
-    #: ``wait`` for finite inputs (never lose a frame), ``drop_oldest`` for live ones.
-    default_drop_policy = "wait"
-
-    def __init__(self, name: str, *, drop_policy: str | None = None, queue_size: int | None = None,
-                 pace_fps: float | None = None, stats: PipelineStats | None = None,
-                 reconnect: ReconnectConfig | None = None) -> None:
+    def __init__(self, name: str, *, options: SourceOptions | None = None, pace_fps: float | None = None,
+                 live: bool = False) -> None:
+        options = options or SourceOptions()
         self.name = name
-        self.drop_policy = drop_policy or self.default_drop_policy
-        if queue_size is None:
-            queue_size = 2 if self.drop_policy == "drop_oldest" else 8
+        self.drop_policy = options.drop_policy or ("drop_oldest" if live else "wait")
+        queue_size = options.queue_size or (2 if self.drop_policy == "drop_oldest" else 8)
         self.queue: StageQueue[Frame] = StageQueue(queue_size, self.drop_policy, name=f"source {name}")
         self.pace_fps = pace_fps
-        self.stats = stats or PipelineStats()
+        self.stats = options.stats or PipelineStats()
+        reconnect = options.reconnect
         self.reconnect = reconnect if reconnect is not None and reconnect.enabled else None
         self.error: Exception | None = None
         self.frames_read = 0
@@ -207,10 +248,11 @@ class Source(ThreadedStage):
             self.error = SourceError(f"sources.{self.name}: {exc}")
         except SourceError as exc:
             self.error = exc
-        except Exception as exc:  # a library error while reading: report it as this source's failure
-            log.debug("source %s failed", self.name, exc_info=True)
+        except Exception as exc:  # unexpected (a library error while reading): this source's failure, traceback logged
+            log.error("source %s failed unexpectedly", self.name, exc_info=exc)
             self.error = SourceError(f"sources.{self.name}: {self.describe()} failed after "
-                                     f"{self.frames_read} frames: {exc}")
+                                     f"{self.frames_read} frames: {type(exc).__name__}: {exc}")
+            self.error.__cause__ = exc
         finally:
             try:
                 self.close()
@@ -271,7 +313,7 @@ class Source(ThreadedStage):
             if self.frames_read > frames_before:
                 failures = 0
             if self.state is SourceState.RUNNING:
-                self.disconnects += 1
+                self._count_disconnect()
             failures += 1
             if settings.max_attempts is not None and failures > settings.max_attempts:
                 raise SourceError(f"sources.{self.name}: {self.describe()} gave up after {settings.max_attempts} "
@@ -299,12 +341,17 @@ class Source(ThreadedStage):
             if self.state is SourceState.RUNNING and last_frame_at is not None:
                 if now - last_frame_at > settings.stall_timeout_s:
                     self._record_stall()
-                    self.disconnects += 1
+                    self._count_disconnect()
                     self._set_state(SourceState.RECONNECTING, f"stalled: no frame for {now - last_frame_at:.1f} s")
             elif opened_at is not None and (last_frame_at or 0.0) < opened_at and now - opened_at > settings.grace_s:
                 self._opened_at = None  # one stall per silent connection
                 self._record_stall()
                 self._set_state(self.state, f"stalled: connected {now - opened_at:.1f} s without a frame")
+
+    def _count_disconnect(self) -> None:
+        """Count a loss; the capture thread and the watchdog both do, so under the state lock."""
+        with self._state_lock:
+            self.disconnects += 1
 
     def _record_stall(self) -> None:
         self.stalls += 1

@@ -8,8 +8,10 @@ from pathlib import Path
 
 import cv2
 
+from streamfuse.config import CameraSourceConfig
 from streamfuse.errors import SourceError, TransientSourceError
-from streamfuse.sources.base import Capture, Source
+from streamfuse.registry import SOURCES
+from streamfuse.sources.base import Capture, Source, SourceContext, SourceOptions
 
 
 class CameraSource(Source):
@@ -19,14 +21,12 @@ class CameraSource(Source):
         name: Source name (``ir``/``vis``).
         device: A device index (``0``) or path (``/dev/video2``).
         width, height, fps: Requested capture mode (the driver may pick the nearest it supports).
-        **kwargs: Passed to :class:`Source` (drop policy, queue size, stats).
+        options: Drop policy (None: ``drop_oldest``), queue size, statistics, supervision.
     """
 
-    default_drop_policy = "drop_oldest"
-
     def __init__(self, name: str, device: int | str = 0, *, width: int | None = None,
-                 height: int | None = None, fps: float | None = None, **kwargs) -> None:
-        super().__init__(name, **kwargs)
+                 height: int | None = None, fps: float | None = None, options: SourceOptions | None = None) -> None:
+        super().__init__(name, options=options, live=True)
         self.device = device
         self.requested = {cv2.CAP_PROP_FRAME_WIDTH: width, cv2.CAP_PROP_FRAME_HEIGHT: height, cv2.CAP_PROP_FPS: fps}
         self._capture: cv2.VideoCapture | None = None
@@ -69,3 +69,10 @@ class CameraSource(Source):
 
     def describe(self) -> str:
         return f"camera {self.device}"
+
+
+@SOURCES.register("camera", CameraSourceConfig)
+def from_config(name: str, config: CameraSourceConfig, context: SourceContext) -> CameraSource:
+    """A local capture device (live)."""
+    return CameraSource(name, config.device, width=config.width, height=config.height, fps=config.fps,
+                        options=context.options(config, live=True))

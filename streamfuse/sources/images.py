@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from streamfuse.config import ImagesSourceConfig
 from streamfuse.imageio import list_images, read_image
-from streamfuse.sources.base import Capture, Source
+from streamfuse.registry import SOURCES
+from streamfuse.sources.base import Capture, Source, SourceContext, SourceOptions
 
 
 class ImagesSource(Source):
@@ -14,11 +16,12 @@ class ImagesSource(Source):
         path: A folder or a glob pattern.
         fps: The frame rate the sequence was captured at.
         realtime: Release frames at ``fps`` instead of as fast as they are consumed.
-        **kwargs: Passed to :class:`Source` (drop policy, queue size, stats).
+        options: Drop policy, queue size, statistics.
     """
 
-    def __init__(self, name: str, path: str, *, fps: float = 25.0, realtime: bool = False, **kwargs) -> None:
-        super().__init__(name, pace_fps=fps if realtime else None, **kwargs)
+    def __init__(self, name: str, path: str, *, fps: float = 25.0, realtime: bool = False,
+                 options: SourceOptions | None = None) -> None:
+        super().__init__(name, options=options, pace_fps=fps if realtime else None)
         self.path = path
         self.fps = fps
         self.files = []
@@ -43,3 +46,10 @@ class ImagesSource(Source):
 
     def describe(self) -> str:
         return f"images {self.path}"
+
+
+@SOURCES.register("images", ImagesSourceConfig)
+def from_config(name: str, config: ImagesSourceConfig, context: SourceContext) -> ImagesSource:
+    """A folder or pattern of images."""
+    return ImagesSource(name, config.path, fps=config.fps, realtime=config.realtime,
+                        options=context.options(config, live=False))

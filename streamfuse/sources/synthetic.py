@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from streamfuse.config import SyntheticConfig
-from streamfuse.sources.base import Capture, Source
+from streamfuse.config import SyntheticConfig, SyntheticSourceConfig
+from streamfuse.registry import SOURCES
+from streamfuse.sources.base import Capture, Source, SourceContext, SourceOptions
 from streamfuse.sources.synthetic_scene import SyntheticScene
 
 
@@ -33,14 +34,12 @@ class SyntheticSource(Source):
         realtime: Pace frames at ``fps`` like a live camera (and drop the oldest frame when the
             pipeline falls behind, unless a drop policy is given).
         with_masks: Attach ground-truth masks to visible frames.
-        **kwargs: Passed to :class:`Source` (drop policy, queue size, stats).
+        options: Drop policy (None: ``drop_oldest`` when ``realtime``), queue size, statistics.
     """
 
     def __init__(self, name: str, scene: SyntheticScene, *, fps: float = 30.0, frames: int | None = None,
-                 realtime: bool = True, with_masks: bool = False, **kwargs) -> None:
-        if kwargs.get("drop_policy") is None:
-            kwargs["drop_policy"] = "drop_oldest" if realtime else "wait"
-        super().__init__(name, pace_fps=fps if realtime else None, **kwargs)
+                 realtime: bool = True, with_masks: bool = False, options: SourceOptions | None = None) -> None:
+        super().__init__(name, options=options, pace_fps=fps if realtime else None, live=realtime)
         self.scene = scene
         self.fps = fps
         self.frames = frames
@@ -68,3 +67,11 @@ class SyntheticSource(Source):
 
     def describe(self) -> str:
         return f"synthetic {'thermal' if self.name == 'ir' else 'visible'} camera"
+
+
+@SOURCES.register("synthetic", SyntheticSourceConfig)
+def from_config(name: str, config: SyntheticSourceConfig, context: SourceContext) -> SyntheticSource:
+    """The camera of the context's shared scene (or of a new one from its ``synthetic`` settings)."""
+    scene = context.scene or build_scene(context.synthetic or SyntheticConfig())
+    return SyntheticSource(name, scene, fps=config.fps, frames=config.frames, realtime=config.realtime,
+                           options=context.options(config, live=False))

@@ -9,8 +9,10 @@ from pathlib import Path
 
 import av
 
+from streamfuse.config import VideoSourceConfig
 from streamfuse.errors import SourceError, TransientSourceError
-from streamfuse.sources.base import Capture, Source
+from streamfuse.registry import SOURCES
+from streamfuse.sources.base import Capture, Source, SourceContext, SourceOptions
 
 log = logging.getLogger(__name__)
 
@@ -103,14 +105,12 @@ class VideoSource(Source):
         name: Source name (``ir``/``vis``).
         uri: A file path or a URL (``rtsp://``, ``http://``, ...).
         realtime: For files, release frames at the stream's own frame rate.
-        **kwargs: Passed to :class:`Source` (drop policy, queue size, stats).
+        options: Drop policy (None: ``drop_oldest`` for a URL), queue size, statistics, supervision.
     """
 
-    def __init__(self, name: str, uri: str, *, realtime: bool = False, **kwargs) -> None:
+    def __init__(self, name: str, uri: str, *, realtime: bool = False, options: SourceOptions | None = None) -> None:
         live = is_url(uri)
-        if kwargs.get("drop_policy") is None and live:
-            kwargs["drop_policy"] = "drop_oldest"
-        super().__init__(name, **kwargs)
+        super().__init__(name, options=options, live=live)
         self.uri = uri
         self.realtime = realtime
         self._container: av.container.InputContainer | None = None
@@ -172,3 +172,10 @@ class VideoSource(Source):
 
     def describe(self) -> str:
         return f"video {redact(self.uri)}"
+
+
+@SOURCES.register("video", VideoSourceConfig)
+def from_config(name: str, config: VideoSourceConfig, context: SourceContext) -> VideoSource:
+    """A file, or a live stream when the URI is a URL."""
+    return VideoSource(name, config.uri, realtime=config.realtime,
+                       options=context.options(config, live=is_url(config.uri)))
