@@ -77,7 +77,7 @@ def worker_threads() -> list[str]:
 
 
 def make_worker(net, device: str = "cpu", **kwargs) -> InferenceWorker:
-    """A worker; on CUDA without graphs, so that a patched ``forward`` is called for every batch."""
+    """A worker; on CUDA without graphs, so that a patched ``decide`` is called for every batch."""
     return InferenceWorker(net, device=device, **({"cuda_graphs": False} if device == "cuda" else {}), **kwargs)
 
 
@@ -148,12 +148,12 @@ def test_intent_weights_apply_to_frames_submitted_after_the_call(net, reference)
     ir, vis = make_pair(3)
     with make_worker(net, max_batch=4) as worker:
         before = worker.submit(0, ir, vis)
-        worker.set_weights(0, net.intent_weights({"fog": 1.0}))
+        worker.set_weights(0, net.intent_weights({"thermal_targets": 1.0}))
         after = worker.submit(0, ir, vis)
         other_stream = worker.submit(1, ir, vis)
         results = before.result(10), after.result(10), other_stream.result(10)
     assert level_diff(results[0], fused_by_reference(reference, ir, vis)) <= 1
-    assert level_diff(results[1], fused_by_reference(reference, ir, vis, {"fog": 1.0})) <= 1
+    assert level_diff(results[1], fused_by_reference(reference, ir, vis, {"thermal_targets": 1.0})) <= 1
     assert level_diff(results[2], results[0]) <= 1  # stream 1 keeps the default (balanced)
     assert np.abs(results[1].astype(int) - results[0]).mean() > 0.05
 
@@ -179,13 +179,14 @@ def test_fusing_a_then_b_never_leaks_a_into_b(net, reference, device, colour):
 
 # -------------------------------------------------------------------------------------------- shutdown
 def slow_forward(worker: InferenceWorker, monkeypatch, seconds: float = 0.02) -> None:
-    original = worker.network.forward
+    """Make every batch's network pass slower (``decide``: the trunk, which the CPU and CUDA paths both run)."""
+    original = worker.network.decide
 
-    def forward(*args, **kwargs):
+    def decide(*args, **kwargs):
         time.sleep(seconds)
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(worker.network, "forward", forward)
+    monkeypatch.setattr(worker.network, "decide", decide)
 
 
 def test_close_with_frames_in_flight_resolves_every_future(net, device, monkeypatch):
@@ -240,15 +241,15 @@ def test_a_failing_forward_pass_fails_only_its_frames(net, reference, device, mo
     pairs = [make_pair(i) for i in range(6)]
     with make_worker(net, device, queue_size=8) as worker:
         first = worker.submit(7, *pairs[0]).result(timeout=60)  # warmed up: one forward per frame from here
-        original, calls = worker.network.forward, []
+        original, calls = worker.network.decide, []
 
-        def forward(*args, **kwargs):
+        def decide(*args, **kwargs):
             calls.append(1)
             if len(calls) == 3:
                 raise RuntimeError("CUDA out of memory (simulated)")
             return original(*args, **kwargs)
 
-        monkeypatch.setattr(worker.network, "forward", forward)
+        monkeypatch.setattr(worker.network, "decide", decide)
         futures = [worker.submit(7, ir, vis) for ir, vis in pairs]
         for future in futures:
             future.exception(timeout=60)
@@ -308,7 +309,8 @@ def test_homography_on_the_cpu_path_matches_registrar_and_direct_fusion(net, ref
 
 
 def test_gpu_ops_reproduce_the_cpu_path_exactly(net):
-    """The GPU compute step, run on the CPU: OpenCV-exact colour and warp, same network input."""
+    """The GPU compute step, run on the CPU: OpenCV-exact colour and warp; the fusion itself (torch bands
+    there, OpenCV bands in the CPU worker) agrees to within a grey level."""
     rng = np.random.default_rng(6)
     ir = cv2.GaussianBlur(rng.integers(0, 256, (60, 80), dtype=np.uint8), (0, 0), 1.5)
     _, vis = make_pair(9)
@@ -329,8 +331,8 @@ def test_gpu_ops_reproduce_the_cpu_path_exactly(net):
             plain = gpu_ops.fuse_tensors(model, torch.from_numpy(gray)[None],
                                          torch.from_numpy(np.ascontiguousarray(ir[:48, :64]))[None],
                                          net.intent_weights({"balanced": 1}))
-    assert np.array_equal(colour[0].numpy(), expected_colour)
-    assert np.array_equal(plain[0].numpy(), expected_gray)
+    assert level_diff(colour[0].numpy(), expected_colour) <= 1
+    assert level_diff(plain[0].numpy(), expected_gray) <= 1
     warped, _ = HomographyRegistrar(HOMOGRAPHY).apply(ir, vis.shape[:2])
     table = (torch.from_numpy(index)[None], torch.from_numpy(weight)[None])
     assert np.array_equal(gpu_ops.remap(torch.from_numpy(ir)[None], *table, vis.shape[:2])[0].numpy(), warped)
@@ -361,7 +363,7 @@ def run_in_rounds(worker: InferenceWorker, videos: list[list[tuple[np.ndarray, n
 
 
 def test_gpu_ops_carry_the_temporal_memory_like_the_cpu_path(net):
-    """The GPU compute step with memory, run on the CPU, gives the CPU worker's smoothed frames exactly."""
+    """The GPU compute step with memory, run on the CPU, gives the CPU worker's smoothed frames (to a grey level)."""
     frames = noisy_video(4, seed=5)
     with make_worker(net, temporal_smoothing=0.5) as worker:
         expected = [worker.submit(0, ir, vis).result(10) for ir, vis in frames]
@@ -371,7 +373,7 @@ def test_gpu_ops_carry_the_temporal_memory_like_the_cpu_path(net):
         for (ir, vis), want in zip(frames, expected, strict=True):
             got, memory = gpu_ops.fuse_tensors(model, torch.from_numpy(vis)[None], torch.from_numpy(ir)[None],
                                                weights, memory=memory, momentum=0.5)
-            assert np.array_equal(got[0].numpy(), want)
+            assert level_diff(got[0].numpy(), want) <= 1
     with make_worker(net) as plain:
         unsmoothed = [plain.submit(0, ir, vis).result(10) for ir, vis in frames]
     assert np.array_equal(unsmoothed[0], expected[0])  # nothing to carry over into the first frame
