@@ -43,6 +43,7 @@ from streamfuse.models.rule import (
     RULE_FLOOR,
     RULE_OFFSET,
     RULE_STEEPNESS,
+    guided_chain,
     steep,
 )
 
@@ -93,14 +94,7 @@ def upsample(image: torch.Tensor) -> torch.Tensor:
 def decompose(sources: torch.Tensor) -> Bands:
     """Split ``(B, 2, H, W)`` stacked ``[IR, VIS]`` images (H and W even) into :class:`Bands`."""
     half = F.avg_pool2d(sources, 2)
-    fine = sources - upsample(half)
-    coarse, smooth = [], half
-    for radius, eps in CHAIN:
-        smoother = guided_smooth(smooth, radius, eps)
-        coarse.append(smooth - smoother)
-        smooth = smoother
-    coarse.append(smooth)
-    return Bands(fine, half, tuple(coarse))
+    return Bands(sources - upsample(half), half, tuple(guided_chain(half, guided_smooth)))
 
 
 def rule_logits(bands: Bands) -> torch.Tensor:

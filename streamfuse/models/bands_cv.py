@@ -16,17 +16,7 @@ from typing import NamedTuple
 import cv2
 import numpy as np
 
-from streamfuse.models.rule import (
-    BASE_FLOOR,
-    BASE_OFFSET,
-    BASE_STEEPNESS,
-    CHAIN,
-    FINE_RADIUS,
-    RULE_FLOOR,
-    RULE_OFFSET,
-    RULE_STEEPNESS,
-    steep,
-)
+from streamfuse.models import rule
 
 
 class Split(NamedTuple):
@@ -80,11 +70,11 @@ def double(image: np.ndarray) -> np.ndarray:
 
 
 def strongest(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Per pixel, whichever of ``a`` and ``b`` has the larger local mean magnitude (:data:`FINE_RADIUS`).
+    """Per pixel, whichever of ``a`` and ``b`` has the larger local mean magnitude (:data:`~streamfuse.models.rule.FINE_RADIUS`).
 
     Window sums with zero padding compare like border-shrunk means (both sides share the count).
     """
-    size = (2 * FINE_RADIUS + 1,) * 2
+    size = (2 * rule.FINE_RADIUS + 1,) * 2
     magnitude_a = cv2.boxFilter(cv2.absdiff(a, 0.0), -1, size, normalize=False, borderType=cv2.BORDER_CONSTANT)
     magnitude_b = cv2.boxFilter(cv2.absdiff(b, 0.0), -1, size, normalize=False, borderType=cv2.BORDER_CONSTANT)
     stronger = cv2.compare(magnitude_a, magnitude_b, cv2.CMP_GT)
@@ -96,13 +86,7 @@ def strongest(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def _decompose(image: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
     """``fine, half, [D1, D2, base]`` of one float32 image with even sides."""
     halved = half(image)
-    coarse, smooth = [], halved
-    for radius, eps in CHAIN:
-        smoother = guided_smooth(smooth, radius, eps)
-        coarse.append(smooth - smoother)
-        smooth = smoother
-    coarse.append(smooth)
-    return cv2.subtract(image, double(halved)), halved, coarse
+    return cv2.subtract(image, double(halved)), halved, rule.guided_chain(halved, guided_smooth)
 
 
 def split(ir: np.ndarray, vis: np.ndarray, multiple: int = 4) -> Split:
@@ -122,13 +106,14 @@ def split(ir: np.ndarray, vis: np.ndarray, multiple: int = 4) -> Split:
 def rule_logits(bands: Split) -> list[np.ndarray]:
     """The fixed rule's injection logits at quarter resolution, one per coarse band."""
     coarse_ir, coarse_vis = bands.coarse
-    logits = [steep(box_filter(half(band_ir * band_ir), radius // 2 + 1),
-                    box_filter(half(band_vis * band_vis), radius // 2 + 1), RULE_FLOOR, RULE_STEEPNESS, RULE_OFFSET)
-              for band_ir, band_vis, (radius, _) in zip(coarse_ir[:-1], coarse_vis[:-1], CHAIN, strict=True)]
-    radius = CHAIN[-1][0] // 2
+    logits = [rule.steep(box_filter(half(band_ir * band_ir), radius // 2 + 1),
+                         box_filter(half(band_vis * band_vis), radius // 2 + 1),
+                         rule.RULE_FLOOR, rule.RULE_STEEPNESS, rule.RULE_OFFSET)
+              for band_ir, band_vis, (radius, _) in zip(coarse_ir[:-1], coarse_vis[:-1], rule.CHAIN, strict=True)]
+    radius = rule.CHAIN[-1][0] // 2
     salience = [box_filter(half(np.abs(base - base.mean(dtype=np.float64)).astype(np.float32)), radius)
                 for base in (coarse_ir[-1], coarse_vis[-1])]
-    logits.append(steep(*salience, BASE_FLOOR, BASE_STEEPNESS, BASE_OFFSET))
+    logits.append(rule.steep(*salience, rule.BASE_FLOOR, rule.BASE_STEEPNESS, rule.BASE_OFFSET))
     return logits
 
 

@@ -39,6 +39,21 @@ SATURATED, DARK, LOW_CONTRAST = (0.75, 0.92), (0.25, 0.1), (0.05, 0.025)
 LOCAL_INTENTS = {"glare": "saturated", "low_light": "dark", "fog": "low_contrast"}
 
 
+def guided_chain(half: Array, guided_smooth: Callable[[Array, int, float], Array]) -> list[Array]:
+    """The coarse bands ``[D1, D2, base]`` of half-resolution images: the :data:`CHAIN` of edge-preserving
+    smoothings ``S1, S2`` with ``D1 = half - S1``, ``D2 = S1 - S2``, ``base = S2``.
+
+    ``guided_smooth(image, radius, eps)`` is the self-guided filter of the inputs' kind.
+    """
+    coarse, smooth = [], half
+    for radius, eps in CHAIN:
+        smoother = guided_smooth(smooth, radius, eps)
+        coarse.append(smooth - smoother)
+        smooth = smoother
+    coarse.append(smooth)
+    return coarse
+
+
 def steep(strength_ir: Array, strength_vis: Array, floor: float, steepness: float, offset: float) -> Array:
     """Injection logit: steep in the normalised strength difference ``(S_IR - S_VIS) / (S_IR + S_VIS)``."""
     return steepness * ((strength_ir - strength_vis) / (strength_ir + strength_vis + floor) - offset)
