@@ -72,7 +72,8 @@ def double(image: np.ndarray) -> np.ndarray:
 def strongest(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Per pixel, whichever of ``a`` and ``b`` has the larger local mean magnitude.
 
-    The window is :data:`~streamfuse.models.rule.FINE_RADIUS`. Window sums with zero padding compare like border-shrunk means (both sides share the count).
+    The window is :data:`~streamfuse.models.rule.FINE_RADIUS`. Window sums with zero padding compare
+    like border-shrunk means (both sides share the count).
     """
     size = (2 * rule.FINE_RADIUS + 1,) * 2
     magnitude_a = cv2.boxFilter(cv2.absdiff(a, 0.0), -1, size, normalize=False, borderType=cv2.BORDER_CONSTANT)
