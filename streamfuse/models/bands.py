@@ -16,7 +16,7 @@ Both sources travel stacked as channels ``[IR, VIS]`` of one ``(B, 2, H, W)`` te
 
 and the two are composed as::
 
-    F = fine_gain * strongest(fine_IR, fine_VIS)     (the locally stronger one, per pixel)
+    F = fine_gain * strongest(fine_IR, fine_VIS)     (the locally stronger one, softly where close)
         + up( half_VIS + w_1 (g D1_IR - D1_VIS) + w_2 (g D2_IR - D2_VIS) + w_base (base_IR - base_VIS) )
 
 With every injection weight ``w`` at 0 and the gains at 1 the output is the visible image, apart from
@@ -43,6 +43,7 @@ from streamfuse.models.rule import (
     RULE_FLOOR,
     RULE_OFFSET,
     RULE_STEEPNESS,
+    fine_weight,
     guided_chain,
     steep,
 )
@@ -120,10 +121,10 @@ def _rule(strength: torch.Tensor, floor: float, steepness: float, offset: float)
 
 
 def strongest(fine: torch.Tensor) -> torch.Tensor:
-    """``(B, 1, H, W)``: per pixel, the channel whose local mean magnitude (:data:`FINE_RADIUS`) is larger."""
+    """``(B, 1, H, W)``: per pixel, the channel whose local mean magnitude is larger (:func:`fine_weight`)."""
     magnitude = box_filter(fine.abs(), FINE_RADIUS)
     ir, vis = fine[:, :1], fine[:, 1:]
-    return vis + (ir - vis) * (magnitude[:, :1] > magnitude[:, 1:]).to(fine.dtype)
+    return vis + fine_weight(magnitude[:, :1], magnitude[:, 1:]) * (ir - vis)
 
 
 def compose(bands: Bands, injection: torch.Tensor, ir_gain: torch.Tensor | None = None,

@@ -70,18 +70,11 @@ def double(image: np.ndarray) -> np.ndarray:
 
 
 def strongest(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Per pixel, whichever of ``a`` and ``b`` has the larger local mean magnitude.
-
-    The window is :data:`~streamfuse.models.rule.FINE_RADIUS`. Window sums with zero padding compare
-    like border-shrunk means (both sides share the count).
-    """
-    size = (2 * rule.FINE_RADIUS + 1,) * 2
-    magnitude_a = cv2.boxFilter(cv2.absdiff(a, 0.0), -1, size, normalize=False, borderType=cv2.BORDER_CONSTANT)
-    magnitude_b = cv2.boxFilter(cv2.absdiff(b, 0.0), -1, size, normalize=False, borderType=cv2.BORDER_CONSTANT)
-    stronger = cv2.compare(magnitude_a, magnitude_b, cv2.CMP_GT)
-    out = b.copy()
-    cv2.copyTo(a, stronger, out)
-    return out
+    """Per pixel, whichever of ``a`` (infrared) and ``b`` has the larger local mean magnitude, softly where
+    the two are close (:func:`~streamfuse.models.rule.fine_weight`)."""
+    magnitude_a = box_filter(cv2.absdiff(a, 0.0), rule.FINE_RADIUS)
+    magnitude_b = box_filter(cv2.absdiff(b, 0.0), rule.FINE_RADIUS)
+    return cv2.add(b, cv2.multiply(rule.fine_weight(magnitude_a, magnitude_b), cv2.subtract(a, b)))
 
 
 def _decompose(image: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
