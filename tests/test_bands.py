@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -73,8 +74,8 @@ def test_damage_gates_find_each_kind_of_damage():
     rng = np.random.default_rng(1)
     ir = (0.3 + 0.4 * rng.random((24, 60))).astype(np.float32)  # textured thermal everywhere
     vis = (0.3 + 0.4 * rng.random((24, 60))).astype(np.float32)  # textured visible, then damaged:
-    vis[:, :10] = 0.98                      # saturated
-    vis[:, 22:34] = 0.5                     # flat grey: contrast gone
+    vis[:, :10] = 0.998                     # saturated
+    vis[:, 22:34] = 0.7                     # flat bright grey: contrast gone
     vis[:, 48:] = 0.03                      # dark
     gates = damage_gates(ir, vis, bands_cv.box_filter)
     fine = np.s_[:, 14:18]                  # a textured, well-exposed stretch
@@ -95,7 +96,9 @@ def router() -> Router:
 
 def test_classical_glare_prompt_acts_only_where_the_visible_image_is_saturated(router):
     ir, vis = scene((160, 96))
-    vis[:, :50] = 250  # a bloom over the left third hides the scene there
+    blobs = np.random.default_rng(2).integers(20, 235, (8, 12)).astype(np.uint8)
+    ir = cv2.resize(blobs, (160, 96), interpolation=cv2.INTER_LINEAR)  # warm and cool shapes
+    vis[:, :50] = 253  # a bloom over the left third hides the scene the thermal camera still shows
     fuser = ClassicalFuser()
     balanced = fuser.fuse(ir, vis).astype(int)
     fuser.condition(router.route("oncoming headlights are blinding"))

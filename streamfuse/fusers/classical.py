@@ -23,7 +23,7 @@ from streamfuse.models.rule import LOCAL_INTENTS, damage_gates
 
 #: How far each intent moves the injection logits towards infrared (+) or visible (-).
 INTENT_LEAN = {
-    "thermal_targets": 3.0, "low_light": 4.0, "fog": 4.0, "glare": 4.0,
+    "thermal_targets": 3.0, "low_light": 8.0, "fog": 8.0, "glare": 8.0,
     "visible_detail": -3.0, "low_contrast_thermal": -2.0,
 }
 
