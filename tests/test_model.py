@@ -104,7 +104,7 @@ def test_shipped_weights_load_and_fuse():
     ir, vis = make_pair(2, (96, 72))
     fused = fuser.fuse(ir, vis)
     assert fused.shape == vis.shape and fused.dtype == np.uint8
-    fuser.condition(Router(HashingTextEncoder(), load_bank()).route("fog, trust thermal"))
+    fuser.condition(Router(HashingTextEncoder(), load_bank()).route("highlight people and vehicles"))
     assert not np.array_equal(fuser.fuse(ir, vis), fused)
 
 
