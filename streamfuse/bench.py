@@ -2,8 +2,9 @@
 
 End to end: N synthetic camera pairs (rendered as fast as consumed, or paced like live cameras),
 each through its own pipeline (pairing, registration, fusion, H.264 encoding or no sink), all
-sharing one inference worker that batches their frames. Model only: the network's forward pass on
-the device for several batch sizes.
+sharing one inference worker that batches their frames. Model only: the fusion of luminance pairs
+as the worker runs it (on a CPU: OpenCV bands and the network's trunk, ``fuse_on_cpu``; on a GPU:
+the network's forward pass), for several batch sizes.
 """
 
 from __future__ import annotations
@@ -88,12 +89,17 @@ def end_to_end(width: int, height: int, *, frames: int, fuser: str, sink: str, s
 def model_only(*, width: int, height: int, device: str = "auto", precision: str = "auto",
                batches: tuple[int, ...] = (1, 4, 8), repeats: int = 10, threads: int | None = None,
                weights: str | None = None) -> dict[str, Any]:
-    """Milliseconds per frame of the network's forward pass alone, per batch size (median of ``repeats``)."""
+    """Milliseconds per frame of the luminance fusion alone, per batch size (median of ``repeats``).
+
+    What the inference worker runs between colour conversion and colour restoration: on a CPU
+    :func:`~streamfuse.models.cpu.fuse_on_cpu`, on a GPU the network's forward pass.
+    """
     import torch
 
     from streamfuse.config import FusionConfig
     from streamfuse.inference.worker import PRECISIONS, resolve_device
     from streamfuse.models.checkpoint import load_model
+    from streamfuse.models.cpu import fuse_on_cpu
 
     if threads is not None:
         torch.set_num_threads(threads)
@@ -107,13 +113,18 @@ def model_only(*, width: int, height: int, device: str = "auto", precision: str 
         ir = torch.rand(batch, 1, height, width, device=target, dtype=PRECISIONS[precision])
         vis = torch.rand_like(ir)
         intent = network.intent_weights({"balanced": 1.0}).to(target, PRECISIONS[precision])
+        irs_u8 = (ir[:, 0] * 255).to(torch.uint8).cpu().numpy()
+        vis_u8 = (vis[:, 0] * 255).to(torch.uint8).cpu().numpy()
         times = []
         with torch.inference_mode():
             for index in range(repeats + 2):
                 if target.type == "cuda":
                     torch.cuda.synchronize(target)
                 t0 = time.perf_counter()
-                network(ir, vis, intent)
+                if target.type == "cuda":
+                    network(ir, vis, intent)
+                else:
+                    fuse_on_cpu(network, irs_u8, vis_u8, intent)
                 if target.type == "cuda":
                     torch.cuda.synchronize(target)
                 if index >= 2:  # warm-up
