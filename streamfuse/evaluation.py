@@ -232,6 +232,14 @@ def damage_mask(height: int, width: int) -> np.ndarray:
     return np.repeat(ramp[None, :], height, axis=0)
 
 
+def partially_degraded(ir: np.ndarray, vis: np.ndarray, kind: str, *, seed: int, strength: float = 0.6
+                       ) -> np.ndarray:
+    """The ``uint8`` visible luminance with ``kind`` (as :func:`degrade_pair`) over :func:`damage_mask` only."""
+    _, degraded = degrade_pair(ir, vis, kind, seed=seed, strength=strength)
+    mask = damage_mask(*vis.shape)
+    return np.round(mask * degraded + (1 - mask) * vis).astype(np.uint8)
+
+
 def local_damage_scores(fuser, routing, pairs: Sequence[tuple[np.ndarray, np.ndarray]], kind: str,
                         *, seed: int = 0, strength: float = 0.6) -> dict[str, float]:
     """How a prompt handles damage over part of the frame.
@@ -248,10 +256,7 @@ def local_damage_scores(fuser, routing, pairs: Sequence[tuple[np.ndarray, np.nda
     inside, outside = [], []
     for index, (ir, vis) in enumerate(pairs):
         ir, vis = _luma(ir), _luma(vis)
-        _, degraded = degrade_pair(ir, vis, kind, seed=seed + index, strength=strength)
-        mask = damage_mask(*vis.shape)
-        vis_in = np.round(mask * degraded + (1 - mask) * vis).astype(np.uint8)
-        fused = fuser.fuse(ir, vis_in)
+        fused = fuser.fuse(ir, partially_degraded(ir, vis, kind, seed=seed + index, strength=strength))
         left, right = int(0.35 * vis.shape[1]), int(0.6 * vis.shape[1])
         inside.append(vifb.ssim(ir[:, :left], ir[:, :left], fused[:, :left]) / 2)
         outside.append(vifb.ssim(vis[:, right:], vis[:, right:], fused[:, right:]) / 2)

@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 
 from streamfuse.config import FusionConfig, SyntheticConfig
-from streamfuse.evaluation import MATCHING_PROMPTS, damage_mask, degrade_pair
+from streamfuse.evaluation import MATCHING_PROMPTS, partially_degraded
 from streamfuse.fusers import build_fuser
 from streamfuse.imageio import read_image
 from streamfuse.sources.synthetic import build_scene
@@ -45,13 +45,6 @@ def data_scenes(folder: Path, stems: list[str]) -> list[tuple[str, np.ndarray, n
              gray(next((folder / "vi").glob(f"{stem}.*")))) for stem in stems]
 
 
-def partially(ir: np.ndarray, vis: np.ndarray, kind: str) -> np.ndarray:
-    """The visible image with ``kind`` over its left 40% (as :func:`streamfuse.evaluation.local_damage_scores`)."""
-    _, degraded = degrade_pair(ir, vis, kind, seed=4)
-    mask = damage_mask(*vis.shape)
-    return np.round(mask * degraded + (1 - mask) * vis).astype(np.uint8)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-o", "--output", type=Path, required=True)
@@ -67,7 +60,7 @@ def main() -> None:
     rows = []
     for label, ir, vis in scenes:
         for kind in ("clean", "glare", "fog"):
-            vis_in = vis if kind == "clean" else partially(ir, vis, kind)
+            vis_in = vis if kind == "clean" else partially_degraded(ir, vis, kind, seed=4)
             prompt = THERMAL_PROMPT if kind == "clean" else MATCHING_PROMPTS[kind]
             cells = [ir, vis_in, classical.fuse(ir, vis_in)]
             for routing in (router.route(""), router.route(prompt)):

@@ -42,7 +42,7 @@ def fuse_luminance(ir: np.ndarray, vis: np.ndarray, valid: np.ndarray | None = N
         The fused ``uint8`` luminance.
     """
     bands = bands_cv.split(ir, vis)
-    lean = _lean_map(*bands_cv.quarter(bands), weights or {})
+    lean = _lean_map(bands, weights or {})
     injection = [1 / (1 + np.exp(-(logit + lean))) for logit in bands_cv.rule_logits(bands)]
     fused = bands_cv.compose(bands, injection)
     if valid is not None:
@@ -50,8 +50,11 @@ def fuse_luminance(ir: np.ndarray, vis: np.ndarray, valid: np.ndarray | None = N
     return fused
 
 
-def _lean_map(quarter_ir: np.ndarray, quarter_vis: np.ndarray, weights: dict[str, float]) -> np.ndarray | float:
-    """The prompt's offset of the injection logits: global intents everywhere, damage intents where the damage is."""
+def _lean_map(bands: bands_cv.Split, weights: dict[str, float]) -> np.ndarray | float:
+    """The prompt's offset of the injection logits: global intents everywhere, damage intents where the damage is.
+
+    The damage gates are computed only when the prompt has a damage intent.
+    """
     lean: np.ndarray | float = 0.0
     gates = None
     for intent, weight in weights.items():
@@ -59,7 +62,7 @@ def _lean_map(quarter_ir: np.ndarray, quarter_vis: np.ndarray, weights: dict[str
         if not amount:
             continue
         if intent in LOCAL_INTENTS:
-            gates = gates if gates is not None else damage_gates(quarter_ir, quarter_vis, bands_cv.box_filter)
+            gates = gates if gates is not None else damage_gates(*bands_cv.quarter(bands), bands_cv.box_filter)
             lean = lean + amount * gates[LOCAL_INTENTS[intent]]
         else:
             lean = lean + amount

@@ -37,12 +37,13 @@ from streamfuse.models.rule import (
     BASE_FLOOR,
     BASE_OFFSET,
     BASE_STEEPNESS,
-    CHAIN,
     COARSE_BANDS,
+    ENERGY_RADII,
     FINE_RADIUS,
     RULE_FLOOR,
     RULE_OFFSET,
     RULE_STEEPNESS,
+    SALIENCE_RADIUS,
     fine_weight,
     guided_chain,
     steep,
@@ -107,11 +108,10 @@ def rule_logits(bands: Bands) -> torch.Tensor:
     person on a cool background goes in. Computed at quarter resolution (the energies are smooth),
     where the network's maps live too.
     """
-    logits = [_rule(box_filter(F.avg_pool2d(band * band, 2), radius // 2 + 1), RULE_FLOOR, RULE_STEEPNESS,
-                    RULE_OFFSET)
-              for band, (radius, _) in zip(bands.coarse[:-1], CHAIN, strict=True)]
+    logits = [_rule(box_filter(F.avg_pool2d(band * band, 2), radius), RULE_FLOOR, RULE_STEEPNESS, RULE_OFFSET)
+              for band, radius in zip(bands.coarse[:-1], ENERGY_RADII, strict=True)]
     base = bands.coarse[-1]
-    salience = box_filter(F.avg_pool2d((base - base.mean(dim=(2, 3), keepdim=True)).abs(), 2), CHAIN[-1][0] // 2)
+    salience = box_filter(F.avg_pool2d((base - base.mean(dim=(2, 3), keepdim=True)).abs(), 2), SALIENCE_RADIUS)
     logits.append(_rule(salience, BASE_FLOOR, BASE_STEEPNESS, BASE_OFFSET))
     return torch.cat(logits, dim=1)
 

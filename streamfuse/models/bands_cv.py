@@ -100,12 +100,10 @@ def split(ir: np.ndarray, vis: np.ndarray, multiple: int = 4) -> Split:
 def rule_logits(bands: Split) -> list[np.ndarray]:
     """The fixed rule's injection logits at quarter resolution, one per coarse band."""
     coarse_ir, coarse_vis = bands.coarse
-    logits = [rule.steep(box_filter(half(band_ir * band_ir), radius // 2 + 1),
-                         box_filter(half(band_vis * band_vis), radius // 2 + 1),
+    logits = [rule.steep(box_filter(half(band_ir * band_ir), radius), box_filter(half(band_vis * band_vis), radius),
                          rule.RULE_FLOOR, rule.RULE_STEEPNESS, rule.RULE_OFFSET)
-              for band_ir, band_vis, (radius, _) in zip(coarse_ir[:-1], coarse_vis[:-1], rule.CHAIN, strict=True)]
-    radius = rule.CHAIN[-1][0] // 2
-    salience = [box_filter(half(np.abs(base - base.mean(dtype=np.float64)).astype(np.float32)), radius)
+              for band_ir, band_vis, radius in zip(coarse_ir[:-1], coarse_vis[:-1], rule.ENERGY_RADII, strict=True)]
+    salience = [box_filter(half(np.abs(base - base.mean(dtype=np.float64)).astype(np.float32)), rule.SALIENCE_RADIUS)
                 for base in (coarse_ir[-1], coarse_vis[-1])]
     logits.append(rule.steep(*salience, rule.BASE_FLOOR, rule.BASE_STEEPNESS, rule.BASE_OFFSET))
     return logits

@@ -14,10 +14,7 @@ import numpy as np
 import torch
 
 from streamfuse.models import bands_cv
-from streamfuse.models.network import BandFeatures, FusionNet, activations
-
-#: Sides are padded to a multiple of this (the network's 1/8-scale stage), as :meth:`FusionNet.forward` does.
-PAD_MULTIPLE = 8
+from streamfuse.models.network import PAD_MULTIPLE, BandFeatures, FusionNet, activations
 
 
 def _stack(planes: Sequence[Sequence[np.ndarray]]) -> torch.Tensor:

@@ -55,6 +55,9 @@ MAPS = bands.COARSE_BANDS + 2
 #: Channels of the temporal memory: the maps and the two 1/4-scale sources.
 MEMORY_CHANNELS = MAPS + 2
 
+#: Inputs are padded (replicate) to a multiple of this: the 1/8-scale stage.
+PAD_MULTIPLE = 8
+
 class BandFeatures(NamedTuple):
     """What the network looks at, all at 1/4 scale with channels ``[IR, VIS]`` (``(B, ., H/4, W/4)``)."""
 
@@ -75,8 +78,8 @@ def activations(maps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.T
 
 
 def _padding(height: int, width: int) -> tuple[int, int]:
-    """Rows and columns added so that both sides are multiples of 8 (the 1/8-scale stage)."""
-    return (-height) % 8, (-width) % 8
+    """Rows and columns added so that both sides are multiples of :data:`PAD_MULTIPLE`."""
+    return (-height) % PAD_MULTIPLE, (-width) % PAD_MULTIPLE
 
 
 class FusionNet(nn.Module):

@@ -34,6 +34,10 @@ FINE_STEEPNESS = 4.0
 RULE_STEEPNESS, RULE_OFFSET, RULE_FLOOR = 8.0, -0.2, 1e-4
 #: Base: the same on salience (local absolute deviation from the base's mean level, intensity units).
 BASE_STEEPNESS, BASE_OFFSET, BASE_FLOOR = 8.0, -0.2, 0.03
+#: Box radii (at quarter resolution, where the rule's logits live) of each detail band's energy and of
+#: the base's salience: about the band's own guided-filter radius in the full image.
+ENERGY_RADII = tuple(radius // 2 + 1 for radius, _ in CHAIN)
+SALIENCE_RADIUS = CHAIN[-1][0] // 2
 
 #: Where each damage gate starts and where it is full: local mean brightness for ``saturated`` and
 #: ``dark``, local standard deviation of the visible image for ``low_contrast`` (intensities in [0, 1]).
