@@ -34,7 +34,7 @@ class ImagesSource(Source):
         if index >= len(self.files):
             return None
         file = self.files[index]
-        return Capture(read_image(file), index / self.fps, {"name": file.stem, "path": str(file)})
+        return Capture(read_image(file, keep_16bit=True), index / self.fps, {"name": file.stem, "path": str(file)})
 
     @property
     def expected_frames(self) -> int | None:

@@ -8,6 +8,7 @@ from fractions import Fraction
 from pathlib import Path
 
 import av
+import numpy as np
 
 from streamfuse.config import VideoSourceConfig
 from streamfuse.errors import SourceError, TransientSourceError
@@ -91,6 +92,15 @@ def frame_count(container: av.container.InputContainer, stream: av.video.stream.
     return None
 
 
+def to_array(frame: av.VideoFrame) -> np.ndarray:
+    """A decoded frame as an array: ``uint16`` gray for gray video deeper than 8 bits (``gray16le``,
+    ``gray12le``, ...: radiometric or raw thermal, for the source's gain), else ``uint8`` BGR."""
+    components = frame.format.components
+    if len(components) == 1 and components[0].bits > 8:
+        return frame.to_ndarray(format="gray16le")
+    return frame.to_ndarray(format="bgr24")
+
+
 class VideoSource(Source):
     """Frames decoded from a video file or stream URL.
 
@@ -99,7 +109,8 @@ class VideoSource(Source):
     Frames of a live URL are stamped with the host's monotonic clock on arrival: two cameras' own
     clocks drift apart and restart with every reconnect, the host clock does neither.
     Colour video is delivered as BGR; use it for either camera (a gray infrared video decodes to
-    three equal channels and the fuser takes its luminance).
+    three equal channels and the fuser takes its luminance). Gray video deeper than 8 bits
+    (``gray16le`` from FFV1, PNG or raw Y16 streams) is delivered as 16 bits for the source's gain.
 
     Args:
         name: Source name (``ir``/``vis``).
@@ -155,7 +166,7 @@ class VideoSource(Source):
             timestamp = frame.time - self._first_time
         else:
             timestamp = self.frames_read / float(self._rate or 25)
-        return Capture(frame.to_ndarray(format="bgr24"), timestamp, {})
+        return Capture(to_array(frame), timestamp, {})
 
     def close(self) -> None:
         if self._container is not None:
