@@ -18,7 +18,7 @@ from streamfuse.config import (
 from streamfuse.errors import StreamfuseError
 from streamfuse.fusers import FUSERS
 from streamfuse.imageio import IMAGE_EXTENSIONS, list_images
-from streamfuse.pipeline import Pipeline
+from streamfuse.pipeline import Pipeline, check_outputs_are_not_inputs
 from streamfuse.probe import probe
 from streamfuse.runtime import setup_runtime
 from streamfuse.stats import END_TO_END, PipelineStats
@@ -120,7 +120,10 @@ def fuse_config(ir: str, vis: str, output: str, *, fuser: str, overwrite: bool,
         "sinks": [sink],
         "stats": {"log_every_s": 0},
     }
-    return config_from_dict(data, overrides)
+    config = config_from_dict(data, overrides)
+    check_outputs_are_not_inputs(config, {"sinks.0.path": "-o", "sources.ir.path": "--ir", "sources.ir.uri": "--ir",
+                                          "sources.vis.path": "--vis", "sources.vis.uri": "--vis"})
+    return config
 
 
 def cmd_fuse(args: argparse.Namespace) -> int:

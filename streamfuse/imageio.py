@@ -20,6 +20,13 @@ def natural_key(path: Path | str) -> list:
     return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", Path(path).name)]
 
 
+def glob_folder(pattern: str) -> str:
+    """The folder a glob pattern lists (its part before the first wildcard component)."""
+    parts = Path(pattern).parts
+    first = next(i for i, part in enumerate(parts) if any(ch in part for ch in "*?["))
+    return str(Path(*parts[:first])) if first else "."
+
+
 def list_images(spec: str | Path) -> list[Path]:
     """The image files of a folder (sorted naturally by name), matching a glob pattern, or one image file.
 
