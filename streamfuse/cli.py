@@ -42,6 +42,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     _log_setup(pipeline, args.config or "packaged demo config")
     stats = pipeline.run(progress=_progress_wanted(args, pipeline))
     _log_summary(stats)
+    _log_inputs(pipeline)
     return 130 if pipeline.interrupted else 0
 
 
@@ -64,6 +65,21 @@ def _log_summary(stats: PipelineStats) -> None:
     log.info("done: %s", stats.summary_line())
     for line in stats.table().splitlines():
         log.info("%s", line)
+
+
+def _log_inputs(pipeline: Pipeline) -> None:
+    """One line per input (read, paired, unpaired, dropped); a warning when frames of a finite run were lost."""
+    counts = pipeline.input_counts()
+    for name, count in counts.items():
+        log.info("input %s (%s): %s", name, pipeline.sources[name].describe(),
+                 ", ".join(f"{value} {key}" for key, value in count.items()))
+    lost = {name: count for name, count in counts.items() if count["unpaired"] or count["dropped"]}
+    if lost and not pipeline.live and not pipeline.interrupted and pipeline.max_frames is None:
+        log.warning("not every input frame was fused (%s); the inputs differ in length or timing, or frames "
+                    "were undecodable (see the warnings above); pairing tolerance %.0f ms (sync.tolerance_ms)",
+                    "; ".join(f"{name}: {count['unpaired']} unpaired, {count['dropped']} dropped of "
+                              f"{count['read']} read" for name, count in lost.items()),
+                    pipeline.pairing.tolerance_s() * 1000)
 
 
 def _progress_wanted(args: argparse.Namespace, pipeline: Pipeline) -> bool:
@@ -138,6 +154,7 @@ def cmd_fuse(args: argparse.Namespace) -> int:
     fuse = stats.stages().get("fuse")
     log.info("wrote %d fused frame(s) to %s (fuser %s, median %.1f ms per frame)", stats.frames_out, args.output,
              pipeline.fuser.name, fuse.p50_ms if fuse else 0.0)
+    _log_inputs(pipeline)
     return 130 if pipeline.interrupted else 0
 
 

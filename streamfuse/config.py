@@ -251,14 +251,16 @@ class SyncConfig:
 
     primary: Literal["vis", "ir"] = "vis"
     """Each primary frame is paired with the nearest frame of the other source."""
-    tolerance_ms: float = 40.0
-    """A primary frame with no partner within this skew is dropped (and counted)."""
+    tolerance_ms: float | None = None
+    """A primary frame with no partner within this skew is dropped (and counted as unpaired); null:
+    three quarters of the slower camera's frame interval (83 ms for a 9 fps thermal camera), 40 ms
+    when neither camera states its rate."""
     on_camera_loss: Literal["pause", "passthrough"] = "pause"
     """While one camera is reconnecting: ``pause`` publishes nothing; ``passthrough`` publishes the
     surviving camera's frames, marked ``"mode": "passthrough_ir"`` / ``"passthrough_vis"``."""
 
     def _check(self, path: str) -> None:
-        if self.tolerance_ms < 0:
+        if self.tolerance_ms is not None and self.tolerance_ms < 0:
             raise ConfigError(f"{path}.tolerance_ms: must be >= 0, got {self.tolerance_ms}")
 
 

@@ -312,6 +312,19 @@ class Pipeline:
             "errors": [str(error) for error in errors],
         }
 
+    def input_counts(self) -> dict[str, dict[str, int]]:
+        """Per input: frames ``read``; ``paired`` (in at least one pair; a reused thermal frame once);
+        ``unpaired`` (read but in no pair: no partner within the tolerance, or past the end of the
+        shorter input); ``dropped`` (by the drop policy, or undecodable and skipped)."""
+        counters = self.stats.counters()
+        counts = {}
+        for name, source in self.sources.items():
+            paired = counters.get(f"paired.{name}", 0)
+            counts[name] = {"read": source.frames_read, "paired": paired,
+                            "unpaired": source.frames_read - paired - source.queue.dropped,
+                            "dropped": source.queue.dropped + counters.get(f"undecodable.{name}", 0)}
+        return counts
+
     def queue_depths(self) -> dict[str, int]:
         """Items waiting in each queue now: per source, the pairs queue, and per sink."""
         depths = {f"source.{name}": len(source.queue) for name, source in self.sources.items()}
