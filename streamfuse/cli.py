@@ -17,7 +17,7 @@ from streamfuse.config import (
 )
 from streamfuse.errors import StreamfuseError
 from streamfuse.fusers import FUSERS
-from streamfuse.imageio import IMAGE_EXTENSIONS, list_images
+from streamfuse.imageio import IMAGE_EXTENSIONS, list_images, natural_key
 from streamfuse.pipeline import Pipeline, check_outputs_are_not_inputs
 from streamfuse.probe import probe
 from streamfuse.runtime import setup_runtime
@@ -100,9 +100,39 @@ def _input_kind(path: str, flag: str) -> str:
     return "image" if p.suffix.lower() in IMAGE_EXTENSIONS else "video"
 
 
-def fuse_config(ir: str, vis: str, output: str, *, fuser: str, overwrite: bool,
+def _paired_stems(ir: str, vis: str, *, pair_by: str) -> list[str] | None:
+    """Which images of two folders to fuse: the file stems both have (None: all, in sorted order).
+
+    ``pair_by="stem"`` pairs files of the same name, warning about (and skipping) files without a
+    partner; two folders with no name in common are an error. ``"order"`` pairs by sorted position
+    and needs equal counts.
+    """
+    ir_files, vis_files = list_images(ir), list_images(vis)
+    if pair_by == "order":
+        if len(ir_files) != len(vis_files):
+            raise StreamfuseError(f"--ir {ir} has {len(ir_files)} images but --vis {vis} has {len(vis_files)}; "
+                                  "images paired by sorted order need the same number")
+        return None
+    ir_stems, vis_stems = {f.stem for f in ir_files}, {f.stem for f in vis_files}
+    common = ir_stems & vis_stems
+    if not common:
+        raise StreamfuseError(f"--ir {ir} and --vis {vis} have no file name in common (e.g. {ir_files[0].name} "
+                              f"and {vis_files[0].name}); images are paired by name: name each pair alike, or "
+                              "pass --pair-by order to pair them by sorted order")
+    unmatched = [f for f in ir_files if f.stem not in vis_stems] + [f for f in vis_files if f.stem not in ir_stems]
+    if not unmatched:
+        return None
+    log.warning("%d image(s) have no partner of the same name and are skipped: %s%s", len(unmatched),
+                ", ".join(str(f) for f in unmatched[:5]), " ..." if len(unmatched) > 5 else "")
+    return sorted(common, key=natural_key)
+
+
+def fuse_config(ir: str, vis: str, output: str, *, fuser: str, overwrite: bool, pair_by: str = "stem",
                 overrides: list[str] | None = None) -> Config:
-    """The pipeline config for ``streamfuse fuse``: images, folders or videos in, the matching kind out."""
+    """The pipeline config for ``streamfuse fuse``: images, folders or videos in, the matching kind out.
+
+    Two folders are paired by file name (``pair_by="stem"``) or by sorted order (``"order"``).
+    """
     kinds = {_input_kind(ir, "--ir"), _input_kind(vis, "--vis")}
     out = Path(output)
     if "video" in kinds:
@@ -125,13 +155,14 @@ def fuse_config(ir: str, vis: str, output: str, *, fuser: str, overwrite: bool,
             return {"type": "video", "uri": path}
         return {"type": "images", "path": path}
 
+    sources = {"ir": source(ir), "vis": source(vis)}
     if kinds <= {"image", "folder"}:
-        ir_count, vis_count = len(list_images(ir)), len(list_images(vis))
-        if ir_count != vis_count:
-            raise StreamfuseError(f"--ir {ir} has {ir_count} images but --vis {vis} has {vis_count}; "
-                                  "images are paired by sorted name, so both need the same number")
+        stems = _paired_stems(ir, vis, pair_by=pair_by if "folder" in kinds else "order")
+        if stems is not None:
+            for section in sources.values():
+                section["stems"] = stems
     data = {
-        "sources": {"ir": source(ir), "vis": source(vis)},
+        "sources": sources,
         "fusion": {"fuser": fuser},
         "sinks": [sink],
         "stats": {"log_every_s": 0},
@@ -144,7 +175,7 @@ def fuse_config(ir: str, vis: str, output: str, *, fuser: str, overwrite: bool,
 
 def cmd_fuse(args: argparse.Namespace) -> int:
     config = fuse_config(args.ir, args.vis, args.output, fuser=args.fuser, overwrite=args.overwrite,
-                         overrides=args.set)
+                         pair_by=args.pair_by, overrides=args.set)
     pipeline = Pipeline(_apply_prompt(config, args))
     setup_runtime(config.fusion, live=pipeline.live)
     if pipeline.routing is not None:
@@ -389,6 +420,8 @@ def build_parser() -> argparse.ArgumentParser:
     fuse.add_argument("-o", "--output", required=True, help="output image, folder or video (matching the inputs)")
     fuse.add_argument("--fuser", default="model", help=f"fuser name ({', '.join(FUSERS)}; default model)")
     fuse.add_argument("-y", "--overwrite", action="store_true", help="replace existing output files")
+    fuse.add_argument("--pair-by", choices=["stem", "order"], default="stem",
+                      help="pair two folders' images by file name (default) or by sorted order")
     fuse.add_argument("--prompt", help="what the fusion should favour, in words")
     common(fuse)
     fuse.set_defaults(handler=cmd_fuse)

@@ -177,6 +177,8 @@ class ImagesSourceConfig(SourceConfig):
 
     type: Literal["images"] = "images"
     path: str = ""
+    stems: list[str] | None = None
+    """Read only the files with these names (without suffix); null: every image of ``path``."""
     fps: float = 25.0
     realtime: bool = False
 

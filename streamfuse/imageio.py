@@ -52,6 +52,13 @@ def list_images(spec: str | Path) -> list[Path]:
     return sorted(files, key=natural_key)
 
 
+def _jpeg_complete(path: Path) -> bool:
+    """True when a JPEG file ends with its end-of-image marker (a few padding bytes after it allowed)."""
+    with path.open("rb") as file:
+        file.seek(max(0, path.stat().st_size - 64))
+        return b"\xff\xd9" in file.read()
+
+
 def read_image(path: str | Path, *, keep_16bit: bool = False) -> np.ndarray:
     """Read an image as ``uint8``: gray ``(H, W)`` or BGR ``(H, W, 3)``.
 
@@ -60,7 +67,7 @@ def read_image(path: str | Path, *, keep_16bit: bool = False) -> np.ndarray:
     source, whose gain is steady over time); an alpha channel is dropped.
 
     Raises:
-        SourceError: The file is missing or is not a readable image.
+        SourceError: The file is missing, is not a readable image, or is a truncated JPEG.
     """
     path = Path(path)
     if not path.is_file():
@@ -68,6 +75,9 @@ def read_image(path: str | Path, *, keep_16bit: bool = False) -> np.ndarray:
     image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if image is None:
         raise SourceError(f"{path}: not a readable image (corrupt file or unsupported format)")
+    if path.suffix.lower() in (".jpg", ".jpeg") and not _jpeg_complete(path):
+        raise SourceError(f"{path}: truncated JPEG (the file ends before the image does; OpenCV would decode "
+                          "only its top part); copy or export it again")
     if image.dtype not in (np.uint8, np.uint16):
         raise SourceError(f"{path}: unsupported pixel type {image.dtype}; convert it to 8 or 16 bits")
     if image.ndim == 3 and image.shape[2] == 4:

@@ -15,6 +15,7 @@ from media import read_video, write_png_mov, write_video
 from streamfuse.cli import main
 from streamfuse.config import config_from_dict
 from streamfuse.errors import ConfigError
+from streamfuse.fusers import ClassicalFuser
 from streamfuse.pipeline import Pipeline
 
 
@@ -120,3 +121,48 @@ def test_a_decode_error_mid_file_is_a_warning_and_counted(tmp_path, capsys, capl
     assert "vis.mov: frame 20 cannot be decoded" in log
     assert "39 read, 39 paired, 0 unpaired, 1 dropped" in log  # the visible input
     assert "40 read, 39 paired, 1 unpaired, 0 dropped" in log  # the thermal frame without its partner
+
+
+def test_folders_pair_by_file_name_and_files_without_a_partner_are_named(image_folders, tmp_path, capsys, caplog):
+    ir_dir, vis_dir = image_folders
+    cv2.imwrite(str(ir_dir / "a_extra.png"), make_pair(50)[0])  # sorts first: by order, every pair would shift
+    cv2.imwrite(str(vis_dir / "z_extra.png"), make_pair(51)[1])
+    with caplog.at_level(logging.WARNING):
+        code, _, err = run_cli(capsys, "fuse", "--ir", str(ir_dir), "--vis", str(vis_dir), "-o", str(tmp_path / "out"),
+                               "--fuser", "classical", "--no-progress")
+    assert code == 0, err
+    assert "2 image(s) have no partner of the same name and are skipped" in caplog.text
+    assert str(ir_dir / "a_extra.png") in caplog.text and str(vis_dir / "z_extra.png") in caplog.text
+    assert sorted(p.stem for p in (tmp_path / "out").iterdir()) == sorted(f"f{i}" for i in range(12))
+    ir, vis = (cv2.imread(str(folder / "f5.png"), cv2.IMREAD_UNCHANGED) for folder in (ir_dir, vis_dir))
+    assert np.array_equal(cv2.imread(str(tmp_path / "out" / "f5.png")), ClassicalFuser().fuse(ir, vis))
+
+
+def test_folders_with_no_name_in_common_are_refused_unless_paired_by_order(image_folders, tmp_path, capsys):
+    ir_dir, vis_dir = image_folders
+    for path in vis_dir.iterdir():
+        path.rename(path.with_name("vis_" + path.name))
+    code, _, err = run_cli(capsys, "fuse", "--ir", str(ir_dir), "--vis", str(vis_dir), "-o", str(tmp_path / "out"),
+                           "--fuser", "classical", "--no-progress")
+    assert code == 1
+    assert f"--ir {ir_dir} and --vis {vis_dir} have no file name in common (e.g. f0.png and vis_f0.png)" in err
+    assert "--pair-by order" in err
+    code, _, err = run_cli(capsys, "fuse", "--ir", str(ir_dir), "--vis", str(vis_dir), "-o", str(tmp_path / "out"),
+                           "--fuser", "classical", "--no-progress", "--pair-by", "order")
+    assert code == 0, err
+    assert len(list((tmp_path / "out").iterdir())) == 12
+
+
+def test_a_truncated_jpeg_is_an_error_naming_the_file(image_folders, tmp_path, capsys):
+    ir_dir, _ = image_folders
+    vis_dir = tmp_path / "vis_jpg"
+    vis_dir.mkdir()
+    for index in range(12):
+        cv2.imwrite(str(vis_dir / f"f{index}.jpg"), make_pair(index)[1])
+    cut = vis_dir / "f3.jpg"
+    cut.write_bytes(cut.read_bytes()[: cut.stat().st_size * 2 // 3])
+    assert cv2.imread(str(cut)) is not None  # OpenCV decodes the top part without complaint
+    code, _, err = run_cli(capsys, "fuse", "--ir", str(ir_dir), "--vis", str(vis_dir), "-o", str(tmp_path / "out"),
+                           "--fuser", "classical", "--no-progress")
+    assert code == 1
+    assert f"streamfuse: error: {cut}: truncated JPEG" in err and "Traceback" not in err
