@@ -314,7 +314,8 @@ def cmd_prompt(args: argparse.Namespace) -> int:
         return 0
     from streamfuse.control import request
 
-    message = {"cmd": "set_prompt", "prompt": args.text} if args.action == "set" else {"cmd": f"get_{args.action}"}
+    command = {"set": "set_prompt", "get": "get_prompt", "stats": "get_stats", "health": "get_health"}[args.action]
+    message = {"cmd": command, "prompt": args.text} if args.action == "set" else {"cmd": command}
     reply = request(args.control, message, client_key=args.client_key, server_key=args.server_key)
     if not reply.get("ok"):
         raise StreamfuseError(f"{args.control}: {reply.get('error', 'request refused')}")
