@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
+import signal
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from streamfuse import __version__
@@ -348,6 +352,8 @@ def curve_client_options(parser: argparse.ArgumentParser, server: str) -> None:
 
 # ---------------------------------------------------------------------------------------- subscribe
 def cmd_subscribe(args: argparse.Namespace) -> int:
+    """Receive (and with --save record) until the publisher ends the stream, --frames/--duration/--idle-timeout
+    is reached, or Ctrl-C / SIGTERM; the recording is finalised on every one of these."""
     from streamfuse.sinks import Subscriber, VideoWriter
 
     keep = "all" if args.save else "latest"
@@ -355,7 +361,9 @@ def cmd_subscribe(args: argparse.Namespace) -> int:
     all_latencies: list[float] = []
     window_start, window_latencies = time.monotonic(), []
     first: float | None = None
+    last_frame_at = time.monotonic()
     deadline = time.monotonic() + args.duration if args.duration else None
+    stopped_by = None
 
     def report(frames: int, seconds: float, latencies: list[float], prefix: str) -> None:
         latencies = sorted(latencies)
@@ -364,19 +372,26 @@ def cmd_subscribe(args: argparse.Namespace) -> int:
               flush=True)
 
     try:
-        with Subscriber(args.endpoint, topic=args.topic, keep=keep, client_key=args.client_key,
-                        server_key=args.server_key) as subscriber:
+        with _sigterm_as_interrupt(), Subscriber(args.endpoint, topic=args.topic, keep=keep,
+                                                 client_key=args.client_key, server_key=args.server_key) as subscriber:
             log.info("subscribed to %s (topic %r); Ctrl-C to stop", args.endpoint, args.topic)
             while (args.frames is None or len(all_latencies) < args.frames) and (
                     deadline is None or time.monotonic() < deadline):
                 frame = subscriber.receive(0.5) if keep == "all" else subscriber.latest(0.5)
                 now = time.monotonic()
+                if subscriber.ended is not None:
+                    log.info("the publisher ended the stream (it sent %s frame(s))", subscriber.ended.get("frames"))
+                    break
                 if frame is not None:
                     first = first or now
+                    last_frame_at = now
                     all_latencies.append(frame.latency_ms)
                     window_latencies.append(frame.latency_ms)
                     if writer is not None:
                         writer.write(frame.image, frame.header["timestamp_vis"])
+                elif args.idle_timeout is not None and now - last_frame_at >= args.idle_timeout:
+                    log.info("no frame for %.1f s (--idle-timeout): stopping", args.idle_timeout)
+                    break
                 if now - window_start >= 1.0:
                     if window_latencies:
                         report(len(window_latencies), now - window_start, window_latencies, "")
@@ -384,14 +399,34 @@ def cmd_subscribe(args: argparse.Namespace) -> int:
                         print(f"no frames from {args.endpoint} in the last second", flush=True)
                     window_start, window_latencies = now, []
     except KeyboardInterrupt:
-        pass
+        stopped_by = "interrupted"
     finally:
         if writer is not None:
             writer.close()
     if all_latencies:
         report(len(all_latencies) - 1, time.monotonic() - first, all_latencies, "total: ")
     log.info("received %d frame(s)%s", len(all_latencies), f"; saved to {args.save}" if writer else "")
-    return 0
+    if not all_latencies:
+        raise StreamfuseError(f"{args.endpoint}: received no frames; check that a pipeline publishes there "
+                              "(and its topic and keys)")
+    return 130 if stopped_by else 0
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """Within the block, SIGTERM stops the command like Ctrl-C does (so files are finalised)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(_signum, _frame) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 # ------------------------------------------------------------------------------------------- parser
@@ -496,6 +531,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("-y", "--overwrite", action="store_true", help="replace an existing --save file")
     sub.add_argument("--frames", type=int, help="stop after N frames")
     sub.add_argument("--duration", type=float, help="stop after S seconds")
+    sub.add_argument("--idle-timeout", type=float, metavar="S",
+                     help="stop when no frame arrived for S seconds (default: wait until the publisher ends the "
+                          "stream)")
     curve_client_options(sub, "publisher")
     sub.set_defaults(handler=cmd_subscribe)
 
