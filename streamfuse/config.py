@@ -11,6 +11,7 @@ Sources and sinks are tagged unions: the ``type`` key picks the dataclass.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import os
@@ -576,9 +577,10 @@ def config_from_dict(data: dict[str, Any], overrides: list[str] | None = None,
     """Build a :class:`Config` from plain data (as parsed from YAML); see :func:`load_config`."""
     if not isinstance(data, dict):
         raise ConfigError(f"<config>: expected a mapping at the top level, got {type(data).__name__}")
-    data = _substitute_env(data, "", os.environ if env is None else env)
+    data = copy.deepcopy(data)  # the overrides change it in place
     for override in overrides or []:
         apply_override(data, override)
+    data = _substitute_env(data, "", os.environ if env is None else env)  # in --set values too
     return _build(Config, data, "")
 
 
@@ -856,7 +858,7 @@ def load_train_config(path: str | os.PathLike, overrides: list[str] | None = Non
         raise ConfigError(f"{path}: invalid YAML ({str(exc).splitlines()[0]})") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
-    data = _substitute_env(data, "", os.environ)
     for override in overrides or []:
         apply_override(data, override)
+    data = _substitute_env(data, "", os.environ)
     return _build(TrainConfig, data, "")
