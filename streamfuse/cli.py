@@ -437,20 +437,27 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    verbosity = argparse.ArgumentParser(add_help=False)  # -v/-q after the command too (not reset when absent)
+    verbosity.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="debug logging")
+    verbosity.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
+                           help="only warnings and errors")
+
+    def add(subparsers, name: str, **kwargs) -> argparse.ArgumentParser:
+        return subparsers.add_parser(name, parents=[verbosity], **kwargs)
 
     def common(p: argparse.ArgumentParser) -> None:
         p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="override a config value, e.g. --set sync.tolerance_ms=20 (repeatable)")
         p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
-    run = commands.add_parser("run", help="run a pipeline from a config file (default: the synthetic demo)")
+    run = add(commands, "run", help="run a pipeline from a config file (default: the synthetic demo)")
     run.add_argument("config", nargs="?", help="YAML config (default: the packaged configs/demo.yaml)")
     run.add_argument("--max-frames", type=int, help="stop after N fused frames")
     run.add_argument("--prompt", help="what the fusion should favour, in words (overrides the config's prompt)")
     common(run)
     run.set_defaults(handler=cmd_run)
 
-    fuse = commands.add_parser("fuse", help="fuse images, folders of images, or videos")
+    fuse = add(commands, "fuse", help="fuse images, folders of images, or videos")
     fuse.add_argument("--ir", required=True, help="infrared image, folder (or glob) of images, or video")
     fuse.add_argument("--vis", required=True, help="visible image, folder (or glob) of images, or video")
     fuse.add_argument("-o", "--output", required=True, help="output image, folder or video (matching the inputs)")
@@ -462,13 +469,13 @@ def build_parser() -> argparse.ArgumentParser:
     common(fuse)
     fuse.set_defaults(handler=cmd_fuse)
 
-    probe_cmd = commands.add_parser("probe", help="describe a video file, stream URL or image folder")
+    probe_cmd = add(commands, "probe", help="describe a video file, stream URL or image folder")
     probe_cmd.add_argument("uri")
     probe_cmd.add_argument("--frames", type=int, default=5, help="how many first timestamps to show")
     probe_cmd.add_argument("--json", action="store_true", help="print JSON")
     probe_cmd.set_defaults(handler=cmd_probe)
 
-    bench = commands.add_parser("bench", help="measure throughput and per-stage latency on synthetic input")
+    bench = add(commands, "bench", help="measure throughput and per-stage latency on synthetic input")
     bench.add_argument("--size", default="640x512", help="frame size WxH (default 640x512)")
     bench.add_argument("--frames", type=int, default=300, help="frames per stream (default 300)")
     bench.add_argument("--fuser", default="model", help=f"fuser name ({', '.join(FUSERS)}; default model)")
@@ -487,7 +494,7 @@ def build_parser() -> argparse.ArgumentParser:
     common(bench)
     bench.set_defaults(handler=cmd_bench)
 
-    ev = commands.add_parser("eval", help="fusion quality metrics for fused folders or fusers")
+    ev = add(commands, "eval", help="fusion quality metrics for fused folders or fusers")
     ev.add_argument("--ir", required=True, help="folder of infrared images")
     ev.add_argument("--vis", required=True, help="folder of visible images (same file stems)")
     ev.add_argument("--fused", nargs="+", metavar="DIR", help="folders of fused images (stem or stem_suffix)")
@@ -501,22 +508,22 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--no-progress", action="store_true", help="no progress bar")
     ev.set_defaults(handler=cmd_eval)
 
-    train = commands.add_parser("train", help="train the fusion network (see configs/train.yaml)")
+    train = add(commands, "train", help="train the fusion network (see configs/train.yaml)")
     train.add_argument("config", help="training config, e.g. configs/train.yaml")
     train.add_argument("--resume", action="store_true", help="continue from output_dir/last.pt")
     common(train)
     train.set_defaults(handler=cmd_train)
 
-    prompt = commands.add_parser("prompt", help="explain a prompt's routing, or change/read it in a running pipeline")
+    prompt = add(commands, "prompt", help="explain a prompt's routing, or change/read it in a running pipeline")
     prompt_actions = prompt.add_subparsers(dest="action", required=True, metavar="ACTION")
-    explain = prompt_actions.add_parser("explain", help="which intents a prompt activates, and why")
+    explain = add(prompt_actions, "explain", help="which intents a prompt activates, and why")
     explain.add_argument("text")
     explain.add_argument("--config", help="take the text section (encoder, bank) from this config")
     explain.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
     explain.add_argument("--json", action="store_true", help="print JSON")
     for action, text_help in (("set", "change the prompt of a running pipeline"), ("get", "show its prompt"),
                               ("stats", "show its statistics"), ("health", "show its health report")):
-        remote = prompt_actions.add_parser(action, help=text_help)
+        remote = add(prompt_actions, action, help=text_help)
         if action == "set":
             remote.add_argument("text")
         remote.add_argument("--control", default="tcp://127.0.0.1:5556", help="the pipeline's control endpoint")
@@ -524,7 +531,7 @@ def build_parser() -> argparse.ArgumentParser:
         curve_client_options(remote, "control socket")
     prompt.set_defaults(handler=cmd_prompt)
 
-    sub = commands.add_parser("subscribe", help="receive fused frames from a ZeroMQ publisher")
+    sub = add(commands, "subscribe", help="receive fused frames from a ZeroMQ publisher")
     sub.add_argument("endpoint", help="publisher endpoint, e.g. tcp://127.0.0.1:5555")
     sub.add_argument("--topic", default="fused")
     sub.add_argument("--save", metavar="VIDEO", help="write every received frame to a video file")
@@ -537,7 +544,7 @@ def build_parser() -> argparse.ArgumentParser:
     curve_client_options(sub, "publisher")
     sub.set_defaults(handler=cmd_subscribe)
 
-    keys = commands.add_parser("keys", help="generate a CURVE key pair for the secured ZeroMQ sockets")
+    keys = add(commands, "keys", help="generate a CURVE key pair for the secured ZeroMQ sockets")
     keys.add_argument("folder", help="where to write NAME.key (public) and NAME.key_secret (private)")
     keys.add_argument("--name", default="streamfuse", help="file name of the pair (default: streamfuse)")
     keys.set_defaults(handler=cmd_keys)
