@@ -19,6 +19,7 @@ _EXPORTS = {
     "streamfuse.errors": ["ConfigError", "PipelineError", "SinkError", "SourceError", "StreamfuseError"],
     "streamfuse.frames": ["Frame", "FramePair", "FusedFrame"],
     "streamfuse.fusers": ["ClassicalFuser", "Fuser", "build_fuser"],
+    "streamfuse.fusers.model": ["ModelFuser"],
     "streamfuse.pipeline": ["Pipeline"],
     "streamfuse.runtime": ["setup_runtime"],
     "streamfuse.registration": ["HomographyRegistrar", "Registrar", "build_registrar"],

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
+import signal
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from streamfuse import __version__
@@ -17,8 +21,8 @@ from streamfuse.config import (
 )
 from streamfuse.errors import StreamfuseError
 from streamfuse.fusers import FUSERS
-from streamfuse.imageio import IMAGE_EXTENSIONS, list_images
-from streamfuse.pipeline import Pipeline
+from streamfuse.imageio import IMAGE_EXTENSIONS, list_images, natural_key
+from streamfuse.pipeline import Pipeline, check_outputs_are_not_inputs
 from streamfuse.probe import probe
 from streamfuse.runtime import setup_runtime
 from streamfuse.stats import END_TO_END, PipelineStats
@@ -42,6 +46,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     _log_setup(pipeline, args.config or "packaged demo config")
     stats = pipeline.run(progress=_progress_wanted(args, pipeline))
     _log_summary(stats)
+    _log_inputs(pipeline)
     return 130 if pipeline.interrupted else 0
 
 
@@ -66,6 +71,21 @@ def _log_summary(stats: PipelineStats) -> None:
         log.info("%s", line)
 
 
+def _log_inputs(pipeline: Pipeline) -> None:
+    """One line per input (read, paired, unpaired, dropped); a warning when frames of a finite run were lost."""
+    counts = pipeline.input_counts()
+    for name, count in counts.items():
+        log.info("input %s (%s): %s", name, pipeline.sources[name].describe(),
+                 ", ".join(f"{value} {key}" for key, value in count.items()))
+    lost = {name: count for name, count in counts.items() if count["unpaired"] or count["dropped"]}
+    if lost and not pipeline.live and not pipeline.interrupted and pipeline.max_frames is None:
+        log.warning("not every input frame was fused (%s); the inputs differ in length or timing, or frames "
+                    "were undecodable (see the warnings above); pairing tolerance %.0f ms (sync.tolerance_ms)",
+                    "; ".join(f"{name}: {count['unpaired']} unpaired, {count['dropped']} dropped of "
+                              f"{count['read']} read" for name, count in lost.items()),
+                    pipeline.pairing.tolerance_s() * 1000)
+
+
 def _progress_wanted(args: argparse.Namespace, pipeline: Pipeline) -> bool:
     return not args.no_progress and sys.stderr.isatty() and pipeline.expected_frames is not None
 
@@ -84,9 +104,39 @@ def _input_kind(path: str, flag: str) -> str:
     return "image" if p.suffix.lower() in IMAGE_EXTENSIONS else "video"
 
 
-def fuse_config(ir: str, vis: str, output: str, *, fuser: str, overwrite: bool,
+def _paired_stems(ir: str, vis: str, *, pair_by: str) -> list[str] | None:
+    """Which images of two folders to fuse: the file stems both have (None: all, in sorted order).
+
+    ``pair_by="stem"`` pairs files of the same name, warning about (and skipping) files without a
+    partner; two folders with no name in common are an error. ``"order"`` pairs by sorted position
+    and needs equal counts.
+    """
+    ir_files, vis_files = list_images(ir), list_images(vis)
+    if pair_by == "order":
+        if len(ir_files) != len(vis_files):
+            raise StreamfuseError(f"--ir {ir} has {len(ir_files)} images but --vis {vis} has {len(vis_files)}; "
+                                  "images paired by sorted order need the same number")
+        return None
+    ir_stems, vis_stems = {f.stem for f in ir_files}, {f.stem for f in vis_files}
+    common = ir_stems & vis_stems
+    if not common:
+        raise StreamfuseError(f"--ir {ir} and --vis {vis} have no file name in common (e.g. {ir_files[0].name} "
+                              f"and {vis_files[0].name}); images are paired by name: name each pair alike, or "
+                              "pass --pair-by order to pair them by sorted order")
+    unmatched = [f for f in ir_files if f.stem not in vis_stems] + [f for f in vis_files if f.stem not in ir_stems]
+    if not unmatched:
+        return None
+    log.warning("%d image(s) have no partner of the same name and are skipped: %s%s", len(unmatched),
+                ", ".join(str(f) for f in unmatched[:5]), " ..." if len(unmatched) > 5 else "")
+    return sorted(common, key=natural_key)
+
+
+def fuse_config(ir: str, vis: str, output: str, *, fuser: str, overwrite: bool, pair_by: str = "stem",
                 overrides: list[str] | None = None) -> Config:
-    """The pipeline config for ``streamfuse fuse``: images, folders or videos in, the matching kind out."""
+    """The pipeline config for ``streamfuse fuse``: images, folders or videos in, the matching kind out.
+
+    Two folders are paired by file name (``pair_by="stem"``) or by sorted order (``"order"``).
+    """
     kinds = {_input_kind(ir, "--ir"), _input_kind(vis, "--vis")}
     out = Path(output)
     if "video" in kinds:
@@ -109,23 +159,27 @@ def fuse_config(ir: str, vis: str, output: str, *, fuser: str, overwrite: bool,
             return {"type": "video", "uri": path}
         return {"type": "images", "path": path}
 
+    sources = {"ir": source(ir), "vis": source(vis)}
     if kinds <= {"image", "folder"}:
-        ir_count, vis_count = len(list_images(ir)), len(list_images(vis))
-        if ir_count != vis_count:
-            raise StreamfuseError(f"--ir {ir} has {ir_count} images but --vis {vis} has {vis_count}; "
-                                  "images are paired by sorted name, so both need the same number")
+        stems = _paired_stems(ir, vis, pair_by=pair_by if "folder" in kinds else "order")
+        if stems is not None:
+            for section in sources.values():
+                section["stems"] = stems
     data = {
-        "sources": {"ir": source(ir), "vis": source(vis)},
+        "sources": sources,
         "fusion": {"fuser": fuser},
         "sinks": [sink],
         "stats": {"log_every_s": 0},
     }
-    return config_from_dict(data, overrides)
+    config = config_from_dict(data, overrides)
+    check_outputs_are_not_inputs(config, {"sinks.0.path": "-o", "sources.ir.path": "--ir", "sources.ir.uri": "--ir",
+                                          "sources.vis.path": "--vis", "sources.vis.uri": "--vis"})
+    return config
 
 
 def cmd_fuse(args: argparse.Namespace) -> int:
     config = fuse_config(args.ir, args.vis, args.output, fuser=args.fuser, overwrite=args.overwrite,
-                         overrides=args.set)
+                         pair_by=args.pair_by, overrides=args.set)
     pipeline = Pipeline(_apply_prompt(config, args))
     setup_runtime(config.fusion, live=pipeline.live)
     if pipeline.routing is not None:
@@ -135,6 +189,7 @@ def cmd_fuse(args: argparse.Namespace) -> int:
     fuse = stats.stages().get("fuse")
     log.info("wrote %d fused frame(s) to %s (fuser %s, median %.1f ms per frame)", stats.frames_out, args.output,
              pipeline.fuser.name, fuse.p50_ms if fuse else 0.0)
+    _log_inputs(pipeline)
     return 130 if pipeline.interrupted else 0
 
 
@@ -263,7 +318,8 @@ def cmd_prompt(args: argparse.Namespace) -> int:
         return 0
     from streamfuse.control import request
 
-    message = {"cmd": "set_prompt", "prompt": args.text} if args.action == "set" else {"cmd": f"get_{args.action}"}
+    command = {"set": "set_prompt", "get": "get_prompt", "stats": "get_stats", "health": "get_health"}[args.action]
+    message = {"cmd": command, "prompt": args.text} if args.action == "set" else {"cmd": command}
     reply = request(args.control, message, client_key=args.client_key, server_key=args.server_key)
     if not reply.get("ok"):
         raise StreamfuseError(f"{args.control}: {reply.get('error', 'request refused')}")
@@ -296,6 +352,8 @@ def curve_client_options(parser: argparse.ArgumentParser, server: str) -> None:
 
 # ---------------------------------------------------------------------------------------- subscribe
 def cmd_subscribe(args: argparse.Namespace) -> int:
+    """Receive (and with --save record) until the publisher ends the stream, --frames/--duration/--idle-timeout
+    is reached, or Ctrl-C / SIGTERM; the recording is finalised on every one of these."""
     from streamfuse.sinks import Subscriber, VideoWriter
 
     keep = "all" if args.save else "latest"
@@ -303,7 +361,9 @@ def cmd_subscribe(args: argparse.Namespace) -> int:
     all_latencies: list[float] = []
     window_start, window_latencies = time.monotonic(), []
     first: float | None = None
+    last_frame_at = time.monotonic()
     deadline = time.monotonic() + args.duration if args.duration else None
+    stopped_by = None
 
     def report(frames: int, seconds: float, latencies: list[float], prefix: str) -> None:
         latencies = sorted(latencies)
@@ -312,19 +372,26 @@ def cmd_subscribe(args: argparse.Namespace) -> int:
               flush=True)
 
     try:
-        with Subscriber(args.endpoint, topic=args.topic, keep=keep, client_key=args.client_key,
-                        server_key=args.server_key) as subscriber:
+        with _sigterm_as_interrupt(), Subscriber(args.endpoint, topic=args.topic, keep=keep,
+                                                 client_key=args.client_key, server_key=args.server_key) as subscriber:
             log.info("subscribed to %s (topic %r); Ctrl-C to stop", args.endpoint, args.topic)
             while (args.frames is None or len(all_latencies) < args.frames) and (
                     deadline is None or time.monotonic() < deadline):
                 frame = subscriber.receive(0.5) if keep == "all" else subscriber.latest(0.5)
                 now = time.monotonic()
+                if subscriber.ended is not None:
+                    log.info("the publisher ended the stream (it sent %s frame(s))", subscriber.ended.get("frames"))
+                    break
                 if frame is not None:
                     first = first or now
+                    last_frame_at = now
                     all_latencies.append(frame.latency_ms)
                     window_latencies.append(frame.latency_ms)
                     if writer is not None:
                         writer.write(frame.image, frame.header["timestamp_vis"])
+                elif args.idle_timeout is not None and now - last_frame_at >= args.idle_timeout:
+                    log.info("no frame for %.1f s (--idle-timeout): stopping", args.idle_timeout)
+                    break
                 if now - window_start >= 1.0:
                     if window_latencies:
                         report(len(window_latencies), now - window_start, window_latencies, "")
@@ -332,14 +399,34 @@ def cmd_subscribe(args: argparse.Namespace) -> int:
                         print(f"no frames from {args.endpoint} in the last second", flush=True)
                     window_start, window_latencies = now, []
     except KeyboardInterrupt:
-        pass
+        stopped_by = "interrupted"
     finally:
         if writer is not None:
             writer.close()
     if all_latencies:
         report(len(all_latencies) - 1, time.monotonic() - first, all_latencies, "total: ")
     log.info("received %d frame(s)%s", len(all_latencies), f"; saved to {args.save}" if writer else "")
-    return 0
+    if not all_latencies:
+        raise StreamfuseError(f"{args.endpoint}: received no frames; check that a pipeline publishes there "
+                              "(and its topic and keys)")
+    return 130 if stopped_by else 0
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """Within the block, SIGTERM stops the command like Ctrl-C does (so files are finalised)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(_signum, _frame) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 # ------------------------------------------------------------------------------------------- parser
@@ -350,36 +437,45 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    verbosity = argparse.ArgumentParser(add_help=False)  # -v/-q after the command too (not reset when absent)
+    verbosity.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="debug logging")
+    verbosity.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
+                           help="only warnings and errors")
+
+    def add(subparsers, name: str, **kwargs) -> argparse.ArgumentParser:
+        return subparsers.add_parser(name, parents=[verbosity], **kwargs)
 
     def common(p: argparse.ArgumentParser) -> None:
         p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="override a config value, e.g. --set sync.tolerance_ms=20 (repeatable)")
         p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
-    run = commands.add_parser("run", help="run a pipeline from a config file (default: the synthetic demo)")
+    run = add(commands, "run", help="run a pipeline from a config file (default: the synthetic demo)")
     run.add_argument("config", nargs="?", help="YAML config (default: the packaged configs/demo.yaml)")
     run.add_argument("--max-frames", type=int, help="stop after N fused frames")
     run.add_argument("--prompt", help="what the fusion should favour, in words (overrides the config's prompt)")
     common(run)
     run.set_defaults(handler=cmd_run)
 
-    fuse = commands.add_parser("fuse", help="fuse images, folders of images, or videos")
+    fuse = add(commands, "fuse", help="fuse images, folders of images, or videos")
     fuse.add_argument("--ir", required=True, help="infrared image, folder (or glob) of images, or video")
     fuse.add_argument("--vis", required=True, help="visible image, folder (or glob) of images, or video")
     fuse.add_argument("-o", "--output", required=True, help="output image, folder or video (matching the inputs)")
     fuse.add_argument("--fuser", default="model", help=f"fuser name ({', '.join(FUSERS)}; default model)")
     fuse.add_argument("-y", "--overwrite", action="store_true", help="replace existing output files")
+    fuse.add_argument("--pair-by", choices=["stem", "order"], default="stem",
+                      help="pair two folders' images by file name (default) or by sorted order")
     fuse.add_argument("--prompt", help="what the fusion should favour, in words")
     common(fuse)
     fuse.set_defaults(handler=cmd_fuse)
 
-    probe_cmd = commands.add_parser("probe", help="describe a video file, stream URL or image folder")
+    probe_cmd = add(commands, "probe", help="describe a video file, stream URL or image folder")
     probe_cmd.add_argument("uri")
     probe_cmd.add_argument("--frames", type=int, default=5, help="how many first timestamps to show")
     probe_cmd.add_argument("--json", action="store_true", help="print JSON")
     probe_cmd.set_defaults(handler=cmd_probe)
 
-    bench = commands.add_parser("bench", help="measure throughput and per-stage latency on synthetic input")
+    bench = add(commands, "bench", help="measure throughput and per-stage latency on synthetic input")
     bench.add_argument("--size", default="640x512", help="frame size WxH (default 640x512)")
     bench.add_argument("--frames", type=int, default=300, help="frames per stream (default 300)")
     bench.add_argument("--fuser", default="model", help=f"fuser name ({', '.join(FUSERS)}; default model)")
@@ -398,7 +494,7 @@ def build_parser() -> argparse.ArgumentParser:
     common(bench)
     bench.set_defaults(handler=cmd_bench)
 
-    ev = commands.add_parser("eval", help="fusion quality metrics for fused folders or fusers")
+    ev = add(commands, "eval", help="fusion quality metrics for fused folders or fusers")
     ev.add_argument("--ir", required=True, help="folder of infrared images")
     ev.add_argument("--vis", required=True, help="folder of visible images (same file stems)")
     ev.add_argument("--fused", nargs="+", metavar="DIR", help="folders of fused images (stem or stem_suffix)")
@@ -412,22 +508,22 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--no-progress", action="store_true", help="no progress bar")
     ev.set_defaults(handler=cmd_eval)
 
-    train = commands.add_parser("train", help="train the fusion network (see configs/train.yaml)")
+    train = add(commands, "train", help="train the fusion network (see configs/train.yaml)")
     train.add_argument("config", help="training config, e.g. configs/train.yaml")
     train.add_argument("--resume", action="store_true", help="continue from output_dir/last.pt")
     common(train)
     train.set_defaults(handler=cmd_train)
 
-    prompt = commands.add_parser("prompt", help="explain a prompt's routing, or change/read it in a running pipeline")
+    prompt = add(commands, "prompt", help="explain a prompt's routing, or change/read it in a running pipeline")
     prompt_actions = prompt.add_subparsers(dest="action", required=True, metavar="ACTION")
-    explain = prompt_actions.add_parser("explain", help="which intents a prompt activates, and why")
+    explain = add(prompt_actions, "explain", help="which intents a prompt activates, and why")
     explain.add_argument("text")
     explain.add_argument("--config", help="take the text section (encoder, bank) from this config")
     explain.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
     explain.add_argument("--json", action="store_true", help="print JSON")
     for action, text_help in (("set", "change the prompt of a running pipeline"), ("get", "show its prompt"),
                               ("stats", "show its statistics"), ("health", "show its health report")):
-        remote = prompt_actions.add_parser(action, help=text_help)
+        remote = add(prompt_actions, action, help=text_help)
         if action == "set":
             remote.add_argument("text")
         remote.add_argument("--control", default="tcp://127.0.0.1:5556", help="the pipeline's control endpoint")
@@ -435,17 +531,20 @@ def build_parser() -> argparse.ArgumentParser:
         curve_client_options(remote, "control socket")
     prompt.set_defaults(handler=cmd_prompt)
 
-    sub = commands.add_parser("subscribe", help="receive fused frames from a ZeroMQ publisher")
+    sub = add(commands, "subscribe", help="receive fused frames from a ZeroMQ publisher")
     sub.add_argument("endpoint", help="publisher endpoint, e.g. tcp://127.0.0.1:5555")
     sub.add_argument("--topic", default="fused")
     sub.add_argument("--save", metavar="VIDEO", help="write every received frame to a video file")
     sub.add_argument("-y", "--overwrite", action="store_true", help="replace an existing --save file")
     sub.add_argument("--frames", type=int, help="stop after N frames")
     sub.add_argument("--duration", type=float, help="stop after S seconds")
+    sub.add_argument("--idle-timeout", type=float, metavar="S",
+                     help="stop when no frame arrived for S seconds (default: wait until the publisher ends the "
+                          "stream)")
     curve_client_options(sub, "publisher")
     sub.set_defaults(handler=cmd_subscribe)
 
-    keys = commands.add_parser("keys", help="generate a CURVE key pair for the secured ZeroMQ sockets")
+    keys = add(commands, "keys", help="generate a CURVE key pair for the secured ZeroMQ sockets")
     keys.add_argument("folder", help="where to write NAME.key (public) and NAME.key_secret (private)")
     keys.add_argument("--name", default="streamfuse", help="file name of the pair (default: streamfuse)")
     keys.set_defaults(handler=cmd_keys)

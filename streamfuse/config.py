@@ -11,6 +11,7 @@ Sources and sinks are tagged unions: the ``type`` key picks the dataclass.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import os
@@ -67,6 +68,59 @@ class ReconnectConfig:
 
 
 @dataclass
+class GainConfig:
+    """How a source's 16-bit frames (radiometric or raw thermal cameras) become the pipeline's 8 bits.
+
+    8-bit frames pass through unchanged. See :mod:`streamfuse.gain`.
+    """
+
+    mode: Literal["percentile", "fixed", "radiometric"] = "percentile"
+    """``percentile``: automatic, the robust range of each frame (smoothed over time); ``fixed``: the
+    raw values ``range`` map to 0-255; ``radiometric``: the temperatures ``span_c`` do."""
+    percentiles: list[float] = field(default_factory=lambda: [0.1, 99.9])
+    """``percentile`` mode: the low and high percentile of a frame's values that map to 0 and 255 (a
+    warm target is often under 1 % of the view: a tighter high percentile would clip it flat)."""
+    range: list[float] | None = None
+    """``fixed`` mode: ``[low, high]`` raw values mapped to 0 and 255."""
+    span_c: list[float] | None = None
+    """``radiometric`` mode: ``[coldest, hottest]`` temperature in degrees Celsius mapped to 0 and 255."""
+    counts_per_kelvin: float = 100.0
+    """``radiometric`` mode: raw value per kelvin (100 for cameras that send centikelvin, e.g. FLIR TLinear)."""
+    smoothing: float = 0.95
+    """``percentile`` mode: weight of the previous frames' range in each frame's range (0: per frame;
+    higher: steadier, slower to adapt). A scene cut restarts it."""
+    max_change: float = 0.02
+    """``percentile`` mode: the most each end of the range moves per frame, as a share of the range (a
+    warm object entering the view then dims the background gradually instead of at once)."""
+    scene_cut: float = 0.5
+    """``percentile`` mode: share of pixels that must change by more than a quarter of the range for a
+    frame to count as a new scene (the range then restarts from that frame)."""
+    min_levels: int = 64
+    """Warn when a frame uses fewer grey levels than this after the gain."""
+
+    def _check(self, path: str) -> None:
+        if self.mode == "percentile":
+            if len(self.percentiles) != 2 or not 0 <= self.percentiles[0] < self.percentiles[1] <= 100:
+                raise ConfigError(f"{path}.percentiles: expected [low, high] with 0 <= low < high <= 100, "
+                                  f"got {self.percentiles}")
+        elif self.mode == "fixed":
+            if self.range is None or len(self.range) != 2 or not self.range[0] < self.range[1]:
+                raise ConfigError(f"{path}.range: mode 'fixed' needs [low, high] raw values with low < high, "
+                                  f"got {self.range}")
+        elif self.span_c is None or len(self.span_c) != 2 or not self.span_c[0] < self.span_c[1]:
+            raise ConfigError(f"{path}.span_c: mode 'radiometric' needs [coldest, hottest] in degrees Celsius, "
+                              f"got {self.span_c}")
+        _positive(self.counts_per_kelvin, f"{path}.counts_per_kelvin")
+        if not 0.0 <= self.smoothing < 1.0:
+            raise ConfigError(f"{path}.smoothing: must be in [0, 1), got {self.smoothing}")
+        _positive(self.max_change, f"{path}.max_change")
+        if not 0.0 < self.scene_cut <= 1.0:
+            raise ConfigError(f"{path}.scene_cut: must be in (0, 1], got {self.scene_cut}")
+        if not 2 <= self.min_levels <= 256:
+            raise ConfigError(f"{path}.min_levels: must be between 2 and 256, got {self.min_levels}")
+
+
+@dataclass
 class SourceConfig:
     """Options every source has; each kind subclasses it with a ``type`` tag (see :mod:`streamfuse.registry`)."""
 
@@ -77,6 +131,8 @@ class SourceConfig:
     time_offset_ms: float = 0.0
     """Added to this source's timestamps before pairing (positive = this camera's clock is behind)."""
     reconnect: ReconnectConfig = field(default_factory=ReconnectConfig)
+    gain: GainConfig = field(default_factory=GainConfig)
+    """How 16-bit frames become 8-bit (thermal cameras); 8-bit frames are not touched."""
 
     def _check(self, path: str) -> None:
         if self.queue_size is not None and self.queue_size < 1:
@@ -122,6 +178,8 @@ class ImagesSourceConfig(SourceConfig):
 
     type: Literal["images"] = "images"
     path: str = ""
+    stems: list[str] | None = None
+    """Read only the files with these names (without suffix); null: every image of ``path``."""
     fps: float = 25.0
     realtime: bool = False
 
@@ -141,6 +199,9 @@ class CameraSourceConfig(SourceConfig):
     width: int | None = None
     height: int | None = None
     fps: float | None = None
+    pixel_format: Literal["Y16"] | None = None
+    """``Y16``: ask the driver for raw 16-bit gray (UVC thermal cameras) and keep the 16 bits for
+    ``gain``; null: the driver's default, converted to 8-bit BGR by OpenCV."""
 
 
 
@@ -193,14 +254,16 @@ class SyncConfig:
 
     primary: Literal["vis", "ir"] = "vis"
     """Each primary frame is paired with the nearest frame of the other source."""
-    tolerance_ms: float = 40.0
-    """A primary frame with no partner within this skew is dropped (and counted)."""
+    tolerance_ms: float | None = None
+    """A primary frame with no partner within this skew is dropped (and counted as unpaired); null:
+    three quarters of the slower camera's frame interval (83 ms for a 9 fps thermal camera), 40 ms
+    when neither camera states its rate."""
     on_camera_loss: Literal["pause", "passthrough"] = "pause"
     """While one camera is reconnecting: ``pause`` publishes nothing; ``passthrough`` publishes the
     surviving camera's frames, marked ``"mode": "passthrough_ir"`` / ``"passthrough_vis"``."""
 
     def _check(self, path: str) -> None:
-        if self.tolerance_ms < 0:
+        if self.tolerance_ms is not None and self.tolerance_ms < 0:
             raise ConfigError(f"{path}.tolerance_ms: must be >= 0, got {self.tolerance_ms}")
 
 
@@ -514,9 +577,10 @@ def config_from_dict(data: dict[str, Any], overrides: list[str] | None = None,
     """Build a :class:`Config` from plain data (as parsed from YAML); see :func:`load_config`."""
     if not isinstance(data, dict):
         raise ConfigError(f"<config>: expected a mapping at the top level, got {type(data).__name__}")
-    data = _substitute_env(data, "", os.environ if env is None else env)
+    data = copy.deepcopy(data)  # the overrides change it in place
     for override in overrides or []:
         apply_override(data, override)
+    data = _substitute_env(data, "", os.environ if env is None else env)  # in --set values too
     return _build(Config, data, "")
 
 
@@ -794,7 +858,7 @@ def load_train_config(path: str | os.PathLike, overrides: list[str] | None = Non
         raise ConfigError(f"{path}: invalid YAML ({str(exc).splitlines()[0]})") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
-    data = _substitute_env(data, "", os.environ)
     for override in overrides or []:
         apply_override(data, override)
+    data = _substitute_env(data, "", os.environ)
     return _build(TrainConfig, data, "")

@@ -10,6 +10,7 @@ import cv2
 import numpy as np
 
 from streamfuse.errors import SourceError
+from streamfuse.gain import stretch
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm")
 
@@ -17,6 +18,13 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", "
 def natural_key(path: Path | str) -> list:
     """Sort key that orders ``frame2`` before ``frame10``."""
     return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", Path(path).name)]
+
+
+def glob_folder(pattern: str) -> str:
+    """The folder a glob pattern lists (its part before the first wildcard component)."""
+    parts = Path(pattern).parts
+    first = next(i for i, part in enumerate(parts) if any(ch in part for ch in "*?["))
+    return str(Path(*parts[:first])) if first else "."
 
 
 def list_images(spec: str | Path) -> list[Path]:
@@ -44,14 +52,22 @@ def list_images(spec: str | Path) -> list[Path]:
     return sorted(files, key=natural_key)
 
 
-def read_image(path: str | Path) -> np.ndarray:
+def _jpeg_complete(path: Path) -> bool:
+    """True when a JPEG file ends with its end-of-image marker (a few padding bytes after it allowed)."""
+    with path.open("rb") as file:
+        file.seek(max(0, path.stat().st_size - 64))
+        return b"\xff\xd9" in file.read()
+
+
+def read_image(path: str | Path, *, keep_16bit: bool = False) -> np.ndarray:
     """Read an image as ``uint8``: gray ``(H, W)`` or BGR ``(H, W, 3)``.
 
-    16-bit images (radiometric thermal) are scaled to 8 bits over the full 16-bit range; an alpha
-    channel is dropped.
+    16-bit images (radiometric thermal) are stretched to 8 bits over their 0.1-99.9 percentile
+    range (:func:`streamfuse.gain.stretch`), or returned as ``uint16`` with ``keep_16bit`` (for a
+    source, whose gain is steady over time); an alpha channel is dropped.
 
     Raises:
-        SourceError: The file is missing or is not a readable image.
+        SourceError: The file is missing, is not a readable image, or is a truncated JPEG.
     """
     path = Path(path)
     if not path.is_file():
@@ -59,12 +75,15 @@ def read_image(path: str | Path) -> np.ndarray:
     image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if image is None:
         raise SourceError(f"{path}: not a readable image (corrupt file or unsupported format)")
-    if image.dtype == np.uint16:
-        image = (image // 257).astype(np.uint8)
-    elif image.dtype != np.uint8:
+    if path.suffix.lower() in (".jpg", ".jpeg") and not _jpeg_complete(path):
+        raise SourceError(f"{path}: truncated JPEG (the file ends before the image does; OpenCV would decode "
+                          "only its top part); copy or export it again")
+    if image.dtype not in (np.uint8, np.uint16):
         raise SourceError(f"{path}: unsupported pixel type {image.dtype}; convert it to 8 or 16 bits")
     if image.ndim == 3 and image.shape[2] == 4:
         image = cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
     elif image.ndim == 3 and image.shape[2] == 1:
         image = image[:, :, 0]
+    if image.dtype == np.uint16 and not keep_16bit:
+        image = stretch(image)
     return image

@@ -28,24 +28,80 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 from tqdm import tqdm
 
-from streamfuse.config import Config, SyntheticSourceConfig
-from streamfuse.errors import PipelineError, StreamfuseError
+from streamfuse.config import (
+    Config,
+    ImagesSinkConfig,
+    ImagesSourceConfig,
+    SyntheticSourceConfig,
+    VideoSinkConfig,
+    VideoSourceConfig,
+)
+from streamfuse.errors import ConfigError, PipelineError, StreamfuseError
 from streamfuse.frames import FramePair, FusedFrame
 from streamfuse.fusers import Fuser, build_fuser
+from streamfuse.imageio import glob_folder
 from streamfuse.memory import TRIM_EVERY_S, release_free_memory
 from streamfuse.queues import Closed, StageQueue
 from streamfuse.registration import Registrar, build_registrar
 from streamfuse.sinks import Sink, build_sink
-from streamfuse.sources import Source, build_scene, build_source
+from streamfuse.sources import Source, build_scene, build_source, is_url
 from streamfuse.stats import END_TO_END, PipelineStats
 from streamfuse.sync import PairingStage
 
 log = logging.getLogger(__name__)
 
 _POLL_S = 0.1
+
+
+def _input_paths(config: Config) -> dict[str, Path]:
+    """The local files and folders the sources read, resolved, by key (``sources.ir.path``, ...)."""
+    found = {}
+    for name in ("ir", "vis"):
+        source = getattr(config.sources, name)
+        if isinstance(source, VideoSourceConfig) and not is_url(source.uri):
+            found[f"sources.{name}.uri"] = Path(source.uri.removeprefix("file://")).resolve()
+        elif isinstance(source, ImagesSourceConfig):
+            path = Path(source.path)
+            if any(ch in source.path for ch in "*?["):  # a glob reads files of the folder it names
+                path = Path(glob_folder(source.path))
+            found[f"sources.{name}.path"] = path.resolve()
+    return found
+
+
+def check_outputs_are_not_inputs(config: Config, flags: dict[str, str] | None = None) -> None:
+    """Refuse a sink that would write over what a source reads, whatever ``overwrite`` says.
+
+    A video sink may not be an input file; an images sink may not write into an input folder, nor
+    into the folder of an input image (where its file names could meet it).
+
+    Args:
+        config: The pipeline config.
+        flags: How to name keys in the message (``{"sinks.0.path": "-o", "sources.ir.path": "--ir"}``).
+
+    Raises:
+        ConfigError: An output resolves to an input; the message names both.
+    """
+    flags = flags or {}
+    inputs = _input_paths(config)
+    for index, sink in enumerate(config.sinks):
+        if not isinstance(sink, (VideoSinkConfig, ImagesSinkConfig)):
+            continue
+        output = Path(sink.path).resolve()
+        for key, path in inputs.items():
+            if isinstance(sink, VideoSinkConfig):
+                clash = output == path
+            else:
+                clash = output == path or (path.is_file() and output == path.parent and (
+                    "{" in sink.pattern or output / sink.pattern == path))
+            if clash:
+                sink_key = f"sinks.{index}.path"
+                raise ConfigError(f"{flags.get(sink_key, sink_key)} {sink.path}: would write over the input "
+                                  f"{flags.get(key, key)} {path}; choose an output outside the inputs "
+                                  "(inputs are never overwritten)")
 
 
 class Pipeline:
@@ -66,6 +122,7 @@ class Pipeline:
                  fuser: Fuser | None = None) -> None:
         if max_frames is not None and max_frames < 1:
             raise PipelineError(f"--max-frames: must be at least 1, got {max_frames}")
+        check_outputs_are_not_inputs(config)
         self.config = config
         self.max_frames = max_frames
         self.stats = stats or PipelineStats()
@@ -254,6 +311,19 @@ class Pipeline:
             "counters": self.stats.counters(), "sources": sources, "queues": self.queue_depths(),
             "errors": [str(error) for error in errors],
         }
+
+    def input_counts(self) -> dict[str, dict[str, int]]:
+        """Per input: frames ``read``; ``paired`` (in at least one pair; a reused thermal frame once);
+        ``unpaired`` (read but in no pair: no partner within the tolerance, or past the end of the
+        shorter input); ``dropped`` (by the drop policy, or undecodable and skipped)."""
+        counters = self.stats.counters()
+        counts = {}
+        for name, source in self.sources.items():
+            paired = counters.get(f"paired.{name}", 0)
+            counts[name] = {"read": source.frames_read, "paired": paired,
+                            "unpaired": source.frames_read - paired - source.queue.dropped,
+                            "dropped": source.queue.dropped + counters.get(f"undecodable.{name}", 0)}
+        return counts
 
     def queue_depths(self) -> dict[str, int]:
         """Items waiting in each queue now: per source, the pairs queue, and per sink."""

@@ -38,6 +38,14 @@ log = logging.getLogger(__name__)
 #: How long the stage waits on one queue before looking at the sources' state again.
 POLL_S = 0.1
 
+#: The pairing tolerance when it is not configured and neither camera states its frame rate.
+FALLBACK_TOLERANCE_S = 0.040
+
+#: The pairing tolerance when it is not configured, in frame intervals of the slower camera: the
+#: nearest frame of a regular camera is at most half an interval away; the rest absorbs jitter
+#: without reaching the neighbouring frame of a camera at the same rate.
+TOLERANCE_INTERVALS = 0.75
+
 
 @dataclass(frozen=True)
 class Match:
@@ -140,15 +148,24 @@ class PairingStage:
         """``paired``; or while a camera is lost, ``pause`` or ``passthrough`` (``sync.on_camera_loss``)."""
         self._output_shape: tuple[int, int] | None = None
         self._paired_once = False
+        self._last_paired: dict[str, int] = {}
+
+    def tolerance_s(self) -> float:
+        """``sync.tolerance_ms`` in seconds, or when it is null :data:`TOLERANCE_INTERVALS` frame
+        intervals of the slower camera (:data:`FALLBACK_TOLERANCE_S` when neither states its rate)."""
+        if self.config.tolerance_ms is not None:
+            return self.config.tolerance_ms / 1000.0
+        rates = [fps for fps in (self.primary.nominal_fps, self.secondary.nominal_fps) if fps]
+        return TOLERANCE_INTERVALS / min(rates) if rates else FALLBACK_TOLERANCE_S
 
     def _new_matcher(self) -> PairMatcher:
-        return PairMatcher(self.config.tolerance_ms / 1000.0, self.offsets_s[self.primary.name],
-                           self.offsets_s[self.secondary.name])
+        return PairMatcher(self.tolerance_s(), self.offsets_s[self.primary.name], self.offsets_s[self.secondary.name])
 
     def run(self) -> None:
         """Pair until either input ends (or the output is aborted); then close the output."""
         primary, secondary = self.primary, self.secondary
         matcher = self._new_matcher()
+        log.debug("pairing tolerance %.1f ms", matcher.tolerance_s * 1000)
         secondary_done = False
         try:
             while True:
@@ -209,6 +226,10 @@ class PairingStage:
             (warped, valid), deferred = transform.apply(ir_gray, vis.image.shape[:2]), None
         t2 = time.perf_counter()
         registered = Frame(warped, ir.timestamp, ir.seq, ir.source, ir.created, ir.meta)
+        for frame in (ir, vis):  # a reused secondary frame is counted once (reuse is consecutive)
+            if self._last_paired.get(frame.source) != frame.seq:
+                self._last_paired[frame.source] = frame.seq
+                self.stats.count(f"paired.{frame.source}")
         pair = FramePair(registered, vis, skew, valid, {"sync": (t1 - t0) * 1000, "warp": (t2 - t1) * 1000},
                          transform=deferred)
         self._paired_once = True

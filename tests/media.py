@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from fractions import Fraction
 from pathlib import Path
 
@@ -30,3 +31,20 @@ def read_video(path: Path) -> tuple[list[np.ndarray], list[float]]:
             images.append(frame.to_ndarray(format="bgr24"))
             times.append(float(frame.time))
     return images, times
+
+
+def write_png_mov(path: Path, frames: int, broken: tuple[int, ...] = ()) -> Path:
+    """PNG frames in a MOV; the frames ``broken`` get their PNG signature destroyed (the decoder cannot conceal it)."""
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("png", rate=25)
+        stream.height, stream.width, stream.pix_fmt = 48, 64, "rgb24"
+        for i in range(frames):
+            image = np.random.default_rng(i).integers(0, 255, (48, 64, 3), dtype=np.uint8)
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="bgr24")))
+        container.mux(stream.encode(None))
+    data = bytearray(path.read_bytes())
+    starts = [m.start() for m in re.finditer(b"\x89PNG\r\n\x1a\n", bytes(data))]
+    for index in broken:
+        data[starts[index]:starts[index] + 8] = b"garbage!"
+    path.write_bytes(bytes(data))
+    return path

@@ -8,7 +8,7 @@ import sys
 import cv2
 import pytest
 
-from conftest import free_ports, make_pair, python_env, shared_data
+from conftest import REPO, free_ports, make_pair, python_env, shared_data
 from media import read_video, write_video
 from streamfuse.cli import main
 
@@ -181,3 +181,28 @@ def test_subscribe_saves_what_it_receives(tmp_path, free_port):
     assert subscriber.returncode == 0, err
     assert "fps" in out and "received 15 frame(s)" in err
     assert len(read_video(tmp_path / "rec.mp4")[0]) == 15
+
+
+def test_readme_python_example_runs_verbatim_in_an_empty_folder(tmp_path):
+    readme = (REPO / "README.md").read_text()
+    example = readme.split("## Python API", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    result = subprocess.run([sys.executable, "-c", example], cwd=tmp_path, capture_output=True, text=True,
+                            timeout=300, env=python_env())
+    assert result.returncode == 0, result.stderr
+    assert len(read_video(tmp_path / "out" / "python.mp4")[0]) == 30
+
+
+def test_verbosity_flags_work_after_the_command(tmp_path):
+    ir, vis = make_pair(0)
+    cv2.imwrite(str(tmp_path / "ir.png"), ir)
+    cv2.imwrite(str(tmp_path / "vis.png"), vis)
+
+    def fuse(output: str, flag: str) -> str:
+        result = subprocess.run([sys.executable, "-m", "streamfuse", "fuse", "--ir", "ir.png", "--vis", "vis.png",
+                                 "--fuser", "classical", "-o", output, flag], cwd=tmp_path, capture_output=True,
+                                text=True, timeout=120, env=python_env())
+        assert result.returncode == 0, result.stderr
+        return result.stderr
+
+    assert fuse("a.png", "-q") == ""
+    assert "pairing tolerance" in fuse("b.png", "-v")  # a debug line

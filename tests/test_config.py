@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import pytest
 
+from streamfuse.cli import main
 from streamfuse.config import (
     Config,
     ImagesSourceConfig,
@@ -87,6 +88,19 @@ def test_env_substitution_and_default():
 def test_missing_env_var_names_key_and_variable():
     message = error_of({"sources": {"ir": {"type": "video", "uri": "rtsp://${IR_CAM}/s"}}})
     assert message.startswith("sources.ir.uri: environment variable IR_CAM is not set")
+
+
+def test_env_variables_in_set_values_are_expanded_like_in_files(tmp_path, capsys, monkeypatch):
+    overrides = ["sinks.0.path=${OUT_DIR}/x.mp4", "sources.ir.type=video", "sources.ir.uri=${NOPE:-v.mp4}"]
+    config = config_from_dict({"sinks": [{"type": "video", "path": "a.mp4"}]}, overrides, env={"OUT_DIR": "/rec"})
+    assert config.sinks[0].path == "/rec/x.mp4" and config.sources.ir.uri == "v.mp4"
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("NOPE_VAR", raising=False)
+    code = main(["run", "--max-frames", "2", "--set", "sinks.0.path=${NOPE_VAR}/x.mp4"])
+    assert code == 2
+    assert ("streamfuse: error: sinks.0.path: environment variable NOPE_VAR is not set"
+            in capsys.readouterr().err)
+    assert not list(tmp_path.iterdir())  # no folder literally named ${NOPE_VAR}
 
 
 def test_set_overrides_parse_yaml_values_and_list_items():

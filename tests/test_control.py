@@ -56,7 +56,7 @@ def test_prompt_change_mid_run_reaches_headers_without_losing_frames(capsys):
     assert received[-1].header["encoder"].startswith("hashing")
 
 
-def test_control_get_prompt_and_stats_while_running():
+def test_control_get_prompt_and_stats_while_running(capsys):
     publish, control = free_ports(2)
     pipeline = Pipeline(config_from_dict(live_config(publish, control, frames=40)))
     endpoint = f"tcp://127.0.0.1:{control}"
@@ -68,6 +68,12 @@ def test_control_get_prompt_and_stats_while_running():
         assert reply["ok"] and reply["routing"]["prompt"] == "find the people"
         stats = request(endpoint, {"cmd": "get_stats"})
         assert stats["ok"] and "fuse" in stats["stats"]["stages"]
+        capsys.readouterr()
+        assert main(["prompt", "get", "--control", endpoint]) == 0  # the CLI asks for the same commands
+        assert "prompt 'find the people' -> thermal_targets" in capsys.readouterr().out
+        for action in ("stats", "health"):
+            assert main(["prompt", action, "--control", endpoint]) == 0
+            assert action in json.loads(capsys.readouterr().out)
         while subscriber.receive(timeout=3) is not None:
             pass
         runner.join(10)

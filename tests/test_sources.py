@@ -1,14 +1,13 @@
 from __future__ import annotations
 
-import re
+import logging
 import time
 
-import av
 import numpy as np
 import pytest
 
 from conftest import make_pair
-from media import write_video
+from media import write_png_mov, write_video
 from streamfuse.errors import SourceError
 from streamfuse.queues import Closed
 from streamfuse.sources import (
@@ -112,28 +111,25 @@ def test_truncated_video_is_an_error_not_a_hang(tmp_path):
         VideoSource("ir", str(cut)).start()
 
 
-def test_a_corrupt_frame_ends_the_source_with_an_error_naming_the_file_and_the_frames_read(tmp_path):
-    """PNG frames in a MOV: the 21st frame's signature is broken, which the decoder cannot conceal."""
-    path = tmp_path / "png.mov"
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("png", rate=25)
-        stream.height, stream.width, stream.pix_fmt = 48, 64, "rgb24"
-        for i in range(40):
-            image = np.random.default_rng(i).integers(0, 255, (48, 64, 3), dtype=np.uint8)
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="bgr24")))
-        container.mux(stream.encode(None))
-    data = bytearray(path.read_bytes())
-    frame_21 = [m.start() for m in re.finditer(b"\x89PNG\r\n\x1a\n", bytes(data))][20]
-    data[frame_21:frame_21 + 8] = b"garbage!"
-    broken = tmp_path / "broken.mov"
-    broken.write_bytes(bytes(data))
-    source = VideoSource("vis", str(broken))
+def test_a_corrupt_frame_mid_file_is_a_warning_naming_the_frame_and_reading_goes_on(tmp_path, caplog):
+    source = VideoSource("vis", str(write_png_mov(tmp_path / "broken.mov", 40, broken=(20,))))
+    with caplog.at_level(logging.WARNING):
+        source.start()
+        got = drain(source, timeout=20)
+    assert source.error is None
+    assert len(got) == 39 and source.decode_errors == 1
+    assert got[20].timestamp == pytest.approx(21 / 25)  # the skipped frame leaves a gap in time
+    assert "sources.vis: " in caplog.text and "broken.mov: frame 20 cannot be decoded" in caplog.text
+
+
+def test_a_video_whose_frames_all_fail_ends_with_an_error_naming_the_file_and_the_frames_read(tmp_path):
+    path = write_png_mov(tmp_path / "broken.mov", 60, broken=tuple(range(10, 60)))
+    source = VideoSource("vis", str(path))
     source.start()
     got = drain(source, timeout=20)
-    assert not source.running
-    assert len(got) == 20  # the frames before the damage are delivered
+    assert len(got) == 10
     assert isinstance(source.error, SourceError)
-    assert "broken.mov: corrupt or broken video after 20 frames" in str(source.error)
+    assert "broken.mov: corrupt or broken video after 10 frames" in str(source.error)
 
 
 def test_urls_are_live_and_credentials_are_redacted():

@@ -46,6 +46,13 @@ def prepare_output_file(path: Path, overwrite: bool, key: str) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise SinkError(f"{key}: cannot create folder {path.parent} ({exc.strerror})") from None
+    existed = path.exists()
+    try:  # the muxer opens the file only at the first frame: find out now
+        path.open("ab").close()
+    except OSError as exc:
+        raise SinkError(f"{key}: cannot write {path} ({exc.strerror}); choose a place you may write to") from None
+    if not existed:
+        path.unlink()
 
 
 class VideoWriter:

@@ -2,7 +2,9 @@
 
 Wire format: multipart ``[topic, header, payload]``. ``topic`` is UTF-8 (subscribers filter on it),
 ``header`` is UTF-8 JSON (see :func:`make_header`), ``payload`` is the image: raw bytes in
-row-major ``(height, width[, channels])`` ``uint8`` order (BGR for colour) or a JPEG file.
+row-major ``(height, width[, channels])`` ``uint8`` order (BGR for colour) or a JPEG file. When the
+publisher closes it sends one end-of-stream message, ``[topic, {"type": "end", ...}, b""]``
+(:func:`end_of_stream_header`), so a client can tell "finished" from "stalled".
 
 The publisher is an XPUB socket with ``XPUB_NODROP``, so reaching a subscriber's high-water mark is
 visible instead of silent: in the default live mode the frame is dropped and counted (as a plain
@@ -37,6 +39,12 @@ log = logging.getLogger(__name__)
 
 HEADER_VERSION = 1
 
+#: ``type`` of the header of the message a publisher sends when it closes (frames have ``"frame"``).
+END_OF_STREAM = "end"
+
+#: How long closing a publisher waits for the end-of-stream message to leave, in milliseconds.
+END_LINGER_MS = 500
+
 
 def wall_clock(perf_time: float) -> float:
     """Convert a ``time.perf_counter()`` instant of this process to Unix time (seconds)."""
@@ -58,6 +66,7 @@ def make_header(frame: FusedFrame, image: np.ndarray, encoding: str, topic: str)
     routing = frame.routing
     return {
         "version": HEADER_VERSION,
+        "type": "frame",
         "topic": topic,
         "index": frame.index,
         "seq": pair.vis.seq,
@@ -197,6 +206,16 @@ class ZmqSink(Sink):
                     return
                 self._socket.poll(50, zmq.POLLOUT)
 
+    def _send_end_of_stream(self) -> None:
+        """Tell subscribers the stream is over and how many frames it sent (best effort: a subscriber at its
+        high-water mark misses it)."""
+        header = {"version": HEADER_VERSION, "topic": self.topic, "type": END_OF_STREAM,
+                  "frames": self.frames_written - self.dropped}
+        try:
+            self._socket.send_multipart([self.topic.encode(), json.dumps(header).encode(), b""], flags=zmq.NOBLOCK)
+        except zmq.ZMQError:
+            log.debug("%s: end-of-stream message not sent (a subscriber is full)", self.describe())
+
     def interrupt(self) -> None:
         """A lossless write waiting for a slow subscriber gives the frame up."""
         self._closing.set()
@@ -204,7 +223,8 @@ class ZmqSink(Sink):
     def close(self) -> None:
         self._closing.set()
         if self._socket is not None:
-            self._socket.close()
+            self._send_end_of_stream()
+            self._socket.close(linger=END_LINGER_MS)
             self._socket = None
         if self._authenticator is not None:
             self._authenticator.stop()
@@ -233,6 +253,17 @@ class ReceivedFrame:
     def latency_ms(self) -> float:
         """Capture-to-arrival latency (needs publisher and subscriber clocks in sync across machines)."""
         return (self.received_at - self.header["captured_at"]) * 1000.0
+
+
+def end_of_stream_header(parts: list[bytes]) -> dict[str, Any] | None:
+    """The header of a publisher's end-of-stream message (``frames``: how many it sent); None for any other message."""
+    if len(parts) != 3 or parts[2]:
+        return None
+    try:
+        header = json.loads(parts[1])
+    except ValueError:
+        return None
+    return header if isinstance(header, dict) and header.get("type") == END_OF_STREAM else None
 
 
 def decode_message(parts: list[bytes]) -> ReceivedFrame:
@@ -288,6 +319,8 @@ class Subscriber:
         self.keep = keep
         self.received = 0
         self.skipped = 0
+        self.ended: dict[str, Any] | None = None
+        """The publisher's end-of-stream header once it arrived; no frame comes after it."""
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._context = zmq.Context()
@@ -317,9 +350,15 @@ class Subscriber:
             self._thread.start()
 
     def _receive_once(self, timeout: float | None) -> ReceivedFrame | None:
-        if not self._socket.poll(None if timeout is None else int(timeout * 1000), zmq.POLLIN):
+        if self.ended is not None or not self._socket.poll(None if timeout is None else int(timeout * 1000),
+                                                            zmq.POLLIN):
             return None
-        frame = decode_message(self._socket.recv_multipart())
+        parts = self._socket.recv_multipart()
+        end = end_of_stream_header(parts)
+        if end is not None:
+            self.ended = end
+            return None
+        frame = decode_message(parts)
         self.received += 1
         return frame
 
@@ -333,6 +372,10 @@ class Subscriber:
                     continue
                 except zmq.ZMQError:
                     break  # socket closed
+                if self.ended is not None:
+                    with self._condition:
+                        self._condition.notify_all()
+                    break
                 if frame is not None:
                     with self._condition:
                         if self._newest is not None:
@@ -343,16 +386,18 @@ class Subscriber:
             self._release()  # this thread owns the socket: it closes it, never another thread while in use
 
     def latest(self, timeout: float | None = None) -> ReceivedFrame | None:
-        """The newest frame not yet returned, waiting up to ``timeout`` seconds; None on timeout."""
+        """The newest frame not yet returned, waiting up to ``timeout`` seconds; None on timeout or at the
+        end of the stream (:attr:`ended`)."""
         if self.keep != "latest":
             raise RuntimeError("latest() needs keep='latest'; use receive() with keep='all'")
         with self._condition:
-            self._condition.wait_for(lambda: self._newest is not None, timeout)
+            self._condition.wait_for(lambda: self._newest is not None or self.ended is not None, timeout)
             frame, self._newest = self._newest, None
             return frame
 
     def receive(self, timeout: float | None = None) -> ReceivedFrame | None:
-        """The next frame in order, waiting up to ``timeout`` seconds; None on timeout."""
+        """The next frame in order, waiting up to ``timeout`` seconds; None on timeout or, at once, after the
+        end of the stream (:attr:`ended`)."""
         if self.keep != "all":
             raise RuntimeError("receive() needs keep='all'; use latest() with keep='latest'")
         return self._receive_once(timeout)

@@ -15,9 +15,10 @@ from typing import Any
 
 import numpy as np
 
-from streamfuse.config import ReconnectConfig, SourceConfig, SyntheticConfig
+from streamfuse.config import GainConfig, ReconnectConfig, SourceConfig, SyntheticConfig
 from streamfuse.errors import SourceError, TransientSourceError
 from streamfuse.frames import Frame
+from streamfuse.gain import AutoGain
 from streamfuse.queues import StageQueue
 from streamfuse.stage import ThreadedStage
 from streamfuse.stats import PipelineStats
@@ -44,12 +45,14 @@ class SourceOptions:
             source's queue is its latency: a deep one would hand out frames that are seconds old).
         stats: Where capture latency and drops are recorded.
         reconnect: Supervision settings; None (or ``enabled: false``) runs the source once.
+        gain: How 16-bit frames become 8-bit (None: the default automatic gain).
     """
 
     drop_policy: str | None = None
     queue_size: int | None = None
     stats: PipelineStats | None = None
     reconnect: ReconnectConfig | None = None
+    gain: GainConfig | None = None
 
 
 @dataclass(frozen=True)
@@ -76,7 +79,7 @@ class SourceContext:
         reconnect = config.reconnect
         if reconnect.enabled is None:
             reconnect = dataclasses.replace(reconnect, enabled=live)
-        return SourceOptions(config.drop_policy, config.queue_size, self.stats, reconnect)
+        return SourceOptions(config.drop_policy, config.queue_size, self.stats, reconnect, config.gain)
 
 
 class SourceState(enum.StrEnum):
@@ -102,8 +105,8 @@ class Source(ThreadedStage):
     """A camera, file or generator producing timestamped frames on its own thread.
 
     Subclasses implement :meth:`open`, :meth:`read` and :meth:`close`; this class runs them on a
-    capture thread, numbers the frames, applies real-time pacing if asked, and puts them in
-    :attr:`queue` according to the drop policy.
+    capture thread, numbers the frames, maps 16-bit frames to 8 bits (:attr:`gain`), applies
+    real-time pacing if asked, and puts them in :attr:`queue` according to the drop policy.
 
     Without ``reconnect``, :meth:`open` runs on the caller's thread inside :meth:`start`, so a
     missing file or device fails fast with a :class:`SourceError`, and the end of the input or any
@@ -135,6 +138,8 @@ class Source(ThreadedStage):
         self.stats = options.stats or PipelineStats()
         reconnect = options.reconnect
         self.reconnect = reconnect if reconnect is not None and reconnect.enabled else None
+        self.gain = AutoGain(options.gain or GainConfig(), name)
+        """Maps the 16-bit frames that :meth:`read` may return to 8 bits (16-bit thermal cameras)."""
         self.error: Exception | None = None
         self.frames_read = 0
         self.thread_name = f"capture-{name}"
@@ -162,7 +167,7 @@ class Source(ThreadedStage):
 
     @abc.abstractmethod
     def read(self) -> Capture | None:
-        """Return the next frame, or None at the end of the input."""
+        """Return the next frame (``uint8``, or ``uint16`` for the gain to map), or None at the end of the input."""
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release the underlying file/device (called on the capture thread when it ends)."""
@@ -274,6 +279,7 @@ class Source(ThreadedStage):
             capture = self.read()
             if capture is None:
                 return
+            image = self.gain(capture.image)
             now = time.perf_counter()
             self._last_frame_at = time.monotonic()
             self._recent_frames.append(self._last_frame_at)
@@ -282,7 +288,7 @@ class Source(ThreadedStage):
                     self.reconnects += 1
                 self._set_state(SourceState.RUNNING)
             self.stats.record_latency(f"capture_{self.name}", (now - t0) * 1000.0)
-            frame = Frame(capture.image, capture.timestamp, self.frames_read, self.name, now, capture.meta)
+            frame = Frame(image, capture.timestamp, self.frames_read, self.name, now, capture.meta)
             self.frames_read += 1
             count += 1
             while not self.queue.put(frame, timeout=0.1):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from streamfuse.config import ImagesSourceConfig
+from streamfuse.errors import SourceError
 from streamfuse.imageio import list_images, read_image
 from streamfuse.registry import SOURCES
 from streamfuse.sources.base import Capture, Source, SourceContext, SourceOptions
@@ -14,27 +15,36 @@ class ImagesSource(Source):
     Args:
         name: Source name (``ir``/``vis``).
         path: A folder or a glob pattern.
+        stems: Read only the files with these names (without suffix); None: all of them.
         fps: The frame rate the sequence was captured at.
         realtime: Release frames at ``fps`` instead of as fast as they are consumed.
         options: Drop policy, queue size, statistics.
     """
 
-    def __init__(self, name: str, path: str, *, fps: float = 25.0, realtime: bool = False,
-                 options: SourceOptions | None = None) -> None:
+    def __init__(self, name: str, path: str, *, stems: list[str] | None = None, fps: float = 25.0,
+                 realtime: bool = False, options: SourceOptions | None = None) -> None:
         super().__init__(name, options=options, pace_fps=fps if realtime else None)
         self.path = path
+        self.stems = stems
         self.fps = fps
         self.files = []
 
     def open(self) -> None:
         self.files = list_images(self.path)
+        if self.stems is not None:
+            wanted = set(self.stems)
+            self.files = [file for file in self.files if file.stem in wanted]
+            missing = wanted - {file.stem for file in self.files}
+            if missing:
+                raise SourceError(f"sources.{self.name}.stems: {self.path} has no image named "
+                                  f"{', '.join(sorted(missing)[:5])}")
 
     def read(self) -> Capture | None:
         index = self.frames_read
         if index >= len(self.files):
             return None
         file = self.files[index]
-        return Capture(read_image(file), index / self.fps, {"name": file.stem, "path": str(file)})
+        return Capture(read_image(file, keep_16bit=True), index / self.fps, {"name": file.stem, "path": str(file)})
 
     @property
     def expected_frames(self) -> int | None:
@@ -51,5 +61,5 @@ class ImagesSource(Source):
 @SOURCES.register("images", ImagesSourceConfig)
 def from_config(name: str, config: ImagesSourceConfig, context: SourceContext) -> ImagesSource:
     """A folder or pattern of images."""
-    return ImagesSource(name, config.path, fps=config.fps, realtime=config.realtime,
+    return ImagesSource(name, config.path, stems=config.stems, fps=config.fps, realtime=config.realtime,
                         options=context.options(config, live=False))

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
 
 import av
+import numpy as np
 
 from streamfuse.config import VideoSourceConfig
 from streamfuse.errors import SourceError, TransientSourceError
@@ -19,6 +21,9 @@ log = logging.getLogger(__name__)
 #: Seconds allowed to open a network stream and to wait for each packet before giving up (PyAV
 #: raises after about twice the read timeout), when the source has no reconnect settings.
 NETWORK_TIMEOUT_S = (10.0, 5.0)
+
+#: A file whose frames fail to decode this many times in a row is broken, not damaged in places.
+MAX_CONSECUTIVE_DECODE_ERRORS = 25
 
 #: Errors that will not heal by retrying: a wrong scheme, credentials or option.
 _CONFIGURATION_ERRORS = (av.error.ProtocolNotFoundError, av.error.HTTPUnauthorizedError, av.error.HTTPForbiddenError,
@@ -91,6 +96,15 @@ def frame_count(container: av.container.InputContainer, stream: av.video.stream.
     return None
 
 
+def to_array(frame: av.VideoFrame) -> np.ndarray:
+    """A decoded frame as an array: ``uint16`` gray for gray video deeper than 8 bits (``gray16le``,
+    ``gray12le``, ...: radiometric or raw thermal, for the source's gain), else ``uint8`` BGR."""
+    components = frame.format.components
+    if len(components) == 1 and components[0].bits > 8:
+        return frame.to_ndarray(format="gray16le")
+    return frame.to_ndarray(format="bgr24")
+
+
 class VideoSource(Source):
     """Frames decoded from a video file or stream URL.
 
@@ -99,7 +113,8 @@ class VideoSource(Source):
     Frames of a live URL are stamped with the host's monotonic clock on arrival: two cameras' own
     clocks drift apart and restart with every reconnect, the host clock does neither.
     Colour video is delivered as BGR; use it for either camera (a gray infrared video decodes to
-    three equal channels and the fuser takes its luminance).
+    three equal channels and the fuser takes its luminance). Gray video deeper than 8 bits
+    (``gray16le`` from FFV1, PNG or raw Y16 streams) is delivered as 16 bits for the source's gain.
 
     Args:
         name: Source name (``ir``/``vis``).
@@ -119,6 +134,8 @@ class VideoSource(Source):
         self._rate: Fraction | None = None
         self._count: int | None = None
         self._live = live
+        self.decode_errors = 0
+        """Frames of a file skipped because they could not be decoded (each one a warning)."""
 
     def validate(self) -> None:
         check_uri(self.uri)
@@ -135,7 +152,26 @@ class VideoSource(Source):
         self._count = None if self._live else frame_count(self._container, stream)
         if self.realtime and not self._live and self._rate:
             self.pace_fps = float(self._rate)
-        self._frames = self._container.decode(stream)
+        self._frames = self._decode(stream)
+
+    def _decode(self, stream: av.video.stream.VideoStream) -> Iterator[av.VideoFrame]:
+        """The stream's frames. In a file, a packet that fails to decode is skipped with a warning
+        naming the frame; the demuxer failing, or many frames in a row failing, ends the source."""
+        failures = 0
+        for packet in self._container.demux(stream):
+            try:
+                frames = packet.decode()
+            except av.error.FFmpegError as exc:
+                if self._live or failures + 1 >= MAX_CONSECUTIVE_DECODE_ERRORS:
+                    raise
+                failures += 1
+                log.warning("sources.%s: %s: frame %d cannot be decoded (%s); skipped", self.name,
+                            redact(self.uri), self.frames_read + self.decode_errors, exc.strerror or exc)
+                self.decode_errors += 1
+                self.stats.count(f"undecodable.{self.name}")
+                continue
+            failures = 0
+            yield from frames
 
     def read(self) -> Capture | None:
         try:
@@ -155,7 +191,7 @@ class VideoSource(Source):
             timestamp = frame.time - self._first_time
         else:
             timestamp = self.frames_read / float(self._rate or 25)
-        return Capture(frame.to_ndarray(format="bgr24"), timestamp, {})
+        return Capture(to_array(frame), timestamp, {})
 
     def close(self) -> None:
         if self._container is not None:

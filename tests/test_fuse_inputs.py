@@ -1,0 +1,168 @@
+"""`streamfuse fuse` on real files: outputs never overwrite inputs, losses are reported, folders pair by stem."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from conftest import make_pair
+from media import read_video, write_png_mov, write_video
+from streamfuse.cli import main
+from streamfuse.config import config_from_dict
+from streamfuse.errors import ConfigError
+from streamfuse.fusers import ClassicalFuser
+from streamfuse.pipeline import Pipeline
+
+
+def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def digest(folder: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
+
+
+@pytest.fixture
+def inputs(tmp_path, image_folders) -> dict[str, Path]:
+    """Folders, single images and videos of the same small pairs."""
+    ir_dir, vis_dir = image_folders
+    frames = [make_pair(i) for i in range(6)]
+    write_video(tmp_path / "ir.mp4", [cv2.cvtColor(ir, cv2.COLOR_GRAY2BGR) for ir, _ in frames], fps=10)
+    write_video(tmp_path / "vis.mp4", [vis for _, vis in frames], fps=10)
+    return {"ir_dir": ir_dir, "vis_dir": vis_dir, "ir_png": ir_dir / "f0.png", "vis_png": vis_dir / "f0.png",
+            "ir_mp4": tmp_path / "ir.mp4", "vis_mp4": tmp_path / "vis.mp4"}
+
+
+@pytest.mark.parametrize(("ir", "vis", "output", "flag"), [
+    ("ir_dir", "vis_dir", "ir_dir", "--ir"),
+    ("ir_dir", "vis_dir", "vis_dir", "--vis"),
+    ("ir_png", "vis_png", "vis_png", "--vis"),
+    ("ir_mp4", "vis_mp4", "vis_mp4", "--vis"),
+    ("ir_mp4", "vis_mp4", "ir_mp4", "--ir"),
+])
+@pytest.mark.parametrize("overwrite", [[], ["-y"]])
+def test_an_output_that_is_an_input_is_refused_even_with_y(inputs, capsys, ir, vis, output, flag, overwrite):
+    before = {key: digest(path) if path.is_dir() else path.read_bytes() for key, path in inputs.items()}
+    code, _, err = run_cli(capsys, "fuse", "--ir", str(inputs[ir]), "--vis", str(inputs[vis]),
+                           "-o", str(inputs[output]), "--fuser", "classical", "--no-progress", *overwrite)
+    assert code == 2
+    assert f"would write over the input {flag} {inputs[output].resolve()}" in err
+    assert "-y" not in err and "overwrite" not in err.replace("overwritten", "")
+    after = {key: digest(path) if path.is_dir() else path.read_bytes() for key, path in inputs.items()}
+    assert after == before
+
+
+def test_output_reached_through_another_spelling_is_refused(inputs, capsys, monkeypatch):
+    monkeypatch.chdir(inputs["ir_dir"].parent)
+    code, _, err = run_cli(capsys, "fuse", "--ir", "ir/../ir/*.png", "--vis", str(inputs["vis_dir"]), "-o", "./ir/",
+                           "--fuser", "classical", "-y")
+    assert code == 2 and "would write over the input --ir" in err
+
+
+def test_a_run_config_that_writes_into_an_input_folder_is_refused(inputs):
+    config = config_from_dict({
+        "sources": {"ir": {"type": "images", "path": str(inputs["ir_dir"])},
+                    "vis": {"type": "images", "path": str(inputs["vis_dir"])}},
+        "sinks": [{"type": "images", "path": str(inputs["vis_dir"]), "pattern": "{name}.png", "overwrite": True}]})
+    with pytest.raises(ConfigError, match=r"sinks.0.path .*: would write over the input sources.vis.path"):
+        Pipeline(config)
+
+
+def test_an_output_next_to_a_single_input_image_is_allowed(inputs, capsys, tmp_path):
+    output = inputs["vis_dir"] / "fused.png"
+    code, _, err = run_cli(capsys, "fuse", "--ir", str(inputs["ir_png"]), "--vis", str(inputs["vis_png"]),
+                           "-o", str(output), "--fuser", "classical", "--no-progress")
+    assert code == 0, err
+    assert cv2.imread(str(output)) is not None
+
+
+def fuse_videos(capsys, caplog, ir: Path, vis: Path, output: Path) -> tuple[int, str]:
+    with caplog.at_level(logging.INFO, logger="streamfuse"):
+        code, _, err = run_cli(capsys, "fuse", "--ir", str(ir), "--vis", str(vis), "-o", str(output),
+                               "--fuser", "classical", "--no-progress")
+    return code, caplog.text + err
+
+
+def test_9fps_thermal_with_30fps_visible_fuses_every_visible_frame(tmp_path, capsys, caplog):
+    write_video(tmp_path / "ir.mp4", [cv2.cvtColor(make_pair(i)[0], cv2.COLOR_GRAY2BGR) for i in range(29)], fps=9)
+    write_video(tmp_path / "vis.mp4", [make_pair(i)[1] for i in range(96)], fps=30)
+    code, log = fuse_videos(capsys, caplog, tmp_path / "ir.mp4", tmp_path / "vis.mp4", tmp_path / "out.mp4")
+    assert code == 0
+    images, _ = read_video(tmp_path / "out.mp4")
+    assert len(images) == 96  # with a fixed 40 ms tolerance, 67
+    assert "input vis (video " in log and "96 read, 96 paired, 0 unpaired, 0 dropped" in log
+    assert "29 read, 29 paired, 0 unpaired, 0 dropped" in log
+    assert "not every input frame was fused" not in log
+
+
+def test_inputs_of_different_lengths_are_reported_not_cut_silently(tmp_path, capsys, caplog):
+    write_video(tmp_path / "ir.mp4", [cv2.cvtColor(make_pair(i)[0], cv2.COLOR_GRAY2BGR) for i in range(10)], fps=10)
+    write_video(tmp_path / "vis.mp4", [make_pair(i)[1] for i in range(16)], fps=10)
+    code, log = fuse_videos(capsys, caplog, tmp_path / "ir.mp4", tmp_path / "vis.mp4", tmp_path / "out.mp4")
+    assert code == 0
+    assert len(read_video(tmp_path / "out.mp4")[0]) == 10
+    assert "16 read, 10 paired, 6 unpaired, 0 dropped" in log
+    assert "not every input frame was fused (vis: 6 unpaired, 0 dropped of 16 read)" in log
+
+
+def test_a_decode_error_mid_file_is_a_warning_and_counted(tmp_path, capsys, caplog):
+    write_video(tmp_path / "ir.mp4", [np.zeros((48, 64, 3), np.uint8)] * 40, fps=25)
+    broken = write_png_mov(tmp_path / "vis.mov", 40, broken=(20,))
+    code, log = fuse_videos(capsys, caplog, tmp_path / "ir.mp4", broken, tmp_path / "out.mp4")
+    assert code == 0
+    assert len(read_video(tmp_path / "out.mp4")[0]) == 39
+    assert "vis.mov: frame 20 cannot be decoded" in log
+    assert "39 read, 39 paired, 0 unpaired, 1 dropped" in log  # the visible input
+    assert "40 read, 39 paired, 1 unpaired, 0 dropped" in log  # the thermal frame without its partner
+
+
+def test_folders_pair_by_file_name_and_files_without_a_partner_are_named(image_folders, tmp_path, capsys, caplog):
+    ir_dir, vis_dir = image_folders
+    cv2.imwrite(str(ir_dir / "a_extra.png"), make_pair(50)[0])  # sorts first: by order, every pair would shift
+    cv2.imwrite(str(vis_dir / "z_extra.png"), make_pair(51)[1])
+    with caplog.at_level(logging.WARNING):
+        code, _, err = run_cli(capsys, "fuse", "--ir", str(ir_dir), "--vis", str(vis_dir), "-o", str(tmp_path / "out"),
+                               "--fuser", "classical", "--no-progress")
+    assert code == 0, err
+    assert "2 image(s) have no partner of the same name and are skipped" in caplog.text
+    assert str(ir_dir / "a_extra.png") in caplog.text and str(vis_dir / "z_extra.png") in caplog.text
+    assert sorted(p.stem for p in (tmp_path / "out").iterdir()) == sorted(f"f{i}" for i in range(12))
+    ir, vis = (cv2.imread(str(folder / "f5.png"), cv2.IMREAD_UNCHANGED) for folder in (ir_dir, vis_dir))
+    assert np.array_equal(cv2.imread(str(tmp_path / "out" / "f5.png")), ClassicalFuser().fuse(ir, vis))
+
+
+def test_folders_with_no_name_in_common_are_refused_unless_paired_by_order(image_folders, tmp_path, capsys):
+    ir_dir, vis_dir = image_folders
+    for path in vis_dir.iterdir():
+        path.rename(path.with_name("vis_" + path.name))
+    code, _, err = run_cli(capsys, "fuse", "--ir", str(ir_dir), "--vis", str(vis_dir), "-o", str(tmp_path / "out"),
+                           "--fuser", "classical", "--no-progress")
+    assert code == 1
+    assert f"--ir {ir_dir} and --vis {vis_dir} have no file name in common (e.g. f0.png and vis_f0.png)" in err
+    assert "--pair-by order" in err
+    code, _, err = run_cli(capsys, "fuse", "--ir", str(ir_dir), "--vis", str(vis_dir), "-o", str(tmp_path / "out"),
+                           "--fuser", "classical", "--no-progress", "--pair-by", "order")
+    assert code == 0, err
+    assert len(list((tmp_path / "out").iterdir())) == 12
+
+
+def test_a_truncated_jpeg_is_an_error_naming_the_file(image_folders, tmp_path, capsys):
+    ir_dir, _ = image_folders
+    vis_dir = tmp_path / "vis_jpg"
+    vis_dir.mkdir()
+    for index in range(12):
+        cv2.imwrite(str(vis_dir / f"f{index}.jpg"), make_pair(index)[1])
+    cut = vis_dir / "f3.jpg"
+    cut.write_bytes(cut.read_bytes()[: cut.stat().st_size * 2 // 3])
+    assert cv2.imread(str(cut)) is not None  # OpenCV decodes the top part without complaint
+    code, _, err = run_cli(capsys, "fuse", "--ir", str(ir_dir), "--vis", str(vis_dir), "-o", str(tmp_path / "out"),
+                           "--fuser", "classical", "--no-progress")
+    assert code == 1
+    assert f"streamfuse: error: {cut}: truncated JPEG" in err and "Traceback" not in err

@@ -1,0 +1,219 @@
+"""16-bit thermal input: automatic gain control on real 16-bit PNG/TIFF folders, FFV1 gray16le video and Y16 cameras."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+import pytest
+
+from streamfuse.config import GainConfig, config_from_dict
+from streamfuse.errors import ConfigError
+from streamfuse.gain import AutoGain, grey_levels
+from streamfuse.pipeline import Pipeline
+from streamfuse.queues import Closed
+from streamfuse.sources import CameraSource, SourceOptions, VideoSource
+from streamfuse.sources.synthetic_scene import PERSON, SyntheticScene
+
+SIZE = (320, 256)
+TIMES = (0.0, 0.5, 1.0)
+
+
+def to_14bit(ir8: np.ndarray) -> np.ndarray:
+    """The 8-bit thermal frame as a 14-bit camera would send it: values 7000-11080 (the issue's example)."""
+    return (7000 + ir8.astype(np.uint16) * 16).astype(np.uint16)
+
+
+def target_contrast(fused: np.ndarray, people: np.ndarray) -> float:
+    """Mean grey level of the people minus that of the background ring around them (8 px wide)."""
+    gray = cv2.cvtColor(fused, cv2.COLOR_BGR2GRAY).astype(np.float64)
+    ring = cv2.dilate(people, np.ones((17, 17), np.uint8)) & ~people
+    return float(gray[people > 0].mean() - gray[ring > 0].mean())
+
+
+def fuse_folder(ir_dir: Path, vis_dir: Path, out: Path, fuser: str) -> list[np.ndarray]:
+    config = config_from_dict({
+        "sources": {"ir": {"type": "images", "path": str(ir_dir)}, "vis": {"type": "images", "path": str(vis_dir)}},
+        "fusion": {"fuser": fuser}, "sinks": [{"type": "images", "path": str(out), "pattern": "{name}.png"}],
+        "stats": {"log_every_s": 0}})
+    Pipeline(config).run(install_signal_handlers=False)
+    return [cv2.imread(str(out / f"t{i}.png")) for i in range(len(TIMES))]
+
+
+@pytest.mark.parametrize(("fuser", "suffix"), [("classical", ".png"), ("classical", ".tiff"), ("model", ".png")])
+def test_14bit_thermal_person_is_as_visible_as_from_the_8bit_frames(tmp_path, fuser, suffix):
+    scene = SyntheticScene(*SIZE, seed=3, time_of_day="night", people=3, vehicles=0)
+    folders = {name: tmp_path / name for name in ("ir8", "ir14", "vis")}
+    for folder in folders.values():
+        folder.mkdir()
+    masks = []
+    for index, t in enumerate(TIMES):
+        ir8 = scene.render_ir(t)
+        cv2.imwrite(str(folders["ir8"] / f"t{index}.png"), ir8)
+        cv2.imwrite(str(folders["ir14"] / f"t{index}{suffix}"), to_14bit(ir8))
+        cv2.imwrite(str(folders["vis"] / f"t{index}.png"), scene.render_vis(t))
+        masks.append((scene.object_mask(t) == PERSON).astype(np.uint8))
+    assert cv2.imread(str(folders["ir14"] / f"t0{suffix}"), cv2.IMREAD_UNCHANGED).dtype == np.uint16
+
+    from8 = fuse_folder(folders["ir8"], folders["vis"], tmp_path / "out8", fuser)
+    from14 = fuse_folder(folders["ir14"], folders["vis"], tmp_path / "out14", fuser)
+    for fused8, fused14, people in zip(from8, from14, masks, strict=True):
+        contrast8, contrast14 = target_contrast(fused8, people), target_contrast(fused14, people)
+        assert contrast8 > 20  # the people stand out in the 8-bit fusion ...
+        assert contrast14 >= 0.9 * contrast8, (contrast14, contrast8)  # ... and as much from 14 bits
+
+
+def write_gray16_video(path: Path, frames: list[np.ndarray], fps: int = 30) -> None:
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("ffv1", rate=fps)
+        stream.height, stream.width = frames[0].shape
+        stream.pix_fmt = "gray16le"
+        for image in frames:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="gray16le")))
+        container.mux(stream.encode())
+
+
+def read_all(source) -> list[np.ndarray]:
+    source.start()
+    frames = []
+    while True:
+        try:
+            frame = source.queue.get(timeout=5)
+        except Closed:
+            break
+        if frame is not None:
+            frames.append(frame.image)
+    source.join(5)
+    assert source.error is None
+    return frames
+
+
+def walking_person_video(frames: int = 90) -> tuple[list[np.ndarray], tuple[slice, slice]]:
+    """A static 14-bit background (a gradient, 7000-8000) and a hot person (11000) walking in from the left
+    and stopping, a seventh of the view; returns the frames and a background patch the person never covers."""
+    height, width = 96, 128
+    background = np.tile(np.linspace(7000, 8000, width), (height, 1)).astype(np.uint16)
+    video = []
+    for index in range(frames):
+        image = background.copy()
+        x = min(-40 + index * 2, 20)
+        image[20:90, max(x, 0):max(x + 26, 0)] = 11000
+        video.append(image)
+    return video, (slice(0, 15), slice(60, 120))
+
+
+def test_16bit_video_is_read_as_16_bits_and_the_gain_does_not_pump(tmp_path):
+    video, patch = walking_person_video()
+    write_gray16_video(tmp_path / "thermal.mkv", video)
+
+    def background_levels(gain: GainConfig) -> np.ndarray:
+        frames = read_all(VideoSource("ir", str(tmp_path / "thermal.mkv"), options=SourceOptions(gain=gain)))
+        assert len(frames) == len(video) and frames[0].dtype == np.uint8
+        return np.array([frame[patch].mean() for frame in frames])
+
+    steady = background_levels(GainConfig())
+    per_frame = background_levels(GainConfig(smoothing=0.0, max_change=1e6))
+    # with a range per frame, the person entering makes the background jump by a hundred grey levels at once
+    assert np.abs(np.diff(per_frame)).max() > 100
+    # with the default gain it dims by a few levels per frame (no visible pumping) ...
+    assert np.abs(np.diff(steady)).max() < 5
+    # ... to the same level once the range has adapted
+    assert abs(steady[-1] - per_frame[-1]) < 10
+
+
+def test_a_scene_cut_restarts_the_range_at_once(tmp_path):
+    first = [np.tile(np.linspace(7000, 8000, 128), (96, 1)).astype(np.uint16)] * 10
+    second = [np.tile(np.linspace(12000, 12400, 128), (96, 1)).astype(np.uint16)] * 5
+    gain = AutoGain(GainConfig(), "ir")
+    outputs = [gain(frame) for frame in first + second]
+    assert gain.scene_cuts == 1
+    after_cut = outputs[len(first)]
+    assert after_cut.min() <= 5 and after_cut.max() >= 250  # the new scene fills the range on its first frame
+
+
+@pytest.mark.parametrize(("config", "expected"), [
+    (GainConfig(mode="fixed", range=[7000, 11080]), (0, 255)),
+    # a radiometric camera in centikelvin: 10 C background, 30 C person, span 0-40 C
+    (GainConfig(mode="radiometric", span_c=[0, 40]), (64, 191)),
+])
+def test_fixed_and_radiometric_ranges(config, expected):
+    gain = AutoGain(config, "ir")
+    if config.mode == "fixed":
+        frame = np.array([[7000, 11080]], np.uint16)
+    else:
+        frame = np.array([[28315, 30315]], np.uint16)
+    assert tuple(gain(frame)[0]) == expected
+
+
+def test_8bit_frames_pass_through_unchanged():
+    image = np.arange(256, dtype=np.uint8).reshape(16, 16)
+    assert AutoGain(GainConfig(), "ir")(image) is image
+
+
+def test_few_grey_levels_left_is_a_warning_naming_the_key(caplog):
+    frame = to_14bit(np.tile(np.arange(256, dtype=np.uint8), (64, 1)))
+    gain = AutoGain(GainConfig(mode="fixed", range=[0, 65535]), "ir")
+    with caplog.at_level(logging.WARNING):
+        out = gain(frame)
+        gain(frame)
+    assert grey_levels(out) < 64
+    warnings = [r.getMessage() for r in caplog.records if "grey levels" in r.getMessage()]
+    assert len(warnings) == 1 and "sources.ir.gain" in warnings[0]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        assert grey_levels(AutoGain(GainConfig(), "ir")(frame)) > 200
+    assert not caplog.records
+
+
+@pytest.mark.parametrize(("gain", "message"), [
+    ({"mode": "fixed"}, "sources.ir.gain.range: mode 'fixed' needs"),
+    ({"mode": "radiometric"}, "sources.ir.gain.span_c: mode 'radiometric' needs"),
+    ({"percentiles": [99, 1]}, "sources.ir.gain.percentiles"),
+    ({"smoothing": 1.0}, "sources.ir.gain.smoothing"),
+])
+def test_bad_gain_settings_name_the_key(gain, message):
+    with pytest.raises(ConfigError, match=message):
+        config_from_dict({"sources": {"ir": {"type": "images", "path": "x", "gain": gain}}})
+
+
+class FakeY16Camera:
+    """Stands in for cv2.VideoCapture on a UVC thermal camera that sends Y16 as a raw byte buffer."""
+
+    def __init__(self, *_args) -> None:
+        self.props: dict[int, float] = {cv2.CAP_PROP_FRAME_WIDTH: 32, cv2.CAP_PROP_FRAME_HEIGHT: 24}
+
+    def isOpened(self) -> bool:  # noqa: N802 - OpenCV's name
+        return True
+
+    def set(self, prop: int, value: float) -> bool:
+        self.props[prop] = value
+        return True
+
+    def get(self, prop: int) -> float:
+        return self.props.get(prop, 0.0)
+
+    def read(self) -> tuple[bool, np.ndarray]:
+        time.sleep(0.01)
+        image = (7000 + np.arange(32 * 24, dtype=np.uint16) * 5).reshape(24, 32)
+        raw = image.astype("<u2").view(np.uint8).reshape(1, -1) if self.props[cv2.CAP_PROP_CONVERT_RGB] == 0 else None
+        return True, raw
+
+    def release(self) -> None:
+        pass
+
+
+def test_y16_camera_frames_keep_16_bits_for_the_gain(tmp_path, monkeypatch):
+    device = tmp_path / "video9"
+    device.touch()
+    monkeypatch.setattr("streamfuse.sources.camera.cv2.VideoCapture", FakeY16Camera)
+    camera = CameraSource("ir", str(device), pixel_format="Y16")
+    camera.open()
+    assert camera._capture.props[cv2.CAP_PROP_FOURCC] == cv2.VideoWriter_fourcc(*"Y16 ")
+    capture = camera.read()
+    assert capture.image.dtype == np.uint16 and capture.image.shape == (24, 32)
+    assert capture.image[0, 1] == 7005
+    assert grey_levels(camera.gain(capture.image)) > 200

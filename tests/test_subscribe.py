@@ -1,0 +1,107 @@
+"""`streamfuse subscribe` as a recorder: end of stream, idle timeout, SIGTERM, nothing received, unwritable --save."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from conftest import python_env, wait_until
+from media import read_video
+from streamfuse.cli import main
+from streamfuse.config import config_from_dict
+from streamfuse.pipeline import Pipeline
+from streamfuse.sinks import Subscriber
+
+
+def publisher(endpoint: str, frames: int | None, fps: float = 40) -> Pipeline:
+    camera = {"type": "synthetic", "fps": fps, "frames": frames, "realtime": True, "drop_policy": "wait"}
+    return Pipeline(config_from_dict({
+        "synthetic": {"width": 96, "height": 64}, "sources": {"ir": dict(camera), "vis": dict(camera)},
+        "fusion": {"fuser": "classical"}, "stats": {"log_every_s": 0},
+        "sinks": [{"type": "zmq", "endpoint": endpoint, "encoding": "raw", "lossless": True,
+                   "wait_for_subscribers": 1, "subscriber_timeout_s": 30}]}))
+
+
+def subscribe(tmp_path: Path, *args: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "streamfuse", "subscribe", *args], cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=python_env())
+
+
+def test_the_client_sees_the_end_of_the_stream(free_port):
+    endpoint = f"tcp://127.0.0.1:{free_port}"
+    pipeline = publisher(endpoint, frames=12)
+    with Subscriber(endpoint, keep="all") as subscriber:
+        runner = threading.Thread(target=pipeline.run, kwargs={"install_signal_handlers": False})
+        runner.start()
+        frames = []
+        while (frame := subscriber.receive(timeout=10)) is not None:
+            frames.append(frame)
+        runner.join(10)
+    assert len(frames) == 12 and frames[0].header["type"] == "frame"
+    assert subscriber.ended == {"version": 1, "topic": "fused", "type": "end", "frames": 12}
+
+
+def test_a_recorder_ends_with_the_stream_and_its_file_is_complete(tmp_path, free_port):
+    endpoint = f"tcp://127.0.0.1:{free_port}"
+    recorder = subscribe(tmp_path, endpoint, "--save", str(tmp_path / "rec.mp4"))
+    publisher(endpoint, frames=20).run(install_signal_handlers=False)
+    out, err = recorder.communicate(timeout=60)  # no --frames, no --duration: it ends by itself
+    assert recorder.returncode == 0, err
+    assert "the publisher ended the stream (it sent 20 frame(s))" in err and "received 20 frame(s)" in err
+    assert len(read_video(tmp_path / "rec.mp4")[0]) == 20
+
+
+def test_sigterm_finalises_the_recording(tmp_path, free_port):
+    endpoint = f"tcp://127.0.0.1:{free_port}"
+    recorder = subscribe(tmp_path, endpoint, "--save", str(tmp_path / "rec.mkv"))
+    pipeline = publisher(endpoint, frames=None, fps=20)  # endless: only the signal stops the recorder
+    runner = threading.Thread(target=pipeline.run, kwargs={"install_signal_handlers": False})
+    runner.start()
+    try:
+        wait_until(lambda: "received" in (recorder.stdout.readline() or ""), 60, "the recorder's first report")
+        recorder.send_signal(signal.SIGTERM)
+        _, err = recorder.communicate(timeout=30)
+    finally:
+        pipeline.stop()
+        runner.join(30)
+    assert recorder.returncode == 130, err
+    received = int(re.search(r"received (\d+) frame\(s\)", err).group(1))
+    assert received >= 10
+    assert len(read_video(tmp_path / "rec.mkv")[0]) == received  # flushed and closed: nothing lost
+
+
+def test_idle_timeout_with_nothing_received_is_an_error(capsys, free_port):
+    code = main(["subscribe", f"tcp://127.0.0.1:{free_port}", "--idle-timeout", "0.5"])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert f"streamfuse: error: tcp://127.0.0.1:{free_port}: received no frames" in err
+
+
+@pytest.fixture
+def unwritable_folder(tmp_path) -> Path:
+    """A folder in which creating a file fails (root ignores permissions: then a sysfs folder)."""
+    folder = tmp_path / "read-only"
+    folder.mkdir()
+    folder.chmod(0o555)
+    if not os.access(folder, os.W_OK):
+        return folder
+    try:
+        (Path("/sys") / "streamfuse-probe").touch()
+    except OSError:
+        return Path("/sys")
+    pytest.skip("no folder that refuses writes here")
+
+
+def test_save_to_an_unwritable_place_is_one_clear_error(unwritable_folder, capsys, free_port):
+    target = unwritable_folder / "rec.mp4"
+    code = main(["subscribe", f"tcp://127.0.0.1:{free_port}", "--save", str(target), "--duration", "0.2"])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert f"streamfuse: error: --save: cannot write {target} (" in err and "Traceback" not in err
