@@ -42,7 +42,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     _log_setup(pipeline, args.config or "packaged demo config")
     stats = pipeline.run(progress=_progress_wanted(args, pipeline))
     _log_summary(stats)
-    return 130 if pipeline.interrupted else 0
+    return pipeline.exit_status
 
 
 def _log_setup(pipeline: Pipeline, origin: str) -> None:
@@ -135,7 +135,7 @@ def cmd_fuse(args: argparse.Namespace) -> int:
     fuse = stats.stages().get("fuse")
     log.info("wrote %d fused frame(s) to %s (fuser %s, median %.1f ms per frame)", stats.frames_out, args.output,
              pipeline.fuser.name, fuse.p50_ms if fuse else 0.0)
-    return 130 if pipeline.interrupted else 0
+    return pipeline.exit_status
 
 
 # -------------------------------------------------------------------------------------------- probe
