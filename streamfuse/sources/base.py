@@ -112,8 +112,10 @@ class Source(ThreadedStage):
     connection, end of stream, stall) closes it and retries with capped exponential backoff and
     jitter, forever by default; any other :class:`SourceError` is a configuration error and fails
     the source at once. A watchdog thread counts a stall when a running source delivers no frame for
-    ``stall_timeout_s`` (or a (re)started one none within ``grace_s``) and asks for a reconnect;
-    blocking reads are bounded by the subclass's own read timeout.
+    ``stall_timeout_s`` (or a (re)started one none within ``grace_s``); a stalled running source
+    is marked lost at once and, when its blocking read returns (bounded by the subclass's own read
+    timeout), reconnects: whatever that connection still delivers is discarded as stale, so one
+    stall is one stall, one disconnect and one reconnect.
 
     Args:
         name: ``"ir"`` or ``"vis"``; used in messages and statistics.
@@ -154,6 +156,8 @@ class Source(ThreadedStage):
         self._state_lock = threading.Lock()
         self._stop = threading.Event()
         self._watchdog: threading.Thread | None = None
+        self._stalled = threading.Event()
+        """Set by the watchdog when it finds the open connection silent: that connection is abandoned."""
 
     # ----------------------------------------------------------------------------- for subclasses
     @abc.abstractmethod
@@ -272,6 +276,9 @@ class Source(ThreadedStage):
                     return
             t0 = time.perf_counter()
             capture = self.read()
+            if self._stalled.is_set():
+                raise TransientSourceError("stalled: reconnecting (frames the silent connection still "
+                                           "delivers are stale)")
             if capture is None:
                 return
             now = time.perf_counter()
@@ -298,6 +305,7 @@ class Source(ThreadedStage):
             frames_before = self.frames_read
             try:
                 self._opened_at = None
+                self._stalled.clear()
                 self.open()
                 self._opened_at = time.monotonic()
                 self._pump()
@@ -340,6 +348,7 @@ class Source(ThreadedStage):
             opened_at, last_frame_at = self._opened_at, self._last_frame_at
             if self.state is SourceState.RUNNING and last_frame_at is not None:
                 if now - last_frame_at > settings.stall_timeout_s:
+                    self._stalled.set()
                     self._record_stall()
                     self._count_disconnect()
                     self._set_state(SourceState.RECONNECTING, f"stalled: no frame for {now - last_frame_at:.1f} s")
