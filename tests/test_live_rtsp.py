@@ -257,14 +257,54 @@ def test_credentials_never_reach_the_logs(tmp_path, cameras, caplog):
     assert "rtsp://***@127.0.0.1" in caplog.text
 
 
-def test_a_configuration_error_fails_fast_instead_of_retrying(tmp_path, cameras):
+@pytest.mark.parametrize(("ir_uri", "error"), [
+    ("rtspx://127.0.0.1:1/cam", "rtspx://127.0.0.1:1/cam: cannot open video"),
+    ("rtsp://127.0.0.1:{vis_port}/wrong", "sources.ir: .*/wrong: cannot open video .*404.* no stream at that path"),
+])
+def test_a_configuration_error_fails_fast_instead_of_retrying(tmp_path, cameras, ir_uri, error):
     cameras["vis"].start()
     pipeline = Pipeline(config_from_dict({
-        "sources": {"ir": {"type": "video", "uri": "rtspx://127.0.0.1:1/cam", "reconnect": {"enabled": True}},
+        "sources": {"ir": {"type": "video", "uri": ir_uri.format(vis_port=cameras["vis"].port),
+                           "reconnect": {"enabled": True}},
                     "vis": {"type": "video", "uri": cameras["vis"].url}},
         "fusion": {"fuser": "classical"}, "stats": {"log_every_s": 0}}))
     started = time.monotonic()
-    with pytest.raises(SourceError, match="rtspx://127.0.0.1:1/cam: cannot open video"):
+    with pytest.raises(SourceError, match=error):
         pipeline.run(install_signal_handlers=False)
     assert time.monotonic() - started < 10
     assert pipeline.health()["sources"]["ir"]["state"] == "failed"
+
+
+def test_a_404_from_a_camera_that_ran_before_is_retried(tmp_path, streaming):
+    ir = streaming["ir"]
+    with LiveRun(tmp_path, ir.url, streaming["vis"].url) as run:
+        wait_until(lambda: run.frames > 10, 15, "steady output")
+        ir.kill()
+        ir.path = "/booting"  # restarted, but not serving the stream yet: /cam answers 404
+        ir.start()
+        wait_until(lambda: "404" in (run.source("ir")["last_error"] or ""), 10, "a 404 on reconnecting")
+        assert run.source("ir")["state"] == "reconnecting" and run.error is None
+        ir.kill()
+        ir.path = "/cam"
+        ir.start()
+        before = run.frames
+        wait_until(lambda: run.frames > before + 5, 15, "output once the stream is back")
+    assert run.error is None
+
+
+def test_a_camera_absent_at_start_is_named_in_the_log(tmp_path, cameras, caplog):
+    (closed,) = free_ports(1)  # nothing listens there: connection refused
+    cameras["vis"].start()
+    caplog.set_level(logging.INFO)
+    ir_url = f"rtsp://127.0.0.1:{closed}/cam"
+
+    def logged(*words: str) -> bool:
+        return any(all(word in record.getMessage() for word in words) for record in caplog.records)
+
+    with LiveRun(tmp_path, ir_url, cameras["vis"].url) as run:
+        started = time.monotonic()
+        wait_until(lambda: logged("source ir", ir_url, "Connection refused"), 5, "a log line naming camera ir")
+        assert time.monotonic() - started < RECONNECT["backoff_initial_s"] * 1.2 + 2  # within one retry
+        wait_until(lambda: run.source("vis")["state"] == "running", 10, "camera vis to deliver")
+        wait_until(lambda: logged("camera ir not delivering yet"), 5, "the pause naming camera ir")
+    assert not logged("camera vis not delivering yet:")  # vis is named only while it was down too

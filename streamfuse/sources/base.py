@@ -231,12 +231,17 @@ class Source(ThreadedStage):
 
     # -------------------------------------------------------------------------------- internals
     def _set_state(self, state: SourceState, error: str | None = None) -> None:
+        """Move to ``state``; log the change, or a new error in the same lost state (a camera down at start)."""
         with self._state_lock:
+            previous, previous_error = self.state, self.last_error
             if error is not None:
                 self.last_error = error
-            if state is self.state:
-                return
-            previous, self.state, self._state_since = self.state, state, time.monotonic()
+            if state is not previous:
+                self.state, self._state_since = state, time.monotonic()
+        if state is previous:
+            if error is not None and error != previous_error and self.reconnect is not None and state in LOST_STATES:
+                log.warning("source %s (%s): still %s (%s); retrying", self.name, self.describe(), state.value, error)
+            return
         level = logging.WARNING if state in (SourceState.RECONNECTING, SourceState.FAILED) else logging.INFO
         if self.reconnect is not None or state is SourceState.FAILED:
             log.log(level, "source %s (%s): %s -> %s%s", self.name, self.describe(), previous.value, state.value,
