@@ -208,6 +208,53 @@ def test_zmq_latest_mode_and_jpeg(free_port):
         assert subscriber.received == 10
 
 
+SLOW_LIVE_SUBSCRIBER = """
+import json, sys, time
+from streamfuse.sinks import Subscriber
+
+def hold_the_gil(seconds):  # busy inside one C call that keeps the GIL, as many C extensions do
+    t0 = time.perf_counter()
+    sum(range(200_000))
+    sum(range(int(200_000 * seconds / (time.perf_counter() - t0))))
+
+ages = []
+with Subscriber(sys.argv[1], keep="latest") as subscriber:
+    for _ in range(5):
+        frame = subscriber.latest(timeout=10)
+        ages.append(time.time() - frame.header["captured_at"])
+        hold_the_gil(1.2)
+print(json.dumps({"ages": ages, "skipped": subscriber.skipped}))
+"""
+
+
+def test_a_slow_live_subscriber_never_gets_a_frame_older_than_a_second(free_port):
+    """30 fps of 640x512 JPEG from a live publisher to a reader (another process) that holds its GIL
+    1.2 s per frame: its receiving thread stops while frames pile up in the socket buffers."""
+    endpoint = f"tcp://127.0.0.1:{free_port}"
+    sink = ZmqSink(endpoint, encoding="jpeg")
+    noise = np.random.default_rng(0).integers(0, 256, (512, 640, 3), np.uint8)  # slow to decode
+    sink.start()
+    reader = subprocess.Popen([sys.executable, "-c", textwrap.dedent(SLOW_LIVE_SUBSCRIBER), endpoint],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        index = 0
+        next_frame = time.monotonic()
+        while reader.poll() is None and index < 30 * 30:
+            next_frame += 1 / 30
+            sink.queue.put(fused(index, image=noise))
+            index += 1
+            time.sleep(max(0.0, next_frame - time.monotonic()))  # a 30 fps camera
+        output, errors = reader.communicate(timeout=30)
+    finally:
+        reader.kill()
+        sink.queue.close()
+        sink.join(10)
+    assert reader.returncode == 0, errors
+    result = json.loads(output)
+    assert max(result["ages"]) < 1.0, result["ages"]
+    assert result["skipped"] > 0 and sink.error is None
+
+
 def test_zmq_endpoint_in_use(free_port):
     endpoint = f"tcp://127.0.0.1:{free_port}"
     first = ZmqSink(endpoint)
