@@ -325,7 +325,7 @@ class Source(ThreadedStage):
                 return
             if self.frames_read > frames_before:
                 failures = 0
-            if self.state is SourceState.RUNNING:
+            if self.state is SourceState.RUNNING and not self._stalled.is_set():  # a stall is counted by the watchdog
                 self._count_disconnect()
             failures += 1
             if settings.max_attempts is not None and failures > settings.max_attempts:
