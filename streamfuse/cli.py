@@ -47,7 +47,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     stats = pipeline.run(progress=_progress_wanted(args, pipeline))
     _log_summary(stats)
     _log_inputs(pipeline)
-    return 130 if pipeline.interrupted else 0
+    return pipeline.exit_status
 
 
 def _log_setup(pipeline: Pipeline, origin: str) -> None:
@@ -190,7 +190,7 @@ def cmd_fuse(args: argparse.Namespace) -> int:
     log.info("wrote %d fused frame(s) to %s (fuser %s, median %.1f ms per frame)", stats.frames_out, args.output,
              pipeline.fuser.name, fuse.p50_ms if fuse else 0.0)
     _log_inputs(pipeline)
-    return 130 if pipeline.interrupted else 0
+    return pipeline.exit_status
 
 
 # -------------------------------------------------------------------------------------------- probe

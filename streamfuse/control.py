@@ -10,10 +10,10 @@ a ``cmd`` key; each gets exactly one JSON reply with ``ok`` true or false:
 
 - ``{"cmd": "get_health"}`` -> ``{"ok": true, "health": {...}}`` (as served at ``/health``)
 
-A request with unknown or missing keys, wrong types, over 64 KiB, or beyond the rate limit gets
-``{"ok": false, "error": "..."}`` and is not executed; an unknown command also lists the known ones
-in ``commands``. With ``control.curve`` keys only clients whose public key is in the allow-list get
-through the handshake (see :mod:`streamfuse.security`).
+A request with unknown or missing keys, wrong types, over 64 KiB, in more than one message part, or
+beyond the rate limit gets ``{"ok": false, "error": "..."}`` and is not executed; an unknown command
+also lists the known ones in ``commands``. With ``control.curve`` keys only clients whose public key
+is in the allow-list get through the handshake (see :mod:`streamfuse.security`).
 """
 
 from __future__ import annotations
@@ -74,9 +74,10 @@ class _RateLimit:
 class ControlServer:
     """Serves control requests on its own thread.
 
-    Every request gets exactly one reply. A request must be a JSON object with a known ``cmd`` and
-    exactly that command's fields, of the right types; it is refused (with an error reply, not
-    executed) when malformed, over :data:`MAX_REQUEST_BYTES`, or beyond ``max_requests_per_s``.
+    Every request gets exactly one reply. A request must be a single-part message holding a JSON
+    object with a known ``cmd`` and exactly that command's fields, of the right types; it is refused
+    (with an error reply, not executed) when malformed, over :data:`MAX_REQUEST_BYTES`, or beyond
+    ``max_requests_per_s``.
 
     Args:
         config: Endpoint, CURVE keys, remote-bind permission and rate limit.
@@ -141,10 +142,15 @@ class ControlServer:
                 try:
                     if not self._socket.poll(100, zmq.POLLIN):
                         continue
-                    raw = self._socket.recv()
+                    parts = self._socket.recv_multipart()  # all parts: REP replies only once a message is read whole
                 except zmq.ZMQError:
                     break
-                self._socket.send(json.dumps(self.handle(raw)).encode())
+                reply = self.handle(parts[0]) if len(parts) == 1 else {
+                    "ok": False, "error": f"request must be one message part, got {len(parts)}"}
+                try:
+                    self._socket.send(json.dumps(reply).encode())
+                except zmq.ZMQError as exc:  # the client went away: nothing to answer, keep serving the others
+                    log.debug("control socket: reply not sent (%s)", exc)
         finally:
             self._release()  # this thread owns the socket: it closes it, never another thread while in use
 

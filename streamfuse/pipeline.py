@@ -149,8 +149,8 @@ class Pipeline:
         self._stopping = threading.Event()
         self._started = False
         self.frames_fused = 0
-        self.interrupted = False
-        """True once SIGINT/SIGTERM asked the pipeline to stop."""
+        self.stop_signal: int | None = None
+        """The signal (SIGINT or SIGTERM) that first asked the pipeline to stop, if one did."""
         self.router = None
         self.routing = None
         """The active prompt routing; replaced as a whole (atomically) by :meth:`set_prompt`."""
@@ -183,6 +183,11 @@ class Pipeline:
     def pair_state(self) -> str:
         """``paired``; or while a camera is lost, ``pause`` or ``passthrough`` (``sync.on_camera_loss``)."""
         return self.pairing.state
+
+    @property
+    def exit_status(self) -> int:
+        """The exit status of a finished run: 128 + the stop signal (130 SIGINT, 143 SIGTERM), else 0."""
+        return 128 + self.stop_signal if self.stop_signal else 0
 
     @property
     def expected_frames(self) -> int | None:
@@ -424,7 +429,7 @@ class Pipeline:
             yield
             return
         def handle(signum, _frame) -> None:
-            self.interrupted = True
+            self.stop_signal = self.stop_signal or signum
             if self._stopping.is_set():
                 log.warning("second interrupt: dropping frames in flight, finalising outputs")
                 self.abort()

@@ -149,6 +149,7 @@ class PairingStage:
         self._output_shape: tuple[int, int] | None = None
         self._paired_once = False
         self._last_paired: dict[str, int] = {}
+        self._lost_names: list[str] = []
 
     def tolerance_s(self) -> float:
         """``sync.tolerance_ms`` in seconds, or when it is null :data:`TOLERANCE_INTERVALS` frame
@@ -240,12 +241,14 @@ class PairingStage:
 
     def _while_lost(self, lost: list[Source]) -> bool:
         """One step while a camera is lost; False when the output stopped accepting pairs."""
-        if self.state == "paired":
+        names = [source.name for source in lost]
+        if self.state == "paired" or names != self._lost_names:  # log every change of which cameras are down
             self.state = self.config.on_camera_loss
-            log.log(logging.WARNING if self._paired_once else logging.INFO, "camera %s %s: %s", lost[0].name,
+            self._lost_names = names
+            log.log(logging.WARNING if self._paired_once else logging.INFO, "camera %s %s: %s", " and ".join(names),
                     "lost" if self._paired_once else "not delivering yet",
-                    "publishing the other camera alone" if self.state == "passthrough"
-                    else "output paused until it is back")
+                    "publishing the other camera alone" if self.state == "passthrough" and len(lost) == 1
+                    else "output paused until both cameras deliver")
         survivor = next((s for s in (self.primary, self.secondary) if s not in lost), None)
         # the output is on the visible grid: infrared alone needs its size from an earlier pair
         if self.state == "passthrough" and survivor is not None and (

@@ -37,6 +37,8 @@ class RtspCamera:
         self.port = port
         self.size = size
         self.fps = fps
+        self.path = "/cam"
+        """Where the stream is mounted; change it before a (re)start to serve elsewhere (404 at :attr:`url`)."""
         self.url = f"rtsp://127.0.0.1:{port}/cam"
         self.process: subprocess.Popen | None = None
 
@@ -44,7 +46,7 @@ class RtspCamera:
         """Start serving; returns the monotonic time at which it listens."""
         assert self.process is None, "camera already running"
         command = [SYSTEM_PYTHON, str(SERVER_SCRIPT), "--port", str(self.port), "--size",
-                   f"{self.size[0]}x{self.size[1]}", "--fps", str(self.fps)]
+                   f"{self.size[0]}x{self.size[1]}", "--fps", str(self.fps), "--path", self.path]
         deadline = time.monotonic() + timeout
         while True:  # the port may still be in TIME_WAIT right after a kill
             self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

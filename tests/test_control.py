@@ -132,6 +132,30 @@ def test_bad_control_messages_get_error_replies(raw, error):
         server.close()
 
 
+@pytest.mark.parametrize("parts", [
+    [b'{"cmd": "set_prompt", "prompt": "fog"}', b"second part"],
+    [b"", b"", b""],
+    [b"not json", b'{"cmd": "set_prompt", "prompt": "fog"}', b"x" * 70000],
+])
+def test_multipart_control_message_gets_an_error_and_the_socket_keeps_answering(parts):
+    (port,) = free_ports(1)
+    server = ControlServer(control_config(port), echo_commands())
+    context = zmq.Context()
+    client = context.socket(zmq.REQ)
+    client.connect(f"tcp://127.0.0.1:{port}")
+    try:
+        client.send_multipart(parts)
+        assert client.poll(5000)
+        reply = json.loads(client.recv())
+        assert reply == {"ok": False, "error": f"request must be one message part, got {len(parts)}"}
+        reply = request(f"tcp://127.0.0.1:{port}", {"cmd": "set_prompt", "prompt": "still alive"}, timeout_s=5)
+        assert reply == {"ok": True, "prompt": "still alive"}
+    finally:
+        client.close(0)
+        context.term()
+        server.close()
+
+
 def test_control_rate_limit_refuses_a_flood_but_always_replies():
     (port,) = free_ports(1)
     server = ControlServer(control_config(port, max_requests_per_s=5), echo_commands())

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
 import threading
 import urllib.error
 import urllib.request
 
 import pytest
 
-from conftest import wait_until
+from conftest import REPO, wait_until
 from streamfuse.config import config_from_dict
 from streamfuse.pipeline import Pipeline
 
@@ -20,6 +21,18 @@ def get(url: str) -> tuple[int, str]:
             return response.status, response.read().decode()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read().decode()
+
+
+def exported_metric_names(text: str) -> set[str]:
+    """The names of the samples in a Prometheus text exposition."""
+    return {re.match(r"[a-zA-Z_:][a-zA-Z0-9_:]*", line)[0] for line in text.splitlines()
+            if line and not line.startswith("#")}
+
+
+def documented_metric_names() -> set[str]:
+    """The metric names the table in docs/live.md lists (first column)."""
+    text = (REPO / "docs" / "live.md").read_text()
+    return set(re.findall(r"^\| `(streamfuse_[a-z_]+)` \|", text, flags=re.MULTILINE))
 
 
 def test_health_and_metrics_endpoints_report_a_live_pipeline():
@@ -49,6 +62,7 @@ def test_health_and_metrics_endpoints_report_a_live_pipeline():
         assert code == 200
         assert 'streamfuse_source_state{source="ir",state="running"} 1.0' in text
         assert "streamfuse_output_frames_total" in text and 'streamfuse_latency_ms{quantile="p95"}' in text
+        assert exported_metric_names(text) == documented_metric_names()
         assert get(f"{url}/secrets")[0] == 404
     finally:
         pipeline.stop()

@@ -46,8 +46,8 @@ class LiveRun:
         self.pipeline = Pipeline(config_from_dict(config))
         self.subscriber = Subscriber(f"tcp://127.0.0.1:{publish}", keep="all")
         self.error: Exception | None = None
-        self.modes: list[str] = []
-        """The ``mode`` header of every published frame (collected when the run ends)."""
+        self.headers: list[dict] = []
+        """The header of every published frame (collected when the run ends)."""
         self.thread = threading.Thread(target=self._run, name="test-live-run")
 
     def _run(self) -> None:
@@ -64,7 +64,7 @@ class LiveRun:
         self.pipeline.stop()
         self.thread.join(15)
         while (frame := self.subscriber.receive(timeout=0.5)) is not None:
-            self.modes.append(frame.header["mode"])
+            self.headers.append(frame.header)
         self.subscriber.close()
         assert not self.thread.is_alive(), "the pipeline did not stop"
 
@@ -157,6 +157,29 @@ def test_stalled_camera_is_detected_and_recovers(tmp_path, streaming):
     assert_playable(run.output, stalled_at)
 
 
+def test_a_long_stall_counts_once_and_publishes_nothing_stale(tmp_path, streaming):
+    """Frozen for 4x the stall timeout: PyAV releases the frame its demuxer held at the first read
+    timeout (2 s); that frame is from before the stall and must neither end the pause nor count."""
+    with LiveRun(tmp_path, streaming["ir"].url, streaming["vis"].url) as run:
+        wait_until(lambda: run.frames > 15, 15, "steady output")
+        frozen = time.time()
+        streaming["vis"].freeze()
+        wait_until(lambda: run.source("vis")["stalls"] == 1, 5, "the watchdog to report the stall")
+        time.sleep(4 * RECONNECT["stall_timeout_s"] - (time.time() - frozen))  # the stall lasts this long
+        thawed = time.time()
+        streaming["vis"].thaw()
+        wait_until(lambda: run.source("vis")["state"] == "running", 15, "the camera to be back")
+        back = run.frames
+        wait_until(lambda: run.frames > back, 10, "output after the stall")
+        vis = run.source("vis")
+        assert (vis["stalls"], vis["disconnects"], vis["reconnects"]) == (1, 1, 1)
+        assert run.source("ir")["disconnects"] == 0
+    # frames in flight when the camera froze are out within 0.5 s; after that nothing until it is back
+    during = [h["seq"] for h in run.headers if frozen + 0.5 < h["published_at"] < thawed]
+    assert during == [], f"published while paused: seq {during}"
+    assert run.error is None
+
+
 def test_flapping_camera_recovers_every_time_and_counts_match(tmp_path, streaming):
     flaps = 3
     with LiveRun(tmp_path, streaming["ir"].url, streaming["vis"].url) as run:
@@ -186,7 +209,7 @@ def test_passthrough_publishes_the_surviving_camera_marked_in_the_header(tmp_pat
         wait_until(lambda: run.pipeline.pair_state == "paired", 10, "pairing to resume")
         resumed = run.frames
         wait_until(lambda: run.frames > resumed + 5, 10, "fused output again")
-    modes = run.modes
+    modes = [header["mode"] for header in run.headers]
     assert modes[0] == "fused" and modes[-1] == "fused"
     assert "passthrough_vis" in modes and "passthrough_ir" not in modes
     first = modes.index("passthrough_vis")
@@ -234,14 +257,54 @@ def test_credentials_never_reach_the_logs(tmp_path, cameras, caplog):
     assert "rtsp://***@127.0.0.1" in caplog.text
 
 
-def test_a_configuration_error_fails_fast_instead_of_retrying(tmp_path, cameras):
+@pytest.mark.parametrize(("ir_uri", "error"), [
+    ("rtspx://127.0.0.1:1/cam", "rtspx://127.0.0.1:1/cam: cannot open video"),
+    ("rtsp://127.0.0.1:{vis_port}/wrong", "sources.ir: .*/wrong: cannot open video .*404.* no stream at that path"),
+])
+def test_a_configuration_error_fails_fast_instead_of_retrying(tmp_path, cameras, ir_uri, error):
     cameras["vis"].start()
     pipeline = Pipeline(config_from_dict({
-        "sources": {"ir": {"type": "video", "uri": "rtspx://127.0.0.1:1/cam", "reconnect": {"enabled": True}},
+        "sources": {"ir": {"type": "video", "uri": ir_uri.format(vis_port=cameras["vis"].port),
+                           "reconnect": {"enabled": True}},
                     "vis": {"type": "video", "uri": cameras["vis"].url}},
         "fusion": {"fuser": "classical"}, "stats": {"log_every_s": 0}}))
     started = time.monotonic()
-    with pytest.raises(SourceError, match="rtspx://127.0.0.1:1/cam: cannot open video"):
+    with pytest.raises(SourceError, match=error):
         pipeline.run(install_signal_handlers=False)
     assert time.monotonic() - started < 10
     assert pipeline.health()["sources"]["ir"]["state"] == "failed"
+
+
+def test_a_404_from_a_camera_that_ran_before_is_retried(tmp_path, streaming):
+    ir = streaming["ir"]
+    with LiveRun(tmp_path, ir.url, streaming["vis"].url) as run:
+        wait_until(lambda: run.frames > 10, 15, "steady output")
+        ir.kill()
+        ir.path = "/booting"  # restarted, but not serving the stream yet: /cam answers 404
+        ir.start()
+        wait_until(lambda: "404" in (run.source("ir")["last_error"] or ""), 10, "a 404 on reconnecting")
+        assert run.source("ir")["state"] == "reconnecting" and run.error is None
+        ir.kill()
+        ir.path = "/cam"
+        ir.start()
+        before = run.frames
+        wait_until(lambda: run.frames > before + 5, 15, "output once the stream is back")
+    assert run.error is None
+
+
+def test_a_camera_absent_at_start_is_named_in_the_log(tmp_path, cameras, caplog):
+    (closed,) = free_ports(1)  # nothing listens there: connection refused
+    cameras["vis"].start()
+    caplog.set_level(logging.INFO)
+    ir_url = f"rtsp://127.0.0.1:{closed}/cam"
+
+    def logged(*words: str) -> bool:
+        return any(all(word in record.getMessage() for word in words) for record in caplog.records)
+
+    with LiveRun(tmp_path, ir_url, cameras["vis"].url) as run:
+        started = time.monotonic()
+        wait_until(lambda: logged("source ir", ir_url, "Connection refused"), 5, "a log line naming camera ir")
+        assert time.monotonic() - started < RECONNECT["backoff_initial_s"] * 1.2 + 2  # within one retry
+        wait_until(lambda: run.source("vis")["state"] == "running", 10, "camera vis to deliver")
+        wait_until(lambda: logged("camera ir not delivering yet"), 5, "the pause naming camera ir")
+    assert not logged("camera vis not delivering yet:")  # vis is named only while it was down too

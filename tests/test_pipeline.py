@@ -136,7 +136,8 @@ def test_tno_sequence_from_shared_data(tmp_path):
     assert len(images) == count and images[0].shape[:2] == (270, 360)
 
 
-def test_sigint_leaves_a_playable_file(tmp_path):
+@pytest.mark.parametrize(("stop_signal", "status"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_stop_signal_leaves_a_playable_file_and_exits_128_plus_the_signal(tmp_path, stop_signal, status):
     output = tmp_path / "live.mp4"
     command = [sys.executable, "-m", "streamfuse", "run", "--no-progress",
                "--set", "sources.ir.frames=null", "--set", "sources.vis.frames=null",
@@ -148,9 +149,9 @@ def test_sigint_leaves_a_playable_file(tmp_path):
     while time.monotonic() < deadline and (not output.exists() or output.stat().st_size < 2000):
         time.sleep(0.2)
     time.sleep(1.0)
-    process.send_signal(signal.SIGINT)
+    process.send_signal(stop_signal)
     _, stderr = process.communicate(timeout=30)
-    assert process.returncode == 130, stderr.decode()
+    assert process.returncode == status, stderr.decode()
     images, times = read_video(output)
     assert len(images) >= 10
     assert all(b > a for a, b in zip(times, times[1:], strict=False))

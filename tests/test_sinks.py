@@ -64,24 +64,31 @@ import os, signal, sys
 import numpy as np
 from streamfuse.sinks import VideoWriter
 writer = VideoWriter(sys.argv[1], fps=25, fragmented=sys.argv[2] == "yes")
-for i in range(300):  # a keyframe every 2 s (50 frames): at least five complete fragments
-    writer.write(np.full((48, 64, 3), 50 + i // 10, np.uint8), i / 25)
+scene = np.random.default_rng(0).integers(0, 256, (96, 128, 3), np.uint8)
+for i in range(int(sys.argv[3])):  # a keyframe every 2 s (50 frames); the texture pans, no scene cut
+    writer.write(np.roll(scene, i, axis=1), i / 25)
 os.kill(os.getpid(), signal.SIGKILL)
 """
 
 
-@pytest.mark.parametrize("fragmented", [True, False])
-def test_a_killed_writer_leaves_a_playable_mp4_only_when_fragmented(tmp_path, fragmented):
-    path = tmp_path / "killed.mp4"
+def kill_a_writer(path, fragmented: bool, frames: int) -> None:
     writer = subprocess.run([sys.executable, "-c", textwrap.dedent(KILLED_WRITER), str(path),
-                             "yes" if fragmented else "no"], capture_output=True, timeout=60)
+                             "yes" if fragmented else "no", str(frames)], capture_output=True, timeout=60)
     assert writer.returncode == -9, writer.stderr.decode()
-    if not fragmented:  # the classic MP4 index is written on close: nothing plays
-        with pytest.raises(av.error.InvalidDataError):
-            read_video(path)
-        return
-    images, times = read_video(path)
-    assert 250 <= len(images) < 300, "all but the last (unfinished) fragment play"
+
+
+def test_a_killed_classic_mp4_does_not_play(tmp_path):
+    kill_a_writer(tmp_path / "killed.mp4", False, 300)
+    with pytest.raises(av.error.InvalidDataError):  # the classic MP4 index is written on close
+        read_video(tmp_path / "killed.mp4")
+
+
+@pytest.mark.parametrize("frames", [300, 301, 302, 310, 320, 349])
+def test_a_killed_fragmented_mp4_loses_at_most_its_last_two_seconds(tmp_path, frames):
+    """Killed at every phase of the 2 s fragment: what the encoder still holds must not add to the loss."""
+    kill_a_writer(tmp_path / "killed.mp4", True, frames)
+    images, times = read_video(tmp_path / "killed.mp4")
+    assert (frames - len(images)) / 25 <= 2.0, f"{len(images)} of {frames} frames play"
     assert times == pytest.approx([i / 25 for i in range(len(images))], abs=0.002)
 
 
@@ -206,6 +213,53 @@ def test_zmq_latest_mode_and_jpeg(free_port):
         assert newest.header["encoding"] == "jpeg" and newest.image.shape == (48, 64, 3)
         assert np.abs(newest.image.astype(int) - smooth[9].astype(int)).mean() < 3
         assert subscriber.received == 10
+
+
+SLOW_LIVE_SUBSCRIBER = """
+import json, sys, time
+from streamfuse.sinks import Subscriber
+
+def hold_the_gil(seconds):  # busy inside one C call that keeps the GIL, as many C extensions do
+    t0 = time.perf_counter()
+    sum(range(200_000))
+    sum(range(int(200_000 * seconds / (time.perf_counter() - t0))))
+
+ages = []
+with Subscriber(sys.argv[1], keep="latest") as subscriber:
+    for _ in range(5):
+        frame = subscriber.latest(timeout=10)
+        ages.append(time.time() - frame.header["captured_at"])
+        hold_the_gil(1.2)
+print(json.dumps({"ages": ages, "skipped": subscriber.skipped}))
+"""
+
+
+def test_a_slow_live_subscriber_never_gets_a_frame_older_than_a_second(free_port):
+    """30 fps of 640x512 JPEG from a live publisher to a reader (another process) that holds its GIL
+    1.2 s per frame: its receiving thread stops while frames pile up in the socket buffers."""
+    endpoint = f"tcp://127.0.0.1:{free_port}"
+    sink = ZmqSink(endpoint, encoding="jpeg")
+    noise = np.random.default_rng(0).integers(0, 256, (512, 640, 3), np.uint8)  # slow to decode
+    sink.start()
+    reader = subprocess.Popen([sys.executable, "-c", textwrap.dedent(SLOW_LIVE_SUBSCRIBER), endpoint],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        index = 0
+        next_frame = time.monotonic()
+        while reader.poll() is None and index < 30 * 30:
+            next_frame += 1 / 30
+            sink.queue.put(fused(index, image=noise))
+            index += 1
+            time.sleep(max(0.0, next_frame - time.monotonic()))  # a 30 fps camera
+        output, errors = reader.communicate(timeout=30)
+    finally:
+        reader.kill()
+        sink.queue.close()
+        sink.join(10)
+    assert reader.returncode == 0, errors
+    result = json.loads(output)
+    assert max(result["ages"]) < 1.0, result["ages"]
+    assert result["skipped"] > 0 and sink.error is None
 
 
 def test_zmq_endpoint_in_use(free_port):

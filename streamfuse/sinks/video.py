@@ -113,11 +113,15 @@ class VideoWriter:
         # The encoder counts in milliseconds too: at 1/fps, a live camera's jittery timestamps would
         # round two frames onto one tick and the muxer would refuse the non-increasing timestamps.
         stream.codec_context.time_base = TIME_BASE
+        stream.thread_type = "AUTO"
         if self.codec == "h264":
-            stream.options = {"crf": str(self.crf), "preset": self.preset}
+            # Every frame in comes out at once, so a fragment is complete when its interval ends (x264
+            # held 20-25 frames): zerolatency drops lookahead and B-frames, and slice threads replace
+            # frame threads (FFmpeg's libx264 wrapper turns slice threads off unless told "SLICE").
+            stream.options = {"crf": str(self.crf), "preset": self.preset, "tune": "zerolatency"}
+            stream.thread_type = "SLICE"
             # A keyframe every 2 s: seeking stays quick, and a fragmented MP4 is flushed that often.
             stream.codec_context.gop_size = max(1, round(KEYFRAME_INTERVAL_S * self.fps))
-        stream.thread_type = "AUTO"
         self._stream = stream
         self._size = (width, height)
 

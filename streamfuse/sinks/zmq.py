@@ -295,32 +295,44 @@ class Subscriber:
 
     Two ways to consume:
 
-    * ``keep="latest"`` (live viewers): a background thread receives continuously and keeps only
-      the newest frame; :meth:`latest` returns it. Frames the caller was too slow for are counted
-      in :attr:`skipped`.
+    * ``keep="latest"`` (live viewers): a background thread takes everything that has arrived,
+      decodes only the newest message, and keeps it; :meth:`latest` returns it, never a frame older
+      than ``max_age_s``. Frames the caller was too slow for are counted in :attr:`skipped`, frames
+      that were too old when their turn came in :attr:`stale`.
     * ``keep="all"`` (recording, analysis): :meth:`receive` returns every frame in order (up to the
-      socket's high-water mark ``hwm``).
+      socket's high-water mark ``hwm``), however old: a reader slower than the publisher falls
+      further and further behind (pair it with a ``lossless: true`` publisher).
+
+    A frame's age is capture to now, measured without trusting the two machines' clocks to agree:
+    the smallest publish-to-arrival delay seen so far is taken as clock offset plus transit.
 
     Args:
         endpoint: The publisher's endpoint (``tcp://host:5555``).
         topic: Topic prefix to subscribe to.
         keep: ``latest`` or ``all``.
         bind: Bind instead of connect (when the publisher connects).
-        hwm: Receive high-water mark.
+        hwm: Receive high-water mark (None: 2 for ``latest``, 1000 for ``all``).
+        max_age_s: With ``keep="latest"``, the oldest frame :meth:`latest` returns (None: no limit).
         client_key: This subscriber's ``.key_secret`` file, for a CURVE-secured publisher.
         server_key: The publisher's public ``.key`` file (with ``client_key``).
     """
 
     def __init__(self, endpoint: str, *, topic: str = "fused", keep: str = "latest", bind: bool = False,
-                 hwm: int = 1000, client_key: str | None = None, server_key: str | None = None) -> None:
+                 hwm: int | None = None, max_age_s: float | None = 1.0, client_key: str | None = None,
+                 server_key: str | None = None) -> None:
         if keep not in ("latest", "all"):
             raise ValueError(f"keep must be 'latest' or 'all', got {keep!r}")
+        if hwm is None:
+            hwm = 2 if keep == "latest" else 1000
         self.endpoint = endpoint
         self.keep = keep
+        self.max_age_s = max_age_s
         self.received = 0
         self.skipped = 0
         self.ended: dict[str, Any] | None = None
         """The publisher's end-of-stream header once it arrived; no frame comes after it."""
+        self.stale = 0
+        self._offset: float | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._context = zmq.Context()
@@ -362,11 +374,39 @@ class Subscriber:
         self.received += 1
         return frame
 
+    def _newest_message(self, timeout: float) -> list[bytes] | None:
+        """The newest message that has arrived (older ones are skipped unread), waiting up to ``timeout`` s."""
+        if not self._socket.poll(int(timeout * 1000), zmq.POLLIN):
+            return None
+        parts = self._socket.recv_multipart()
+        self.received += 1
+        while True:
+            try:
+                newer = self._socket.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return parts
+            self.received += 1
+            self.skipped += 1
+            parts = newer
+
+    def age_s(self, frame: ReceivedFrame) -> float:
+        """Seconds from ``frame``'s capture to now, with the publisher's clock offset taken out."""
+        transit = frame.received_at - frame.header["published_at"]
+        self._offset = transit if self._offset is None else min(self._offset, transit)
+        return time.time() - frame.header["captured_at"] - self._offset
+
+    def _fresh(self, frame: ReceivedFrame) -> bool:
+        if self.max_age_s is None or self.age_s(frame) <= self.max_age_s:
+            return True
+        self.stale += 1
+        return False
+
     def _receive_loop(self) -> None:
         try:
             while not self._stop.is_set():
                 try:
-                    frame = self._receive_once(0.1)
+                    parts = self._newest_message(0.1)
+                    frame = None if parts is None else decode_message(parts)
                 except StreamfuseError as exc:
                     log.warning("%s: skipped a message: %s", self.endpoint, exc)
                     continue
@@ -376,7 +416,7 @@ class Subscriber:
                     with self._condition:
                         self._condition.notify_all()
                     break
-                if frame is not None:
+                if frame is not None and self._fresh(frame):
                     with self._condition:
                         if self._newest is not None:
                             self.skipped += 1
@@ -386,14 +426,19 @@ class Subscriber:
             self._release()  # this thread owns the socket: it closes it, never another thread while in use
 
     def latest(self, timeout: float | None = None) -> ReceivedFrame | None:
-        """The newest frame not yet returned, waiting up to ``timeout`` seconds; None on timeout or at the
-        end of the stream (:attr:`ended`)."""
+        """The newest frame not yet returned and at most ``max_age_s`` old, waiting up to ``timeout``
+        seconds; None on timeout or at the end of the stream (:attr:`ended`)."""
         if self.keep != "latest":
             raise RuntimeError("latest() needs keep='latest'; use receive() with keep='all'")
+        deadline = None if timeout is None else time.monotonic() + timeout
         with self._condition:
-            self._condition.wait_for(lambda: self._newest is not None or self.ended is not None, timeout)
-            frame, self._newest = self._newest, None
-            return frame
+            while True:
+                left = None if deadline is None else max(0.0, deadline - time.monotonic())
+                if not self._condition.wait_for(lambda: self._newest is not None or self.ended is not None, left):
+                    return None
+                frame, self._newest = self._newest, None
+                if frame is None or self._fresh(frame):  # None: the stream ended; a frame may have waited here
+                    return frame
 
     def receive(self, timeout: float | None = None) -> ReceivedFrame | None:
         """The next frame in order, waiting up to ``timeout`` seconds; None on timeout or, at once, after the

@@ -115,8 +115,10 @@ class Source(ThreadedStage):
     connection, end of stream, stall) closes it and retries with capped exponential backoff and
     jitter, forever by default; any other :class:`SourceError` is a configuration error and fails
     the source at once. A watchdog thread counts a stall when a running source delivers no frame for
-    ``stall_timeout_s`` (or a (re)started one none within ``grace_s``) and asks for a reconnect;
-    blocking reads are bounded by the subclass's own read timeout.
+    ``stall_timeout_s`` (or a (re)started one none within ``grace_s``); a stalled running source
+    is marked lost at once and, when its blocking read returns (bounded by the subclass's own read
+    timeout), reconnects: whatever that connection still delivers is discarded as stale, so one
+    stall is one stall, one disconnect and one reconnect.
 
     Args:
         name: ``"ir"`` or ``"vis"``; used in messages and statistics.
@@ -159,6 +161,8 @@ class Source(ThreadedStage):
         self._state_lock = threading.Lock()
         self._stop = threading.Event()
         self._watchdog: threading.Thread | None = None
+        self._stalled = threading.Event()
+        """Set by the watchdog when it finds the open connection silent: that connection is abandoned."""
 
     # ----------------------------------------------------------------------------- for subclasses
     @abc.abstractmethod
@@ -232,12 +236,17 @@ class Source(ThreadedStage):
 
     # -------------------------------------------------------------------------------- internals
     def _set_state(self, state: SourceState, error: str | None = None) -> None:
+        """Move to ``state``; log the change, or a new error in the same lost state (a camera down at start)."""
         with self._state_lock:
+            previous, previous_error = self.state, self.last_error
             if error is not None:
                 self.last_error = error
-            if state is self.state:
-                return
-            previous, self.state, self._state_since = self.state, state, time.monotonic()
+            if state is not previous:
+                self.state, self._state_since = state, time.monotonic()
+        if state is previous:
+            if error is not None and error != previous_error and self.reconnect is not None and state in LOST_STATES:
+                log.warning("source %s (%s): still %s (%s); retrying", self.name, self.describe(), state.value, error)
+            return
         level = logging.WARNING if state in (SourceState.RECONNECTING, SourceState.FAILED) else logging.INFO
         if self.reconnect is not None or state is SourceState.FAILED:
             log.log(level, "source %s (%s): %s -> %s%s", self.name, self.describe(), previous.value, state.value,
@@ -277,6 +286,9 @@ class Source(ThreadedStage):
                     return
             t0 = time.perf_counter()
             capture = self.read()
+            if self._stalled.is_set():
+                raise TransientSourceError("stalled: reconnecting (frames the silent connection still "
+                                           "delivers are stale)")
             if capture is None:
                 return
             image = self.gain(capture.image)
@@ -304,6 +316,7 @@ class Source(ThreadedStage):
             frames_before = self.frames_read
             try:
                 self._opened_at = None
+                self._stalled.clear()
                 self.open()
                 self._opened_at = time.monotonic()
                 self._pump()
@@ -318,7 +331,7 @@ class Source(ThreadedStage):
                 return
             if self.frames_read > frames_before:
                 failures = 0
-            if self.state is SourceState.RUNNING:
+            if self.state is SourceState.RUNNING and not self._stalled.is_set():  # a stall is counted by the watchdog
                 self._count_disconnect()
             failures += 1
             if settings.max_attempts is not None and failures > settings.max_attempts:
@@ -346,6 +359,7 @@ class Source(ThreadedStage):
             opened_at, last_frame_at = self._opened_at, self._last_frame_at
             if self.state is SourceState.RUNNING and last_frame_at is not None:
                 if now - last_frame_at > settings.stall_timeout_s:
+                    self._stalled.set()
                     self._record_stall()
                     self._count_disconnect()
                     self._set_state(SourceState.RECONNECTING, f"stalled: no frame for {now - last_frame_at:.1f} s")

@@ -30,6 +30,11 @@ _CONFIGURATION_ERRORS = (av.error.ProtocolNotFoundError, av.error.HTTPUnauthoriz
                          av.error.OptionNotFoundError, av.error.DemuxerNotFoundError, av.error.DecoderNotFoundError)
 
 
+class StreamNotFoundError(TransientSourceError):
+    """The server answered but has no stream at that path (RTSP/HTTP 404): a wrong path, or a camera
+    that has not mounted its stream yet."""
+
+
 def is_url(uri: str) -> bool:
     """True for network stream addresses (``rtsp://``, ``http://``, ...), False for local files."""
     return "://" in uri and not uri.startswith("file://")
@@ -57,9 +62,9 @@ def open_container(uri: str, timeout: tuple[float, float] = NETWORK_TIMEOUT_S) -
     """Open ``uri`` with PyAV, mapping failures to one clear :class:`SourceError`.
 
     Network streams get the bounded ``(open, read)`` timeouts and RTSP uses TCP transport. A
-    network failure that may heal (refused, timed out, reset, not found yet) raises
-    :class:`TransientSourceError`; a wrong scheme, credentials or a local file that cannot be
-    decoded raise :class:`SourceError`.
+    network failure that may heal (refused, timed out, reset) raises :class:`TransientSourceError`,
+    a 404 its subclass :class:`StreamNotFoundError`; a wrong scheme, credentials or a local file
+    that cannot be decoded raise :class:`SourceError`.
     """
     shown = redact(uri)
     check_uri(uri)
@@ -70,6 +75,8 @@ def open_container(uri: str, timeout: tuple[float, float] = NETWORK_TIMEOUT_S) -
         container = av.open(uri, options=options, timeout=timeout if is_url(uri) else None)
     except av.error.FFmpegError as exc:
         message = f"{shown}: cannot open video ({exc.strerror or exc})"
+        if is_url(uri) and isinstance(exc, av.error.HTTPNotFoundError):
+            raise StreamNotFoundError(message) from None
         if is_url(uri) and not isinstance(exc, _CONFIGURATION_ERRORS):
             raise TransientSourceError(message) from None
         raise SourceError(f"{message}; check that it is a playable video file or a reachable stream URL "
@@ -136,6 +143,8 @@ class VideoSource(Source):
         self._live = live
         self.decode_errors = 0
         """Frames of a file skipped because they could not be decoded (each one a warning)."""
+        self._reached = False
+        """The stream has been opened at least once (a 404 after that may heal; before, it is a wrong path)."""
 
     def validate(self) -> None:
         check_uri(self.uri)
@@ -145,7 +154,14 @@ class VideoSource(Source):
         if self.reconnect is not None:  # a read gives up well after the watchdog has reported the stall
             timeout = (self.reconnect.open_timeout_s, 2 * self.reconnect.stall_timeout_s)
         self._first_time = None
-        self._container = open_container(self.uri, timeout)
+        try:
+            self._container = open_container(self.uri, timeout)
+        except StreamNotFoundError as exc:
+            if self._reached:
+                raise
+            raise SourceError(f"sources.{self.name}: {exc}: the server answers but has no stream at that path; "
+                              "check the path in the URI") from None
+        self._reached = True
         stream = self._container.streams.video[0]
         stream.thread_type = "AUTO"
         self._rate = nominal_rate(stream)
