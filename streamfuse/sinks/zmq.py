@@ -375,19 +375,24 @@ class Subscriber:
         return frame
 
     def _newest_message(self, timeout: float) -> list[bytes] | None:
-        """The newest message that has arrived (older ones are skipped unread), waiting up to ``timeout`` s."""
+        """The newest frame message that has arrived (older ones are skipped unread), waiting up to
+        ``timeout`` s; the end-of-stream message sets :attr:`ended` and ends the reading."""
         if not self._socket.poll(int(timeout * 1000), zmq.POLLIN):
             return None
-        parts = self._socket.recv_multipart()
-        self.received += 1
+        newest = None
         while True:
             try:
-                newer = self._socket.recv_multipart(zmq.NOBLOCK)
+                parts = self._socket.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
-                return parts
+                return newest
+            end = end_of_stream_header(parts)
+            if end is not None:
+                self.ended = end
+                return newest
             self.received += 1
-            self.skipped += 1
-            parts = newer
+            if newest is not None:
+                self.skipped += 1
+            newest = parts
 
     def age_s(self, frame: ReceivedFrame) -> float:
         """Seconds from ``frame``'s capture to now, with the publisher's clock offset taken out."""
@@ -412,16 +417,16 @@ class Subscriber:
                     continue
                 except zmq.ZMQError:
                     break  # socket closed
-                if self.ended is not None:
-                    with self._condition:
-                        self._condition.notify_all()
-                    break
                 if frame is not None and self._fresh(frame):
                     with self._condition:
                         if self._newest is not None:
                             self.skipped += 1
                         self._newest = frame
                         self._condition.notify_all()
+                if self.ended is not None:
+                    with self._condition:
+                        self._condition.notify_all()
+                    break
         finally:
             self._release()  # this thread owns the socket: it closes it, never another thread while in use
 
