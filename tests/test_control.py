@@ -3,6 +3,8 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 import zmq
@@ -97,6 +99,22 @@ def echo_commands() -> dict[str, Command]:
     return {"set_prompt": Command(set_prompt, {"prompt": str}), "explode": Command(explode)}
 
 
+@contextmanager
+def echo_server_and_client() -> Iterator[tuple[int, zmq.Socket]]:
+    """A control server with :func:`echo_commands` on a free port, and a raw REQ socket connected to it."""
+    (port,) = free_ports(1)
+    server = ControlServer(control_config(port), echo_commands())
+    context = zmq.Context()
+    client = context.socket(zmq.REQ)
+    client.connect(f"tcp://127.0.0.1:{port}")
+    try:
+        yield port, client
+    finally:
+        client.close(0)
+        context.term()
+        server.close()
+
+
 @pytest.mark.parametrize(("raw", "error"), [
     (b"not json", "not valid JSON"),
     (b"[1, 2]", "JSON object with a string 'cmd'"),
@@ -112,12 +130,7 @@ def echo_commands() -> dict[str, Command]:
     (b'{"cmd": "explode"}', "internal error: boom"),
 ])
 def test_bad_control_messages_get_error_replies(raw, error):
-    (port,) = free_ports(1)
-    server = ControlServer(control_config(port), echo_commands())
-    context = zmq.Context()
-    client = context.socket(zmq.REQ)
-    client.connect(f"tcp://127.0.0.1:{port}")
-    try:
+    with echo_server_and_client() as (_, client):
         client.send(raw)
         assert client.poll(5000)
         reply = json.loads(client.recv())
@@ -126,10 +139,6 @@ def test_bad_control_messages_get_error_replies(raw, error):
             assert reply["commands"] == ["explode", "set_prompt"]
         client.send(b'{"cmd": "set_prompt", "prompt": "still alive"}')  # the server survives every bad request
         assert client.poll(5000) and json.loads(client.recv()) == {"ok": True, "prompt": "still alive"}
-    finally:
-        client.close(0)
-        context.term()
-        server.close()
 
 
 @pytest.mark.parametrize("parts", [
@@ -138,22 +147,13 @@ def test_bad_control_messages_get_error_replies(raw, error):
     [b"not json", b'{"cmd": "set_prompt", "prompt": "fog"}', b"x" * 70000],
 ])
 def test_multipart_control_message_gets_an_error_and_the_socket_keeps_answering(parts):
-    (port,) = free_ports(1)
-    server = ControlServer(control_config(port), echo_commands())
-    context = zmq.Context()
-    client = context.socket(zmq.REQ)
-    client.connect(f"tcp://127.0.0.1:{port}")
-    try:
+    with echo_server_and_client() as (port, client):
         client.send_multipart(parts)
         assert client.poll(5000)
         reply = json.loads(client.recv())
         assert reply == {"ok": False, "error": f"request must be one message part, got {len(parts)}"}
         reply = request(f"tcp://127.0.0.1:{port}", {"cmd": "set_prompt", "prompt": "still alive"}, timeout_s=5)
         assert reply == {"ok": True, "prompt": "still alive"}
-    finally:
-        client.close(0)
-        context.term()
-        server.close()
 
 
 def test_control_rate_limit_refuses_a_flood_but_always_replies():
