@@ -457,9 +457,10 @@ class OpenClipConfig:
 class TextConfig:
     """Text encoder, prompt bank and routing."""
 
-    encoder: Literal["auto", "open_clip", "hashing"] = "auto"
-    """``auto``: CLIP if its weights are on this machine, else the offline keyword encoder (with a warning);
-    ``open_clip``: CLIP or an error; ``hashing``: always the keyword encoder."""
+    encoder: Literal["auto", "open_clip", "minilm", "hashing"] = "auto"
+    """``auto``: CLIP if its weights are on this machine, else all-MiniLM-L6-v2 (installed with streamfuse), else
+    the offline keyword encoder (with a warning); ``open_clip`` / ``minilm``: that encoder or an error;
+    ``hashing``: always the keyword encoder."""
     open_clip: OpenClipConfig = field(default_factory=OpenClipConfig)
     bank: str | None = None
     """A prompt bank YAML file; null uses the packaged bank."""
