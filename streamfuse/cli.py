@@ -312,7 +312,8 @@ def cmd_prompt(args: argparse.Namespace) -> int:
         routing = build_router(config.text).route(args.text)
         if args.json:
             print(json.dumps({"encoder": routing.encoder, "weights": routing.weights,
-                              "similarity": routing.similarity, "fallback": routing.fallback}, indent=2))
+                              "similarity": routing.similarity, "fallback": routing.fallback,
+                              "why": routing.reasons()}, indent=2))
         else:
             print(routing.explain())
         return 0

@@ -5,6 +5,7 @@ These run the real model on its real weights, installed with streamfuse (no netw
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import subprocess
@@ -106,3 +107,25 @@ def test_cached_prompt_explain_imports_no_torch(tmp_path):
     assert "modules: True" in runs[0].stdout  # the first call ran the model
     assert "modules: False False False" in runs[1].stdout  # the second was answered from the cache
     assert runs[0].stdout.split("modules:")[0] == runs[1].stdout.split("modules:")[0]
+
+
+def test_explain_json_names_both_intents_and_why(tmp_path, monkeypatch, capsys):
+    from streamfuse.cli import main
+
+    monkeypatch.setenv("STREAMFUSE_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    assert main(["prompt", "explain", "--json", "pitch-black warehouse, spot the burglar"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["encoder"] == MiniLMTextEncoder.id
+    assert {i for i, w in data["weights"].items() if w > 0} == {"low_light", "thermal_targets"}
+    assert len(data["why"]) == 2 and data["why"][0].startswith(("low_light:", "thermal_targets:"))
+
+
+def test_encoder_choice_is_said_once_and_silenced_by_quiet(tmp_path):
+    env = python_env(STREAMFUSE_CACHE_DIR=str(tmp_path / "cache"), HF_HOME=str(tmp_path / "hf"))
+    command = [sys.executable, "-m", "streamfuse", "prompt", "explain", "fog, and find the deer"]
+    loud = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, env=env)
+    quiet = subprocess.run(command + ["-q"], cwd=tmp_path, capture_output=True, text=True, env=env)
+    assert loud.returncode == quiet.returncode == 0, loud.stderr
+    assert loud.stderr.count("text encoder:") == 1 and "all-MiniLM-L6-v2" in loud.stderr
+    assert quiet.stderr == "" and quiet.stdout == loud.stdout
