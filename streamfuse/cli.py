@@ -135,7 +135,9 @@ def fuse_config(ir: str, vis: str, output: str, *, fuser: str, overwrite: bool, 
                 overrides: list[str] | None = None) -> Config:
     """The pipeline config for ``streamfuse fuse``: images, folders or videos in, the matching kind out.
 
-    Two folders are paired by file name (``pair_by="stem"``) or by sorted order (``"order"``).
+    Two folders are paired by file name (``pair_by="stem"``) or by sorted order (``"order"``), and
+    written as a folder of images, or as a video (at the image sources' ``fps``) when ``output`` has a
+    video extension.
     """
     kinds = {_input_kind(ir, "--ir"), _input_kind(vis, "--vis")}
     out = Path(output)
@@ -148,9 +150,12 @@ def fuse_config(ir: str, vis: str, output: str, *, fuser: str, overwrite: bool, 
             raise StreamfuseError(f"-o {output}: an image input needs an image output ({', '.join(IMAGE_EXTENSIONS)})")
         sink = {"type": "images", "path": str(out.parent), "pattern": out.name.replace("{", "{{").replace("}", "}}"),
                 "overwrite": overwrite}
+    elif out.suffix.lower() in VIDEO_EXTENSIONS:
+        sink = {"type": "video", "path": output, "overwrite": overwrite}
     else:
-        if out.suffix.lower() in IMAGE_EXTENSIONS + VIDEO_EXTENSIONS:
-            raise StreamfuseError(f"-o {output}: folder inputs write a folder of images; give a folder path")
+        if out.suffix.lower() in IMAGE_EXTENSIONS:
+            raise StreamfuseError(f"-o {output}: folder inputs write a folder of images or a video "
+                                  f"({', '.join(VIDEO_EXTENSIONS)}); give a folder path or a video file")
         sink = {"type": "images", "path": output, "pattern": "{name}.png", "overwrite": overwrite}
 
     def source(path: str) -> dict:

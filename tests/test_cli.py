@@ -56,6 +56,18 @@ def test_fuse_folders(image_folders, tmp_path, capsys):
     assert sorted(p.name for p in (tmp_path / "fused").iterdir()) == sorted(f"f{i}.png" for i in range(12))
 
 
+def test_fuse_folders_into_a_video(image_folders, tmp_path, capsys):
+    ir_dir, vis_dir = image_folders
+    code, _, err = run_cli(capsys, "fuse", "--ir", str(ir_dir), "--vis", str(vis_dir), "-o",
+                           str(tmp_path / "fused.mp4"), "--fuser", "classical",
+                           "--set", "sources.ir.fps=10", "--set", "sources.vis.fps=10")
+    assert code == 0, err
+    images, times = read_video(tmp_path / "fused.mp4")
+    assert len(images) == 12 and times[-1] == pytest.approx(1.1, abs=0.002)  # frame 11 at 10 fps
+    code, _, err = run_cli(capsys, "fuse", "--ir", str(ir_dir), "--vis", str(vis_dir), "-o", str(tmp_path / "x.png"))
+    assert code == 1 and "give a folder path or a video file" in err
+
+
 def test_fuse_videos(tmp_path, capsys):
     pairs = [make_pair(i, (64, 48)) for i in range(15)]
     write_video(tmp_path / "ir.mp4", [p[0] for p in pairs], fps=15)
