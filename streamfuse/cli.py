@@ -18,6 +18,7 @@ from streamfuse.config import (
     Config,
     config_from_dict,
     load_config,
+    packaged_configs,
 )
 from streamfuse.errors import StreamfuseError
 from streamfuse.fusers import FUSERS
@@ -308,6 +309,21 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+# ------------------------------------------------------------------------------------------- config
+def cmd_config(args: argparse.Namespace) -> int:
+    configs = packaged_configs()
+    if args.action == "list":
+        for name, path in configs.items():
+            first = path.read_text(encoding="utf-8").splitlines()[0]
+            print(f"{name:<8} {first.lstrip('# ') if first.startswith('#') else ''}")
+        return 0
+    name = Path(args.name).stem
+    if name not in configs:
+        raise StreamfuseError(f"config show: no packaged config {args.name!r} (packaged: {', '.join(configs)})")
+    print(configs[name].read_text(encoding="utf-8"), end="")
+    return 0
+
+
 # ------------------------------------------------------------------------------------------- prompt
 def cmd_prompt(args: argparse.Namespace) -> int:
     if args.action == "explain":
@@ -519,6 +535,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", action="store_true", help="continue from output_dir/last.pt")
     common(train)
     train.set_defaults(handler=cmd_train)
+
+    config = add(commands, "config", help="list the packaged configs, or print one (to copy and edit)")
+    config_actions = config.add_subparsers(dest="action", required=True, metavar="ACTION")
+    add(config_actions, "list", help="the packaged configs, with what each is for")
+    add(config_actions, "show", help="print a packaged config").add_argument("name", help="demo, files, live, ...")
+    config.set_defaults(handler=cmd_config)
 
     prompt = add(commands, "prompt", help="explain a prompt's routing, or change/read it in a running pipeline")
     prompt_actions = prompt.add_subparsers(dest="action", required=True, metavar="ACTION")

@@ -218,3 +218,23 @@ def test_verbosity_flags_work_after_the_command(tmp_path):
 
     assert fuse("a.png", "-q") == ""
     assert "pairing tolerance" in fuse("b.png", "-v")  # a debug line
+
+
+def test_packaged_configs_listed_shown_and_run_by_name_outside_the_repository(tmp_path, capsys):
+    code, out, _ = run_cli(capsys, "config", "list")
+    assert code == 0 and {"demo", "files", "live", "train"} <= {line.split()[0] for line in out.splitlines()}
+    code, out, _ = run_cli(capsys, "config", "show", "files")
+    assert code == 0 and out == (REPO / "streamfuse" / "configs" / "files.yaml").read_text()
+    code, _, err = run_cli(capsys, "config", "show", "nope")
+    assert code == 1 and "packaged: demo, files" in err
+    for folder, index in (("thermal", 0), ("visual", 1)):
+        (tmp_path / folder).mkdir()
+        for frame in range(3):
+            cv2.imwrite(str(tmp_path / folder / f"{frame}.png"), make_pair(frame)[index])
+    # the README's example, verbatim, in a folder without configs/
+    command = "streamfuse run configs/files.yaml --set sources.ir.path=thermal/ --set sources.vis.path=visual/"
+    assert command in (REPO / "README.md").read_text()
+    run = subprocess.run([sys.executable, "-m", "streamfuse", *command.split()[1:], "--no-progress"], cwd=tmp_path,
+                         capture_output=True, text=True, env=python_env(), timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert len(read_video(tmp_path / "out" / "fused.mp4")[0]) == 3
