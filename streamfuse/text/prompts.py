@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import torch
+import numpy as np
 import yaml
 
 from streamfuse.errors import ConfigError
 from streamfuse.text.cache import EmbeddingCache
-from streamfuse.text.encoders import HashingTextEncoder, TextEncoder
+from streamfuse.text.encoders import TextEncoder
 
 #: Intents every bank must define (the fusion network and the training recipes refer to them).
 REQUIRED_INTENTS = ("balanced", "thermal_targets", "visible_detail", "low_light", "glare", "fog", "noise",
@@ -109,6 +110,10 @@ class Routing:
         similarity: Intent id -> best cosine similarity of the prompt to that intent's phrasings.
         matched: Intent id -> the phrasing that matched best.
         fallback: True when no intent matched clearly and the bank's default took all the weight.
+        part: Intent id -> the part of the prompt (all of it, or one clause) that matched best.
+        excess: Intent id -> its best similarity above the median intent of the same part.
+        floor: The routing floor: the excess an intent needs to be active.
+        min_similarity: The encoder's fall-back floor: below it, the best match says nothing.
     """
 
     prompt: str
@@ -117,6 +122,10 @@ class Routing:
     similarity: dict[str, float] = field(default_factory=dict)
     matched: dict[str, str] = field(default_factory=dict)
     fallback: bool = False
+    part: dict[str, str] = field(default_factory=dict)
+    excess: dict[str, float] = field(default_factory=dict)
+    floor: float = 0.0
+    min_similarity: float = 0.0
 
     def active(self, minimum: float = 0.01) -> dict[str, float]:
         """Intents with a weight of at least ``minimum``, largest first."""
@@ -126,10 +135,27 @@ class Routing:
         """One line: ``thermal_targets 0.62, low_light 0.38``."""
         return ", ".join(f"{k} {v:.2f}" for k, v in self.active().items())
 
+    def reasons(self) -> list[str]:
+        """Why each active intent was chosen (or why none was), one line each."""
+        if not self.similarity:
+            return ["the prompt is empty: default"]
+        closest = max(self.similarity, key=self.similarity.get)
+        if self.fallback and self.similarity[closest] < self.min_similarity:
+            return [f"the closest phrasing, {self.matched[closest]!r} ({closest}), is only "
+                    f"{self.similarity[closest]:.3f} similar, under this encoder's fall-back floor "
+                    f"{self.min_similarity:.2f}: default"]
+        if self.fallback:
+            return [f"no intent is {self.floor:.2f} above the median intent (closest: {closest}, "
+                    f"{self.excess.get(closest, 0.0):+.3f}): default"]
+        return [f"{i}: {self.part.get(i, self.prompt)!r} ~ {self.matched[i]!r} (similarity {self.similarity[i]:.3f}, "
+                f"{self.excess.get(i, 0.0):+.3f} over the median intent; floor {self.floor:.2f})"
+                for i in self.active()]
+
     def explain(self) -> str:
-        """A readable table of every intent's similarity, weight and best phrasing."""
+        """A readable table of every intent's similarity, weight and best phrasing, with the reasons."""
         lines = [f"prompt: {self.prompt!r}", f"encoder: {self.encoder}",
                  "routing: " + (self.summary() + (" (no intent matched clearly: default)" if self.fallback else ""))]
+        lines += ["why: " + reason for reason in self.reasons()]
         lines.append(f"{'intent':<22}{'similarity':>11}{'weight':>8}  best phrasing")
         for intent_id, weight in self.weights.items():
             lines.append(f"{intent_id:<22}{self.similarity.get(intent_id, 0.0):>11.3f}{weight:>8.3f}  "
@@ -139,19 +165,30 @@ class Routing:
     def as_dict(self) -> dict[str, Any]:
         """Plain data (for JSON output, headers and the cache)."""
         return {"prompt": self.prompt, "encoder": self.encoder, "weights": self.weights,
-                "similarity": self.similarity, "matched": self.matched, "fallback": self.fallback}
+                "similarity": self.similarity, "matched": self.matched, "fallback": self.fallback,
+                "part": self.part, "excess": self.excess, "floor": self.floor, "min_similarity": self.min_similarity}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Routing:
         """Inverse of :meth:`as_dict`."""
         return cls(data["prompt"], data["encoder"], dict(data["weights"]), dict(data["similarity"]),
-                   dict(data["matched"]), bool(data["fallback"]))
+                   dict(data["matched"]), bool(data["fallback"]), dict(data.get("part", {})),
+                   dict(data.get("excess", {})), float(data.get("floor", 0.0)), float(data.get("min_similarity", 0.0)))
 
 
-#: Default routing floors: how far above the median intent an intent's similarity must be to count.
-#: Keyword vectors are near 0 for unrelated texts; CLIP similarities between any two texts are high
-#: and differ by a few hundredths, so its floor is lower.
-DEFAULT_FLOOR = {"hashing": 0.15, "open_clip": 0.03}
+#: A second intent is active only when its excess over the median is at least this share of the top one's.
+SECOND_INTENT_SHARE = 0.7
+
+
+def prompt_parts(prompt: str) -> list[str]:
+    """The prompt and, when it has several, its clauses (split at punctuation and and/but/while/so).
+
+    A prompt that names two problems ("past midnight, and find the deer") is compared with the bank
+    clause by clause as well as whole, so each problem is matched on its own words.
+    """
+    clauses = [c.strip() for c in re.split(r"[,;.!?]|\b(?:and|but|while|so|also|plus)\b", prompt, flags=re.I)]
+    clauses = [c for c in clauses if c]
+    return [prompt] + clauses if len(clauses) > 1 else [prompt]
 
 
 class Router:
@@ -159,21 +196,22 @@ class Router:
 
     Embedding dimensions are weighted by their inverse intent frequency (smooth IDF over the bank):
     a dimension that many intents use, such as the bucket of a word like "infrared" in the keyword
-    encoder, says little about which intent is meant. Dense encoders (CLIP) use every dimension in
-    every intent, so their weights are all equal and this changes nothing for them.
+    encoder, says little about which intent is meant. Dense encoders (CLIP, MiniLM) use every
+    dimension in every intent, so their weights are all equal and this changes nothing for them.
 
-    For each intent, the prompt's best cosine similarity over the intent's phrasings is taken; an
-    intent is active when that similarity exceeds the median over all intents by at least
-    ``floor``; active intents share the weight in proportion to the square of that excess (so a
-    clear match dominates a word shared in passing, yet several clear matches stay active together).
-    No active intent means the prompt says nothing the bank knows: the default intent (balanced)
-    takes all the weight.
+    The prompt and each of its clauses (:func:`prompt_parts`) are compared with every phrasing; an
+    intent's similarity is its best match. An intent is active when that similarity exceeds the
+    median over all intents by at least ``floor`` and by at least :data:`SECOND_INTENT_SHARE` of the
+    top intent's excess (so a word shared in passing does not activate a second intent, while two
+    problems named in one prompt both do); active intents share the weight in proportion to their
+    excess. No active intent means the prompt says nothing the bank knows: the default intent
+    (balanced) takes all the weight.
 
     Args:
         encoder: The text encoder (the same one embeds prompts and phrasings).
         bank: The prompt bank.
         cache: Embedding and routing cache (an in-memory one if None).
-        floor: Routing floor; None picks the encoder's default (:data:`DEFAULT_FLOOR`).
+        floor: Routing floor; None takes the encoder's own (``encoder.floor``).
     """
 
     def __init__(self, encoder: TextEncoder, bank: PromptBank, *, cache: EmbeddingCache | None = None,
@@ -181,30 +219,31 @@ class Router:
         self.encoder = encoder
         self.bank = bank
         self.cache = cache or EmbeddingCache(None)
-        kind = "hashing" if isinstance(encoder, HashingTextEncoder) else "open_clip"
-        self.floor = DEFAULT_FLOOR[kind] if floor is None else floor
+        self.floor = encoder.floor if floor is None else floor
         self._phrasings = [(intent.id, p) for intent in bank.intents for p in intent.phrasings]
-        self._phrasing_embeddings: torch.Tensor | None = None
-        self._dimension_weights: torch.Tensor | None = None
+        self._phrasing_embeddings: np.ndarray | None = None
+        self._dimension_weights: np.ndarray | None = None
 
-    def _weighted(self, embeddings: torch.Tensor) -> torch.Tensor:
-        return torch.nn.functional.normalize(embeddings * self._dimension_weights, dim=-1)
+    def _weighted(self, embeddings: np.ndarray) -> np.ndarray:
+        weighted = embeddings * self._dimension_weights
+        norms = np.linalg.norm(weighted, axis=1, keepdims=True)
+        return weighted / np.maximum(norms, 1e-12)
 
-    def _bank_embeddings(self) -> torch.Tensor:
+    def _bank_embeddings(self) -> np.ndarray:
         if self._phrasing_embeddings is None:
             texts = [p for _, p in self._phrasings]
             raw = self.cache.embed(self.encoder, texts, self.bank.version)
             intents = self.bank.ids
-            used = torch.zeros(len(intents), raw.shape[1], dtype=torch.bool)
+            used = np.zeros((len(intents), raw.shape[1]), dtype=bool)
             for (intent_id, _), row in zip(self._phrasings, raw, strict=True):
-                used[intents.index(intent_id)] |= row.abs() > 1e-6
-            frequency = used.sum(dim=0).float()
-            self._dimension_weights = torch.log((1 + len(intents)) / (1 + frequency)) + 1
+                used[intents.index(intent_id)] |= np.abs(row) > 1e-6
+            frequency = used.sum(axis=0)
+            self._dimension_weights = (np.log((1 + len(intents)) / (1 + frequency)) + 1).astype(np.float32)
             self._phrasing_embeddings = self._weighted(raw)
         return self._phrasing_embeddings
 
     def route(self, prompt: str) -> Routing:
-        """The routing of ``prompt`` (cached by encoder, bank version, floor and text)."""
+        """The routing of ``prompt`` (cached by encoder, bank version, floor and text; a hit loads no model)."""
         key = f"route|{self.encoder.id}|{self.bank.version}|{self.floor}|{prompt}"
         cached = self.cache.get_json(key)
         if cached is not None:
@@ -218,19 +257,36 @@ class Router:
         if not prompt.strip():
             return Routing(prompt, self.encoder.id, {i: float(i == self.bank.default) for i in ids}, fallback=True)
         bank_embeddings = self._bank_embeddings()
-        prompt_embedding = self._weighted(self.cache.embed(self.encoder, [prompt], self.bank.version))[0]
-        scores = (bank_embeddings @ prompt_embedding).tolist()
-        best: dict[str, tuple[float, str]] = {}
-        for (intent_id, phrasing), score in zip(self._phrasings, scores, strict=True):
-            if intent_id not in best or score > best[intent_id][0]:
-                best[intent_id] = (score, phrasing)
-        similarity = {i: round(best[i][0], 6) for i in ids}
-        median = float(torch.tensor(list(similarity.values())).median())
-        excess = {i: (similarity[i] - median) ** 2 for i in ids if similarity[i] - median >= self.floor}
-        if excess:
-            total = sum(excess.values())
-            weights = {i: excess.get(i, 0.0) / total for i in ids}
+        parts = prompt_parts(prompt)
+        scores = self._weighted(self.cache.embed(self.encoder, parts, self.bank.version)) @ bank_embeddings.T
+        # part x intent: the best phrasing of each intent for each part of the prompt
+        part_scores = np.full((len(parts), len(ids)), -np.inf)
+        best_phrasing = np.zeros((len(parts), len(ids)), dtype=int)
+        for column, (intent_id, _) in enumerate(self._phrasings):
+            k = ids.index(intent_id)
+            better = scores[:, column] > part_scores[:, k]
+            part_scores[better, k] = scores[better, column]
+            best_phrasing[better, k] = column
+        excess = part_scores - np.median(part_scores, axis=1, keepdims=True)
+        whole = excess[0]
+        active = {k: float(whole[k]) for k in range(len(ids))
+                  if whole[k] >= self.floor and whole[k] >= SECOND_INTENT_SHARE * whole.max()}
+        for row in excess[1:]:  # each clause adds its own top intent
+            k = int(row.argmax())
+            if row[k] >= self.floor:
+                active[k] = max(active.get(k, 0.0), float(row[k]))
+        if part_scores.max() < self.encoder.min_similarity:
+            active = {}
+        if active:
+            total = sum(active.values())
+            weights = {i: active.get(k, 0.0) / total for k, i in enumerate(ids)}
         else:
             weights = {i: float(i == self.bank.default) for i in ids}
-        return Routing(prompt, self.encoder.id, weights, similarity, {i: best[i][1] for i in ids},
-                       fallback=not excess)
+        best_part = part_scores.argmax(axis=0)
+        similarity = {i: round(float(part_scores[best_part[k], k]), 6) for k, i in enumerate(ids)}
+        matched = {i: self._phrasings[best_phrasing[best_part[k], k]][1] for k, i in enumerate(ids)}
+        best_excess = excess.max(axis=0)
+        return Routing(prompt, self.encoder.id, weights, similarity, matched, fallback=not active,
+                       part={i: parts[best_part[k]] for k, i in enumerate(ids)},
+                       excess={i: round(float(best_excess[k]), 6) for k, i in enumerate(ids)}, floor=self.floor,
+                       min_similarity=self.encoder.min_similarity)
