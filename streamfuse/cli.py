@@ -79,7 +79,7 @@ def _log_inputs(pipeline: Pipeline) -> None:
         log.info("input %s (%s): %s", name, pipeline.sources[name].describe(),
                  ", ".join(f"{value} {key}" for key, value in count.items()))
     lost = {name: count for name, count in counts.items() if count["unpaired"] or count["dropped"]}
-    if lost and not pipeline.live and not pipeline.interrupted and pipeline.max_frames is None:
+    if lost and not pipeline.live and pipeline.stop_signal is None and pipeline.max_frames is None:
         log.warning("not every input frame was fused (%s); the inputs differ in length or timing, or frames "
                     "were undecodable (see the warnings above); pairing tolerance %.0f ms (sync.tolerance_ms)",
                     "; ".join(f"{name}: {count['unpaired']} unpaired, {count['dropped']} dropped of "
