@@ -359,6 +359,9 @@ class VideoSinkConfig(SinkConfig):
     finished segment is complete and playable and stays a manageable size. File
     names: ``path`` with ``{segment}`` (0, 1, ...) and strftime codes (``%Y%m%d-%H%M%S``, local
     time at the segment's start) filled in; without either, ``-00000``, ``-00001``, ... go before the suffix."""
+    resume_free_mb: float = 100.0
+    """After the disk filled up (recording suspended, other outputs still running), recording resumes
+    in a new file (the next segment name) once the folder has this much free space (MB)."""
 
     def _check(self, path: str) -> None:
         if not self.path:
@@ -367,6 +370,8 @@ class VideoSinkConfig(SinkConfig):
             raise ConfigError(f"{path}.crf: must be between 0 and 51, got {self.crf}")
         if self.segment_minutes is not None:
             _positive(self.segment_minutes, f"{path}.segment_minutes")
+        if self.resume_free_mb < 0:
+            raise ConfigError(f"{path}.resume_free_mb: must be 0 or more, got {self.resume_free_mb}")
 
 
 @dataclass

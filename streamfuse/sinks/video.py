@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import logging
+import os
+import shutil
 import time
 from fractions import Fraction
 from pathlib import Path
@@ -30,9 +34,27 @@ CODECS = {
 #: Presentation timestamps are in milliseconds.
 TIME_BASE = Fraction(1, 1000)
 KEYFRAME_INTERVAL_S = 2.0
+SUSPENDED_REMINDER_S = 60.0
+"""While a recording is suspended for lack of disk space, the log says so again this often."""
 FRAGMENTED_MP4 = {"movflags": "frag_keyframe+empty_moov+delay_moov+default_base_moof", "flush_packets": "1"}
 """Muxer options of a fragmented MP4: a fragment per keyframe interval; the header waits for the first
 fragment so that it can carry the edit list that makes the first frame play at time 0."""
+
+
+DISK_FULL_ERRORS = frozenset({errno.ENOSPC, errno.EDQUOT})
+"""Write errors that mean "no room left" (device full, or the user's quota): recording suspends."""
+
+
+class DiskFullError(SinkError):
+    """A recording ran out of disk space; its file was cut back to the last complete fragment.
+
+    Attributes:
+        frames_lost: Frames given to the writer that are not in the file.
+    """
+
+    def __init__(self, message: str, frames_lost: int) -> None:
+        super().__init__(message)
+        self.frames_lost = frames_lost
 
 
 def prepare_output_file(path: Path, overwrite: bool, key: str) -> None:
@@ -69,6 +91,10 @@ class VideoWriter:
     muxer does not hold a growing sample index in memory (~3-5 MB per hour of 15 fps video for a
     classic MP4, written only at the end).
 
+    When the disk fills up, :meth:`write` or :meth:`close` closes the file, cuts it back to the end
+    of its last complete fragment (a fragmented MP4 then plays to that point, with no broken frame at
+    the end) and raises :class:`DiskFullError`.
+
     Args:
         path: Output file (the container is chosen from its extension: .mp4, .mkv, .avi, ...).
         codec: ``h264`` (yuv420p), ``ffv1`` (lossless) or ``mpeg4``.
@@ -93,6 +119,10 @@ class VideoWriter:
         self.fps = fps
         self.key = key
         self.frames_written = 0
+        self.bytes_complete = 0
+        """File size after the last successful write: the end of the last complete fragment."""
+        self.frames_complete = 0
+        """Frames in the file up to :attr:`bytes_complete`."""
         prepare_output_file(self.path, overwrite, key)
         try:
             options = FRAGMENTED_MP4 if fragmented and self.path.suffix.lower() in (".mp4", ".mov") else {}
@@ -146,8 +176,16 @@ class VideoWriter:
         video_frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="bgr24")
         video_frame.pts = pts
         video_frame.time_base = TIME_BASE
-        self._container.mux(self._stream.encode(video_frame))
         self.frames_written += 1
+        try:
+            self._container.mux(self._stream.encode(video_frame))
+        except OSError as exc:
+            if exc.errno in DISK_FULL_ERRORS:
+                raise self._cut_after_disk_full(self._container, exc) from exc
+            raise
+        size = os.stat(self.path).st_size
+        if size != self.bytes_complete:  # a fragment went out: everything before this frame is in the file
+            self.bytes_complete, self.frames_complete = size, self.frames_written - 1
 
     def close(self) -> None:
         """Flush the encoder and close the file (a file that got no frame is removed). Idempotent."""
@@ -155,12 +193,31 @@ class VideoWriter:
             return
         container, self._container = self._container, None
         try:
-            if self._stream is not None:
-                container.mux(self._stream.encode(None))
-        finally:
-            container.close()
+            try:
+                if self._stream is not None:
+                    container.mux(self._stream.encode(None))
+            finally:
+                container.close()
+        except OSError as exc:
+            if exc.errno in DISK_FULL_ERRORS:
+                raise self._cut_after_disk_full(container, exc) from exc
+            raise
         if self._stream is None:
             self.path.unlink(missing_ok=True)
+
+    def _cut_after_disk_full(self, container: av.container.OutputContainer, exc: OSError) -> DiskFullError:
+        """Close ``container`` without what did not fit and cut the file back to its last complete
+        fragment (remove it if it has none); returns the error to raise."""
+        self._container = None
+        with contextlib.suppress(OSError):  # the rest of the fragment and the trailer do not fit either
+            container.close()
+        if self.bytes_complete:
+            os.truncate(self.path, self.bytes_complete)
+        else:
+            self.path.unlink(missing_ok=True)
+        return DiskFullError(f"{self.path}: {exc.strerror}; the file ends at its last complete fragment "
+                             f"({self.frames_complete} frames, {self.bytes_complete / 1e6:.1f} MB)",
+                             self.frames_written - self.frames_complete)
 
     def __enter__(self) -> VideoWriter:
         return self
@@ -172,12 +229,18 @@ class VideoWriter:
 class VideoSink(Sink):
     """Pipeline sink writing fused frames with a :class:`VideoWriter` (see there for timing rules).
 
+    A full disk does not stop the pipeline: the file is closed at its last complete fragment, the
+    recording is *suspended* (logged as an error, ``state`` in :meth:`health`) while the other
+    sinks go on, and it resumes in a new file (the next segment name) at the first frame that finds
+    ``resume_free_mb`` free again.
+
     Args:
         path: Output video file (a name pattern when segmenting: see :func:`segment_path`).
         codec, crf, preset, fps, overwrite, fragmented, key: As for :class:`VideoWriter`.
         segment_minutes: Start a new file after this many minutes of video (by capture
             timestamps); None writes one file. A finished segment is closed (complete, playable)
             before the next one opens.
+        resume_free_mb: Free space (MB) the folder needs before a suspended recording resumes.
         queue_size: Fused frames buffered for this sink (the fusion thread waits when it is full).
         stats: Where write latency is recorded.
     """
@@ -186,17 +249,26 @@ class VideoSink(Sink):
 
     def __init__(self, path: str | Path, *, codec: str = "h264", crf: int = 23, preset: str = "veryfast",
                  fps: float = 30.0, overwrite: bool = False, fragmented: bool = True,
-                 segment_minutes: float | None = None, key: str = "sinks.video", queue_size: int = 16,
-                 stats: PipelineStats | None = None) -> None:
+                 segment_minutes: float | None = None, resume_free_mb: float = 100.0, key: str = "sinks.video",
+                 queue_size: int = 16, stats: PipelineStats | None = None) -> None:
         super().__init__(queue_size=queue_size, stats=stats)
         self.path = Path(path)
         self.segment_s = segment_minutes * 60.0 if segment_minutes else None
+        self.resume_free_bytes = resume_free_mb * 1e6
         self._writer_options = {"codec": codec, "crf": crf, "preset": preset, "fps": fps,
                                 "overwrite": overwrite, "fragmented": fragmented, "key": key}
         self.writer: VideoWriter | None = None
         self.segments: list[Path] = []
-        """Files written so far (one unless segmenting)."""
+        """Files written so far (one unless segmenting or resumed after a full disk)."""
         self._segment_start: float | None = None
+        self.state = "recording"
+        """``recording``, ``suspended`` (disk full) or ``closed``."""
+        self.suspensions = 0
+        self.frames_lost = 0
+        """Frames not recorded because the disk was full (cut from the last fragment, or arriving while suspended)."""
+        self.last_error: str | None = None
+        self._suspended_at = 0.0
+        self._remind_at = 0.0
 
     def describe(self) -> str:
         return f"video sink {self.path}"
@@ -205,25 +277,68 @@ class VideoSink(Sink):
         self._open_segment()
 
     def _open_segment(self) -> None:
-        path = segment_path(self.path, len(self.segments)) if self.segment_s else self.path
+        index = len(self.segments)
+        path = segment_path(self.path, index) if self.segment_s or index else self.path
         self.writer = VideoWriter(path, **self._writer_options)
         self.segments.append(path)
         self._segment_start = None
 
     def write(self, frame: FusedFrame) -> None:
-        if self.segment_s is not None:
-            if self._segment_start is None:
-                self._segment_start = frame.timestamp
-            elif frame.timestamp - self._segment_start >= self.segment_s:
-                self.writer.close()
-                log.info("%s: segment %s finished", self.describe(), self.segments[-1].name)
-                self._open_segment()
-                self._segment_start = frame.timestamp
-        self.writer.write(frame.image, frame.timestamp)
+        if self.state == "suspended" and not self._resumed():
+            self.frames_lost += 1
+            return
+        try:
+            if self.segment_s is not None:
+                if self._segment_start is None:
+                    self._segment_start = frame.timestamp
+                elif frame.timestamp - self._segment_start >= self.segment_s:
+                    self.writer.close()
+                    log.info("%s: segment %s finished", self.describe(), self.segments[-1].name)
+                    self._open_segment()
+                    self._segment_start = frame.timestamp
+            self.writer.write(frame.image, frame.timestamp)
+        except DiskFullError as exc:
+            self._suspend(exc)
+
+    def _suspend(self, exc: DiskFullError) -> None:
+        self.writer = None
+        self.state = "suspended"
+        self.suspensions += 1
+        self.frames_lost += exc.frames_lost
+        self.last_error = str(exc)
+        self._suspended_at = self._remind_at = time.monotonic()
+        log.error("%s: DISK FULL, recording suspended (the other outputs go on): %s; %d frames lost; "
+                  "recording resumes in a new file when %g MB are free", self.describe(), exc,
+                  exc.frames_lost, self.resume_free_bytes / 1e6)
+
+    def _resumed(self) -> bool:
+        """Open the next file if the disk has room again (True); else remind the log once a minute."""
+        now = time.monotonic()
+        if shutil.disk_usage(self.path.parent).free < self.resume_free_bytes:
+            if now - self._remind_at >= SUSPENDED_REMINDER_S:
+                self._remind_at = now
+                log.error("%s: recording still suspended (disk full) for %.0f s, %d frames not recorded",
+                          self.describe(), now - self._suspended_at, self.frames_lost)
+            return False
+        self._open_segment()
+        self.state = "recording"
+        log.warning("%s: disk space is back; recording resumes in %s after %.1f s suspended (%d frames lost so far)",
+                    self.describe(), self.writer.path, now - self._suspended_at, self.frames_lost)
+        return True
+
+    def health(self) -> dict:
+        return {"state": self.state, "file": str(self.segments[-1]), "segments": len(self.segments),
+                "suspended_s": round(time.monotonic() - self._suspended_at, 3) if self.state == "suspended" else 0.0,
+                "suspensions": self.suspensions, "frames_lost": self.frames_lost, "last_error": self.last_error}
 
     def close(self) -> None:
         if self.writer is not None:
-            self.writer.close()
+            try:
+                self.writer.close()
+            except DiskFullError as exc:
+                self.frames_lost += exc.frames_lost
+                log.error("%s: DISK FULL while finalising: %s; %d frames lost", self.describe(), exc, exc.frames_lost)
+        self.state = "closed"
 
 
 def segment_path(pattern: Path, index: int) -> Path:
@@ -240,4 +355,5 @@ def from_config(config: VideoSinkConfig, context: SinkContext) -> VideoSink:
     """An H.264 (or other codec) file, optionally in segments."""
     return VideoSink(config.path, codec=config.codec, crf=config.crf, preset=config.preset, fps=context.fps,
                      overwrite=config.overwrite, fragmented=config.fragmented, segment_minutes=config.segment_minutes,
-                     key=context.key, queue_size=config.queue_size, stats=context.stats)
+                     resume_free_mb=config.resume_free_mb, key=context.key, queue_size=config.queue_size,
+                     stats=context.stats)
