@@ -129,11 +129,14 @@ def _prometheus_renderer() -> Callable[[dict[str, Any]], bytes]:
                                           "the recording", labels=["sink"])
         lost = CounterMetricFamily("streamfuse_recording_frames_lost", "Frames not recorded for lack of disk space",
                                    labels=["sink"])
+        deleted = CounterMetricFamily("streamfuse_recording_segments_deleted", "Oldest segments deleted by the "
+                                      "ring (max_segments, max_mb, or to make room on a full disk)", labels=["sink"])
         for sink, health in report["recording"].items():
             suspended.add_metric([sink], 1.0 if health["state"] == "suspended" else 0.0)
             suspensions.add_metric([sink], float(health["suspensions"]))
             lost.add_metric([sink], float(health["frames_lost"]))
-        families += [suspended, suspensions, lost]
+            deleted.add_metric([sink], float(health["segments_deleted"]))
+        families += [suspended, suspensions, lost, deleted]
 
         class Snapshot:
             def collect(self):

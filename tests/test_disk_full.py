@@ -152,3 +152,32 @@ def test_live_output_survives_a_full_disk_and_recording_resumes_when_space_retur
     first, second = small_disk / "rec.mp4", small_disk / "rec-00001.mp4"
     assert top_level_boxes(first)[-1][0] == "mdat"
     assert len(decode_cleanly(first)) > 0 and len(decode_cleanly(second)) >= FPS
+
+
+@pytest.mark.parametrize("keep_free_mb", [0.4, 0.1])
+def test_a_ring_of_segments_makes_room_on_a_full_disk_and_records_on(small_disk, keep_free_mb):
+    """Segments are about 0.2 MB: keeping 0.4 MB free at each new segment, the disk never fills;
+    keeping 0.1 MB, it does, and the ring deletes the oldest there and then."""
+    segment_frames = FPS  # 1 s segments, each a single fragment
+    camera = {"type": "synthetic", "fps": FPS, "realtime": False, "frames": 30 * FPS}
+    sink = {"type": "video", "path": str(small_disk / "cam-{segment:03d}.mp4"), "crf": 0, "segment_minutes": 1 / 60,
+            "max_segments": 1000, "resume_free_mb": keep_free_mb}  # the ring is there; its count limit never bites
+    with Pipeline(config_from_dict({
+        "synthetic": {"width": 320, "height": 256},
+        "sources": {"ir": dict(camera), "vis": dict(camera)},
+        "fusion": {"fuser": "classical"},
+        "sinks": [sink],
+        "stats": {"log_every_s": 0},
+    })) as pipeline:
+        pipeline.run(install_signal_handlers=False)
+    recording = pipeline.health()["recording"]["sinks.0"]
+    assert pipeline.frames_fused == 30 * FPS and recording["segments"] == 30
+    assert recording["segments_deleted"] > 0
+    assert (recording["suspensions"] == 0) == (keep_free_mb == 0.4)
+    # At a full disk only the segment whose fragment did not fit is lost: the ring resumes at the next frame.
+    assert recording["frames_lost"] == recording["suspensions"] * segment_frames
+    files = sorted(small_disk.glob("cam-*.mp4"))
+    assert files[-1].name == "cam-029.mp4"
+    assert len(files) == 30 - recording["segments_deleted"] - recording["suspensions"]  # a cut segment is empty
+    recorded = sum(len(decode_cleanly(path)) for path in files)
+    assert recorded + recording["frames_lost"] + recording["segments_deleted"] * segment_frames == 30 * FPS
