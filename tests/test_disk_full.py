@@ -113,7 +113,8 @@ def test_live_output_survives_a_full_disk_and_recording_resumes_when_space_retur
     subscriber = Subscriber(f"tcp://127.0.0.1:{zmq_port}", max_age_s=None)
     runner.start()
     try:
-        wait_until(lambda: pipeline.health_server is not None, 10, "the health endpoint")
+        wait_until(lambda: pipeline.health_server is not None and len(pipeline.sinks) == 2, 10,
+                   "the health endpoint and the sinks")
         url = pipeline.health_server.url
         def recording() -> dict:
             return json.loads(http_get(f"{url}/health")[1])["recording"]["sinks.0"]
