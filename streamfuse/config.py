@@ -359,6 +359,17 @@ class VideoSinkConfig(SinkConfig):
     finished segment is complete and playable and stays a manageable size. File
     names: ``path`` with ``{segment}`` (0, 1, ...) and strftime codes (``%Y%m%d-%H%M%S``, local
     time at the segment's start) filled in; without either, ``-00000``, ``-00001``, ... go before the suffix."""
+    resume_free_mb: float = 100.0
+    """After the disk filled up (recording suspended, other outputs still running), recording resumes
+    in a new file (the next segment name) once the folder has this much free space (MB)."""
+    max_segments: int | None = None
+    """With ``segment_minutes``: keep at most this many of this run's segments, deleting the oldest
+    (a ring); null keeps all."""
+    max_mb: float | None = None
+    """With ``segment_minutes``: keep this run's finished segments within this many MB, deleting the
+    oldest (the one being written comes on top); null: no limit. With either limit, the oldest are
+    also deleted while less than ``resume_free_mb`` is free when a segment starts, and a full disk
+    deletes them until it is, instead of waiting."""
 
     def _check(self, path: str) -> None:
         if not self.path:
@@ -367,6 +378,14 @@ class VideoSinkConfig(SinkConfig):
             raise ConfigError(f"{path}.crf: must be between 0 and 51, got {self.crf}")
         if self.segment_minutes is not None:
             _positive(self.segment_minutes, f"{path}.segment_minutes")
+        if self.resume_free_mb < 0:
+            raise ConfigError(f"{path}.resume_free_mb: must be 0 or more, got {self.resume_free_mb}")
+        for name in ("max_segments", "max_mb"):
+            if getattr(self, name) is None:
+                continue
+            if self.segment_minutes is None:
+                raise ConfigError(f"{path}.{name}: needs segment_minutes (a ring of segments)")
+            _positive(getattr(self, name), f"{path}.{name}")
 
 
 @dataclass

@@ -1,10 +1,11 @@
 """The HTTP health endpoint of a running pipeline.
 
 ``GET /health`` answers JSON (see :meth:`streamfuse.pipeline.Pipeline.health`): ``status`` is
-``ok`` (both cameras running), ``degraded`` (a camera is starting or reconnecting; HTTP 200) or
-``failed`` (a stage failed; HTTP 503), with per-source state, fps, drops, reconnects, stalls per
-hour and last error, and the end-to-end latency. ``GET /metrics`` serves the same numbers in the
-Prometheus text format when ``health.metrics`` is on (needs ``pip install "streamfuse[metrics]"``).
+``ok`` (both cameras running), ``degraded`` (a camera is starting or reconnecting, or a recording
+is suspended for lack of disk space; HTTP 200) or ``failed`` (a stage failed; HTTP 503), with
+per-source state, fps, drops, reconnects, stalls per hour and last error, the state of each
+recording and the end-to-end latency. ``GET /metrics`` serves the same numbers in the Prometheus
+text format when ``health.metrics`` is on (needs ``pip install "streamfuse[metrics]"``).
 """
 
 from __future__ import annotations
@@ -122,6 +123,20 @@ def _prometheus_renderer() -> Callable[[dict[str, Any]], bytes]:
         for quantile in ("p50", "p95", "p99"):
             latency.add_metric([quantile], float(report["latency_ms"][quantile]))
         families += [frames, fps, latency]
+        suspended = GaugeMetricFamily("streamfuse_recording_suspended", "1 while the recording is suspended "
+                                      "(disk full), else 0", labels=["sink"])
+        suspensions = CounterMetricFamily("streamfuse_recording_suspensions", "Times the disk filled up under "
+                                          "the recording", labels=["sink"])
+        lost = CounterMetricFamily("streamfuse_recording_frames_lost", "Frames not recorded for lack of disk space",
+                                   labels=["sink"])
+        deleted = CounterMetricFamily("streamfuse_recording_segments_deleted", "Oldest segments deleted by the "
+                                      "ring (max_segments, max_mb, or to make room on a full disk)", labels=["sink"])
+        for sink, health in report["recording"].items():
+            suspended.add_metric([sink], 1.0 if health["state"] == "suspended" else 0.0)
+            suspensions.add_metric([sink], float(health["suspensions"]))
+            lost.add_metric([sink], float(health["frames_lost"]))
+            deleted.add_metric([sink], float(health["segments_deleted"]))
+        families += [suspended, suspensions, lost, deleted]
 
         class Snapshot:
             def collect(self):

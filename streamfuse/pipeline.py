@@ -297,14 +297,16 @@ class Pipeline:
         """Health report: overall status, pairing state, output rate and latency, and per-source health.
 
         ``status`` is ``failed`` when a stage failed, ``degraded`` while a camera is starting or
-        reconnecting, else ``ok``.
+        reconnecting or a recording is suspended (disk full), else ``ok``.
         """
         sources = {name: source.health() for name, source in self.sources.items()}
         states = {health["state"] for health in sources.values()}
+        recording = {f"sinks.{index}": health for index, sink in enumerate(self.sinks)
+                     if (health := sink.health()) is not None}
         errors = self.errors()
         if errors or "failed" in states:
             status = "failed"
-        elif states <= {"running", "stopped"}:
+        elif states <= {"running", "stopped"} and all(r["state"] != "suspended" for r in recording.values()):
             status = "ok"
         else:
             status = "degraded"
@@ -313,7 +315,8 @@ class Pipeline:
             "status": status, "pair_state": self.pair_state, "uptime_s": round(time.monotonic() - self._started_at, 3),
             "frames": self.frames_fused, "fps": round(self.stats.fps(), 2),
             "latency_ms": {q: round(getattr(e2e, f"{q}_ms"), 2) if e2e else 0.0 for q in ("p50", "p95", "p99")},
-            "counters": self.stats.counters(), "sources": sources, "queues": self.queue_depths(),
+            "counters": self.stats.counters(), "sources": sources, "recording": recording,
+            "queues": self.queue_depths(),
             "errors": [str(error) for error in errors],
         }
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import socket
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import cv2
@@ -23,6 +25,15 @@ def wait_until(condition, timeout: float, what: str) -> float:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
         time.sleep(0.02)
     return time.monotonic()
+
+
+def http_get(url: str) -> tuple[int, str]:
+    """Status and body of a GET on ``url`` (an HTTP error status is returned, not raised)."""
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
 
 
 def shared_data(*parts: str) -> Path:

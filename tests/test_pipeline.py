@@ -194,6 +194,18 @@ def test_video_segments_are_each_complete_and_continue_the_timeline(tmp_path):
         assert times[0] == 0.0 and times == sorted(times)
 
 
+@pytest.mark.parametrize(("limit", "kept"), [({"max_segments": 2}, ["cam-003.mp4", "cam-004.mp4"]),
+                                             ({"max_mb": 0.001}, ["cam-004.mp4"])])
+def test_a_ring_of_segments_deletes_the_oldest_first(tmp_path, limit, kept):
+    pattern = tmp_path / "cam-{segment:03d}.mp4"
+    sinks = [{"type": "video", "path": str(pattern), "segment_minutes": 1 / 60, **limit}]  # 1 s of video per file
+    with Pipeline(config_from_dict(synthetic(150, sinks=sinks))) as pipeline:
+        pipeline.run(install_signal_handlers=False)
+    assert sorted(f.name for f in tmp_path.glob("cam-*.mp4")) == kept
+    assert pipeline.health()["recording"]["sinks.0"]["segments_deleted"] == 5 - len(kept)
+    assert all(len(read_video(tmp_path / name)[0]) == 30 for name in kept)
+
+
 def test_a_transform_swapped_mid_run_applies_on_the_model_path(tmp_path):
     """set_matrix while running: earlier frames keep the old homography, later ones (warped in the worker) the new."""
     old = [[2.0, 0.0, 3.0], [0.0, 2.0, -2.0], [0.0, 0.0, 1.0]]

@@ -71,6 +71,10 @@ class Sink(ThreadedStage):
         """A short human-readable description for logs."""
         return type(self).__name__
 
+    def health(self) -> dict | None:
+        """This output's part of the pipeline's health report, or None when it has nothing to report."""
+        return None
+
     def interrupt(self) -> None:  # noqa: B027 - optional hook
         """Stop waiting on the output (an abort): a :meth:`write` blocked on a slow consumer returns soon.
 

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import collections
+import contextlib
+import errno
 import logging
+import os
+import shutil
+import struct
 import time
 from fractions import Fraction
 from pathlib import Path
@@ -30,9 +36,27 @@ CODECS = {
 #: Presentation timestamps are in milliseconds.
 TIME_BASE = Fraction(1, 1000)
 KEYFRAME_INTERVAL_S = 2.0
+SUSPENDED_REMINDER_S = 60.0
+"""While a recording is suspended for lack of disk space, the log says so again this often."""
 FRAGMENTED_MP4 = {"movflags": "frag_keyframe+empty_moov+delay_moov+default_base_moof", "flush_packets": "1"}
 """Muxer options of a fragmented MP4: a fragment per keyframe interval; the header waits for the first
 fragment so that it can carry the edit list that makes the first frame play at time 0."""
+
+
+DISK_FULL_ERRORS = frozenset({errno.ENOSPC, errno.EDQUOT})
+"""Write errors that mean "no room left" (device full, or the user's quota): recording suspends."""
+
+
+class DiskFullError(SinkError):
+    """A recording ran out of disk space; its file was cut back to the last complete fragment.
+
+    Attributes:
+        frames_lost: Frames given to the writer that are not in the file.
+    """
+
+    def __init__(self, message: str, frames_lost: int) -> None:
+        super().__init__(message)
+        self.frames_lost = frames_lost
 
 
 def prepare_output_file(path: Path, overwrite: bool, key: str) -> None:
@@ -69,6 +93,10 @@ class VideoWriter:
     muxer does not hold a growing sample index in memory (~3-5 MB per hour of 15 fps video for a
     classic MP4, written only at the end).
 
+    When the disk fills up, :meth:`write` or :meth:`close` closes the file, cuts it back to the end
+    of its last complete fragment (a fragmented MP4 then plays to that point, with no broken frame at
+    the end) and raises :class:`DiskFullError`.
+
     Args:
         path: Output file (the container is chosen from its extension: .mp4, .mkv, .avi, ...).
         codec: ``h264`` (yuv420p), ``ffv1`` (lossless) or ``mpeg4``.
@@ -93,10 +121,14 @@ class VideoWriter:
         self.fps = fps
         self.key = key
         self.frames_written = 0
+        self.bytes_complete = 0
+        """File size after the last successful write: the end of the last complete fragment."""
+        self.frames_complete = 0
+        """Frames in the file up to :attr:`bytes_complete`."""
         prepare_output_file(self.path, overwrite, key)
         try:
-            options = FRAGMENTED_MP4 if fragmented and self.path.suffix.lower() in (".mp4", ".mov") else {}
-            self._container = av.open(str(self.path), mode="w", options=options)
+            self._fragmented = fragmented and self.path.suffix.lower() in (".mp4", ".mov")
+            self._container = av.open(str(self.path), mode="w", options=FRAGMENTED_MP4 if self._fragmented else {})
         except (av.error.FFmpegError, ValueError) as exc:
             raise SinkError(f"{key}.path: cannot create video {self.path} ({exc}); "
                             "use a known extension such as .mp4 or .mkv") from None
@@ -146,8 +178,16 @@ class VideoWriter:
         video_frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="bgr24")
         video_frame.pts = pts
         video_frame.time_base = TIME_BASE
-        self._container.mux(self._stream.encode(video_frame))
         self.frames_written += 1
+        try:
+            self._container.mux(self._stream.encode(video_frame))
+        except OSError as exc:
+            if exc.errno in DISK_FULL_ERRORS:
+                raise self._cut_after_disk_full(self._container, exc) from exc
+            raise
+        size = os.stat(self.path).st_size
+        if size != self.bytes_complete:  # a fragment went out: everything before this frame is in the file
+            self.bytes_complete, self.frames_complete = size, self.frames_written - 1
 
     def close(self) -> None:
         """Flush the encoder and close the file (a file that got no frame is removed). Idempotent."""
@@ -155,12 +195,52 @@ class VideoWriter:
             return
         container, self._container = self._container, None
         try:
-            if self._stream is not None:
-                container.mux(self._stream.encode(None))
-        finally:
-            container.close()
+            try:
+                if self._stream is not None:
+                    container.mux(self._stream.encode(None))
+            finally:
+                container.close()
+        except OSError as exc:
+            if exc.errno in DISK_FULL_ERRORS:
+                raise self._cut_after_disk_full(container, exc) from exc
+            raise
         if self._stream is None:
             self.path.unlink(missing_ok=True)
+        elif self._fragmented and not self._last_fragment_written():
+            # FFmpeg's trailer does not report a failed write: a full disk shows only in the file.
+            raise self._cut_after_disk_full(container, OSError(errno.ENOSPC, "the last fragment did not reach "
+                                                               "the disk (no space left on device?)"))
+
+    def _last_fragment_written(self) -> bool:
+        """True if the file goes on from :attr:`bytes_complete` in whole boxes, with the frames still
+        missing then (a fragment) among them."""
+        with self.path.open("rb") as file:
+            size = os.fstat(file.fileno()).st_size
+            offset, kinds = self.bytes_complete, set()
+            while offset + 8 <= size:
+                file.seek(offset)
+                box_size, kind = struct.unpack(">I4s", file.read(8))
+                if box_size == 1:  # a 64-bit size follows
+                    box_size, = struct.unpack(">Q", file.read(8))
+                if box_size < 8 or offset + box_size > size:
+                    return False
+                kinds.add(kind)
+                offset += box_size
+        return offset == size and (b"mdat" in kinds or self.frames_complete == self.frames_written)
+
+    def _cut_after_disk_full(self, container: av.container.OutputContainer, exc: OSError) -> DiskFullError:
+        """Close ``container`` without what did not fit and cut the file back to its last complete
+        fragment (remove it if it has none); returns the error to raise."""
+        self._container = None
+        with contextlib.suppress(OSError):  # the rest of the fragment and the trailer do not fit either
+            container.close()
+        if self.bytes_complete:
+            os.truncate(self.path, self.bytes_complete)
+        else:
+            self.path.unlink(missing_ok=True)
+        return DiskFullError(f"{self.path}: {exc.strerror}; the file ends at its last complete fragment "
+                             f"({self.frames_complete} frames, {self.bytes_complete / 1e6:.1f} MB)",
+                             self.frames_written - self.frames_complete)
 
     def __enter__(self) -> VideoWriter:
         return self
@@ -172,12 +252,26 @@ class VideoWriter:
 class VideoSink(Sink):
     """Pipeline sink writing fused frames with a :class:`VideoWriter` (see there for timing rules).
 
+    A full disk does not stop the pipeline: the file is closed at its last complete fragment, the
+    recording is *suspended* (logged as an error, ``state`` in :meth:`health`) while the other
+    sinks go on, and it resumes in a new file (the next segment name) at the first frame that finds
+    ``resume_free_mb`` free again.
+
+    With ``max_segments`` or ``max_mb`` the segments form a ring: whenever a segment starts, the
+    oldest finished ones of this run are deleted until the rest fit and ``resume_free_mb`` are free;
+    and a full disk (a segment larger than that, or another program writing) deletes the oldest until
+    ``resume_free_mb`` are free, so that recording goes on at the next frame.
+
     Args:
         path: Output video file (a name pattern when segmenting: see :func:`segment_path`).
         codec, crf, preset, fps, overwrite, fragmented, key: As for :class:`VideoWriter`.
         segment_minutes: Start a new file after this many minutes of video (by capture
             timestamps); None writes one file. A finished segment is closed (complete, playable)
             before the next one opens.
+        resume_free_mb: Free space (MB) the folder needs before a suspended recording resumes.
+        max_segments: Keep at most this many of this run's segments (None: no limit).
+        max_mb: Keep this run's finished segments within this many MB (None: no limit); the one
+            being written comes on top.
         queue_size: Fused frames buffered for this sink (the fusion thread waits when it is full).
         stats: Where write latency is recorded.
     """
@@ -186,17 +280,32 @@ class VideoSink(Sink):
 
     def __init__(self, path: str | Path, *, codec: str = "h264", crf: int = 23, preset: str = "veryfast",
                  fps: float = 30.0, overwrite: bool = False, fragmented: bool = True,
-                 segment_minutes: float | None = None, key: str = "sinks.video", queue_size: int = 16,
+                 segment_minutes: float | None = None, resume_free_mb: float = 100.0, max_segments: int | None = None,
+                 max_mb: float | None = None, key: str = "sinks.video", queue_size: int = 16,
                  stats: PipelineStats | None = None) -> None:
         super().__init__(queue_size=queue_size, stats=stats)
         self.path = Path(path)
         self.segment_s = segment_minutes * 60.0 if segment_minutes else None
+        self.resume_free_bytes = resume_free_mb * 1e6
+        self.max_segments = max_segments
+        self.max_bytes = max_mb * 1e6 if max_mb else None
         self._writer_options = {"codec": codec, "crf": crf, "preset": preset, "fps": fps,
                                 "overwrite": overwrite, "fragmented": fragmented, "key": key}
         self.writer: VideoWriter | None = None
-        self.segments: list[Path] = []
-        """Files written so far (one unless segmenting)."""
+        self.segments: collections.deque[Path] = collections.deque()
+        """This run's files still on disk, oldest first (one unless segmenting or resumed after a full disk)."""
+        self.segments_started = 0
+        self.segments_deleted = 0
+        self._current = self.path
         self._segment_start: float | None = None
+        self.state = "recording"
+        """``recording``, ``suspended`` (disk full) or ``closed``."""
+        self.suspensions = 0
+        self.frames_lost = 0
+        """Frames not recorded because the disk was full (cut from the last fragment, or arriving while suspended)."""
+        self.last_error: str | None = None
+        self._suspended_at = 0.0
+        self._remind_at = 0.0
 
     def describe(self) -> str:
         return f"video sink {self.path}"
@@ -204,26 +313,111 @@ class VideoSink(Sink):
     def open(self) -> None:
         self._open_segment()
 
+    @property
+    def ring(self) -> bool:
+        """True when old segments are deleted to keep within ``max_segments`` / ``max_mb``."""
+        return self.max_segments is not None or self.max_bytes is not None
+
     def _open_segment(self) -> None:
-        path = segment_path(self.path, len(self.segments)) if self.segment_s else self.path
-        self.writer = VideoWriter(path, **self._writer_options)
-        self.segments.append(path)
+        index = self.segments_started
+        self._current = segment_path(self.path, index) if self.segment_s or index else self.path
+        self.writer = VideoWriter(self._current, **self._writer_options)
+        self.segments_started += 1
+        self.segments.append(self._current)
         self._segment_start = None
+        while len(self.segments) > 1 and self._ring_too_big():
+            self._delete_oldest("ring full")
+
+    def _ring_too_big(self) -> bool:
+        if self.ring and self._free_bytes() < self.resume_free_bytes:
+            return True
+        if self.max_segments is not None and len(self.segments) > self.max_segments:
+            return True
+        return self.max_bytes is not None and sum(_file_size(path) for path in self.segments) > self.max_bytes
+
+    def _delete_oldest(self, reason: str) -> None:
+        path = self.segments.popleft()
+        path.unlink(missing_ok=True)
+        self.segments_deleted += 1
+        log.info("%s: deleted the oldest segment %s (%s)", self.describe(), path.name, reason)
 
     def write(self, frame: FusedFrame) -> None:
-        if self.segment_s is not None:
-            if self._segment_start is None:
-                self._segment_start = frame.timestamp
-            elif frame.timestamp - self._segment_start >= self.segment_s:
+        try:
+            if self.state == "recording" and self._segment_due(frame.timestamp):
                 self.writer.close()
-                log.info("%s: segment %s finished", self.describe(), self.segments[-1].name)
+                log.info("%s: segment %s finished", self.describe(), self._current.name)
                 self._open_segment()
-                self._segment_start = frame.timestamp
-        self.writer.write(frame.image, frame.timestamp)
+        except DiskFullError as exc:  # the finished segment's last fragment did not fit
+            self._suspend(exc)
+        if self.state == "suspended" and not self._resumed():
+            self.frames_lost += 1
+            return
+        if self._segment_start is None:
+            self._segment_start = frame.timestamp
+        try:
+            self.writer.write(frame.image, frame.timestamp)
+        except DiskFullError as exc:
+            self._suspend(exc)
+
+    def _segment_due(self, timestamp: float) -> bool:
+        return (self.segment_s is not None and self._segment_start is not None
+                and timestamp - self._segment_start >= self.segment_s)
+
+    def _suspend(self, exc: DiskFullError) -> None:
+        self.writer = None
+        if not self._current.exists():  # cut back to nothing: not a segment of the ring
+            self.segments.pop()
+        self.state = "suspended"
+        self.suspensions += 1
+        self.frames_lost += exc.frames_lost
+        self.last_error = str(exc)
+        self._suspended_at = self._remind_at = time.monotonic()
+        log.error("%s: DISK FULL, recording suspended (the other outputs go on): %s; %d frames lost; "
+                  "recording resumes in a new file when %g MB are free", self.describe(), exc,
+                  exc.frames_lost, self.resume_free_bytes / 1e6)
+
+    def _resumed(self) -> bool:
+        """Open the next file if the disk has room again, a ring deleting its oldest segments to make
+        room (True); else remind the log once a minute."""
+        now = time.monotonic()
+        while self.ring and self.segments and self._free_bytes() < self.resume_free_bytes:
+            self._delete_oldest("disk full")
+        if self._free_bytes() < self.resume_free_bytes:
+            if now - self._remind_at >= SUSPENDED_REMINDER_S:
+                self._remind_at = now
+                log.error("%s: recording still suspended (disk full) for %.0f s, %d frames not recorded",
+                          self.describe(), now - self._suspended_at, self.frames_lost)
+            return False
+        self._open_segment()
+        self.state = "recording"
+        log.warning("%s: disk space is back; recording resumes in %s after %.1f s suspended (%d frames lost so far)",
+                    self.describe(), self.writer.path, now - self._suspended_at, self.frames_lost)
+        return True
+
+    def _free_bytes(self) -> int:
+        return shutil.disk_usage(self.path.parent).free
+
+    def health(self) -> dict:
+        return {"state": self.state, "file": str(self._current), "segments": self.segments_started,
+                "segments_deleted": self.segments_deleted,
+                "suspended_s": round(time.monotonic() - self._suspended_at, 3) if self.state == "suspended" else 0.0,
+                "suspensions": self.suspensions, "frames_lost": self.frames_lost, "last_error": self.last_error}
 
     def close(self) -> None:
         if self.writer is not None:
-            self.writer.close()
+            try:
+                self.writer.close()
+            except DiskFullError as exc:
+                self.frames_lost += exc.frames_lost
+                log.error("%s: DISK FULL while finalising: %s; %d frames lost", self.describe(), exc, exc.frames_lost)
+        self.state = "closed"
+
+
+def _file_size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:  # a file that got no frame, or one removed by hand
+        return 0
 
 
 def segment_path(pattern: Path, index: int) -> Path:
@@ -240,4 +434,6 @@ def from_config(config: VideoSinkConfig, context: SinkContext) -> VideoSink:
     """An H.264 (or other codec) file, optionally in segments."""
     return VideoSink(config.path, codec=config.codec, crf=config.crf, preset=config.preset, fps=context.fps,
                      overwrite=config.overwrite, fragmented=config.fragmented, segment_minutes=config.segment_minutes,
-                     key=context.key, queue_size=config.queue_size, stats=context.stats)
+                     resume_free_mb=config.resume_free_mb, max_segments=config.max_segments, max_mb=config.max_mb,
+                     key=context.key, queue_size=config.queue_size,
+                     stats=context.stats)
