@@ -1,15 +1,20 @@
 """The training target of the fusion network: the band rule, corrected per region by a search.
 
 The fixed rule (:mod:`streamfuse.models.rule`) decides from band energies alone. Given both clean
-sources, a slower procedure does better: compose the fusion with the rule's injection logits shifted
-by each of a few :data:`OFFSETS` (less infrared ... more infrared), score every candidate *locally*
-by how well it keeps both sources' edges (the Xydeas-Petrovic edge preservation behind ``Qabf``) and
-their structure (SSIM to each source), and take, per region, the offset that scores best (a softmax
-over the candidates, smoothed). On the 25 RoadScene and MSRS tuning pairs this search improves on
-the rule in 10 of the 13 VIFB metrics (MI 2.51 -> 3.09, Qabf 0.595 -> 0.624, SSIM 1.408 -> 1.410;
-it loses a little PSNR, RMSE and Qcv). It costs five compositions and the scoring per frame, too
-much for real time on a CPU; the network learns to predict its outcome from what it sees (the
-``search`` loss term, :mod:`streamfuse.train.losses`), so the search is paid for once, in training.
+sources, a slower procedure does better: compose the fusion with the rule's injection logits of the
+two detail bands shifted by each of a few :data:`OFFSETS` (less infrared ... more infrared), score
+every candidate *locally* by how well it keeps both sources' edges (the Xydeas-Petrovic edge
+preservation behind ``Qabf``) and their structure (SSIM to each source), and take, per region, the
+offset that scores best (a softmax over the candidates, smoothed). On the 25 RoadScene and MSRS
+tuning pairs this improves on the rule in 10 of the 13 VIFB metrics (Qabf 0.595 -> 0.609, AG 4.44
+-> 4.52, MI 2.51 -> 2.56, Qcv 1455 -> 1442; it loses a little PSNR, RMSE and SSIM). It costs five
+compositions and the scoring per frame, too much for real time on a CPU; the network learns to
+predict its outcome from what it sees (the ``search`` loss term, :mod:`streamfuse.train.losses`), so
+the search is paid for once, in training.
+
+The base keeps the rule's weight: searching it too scored higher still (MI 3.07, Qabf 0.624), but
+where both bases are flat the scores cannot tell the candidates apart, and the choice there left
+dark blotches on roads and lawns (looked at on the tuning pairs), which the network then learned.
 """
 
 from __future__ import annotations
@@ -19,9 +24,11 @@ from torch.nn import functional as F
 
 from streamfuse.models import bands
 
-#: Shifts of the rule's injection logits tried per region (the rule's steepness is 8 per unit of
-#: normalised energy difference: +-4 moves the half-weight point by half a unit).
+#: Shifts of the detail bands' injection logits tried per region (the rule's steepness is 8 per unit
+#: of normalised energy difference: +-4 moves the half-weight point by half a unit).
 OFFSETS = (-4.0, -2.0, 0.0, 2.0, 4.0)
+#: Which coarse bands (D1, D2, base) the offsets shift.
+SEARCHED_BANDS = (1.0, 1.0, 0.0)
 #: Softmax temperature over the candidates' local scores (scores are in about [0, 2]).
 TEMPERATURE = 0.02
 #: Radius, at quarter resolution, of the region a candidate is scored over (32 px in the image).
@@ -83,9 +90,10 @@ def searched_fusion(sources: torch.Tensor) -> torch.Tensor:
     """The search's fusion of ``(B, 2, H, W)`` clean ``[IR, VIS]`` sources (sides multiples of 4): ``(B, 1, H, W)``."""
     split = bands.decompose(sources)
     rule = bands.rule_logits(split)
+    searched = torch.tensor(SEARCHED_BANDS).to(rule)[None, :, None, None]
     statistics = SourceStatistics(sources)
-    scores = torch.cat([local_quality(bands.compose(split, torch.sigmoid(rule + offset)).clamp(0, 1), statistics)
-                        for offset in OFFSETS], dim=1)
+    scores = torch.cat([local_quality(bands.compose(split, torch.sigmoid(rule + offset * searched)).clamp(0, 1),
+                                      statistics) for offset in OFFSETS], dim=1)
     choice = torch.softmax(scores / TEMPERATURE, dim=1)
     offset = bands.box_filter((choice * torch.tensor(OFFSETS).to(choice)[None, :, None, None]).sum(1, keepdim=True), 2)
-    return bands.compose(split, torch.sigmoid(rule + offset))
+    return bands.compose(split, torch.sigmoid(rule + offset * searched))
