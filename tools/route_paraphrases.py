@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """How many plain-language prompts route right? Scores tests/paraphrases.yaml with one text encoder.
 
-    python tools/route_paraphrases.py [--encoder auto|minilm|hashing|open_clip] [--all]
+    python tools/route_paraphrases.py [--encoder auto|minilm|hashing|open_clip] [--all] [--file FILE]
 
 A one-intent prompt routes right when its top intent is the expected one; a two-intent prompt when
 both expected intents are its top two. Prints the misses (every prompt with --all) and the score.
@@ -30,8 +30,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--encoder", default="auto")
     parser.add_argument("--all", action="store_true", help="print every prompt, not only the misses")
+    parser.add_argument("--file", type=Path, default=PARAPHRASES, help="prompts with expected intents (YAML list)")
     args = parser.parse_args()
-    cases = yaml.safe_load(PARAPHRASES.read_text())
+    cases = yaml.safe_load(args.file.read_text())
     router = Router(build_encoder(args.encoder), load_bank())
     start = time.perf_counter()
     router.route("warm-up")
