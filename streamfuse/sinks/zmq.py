@@ -44,6 +44,9 @@ END_OF_STREAM = "end"
 
 #: How long closing a publisher waits for the end-of-stream message to leave, in milliseconds.
 END_LINGER_MS = 500
+#: In lossless mode, how long closing waits for slow subscribers (recorders) to take the frames still
+#: queued and the end-of-stream message, in seconds.
+LOSSLESS_END_WAIT_S = 10.0
 
 
 def wall_clock(perf_time: float) -> float:
@@ -207,14 +210,22 @@ class ZmqSink(Sink):
                 self._socket.poll(50, zmq.POLLOUT)
 
     def _send_end_of_stream(self) -> None:
-        """Tell subscribers the stream is over and how many frames it sent (best effort: a subscriber at its
-        high-water mark misses it)."""
+        """Tell subscribers the stream is over and how many frames it sent. In lossless mode a subscriber
+        at its high-water mark (a slow recorder) gets up to :data:`LOSSLESS_END_WAIT_S` to make room;
+        otherwise it is best effort and such a subscriber misses it."""
         header = {"version": HEADER_VERSION, "topic": self.topic, "type": END_OF_STREAM,
                   "frames": self.frames_written - self.dropped}
-        try:
-            self._socket.send_multipart([self.topic.encode(), json.dumps(header).encode(), b""], flags=zmq.NOBLOCK)
-        except zmq.ZMQError:
-            log.debug("%s: end-of-stream message not sent (a subscriber is full)", self.describe())
+        message = [self.topic.encode(), json.dumps(header).encode(), b""]
+        deadline = time.monotonic() + (LOSSLESS_END_WAIT_S if self.lossless else 0.0)
+        while True:
+            try:
+                self._socket.send_multipart(message, flags=zmq.NOBLOCK)
+                return
+            except zmq.Again:
+                if time.monotonic() >= deadline:
+                    log.debug("%s: end-of-stream message not sent (a subscriber is full)", self.describe())
+                    return
+                self._socket.poll(50, zmq.POLLOUT)
 
     def interrupt(self) -> None:
         """A lossless write waiting for a slow subscriber gives the frame up."""
@@ -224,7 +235,7 @@ class ZmqSink(Sink):
         self._closing.set()
         if self._socket is not None:
             self._send_end_of_stream()
-            self._socket.close(linger=END_LINGER_MS)
+            self._socket.close(linger=int(LOSSLESS_END_WAIT_S * 1000) if self.lossless else END_LINGER_MS)
             self._socket = None
         if self._authenticator is not None:
             self._authenticator.stop()
