@@ -4,15 +4,17 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from torch.nn import functional as F
 
 from conftest import make_pair
 from streamfuse.config import FusionConfig
 from streamfuse.errors import ConfigError
 from streamfuse.fusers import build_fuser, fuse_luminance
 from streamfuse.fusers.model import ModelFuser
+from streamfuse.models import bands
 from streamfuse.models.checkpoint import default_weights_path, load_model, save_weights
 from streamfuse.models.cpu import fuse_on_cpu
-from streamfuse.models.network import FusionNet, parameter_count
+from streamfuse.models.network import BandFeatures, FusionNet, parameter_count
 from streamfuse.text import HashingTextEncoder, Router, load_bank
 from streamfuse.train.losses import loss_terms, salient_mix, sobel_magnitude, ssim_pair
 
@@ -58,6 +60,25 @@ def test_text_conditioning_changes_the_output_and_mixes_linearly(net):
     assert (a - b).abs().mean() > 1e-4
     assert torch.equal(b, same)  # weights are normalised
     assert torch.equal(net.intent_weights({}), net.intent_weights({"balanced": 1}))
+
+
+def test_only_a_prompt_beyond_balanced_changes_the_finest_band_gain(net):
+    """Balanced fusion keeps the finest detail whole; a noise prompt may smooth it, in proportion to its share."""
+    ir, vis = torch.rand(1, 1, 64, 80), torch.rand(1, 1, 64, 80)
+    sources = torch.cat([ir, vis], dim=1)
+    split = bands.decompose(sources)
+    features = BandFeatures(quarter=F.avg_pool2d(split.half, 2), detail=F.avg_pool2d(split.coarse[0].abs(), 2),
+                            rule=bands.rule_logits(split))
+
+    def fine_gain_logit(weights):
+        with torch.no_grad():
+            return net.decide(features, net.intent_weights(weights))[:, -1]
+
+    assert torch.equal(fine_gain_logit({"balanced": 1}), torch.zeros(1, 16, 20))
+    noise = fine_gain_logit({"noise": 1})
+    assert noise.abs().mean() > 1e-3  # the fixture's random head predicts some gain
+    half = fine_gain_logit({"noise": 1, "balanced": 1})
+    assert not torch.allclose(half, noise)
 
 
 def test_parameter_count_is_small(net):
