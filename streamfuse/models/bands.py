@@ -150,3 +150,12 @@ def compose(bands: Bands, injection: torch.Tensor, ir_gain: torch.Tensor | None 
     if fine_gain is not None:
         detail = detail * upsample(upsample(fine_gain))
     return upsample(half) + detail
+
+
+def rule_fusion(sources: torch.Tensor) -> torch.Tensor:
+    """The fixed rule alone on ``(B, 2, H, W)`` stacked ``[IR, VIS]`` (sides multiples of 4): ``(B, 1, H, W)``.
+
+    What the untrained network and the classical fuser output; a training target (``rule`` loss term).
+    """
+    split = decompose(sources)
+    return compose(split, torch.sigmoid(rule_logits(split)))

@@ -9,10 +9,9 @@ Terms (each per sample, averaged over pixels):
 - ``gradient``: ``| |grad F| - max(|grad IR|, |grad VIS|) |``, towards the stronger edges (Sobel);
 - ``gradient_vis`` / ``gradient_ir``: the same towards one source's edges;
 - ``ssim``: ``1 - (SSIM(F, IR) + SSIM(F, VIS)) / 2``; ``ssim_vis``: ``1 - SSIM(F, VIS)``;
-- ``search``: ``|F - S|`` with ``S`` the searched fusion of the clean sources
-  (:func:`streamfuse.train.search.searched_fusion`: the band rule corrected per region to where local
-  fusion quality is best): what balanced fusion should learn, and the restoration target for the
-  degraded inputs of the damage intents.
+- ``rule``: ``|F - R|`` with ``R`` the fixed band rule's fusion of the clean sources
+  (:func:`streamfuse.models.bands.rule_fusion`): keeps balanced fusion near the rule, which scores well on
+  the benchmarks, and is a restoration target for the degraded inputs of the damage intents.
 
 An intent's recipe (the prompt bank's ``recipe.emphasis``) multiplies these terms; terms it does not
 name have weight 0. Gradient terms are scaled by :data:`GRADIENT_SCALE` so the three kinds of terms
@@ -26,7 +25,7 @@ from collections.abc import Sequence
 import torch
 from torch.nn import functional as F
 
-TERMS = ("intensity", "intensity_ir", "gradient", "gradient_vis", "gradient_ir", "ssim", "ssim_vis", "search")
+TERMS = ("intensity", "intensity_ir", "gradient", "gradient_vis", "gradient_ir", "ssim", "ssim_vis", "rule")
 GRADIENT_SCALE = 10.0
 
 _SOBEL_X = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]]) / 8.0
@@ -88,8 +87,8 @@ def ssim_pair(fused: torch.Tensor, ir: torch.Tensor, vis: torch.Tensor) -> tuple
 
 
 def loss_terms(fused: torch.Tensor, ir: torch.Tensor, vis: torch.Tensor,
-               search_target: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-    """Every term of the module docstring, per sample (``(B,)`` tensors); ``search`` is 0 without ``search_target``."""
+               rule_target: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """Every term of the module docstring, per sample (``(B,)`` tensors); ``rule`` is 0 without ``rule_target``."""
     per_sample = (1, 2, 3)
     grad_f, grad_ir, grad_vis = sobel_magnitude(fused), sobel_magnitude(ir), sobel_magnitude(vis)
     ssim_ir, ssim_vis = ssim_pair(fused, ir, vis)
@@ -101,8 +100,7 @@ def loss_terms(fused: torch.Tensor, ir: torch.Tensor, vis: torch.Tensor,
         "gradient_ir": GRADIENT_SCALE * (grad_f - grad_ir).abs().mean(per_sample),
         "ssim": 1 - (ssim_ir + ssim_vis) / 2,
         "ssim_vis": 1 - ssim_vis,
-        "search": ((fused - search_target).abs().mean(per_sample) if search_target is not None
-                   else torch.zeros_like(ssim_vis)),
+        "rule": (fused - rule_target).abs().mean(per_sample) if rule_target is not None else torch.zeros_like(ssim_vis),
     }
 
 
@@ -112,9 +110,9 @@ def emphasis_matrix(recipes: Sequence[dict[str, float]]) -> torch.Tensor:
 
 
 def fusion_loss(fused: torch.Tensor, ir: torch.Tensor, vis: torch.Tensor, emphasis: torch.Tensor,
-                search_target: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+                rule_target: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
     """The emphasised total (mean over the batch) and each term's batch mean (for logging)."""
-    terms = loss_terms(fused, ir, vis, search_target)
+    terms = loss_terms(fused, ir, vis, rule_target)
     stacked = torch.stack([terms[t] for t in TERMS], dim=1)  # (B, T)
     total = (stacked * emphasis.to(stacked)).sum(dim=1).mean()
     return total, {t: float(terms[t].detach().mean()) for t in TERMS}

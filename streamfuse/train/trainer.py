@@ -17,13 +17,13 @@ from tqdm import tqdm
 
 from streamfuse.config import TrainConfig
 from streamfuse.errors import ConfigError
+from streamfuse.models.bands import rule_fusion
 from streamfuse.models.checkpoint import load_model, save_weights
 from streamfuse.models.network import FusionNet, parameter_count
 from streamfuse.text.prompts import load_bank
 from streamfuse.train.data import CropSampler, find_pair_folders, load_training_pairs
 from streamfuse.train.distill import distillation_targets
 from streamfuse.train.losses import emphasis_matrix, fusion_loss
-from streamfuse.train.search import searched_fusion
 
 log = logging.getLogger(__name__)
 
@@ -165,8 +165,9 @@ class Trainer:
             group["lr"] = self.learning_rate()
         fused = self.model(batch["ir_in"], batch["vis_in"], weights)
         if self.teacher is None:
-            target = searched_fusion(torch.cat([batch["ir"], batch["vis"]], dim=1))
-            loss, terms = fusion_loss(fused, batch["ir"], batch["vis"], emphasis, target)
+            with torch.no_grad():
+                rule_target = rule_fusion(torch.cat([batch["ir"], batch["vis"]], dim=1))
+            loss, terms = fusion_loss(fused, batch["ir"], batch["vis"], emphasis, rule_target)
         else:
             targets = distillation_targets(self.teacher, batch["ir_in"], batch["vis_in"], weights, intents,
                                            self.config.refine)
