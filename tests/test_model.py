@@ -14,7 +14,7 @@ from streamfuse.fusers.model import ModelFuser
 from streamfuse.models import bands
 from streamfuse.models.checkpoint import default_weights_path, load_model, save_weights
 from streamfuse.models.cpu import fuse_on_cpu
-from streamfuse.models.network import BandFeatures, FusionNet, parameter_count
+from streamfuse.models.network import BandFeatures, FusionNet, parameter_count, trunk_factor
 from streamfuse.text import HashingTextEncoder, Router, load_bank
 from streamfuse.train.losses import loss_terms, salient_mix, sobel_magnitude, ssim_pair
 
@@ -79,6 +79,25 @@ def test_only_a_prompt_beyond_balanced_changes_the_finest_band_gain(net):
     assert noise.abs().mean() > 1e-3  # the fixture's random head predicts some gain
     half = fine_gain_logit({"noise": 1, "balanced": 1})
     assert not torch.allclose(half, noise)
+
+
+@pytest.mark.parametrize("prompt", ["balanced", "glare"])
+def test_the_trunk_sees_a_large_frame_at_the_training_scale(net, prompt):
+    """A frame twice the training scale is pooled back to it: its learned residual is the smaller frame's, upsampled."""
+    assert [trunk_factor(*size) for size in [(480, 640), (256, 900), (1024, 1280), (1080, 1920)]] == [1, 1, 2, 3]
+    torch.manual_seed(1)
+    small = BandFeatures(quarter=torch.rand(1, 2, 120, 160), detail=torch.rand(1, 2, 120, 160) * 0.1,
+                         rule=torch.randn(1, 3, 120, 160) * 4)
+    large = BandFeatures(*(F.interpolate(x, scale_factor=2, mode="nearest") for x in small))
+    weights = net.intent_weights({prompt: 1})
+    with torch.no_grad():
+        residual_small = net.decide(small, weights) - F.pad(small.rule, (0, 0, 0, 0, 0, 2))
+        residual_large = net.decide(large, weights) - F.pad(large.rule, (0, 0, 0, 0, 0, 2))
+    expected = F.interpolate(residual_small, scale_factor=2, mode="bilinear", align_corners=False)
+    if prompt == "balanced":
+        assert torch.allclose(residual_large, expected, atol=1e-4)
+    else:  # the damage gate is computed at the large frame's own 1/4 scale, so only most of it agrees
+        assert (residual_large - expected).abs().mean() < 0.1 * residual_small.abs().mean()
 
 
 def test_parameter_count_is_small(net):

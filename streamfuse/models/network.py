@@ -14,6 +14,9 @@ arithmetic::
        fused = compose(bands, maps)   (visible base kept, infrared injected per band, stronger
                                        finest detail per pixel)
 
+A frame much larger than the training images is looked at by the trunk at about the training scale
+(:func:`trunk_factor`): its features are pooled before the trunk and its residual upsampled after.
+
 The head starts at zero, so an untrained network is the fixed rule; training moves it where the
 rule fails (glare, faint warm targets in dark regions), and weight decay on the head keeps it near
 the rule elsewhere. Text tokens are learned per intent and mixed by the router's weights. Intents
@@ -57,6 +60,17 @@ MEMORY_CHANNELS = MAPS + 2
 
 #: Inputs are padded (replicate) to a multiple of this: the 1/8-scale stage.
 PAD_MULTIPLE = 8
+
+#: Longest side (pixels) of the images the network was trained on. The trunk looks at a larger frame
+#: pooled back to about this scale (:func:`trunk_factor`): its learned residual depends on the size of
+#: things in pixels, and at twice the training scale it had moved the rule's logits the wrong way.
+TRAINING_SCALE = 640
+
+
+def trunk_factor(height: int, width: int) -> int:
+    """How much the 1/4-scale features of a ``height`` x ``width`` frame are pooled before the trunk:
+    the integer nearest to ``longest side / TRAINING_SCALE``, at least 1 (1280x1024 -> 2)."""
+    return max(1, round(max(height, width) / TRAINING_SCALE))
 
 class BandFeatures(NamedTuple):
     """What the network looks at, all at 1/4 scale with channels ``[IR, VIS]`` (``(B, ., H/4, W/4)``)."""
@@ -171,6 +185,31 @@ class FusionNet(nn.Module):
         ``momentum`` as for :meth:`forward`. The convolutional trunk runs in the network's own
         precision (fp16 on a GPU, for instance).
         """
+        quarter, rule = features.quarter, features.rule
+        factor = trunk_factor(4 * quarter.shape[-2], 4 * quarter.shape[-1])
+        skip = self._merged_features(features if factor == 1 else _pooled(features, factor))
+        gate = self._damage_gate(quarter, weights)
+        if gate is None:
+            residual = self._text_residual(skip, weights.to(skip.dtype)).float()
+        else:  # the prompt's and the balanced residual in one pass, blended per pixel by the gate
+            balanced = torch.zeros_like(weights)
+            balanced[:, self._balanced] = 1.0
+            both = torch.cat([weights.expand(skip.shape[0], -1), balanced.expand(skip.shape[0], -1)])
+            residual = self._text_residual(torch.cat([skip, skip]), both.to(skip.dtype)).float()
+        if factor > 1:
+            residual = F.interpolate(residual, scale_factor=factor, mode="bilinear", align_corners=False)
+            residual = residual[..., :quarter.shape[-2], :quarter.shape[-1]]
+        if gate is not None:
+            prompted, plain = residual.chunk(2)
+            residual = plain + gate * (prompted - plain)
+        maps = torch.cat([rule, torch.zeros_like(rule[:, :2])], dim=1) + residual
+        maps = self._finest_band_follows_the_prompt(maps, weights)
+        if memory is not None:
+            maps = self._blend_with_memory(maps, quarter, memory, momentum)
+        return maps
+
+    def _merged_features(self, features: BandFeatures) -> torch.Tensor:
+        """Both modalities' stems merged with the rule's logits and modulated by global statistics."""
         quarter, detail, rule = features
         dtype = self.head.weight.dtype
         channels_last = torch.channels_last  # several times faster for these small convolutions on CPU
@@ -180,21 +219,7 @@ class FusionNet(nn.Module):
                                      (rule / bands.RULE_STEEPNESS).to(dtype, memory_format=channels_last)], dim=1))
         statistics = torch.cat([quarter.mean(dim=(2, 3)), quarter.std(dim=(2, 3))], dim=1).to(dtype)
         gamma, beta = self.global_film(statistics).chunk(2, dim=1)
-        skip = skip * (1 + gamma[:, :, None, None]) + beta[:, :, None, None]
-        gate = self._damage_gate(quarter, weights)
-        if gate is None:
-            residual = self._text_residual(skip, weights.to(dtype)).float()
-        else:  # the prompt's and the balanced residual in one pass, blended per pixel by the gate
-            balanced = torch.zeros_like(weights)
-            balanced[:, self._balanced] = 1.0
-            both = torch.cat([weights.expand(skip.shape[0], -1), balanced.expand(skip.shape[0], -1)])
-            prompted, plain = self._text_residual(torch.cat([skip, skip]), both.to(dtype)).float().chunk(2)
-            residual = plain + gate * (prompted - plain)
-        maps = torch.cat([rule, torch.zeros_like(rule[:, :2])], dim=1) + residual
-        maps = self._finest_band_follows_the_prompt(maps, weights)
-        if memory is not None:
-            maps = self._blend_with_memory(maps, quarter, memory, momentum)
-        return maps
+        return skip * (1 + gamma[:, :, None, None]) + beta[:, :, None, None]
 
     def _finest_band_follows_the_prompt(self, maps: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         """Scale the finest-band gain's logit by the prompt's non-balanced share: balanced fusion keeps the
@@ -252,6 +277,13 @@ class FusionNet(nn.Module):
         keep = (change <= SCENE_CUT).to(maps.dtype) * momentum  # NaN (no memory) compares False: fresh start
         keep = keep[:, None, None, None]
         return (1 - keep) * maps + keep * torch.nan_to_num(previous_maps)
+
+
+def _pooled(features: BandFeatures, factor: int) -> BandFeatures:
+    """Every feature map averaged over ``factor`` x ``factor`` cells (edges replicated up to a whole cell)."""
+    height, width = features.quarter.shape[-2:]
+    padding = (0, (-width) % factor, 0, (-height) % factor)
+    return BandFeatures(*(F.avg_pool2d(F.pad(x, padding, mode="replicate"), factor) for x in features))
 
 
 def parameter_count(model: nn.Module) -> int:
