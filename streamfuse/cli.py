@@ -22,7 +22,8 @@ from streamfuse.config import (
 )
 from streamfuse.errors import StreamfuseError
 from streamfuse.fusers import FUSERS
-from streamfuse.imageio import IMAGE_EXTENSIONS, list_images, natural_key
+from streamfuse.fusers.colour import has_colour
+from streamfuse.imageio import IMAGE_EXTENSIONS, list_images, natural_key, read_image
 from streamfuse.pipeline import Pipeline, check_outputs_are_not_inputs
 from streamfuse.probe import probe
 from streamfuse.runtime import setup_runtime
@@ -37,6 +38,8 @@ VIDEO_EXTENSIONS = (".mp4", ".mkv", ".avi", ".mov", ".webm", ".ts", ".m4v")
 def _apply_prompt(config: Config, args: argparse.Namespace) -> Config:
     if getattr(args, "prompt", None) is not None:
         config.prompt = args.prompt  # taken verbatim, not parsed as YAML like --set values
+    elif getattr(args, "task", None) is not None:
+        config.prompt = MEDICAL_TASKS[args.task]
     return config
 
 
@@ -92,6 +95,31 @@ def _progress_wanted(args: argparse.Namespace, pipeline: Pipeline) -> bool:
 
 
 # --------------------------------------------------------------------------------------------- fuse
+#: ``streamfuse fuse --task``: the prompt each medical task stands for (its intent in the prompt bank).
+MEDICAL_TASKS = {"mri_ct": "fuse MRI and CT", "mri_pet": "fuse MRI and PET", "mri_spect": "fuse MRI and SPECT"}
+
+
+def _medical_slots(ir: str, vis: str, task: str) -> tuple[str, str]:
+    """``(anatomical, functional)``: the inputs of a medical task in the slots the medical rule expects.
+
+    MRI goes in the infrared slot and CT / PET / SPECT in the visible slot, whose colour the output
+    keeps. For PET and SPECT the functional image is the one in colour, whichever flag names it; for
+    CT (both gray) the flags are taken as given: ``--ir`` MRI, ``--vis`` CT.
+    """
+    if task == "mri_ct" or "video" in {_input_kind(ir, "--ir"), _input_kind(vis, "--vis")}:
+        return ir, vis
+    ir_colour, vis_colour = (has_colour(read_image(list_images(path)[0])) for path in (ir, vis))
+    if ir_colour and not vis_colour:
+        log.info("--task %s: the colour image (%s, given as --ir) is the functional one; it is fused in the "
+                 "visible slot, which keeps its colour, and %s as the MRI", task, ir, vis)
+        return vis, ir
+    if ir_colour == vis_colour:
+        log.warning("--task %s: %s; expected the MRI in gray and the %s in colour", task,
+                    "both inputs are in colour" if ir_colour else "neither input is in colour",
+                    task.split("_")[1].upper())
+    return ir, vis
+
+
 def _input_kind(path: str, flag: str) -> str:
     if "://" in path:
         return "video"
@@ -184,7 +212,8 @@ def fuse_config(ir: str, vis: str, output: str, *, fuser: str, overwrite: bool, 
 
 
 def cmd_fuse(args: argparse.Namespace) -> int:
-    config = fuse_config(args.ir, args.vis, args.output, fuser=args.fuser, overwrite=args.overwrite,
+    ir, vis = (args.ir, args.vis) if args.task is None else _medical_slots(args.ir, args.vis, args.task)
+    config = fuse_config(ir, vis, args.output, fuser=args.fuser, overwrite=args.overwrite,
                          pair_by=args.pair_by, overrides=args.set)
     pipeline = Pipeline(_apply_prompt(config, args))
     setup_runtime(config.fusion, live=pipeline.live)
@@ -487,7 +516,11 @@ def build_parser() -> argparse.ArgumentParser:
     fuse.add_argument("-y", "--overwrite", action="store_true", help="replace existing output files")
     fuse.add_argument("--pair-by", choices=["stem", "order"], default="stem",
                       help="pair two folders' images by file name (default) or by sorted order")
-    fuse.add_argument("--prompt", help="what the fusion should favour, in words")
+    guidance = fuse.add_mutually_exclusive_group()
+    guidance.add_argument("--prompt", help="what the fusion should favour, in words")
+    guidance.add_argument("--task", choices=sorted(MEDICAL_TASKS),
+                          help="medical pair: MRI with CT, PET or SPECT (the colour of PET / SPECT is kept, "
+                               "whichever of --ir / --vis names it); see docs/medical.md")
     common(fuse)
     fuse.set_defaults(handler=cmd_fuse)
 

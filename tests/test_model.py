@@ -194,7 +194,7 @@ def test_intensity_target_follows_the_salient_source_not_the_brighter_one():
     assert torch.allclose(salient_mix(same, same), same, atol=1e-6)
 
 
-@pytest.mark.parametrize("prompt", [{"balanced": 1}, {"glare": 0.5, "noise": 0.5}])
+@pytest.mark.parametrize("prompt", [{"balanced": 1}, {"glare": 0.5, "noise": 0.5}, {"mri_ct": 0.5, "balanced": 0.5}])
 def test_opencv_cpu_path_matches_the_torch_forward(net, prompt):
     pairs = [make_pair(i, (90, 70)) for i in range(2)]
     irs = [ir for ir, _ in pairs]

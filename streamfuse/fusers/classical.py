@@ -5,6 +5,8 @@ injection rule (:mod:`streamfuse.models.bands_cv`; the design is in :mod:`stream
 visible base kept, infrared injected per band where its structure is stronger, the locally stronger
 finest detail. The fused luminance gets the visible chroma back. No torch needed.
 
+A medical prompt switches, by its share, to the medical rule (the brighter base and the stronger
+detail band of either image almost outright; :data:`~streamfuse.models.rule.MEDICAL_INTENTS`).
 A prompt steers it through the routed intents: each intent moves the injection logits towards the
 infrared or the visible image (:data:`INTENT_LEAN`); intents about a damaged visible image
 (:data:`~streamfuse.models.rule.LOCAL_INTENTS`: glare, low light, fog) do so only where that damage
@@ -19,7 +21,7 @@ import numpy as np
 from streamfuse.fusers.base import Fuser
 from streamfuse.fusers.colour import merge_luminance, split_luminance
 from streamfuse.models import bands_cv
-from streamfuse.models.rule import LOCAL_INTENTS, damage_gates
+from streamfuse.models.rule import LOCAL_INTENTS, MEDICAL_INTENTS, damage_gates
 
 #: How far each intent moves the injection logits towards infrared (+) or visible (-).
 INTENT_LEAN = {
@@ -36,14 +38,21 @@ def fuse_luminance(ir: np.ndarray, vis: np.ndarray, valid: np.ndarray | None = N
         ir: Infrared image.
         vis: Visible luminance.
         valid: Optional ``uint8`` mask, 1 where ``ir`` has data (elsewhere the result is ``vis``).
-        weights: Routed intent weights (``{intent: weight}``); None or balanced is the plain rule.
+        weights: Routed intent weights (``{intent: weight}``); None or balanced is the plain rule, the
+            medical intents' share is fused by the medical rule.
 
     Returns:
         The fused ``uint8`` luminance.
     """
+    weights = weights or {}
     bands = bands_cv.split(ir, vis)
-    lean = _lean_map(bands, weights or {})
-    injection = [1 / (1 + np.exp(-(logit + lean))) for logit in bands_cv.rule_logits(bands)]
+    logits = bands_cv.rule_logits(bands)
+    medical = sum(weights.get(intent, 0.0) for intent in MEDICAL_INTENTS)
+    if medical:
+        logits = [logit + medical * (other - logit) for logit, other in zip(logits, bands_cv.medical_logits(bands),
+                                                                            strict=True)]
+    lean = _lean_map(bands, weights)
+    injection = [1 / (1 + np.exp(-(logit + lean))) for logit in logits]
     fused = bands_cv.compose(bands, injection)
     if valid is not None:
         fused = np.where(valid.astype(bool), fused, vis)

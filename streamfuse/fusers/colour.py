@@ -17,6 +17,14 @@ def as_gray(image: np.ndarray) -> np.ndarray:
     raise ValueError(f"expected a gray (H, W) or BGR (H, W, 3) image, got shape {image.shape}")
 
 
+def has_colour(image: np.ndarray) -> bool:
+    """True for a BGR image whose channels differ (on average by more than one grey level): not gray stored as RGB."""
+    if image.ndim != 3 or image.shape[2] != 3:
+        return False
+    channels = image.astype(np.int16)
+    return float(np.abs(channels - channels.mean(axis=2, keepdims=True)).mean()) > 1.0
+
+
 def split_luminance(vis: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
     """Split a visible image into its luminance and its YCrCb image (None for gray input)."""
     if vis.ndim == 2:

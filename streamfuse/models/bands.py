@@ -40,12 +40,14 @@ from streamfuse.models.rule import (
     COARSE_BANDS,
     ENERGY_RADII,
     FINE_RADIUS,
+    MEDICAL_DETAIL,
     RULE_FLOOR,
     RULE_OFFSET,
     RULE_STEEPNESS,
     SALIENCE_RADIUS,
     fine_weight,
     guided_chain,
+    medical_base_logit,
     steep,
 )
 
@@ -113,6 +115,17 @@ def rule_logits(bands: Bands) -> torch.Tensor:
     base = bands.coarse[-1]
     salience = box_filter(F.avg_pool2d((base - base.mean(dim=(2, 3), keepdim=True)).abs(), 2), SALIENCE_RADIUS)
     logits.append(_rule(salience, BASE_FLOOR, BASE_STEEPNESS, BASE_OFFSET))
+    return torch.cat(logits, dim=1)
+
+
+def medical_logits(bands: Bands) -> torch.Tensor:
+    """Logits ``(B, COARSE_BANDS, H/4, W/4)`` of the medical rule: the stronger detail band and the
+    brighter base, each almost outright (:data:`~streamfuse.models.rule.MEDICAL_DETAIL`)."""
+    steepness, offset, radius = MEDICAL_DETAIL
+    logits = [_rule(box_filter(F.avg_pool2d(band * band, 2), radius), RULE_FLOOR, steepness, offset)
+              for band in bands.coarse[:-1]]
+    base = F.avg_pool2d(bands.coarse[-1], 2)
+    logits.append(medical_base_logit(base[:, :1], base[:, 1:]))
     return torch.cat(logits, dim=1)
 
 

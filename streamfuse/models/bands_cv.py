@@ -109,6 +109,17 @@ def rule_logits(bands: Split) -> list[np.ndarray]:
     return logits
 
 
+def medical_logits(bands: Split) -> list[np.ndarray]:
+    """The medical rule's logits at quarter resolution (as :func:`streamfuse.models.bands.medical_logits`)."""
+    coarse_ir, coarse_vis = bands.coarse
+    steepness, offset, radius = rule.MEDICAL_DETAIL
+    logits = [rule.steep(box_filter(half(band_ir * band_ir), radius), box_filter(half(band_vis * band_vis), radius),
+                         rule.RULE_FLOOR, steepness, offset)
+              for band_ir, band_vis in zip(coarse_ir[:-1], coarse_vis[:-1], strict=True)]
+    logits.append(rule.medical_base_logit(half(coarse_ir[-1]), half(coarse_vis[-1])))
+    return logits
+
+
 def quarter(bands: Split) -> tuple[np.ndarray, np.ndarray]:
     """Both sources at quarter resolution."""
     return half(bands.half[0]), half(bands.half[1])

@@ -45,7 +45,8 @@ def fuse_on_cpu(network: FusionNet, irs: Sequence[np.ndarray], lumas: Sequence[n
         quarter=_stack(quarters),
         detail=_stack([[bands_cv.half(np.abs(band)) for band in (split.coarse[0][0], split.coarse[1][0])]
                        for split in splits]),
-        rule=_stack([bands_cv.rule_logits(split) for split in splits]))
+        rule=network.rule_for_prompt(_stack([bands_cv.rule_logits(split) for split in splits]), weights.float(),
+                                     lambda: _stack([bands_cv.medical_logits(split) for split in splits])))
     maps = network.decide(features, weights.float(), memory, momentum)
     injection, ir_gain, fine_gain = (value.numpy() for value in activations(maps))
     fused = [bands_cv.compose(split, list(injection[i]), ir_gain[i, 0], fine_gain[i, 0])

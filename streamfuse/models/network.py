@@ -30,7 +30,7 @@ visible camera is fine.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 import torch
@@ -39,7 +39,7 @@ from torch.nn import functional as F
 
 from streamfuse.models import bands
 from streamfuse.models.layers import DAFE, ITI, conv3x3
-from streamfuse.models.rule import LOCAL_INTENTS, damage_gates
+from streamfuse.models.rule import LOCAL_INTENTS, MEDICAL_INTENTS, damage_gates
 
 ARCHITECTURE = "streamfuse-fusionnet-v4"
 
@@ -131,6 +131,7 @@ class FusionNet(nn.Module):
         nn.init.zeros_(self.head.bias)
         self._balanced = self.intents.index("balanced")
         self._local = [(self.intents.index(i), kind) for i, kind in LOCAL_INTENTS.items() if i in self.intents]
+        self._medical = [self.intents.index(i) for i in MEDICAL_INTENTS if i in self.intents]
 
     def intent_weights(self, weights: dict[str, float]) -> torch.Tensor:
         """A ``(1, K)`` weight tensor from ``{intent_id: weight}`` (unknown ids are ignored)."""
@@ -140,6 +141,21 @@ class FusionNet(nn.Module):
             vector[0, self._balanced] = 1.0
             total = vector.sum()
         return vector / total
+
+    def medical_share(self, weights: torch.Tensor) -> torch.Tensor:
+        """``(B,)``: how much of each row's prompt is medical (fused by the medical rule, no learned residual)."""
+        return weights[:, self._medical].sum(dim=1)
+
+    def rule_for_prompt(self, rule: torch.Tensor, weights: torch.Tensor,
+                        medical: Callable[[], torch.Tensor]) -> torch.Tensor:
+        """The rule logits the prompt asks for: ``rule`` blended towards ``medical()`` by :meth:`medical_share`.
+
+        ``medical()`` is computed only when needed (always on a GPU, where checking needs a host sync).
+        """
+        share = self.medical_share(weights)
+        if not rule.is_cuda and not bool((share > 0).any()):
+            return rule
+        return rule + share[:, None, None, None] * (medical() - rule)
 
     def forward(self, ir: torch.Tensor, vis: torch.Tensor, weights: torch.Tensor,
                 memory: torch.Tensor | None = None, momentum: float = 0.0):
@@ -168,8 +184,9 @@ class FusionNet(nn.Module):
         if pad_h or pad_w:
             sources = F.pad(sources, (0, pad_w, 0, pad_h), mode="replicate")
         split = bands.decompose(sources)
+        rule = self.rule_for_prompt(bands.rule_logits(split), weights.float(), lambda: bands.medical_logits(split))
         features = BandFeatures(quarter=F.avg_pool2d(split.half, 2), detail=F.avg_pool2d(split.coarse[0].abs(), 2),
-                                rule=bands.rule_logits(split))
+                                rule=rule)
         maps = self.decide(features, weights.float(), None if memory is None else memory.float(), momentum)
         fused = bands.compose(split, *activations(maps))[..., :height, :width].clamp(0.0, 1.0).to(ir.dtype)
         if memory is None:
@@ -202,6 +219,7 @@ class FusionNet(nn.Module):
         if gate is not None:
             prompted, plain = residual.chunk(2)
             residual = plain + gate * (prompted - plain)
+        residual = residual * (1 - self.medical_share(weights))[:, None, None, None]  # not trained on medical pairs
         maps = torch.cat([rule, torch.zeros_like(rule[:, :2])], dim=1) + residual
         maps = self._finest_band_follows_the_prompt(maps, weights)
         if memory is not None:

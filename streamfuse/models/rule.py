@@ -50,6 +50,17 @@ HAZE_BRIGHTNESS = (0.4, 0.6)
 #: Intents that describe damage to the visible image, and where that damage is (:func:`damage_gates`).
 LOCAL_INTENTS = {"glare": "saturated", "low_light": "dark", "fog": "low_contrast"}
 
+#: Medical pairs (MRI in the infrared slot, CT / PET / SPECT luminance in the visible slot) are fused by
+#: the medical rule (:func:`medical_base_logit`, :data:`MEDICAL_DETAIL`): neither image is "the scene"
+#: with the other's extras injected; each brings its own structures (bone, uptake, soft tissue).
+MEDICAL_INTENTS = ("mri_ct", "mri_pet", "mri_spect")
+#: Medical detail bands: the locally stronger band almost outright (steepness, offset 0, box radius at
+#: quarter resolution). Medical base: the brighter base almost outright (logit slope per unit of
+#: intensity), which keeps CT bone and tracer uptake at their level and the black background black.
+#: Chosen on the training part of ``configs/medical_split.yaml`` (never on its held-out part).
+MEDICAL_DETAIL = (30.0, 0.0, 1)
+MEDICAL_BASE_SLOPE = 60.0
+
 
 def guided_chain(half: Array, guided_smooth: Callable[[Array, int, float], Array]) -> list[Array]:
     """The coarse bands ``[D1, D2, base]`` of half-resolution images: the :data:`CHAIN` of edge-preserving
@@ -74,6 +85,11 @@ def fine_weight(magnitude_ir: Array, magnitude_vis: Array) -> Array:
 def steep(strength_ir: Array, strength_vis: Array, floor: float, steepness: float, offset: float) -> Array:
     """Injection logit: steep in the normalised strength difference ``(S_IR - S_VIS) / (S_IR + S_VIS)``."""
     return steepness * ((strength_ir - strength_vis) / (strength_ir + strength_vis + floor) - offset)
+
+
+def medical_base_logit(base_ir: Array, base_vis: Array) -> Array:
+    """The medical rule's base logit: steep in the difference of the two bases' levels (the brighter wins)."""
+    return MEDICAL_BASE_SLOPE * (base_ir - base_vis)
 
 
 def damage_gates(ir: Array, vis: Array, box_filter: Callable[[Array, int], Array]) -> dict[str, Array]:

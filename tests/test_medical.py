@@ -1,0 +1,84 @@
+"""Medical pairs: the medical rule keeps CT bone, tracer uptake and a black background; `fuse --task` keeps colour."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from streamfuse.cli import main
+from streamfuse.config import FusionConfig
+from streamfuse.fusers import build_fuser
+from streamfuse.fusers.colour import has_colour
+from streamfuse.text import HashingTextEncoder, Router, load_bank
+
+
+def head_phantom(size: int = 128) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A gray MRI-like slice (textured soft tissue), a CT-like slice (bright skull ring, faint tissue) and a
+    colour PET-like slice (a hot spot in pseudo-colour), all on a black background."""
+    yy, xx = np.mgrid[:size, :size]
+    radius = np.hypot(yy - size / 2, xx - size / 2)
+    head = radius < size * 0.40
+    tissue = 110 + 50 * np.sin(xx / 3.0) * np.cos(yy / 5.0)  # folds of soft tissue
+    mri = np.where(head, tissue, 0).astype(np.uint8)
+    skull = (radius >= size * 0.36) & (radius < size * 0.40)
+    ct = np.where(skull, 235, np.where(head, 40, 0)).astype(np.uint8)
+    spot = np.hypot(yy - size * 0.45, xx - size * 0.55) < size * 0.08
+    pet_gray = np.where(spot, 220, np.where(head, 60, 0)).astype(np.uint8)
+    pet = cv2.applyColorMap(pet_gray, cv2.COLORMAP_JET)
+    pet[~head] = 0
+    return mri, ct, pet
+
+
+def radius_below(fraction: float, size: int) -> np.ndarray:
+    yy, xx = np.mgrid[:size, :size]
+    return np.hypot(yy - size / 2, xx - size / 2) < size * fraction
+
+
+def routed(prompt: str):
+    return Router(HashingTextEncoder(), load_bank()).route(prompt)
+
+
+@pytest.mark.parametrize("fuser", ["classical", "model"])
+def test_ct_prompt_keeps_bone_soft_tissue_and_a_black_background(fuser):
+    mri, ct, _ = head_phantom()
+    fusion = build_fuser(FusionConfig(fuser=fuser))
+    fusion.condition(routed("fuse MRI and CT"))
+    fused = fusion.fuse(mri, ct).astype(float)
+    background = (mri == 0) & (ct == 0)
+    distance = cv2.distanceTransform(background.astype(np.uint8), cv2.DIST_L2, 5)
+    assert fused[distance >= 8].max() == 0  # black stays black beyond the bands' reach (8 px) from the head
+    assert fused[background].max() <= 8  # within it, the bright skull's edge leaves a faint ring at most
+    bone = ct == 235
+    assert fused[cv2.erode(bone.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)].mean() > 0.9 * 235
+    soft = radius_below(0.30, mri.shape[0])
+    assert np.corrcoef(fused[soft], mri[soft].astype(float))[0, 1] > 0.8  # the MRI's texture, not the CT's flat level
+
+    fusion.condition(routed("balanced fusion of both cameras"))  # the visible-base rule loses most of the bone
+    assert fusion.fuse(mri, ct).astype(float)[bone].mean() < fused[bone].mean() - 20
+
+
+def test_fuse_task_keeps_the_functional_colour_whichever_flag_names_it(tmp_path, capsys):
+    mri, _, pet = head_phantom()
+    for name in ("a", "b"):
+        (tmp_path / "mri").mkdir(exist_ok=True)
+        (tmp_path / "pet").mkdir(exist_ok=True)
+        cv2.imwrite(str(tmp_path / "mri" / f"{name}.png"), cv2.cvtColor(mri, cv2.COLOR_GRAY2BGR))  # gray stored as RGB
+        cv2.imwrite(str(tmp_path / "pet" / f"{name}.png"), pet)
+    common = ["--task", "mri_pet", "--fuser", "classical", "--no-progress"]
+    assert main(["fuse", "--ir", str(tmp_path / "mri"), "--vis", str(tmp_path / "pet"), "-o", str(tmp_path / "x"),
+                 *common]) == 0
+    assert main(["fuse", "--ir", str(tmp_path / "pet"), "--vis", str(tmp_path / "mri"), "-o", str(tmp_path / "y"),
+                 *common]) == 0
+    as_given, swapped = (cv2.imread(str(tmp_path / out / "a.png")) for out in ("x", "y"))
+    assert has_colour(as_given) and np.array_equal(as_given, swapped)
+    # Without --task, PET given as --ir is reduced to gray: the output takes the (gray) visible chroma.
+    assert main(["fuse", "--ir", str(tmp_path / "pet"), "--vis", str(tmp_path / "mri"), "-o", str(tmp_path / "z"),
+                 "--fuser", "classical", "--no-progress"]) == 0
+    assert not has_colour(cv2.imread(str(tmp_path / "z" / "a.png")))
+
+
+def test_task_and_prompt_are_exclusive(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["fuse", "--ir", "a", "--vis", "b", "-o", str(tmp_path), "--task", "mri_ct", "--prompt", "x"])
+    assert "not allowed with argument" in capsys.readouterr().err
