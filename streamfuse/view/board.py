@@ -33,8 +33,8 @@ class FrameBoard:
 
     def __init__(self, jpeg_quality: int = 80) -> None:
         self.jpeg_quality = jpeg_quality
-        self.encoded = 0
-        """JPEG pictures made so far (all kinds)."""
+        self.encoded = dict.fromkeys(KINDS, 0)
+        """JPEG pictures made so far, by kind."""
         self._frame: FusedFrame | None = None
         self._closed = False
         self._changed = threading.Condition()
@@ -73,6 +73,6 @@ class FrameBoard:
             if cached is not None and cached[0] == frame.index:
                 return cached[1]
             data = encode_image(picture(frame, kind), ".jpg", self.jpeg_quality)
-            self.encoded += 1
+            self.encoded[kind] += 1
             self._jpegs[kind] = (frame.index, data)
             return data
