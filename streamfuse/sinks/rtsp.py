@@ -179,6 +179,8 @@ class RtspSink(Sink):
         self._credentials = None if user is None else base64.b64encode(f"{user}:{password}".encode()).decode()
         self.ssrc = int.from_bytes(os.urandom(4), "big")
         self.encoder: H264Encoder | None = None
+        self.frames_encoded = 0
+        """Frames encoded (once each, whatever the number of clients; none while nobody plays)."""
         self.captured_at: dict[int, float] = {}
         """RTP timestamp -> Unix time of capture, for the last frames sent (latency measurements)."""
         self._clients: list[_Client] = []
@@ -238,6 +240,7 @@ class RtspSink(Sink):
             return  # nobody watches: nothing to encode
         timestamp = int(frame.created * CLOCK_RATE) & 0xFFFFFFFF
         units, is_key = self.encoder.encode(image, int(frame.created * CLOCK_RATE), keyframe=keyframe)
+        self.frames_encoded += 1
         self.captured_at[timestamp] = wall_clock(frame.created)
         while len(self.captured_at) > 300:
             del self.captured_at[next(iter(self.captured_at))]
