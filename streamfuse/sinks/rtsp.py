@@ -223,6 +223,16 @@ class RtspSink(Sink):
         with self._clients_lock:
             return sum(client.playing for client in self._clients)
 
+    def capture_time(self, pts: int) -> float | None:
+        """Unix capture time of the frame an FFmpeg-based client (PyAV, ffplay) decoded at ``pts`` (90 kHz), for
+        latency measurements with a single client: FFmpeg counts presentation times from the first frame it
+        was sent. None if unknown (another client, or a frame too old)."""
+        with self._clients_lock:
+            firsts = [client.first_timestamp for client in self._clients if client.first_timestamp is not None]
+        if len(firsts) != 1:
+            return None
+        return self.captured_at.get((firsts[0] + pts) & 0xFFFFFFFF)
+
     def write(self, frame: FusedFrame) -> None:
         image = encoder_input(frame.image, even=True)
         height, width = image.shape[:2]
