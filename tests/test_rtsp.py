@@ -9,6 +9,7 @@ import socket
 import struct
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -90,6 +91,23 @@ def test_two_pyav_clients_decode_the_fused_stream_encoded_once():
         assert len({frame.tobytes() for frame in frames}) > 40  # a moving picture, not a still
         # The decoded pictures are the fused stream's (same scene: close to a fused frame of the run).
         assert np.abs(frames[-1].astype(float) - fused.astype(float)).mean() < 25
+
+
+def test_decoded_frames_map_to_their_capture_time():
+    with serving(rtsp_config()) as pipeline:
+        sink = pipeline.sinks[0]
+        ages = []
+        with av.open(sink.url, options=TCP, timeout=10) as container:
+            for index, frame in enumerate(container.decode(video=0)):
+                captured = sink.capture_time(frame.pts)
+                if index == 0 and frame.pts is None:
+                    continue  # FFmpeg gives the first frame no presentation time
+                assert captured is not None, frame.pts  # every decoded frame is one the sink sent
+                ages.append(time.time() - captured)
+                if len(ages) == 60:
+                    break
+    # Capture to decoded, on loopback; FFmpeg reads ahead while it opens, so the first ones waited.
+    assert 0 < np.median(ages[-20:]) < 1.0, ages
 
 
 def test_ffprobe_reads_the_stream():

@@ -223,10 +223,12 @@ class RtspSink(Sink):
         with self._clients_lock:
             return sum(client.playing for client in self._clients)
 
-    def capture_time(self, pts: int) -> float | None:
+    def capture_time(self, pts: int | None) -> float | None:
         """Unix capture time of the frame an FFmpeg-based client (PyAV, ffplay) decoded at ``pts`` (90 kHz), for
         latency measurements with a single client: FFmpeg counts presentation times from the first frame it
-        was sent. None if unknown (another client, or a frame too old)."""
+        was sent. None if unknown (no ``pts``, as FFmpeg gives the first frame; another client; a frame too old)."""
+        if pts is None:
+            return None
         with self._clients_lock:
             firsts = [client.first_timestamp for client in self._clients if client.first_timestamp is not None]
         if len(firsts) != 1:
