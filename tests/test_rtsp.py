@@ -10,17 +10,14 @@ import struct
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import av
 import numpy as np
 import pytest
 
-from conftest import free_ports, wait_until
+from conftest import free_ports, running_pipeline, wait_until
 from streamfuse.config import config_from_dict
 from streamfuse.errors import ConfigError
-from streamfuse.pipeline import Pipeline
 from streamfuse.sinks import Subscriber
 from streamfuse.sinks.rtsp import MAX_PAYLOAD, NAL_FU_A, packetize, split_annex_b
 
@@ -37,19 +34,10 @@ def rtsp_config(*, rtsp: dict | None = None, publish: int | None = None, size=(1
             "sinks": sinks, "stats": {"log_every_s": 0}}
 
 
-@contextmanager
-def serving(config: dict) -> Iterator[Pipeline]:
-    pipeline = Pipeline(config_from_dict(config))
-    runner = threading.Thread(target=pipeline.run, kwargs={"install_signal_handlers": False})
-    runner.start()
-    try:
-        wait_until(lambda: pipeline.sinks and pipeline.sinks[0].encoder is not None, 20, "the first frame")
-        yield pipeline
-    finally:
-        pipeline.stop()
-        runner.join(30)
-    assert not runner.is_alive()
-    assert pipeline.errors() == []
+def serving(config: dict):
+    """The pipeline running, once the RTSP sink has its first frame (and so its SDP)."""
+    return running_pipeline(config, lambda pipeline: pipeline.sinks and pipeline.sinks[0].encoder is not None,
+                            "the first frame")
 
 
 def decode(url: str, count: int, options: dict | None = None) -> list[np.ndarray]:
@@ -133,9 +121,9 @@ def test_basic_authentication():
     assert frames[0].shape == (128, 160, 3)
 
 
-def rtsp_exchange(sock: socket.socket, request: str) -> tuple[str, dict[str, str], bytes]:
+def rtsp_exchange(sock: socket.socket, reader, request: str) -> tuple[str, dict[str, str], bytes]:
+    """Send one RTSP request; its reply's status line, headers and body (read through ``reader``, the socket's)."""
     sock.sendall(request.encode())
-    reader = sock.makefile("rb")
     status = reader.readline().decode().strip()
     headers = {}
     while (line := reader.readline().decode().strip()):
@@ -148,25 +136,27 @@ def rtsp_exchange(sock: socket.socket, request: str) -> tuple[str, dict[str, str
 def test_protocol_answers_sdp_udp_refusal_and_unknown_paths():
     with serving(rtsp_config()) as pipeline:
         sink = pipeline.sinks[0]
-        with socket.create_connection(("127.0.0.1", sink.port), timeout=10) as sock:
-            status, headers, _ = rtsp_exchange(sock, f"OPTIONS {sink.url} RTSP/1.0\r\nCSeq: 1\r\n\r\n")
+        with socket.create_connection(("127.0.0.1", sink.port), timeout=10) as sock, sock.makefile("rb") as reader:
+            status, headers, _ = rtsp_exchange(sock, reader, f"OPTIONS {sink.url} RTSP/1.0\r\nCSeq: 1\r\n\r\n")
             assert status == "RTSP/1.0 200 OK" and "PLAY" in headers["public"] and headers["cseq"] == "1"
-            status, _, _ = rtsp_exchange(sock, f"DESCRIBE rtsp://127.0.0.1:{sink.port}/other RTSP/1.0\r\nCSeq: 2\r\n\r\n")
+            status, _, _ = rtsp_exchange(sock, reader, f"DESCRIBE rtsp://127.0.0.1:{sink.port}/other RTSP/1.0\r\n"
+                                                   "CSeq: 2\r\n\r\n")
             assert status == "RTSP/1.0 404 Not Found"
-            status, headers, sdp = rtsp_exchange(sock, f"DESCRIBE {sink.url} RTSP/1.0\r\nCSeq: 3\r\n\r\n")
+            status, headers, sdp = rtsp_exchange(sock, reader, f"DESCRIBE {sink.url} RTSP/1.0\r\nCSeq: 3\r\n\r\n")
             assert status == "RTSP/1.0 200 OK" and headers["content-type"] == "application/sdp"
             assert b"a=rtpmap:96 H264/90000" in sdp and b"sprop-parameter-sets=" in sdp
-            status, _, _ = rtsp_exchange(sock, f"SETUP {sink.url}/track1 RTSP/1.0\r\nCSeq: 4\r\n"
+            status, _, _ = rtsp_exchange(sock, reader, f"SETUP {sink.url}/track1 RTSP/1.0\r\nCSeq: 4\r\n"
                                                "Transport: RTP/AVP;unicast;client_port=5000-5001\r\n\r\n")
             assert status == "RTSP/1.0 461 Unsupported Transport"
-            status, headers, _ = rtsp_exchange(sock, f"SETUP {sink.url}/track1 RTSP/1.0\r\nCSeq: 5\r\n"
+            status, headers, _ = rtsp_exchange(sock, reader, f"SETUP {sink.url}/track1 RTSP/1.0\r\nCSeq: 5\r\n"
                                                      "Transport: RTP/AVP/TCP;unicast;interleaved=0-1\r\n\r\n")
             assert status == "RTSP/1.0 200 OK" and "interleaved=0-1" in headers["transport"]
             session = headers["session"].split(";")[0]
-            status, _, _ = rtsp_exchange(sock, f"PLAY {sink.url} RTSP/1.0\r\nCSeq: 6\r\nSession: {session}\r\n\r\n")
+            status, _, _ = rtsp_exchange(sock, reader, f"PLAY {sink.url} RTSP/1.0\r\nCSeq: 6\r\n"
+                                                       f"Session: {session}\r\n\r\n")
             assert status == "RTSP/1.0 200 OK"
-            magic, channel, length = struct.unpack("!cBH", sock.recv(4, socket.MSG_WAITALL))
-            packet = sock.recv(length, socket.MSG_WAITALL)
+            magic, channel, length = struct.unpack("!cBH", reader.read(4))
+            packet = reader.read(length)
             assert (magic, channel) == (b"$", 0) and packet[0] == 0x80 and packet[1] & 0x7F == 96
             assert packet[12] & 0x1F in (7, 6, 5, NAL_FU_A)  # the client starts at a keyframe (SPS, SEI or IDR)
 

@@ -4,18 +4,15 @@ from __future__ import annotations
 
 import http.client
 import json
-import threading
 import time
 import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import cv2
 import numpy as np
 import pytest
 
 from browser import Browser, chromium_missing
-from conftest import free_ports, http_get, wait_until
+from conftest import free_ports, http_get, running_pipeline, wait_until
 from streamfuse.config import config_from_dict
 from streamfuse.control import CommandHandler, pipeline_commands, request
 from streamfuse.errors import ConfigError
@@ -41,20 +38,10 @@ def view_config(publish: int, *, size=(160, 128), fps: int = 30, frames: int = 3
     }
 
 
-@contextmanager
-def running(config: dict) -> Iterator[Pipeline]:
-    """A started pipeline, stopped (outputs finalised) on leaving."""
-    pipeline = Pipeline(config_from_dict(config))
-    runner = threading.Thread(target=pipeline.run, kwargs={"install_signal_handlers": False})
-    runner.start()
-    try:
-        wait_until(lambda: pipeline.view is not None and pipeline.view.board.latest is not None, 20, "the first frame")
-        yield pipeline
-    finally:
-        pipeline.stop()
-        runner.join(30)
-    assert not runner.is_alive()
-    assert pipeline.errors() == []
+def running(config: dict):
+    """The pipeline running, once the view has its first frame."""
+    return running_pipeline(config, lambda pipeline: pipeline.view is not None and pipeline.view.board.latest
+                            is not None, "the first frame")
 
 
 def post(url: str, body: bytes) -> tuple[int, dict]:

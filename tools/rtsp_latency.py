@@ -15,35 +15,15 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import threading
 import time
-from pathlib import Path
 
 import av
-
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from streamfuse.config import load_config  # noqa: E402
-from streamfuse.pipeline import Pipeline  # noqa: E402
-from streamfuse.runtime import setup_runtime  # noqa: E402
+from view_bench import start_demo  # tools/: the demo pipeline started as both tools measure it
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", default="demo", help="config name or file (default: the demo)")
-    parser.add_argument("--fuser", help="override fusion.fuser (classical, model)")
-    parser.add_argument("--seconds", type=float, default=15.0, help="how long to measure")
-    args = parser.parse_args()
-    overrides = ["sources.ir.frames=null", "sources.vis.frames=null", "stats.log_every_s=0", "control.enabled=false",
-                 'sinks=[{"type": "rtsp", "port": 0}]']
-    if args.fuser:
-        overrides.append(f"fusion.fuser={args.fuser}")
-    config = load_config(args.config, overrides)
-    setup_runtime(config.fusion, live=True)
-    pipeline = Pipeline(config)
-    runner = threading.Thread(target=pipeline.run, kwargs={"install_signal_handlers": False})
-    runner.start()
+    args, pipeline, runner = start_demo(parser, ['sinks=[{"type": "rtsp", "port": 0}]'])
     while not (pipeline.sinks and pipeline.sinks[0].encoder) and runner.is_alive():
         time.sleep(0.05)  # the first frame: the stream's size and parameter sets are known
     sink = pipeline.sinks[0]

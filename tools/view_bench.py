@@ -122,34 +122,41 @@ def chromium_latency(url: str, seconds: float, screenshot: Path | None) -> list[
     return latencies
 
 
-def describe(samples: list[float]) -> str:
-    samples = sorted(samples)
-    return f"median {statistics.median(samples):.1f}, min {samples[0]:.1f}, p95 {samples[int(0.95 * (len(samples) - 1))]:.1f}"
-
-
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def start_demo(parser: argparse.ArgumentParser, overrides: list[str]) -> tuple[argparse.Namespace, Pipeline,
+                                                                                 threading.Thread]:
+    """Parse the shared options (``--config``, ``--fuser``, ``--seconds``) and start that pipeline, endless,
+    with ``overrides``, on its own thread; returns the arguments, the pipeline and the thread."""
     parser.add_argument("--config", default="demo", help="config name or file (default: the demo)")
     parser.add_argument("--fuser", help="override fusion.fuser (classical, model)")
-    parser.add_argument("--tabs", type=int, default=10, help="browser-tab-like viewers")
     parser.add_argument("--seconds", type=float, default=15.0, help="length of each measurement")
-    parser.add_argument("--chromium", action="store_true", help="also measure capture-to-display in Chromium")
-    parser.add_argument("--screenshot", type=Path, help="with --chromium: save the page as this PNG")
     args = parser.parse_args()
     overrides = ["sources.ir.frames=null", "sources.vis.frames=null", "stats.log_every_s=0", "control.enabled=false",
-                 "sinks=[]", "view.enabled=true", "view.port=0"]
-    if args.fuser:
-        overrides.append(f"fusion.fuser={args.fuser}")
+                 *overrides, *([f"fusion.fuser={args.fuser}"] if args.fuser else [])]
     config = load_config(args.config, overrides)
     setup_runtime(config.fusion, live=True)
     pipeline = Pipeline(config)
     runner = threading.Thread(target=pipeline.run, kwargs={"install_signal_handlers": False})
     runner.start()
+    return args, pipeline, runner
+
+
+def describe(samples: list[float]) -> str:
+    samples = sorted(samples)
+    p95 = samples[int(0.95 * (len(samples) - 1))]
+    return f"median {statistics.median(samples):.1f}, min {samples[0]:.1f}, p95 {p95:.1f}"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tabs", type=int, default=10, help="browser-tab-like viewers")
+    parser.add_argument("--chromium", action="store_true", help="also measure capture-to-display in Chromium")
+    parser.add_argument("--screenshot", type=Path, help="with --chromium: save the page as this PNG")
+    args, pipeline, runner = start_demo(parser, ["sinks=[]", "view.enabled=true", "view.port=0"])
     try:
         while pipeline.frames_fused < 30 and runner.is_alive():
             time.sleep(0.1)  # past the warm-up
         base = pipeline.view.url
-        source_fps = config.sources.vis.fps
+        source_fps = pipeline.config.sources.vis.fps
         print(f"fuser {pipeline.fuser.name}, cameras at {source_fps:g} fps, {args.seconds:g} s per measurement")
         alone, cpu_alone = fps_samples(pipeline, args.seconds)
         print(f"pipeline fps, nobody watching: {describe(alone)}; pipeline process CPU {cpu_alone:.2f} cores")
