@@ -171,9 +171,8 @@ class RtspSink(Sink):
                  crf: int = 23, keyframe_interval_s: float = 1.0, user: str | None = None,
                  password: str | None = None, max_clients: int = 16, key: str = "sinks.rtsp", queue_size: int = 2,
                  stats: PipelineStats | None = None) -> None:
-        super().__init__(queue_size=queue_size, stats=stats)
         # A live view wants the newest frame: the fusion thread never waits for this sink.
-        self.queue.policy = "drop_oldest"
+        super().__init__(queue_size=queue_size, policy="drop_oldest", stats=stats)
         self.bind, self.port, self.path, self.fps = bind, port, path, fps
         self.crf, self.keyframe_interval_s, self.max_clients, self.key = crf, keyframe_interval_s, max_clients, key
         self._credentials = None if user is None else base64.b64encode(f"{user}:{password}".encode()).decode()
