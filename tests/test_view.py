@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import http.client
 import json
+import re
+import signal
+import subprocess
+import sys
 import time
 import urllib.request
 
@@ -12,7 +16,7 @@ import numpy as np
 import pytest
 
 from browser import Browser, chromium_missing
-from conftest import free_ports, http_get, running_pipeline, wait_until
+from conftest import free_ports, http_get, python_env, running_pipeline, wait_until
 from streamfuse.config import config_from_dict
 from streamfuse.control import CommandHandler, pipeline_commands, request
 from streamfuse.errors import ConfigError
@@ -179,6 +183,28 @@ def test_view_off_serves_nothing():
     pipeline = Pipeline(config_from_dict(config))
     pipeline.run(install_signal_handlers=False)
     assert pipeline.view is None and pipeline.frames_fused == 10
+
+
+def test_streamfuse_run_serves_the_view_on_the_demo(tmp_path):
+    command = [sys.executable, "-m", "streamfuse", "run", "--set", "view.enabled=true", "--set", "view.port=0",
+               "--set", "fusion.fuser=classical", "--set", "text.encoder=hashing", "--set", "control.enabled=false",
+               "--set", "sinks=[]"]
+    process = subprocess.Popen(command, cwd=tmp_path, stderr=subprocess.PIPE, text=True, env=python_env())
+    try:
+        while (line := process.stderr.readline()) and "web view" not in line:
+            pass
+        url = re.search(r"http://127\.0\.0\.1:\d+/", line).group(0)
+        wait_until(lambda: http_get(url + "api/status")[0] == 200 and json.loads(http_get(url + "api/status")[1])
+                   ["health"]["frames"] > 0, 20, "fused frames")
+        status, page = http_get(url)
+        assert status == 200 and "<canvas id=\"fused\">" in page
+        with urllib.request.urlopen(url + "snapshot.png", timeout=10) as response:
+            snapshot = cv2.imdecode(np.frombuffer(response.read(), np.uint8), cv2.IMREAD_COLOR)
+        assert snapshot.shape == (512, 640, 3)  # the demo's size
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.stderr.read()
+        assert process.wait(30) == 130
 
 
 @pytest.mark.skipif(chromium_missing() is not None, reason=str(chromium_missing()))
