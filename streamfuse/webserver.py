@@ -14,6 +14,9 @@ log = logging.getLogger(__name__)
 
 Answer = Callable[[BaseHTTPRequestHandler], None]
 
+#: Seconds a connection may stall (a request not sent in full, a response not read) before it is closed.
+IDLE_TIMEOUT_S = 30.0
+
 
 class WebServer:
     """Answers every GET and POST with ``answer(request)``, one thread per connection, in the background.
@@ -28,6 +31,7 @@ class WebServer:
     def __init__(self, host: str, port: int, answer: Answer, *, section: str) -> None:
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            timeout = IDLE_TIMEOUT_S  # a client that stops sending or reading is disconnected
 
             def do_GET(self) -> None:  # noqa: N802 - http.server's naming
                 answer(self)

