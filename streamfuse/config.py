@@ -462,6 +462,41 @@ class ZmqSinkConfig(SinkConfig):
 
 
 @dataclass
+class RtspSinkConfig(SinkConfig):
+    """Serve the fused frames as H.264 over RTSP (VLC, ffplay, video management systems; docs/view.md)."""
+
+    type: Literal["rtsp"] = "rtsp"
+    bind: str = "127.0.0.1"
+    """Address to listen on; a non-loopback address needs ``user`` and ``password``."""
+    port: int = 8554
+    path: str = "fused"
+    """The stream's name: ``rtsp://HOST:PORT/PATH``."""
+    crf: int = 23
+    """H.264 quality (lower = better, more bits)."""
+    keyframe_interval_s: float = 1.0
+    """At most this long until a client that joins sees a picture."""
+    user: str | None = None
+    password: str | None = None
+    """With ``user``: clients must log in (RTSP Basic authentication; use ``${ENV}`` to keep it out of the file)."""
+    max_clients: int = 16
+    queue_size: int = 2
+
+    def _check(self, path: str) -> None:
+        check_port(self.port, f"{path}.port")
+        if not self.path or not self.path.replace("-", "").replace("_", "").isalnum():
+            raise ConfigError(f"{path}.path: expected a name of letters, digits, '-' or '_', got {self.path!r}")
+        if not 0 <= self.crf <= 51:
+            raise ConfigError(f"{path}.crf: must be between 0 and 51, got {self.crf}")
+        _positive(self.keyframe_interval_s, f"{path}.keyframe_interval_s")
+        _positive(self.max_clients, f"{path}.max_clients")
+        if (self.user is None) != (self.password is None):
+            raise ConfigError(f"{path}: set both user and password, or neither")
+        if not is_loopback(self.bind) and self.password is None:
+            raise ConfigError(f"{path}.bind: {self.bind} is reachable from the network; set {path}.user and "
+                              f"{path}.password, or bind 127.0.0.1")
+
+
+@dataclass
 class OpenClipConfig:
     """Which CLIP text tower open_clip loads (weights only from local files or caches)."""
 
@@ -529,8 +564,46 @@ class HealthConfig:
     """Serve Prometheus metrics at /metrics (needs ``pip install streamfuse[metrics]``)."""
 
     def _check(self, path: str) -> None:
-        if not 0 <= self.port <= 65535:
-            raise ConfigError(f"{path}.port: must be a TCP port (0-65535; 0 picks a free one), got {self.port}")
+        check_port(self.port, f"{path}.port")
+
+
+@dataclass
+class ViewConfig:
+    """The web view: live streams, the prompt box, stage latencies and camera health in a browser (docs/view.md)."""
+
+    enabled: bool = False
+    bind: str = "127.0.0.1"
+    """Address to listen on; a non-loopback address needs ``token``."""
+    port: int = 8090
+    token: str | None = None
+    """A secret every request must carry (``?token=``); without it, or with another, the answer is 403.
+    Required (16 characters or more) when ``bind`` is not loopback; use ``${ENV}`` to keep it out of the file."""
+    jpeg_quality: int = 80
+    max_requests_per_s: float = 5.0
+    """Prompt changes from the page beyond this rate get an error reply without being executed."""
+
+    def _check(self, path: str) -> None:
+        check_port(self.port, f"{path}.port")
+        if not 1 <= self.jpeg_quality <= 100:
+            raise ConfigError(f"{path}.jpeg_quality: must be between 1 and 100, got {self.jpeg_quality}")
+        _positive(self.max_requests_per_s, f"{path}.max_requests_per_s")
+        if self.token is not None and len(self.token) < 16:
+            raise ConfigError(f"{path}.token: must be at least 16 characters (e.g. from `python -c "
+                              f"\"import secrets; print(secrets.token_urlsafe())\"`), got {len(self.token)}")
+        if not is_loopback(self.bind) and self.token is None:
+            raise ConfigError(f"{path}.bind: {self.bind} is reachable from the network; set {path}.token "
+                              "(16 characters or more), or bind 127.0.0.1")
+
+
+def is_loopback(host: str) -> bool:
+    """True for a listening address only this host can reach."""
+    return host.startswith("127.") or host in ("localhost", "::1")
+
+
+def check_port(port: int, path: str) -> None:
+    """Refuse a value that is not a TCP port (0 picks a free one)."""
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"{path}: must be a TCP port (0-65535; 0 picks a free one), got {port}")
 
 
 @dataclass
@@ -556,6 +629,7 @@ class Config:
     text: TextConfig = field(default_factory=TextConfig)
     control: ControlConfig = field(default_factory=ControlConfig)
     health: HealthConfig = field(default_factory=HealthConfig)
+    view: ViewConfig = field(default_factory=ViewConfig)
     stats: StatsConfig = field(default_factory=StatsConfig)
 
 

@@ -71,24 +71,70 @@ class _RateLimit:
         return True
 
 
-class ControlServer:
-    """Serves control requests on its own thread.
+class CommandHandler:
+    """Checks and executes control requests: the one path every prompt change goes through.
 
-    Every request gets exactly one reply. A request must be a single-part message holding a JSON
-    object with a known ``cmd`` and exactly that command's fields, of the right types; it is refused
-    (with an error reply, not executed) when malformed, over :data:`MAX_REQUEST_BYTES`, or beyond
-    ``max_requests_per_s``.
+    The control socket and the web view (:mod:`streamfuse.view`) both hand it raw request bytes and
+    send back the reply it returns, so the same request gets the same answer from either. A request
+    must be a JSON object with a known ``cmd`` and exactly that command's fields, of the right types;
+    it is refused (with an error reply, not executed) when malformed, over :data:`MAX_REQUEST_BYTES`,
+    or beyond ``max_requests_per_s``.
+
+    Args:
+        commands: Command name -> :class:`Command`. A handler raising ``ValueError`` or
+            :class:`StreamfuseError` produces an error reply.
+        max_requests_per_s: Rate limit (a token bucket with bursts of the same size).
+    """
+
+    def __init__(self, commands: dict[str, Command], max_requests_per_s: float) -> None:
+        self.commands = commands
+        self._limit = _RateLimit(max_requests_per_s)
+
+    def handle(self, raw: bytes) -> dict[str, Any]:
+        """The reply to one raw request (never raises)."""
+        if len(raw) > MAX_REQUEST_BYTES:
+            return too_large(len(raw))
+        if not self._limit.allow():
+            return {"ok": False, "error": f"rate limit: at most {self._limit.rate:g} requests per second; retry later"}
+        try:
+            request = json.loads(raw)
+        except (ValueError, UnicodeDecodeError, RecursionError):
+            return {"ok": False, "error": "request is not valid JSON"}
+        if not isinstance(request, dict) or not isinstance(request.get("cmd"), str):
+            return {"ok": False, "error": "request must be a JSON object with a string 'cmd'"}
+        command = self.commands.get(request["cmd"])
+        if command is None:
+            return {"ok": False, "error": f"unknown command {request['cmd'][:64]!r}", "commands": sorted(self.commands)}
+        problem = _check_fields(request, command)
+        if problem:
+            return {"ok": False, "error": f"{request['cmd']}: {problem}"}
+        try:
+            return {"ok": True, **command.handler(request)}
+        except (ValueError, StreamfuseError) as exc:
+            return {"ok": False, "error": str(exc)}
+        except Exception as exc:  # a bug must not take the pipeline down through its control socket
+            log.exception("control command %s failed", request["cmd"])
+            return {"ok": False, "error": f"internal error: {exc}"}
+
+
+def too_large(size: int) -> dict[str, Any]:
+    """The reply to a request of ``size`` bytes, over :data:`MAX_REQUEST_BYTES` (not read, not executed)."""
+    return {"ok": False, "error": f"request of {size} bytes is over the {MAX_REQUEST_BYTES}-byte limit"}
+
+
+class ControlServer:
+    """Serves control requests (checked by a :class:`CommandHandler`) on its own thread.
+
+    Every request gets exactly one reply; a message in more than one part is refused.
 
     Args:
         config: Endpoint, CURVE keys, remote-bind permission and rate limit.
-        commands: Command name -> :class:`Command`. A handler raising ``ValueError`` or
-            :class:`StreamfuseError` produces an error reply.
+        commands: Command name -> :class:`Command`.
     """
 
     def __init__(self, config: ControlConfig, commands: dict[str, Command]) -> None:
         self.endpoint = config.endpoint
-        self.commands = commands
-        self._limit = _RateLimit(config.max_requests_per_s)
+        self.handler = CommandHandler(commands, config.max_requests_per_s)
         self._context = zmq.Context()
         self._socket = self._context.socket(zmq.REP)
         self._socket.setsockopt(zmq.LINGER, 0)
@@ -112,29 +158,7 @@ class ControlServer:
 
     def handle(self, raw: bytes) -> dict[str, Any]:
         """The reply to one raw request (never raises)."""
-        if len(raw) > MAX_REQUEST_BYTES:
-            return {"ok": False, "error": f"request of {len(raw)} bytes is over the {MAX_REQUEST_BYTES}-byte limit"}
-        if not self._limit.allow():
-            return {"ok": False, "error": f"rate limit: at most {self._limit.rate:g} requests per second; retry later"}
-        try:
-            request = json.loads(raw)
-        except (ValueError, UnicodeDecodeError, RecursionError):
-            return {"ok": False, "error": "request is not valid JSON"}
-        if not isinstance(request, dict) or not isinstance(request.get("cmd"), str):
-            return {"ok": False, "error": "request must be a JSON object with a string 'cmd'"}
-        command = self.commands.get(request["cmd"])
-        if command is None:
-            return {"ok": False, "error": f"unknown command {request['cmd'][:64]!r}", "commands": sorted(self.commands)}
-        problem = _check_fields(request, command)
-        if problem:
-            return {"ok": False, "error": f"{request['cmd']}: {problem}"}
-        try:
-            return {"ok": True, **command.handler(request)}
-        except (ValueError, StreamfuseError) as exc:
-            return {"ok": False, "error": str(exc)}
-        except Exception as exc:  # a bug must not take the pipeline down through its control socket
-            log.exception("control command %s failed", request["cmd"])
-            return {"ok": False, "error": f"internal error: {exc}"}
+        return self.handler.handle(raw)
 
     def _serve(self) -> None:
         try:

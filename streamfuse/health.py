@@ -11,16 +11,13 @@ text format when ``health.metrics`` is on (needs ``pip install "streamfuse[metri
 from __future__ import annotations
 
 import json
-import logging
-import threading
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
-from streamfuse.errors import ConfigError, StreamfuseError
+from streamfuse.errors import ConfigError
 from streamfuse.sources.base import SourceState
-
-log = logging.getLogger(__name__)
+from streamfuse.webserver import WebServer, respond
 
 Report = Callable[[], dict[str, Any]]
 
@@ -49,48 +46,26 @@ class HealthServer:
     def __init__(self, host: str, port: int, report: Report, *, metrics: bool = False) -> None:
         self.report = report
         self._metrics = _prometheus_renderer() if metrics else None
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 - http.server's naming
-                server._answer(self)
-
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - http.server's signature
-                log.debug("health: " + format, *args)
-
-        try:
-            self._http = ThreadingHTTPServer((host, port), Handler)
-        except OSError as exc:
-            raise StreamfuseError(f"health: cannot listen on {host}:{port} ({exc.strerror}); choose another "
-                                  "health.port (0 picks a free one) or set health.enabled: false") from None
-        self._http.daemon_threads = True
-        self.port = self._http.server_address[1]
-        self.url = f"http://{host}:{self.port}"
-        self._thread = threading.Thread(target=self._http.serve_forever, kwargs={"poll_interval": 0.2},
-                                        name="health", daemon=True)
-        self._thread.start()
+        self._web = WebServer(host, port, self._answer, section="health")
+        self.port = self._web.port
+        self.url = self._web.url
 
     def _answer(self, request: BaseHTTPRequestHandler) -> None:
         path = request.path.split("?", 1)[0]
-        if path == "/health":
+        if request.command != "GET":
+            respond(request, 405, b'{"error": "only GET"}', "application/json")
+        elif path == "/health":
             report = self.report()
-            body, kind = json.dumps(report).encode(), "application/json"
-            code = 503 if report.get("status") == "failed" else 200
+            respond(request, 503 if report.get("status") == "failed" else 200, json.dumps(report).encode(),
+                    "application/json")
         elif path == "/metrics" and self._metrics is not None:
-            body, kind, code = self._metrics(self.report()), "text/plain; version=0.0.4; charset=utf-8", 200
+            respond(request, 200, self._metrics(self.report()), "text/plain; version=0.0.4; charset=utf-8")
         else:
-            body, kind, code = b'{"error": "not found; try /health"}', "application/json", 404
-        request.send_response(code)
-        request.send_header("Content-Type", kind)
-        request.send_header("Content-Length", str(len(body)))
-        request.end_headers()
-        request.wfile.write(body)
+            respond(request, 404, b'{"error": "not found; try /health"}', "application/json")
 
     def close(self) -> None:
         """Stop serving and release the port."""
-        self._http.shutdown()
-        self._http.server_close()
-        self._thread.join(2)
+        self._web.close()
 
 
 def _prometheus_renderer() -> Callable[[dict[str, Any]], bytes]:

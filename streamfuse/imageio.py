@@ -1,4 +1,4 @@
-"""Reading and listing still images with clear errors."""
+"""Reading, listing and encoding still images with clear errors."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from streamfuse.errors import SourceError
+from streamfuse.errors import SinkError, SourceError
 from streamfuse.gain import stretch
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm")
@@ -87,3 +87,15 @@ def read_image(path: str | Path, *, keep_16bit: bool = False) -> np.ndarray:
     if image.dtype == np.uint16 and not keep_16bit:
         image = stretch(image)
     return image
+
+
+def encode_image(image: np.ndarray, suffix: str = ".jpg", jpeg_quality: int = 90) -> bytes:
+    """``image`` (BGR or gray ``uint8``) as the bytes of a ``.jpg`` (at ``jpeg_quality``) or ``.png`` file.
+
+    Raises:
+        SinkError: OpenCV could not encode it.
+    """
+    ok, data = cv2.imencode(suffix, image, [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality] if suffix == ".jpg" else [])
+    if not ok:
+        raise SinkError(f"{suffix[1:].upper()} encoding failed for a {image.shape} image")
+    return data.tobytes()

@@ -154,7 +154,7 @@ class Pipeline:
         self.router = None
         self.routing = None
         """The active prompt routing; replaced as a whole (atomically) by :meth:`set_prompt`."""
-        if config.prompt or config.control.enabled:
+        if config.prompt or config.control.enabled or config.view.enabled:
             from streamfuse.text import build_router  # imports torch: only when text guidance is used
 
             self.router = build_router(config.text)
@@ -162,6 +162,8 @@ class Pipeline:
         self._control = None
         self.health_server = None
         """The HTTP health endpoint (when ``health.enabled``; made by :meth:`start`)."""
+        self.view = None
+        """The web view (when ``view.enabled``; made by :meth:`start`)."""
         self._started_at = time.monotonic()
         offsets = {name: getattr(config.sources, name).time_offset_ms / 1000.0 for name in ("ir", "vis")}
         self.pairing = PairingStage(self.primary, self.sources[self.secondary_name], config=config.sync,
@@ -219,6 +221,8 @@ class Pipeline:
                 health = self.config.health
                 self.health_server = HealthServer(health.host, health.port, self.health, metrics=health.metrics)
                 log.info("health endpoint %s/health", self.health_server.url)
+            if self.config.view.enabled:
+                self.view = self._open_view()
             fps = self.primary.nominal_fps or 30.0
             for index, sink_config in enumerate(self.config.sinks):
                 sink = build_sink(sink_config, key=f"sinks.{index}", fps=fps, stats=self.stats)
@@ -232,6 +236,17 @@ class Pipeline:
             thread = threading.Thread(target=self._guard, args=(name, target), name=f"stage-{name}", daemon=True)
             thread.start()
             self._threads.append(thread)
+
+    def _open_view(self):
+        from streamfuse.control import CommandHandler, pipeline_commands
+        from streamfuse.view import FrameBoard, ViewServer
+        from streamfuse.view.server import status_report
+
+        config = self.config.view
+        handler = CommandHandler(pipeline_commands(self), config.max_requests_per_s)
+        view = ViewServer(config, FrameBoard(config.jpeg_quality), handler, lambda: status_report(self))
+        log.info("web view %s/%s", view.url, "?token=..." if config.token else "")
+        return view
 
     def set_prompt(self, prompt: str):
         """Route ``prompt`` and make it active from the next fused frame; returns the routing.
@@ -347,6 +362,9 @@ class Pipeline:
         if self.health_server is not None:
             self.health_server.close()
             self.health_server = None
+        if self.view is not None:
+            self.view.close()
+            self.view = None
 
     def join(self, timeout: float | None = None) -> None:
         """Wait for every thread to end (and close the control socket)."""
@@ -519,6 +537,8 @@ class Pipeline:
         self.stats.record_latency("fuse", fuse_ms)
         fused = FusedFrame(image, self.frames_fused, pair, self.fuser.name, {**pair.latency, "fuse": fuse_ms}, routing)
         self.frames_fused += 1
+        if self.view is not None:
+            self.view.board.publish(fused)
         if not self.sinks:
             self.stats.record_latency(END_TO_END, (time.perf_counter() - fused.created) * 1000)
             self.stats.record_output()

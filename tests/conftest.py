@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import cv2
@@ -25,6 +28,26 @@ def wait_until(condition, timeout: float, what: str) -> float:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
         time.sleep(0.02)
     return time.monotonic()
+
+
+@contextmanager
+def running_pipeline(config: dict, ready: Callable, what: str) -> Iterator:
+    """A pipeline built from ``config`` running on its own thread, yielded once ``ready(pipeline)``; on
+    leaving it is stopped and must end without errors."""
+    from streamfuse.config import config_from_dict
+    from streamfuse.pipeline import Pipeline
+
+    pipeline = Pipeline(config_from_dict(config))
+    runner = threading.Thread(target=pipeline.run, kwargs={"install_signal_handlers": False})
+    runner.start()
+    try:
+        wait_until(lambda: ready(pipeline), 20, what)
+        yield pipeline
+    finally:
+        pipeline.stop()
+        runner.join(30)
+    assert not runner.is_alive()
+    assert pipeline.errors() == []
 
 
 def http_get(url: str) -> tuple[int, str]:

@@ -1,4 +1,4 @@
-"""Sinks: where fused frames go (video file, image folder, ZeroMQ).
+"""Sinks: where fused frames go (video file, image folder, ZeroMQ, RTSP).
 
 Each kind registers a factory with its config dataclass in :data:`streamfuse.registry.SINKS`.
 """
@@ -9,12 +9,13 @@ from streamfuse.config import SinkConfig
 from streamfuse.registry import SINKS
 from streamfuse.sinks.base import Sink, SinkContext
 from streamfuse.sinks.images import ImagesSink
+from streamfuse.sinks.rtsp import RtspSink
 from streamfuse.sinks.video import VideoSink, VideoWriter
 from streamfuse.sinks.zmq import ReceivedFrame, Subscriber, ZmqSink
 from streamfuse.stats import PipelineStats
 
 __all__ = ["Sink", "SinkContext", "ImagesSink", "VideoSink", "VideoWriter", "ZmqSink", "Subscriber", "ReceivedFrame",
-           "build_sink"]
+           "RtspSink", "build_sink"]
 
 
 def build_sink(config: SinkConfig, *, key: str, fps: float = 30.0, stats: PipelineStats | None = None) -> Sink:

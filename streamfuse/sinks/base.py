@@ -41,14 +41,16 @@ class Sink(ThreadedStage):
 
     Args:
         stage: Name under which write latency is reported (``encode``, ``publish``, ``write``).
-        queue_size: Fused frames buffered for this sink (the fuser waits when it is full).
+        queue_size: Fused frames buffered for this sink.
+        policy: When the buffer is full, ``wait`` (the fuser waits: nothing is lost) or ``drop_oldest``
+            (a live view: the oldest frame is dropped, the fuser never waits).
         stats: Where latency is recorded.
     """
 
     stage = "sink"
 
-    def __init__(self, *, queue_size: int = 16, stats: PipelineStats | None = None) -> None:
-        self.queue: StageQueue[FusedFrame] = StageQueue(queue_size, "wait", name=f"sink {self.stage}")
+    def __init__(self, *, queue_size: int = 16, policy: str = "wait", stats: PipelineStats | None = None) -> None:
+        self.queue: StageQueue[FusedFrame] = StageQueue(queue_size, policy, name=f"sink {self.stage}")
         self.stats = stats or PipelineStats()
         self.error: Exception | None = None
         self.frames_written = 0

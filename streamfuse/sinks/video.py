@@ -47,6 +47,16 @@ DISK_FULL_ERRORS = frozenset({errno.ENOSPC, errno.EDQUOT})
 """Write errors that mean "no room left" (device full, or the user's quota): recording suspends."""
 
 
+def encoder_input(image: np.ndarray, *, even: bool) -> np.ndarray:
+    """``image`` as a video encoder takes it: BGR, and with ``even`` (4:2:0 codecs) an odd last row or
+    column repeated to make both sides even."""
+    if image.ndim == 2:
+        image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+    if even and (image.shape[0] % 2 or image.shape[1] % 2):
+        image = cv2.copyMakeBorder(image, 0, image.shape[0] % 2, 0, image.shape[1] % 2, cv2.BORDER_REPLICATE)
+    return image
+
+
 class DiskFullError(SinkError):
     """A recording ran out of disk space; its file was cut back to the last complete fragment.
 
@@ -161,10 +171,7 @@ class VideoWriter:
         """Encode one ``uint8`` BGR or gray image captured at ``timestamp`` seconds."""
         if self._container is None:
             raise SinkError(f"{self.path}: the video is already closed")
-        if image.ndim == 2:
-            image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
-        if self.codec != "ffv1" and (image.shape[0] % 2 or image.shape[1] % 2):
-            image = cv2.copyMakeBorder(image, 0, image.shape[0] % 2, 0, image.shape[1] % 2, cv2.BORDER_REPLICATE)
+        image = encoder_input(image, even=self.codec != "ffv1")
         height, width = image.shape[:2]
         if self._stream is None:
             self._open_stream(width, height)

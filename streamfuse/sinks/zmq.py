@@ -30,6 +30,7 @@ import zmq
 from streamfuse.config import CurveConfig, ZmqSinkConfig
 from streamfuse.errors import ConfigError, SinkError, StreamfuseError
 from streamfuse.frames import FusedFrame
+from streamfuse.imageio import encode_image
 from streamfuse.registry import SINKS
 from streamfuse.security import secure_client, secure_server
 from streamfuse.sinks.base import Sink, SinkContext
@@ -185,10 +186,7 @@ class ZmqSink(Sink):
     def encode(self, image: np.ndarray) -> bytes:
         """The payload bytes of ``image`` in this sink's encoding."""
         if self.encoding == "jpeg":
-            ok, data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, self.jpeg_quality])
-            if not ok:
-                raise SinkError(f"{self.describe()}: JPEG encoding failed for a {image.shape} image")
-            return data.tobytes()
+            return encode_image(image, ".jpg", self.jpeg_quality)
         return np.ascontiguousarray(image).tobytes()
 
     def write(self, frame: FusedFrame) -> None:

@@ -1,0 +1,160 @@
+"""The web view's HTTP server: the page, MJPEG streams, a snapshot, status JSON and the prompt box.
+
+Routes (every one needs ``?token=`` when ``view.token`` is set; without it, or with another, the
+answer is an empty 403):
+
+- ``GET /``: the page (``page.html``).
+- ``GET /stream/fused.mjpg``, ``/stream/ir.mjpg``, ``/stream/vis.mjpg``: ``multipart/x-mixed-replace``
+  JPEG streams, one part per new frame (a slow viewer skips frames, it never holds the pipeline);
+  each part carries ``X-Index`` and ``X-Captured-At`` (Unix time of capture, seconds).
+- ``GET /snapshot.png``: the newest fused frame, lossless.
+- ``GET /api/status``: prompt routing, stage latencies, counters (drops), camera health, viewers.
+- ``POST /api/control``: a control request (``{"cmd": "set_prompt", "prompt": "..."}``), checked and
+  executed by the same :class:`~streamfuse.control.CommandHandler` as the control socket, so it
+  gets the same reply; HTTP 200 when ``ok``, else 400 (413 over the size limit).
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler
+from importlib import resources
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from streamfuse.config import ViewConfig
+from streamfuse.control import MAX_REQUEST_BYTES, CommandHandler, too_large
+from streamfuse.imageio import encode_image
+from streamfuse.sinks.zmq import wall_clock
+from streamfuse.view.board import KINDS, FrameBoard
+from streamfuse.webserver import WebServer, respond
+
+log = logging.getLogger(__name__)
+
+BOUNDARY = "streamfuse-frame"
+#: A stream with no new frame for this long ends (the page reconnects).
+NO_FRAME_TIMEOUT_S = 10.0
+
+
+class ViewServer:
+    """Serves the web view of a running pipeline on its own threads.
+
+    Args:
+        config: The ``view`` section (bind, port, token, JPEG quality, rate limit).
+        board: Where the pipeline publishes its newest fused frame.
+        handler: Checks and executes control requests (the same path as the control socket).
+        status: Returns the JSON served at ``/api/status``.
+    """
+
+    def __init__(self, config: ViewConfig, board: FrameBoard, handler: CommandHandler,
+                 status: Callable[[], dict[str, Any]]) -> None:
+        self.board = board
+        self.handler = handler
+        self.status = status
+        self.viewers = 0
+        self._token = config.token
+        self._viewers_lock = threading.Lock()
+        self._page = resources.files("streamfuse.view").joinpath("page.html").read_bytes()
+        self._web = WebServer(config.bind, config.port, self._answer, section="view")
+        self.port = self._web.port
+        self.url = self._web.url
+
+    def _allowed(self, request: BaseHTTPRequestHandler, query: dict[str, list[str]]) -> bool:
+        if self._token is None:
+            return True
+        given = query.get("token", [""])[0]
+        bearer = request.headers.get("Authorization", "")
+        if bearer.startswith("Bearer "):
+            given = bearer[len("Bearer "):]
+        return hmac.compare_digest(given.encode(), self._token.encode())
+
+    def _answer(self, request: BaseHTTPRequestHandler) -> None:
+        url = urlsplit(request.path)
+        if not self._allowed(request, parse_qs(url.query)):
+            request.close_connection = True
+            respond(request, 403, b"", "text/plain")
+            return
+        route = (request.command, url.path)
+        if route == ("GET", "/"):
+            respond(request, 200, self._page, "text/html; charset=utf-8", Cache_Control="no-store")
+        elif request.command == "GET" and url.path in {f"/stream/{kind}.mjpg" for kind in KINDS}:
+            self._stream(request, url.path.removeprefix("/stream/").removesuffix(".mjpg"))
+        elif route == ("GET", "/snapshot.png"):
+            self._snapshot(request)
+        elif route == ("GET", "/api/status"):
+            body = json.dumps({**self.status(), "viewers": self.viewers}).encode()
+            respond(request, 200, body, "application/json", Cache_Control="no-store")
+        elif route == ("POST", "/api/control"):
+            self._control(request)
+        else:
+            respond(request, 404, b'{"error": "not found; open / for the page"}', "application/json")
+
+    def _control(self, request: BaseHTTPRequestHandler) -> None:
+        try:
+            size = int(request.headers.get("Content-Length", ""))
+        except ValueError:
+            request.close_connection = True
+            respond(request, 411, b'{"ok": false, "error": "a control request needs a Content-Length"}',
+                    "application/json")
+            return
+        if size > MAX_REQUEST_BYTES:  # not read: the connection is closed instead
+            request.close_connection = True
+            respond(request, 413, json.dumps(too_large(size)).encode(), "application/json")
+            return
+        reply = self.handler.handle(request.rfile.read(size))
+        respond(request, 200 if reply["ok"] else 400, json.dumps(reply).encode(), "application/json")
+
+    def _snapshot(self, request: BaseHTTPRequestHandler) -> None:
+        frame = self.board.latest
+        if frame is None:
+            respond(request, 503, b'{"error": "no frame yet; retry in a moment"}', "application/json")
+            return
+        respond(request, 200, encode_image(frame.image, ".png"), "image/png", Cache_Control="no-store",
+                Content_Disposition=f'attachment; filename="streamfuse-{frame.index:06d}.png"')
+
+    def _stream(self, request: BaseHTTPRequestHandler, kind: str) -> None:
+        request.close_connection = True
+        request.send_response(200)
+        request.send_header("Content-Type", f"multipart/x-mixed-replace; boundary={BOUNDARY}")
+        request.send_header("Cache-Control", "no-store")
+        request.send_header("Connection", "close")
+        request.end_headers()
+        with self._viewers_lock:
+            self.viewers += 1
+        try:
+            shown = -1
+            while (frame := self.board.wait_newer(shown, NO_FRAME_TIMEOUT_S)) is not None:
+                data = self.board.jpeg(frame, kind)
+                head = (f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {len(data)}\r\n"
+                        f"X-Index: {frame.index}\r\nX-Captured-At: {wall_clock(frame.created):.6f}\r\n\r\n")
+                request.wfile.write(head.encode() + data + b"\r\n")
+                request.wfile.flush()
+                shown = frame.index
+        except OSError:
+            pass  # the viewer left, or stopped reading (webserver.IDLE_TIMEOUT_S)
+        finally:
+            with self._viewers_lock:
+                self.viewers -= 1
+
+    def close(self) -> None:
+        """End every stream and release the port."""
+        self.board.close()
+        self._web.close()
+
+
+def status_report(pipeline: Any) -> dict[str, Any]:
+    """What ``/api/status`` serves for ``pipeline``: its health, stage latencies and prompt routing."""
+    routing = pipeline.routing
+    return {
+        "health": pipeline.health(),
+        "stages": {name: {"p50_ms": round(p.p50_ms, 2), "p95_ms": round(p.p95_ms, 2)}
+                   for name, p in pipeline.stats.stages().items()},
+        "routing": routing.as_dict() if routing is not None else None,
+        "active": routing.active() if routing is not None else {},
+        "time": time.time(),
+    }

@@ -1,0 +1,72 @@
+"""A small threaded HTTP server for the health endpoint and the web view."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from streamfuse.errors import StreamfuseError
+
+log = logging.getLogger(__name__)
+
+Answer = Callable[[BaseHTTPRequestHandler], None]
+
+#: Seconds a connection may stall (a request not sent in full, a response not read) before it is closed.
+IDLE_TIMEOUT_S = 30.0
+
+
+class WebServer:
+    """Answers every GET and POST with ``answer(request)``, one thread per connection, in the background.
+
+    Args:
+        host: Address to bind (``127.0.0.1`` keeps it local).
+        port: TCP port (0 picks a free one; see :attr:`port`).
+        answer: Writes the response to the request (``request.path``, ``request.command``, ...).
+        section: The config section serving it (``health``, ``view``), named in errors and logs.
+    """
+
+    def __init__(self, host: str, port: int, answer: Answer, *, section: str) -> None:
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+            timeout = IDLE_TIMEOUT_S  # a client that stops sending or reading is disconnected
+
+            def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+                answer(self)
+
+            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+                answer(self)
+
+            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - http.server's signature
+                log.debug(section + ": " + format, *args)
+
+        try:
+            self._http = ThreadingHTTPServer((host, port), Handler)
+        except OSError as exc:
+            raise StreamfuseError(f"{section}: cannot listen on {host}:{port} ({exc.strerror}); choose another "
+                                  f"{section}.port (0 picks a free one) or set {section}.enabled: false") from None
+        self._http.daemon_threads = True
+        self.port = self._http.server_address[1]
+        self.url = f"http://{host}:{self.port}"
+        self._thread = threading.Thread(target=self._http.serve_forever, kwargs={"poll_interval": 0.2},
+                                        name=section, daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        """Stop accepting requests and release the port."""
+        self._http.shutdown()
+        self._http.server_close()
+        self._thread.join(2)
+
+
+def respond(request: BaseHTTPRequestHandler, code: int, body: bytes, kind: str, **headers: str) -> None:
+    """Send a whole response: status, ``Content-Type``, ``Content-Length``, extra headers, body."""
+    request.send_response(code)
+    request.send_header("Content-Type", kind)
+    request.send_header("Content-Length", str(len(body)))
+    for name, value in headers.items():
+        request.send_header(name.replace("_", "-"), value)
+    request.end_headers()
+    request.wfile.write(body)
