@@ -5,7 +5,9 @@ One local Ray cluster (2 CPUs, a small object store, usage stats off) serves eve
 
 from __future__ import annotations
 
+import copy
 import os
+import sys
 import threading
 import time
 from pathlib import Path
@@ -20,6 +22,8 @@ from media import read_video, write_video
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 import ray  # noqa: E402 - after the environment that turns usage statistics off
 
+from streamfuse.cli import main  # noqa: E402
+from streamfuse.cluster import require_ray  # noqa: E402
 from streamfuse.cluster.archive import ArchiveJob, Manifest, find_recordings, plan_segments  # noqa: E402
 from streamfuse.cluster.fleet import controller, load_fleet  # noqa: E402
 from streamfuse.config import config_from_dict, load_config  # noqa: E402
@@ -105,6 +109,24 @@ def test_archive_job_resumes_and_reports_a_corrupt_recording(tmp_path, ray_clust
         assert times == sorted(times)
 
 
+def test_cluster_fuse_command(tmp_path, ray_cluster, caplog):
+    write_recording(tmp_path / "archive", "day", frames=20)
+    (tmp_path / "archive" / "vis" / "broken.mp4").write_bytes(b"\0" * 2000)
+    (tmp_path / "archive" / "ir" / "broken.mp4").write_bytes(b"\0" * 2000)
+    command = ["cluster", "fuse", str(tmp_path / "archive"), "-o", str(tmp_path / "out"), "--fuser", "classical",
+               "--segment-s", "1", "--actors", "1"]
+    assert main(command) == 1  # over the default budget of 0 errors
+    assert main([*command, "--max-errors", "1"]) == 0
+    assert "2 segment(s) fused (20 frames" in caplog.text and "failed: broken/plan" in caplog.text
+    assert sorted(p.name for p in (tmp_path / "out" / "day").iterdir()) == ["day_00000.mp4", "day_00001.mp4"]
+
+
+def test_missing_ray_names_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)
+    with pytest.raises(StreamfuseError, match=r'pip install "streamfuse\[ray\]"'):
+        require_ray()
+
+
 # --------------------------------------------------------------------------------------------- fleet
 def write_fleet(folder: Path, pairs: dict[str, dict], *, realtime: bool, frames: int | None) -> Path:
     """A fleet file of one CPU group and a synthetic camera pair per entry of ``pairs`` (name -> sink)."""
@@ -136,6 +158,35 @@ def test_fleet_file_errors_name_the_pair(tmp_path):
     path.write_text(yaml.safe_dump(fleet))
     with pytest.raises(ConfigError, match=r"pairs.0.config \(a\): sync.tolerance_ms"):
         load_fleet(path)
+
+
+def test_controller_reconciles_without_touching_unchanged_pairs(tmp_path, ray_cluster):
+    sinks = {name: {"type": "video", "path": str(tmp_path / f"{name}.mkv"), "codec": "ffv1"} for name in ("a", "b")}
+    both = load_fleet(write_fleet(tmp_path, sinks, realtime=False, frames=5))
+    only_a = copy.deepcopy(both)
+    only_a.config.pairs = only_a.config.pairs[:1]
+    changed_b = copy.deepcopy(both)
+    changed_b.config.pairs = changed_b.config.pairs[1:]
+    changed_b.config.pairs[0].set = ["synthetic.seed=7"]
+    changed_b.pipelines["b"].synthetic.seed = 7
+    fleet_controller = controller()
+    try:
+        assert ray.get(fleet_controller.apply.remote(only_a))["started"] == ["a"]
+        actor_a = ray.get(fleet_controller.pair_actor.remote("a"))
+        report = ray.get(fleet_controller.apply.remote(both))
+        assert (report["started"], report["kept"]) == (["b"], ["a"])
+        assert ray.get(fleet_controller.pair_actor.remote("a")) == actor_a
+        report = ray.get(fleet_controller.apply.remote(changed_b))
+        assert (report["stopped"], report["restarted"]) == (["a"], ["b"])
+        assert list(ray.get(fleet_controller.health.remote())["pairs"]) == ["b"]
+        actor_b = ray.get(fleet_controller.pair_actor.remote("b"))
+        ray.get(fleet_controller.restart.remote("b"))
+        assert ray.get(fleet_controller.pair_actor.remote("b")) != actor_b
+        with pytest.raises(ray.exceptions.RayTaskError, match="no pair 'a'"):
+            ray.get(fleet_controller.restart.remote("a"))
+    finally:
+        ray.get(fleet_controller.shutdown.remote())
+        ray.kill(fleet_controller)
 
 
 def test_two_pairs_share_a_batching_fusion_actor(tmp_path, ray_cluster):

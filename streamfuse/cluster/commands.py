@@ -50,7 +50,8 @@ def cmd_cluster_fuse(args: argparse.Namespace) -> int:
         (log.warning if line.startswith("failed") else log.info)("%s", line)
     if summary.over_budget:
         raise StreamfuseError(f"{len(summary.failed)} recording(s) or segment(s) failed, more than --max-errors "
-                              f"{args.max_errors}; see {job.manifest.path} (a rerun retries them and skips what is done)")
+                              f"{args.max_errors}; see {job.manifest.path} (a rerun retries them and skips what is "
+                              "done)")
     return 130 if interrupted.is_set() else 0
 
 
@@ -92,8 +93,8 @@ def cmd_cluster_run(args: argparse.Namespace) -> int:
 
 def _report(health: dict, json_path: str | None) -> None:
     for name, pair in health["pairs"].items():
-        log.info("pair %s: %s, %s frames, %s fps%s", name, pair["status"], pair.get("frames", "-"), pair.get("fps", "-"),
-                 " (restarted)" if pair.get("restarted") else "")
+        log.info("pair %s: %s, %s frames, %s fps%s", name, pair["status"], pair.get("frames", "-"),
+                 pair.get("fps", "-"), " (restarted)" if pair.get("restarted") else "")
     for name, group in health["groups"].items():
         log.info("group %s: %s batches, mean batch %s", name, group.get("batches", "-"), group.get("mean_batch", "-"))
     if json_path:
@@ -114,6 +115,18 @@ def cmd_cluster_stop(args: argparse.Namespace) -> int:
     ray.get(fleet_controller.shutdown.remote())
     ray.kill(fleet_controller)
     log.info("fleet stopped")
+    return 0
+
+
+def cmd_cluster_restart(args: argparse.Namespace) -> int:
+    """Restart one pair of the running fleet (outputs finalised, then reopened); the others are not touched."""
+    ray = require_ray()
+    fleet_controller = _running_controller(args)
+    try:
+        ray.get(fleet_controller.restart.remote(args.pair))
+    except ray.exceptions.RayTaskError as exc:
+        raise StreamfuseError(f"restart {args.pair}: {str(exc.cause) if exc.cause else exc}") from None
+    log.info("pair %s restarted", args.pair)
     return 0
 
 
@@ -167,7 +180,10 @@ def add_parser(add, commands) -> None:
     run.set_defaults(handler=cmd_cluster_run)
 
     for name, handler, text in (("status", cmd_cluster_status, "print the running fleet's health as JSON"),
+                                ("restart", cmd_cluster_restart, "restart one pair, leaving the others running"),
                                 ("stop", cmd_cluster_stop, "stop the running fleet (outputs are finalised)")):
         action = add(actions, name, help=text)
+        if name == "restart":
+            action.add_argument("pair", help="the pair's name in the fleet file")
         action.add_argument("--address", help="Ray cluster address (default: auto)")
         action.set_defaults(handler=handler)

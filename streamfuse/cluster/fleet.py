@@ -20,8 +20,8 @@ calls from every pair while its batching thread fuses.
 
 A pair actor that crashes (a killed process, or its pipeline failing: a camera lost for good) is
 restarted by Ray (``max_restarts``) with the same arguments; it opens its sources again and writes to
-the next free file name of each video output (``cam.mp4``, then ``cam.1.mp4``, ...). The other pairs
-and the fusion actor are not touched.
+the next free file name of each video output (``cam.mp4``, then ``cam.1.mp4``, ...; so does a pair
+the controller restarts). The other pairs and the fusion actor are not touched.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ import logging
 import os
 import threading
 import time
+import warnings
 from collections import Counter, deque
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -64,7 +65,8 @@ class GroupConfig:
     gpu: float = 0.0
     """GPU share of the fusion actor (0: fuse on the CPU; 0.5: two groups per GPU)."""
     site: str | None = None
-    """Only on nodes that offer the custom resource ``site_<site>`` (``ray start --resources '{"site_north": 100}'``)."""
+    """Only on nodes that offer the custom resource ``site_<site>``
+    (``ray start --resources '{"site_north": 100}'``)."""
     cpus_per_pair: float = 1.0
     """CPUs reserved per pair actor (capture, sync, registration, encoding)."""
     batch: int = 8
@@ -280,7 +282,8 @@ class RemoteFuser(Fuser):
 def continued_outputs(config: Config) -> Config:
     """``config`` with each video output that already exists moved to the next free name (``cam.1.mp4``, ...).
 
-    A restarted pair resumes recording there instead of failing on (or overwriting) its earlier file.
+    A restarted pair resumes recording there instead of failing on (or overwriting) its earlier file;
+    ``overwrite: true`` outputs are kept as they are.
     Paths with ``{segment}`` or strftime codes already name a new file per start and are kept.
     """
     config = copy.deepcopy(config)
@@ -297,7 +300,9 @@ def continued_outputs(config: Config) -> Config:
 class PairActor:
     """One camera pair's pipeline, started at construction and run on its own threads.
 
-    A pipeline that fails ends the actor's process, so Ray restarts it (up to ``max_restarts``).
+    A pipeline that fails ends the actor's process, so Ray restarts it (up to ``max_restarts``). Video
+    outputs that already exist (written before a crash or a restart) are never overwritten: the pair
+    records to the next free name (:func:`continued_outputs`).
 
     Args:
         name: The pair's name.
@@ -311,10 +316,10 @@ class PairActor:
 
         ray = require_ray()
         self.name = name
-        self.restarted = ray.get_runtime_context().was_current_actor_reconstructed
-        if self.restarted:
-            config = continued_outputs(config)
-        self.pipeline = Pipeline(config, fuser=RemoteFuser(fusion_actor, name, in_flight))
+        with warnings.catch_warnings():  # Ray 2.60 reads its own deprecated actor_id property in this call
+            warnings.simplefilter("ignore", DeprecationWarning)
+            self.restarted = ray.get_runtime_context().was_current_actor_reconstructed
+        self.pipeline = Pipeline(continued_outputs(config), fuser=RemoteFuser(fusion_actor, name, in_flight))
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name=f"pair-{name}", daemon=True)
         self._thread.start()
@@ -333,7 +338,8 @@ class PairActor:
         if not self._thread.is_alive() and report["status"] == "ok":
             report["status"] = "finished"
         report["restarted"] = self.restarted
-        report["outputs"] = [getattr(sink, "path", getattr(sink, "endpoint", "")) for sink in self.pipeline.config.sinks]
+        report["outputs"] = [getattr(sink, "path", getattr(sink, "endpoint", ""))
+                             for sink in self.pipeline.config.sinks]
         return report
 
     def stop(self, timeout: float = 30.0) -> dict:
