@@ -6,6 +6,7 @@ One local Ray cluster (2 CPUs, a small object store, usage stats off) serves eve
 from __future__ import annotations
 
 import copy
+import logging
 import os
 import sys
 import threading
@@ -36,7 +37,8 @@ CLASSICAL = config_from_dict({"fusion": {"fuser": "classical"}, "sinks": []})
 @pytest.fixture(scope="session")
 def ray_cluster():
     """A local Ray cluster of 2 CPUs shared by the whole test session."""
-    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=300 * 1024 ** 2, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, object_store_memory=300 * 1024 ** 2,
+             log_to_driver=False)
     yield
     ray.shutdown()
 
@@ -110,6 +112,7 @@ def test_archive_job_resumes_and_reports_a_corrupt_recording(tmp_path, ray_clust
 
 
 def test_cluster_fuse_command(tmp_path, ray_cluster, caplog):
+    caplog.set_level(logging.INFO)
     write_recording(tmp_path / "archive", "day", frames=20)
     (tmp_path / "archive" / "vis" / "broken.mp4").write_bytes(b"\0" * 2000)
     (tmp_path / "archive" / "ir" / "broken.mp4").write_bytes(b"\0" * 2000)

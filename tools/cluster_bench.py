@@ -8,8 +8,10 @@ scene, not paced: as fast as they go, ``--frames`` frames each, no output, a dif
 * as a fleet: one group (one fusion actor, ``--batch``) holding N pair actors, on a local Ray cluster
   of all CPUs; each pair's rate is the same statistic, from its health report.
 
-It prints the median over the rounds of the summed rates, their ratio (fleet / processes) and the
-fleet's mean batch.
+It prints the medians over the rounds of the summed rates (which overstate the total where the runs
+do not fully overlap), of all frames over the wall time (start-up included: Python and imports for
+the processes, the controller, placement group and actors for the fleet), the ratio of the latter
+(fleet / processes) and the fleet's mean batch.
 
 With ``--archive N``, it then writes N recording pairs of ``--frames`` frames (the synthetic scene,
 H.264, a keyframe every second at 30 fps) and fuses them once with ``streamfuse fuse`` per recording,
@@ -58,8 +60,9 @@ def write_configs(folder: Path, pairs: int, frames: int, size: tuple[int, int], 
     return folder / "fleet.yaml"
 
 
-def processes_fps(folder: Path, pairs: int) -> float:
-    """Summed output rate of N concurrent ``streamfuse run`` processes."""
+def processes_fps(folder: Path, pairs: int, frames: int) -> tuple[float, float]:
+    """N concurrent ``streamfuse run`` processes: their summed output rates, and all frames over the wall time."""
+    t0 = time.perf_counter()
     runs = [subprocess.Popen([sys.executable, "-m", "streamfuse", "run", str(folder / f"pair{i}.yaml"),
                               "--no-progress"], stderr=subprocess.PIPE, text=True) for i in range(pairs)]
     total = 0.0
@@ -68,12 +71,13 @@ def processes_fps(folder: Path, pairs: int) -> float:
         if run.returncode:
             raise SystemExit(f"streamfuse run failed:\n{err}")
         total += float(re.search(r"done: frames=\d+ fps=([\d.]+)", err).group(1))
-    return total
+    return total, pairs * frames / (time.perf_counter() - t0)
 
 
-def fleet_fps(fleet_file: Path) -> tuple[float, float]:
-    """Summed output rate of the fleet's pairs, and the fusion actor's mean batch."""
+def fleet_fps(fleet_file: Path, pairs: int, frames: int) -> tuple[float, float, float]:
+    """The fleet: its pairs' summed output rates, all frames over the wall time, the fusion actor's mean batch."""
     ray = require_ray()
+    t0 = time.perf_counter()
     fleet_controller = controller()
     try:
         ray.get(fleet_controller.apply.remote(load_fleet(fleet_file)))
@@ -84,10 +88,12 @@ def fleet_fps(fleet_file: Path) -> tuple[float, float]:
             if any(pair["status"] == "failed" for pair in health["pairs"].values()):
                 raise SystemExit(f"a pair failed: {health}")
             time.sleep(0.2)
+        wall = time.perf_counter() - t0
     finally:
         ray.get(fleet_controller.shutdown.remote())
         ray.kill(fleet_controller)
-    return sum(pair["fps"] for pair in health["pairs"].values()), health["groups"]["local"]["mean_batch"]
+    rates = sum(pair["fps"] for pair in health["pairs"].values())
+    return rates, pairs * frames / wall, health["groups"]["local"]["mean_batch"]
 
 
 def write_archive(folder: Path, recordings: int, frames: int, size: tuple[int, int]) -> None:
@@ -137,19 +143,16 @@ def main() -> None:
           f"batch {args.batch}, in flight {args.in_flight}, "
           f"median of {args.repeats} rounds")
     if args.pairs:
-        print("pairs  processes fps  fleet fps  fleet/processes  fleet mean batch")
+        print("pairs  processes: rates  frames/wall  fleet: rates  frames/wall  ratio (frames/wall)  mean batch")
     for pairs in args.pairs:
         with tempfile.TemporaryDirectory() as tmp:
             fleet_file = write_configs(Path(tmp), pairs, args.frames, size, args.fuser, args.batch,
                                         args.in_flight)
-            alone, together, batches = [], [], []
-            for _ in range(args.repeats):
-                alone.append(processes_fps(Path(tmp), pairs))
-                fps, batch = fleet_fps(fleet_file)
-                together.append(fps)
-                batches.append(batch)
-        a, t = statistics.median(alone), statistics.median(together)
-        print(f"{pairs:>5}  {a:>13.1f}  {t:>9.1f}  {t / a:>15.2f}  {statistics.median(batches):>16.2f}")
+            rounds = [(*processes_fps(Path(tmp), pairs, args.frames), *fleet_fps(fleet_file, pairs, args.frames))
+                      for _ in range(args.repeats)]
+        a_rates, a_wall, f_rates, f_wall, batch = (statistics.median(column) for column in zip(*rounds, strict=True))
+        print(f"{pairs:>5}  {a_rates:>16.1f}  {a_wall:>11.1f}  {f_rates:>12.1f}  {f_wall:>11.1f}  "
+              f"{f_wall / a_wall:>19.2f}  {batch:>10.2f}")
     if args.archive:
         with tempfile.TemporaryDirectory() as tmp:
             write_archive(Path(tmp), args.archive, args.frames, size)

@@ -25,13 +25,14 @@ def require_ray():
 
 def connect(address: str | None, *, num_cpus: int | None = None) -> None:
     """Join the Ray cluster at ``address`` (``auto``: the one started with ``ray start`` on this machine),
-    or start a local one when ``address`` is None. Does nothing when already connected."""
+    or start a new local one when ``address`` is None (even where a ``ray start`` cluster runs here).
+    Does nothing when already connected."""
     ray = require_ray()
     if ray.is_initialized():
         return
     try:
-        ray.init(address=address, num_cpus=num_cpus if address is None else None, include_dashboard=False,
-                 log_to_driver=True)
+        ray.init(address=address or "local", num_cpus=num_cpus if address is None else None,
+                 include_dashboard=False, log_to_driver=True)
     except ConnectionError as exc:
         raise StreamfuseError(f"--address {address}: cannot reach a Ray cluster ({exc}); start one with "
                               "'ray start --head' or omit --address for a local one") from None

@@ -40,6 +40,7 @@ from pathlib import Path
 
 from streamfuse.cluster import require_ray
 from streamfuse.config import Config, ConfigError, FusionConfig, VideoSinkConfig, load_config, load_dataclass
+from streamfuse.errors import StreamfuseError
 from streamfuse.frames import FramePair
 from streamfuse.fusers import Fuser, build_fuser
 
@@ -415,7 +416,7 @@ class FleetController:
         """Stop pair ``name`` and start it again with the same config; the others are not touched."""
         with self._lock:
             if name not in self.pairs:
-                raise KeyError(f"no pair {name!r} in the fleet (pairs: {', '.join(self.pairs)})")
+                raise StreamfuseError(f"no pair {name!r} in the fleet (pairs: {', '.join(self.pairs)})")
             pair = self.pairs[name]
             self._stop_pair(name)
             self._start_pair(pair.config, pair.pipeline)
