@@ -25,7 +25,15 @@ import ray  # noqa: E402 - after the environment that turns usage statistics off
 
 from streamfuse.cli import main  # noqa: E402
 from streamfuse.cluster import require_ray  # noqa: E402
-from streamfuse.cluster.archive import ArchiveJob, Manifest, find_recordings, plan_segments  # noqa: E402
+from streamfuse.cluster.archive import (  # noqa: E402
+    ArchiveJob,
+    Manifest,
+    Recording,
+    Segment,
+    find_recordings,
+    manifest_row,
+    plan_segments,
+)  # noqa: E402
 from streamfuse.cluster.fleet import controller, load_fleet  # noqa: E402
 from streamfuse.config import config_from_dict, load_config  # noqa: E402
 from streamfuse.errors import ConfigError, StreamfuseError  # noqa: E402
@@ -67,6 +75,21 @@ def test_recordings_from_csv_name_the_problem(tmp_path):
     (tmp_path / "bad.csv").write_text("infrared,vis\nx,y\n")
     with pytest.raises(StreamfuseError, match="missing column.*ir"):
         find_recordings(tmp_path / "bad.csv")
+
+
+def test_manifest_skips_only_the_same_finished_segment(tmp_path):
+    recording, video = Recording("r", "ir.mp4", "vis.mp4"), tmp_path / "r_00000.mp4"
+    video.write_bytes(b"fused")
+    Manifest(tmp_path / "manifest.csv").record(manifest_row(Segment(recording, 0, 0.0, 1.0), {
+        "status": "done", "frames": 10, "output": str(video), "seconds": 1.0, "error": ""}))
+    with (tmp_path / "manifest.csv").open("a") as file:
+        file.write("r/00001,r,1,ir.mp4")  # a row cut short by a kill
+    manifest = Manifest(tmp_path / "manifest.csv")
+    assert manifest.done(Segment(recording, 0, 0.0, 1.0)) and list(manifest.rows) == ["r/00000"]
+    assert not manifest.done(Segment(recording, 0, 0.0, 2.0))  # --segment-s changed: other boundaries
+    assert not manifest.done(Segment(Recording("r", "ir.mp4", "other.mp4"), 0, 0.0, 1.0))
+    video.unlink()
+    assert not manifest.done(Segment(recording, 0, 0.0, 1.0))
 
 
 def test_archive_job_resumes_and_reports_a_corrupt_recording(tmp_path, ray_cluster):

@@ -322,9 +322,13 @@ class Manifest:
                         self.rows[row["segment"]] = row
 
     def done(self, segment: Segment) -> bool:
-        """True when ``segment`` finished in an earlier run and its video is still there."""
+        """True when ``segment`` finished in an earlier run, from the same videos and over the same time
+        range (not so after a change of ``--segment-s``), and its video is still there."""
         row = self.rows.get(segment.key)
-        return row is not None and row["status"] == "done" and Path(row["output"]).is_file()
+        if row is None or row["status"] != "done" or not Path(row["output"]).is_file():
+            return False
+        planned = manifest_row(segment, {})
+        return all(row[key] == str(planned[key]) for key in ("ir", "vis", "start_s", "end_s"))
 
     def record(self, row: dict) -> None:
         """Append one row (all of :data:`MANIFEST_FIELDS`) and flush it to disk."""
@@ -349,7 +353,8 @@ class Manifest:
         os.replace(temporary, self.path)
 
 
-def _row(segment: Segment, result: dict) -> dict:
+def manifest_row(segment: Segment, result: dict) -> dict:
+    """The manifest row of ``segment`` with its ``result`` (status, frames, output, seconds, error)."""
     recording = segment.recording
     return {"segment": segment.key, "recording": recording.name, "index": segment.index, "ir": recording.ir,
             "vis": recording.vis, "start_s": round(segment.start_s, 6),
@@ -511,7 +516,7 @@ class ArchiveJob:
                     if result["status"] == "done":
                         summary.done += 1
                         summary.frames += result["frames"]
-                    record(_row(segment, result))
+                    record(manifest_row(segment, result))
                     if len(summary.failed) > self.max_errors and not self._stopping.is_set():
                         log.error("more than %d failure(s) (--max-errors): stopping", self.max_errors)
                         self._stopping.set()
