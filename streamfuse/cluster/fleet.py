@@ -41,7 +41,7 @@ from pathlib import Path
 from streamfuse.cluster import require_ray
 from streamfuse.config import Config, ConfigError, FusionConfig, VideoSinkConfig, load_config, load_dataclass
 from streamfuse.errors import StreamfuseError
-from streamfuse.frames import FramePair
+from streamfuse.frames import Frame, FramePair
 from streamfuse.fusers import Fuser, build_fuser
 
 log = logging.getLogger(__name__)
@@ -272,11 +272,8 @@ class RemoteFuser(Fuser):
         return self.fusion_actor.fuse.remote(self.pair, pair, routing).future()
 
     def _fuse(self, ir, vis, valid):
-        from streamfuse.frames import Frame
-
-        ray = require_ray()
-        return ray.get(self.fusion_actor.fuse.remote(self.pair, FramePair(Frame(ir, 0.0, 0, "ir"),
-                                                                         Frame(vis, 0.0, 0, "vis"), 0.0, valid), None))
+        pair = FramePair(Frame(ir, 0.0, 0, "ir"), Frame(vis, 0.0, 0, "vis"), 0.0, valid)
+        return require_ray().get(self.fusion_actor.fuse.remote(self.pair, pair, None))
 
 
 # ------------------------------------------------------------------------------------------ pair actor
