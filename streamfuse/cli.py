@@ -1,4 +1,4 @@
-"""The ``streamfuse`` command: run, fuse, probe, bench, eval, train, prompt, subscribe, keys."""
+"""The ``streamfuse`` command: run, fuse, probe, bench, eval, train, prompt, subscribe, cluster, keys."""
 
 from __future__ import annotations
 
@@ -27,12 +27,10 @@ from streamfuse.imageio import IMAGE_EXTENSIONS, list_images, natural_key, read_
 from streamfuse.pipeline import Pipeline, check_outputs_are_not_inputs
 from streamfuse.probe import probe
 from streamfuse.runtime import setup_runtime
+from streamfuse.sources.video import VIDEO_EXTENSIONS
 from streamfuse.stats import END_TO_END, PipelineStats
 
 log = logging.getLogger("streamfuse")
-
-VIDEO_EXTENSIONS = (".mp4", ".mkv", ".avi", ".mov", ".webm", ".ts", ".m4v")
-
 
 # ---------------------------------------------------------------------------------------------- run
 def _apply_prompt(config: Config, args: argparse.Namespace) -> Config:
@@ -604,6 +602,10 @@ def build_parser() -> argparse.ArgumentParser:
                           "stream)")
     curve_client_options(sub, "publisher")
     sub.set_defaults(handler=cmd_subscribe)
+
+    from streamfuse.cluster.commands import add_parser as add_cluster_parser
+
+    add_cluster_parser(add, commands)
 
     keys = add(commands, "keys", help="generate a CURVE key pair for the secured ZeroMQ sockets")
     keys.add_argument("folder", help="where to write NAME.key (public) and NAME.key_secret (private)")

@@ -966,6 +966,12 @@ class TrainConfig:
 
 def load_train_config(path: str | os.PathLike, overrides: list[str] | None = None) -> TrainConfig:
     """Read a training config (YAML) with the same rules as :func:`load_config`."""
+    return load_dataclass(TrainConfig, path, overrides)
+
+
+def load_dataclass(cls: type, path: str | os.PathLike, overrides: list[str] | None = None) -> Any:
+    """Read a YAML file into the config dataclass ``cls`` with the rules of :func:`load_config`:
+    ``${ENV}`` substitution, ``key.path=value`` overrides, every error naming its key."""
     path = config_path(path)
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
@@ -978,4 +984,4 @@ def load_train_config(path: str | os.PathLike, overrides: list[str] | None = Non
     for override in overrides or []:
         apply_override(data, override)
     data = _substitute_env(data, "", os.environ)
-    return _build(TrainConfig, data, "")
+    return _build(cls, data, "")

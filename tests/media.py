@@ -10,11 +10,15 @@ import av
 import numpy as np
 
 
-def write_video(path: Path, frames: list[np.ndarray], fps: int = 25, codec: str = "libx264") -> Path:
-    """Encode BGR or gray ``uint8`` frames into a video file."""
+def write_video(path: Path, frames: list[np.ndarray], fps: int = 25, codec: str = "libx264",
+                gop: int | None = None) -> Path:
+    """Encode BGR or gray ``uint8`` frames into a video file (a keyframe every ``gop`` frames if given)."""
     with av.open(str(path), "w") as container:
         stream = container.add_stream(codec, rate=Fraction(fps))
         stream.height, stream.width = frames[0].shape[:2]
+        if gop is not None:
+            stream.codec_context.gop_size = gop
+            stream.options = {"x264-params": f"keyint={gop}:min-keyint={gop}:scenecut=0"}
         stream.pix_fmt = "yuv420p"
         for image in frames:
             fmt = "gray" if image.ndim == 2 else "bgr24"

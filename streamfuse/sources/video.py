@@ -22,6 +22,9 @@ log = logging.getLogger(__name__)
 #: raises after about twice the read timeout), when the source has no reconnect settings.
 NETWORK_TIMEOUT_S = (10.0, 5.0)
 
+#: File name extensions taken for videos (by ``streamfuse fuse`` and the archive jobs).
+VIDEO_EXTENSIONS = (".mp4", ".mkv", ".avi", ".mov", ".webm", ".ts", ".m4v")
+
 #: A file whose frames fail to decode this many times in a row is broken, not damaged in places.
 MAX_CONSECUTIVE_DECODE_ERRORS = 25
 

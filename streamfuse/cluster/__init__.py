@@ -1,0 +1,38 @@
+"""streamfuse on a Ray cluster: camera pairs as actors (:mod:`.fleet`), archives as segment jobs (:mod:`.archive`).
+
+Ray is an optional dependency (``pip install "streamfuse[ray]"``): nothing outside this package
+imports it, and inside it only :func:`require_ray` does, when a cluster command runs.
+"""
+
+from __future__ import annotations
+
+from streamfuse.errors import StreamfuseError
+
+
+def require_ray():
+    """The ``ray`` module.
+
+    Raises:
+        StreamfuseError: Ray is not installed; the message names the extra that brings it.
+    """
+    try:
+        import ray
+    except ImportError:
+        raise StreamfuseError('the cluster commands need Ray, which is not installed; install the extra: '
+                              'pip install "streamfuse[ray]"') from None
+    return ray
+
+
+def connect(address: str | None, *, num_cpus: int | None = None) -> None:
+    """Join the Ray cluster at ``address`` (``auto``: the one started with ``ray start`` on this machine),
+    or start a new local one when ``address`` is None (even where a ``ray start`` cluster runs here).
+    Does nothing when already connected."""
+    ray = require_ray()
+    if ray.is_initialized():
+        return
+    try:
+        ray.init(address=address or "local", num_cpus=num_cpus if address is None else None,
+                 include_dashboard=False, log_to_driver=True)
+    except ConnectionError as exc:
+        raise StreamfuseError(f"--address {address}: cannot reach a Ray cluster ({exc}); start one with "
+                              "'ray start --head' or omit --address for a local one") from None

@@ -1,0 +1,189 @@
+"""``streamfuse cluster fuse|run|status|stop``: the command-line side of :mod:`.archive` and :mod:`.fleet`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import threading
+import time
+from pathlib import Path
+
+from streamfuse.cluster import connect, require_ray
+from streamfuse.config import config_from_dict
+from streamfuse.errors import StreamfuseError
+
+log = logging.getLogger("streamfuse")
+
+
+def _connect(args: argparse.Namespace) -> None:
+    connect(args.address, num_cpus=args.num_cpus)
+
+
+def cmd_cluster_fuse(args: argparse.Namespace) -> int:
+    """Fuse an archive of recording pairs; 0 when nothing failed, 1 over the error budget, 130 interrupted."""
+    from streamfuse.cluster.archive import ArchiveJob, find_recordings, job_summary_lines
+
+    config = config_from_dict({"fusion": {"fuser": args.fuser}, "sinks": []}, args.set)
+    recordings = find_recordings(args.source)
+    job = ArchiveJob(recordings, args.output, config, segment_s=args.segment_s, actors=args.actors,
+                     gpu_share=args.gpu_share, max_errors=args.max_errors, codec=args.codec)
+    _connect(args)
+    interrupted = threading.Event()
+
+    def interrupt(_signum, _frame) -> None:
+        if interrupted.is_set():
+            raise KeyboardInterrupt
+        interrupted.set()
+        log.warning("interrupted: finishing the segments in progress (interrupt again to stop now)")
+        job.stop()
+
+    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        summary = job.run(on_result=lambda row: log.info("%s: %s (%s frames, %s s) %s", row["segment"], row["status"],
+                                                         row["frames"], row["seconds"], row["error"]))
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    for line in job_summary_lines(summary, job.manifest.path):
+        (log.warning if line.startswith("failed") else log.info)("%s", line)
+    if summary.over_budget:
+        raise StreamfuseError(f"{len(summary.failed)} recording(s) or segment(s) failed, more than --max-errors "
+                              f"{args.max_errors}; see {job.manifest.path} (a rerun retries them and skips what is "
+                              "done)")
+    return 130 if interrupted.is_set() else 0
+
+
+def cmd_cluster_run(args: argparse.Namespace) -> int:
+    """Deploy a fleet file and keep it reconciled: the file is applied again whenever it changes."""
+    from streamfuse.cluster.fleet import controller, load_fleet
+
+    fleet = load_fleet(args.fleet)
+    _connect(args)
+    ray = require_ray()
+    fleet_controller = controller(detached=args.detach)
+    log.info("fleet %s: %s", args.fleet, ray.get(fleet_controller.apply.remote(fleet)))
+    if args.detach:
+        log.info("deployed; 'streamfuse cluster status' shows its health, 'streamfuse cluster stop' ends it")
+        return 0
+    stop = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    path = Path(args.fleet)
+    seen = path.stat().st_mtime
+    next_report = time.monotonic() + args.health_every
+    try:
+        while not stop.wait(1.0):
+            if path.stat().st_mtime != seen:
+                seen = path.stat().st_mtime
+                try:
+                    log.info("fleet file changed: %s", ray.get(fleet_controller.apply.remote(load_fleet(path))))
+                except StreamfuseError as exc:
+                    log.error("fleet file not applied (the running fleet is unchanged): %s", exc)
+            if time.monotonic() >= next_report:
+                next_report += args.health_every
+                _report(ray.get(fleet_controller.health.remote()), args.health_json)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        log.info("stopping the fleet (outputs are finalised)")
+        ray.get(fleet_controller.shutdown.remote())
+    return 130
+
+
+def _report(health: dict, json_path: str | None) -> None:
+    for name, pair in health["pairs"].items():
+        log.info("pair %s: %s, %s frames, %s fps%s", name, pair["status"], pair.get("frames", "-"),
+                 pair.get("fps", "-"), " (restarted)" if pair.get("restarted") else "")
+    for name, group in health["groups"].items():
+        log.info("group %s: %s batches, mean batch %s", name, group.get("batches", "-"), group.get("mean_batch", "-"))
+    if json_path:
+        Path(json_path).write_text(json.dumps(health, indent=2))
+
+
+def cmd_cluster_status(args: argparse.Namespace) -> int:
+    """Print the running fleet's health (JSON)."""
+    fleet_controller = _running_controller(args)
+    print(json.dumps(require_ray().get(fleet_controller.health.remote()), indent=2))
+    return 0
+
+
+def cmd_cluster_stop(args: argparse.Namespace) -> int:
+    """Stop every pair of the running fleet and the controller."""
+    ray = require_ray()
+    fleet_controller = _running_controller(args)
+    ray.get(fleet_controller.shutdown.remote())
+    ray.kill(fleet_controller)
+    log.info("fleet stopped")
+    return 0
+
+
+def cmd_cluster_restart(args: argparse.Namespace) -> int:
+    """Restart one pair of the running fleet (outputs finalised, then reopened); the others are not touched."""
+    ray = require_ray()
+    fleet_controller = _running_controller(args)
+    try:
+        ray.get(fleet_controller.restart.remote(args.pair))
+    except ray.exceptions.RayTaskError as exc:
+        raise StreamfuseError(f"restart {args.pair}: {str(exc.cause) if exc.cause else exc}") from None
+    log.info("pair %s restarted", args.pair)
+    return 0
+
+
+def _running_controller(args: argparse.Namespace):
+    from streamfuse.cluster.fleet import CONTROLLER_NAME, NAMESPACE
+
+    connect(args.address or "auto")
+    try:
+        return require_ray().get_actor(CONTROLLER_NAME, namespace=NAMESPACE)
+    except ValueError:
+        raise StreamfuseError(f"no fleet runs on this cluster (no actor {CONTROLLER_NAME!r}); start one with "
+                              "'streamfuse cluster run FLEET.yaml --detach'") from None
+
+
+def add_parser(add, commands) -> None:
+    """The ``cluster`` command and its actions (``add``: the main parser's helper)."""
+    from streamfuse.fusers import FUSERS
+
+    cluster = add(commands, "cluster", help="run on a Ray cluster: an archive job, or a fleet of live camera pairs")
+    actions = cluster.add_subparsers(dest="action", required=True, metavar="ACTION")
+
+    def connection(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--address", help="Ray cluster address ('auto': the one started here with 'ray start'); "
+                                         "default: start a local cluster for this command")
+        p.add_argument("--num-cpus", type=int, help="CPUs of the local cluster (default: all)")
+
+    fuse = add(actions, "fuse", help="fuse an archive of recording pairs in segments, resumably")
+    fuse.add_argument("source", help="CSV of recording pairs (columns ir, vis, optional name) or a folder with ir/ "
+                                     "and vis/ sub-folders of videos paired by file name")
+    fuse.add_argument("-o", "--output", required=True, help="folder of the fused segments and manifest.csv")
+    fuse.add_argument("--fuser", default="model", help=f"fuser name ({', '.join(FUSERS)}; default model)")
+    fuse.add_argument("--segment-s", type=float, default=60.0,
+                      help="shortest segment in seconds; cuts fall on visible keyframes (default 60)")
+    fuse.add_argument("--actors", type=int, help="fusion workers in the pool (default: one per cluster CPU)")
+    fuse.add_argument("--gpu-share", type=float,
+                      help="GPU per worker, fractional to share a GPU (default: the cluster's GPUs split among them)")
+    fuse.add_argument("--max-errors", type=int, default=0,
+                      help="failed recordings/segments tolerated before the job stops (default 0)")
+    fuse.add_argument("--codec", choices=["h264", "ffv1", "mpeg4"], default="h264", help="output codec (default h264)")
+    fuse.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                      help="override a sync, registration or fusion setting, e.g. --set fusion.device=cpu")
+    connection(fuse)
+    fuse.set_defaults(handler=cmd_cluster_fuse)
+
+    run = add(actions, "run", help="deploy a fleet file of camera pairs and keep it reconciled")
+    run.add_argument("fleet", help="fleet YAML: groups (fusion actor, placement) and pairs (a 'run' config each)")
+    run.add_argument("--detach", action="store_true", help="deploy and return; the fleet outlives this command")
+    run.add_argument("--health-every", type=float, default=10.0, metavar="S", help="log health every S s (default 10)")
+    run.add_argument("--health-json", metavar="FILE", help="also write the fleet's health report there each time")
+    connection(run)
+    run.set_defaults(handler=cmd_cluster_run)
+
+    for name, handler, text in (("status", cmd_cluster_status, "print the running fleet's health as JSON"),
+                                ("restart", cmd_cluster_restart, "restart one pair, leaving the others running"),
+                                ("stop", cmd_cluster_stop, "stop the running fleet (outputs are finalised)")):
+        action = add(actions, name, help=text)
+        if name == "restart":
+            action.add_argument("pair", help="the pair's name in the fleet file")
+        action.add_argument("--address", help="Ray cluster address (default: auto)")
+        action.set_defaults(handler=handler)

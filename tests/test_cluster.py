@@ -1,0 +1,292 @@
+"""streamfuse on Ray: archive jobs (segments, resume, corrupt inputs) and a fleet of live camera pairs.
+
+One local Ray cluster (2 CPUs, a small object store, usage stats off) serves every test here.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from conftest import make_pair, wait_until
+from media import read_video, write_video
+
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+import ray  # noqa: E402 - after the environment that turns usage statistics off
+
+from streamfuse.cli import main  # noqa: E402
+from streamfuse.cluster import require_ray  # noqa: E402
+from streamfuse.cluster.archive import (  # noqa: E402
+    ArchiveJob,
+    Manifest,
+    Recording,
+    Segment,
+    find_recordings,
+    manifest_row,
+    plan_segments,
+)  # noqa: E402
+from streamfuse.cluster.fleet import controller, load_fleet  # noqa: E402
+from streamfuse.config import config_from_dict, load_config  # noqa: E402
+from streamfuse.errors import ConfigError, StreamfuseError  # noqa: E402
+from streamfuse.pipeline import Pipeline  # noqa: E402
+
+CLASSICAL = config_from_dict({"fusion": {"fuser": "classical"}, "sinks": []})
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """A local Ray cluster of 2 CPUs shared by the whole test session."""
+    ray.init(address="local", num_cpus=2, include_dashboard=False, object_store_memory=300 * 1024 ** 2,
+             log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+# ------------------------------------------------------------------------------------------- archive
+def write_recording(folder: Path, name: str, frames: int = 30) -> None:
+    """A recording pair at 10 fps with a keyframe every second (three 1-second segments for 30 frames)."""
+    pairs = [make_pair(i, (64, 48)) for i in range(frames)]
+    for side, images in (("ir", [ir for ir, _ in pairs]), ("vis", [vis for _, vis in pairs])):
+        (folder / side).mkdir(parents=True, exist_ok=True)
+        write_video(folder / side / f"{name}.mp4", images, fps=10, gop=10)
+
+
+def test_segments_start_at_keyframes(tmp_path):
+    write_recording(tmp_path, "walk", frames=35)
+    [recording] = find_recordings(tmp_path)
+    segments = plan_segments(recording, 1.0)
+    assert [(s.start_s, s.end_s) for s in segments] == [(0.0, 1.0), (1.0, 2.0), (2.0, 3.0), (3.0, None)]
+    assert plan_segments(recording, 1.5)[1].start_s == 2.0  # the first keyframe at least 1.5 s later
+
+
+def test_recordings_from_csv_name_the_problem(tmp_path):
+    (tmp_path / "list.csv").write_text("ir,vis,name\nir/a.mp4,vis/a.mp4,first\n")
+    [recording] = find_recordings(tmp_path / "list.csv")
+    assert recording.name == "first" and recording.ir == str(tmp_path / "ir" / "a.mp4")
+    (tmp_path / "bad.csv").write_text("infrared,vis\nx,y\n")
+    with pytest.raises(StreamfuseError, match="missing column.*ir"):
+        find_recordings(tmp_path / "bad.csv")
+
+
+def test_manifest_skips_only_the_same_finished_segment(tmp_path):
+    recording, video = Recording("r", "ir.mp4", "vis.mp4"), tmp_path / "r_00000.mp4"
+    video.write_bytes(b"fused")
+    Manifest(tmp_path / "manifest.csv").record(manifest_row(Segment(recording, 0, 0.0, 1.0), {
+        "status": "done", "frames": 10, "output": str(video), "seconds": 1.0, "error": ""}))
+    with (tmp_path / "manifest.csv").open("a") as file:
+        file.write("r/00001,r,1,ir.mp4")  # a row cut short by a kill
+    manifest = Manifest(tmp_path / "manifest.csv")
+    assert manifest.done(Segment(recording, 0, 0.0, 1.0)) and list(manifest.rows) == ["r/00000"]
+    assert not manifest.done(Segment(recording, 0, 0.0, 2.0))  # --segment-s changed: other boundaries
+    assert not manifest.done(Segment(Recording("r", "ir.mp4", "other.mp4"), 0, 0.0, 1.0))
+    video.unlink()
+    assert not manifest.done(Segment(recording, 0, 0.0, 1.0))
+
+
+def test_archive_job_resumes_and_reports_a_corrupt_recording(tmp_path, ray_cluster):
+    archive, out = tmp_path / "archive", tmp_path / "out"
+    for name in ("day", "night"):
+        write_recording(archive, name)
+    for side in ("ir", "vis"):
+        (archive / side / "broken.mp4").write_bytes(b"not a video at all" * 100)
+    recordings = find_recordings(archive)
+
+    over = ArchiveJob(recordings, tmp_path / "strict", CLASSICAL, segment_s=1.0, actors=2, max_errors=0).run()
+    assert over.over_budget and over.done == 0 and [key for key, _ in over.failed] == ["broken/plan"]
+
+    first = ArchiveJob(recordings, out, CLASSICAL, segment_s=1.0, actors=2, max_errors=1)
+    first_rows = []
+
+    def interrupt_after_first(row: dict) -> None:
+        first_rows.append(row)
+        if row["status"] == "done":
+            first.stop()
+
+    interrupted = first.run(on_result=interrupt_after_first)
+    assert interrupted.stopped and not interrupted.over_budget
+    assert 1 <= interrupted.done < 6 and [key for key, _ in interrupted.failed] == ["broken/plan"]
+    finished = {row["segment"]: Path(row["output"]) for row in first_rows if row["status"] == "done"}
+    stamps = {key: path.stat().st_mtime_ns for key, path in finished.items()}
+    leftover = out / "day" / "day_00002.part.mp4"  # what a killed worker leaves behind
+    leftover.write_bytes(b"partial")
+
+    resumed = ArchiveJob(recordings, out, CLASSICAL, segment_s=1.0, actors=2, max_errors=1).run()
+    assert (resumed.skipped, resumed.done) == (interrupted.done, 6 - interrupted.done)
+    assert not leftover.exists()
+    assert {key: path.stat().st_mtime_ns for key, path in finished.items()} == stamps  # not redone
+
+    rows = Manifest(out / "manifest.csv").rows
+    done = sorted(key for key, row in rows.items() if row["status"] == "done")
+    assert done == [f"{name}/{i:05d}" for name in ("day", "night") for i in range(3)]
+    assert rows["broken/plan"]["status"] == "failed" and "broken.mp4" in rows["broken/plan"]["error"]
+    for key in done:
+        images, times = read_video(Path(rows[key]["output"]))
+        assert len(images) == 10 and int(rows[key]["frames"]) == 10
+        assert times == sorted(times)
+
+
+def test_cluster_fuse_command(tmp_path, ray_cluster, caplog):
+    caplog.set_level(logging.INFO)
+    write_recording(tmp_path / "archive", "day", frames=20)
+    (tmp_path / "archive" / "vis" / "broken.mp4").write_bytes(b"\0" * 2000)
+    (tmp_path / "archive" / "ir" / "broken.mp4").write_bytes(b"\0" * 2000)
+    command = ["cluster", "fuse", str(tmp_path / "archive"), "-o", str(tmp_path / "out"), "--fuser", "classical",
+               "--segment-s", "1", "--actors", "1"]
+    assert main(command) == 1  # over the default budget of 0 errors
+    assert main([*command, "--max-errors", "1"]) == 0
+    assert "2 segment(s) fused (20 frames" in caplog.text and "failed: broken/plan" in caplog.text
+    assert sorted(p.name for p in (tmp_path / "out" / "day").iterdir()) == ["day_00000.mp4", "day_00001.mp4"]
+
+
+def test_missing_ray_names_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)
+    with pytest.raises(StreamfuseError, match=r'pip install "streamfuse\[ray\]"'):
+        require_ray()
+
+
+# --------------------------------------------------------------------------------------------- fleet
+def write_fleet(folder: Path, pairs: dict[str, dict], *, realtime: bool, frames: int | None) -> Path:
+    """A fleet file of one CPU group and a synthetic camera pair per entry of ``pairs`` (name -> sink)."""
+    entries = []
+    for index, (name, sink) in enumerate(pairs.items()):
+        config = {
+            "sources": {side: {"type": "synthetic", "fps": 15, "frames": frames, "realtime": realtime}
+                        for side in ("ir", "vis")},
+            "synthetic": {"width": 96, "height": 80, "seed": index, "people": 2, "vehicles": 1},
+            "sinks": [sink], "stats": {"log_every_s": 0},
+        }
+        (folder / f"{name}.yaml").write_text(yaml.safe_dump(config))
+        entries.append({"name": name, "group": "cpu", "config": f"{name}.yaml"})
+    fleet = {"groups": [{"name": "cpu", "slots": 2, "cpus_per_pair": 0.5, "batch": 8, "wait_ms": 30,
+                         "fusion": {"fuser": "classical"}}], "pairs": entries}
+    path = folder / "fleet.yaml"
+    path.write_text(yaml.safe_dump(fleet))
+    return path
+
+
+def test_fleet_file_errors_name_the_pair(tmp_path):
+    path = write_fleet(tmp_path, {"a": {"type": "video", "path": str(tmp_path / "a.mkv")}}, realtime=False, frames=5)
+    fleet = yaml.safe_load(path.read_text())
+    fleet["pairs"][0]["group"] = "gpu9"
+    path.write_text(yaml.safe_dump(fleet))
+    with pytest.raises(ConfigError, match="pairs.0.group: no group 'gpu9'"):
+        load_fleet(path)
+    fleet["pairs"][0].update(group="cpu", set=["sync.tolerance_ms=-1x"])
+    path.write_text(yaml.safe_dump(fleet))
+    with pytest.raises(ConfigError, match=r"pairs.0.config \(a\): sync.tolerance_ms"):
+        load_fleet(path)
+
+
+def test_controller_reconciles_without_touching_unchanged_pairs(tmp_path, ray_cluster):
+    sinks = {name: {"type": "video", "path": str(tmp_path / f"{name}.mkv"), "codec": "ffv1"} for name in ("a", "b")}
+    both = load_fleet(write_fleet(tmp_path, sinks, realtime=False, frames=5))
+    only_a = copy.deepcopy(both)
+    only_a.config.pairs = only_a.config.pairs[:1]
+    changed_b = copy.deepcopy(both)
+    changed_b.config.pairs = changed_b.config.pairs[1:]
+    changed_b.config.pairs[0].set = ["synthetic.seed=7"]
+    changed_b.pipelines["b"].synthetic.seed = 7
+    fleet_controller = controller()
+    try:
+        assert ray.get(fleet_controller.apply.remote(only_a))["started"] == ["a"]
+        actor_a = ray.get(fleet_controller.pair_actor.remote("a"))
+        report = ray.get(fleet_controller.apply.remote(both))
+        assert (report["started"], report["kept"]) == (["b"], ["a"])
+        assert ray.get(fleet_controller.pair_actor.remote("a")) == actor_a
+        report = ray.get(fleet_controller.apply.remote(changed_b))
+        assert (report["stopped"], report["restarted"]) == (["a"], ["b"])
+        assert list(ray.get(fleet_controller.health.remote())["pairs"]) == ["b"]
+        actor_b = ray.get(fleet_controller.pair_actor.remote("b"))
+        ray.get(fleet_controller.restart.remote("b"))
+        assert ray.get(fleet_controller.pair_actor.remote("b")) != actor_b
+        with pytest.raises(ray.exceptions.RayTaskError, match="no pair 'a'"):
+            ray.get(fleet_controller.restart.remote("a"))
+    finally:
+        ray.get(fleet_controller.shutdown.remote())
+        ray.kill(fleet_controller)
+
+
+def test_two_pairs_share_a_batching_fusion_actor(tmp_path, ray_cluster):
+    sinks = {name: {"type": "video", "path": str(tmp_path / f"{name}.mkv"), "codec": "ffv1"} for name in ("a", "b")}
+    path = write_fleet(tmp_path, sinks, realtime=False, frames=40)
+    fleet = load_fleet(path)
+    fleet_controller = controller()
+    try:
+        assert ray.get(fleet_controller.apply.remote(fleet))["started"] == ["a", "b"]
+        wait_until(lambda: all(p["status"] == "finished" for p in ray.get(fleet_controller.health.remote())["pairs"]
+                               .values()), 90, "both pairs to finish")
+        stats = ray.get(fleet_controller.health.remote())["groups"]["cpu"]
+    finally:
+        ray.get(fleet_controller.shutdown.remote())
+        ray.kill(fleet_controller)
+    assert stats["frames"] == 80 and max(stats["batch_sizes"]) > 1, stats
+    outputs = {}
+    for name, sink in sinks.items():  # the same pair run alone, here: identical frames, in order
+        alone = load_config(tmp_path / f"{name}.yaml", [f"sinks.0.path={tmp_path / (name + '_alone.mkv')}",
+                                                        "fusion.fuser=classical"])
+        Pipeline(alone).run(install_signal_handlers=False)
+        expected, _ = read_video(Path(alone.sinks[0].path))
+        outputs[name], times = read_video(Path(sink["path"]))
+        assert len(outputs[name]) == len(expected) == 40
+        assert times == sorted(times)
+        assert all(np.array_equal(got, want) for got, want in zip(outputs[name], expected, strict=True))
+    assert not np.array_equal(outputs["a"][5], outputs["b"][5])  # two different scenes, never mixed up
+
+
+def test_killed_pair_restarts_while_the_other_keeps_going(tmp_path, ray_cluster):
+    sinks = {name: {"type": "video", "path": str(tmp_path / f"{name}.mp4")} for name in ("a", "b")}
+    fleet = load_fleet(write_fleet(tmp_path, sinks, realtime=True, frames=None))
+    fleet_controller = controller()
+
+    def frames(name: str) -> int:
+        return ray.get(fleet_controller.health.remote())["pairs"][name].get("frames", 0)
+
+    try:
+        ray.get(fleet_controller.apply.remote(fleet))
+        wait_until(lambda: frames("a") > 10 and frames("b") > 10, 60, "both pairs to fuse frames")
+        b_counts: list[tuple[float, int]] = []
+        watching = threading.Event()
+        pair_b = ray.get(fleet_controller.pair_actor.remote("b"))
+
+        def watch_b() -> None:  # straight from b's actor: the controller's report waits on a restarting a
+            while not watching.is_set():
+                b_counts.append((time.monotonic(), ray.get(pair_b.health.remote())["frames"]))
+                time.sleep(0.2)
+
+        watcher = threading.Thread(target=watch_b)
+        watcher.start()
+        killed_at = time.monotonic()
+        ray.kill(ray.get(fleet_controller.pair_actor.remote("a")), no_restart=False)
+
+        def a_resumed() -> bool:
+            pair = ray.get(fleet_controller.health.remote())["pairs"]["a"]
+            return bool(pair.get("restarted")) and pair.get("frames", 0) > 0
+
+        resumed_at = wait_until(a_resumed, 10, "pair a to restart and fuse again")
+        time.sleep(1.0)
+        watching.set()
+        watcher.join()
+        health = ray.get(fleet_controller.health.remote())["pairs"]["a"]
+    finally:
+        ray.get(fleet_controller.shutdown.remote())
+        ray.kill(fleet_controller)
+    assert resumed_at - killed_at < 10
+    assert health["outputs"] == [str(tmp_path / "a.1.mp4")]  # a new file next to the first incarnation's
+    counts = [count for _, count in b_counts]
+    assert counts == sorted(counts) and counts[-1] > counts[0]
+    last_change, longest_stall = b_counts[0][0], 0.0
+    for (t, count), (_, before) in zip(b_counts[1:], b_counts, strict=False):
+        last_change = t if count != before else last_change
+        longest_stall = max(longest_stall, t - last_change)
+    assert longest_stall < 1.0, b_counts  # pair b never stopped (15 fps, polled every 0.2 s)
+    images, _ = read_video(tmp_path / "a.1.mp4")
+    assert images
