@@ -279,6 +279,16 @@ class RegistrationConfig:
     calibration: str | None = None
     """A calibration file written by ``streamfuse calibrate``; its ``matrix`` is used (instead of
     ``matrix``, which must then be absent)."""
+    refine_every_s: float | None = None
+    """Online refinement (off when None): re-estimate from live frames every this many seconds in a
+    background thread, and move toward an accepted estimate (see docs/registration.md)."""
+    refine_pairs: int = 4
+    """Frame pairs (spread over the interval) each re-estimate uses."""
+    refine_max_change_px: float = 10.0
+    """An accepted estimate further than this (mean px over the image) from the current transform
+    is not applied (a moved camera needs a new calibration)."""
+    refine_smoothing: float = 0.5
+    """How far (0-1] toward an accepted estimate each update moves."""
 
     @property
     def method(self) -> str:
@@ -292,6 +302,13 @@ class RegistrationConfig:
                 raise ConfigError(f"{path}.matrix: give either matrix or calibration (a file), not both")
             self.matrix = read_calibration(self.calibration, f"{path}.calibration").tolist()
         self.mode = self.method
+        if self.refine_every_s is not None:
+            _positive(self.refine_every_s, f"{path}.refine_every_s")
+            _positive(self.refine_max_change_px, f"{path}.refine_max_change_px")
+            if self.refine_pairs < 1:
+                raise ConfigError(f"{path}.refine_pairs: must be at least 1, got {self.refine_pairs}")
+            if not 0 < self.refine_smoothing <= 1:
+                raise ConfigError(f"{path}.refine_smoothing: must be in (0, 1], got {self.refine_smoothing}")
         REGISTRATIONS.find(self.mode, key=f"{path}.mode", message="expected one of {names}; got {name!r}")
         if self.mode == "homography":
             if self.matrix is None:

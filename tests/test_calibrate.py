@@ -18,7 +18,7 @@ from streamfuse.errors import ConfigError
 from streamfuse.imageio import list_images, read_image
 from streamfuse.pipeline import Pipeline
 from streamfuse.registration.calibrate import CalibrationError, from_points, from_target, load_points
-from streamfuse.registration.estimate import AGREE_PX, displacement_px, estimate_homography
+from streamfuse.registration.estimate import displacement_px, estimate_homography
 
 sys.path.insert(0, str(REPO / "tools"))
 from registration_study import reshoot  # noqa: E402
@@ -246,8 +246,9 @@ def test_automatic_uses_every_pair_of_two_videos(tmp_path, capsys):
     result = json.loads(out)
     assert result["pairs"] == 4
     assert code == 0 and result["accepted"] and as_is.accepted, result
-    # the two estimates agree (AGREE_PX), through H.264 compression of small frames
-    assert displacement_px(np.array(result["matrix"]), as_is.matrix @ shift, pairs[0][1].shape[:2]) < AGREE_PX
+    # within 3 px (the estimator's spread between frames of this small 288x216 sequence, through H.264)
+    # of the estimate for the sequence as it is, moved by the 9.4 px shift added
+    assert displacement_px(np.array(result["matrix"]), as_is.matrix @ shift, pairs[0][1].shape[:2]) < 3.0
 
 
 def test_automatic_refuses_unrelated_images_and_leaves_the_calibration_alone(tmp_path, capsys):

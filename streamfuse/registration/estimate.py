@@ -48,7 +48,7 @@ SIGMAS = (1.0, 2.0)
 #: Two homographies "agree" when they move the visible image's points by at most this (full-size px).
 AGREE_PX = 2.0
 #: Acceptance: the fraction of refinements that agree with the chosen estimate.
-MIN_CONFIDENCE = 0.5
+MIN_CONFIDENCE = 0.6
 #: Acceptance: gain of the alignment score (correlation of structure images) over the identity.
 MIN_GAIN = 0.02
 #: Too little structure to estimate from (standard deviation of the gray levels).
@@ -143,21 +143,35 @@ def _central(shape: tuple[int, int]) -> tuple[slice, slice, np.ndarray]:
 
 
 def _refine(ir: np.ndarray, vis: np.ndarray, start: np.ndarray, *, affine_first: bool = True) -> np.ndarray | None:
-    """ECC refinement of ``start`` (working IR -> VIS): affine, then homography; None when it fails."""
+    """ECC refinement of ``start`` (working IR -> VIS): at half size first (a wider basin), then affine
+    and homography at full working size; None when it fails."""
+    if affine_first:
+        half = np.diag([0.5, 0.5, 1.0])
+        coarse = _ecc(cv2.pyrDown(ir), cv2.pyrDown(vis), half @ start @ np.linalg.inv(half), affine_first=True,
+                      homography=False)
+        if coarse is None:
+            return None
+        start = np.linalg.inv(half) @ coarse @ half
+    return _ecc(ir, vis, start, affine_first=affine_first, homography=True)
+
+
+def _ecc(ir: np.ndarray, vis: np.ndarray, start: np.ndarray, *, affine_first: bool,
+         homography: bool) -> np.ndarray | None:
     criteria = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 60, 1e-5)
     rows, columns, into = _central(vis.shape)
     template = np.ascontiguousarray(vis[rows, columns])
     warp = np.linalg.inv(start) @ into  # ECC's warp maps template (visible) coordinates to input (infrared) ones
-    homography = (warp / warp[2, 2]).astype(np.float32)
+    warp = (warp / warp[2, 2]).astype(np.float32)
     try:
         if affine_first:
-            affine = homography[:2].copy()
+            affine = warp[:2].copy()
             _, affine = cv2.findTransformECC(template, ir, affine, cv2.MOTION_AFFINE, criteria, None, 1)
-            homography = np.vstack([affine, [0, 0, 1]]).astype(np.float32)
-        _, homography = cv2.findTransformECC(template, ir, homography, cv2.MOTION_HOMOGRAPHY, criteria, None, 1)
+            warp = np.vstack([affine, [0, 0, 1]]).astype(np.float32)
+        if homography:
+            _, warp = cv2.findTransformECC(template, ir, warp, cv2.MOTION_HOMOGRAPHY, criteria, None, 1)
     except cv2.error:
         return None
-    result = into @ np.linalg.inv(homography.astype(np.float64))
+    result = into @ np.linalg.inv(warp.astype(np.float64))
     return result / result[2, 2] if np.all(np.isfinite(result)) else None
 
 
@@ -182,6 +196,19 @@ def displacement_px(first: np.ndarray, second: np.ndarray, shape: tuple[int, int
     a = cv2.perspectiveTransform(points, first).reshape(-1, 2)
     b = cv2.perspectiveTransform(points, second).reshape(-1, 2)
     return float(np.linalg.norm(a - b, axis=1).mean())
+
+
+def _mean_score(prepared: Sequence[_Pair], matrix: np.ndarray) -> float:
+    """:func:`alignment_score` of a full-size IR -> VIS ``matrix``, averaged over prepared pairs."""
+    return float(np.mean([alignment_score(p.ir[SIGMAS[0]], p.vis[SIGMAS[0]],
+                                          np.linalg.inv(p.to_full) @ matrix @ np.linalg.inv(p.from_ir))
+                          for p in prepared]))
+
+
+def alignment_quality(pairs: Sequence[tuple[np.ndarray, np.ndarray]], matrix: np.ndarray) -> float:
+    """How well ``matrix`` (full-size IR -> VIS) aligns frame pairs ``(ir, vis)``: the alignment score,
+    -1..1 (about 0 for unrelated images; 0.3-0.6 for well-registered real scenes)."""
+    return _mean_score([_prepare(ir, vis, sigmas=SIGMAS[:1]) for ir, vis in pairs], matrix)
 
 
 def _fine(pairs: Sequence[tuple[np.ndarray, np.ndarray]], matrix: np.ndarray, vis_shape: tuple[int, int]) -> np.ndarray:
@@ -225,9 +252,7 @@ def estimate_homography(pairs: Sequence[tuple[np.ndarray, np.ndarray]]) -> Estim
     total = len(SIGMAS) * (STARTS + 1) * len(prepared)
 
     def score(full: np.ndarray) -> float:
-        return float(np.mean([alignment_score(p.ir[SIGMAS[0]], p.vis[SIGMAS[0]],
-                                               np.linalg.inv(p.to_full) @ full @ np.linalg.inv(p.from_ir))
-                              for p in prepared]))
+        return _mean_score(prepared, full)
 
     identity_score = score(identity_full)
     if not runs:
