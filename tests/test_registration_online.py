@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import re
-import sys
 
 import cv2
 import numpy as np
 import pytest
 
-from conftest import REPO, shared_data
+from conftest import shared_data, static_rig
 from streamfuse.config import config_from_dict
 from streamfuse.errors import ConfigError
 from streamfuse.imageio import list_images, read_image
@@ -20,26 +19,12 @@ from streamfuse.registration.online import OnlineRefiner
 from streamfuse.sinks import Subscriber
 from streamfuse.stats import PipelineStats
 
-sys.path.insert(0, str(REPO / "tools"))
-from registration_study import reshoot  # noqa: E402
-
 #: The rig's misalignment added to the registered TNO sequence.
 SHIFT = np.array([[1.0, 0, 8.0], [0, 1.0, -5.0], [0, 0, 1]])
 
 
-def static_scene(count: int, homography: np.ndarray = SHIFT) -> list[tuple[np.ndarray, np.ndarray]]:
-    """A fixed rig watching a still scene: a registered TNO pair (not a set the docs report on) re-shot
-    misaligned by ``homography``, ``count`` times with fresh sensor noise."""
-    folder = shared_data("tno_cddfuse")
-    ir, vis = (cv2.resize(read_image(folder / part / "01.png"), (800, 600), interpolation=cv2.INTER_AREA)
-               for part in ("ir", "vi"))
-    ir_view, vis_view = reshoot(ir, vis, homography)
-    rng = np.random.default_rng(0)
-
-    def noisy(image: np.ndarray) -> np.ndarray:
-        return np.clip(image + rng.normal(0, 2, image.shape), 0, 255).astype(np.uint8)
-
-    return [(noisy(ir_view), noisy(vis_view)) for _ in range(count)]
+def static_scene(count: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    return static_rig(count, SHIFT)
 
 
 def unrelated_pairs(count: int) -> list[tuple[np.ndarray, np.ndarray]]:

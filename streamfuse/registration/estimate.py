@@ -12,9 +12,11 @@ images), so this estimator is built to *refuse* rather than guess:
    (``cv2.findTransformECC``: affine, then homography) at two smoothing scales.
 4. **Confidence.** A trustworthy solution is one that independent refinements converge to:
    ``confidence`` is the fraction of all refinements (every start, every scale, every frame pair)
-   that land within :data:`AGREE_PX` of the chosen one. The estimate is *accepted* only when the
-   confidence reaches :data:`MIN_CONFIDENCE` and its alignment score (normalised correlation of the
-   structure images) beats the identity's by :data:`MIN_GAIN` on the pairs together.
+   that land within :data:`AGREE_PX` of the chosen one. The estimate is *accepted* only when its
+   alignment score (normalised correlation of the structure images, over the pairs) reaches
+   :data:`MIN_SCORE` and beats the identity's by :data:`MIN_GAIN`, and the confidence reaches
+   :data:`MIN_CONFIDENCE` (:data:`MIN_CONFIDENCE_AT_HIGH_SCORE` for a score of :data:`HIGH_SCORE`
+   or more: large misalignments leave some starts outside ECC's basin although the optimum is clear).
 
 Unrelated images, featureless images and scenes the method cannot lock onto scatter the
 refinements, and the result comes back with ``accepted=False``; the caller then keeps the current
@@ -47,9 +49,13 @@ STARTS = 3
 SIGMAS = (1.0, 2.0)
 #: Two homographies "agree" when they move the visible image's points by at most this (full-size px).
 AGREE_PX = 2.0
-#: Acceptance: the fraction of refinements that agree with the chosen estimate.
+#: Acceptance: the fraction of refinements that agree with the chosen estimate ...
 MIN_CONFIDENCE = 0.6
-#: Acceptance: gain of the alignment score (correlation of structure images) over the identity.
+#: ... or, for an estimate that aligns the images this well (alignment score), a smaller fraction.
+HIGH_SCORE, MIN_CONFIDENCE_AT_HIGH_SCORE = 0.37, 0.25
+#: Acceptance, always: the alignment score (correlation of structure images) reaches this ...
+MIN_SCORE = 0.31
+#: ... and beats the identity's by this much.
 MIN_GAIN = 0.02
 #: Too little structure to estimate from (standard deviation of the gray levels).
 MIN_CONTRAST = 4.0
@@ -267,8 +273,12 @@ def estimate_homography(pairs: Sequence[tuple[np.ndarray, np.ndarray]]) -> Estim
     matrix = _fine(usable, chosen, vis_shape)
     best_score = score(matrix)
     reasons = []
-    if confidence < MIN_CONFIDENCE:
-        reasons.append(f"the refinements disagree (only {confidence:.0%} agree; {MIN_CONFIDENCE:.0%} needed)")
+    needed = MIN_CONFIDENCE_AT_HIGH_SCORE if best_score >= HIGH_SCORE else MIN_CONFIDENCE
+    if confidence < needed:
+        reasons.append(f"the refinements disagree (only {confidence:.0%} agree; {needed:.0%} needed)")
+    if best_score < MIN_SCORE:
+        reasons.append(f"the images do not align well enough anywhere (alignment score {best_score:.3f}; "
+                       f"{MIN_SCORE} needed)")
     if best_score - identity_score < MIN_GAIN:
         reasons.append(f"the alignment score does not clearly improve on no warp ({identity_score:.3f} -> "
                        f"{best_score:.3f}; +{MIN_GAIN} needed)")
