@@ -257,21 +257,18 @@ def estimate_homography(pairs: Sequence[tuple[np.ndarray, np.ndarray]]) -> Estim
                     runs.append(pair.to_full @ refined @ pair.from_ir)
     total = len(SIGMAS) * (STARTS + 1) * len(prepared)
 
-    def score(full: np.ndarray) -> float:
-        return _mean_score(prepared, full)
-
-    identity_score = score(identity_full)
+    identity_score = _mean_score(prepared, identity_full)
     if not runs:
         return Estimate(identity_full, False, 0.0, identity_score, identity_score, len(pairs),
                         "no refinement converged")
     support = [sum(displacement_px(run, other, vis_shape) <= AGREE_PX for other in runs) for run in runs]
     best_support = max(support)
     contenders = [run for run, count in zip(runs, support, strict=True) if count == best_support]
-    scores = [score(run) for run in contenders]
+    scores = [_mean_score(prepared, run) for run in contenders]
     chosen = contenders[int(np.argmax(scores))]
     confidence = sum(displacement_px(run, chosen, vis_shape) <= AGREE_PX for run in runs) / total
     matrix = _fine(usable, chosen, vis_shape)
-    best_score = score(matrix)
+    best_score = _mean_score(prepared, matrix)
     reasons = []
     needed = MIN_CONFIDENCE_AT_HIGH_SCORE if best_score >= HIGH_SCORE else MIN_CONFIDENCE
     if confidence < needed:
