@@ -313,3 +313,15 @@ def test_run_and_fuse_read_the_calibration_file(tmp_path, capsys):
     refused.write_text("matrix: [[1, 0, 0], [0, 1, 0], [0, 0, 1]]\naccepted: false\n")
     with pytest.raises(ConfigError, match="was refused"):
         config_from_dict({"registration": {"calibration": str(refused)}})
+
+
+def test_automatic_handles_an_infrared_camera_of_lower_resolution():
+    """A 320x240 thermal camera beside a 640x480 visible one: the estimate includes the scaling."""
+    shift = np.array([[1.0, 0, 8.0], [0, 1.0, -5.0], [0, 0, 1]])
+    as_is = estimate_homography(static_rig(1, np.eye(3)))
+    ir, vis = static_rig(1, shift)[0]
+    small = cv2.resize(ir, (320, 240), interpolation=cv2.INTER_AREA)
+    upscale = np.array([[2.0, 0, 0.5], [0, 2.0, 0.5], [0, 0, 1]])  # small-image pixel -> 640x480 pixel
+    result = estimate_homography([(small, vis)])
+    assert result.accepted and as_is.accepted, result.reason
+    assert displacement_px(result.matrix, as_is.matrix @ shift @ upscale, small.shape[:2]) < 2.0

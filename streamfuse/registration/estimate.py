@@ -196,7 +196,8 @@ def alignment_score(ir: np.ndarray, vis: np.ndarray, matrix: np.ndarray) -> floa
 
 
 def displacement_px(first: np.ndarray, second: np.ndarray, shape: tuple[int, int]) -> float:
-    """Mean distance (px) between where two homographies send a 9x9 grid over an image of ``shape`` (h, w)."""
+    """Mean distance (visible px) between where two IR -> VIS homographies send a 9x9 grid over an
+    infrared image of ``shape`` (height, width)."""
     ys, xs = np.meshgrid(np.linspace(0, shape[0] - 1, 9), np.linspace(0, shape[1] - 1, 9), indexing="ij")
     points = np.stack([xs.ravel(), ys.ravel()], axis=1).reshape(-1, 1, 2)
     a = cv2.perspectiveTransform(points, first).reshape(-1, 2)
@@ -217,7 +218,7 @@ def alignment_quality(pairs: Sequence[tuple[np.ndarray, np.ndarray]], matrix: np
     return _mean_score([_prepare(ir, vis, sigmas=SIGMAS[:1]) for ir, vis in pairs], matrix)
 
 
-def _fine(pairs: Sequence[tuple[np.ndarray, np.ndarray]], matrix: np.ndarray, vis_shape: tuple[int, int]) -> np.ndarray:
+def _fine(pairs: Sequence[tuple[np.ndarray, np.ndarray]], matrix: np.ndarray, ir_shape: tuple[int, int]) -> np.ndarray:
     """Refine ``matrix`` at :data:`FINE_WIDTH` on the first pair; keep it when the refinement wanders off."""
     fine = _prepare(*pairs[0], work_width=FINE_WIDTH, sigmas=(SIGMAS[0],))
     start = np.linalg.inv(fine.to_full) @ matrix @ np.linalg.inv(fine.from_ir)
@@ -225,7 +226,7 @@ def _fine(pairs: Sequence[tuple[np.ndarray, np.ndarray]], matrix: np.ndarray, vi
     if refined is None:
         return matrix
     refined = fine.to_full @ refined @ fine.from_ir
-    return refined / refined[2, 2] if displacement_px(refined, matrix, vis_shape) <= AGREE_PX else matrix
+    return refined / refined[2, 2] if displacement_px(refined, matrix, ir_shape) <= AGREE_PX else matrix
 
 
 def estimate_homography(pairs: Sequence[tuple[np.ndarray, np.ndarray]]) -> Estimate:
@@ -261,13 +262,13 @@ def estimate_homography(pairs: Sequence[tuple[np.ndarray, np.ndarray]]) -> Estim
     if not runs:
         return Estimate(identity_full, False, 0.0, identity_score, identity_score, len(pairs),
                         "no refinement converged")
-    support = [sum(displacement_px(run, other, vis_shape) <= AGREE_PX for other in runs) for run in runs]
+    support = [sum(displacement_px(run, other, ir_shape) <= AGREE_PX for other in runs) for run in runs]
     best_support = max(support)
     contenders = [run for run, count in zip(runs, support, strict=True) if count == best_support]
     scores = [_mean_score(prepared, run) for run in contenders]
     chosen = contenders[int(np.argmax(scores))]
-    confidence = sum(displacement_px(run, chosen, vis_shape) <= AGREE_PX for run in runs) / total
-    matrix = _fine(usable, chosen, vis_shape)
+    confidence = sum(displacement_px(run, chosen, ir_shape) <= AGREE_PX for run in runs) / total
+    matrix = _fine(usable, chosen, ir_shape)
     best_score = _mean_score(prepared, matrix)
     reasons = []
     needed = MIN_CONFIDENCE_AT_HIGH_SCORE if best_score >= HIGH_SCORE else MIN_CONFIDENCE

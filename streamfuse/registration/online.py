@@ -91,7 +91,7 @@ class OnlineRefiner:
         ir_shape, vis_shape = pairs[-1][0].shape[:2], pairs[-1][1].shape[:2]
         current = current_matrix(self.registrar, ir_shape, vis_shape)
         estimate = estimate_homography(pairs)
-        change = displacement_px(estimate.matrix, current, vis_shape)
+        change = displacement_px(estimate.matrix, current, ir_shape)
         report = dict(self._report)
         report["checks"] += 1
         if not estimate.accepted:
