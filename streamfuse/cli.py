@@ -1,4 +1,4 @@
-"""The ``streamfuse`` command: run, fuse, probe, bench, eval, train, prompt, subscribe, cluster, keys."""
+"""The ``streamfuse`` command: run, fuse, calibrate, probe, bench, eval, train, prompt, subscribe, cluster, keys."""
 
 from __future__ import annotations
 
@@ -159,12 +159,12 @@ def _paired_stems(ir: str, vis: str, *, pair_by: str) -> list[str] | None:
 
 
 def fuse_config(ir: str, vis: str, output: str, *, fuser: str, overwrite: bool, pair_by: str = "stem",
-                overrides: list[str] | None = None) -> Config:
+                overrides: list[str] | None = None, calibration: str | None = None) -> Config:
     """The pipeline config for ``streamfuse fuse``: images, folders or videos in, the matching kind out.
 
     Two folders are paired by file name (``pair_by="stem"``) or by sorted order (``"order"``), and
     written as a folder of images, or as a video (at the image sources' ``fps``) when ``output`` has a
-    video extension.
+    video extension. ``calibration`` names a file from ``streamfuse calibrate`` to register with.
     """
     kinds = {_input_kind(ir, "--ir"), _input_kind(vis, "--vis")}
     out = Path(output)
@@ -200,6 +200,7 @@ def fuse_config(ir: str, vis: str, output: str, *, fuser: str, overwrite: bool, 
     data = {
         "sources": sources,
         "fusion": {"fuser": fuser},
+        **({"registration": {"calibration": calibration}} if calibration else {}),
         "sinks": [sink],
         "stats": {"log_every_s": 0},
     }
@@ -212,7 +213,7 @@ def fuse_config(ir: str, vis: str, output: str, *, fuser: str, overwrite: bool, 
 def cmd_fuse(args: argparse.Namespace) -> int:
     ir, vis = (args.ir, args.vis) if args.task is None else _medical_slots(args.ir, args.vis, args.task)
     config = fuse_config(ir, vis, args.output, fuser=args.fuser, overwrite=args.overwrite,
-                         pair_by=args.pair_by, overrides=args.set)
+                         pair_by=args.pair_by, overrides=args.set, calibration=args.calibration)
     pipeline = Pipeline(_apply_prompt(config, args))
     setup_runtime(config.fusion, live=pipeline.live)
     if pipeline.routing is not None:
@@ -224,6 +225,122 @@ def cmd_fuse(args: argparse.Namespace) -> int:
              pipeline.fuser.name, fuse.p50_ms if fuse else 0.0)
     _log_inputs(pipeline)
     return pipeline.exit_status
+
+
+# ---------------------------------------------------------------------------------------- calibrate
+#: Exit status of ``streamfuse calibrate`` when the automatic estimate is refused.
+REFUSED = 3
+
+
+def _video_frames(path: str, count: int, flag: str) -> list:
+    """Up to ``count`` frames spread evenly over a video (decoded in order)."""
+    import av
+
+    try:
+        with av.open(path) as container:
+            stream = container.streams.video[0]
+            total = stream.frames or 0
+            step = max(1, total // count) if total else 1
+            frames = [frame.to_ndarray(format="bgr24") for index, frame in enumerate(container.decode(stream))
+                      if index % step == 0]
+    except (av.error.FFmpegError, IndexError) as exc:
+        raise StreamfuseError(f"{flag} {path}: not a readable video ({exc})") from None
+    if not frames:
+        raise StreamfuseError(f"{flag} {path}: no frames")
+    return frames[:count]
+
+
+def calibration_pairs(ir: str, vis: str, *, max_pairs: int, pair_by: str = "stem") -> list[tuple]:
+    """Frame pairs ``(ir, vis)`` for calibration from two images, folders (paired like ``fuse``) or videos.
+
+    At most ``max_pairs``, spread evenly over the inputs; two videos are paired frame by frame.
+    """
+    kinds = (_input_kind(ir, "--ir"), _input_kind(vis, "--vis"))
+    if kinds == ("video", "video"):
+        ir_frames, vis_frames = _video_frames(ir, max_pairs, "--ir"), _video_frames(vis, max_pairs, "--vis")
+        return list(zip(ir_frames, vis_frames, strict=False))
+    if "video" in kinds or len(set(kinds)) != 1:
+        raise StreamfuseError(f"--ir {ir} is {kinds[0]} input but --vis {vis} is {kinds[1]} input; give two "
+                              "images, two folders or two videos")
+    if kinds == ("image", "image"):
+        return [(read_image(ir), read_image(vis))]
+    stems = _paired_stems(ir, vis, pair_by=pair_by)
+    files = [list_images(path) for path in (ir, vis)]
+    if stems is not None:
+        files = [[f for f in group if f.stem in set(stems)] for group in files]
+        files = [sorted(group, key=lambda f: stems.index(f.stem)) for group in files]
+    step = max(1, len(files[0]) // max_pairs)
+    return [(read_image(a), read_image(b)) for a, b in list(zip(*files, strict=True))[::step][:max_pairs]]
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from streamfuse.registration import calibrate
+    from streamfuse.registration.estimate import estimate_homography
+
+    modes = [name for name, given in (("--points", args.points), ("--target", args.target)) if given]
+    if len(modes) > 1:
+        raise StreamfuseError("calibrate: give --points or --target (or neither, for automatic), not both")
+    if (args.ir is None) != (args.vis is None):
+        raise StreamfuseError("calibrate: --ir and --vis go together")
+    if not args.points and args.ir is None:
+        raise StreamfuseError("calibrate: give --points FILE, or --ir and --vis (with --target for a calibration "
+                              "target, without it for automatic estimation)")
+    output = Path(args.output)
+    if output.exists() and not args.overwrite:
+        raise StreamfuseError(f"-o {output}: already exists; pass -y to replace it")
+    pairs = calibration_pairs(args.ir, args.vis, max_pairs=args.max_pairs) if args.ir else []
+    started = time.perf_counter()
+    if args.points:
+        ir_points, vis_points, lines = calibrate.load_points(args.points)
+        result = calibrate.from_points(ir_points, vis_points, lines=lines, origin=args.points)
+    elif args.target:
+        grid = calibrate.parse_grid(args.grid)
+        result = calibrate.from_target(pairs, args.target, grid, names=(f"--ir {args.ir}", f"--vis {args.vis}"))
+    else:
+        estimate = estimate_homography(pairs)
+        result = calibrate.Calibration(
+            estimate.matrix, "automatic", estimate.accepted, estimate.confidence, reason=estimate.reason,
+            details={"pairs": estimate.pairs, "alignment_score": round(estimate.score, 4),
+                     "identity_score": round(estimate.identity_score, 4)})
+    seconds = time.perf_counter() - started
+    sizes = {}
+    if pairs:
+        ir_image, vis_image = pairs[0]
+        sizes = {"ir_size": ir_image.shape[1::-1], "vis_size": vis_image.shape[1::-1]}
+    overlay_path = output.with_name(output.stem + "_overlay.png")
+    if result.accepted:
+        calibrate.write_calibration(output, result, **sizes)
+        if pairs and not args.json:
+            calibrate.save_overlay(overlay_path, *pairs[0], result.matrix)
+    if args.json:
+        print(json.dumps({**result.as_dict(), "output": str(output) if result.accepted else None,
+                          "seconds": round(seconds, 3)}))
+    else:
+        _print_calibration(result, output, overlay_path if pairs else None, seconds)
+    return 0 if result.accepted else REFUSED
+
+
+def _print_calibration(result, output: Path, overlay_path: Path | None, seconds: float) -> None:
+    print(f"method: {result.method} ({seconds:.2f} s)")
+    print("matrix (infrared pixel -> visible pixel):")
+    for row in result.matrix:
+        print("  [" + ", ".join(f"{value: .6g}" for value in row) + "]")
+    if result.reprojection_error_px:
+        used, given = result.inliers
+        print(f"reprojection error: rms {result.reprojection_error_px['rms']:.3f} px, max "
+              f"{result.reprojection_error_px['max']:.3f} px over {used} of {given} points")
+        if result.details.get("outlier_lines"):
+            print(f"outliers (RANSAC, not used): line(s) {', '.join(map(str, result.details['outlier_lines']))}")
+    if result.method == "automatic":
+        print(f"confidence: {result.confidence:.2f} over {result.details['pairs']} pair(s); alignment score "
+              f"{result.details['identity_score']:.3f} without a warp -> {result.details['alignment_score']:.3f}")
+    if result.accepted:
+        print(f"wrote {output} (use it with: registration: {{calibration: {output}}})")
+        if overlay_path is not None:
+            print(f"overlay (infrared edges in red over the visible image; before | after): {overlay_path}")
+    else:
+        print(f"REFUSED: {result.reason}; {output} left unchanged. Use --points or --target, or more frame pairs "
+              "of a scene with clear structure at a distance")
 
 
 # -------------------------------------------------------------------------------------------- probe
@@ -519,8 +636,25 @@ def build_parser() -> argparse.ArgumentParser:
     guidance.add_argument("--task", choices=sorted(MEDICAL_TASKS),
                           help="medical pair: MRI with CT, PET or SPECT (the colour of PET / SPECT is kept, "
                                "whichever of --ir / --vis names it); see docs/medical.md")
+    fuse.add_argument("--calibration", metavar="FILE",
+                      help="register the infrared images with this file from 'streamfuse calibrate'")
     common(fuse)
     fuse.set_defaults(handler=cmd_fuse)
+
+    cal = add(commands, "calibrate", help="find the infrared -> visible homography: from points, a target or images")
+    cal.add_argument("--points", metavar="FILE", help="corresponding points, CSV 'ir_x,ir_y,vis_x,vis_y' or YAML")
+    cal.add_argument("--target", choices=["checkerboard", "circles", "acircles"],
+                     help="a calibration target seen by both cameras in --ir/--vis (heated or cooled)")
+    cal.add_argument("--grid", default="9x6",
+                     help="target size COLUMNSxROWS: inner corners of a checkerboard, or circles (default 9x6)")
+    cal.add_argument("--ir", help="infrared image, folder or video (the target, or the scene for automatic)")
+    cal.add_argument("--vis", help="visible image, folder or video, taken at the same moments")
+    cal.add_argument("--max-pairs", type=int, default=8, help="frame pairs used from folders or videos (default 8)")
+    cal.add_argument("-o", "--output", default="calibration.yaml",
+                     help="calibration file to write (default calibration.yaml); a refused estimate writes nothing")
+    cal.add_argument("-y", "--overwrite", action="store_true", help="replace an existing calibration file")
+    cal.add_argument("--json", action="store_true", help="print the result as JSON (no overlay image)")
+    cal.set_defaults(handler=cmd_calibrate)
 
     probe_cmd = add(commands, "probe", help="describe a video file, stream URL or image folder")
     probe_cmd.add_argument("uri")

@@ -276,14 +276,39 @@ class RegistrationConfig:
     ``homography`` when a matrix is given, else ``identity``."""
     matrix: list[list[float]] | None = None
     """3x3 homography mapping infrared pixel coordinates to visible pixel coordinates."""
+    calibration: str | None = None
+    """A calibration file written by ``streamfuse calibrate``; its ``matrix`` is used (instead of
+    ``matrix``, which must then be absent)."""
+    refine_every_s: float | None = None
+    """Online refinement (off when None): re-estimate from live frames every this many seconds in a
+    background thread, and move toward an accepted estimate (see docs/registration.md)."""
+    refine_pairs: int = 4
+    """Frame pairs (spread over the interval) each re-estimate uses."""
+    refine_max_change_px: float = 10.0
+    """An accepted estimate further than this (mean px over the image) from the current transform
+    is not applied (a moved camera needs a new calibration)."""
+    refine_smoothing: float = 0.5
+    """How far (0-1] toward an accepted estimate each update moves."""
 
     @property
     def method(self) -> str:
         """``mode``, or when it is None the one it implies."""
-        return self.mode or ("homography" if self.matrix is not None else "identity")
+        calibrated = self.matrix is not None or self.calibration is not None
+        return self.mode or ("homography" if calibrated else "identity")
 
     def _check(self, path: str) -> None:
+        if self.calibration is not None:
+            if self.matrix is not None:
+                raise ConfigError(f"{path}.matrix: give either matrix or calibration (a file), not both")
+            self.matrix = read_calibration(self.calibration, f"{path}.calibration").tolist()
         self.mode = self.method
+        if self.refine_every_s is not None:
+            _positive(self.refine_every_s, f"{path}.refine_every_s")
+            _positive(self.refine_max_change_px, f"{path}.refine_max_change_px")
+            if self.refine_pairs < 1:
+                raise ConfigError(f"{path}.refine_pairs: must be at least 1, got {self.refine_pairs}")
+            if not 0 < self.refine_smoothing <= 1:
+                raise ConfigError(f"{path}.refine_smoothing: must be in (0, 1], got {self.refine_smoothing}")
         REGISTRATIONS.find(self.mode, key=f"{path}.mode", message="expected one of {names}; got {name!r}")
         if self.mode == "homography":
             if self.matrix is None:
@@ -875,6 +900,26 @@ def check_homography(matrix: Any, path: str) -> np.ndarray:
     if abs(np.linalg.det(array)) < 1e-9 or np.linalg.cond(array) > 1e12:
         raise ConfigError(f"{path}: matrix is singular (not invertible); check the calibration")
     return array
+
+
+def read_calibration(path: str | Path, key: str) -> np.ndarray:
+    """The homography stored in a calibration file (``matrix:``, as written by ``streamfuse calibrate``).
+
+    Raises:
+        ConfigError: The file is missing, not YAML, refused, or holds no valid 3x3 ``matrix``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{key}: {path}: no such file (write one with 'streamfuse calibrate')")
+    try:
+        content = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{key}: {path}: not a YAML calibration file ({exc})") from None
+    if not isinstance(content, dict) or "matrix" not in content:
+        raise ConfigError(f"{key}: {path}: no 'matrix' in it (expected a file written by 'streamfuse calibrate')")
+    if content.get("accepted") is False:
+        raise ConfigError(f"{key}: {path}: this calibration was refused (accepted: false); calibrate again")
+    return check_homography(content["matrix"], f"{key}: {path}: matrix")
 
 
 # ------------------------------------------------------------------------------------------ training

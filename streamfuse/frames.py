@@ -59,6 +59,8 @@ class FramePair:
         transform: The registration still to apply to ``ir`` (a
             :class:`~streamfuse.registration.Transform` the fuser applies on its device, next to
             the fusion); None when ``ir`` is already on the visible grid.
+        registration_quality: The registrar's quality when the pair was made (online refinement's
+            alignment score; None without it).
     """
 
     ir: Frame
@@ -68,6 +70,7 @@ class FramePair:
     latency: dict[str, float] = field(default_factory=dict)
     mode: str = "fused"
     transform: Transform | None = None
+    registration_quality: float | None = None
 
     @property
     def seq(self) -> int:

@@ -112,6 +112,12 @@ def _prometheus_renderer() -> Callable[[dict[str, Any]], bytes]:
             lost.add_metric([sink], float(health["frames_lost"]))
             deleted.add_metric([sink], float(health["segments_deleted"]))
         families += [suspended, suspensions, lost, deleted]
+        registration = report.get("registration", {})
+        if registration.get("quality") is not None:
+            quality = GaugeMetricFamily("streamfuse_registration_quality", "Alignment score of the current "
+                                        "registration on recent frames (online refinement)")
+            quality.add_metric([], float(registration["quality"]))
+            families.append(quality)
 
         class Snapshot:
             def collect(self):

@@ -47,6 +47,7 @@ from streamfuse.imageio import glob_folder
 from streamfuse.memory import TRIM_EVERY_S, release_free_memory
 from streamfuse.queues import Closed, StageQueue
 from streamfuse.registration import Registrar, build_registrar
+from streamfuse.registration.online import OnlineRefiner
 from streamfuse.sinks import Sink, build_sink
 from streamfuse.sources import Source, build_scene, build_source, is_url
 from streamfuse.stats import END_TO_END, PipelineStats
@@ -169,6 +170,11 @@ class Pipeline:
         self.pairing = PairingStage(self.primary, self.sources[self.secondary_name], config=config.sync,
                                     offsets_s=offsets, registrar=self.registrar, defer_warp=self.fuser.warps,
                                     output=self._pairs, stats=self.stats, stopping=self._stopping)
+        self.refiner: OnlineRefiner | None = None
+        """Online registration refinement (``registration.refine_every_s``), else None."""
+        if config.registration.refine_every_s is not None:
+            self.refiner = OnlineRefiner(self.registrar, config.registration, self.stats)
+            self.pairing.sample = self.refiner.offer
 
     # ------------------------------------------------------------------------------------ lifecycle
     @property
@@ -232,6 +238,8 @@ class Pipeline:
         except BaseException:
             self._shutdown_after_failed_start()
             raise
+        if self.refiner is not None:
+            self.refiner.start()
         for name, target in (("pair", self.pairing.run), ("fuse", self._fuse_loop)):
             thread = threading.Thread(target=self._guard, args=(name, target), name=f"stage-{name}", daemon=True)
             thread.start()
@@ -281,6 +289,8 @@ class Pipeline:
     def stop(self) -> None:
         """Stop capturing; everything already captured is still fused and written."""
         self._stopping.set()
+        if self.refiner is not None:
+            self.refiner.stop(timeout=0)
         for source in self.sources.values():
             source.stop()
 
@@ -332,6 +342,8 @@ class Pipeline:
             "latency_ms": {q: round(getattr(e2e, f"{q}_ms"), 2) if e2e else 0.0 for q in ("p50", "p95", "p99")},
             "counters": self.stats.counters(), "sources": sources, "recording": recording,
             "queues": self.queue_depths(),
+            "registration": {"mode": self.config.registration.mode,
+                             **(self.refiner.report() if self.refiner else {"quality": None})},
             "errors": [str(error) for error in errors],
         }
 
@@ -377,6 +389,8 @@ class Pipeline:
             thread.join(left())
         for sink in self.sinks:
             sink.join(left())
+        if self.refiner is not None:
+            self.refiner.stop(left())
         if not self.running:
             self._close_control()
 

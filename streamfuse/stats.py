@@ -43,6 +43,7 @@ class PipelineStats:
         self._window = window
         self._latency: dict[str, collections.deque[float]] = {}
         self._counters: collections.Counter[str] = collections.Counter()
+        self._gauges: dict[str, float] = {}
         self._skew_ms: collections.deque[float] = collections.deque(maxlen=window)
         self._output_times: collections.deque[float] = collections.deque(maxlen=window)
         self.started = time.perf_counter()
@@ -76,6 +77,16 @@ class PipelineStats:
         """Set a counter to an absolute value (for counts owned by another object, such as queue drops)."""
         with self._lock:
             self._counters[name] = value
+
+    def set_gauge(self, name: str, value: float) -> None:
+        """Set a current value (``registration_quality``); unlike counters it may go down."""
+        with self._lock:
+            self._gauges[name] = value
+
+    def gauges(self) -> dict[str, float]:
+        """A copy of all gauges."""
+        with self._lock:
+            return dict(self._gauges)
 
     def stages(self) -> dict[str, Percentiles]:
         """Latency percentiles per stage, in the order stages first reported."""
@@ -117,6 +128,7 @@ class PipelineStats:
             "frames": self.frames_out,
             "stages": {name: vars(p) for name, p in self.stages().items()},
             "counters": self.counters(),
+            "gauges": self.gauges(),
             "skew_ms": vars(self.skew()),
         }
 

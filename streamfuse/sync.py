@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import cv2
+import numpy as np
 
 from streamfuse.config import SyncConfig
 from streamfuse.frames import Frame, FramePair
@@ -144,6 +145,8 @@ class PairingStage:
         self.output = output
         self.stats = stats
         self.stopping = stopping
+        self.sample: Callable[[np.ndarray, np.ndarray], None] | None = None
+        """Called with each pair's unwarped gray infrared and visible image (online registration refinement)."""
         self.state = "paired"
         """``paired``; or while a camera is lost, ``pause`` or ``passthrough`` (``sync.on_camera_loss``)."""
         self._output_shape: tuple[int, int] | None = None
@@ -220,6 +223,8 @@ class PairingStage:
         self._output_shape = vis.image.shape[:2]
         t1 = time.perf_counter()
         ir_gray = as_gray(ir.image)
+        if self.sample is not None:
+            self.sample(ir_gray, vis.image)
         transform = self.registrar.transform
         if self.defer_warp(transform):
             warped, valid, deferred = ir_gray, None, transform
@@ -232,7 +237,7 @@ class PairingStage:
                 self._last_paired[frame.source] = frame.seq
                 self.stats.count(f"paired.{frame.source}")
         pair = FramePair(registered, vis, skew, valid, {"sync": (t1 - t0) * 1000, "warp": (t2 - t1) * 1000},
-                         transform=deferred)
+                         transform=deferred, registration_quality=self.registrar.quality)
         self._paired_once = True
         self.stats.record_pair(skew)
         self.stats.record_latency("sync", pair.latency["sync"])

@@ -128,3 +128,29 @@ def image_folders(tmp_path: Path) -> tuple[Path, Path]:
         cv2.imwrite(str(ir_dir / f"f{index}.png"), ir)
         cv2.imwrite(str(vis_dir / f"f{index}.png"), vis)
     return ir_dir, vis_dir
+
+
+def static_rig(count: int, homography: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+    """A fixed camera pair watching a still scene, misaligned by ``homography`` (IR pixel -> VIS pixel).
+
+    A registered TNO pair (a set the registration docs do not report on) re-shot through
+    ``homography`` by ``tools/registration_study.reshoot`` (640x480 views), ``count`` times with
+    fresh sensor noise.
+    """
+    import sys
+
+    sys.path.insert(0, str(REPO / "tools"))
+    from registration_study import reshoot
+
+    from streamfuse.imageio import read_image
+
+    folder = shared_data("tno_cddfuse")
+    ir, vis = (cv2.resize(read_image(folder / part / "01.png"), (800, 600), interpolation=cv2.INTER_AREA)
+               for part in ("ir", "vi"))
+    ir_view, vis_view = reshoot(ir, vis, homography)
+    rng = np.random.default_rng(0)
+
+    def noisy(image: np.ndarray) -> np.ndarray:
+        return np.clip(image + rng.normal(0, 2, image.shape), 0, 255).astype(np.uint8)
+
+    return [(noisy(ir_view), noisy(vis_view)) for _ in range(count)]

@@ -45,6 +45,8 @@ class Registrar:
     def __init__(self, transform: Transform) -> None:
         self._lock = threading.Lock()
         self._transform = transform
+        self.quality: float | None = None
+        """How well the current transform aligns recent frames (set by online refinement; None without it)."""
 
     @property
     def transform(self) -> Transform:

@@ -63,8 +63,9 @@ def make_header(frame: FusedFrame, image: np.ndarray, encoding: str, topic: str)
     lost), ``seq_ir``, ``timestamp_vis`` / ``timestamp_ir`` (capture timestamps, seconds, source
     clocks), ``skew_ms``, ``captured_at`` and ``published_at`` (Unix time, seconds), ``width``,
     ``height``, ``channels``, ``dtype``, ``encoding`` (``raw``/``jpeg``), ``fuser``,
-    ``latency_ms`` (per stage), and ``prompt`` / ``encoder`` / ``routing`` (intent weights; null when
-    the run has no prompt).
+    ``latency_ms`` (per stage), ``prompt`` / ``encoder`` / ``routing`` (intent weights; null when
+    the run has no prompt), and ``registration_quality`` (online registration refinement's alignment
+    score, null without it).
     """
     pair = frame.pair
     routing = frame.routing
@@ -91,6 +92,7 @@ def make_header(frame: FusedFrame, image: np.ndarray, encoding: str, topic: str)
         "prompt": routing.prompt if routing else None,
         "encoder": routing.encoder if routing else None,
         "routing": {k: round(v, 4) for k, v in routing.active().items()} if routing else None,
+        "registration_quality": pair.registration_quality,
     }
 
 

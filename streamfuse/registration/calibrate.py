@@ -1,0 +1,305 @@
+"""Calibrating a camera pair: a homography (infrared pixel -> visible pixel) from points, a target, or images.
+
+* :func:`from_points` fits corresponding points (:func:`load_points` reads them from CSV or YAML)
+  with RANSAC and reports the reprojection error; degenerate sets are refused.
+* :func:`from_target` detects a checkerboard or circle grid in both images (a heated or cooled
+  target shows in either polarity in the thermal image, so both are tried) and fits the grid.
+* :func:`streamfuse.registration.estimate.estimate_homography` estimates from image content.
+
+:class:`Calibration` is the common result; :func:`write_calibration` stores it in the file that the
+``registration.calibration`` config key names (read by :func:`streamfuse.config.read_calibration`).
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import datetime
+from collections.abc import Sequence
+from pathlib import Path
+
+import cv2
+import numpy as np
+import yaml
+
+from streamfuse.config import check_homography
+from streamfuse.errors import StreamfuseError
+from streamfuse.fusers.colour import as_gray
+
+#: RANSAC inlier threshold (px) for point correspondences.
+RANSAC_PX = 3.0
+#: Points closer than this (px) count as duplicates.
+DUPLICATE_PX = 0.5
+#: Point sets whose spread across their main direction is below this fraction of the spread along it
+#: are collinear (a homography needs points that span both directions).
+COLLINEAR_RATIO = 0.01
+#: A fitted matrix with a larger condition number is refused as near-singular.
+MAX_CONDITION = 1e7
+#: Target kinds and the OpenCV detector flags for them.
+TARGETS = ("checkerboard", "circles", "acircles")
+
+
+class CalibrationError(StreamfuseError):
+    """The calibration input cannot give a homography (bad file, degenerate points, target not found)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Calibration:
+    """A homography with how it was obtained and how good it is.
+
+    Attributes:
+        matrix: 3x3 homography, infrared pixel -> visible pixel, normalised to ``H[2, 2] == 1``.
+        method: ``points``, ``target`` or ``automatic``.
+        accepted: False when the estimate must not be used (automatic estimation refused it).
+        confidence: 1.0 for points and targets (measured geometry); for ``automatic`` see
+            :mod:`streamfuse.registration.estimate`.
+        reprojection_error_px: ``{"rms": ..., "max": ...}`` over the inlier points (points, target).
+        inliers: Points (or grid corners) used, and how many were given.
+        reason: Why it was refused (empty when accepted).
+        details: Further method-specific numbers (scores, pair count).
+    """
+
+    matrix: np.ndarray
+    method: str
+    accepted: bool = True
+    confidence: float = 1.0
+    reprojection_error_px: dict[str, float] | None = None
+    inliers: tuple[int, int] | None = None
+    reason: str = ""
+    details: dict = dataclasses.field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        """JSON/YAML-ready form (the ``--json`` output and the calibration file's content)."""
+        result = {"matrix": [[float(v) for v in row] for row in self.matrix], "accepted": self.accepted,
+                  "confidence": round(float(self.confidence), 4), "method": self.method}
+        if self.reprojection_error_px is not None:
+            result["reprojection_error_px"] = {k: round(float(v), 4) for k, v in self.reprojection_error_px.items()}
+        if self.inliers is not None:
+            result["inliers"] = {"used": self.inliers[0], "given": self.inliers[1]}
+        if self.reason:
+            result["reason"] = self.reason
+        result.update(self.details)
+        return result
+
+
+# ------------------------------------------------------------------------------------------- points
+def load_points(path: str | Path) -> tuple[np.ndarray, np.ndarray, list[int]]:
+    """Read point correspondences: infrared ``(N, 2)``, visible ``(N, 2)`` and each point's line number.
+
+    CSV: one correspondence per line, ``ir_x, ir_y, vis_x, vis_y`` (a header line of names and
+    ``#`` comments are skipped). YAML: ``points:`` a list of ``{ir: [x, y], vis: [x, y]}``.
+
+    Raises:
+        CalibrationError: The file is missing or a line is malformed (named by file and line).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CalibrationError(f"--points {path}: no such file")
+    text = path.read_text(encoding="utf-8", errors="replace")
+    rows = _yaml_points(path, text) if path.suffix.lower() in (".yaml", ".yml") else _csv_points(path, text)
+    if not rows:
+        raise CalibrationError(f"{path}: no point correspondences found (expected lines 'ir_x, ir_y, vis_x, vis_y')")
+    values = np.array([row for row, _ in rows], dtype=np.float64)
+    return values[:, :2], values[:, 2:], [line for _, line in rows]
+
+
+def _csv_points(path: Path, text: str) -> list[tuple[list[float], int]]:
+    rows = []
+    for number, fields in enumerate(csv.reader(text.splitlines()), start=1):
+        fields = [f.strip() for f in fields]
+        if not any(fields) or fields[0].startswith("#"):
+            continue
+        try:
+            values = [float(f) for f in fields]
+        except ValueError:
+            if not rows and all(f and not _is_number(f) for f in fields):
+                continue  # the header line
+            raise CalibrationError(f"{path}, line {number}: expected four numbers 'ir_x, ir_y, vis_x, vis_y', "
+                                   f"got {','.join(fields)!r}") from None
+        if len(values) != 4 or not np.all(np.isfinite(values)):
+            raise CalibrationError(f"{path}, line {number}: expected four finite numbers 'ir_x, ir_y, vis_x, "
+                                   f"vis_y', got {len(values)} value(s)")
+        rows.append((values, number))
+    return rows
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _yaml_points(path: Path, text: str) -> list[tuple[list[float], int]]:
+    try:
+        document = yaml.compose(text)
+    except yaml.YAMLError as exc:
+        raise CalibrationError(f"{path}: not valid YAML ({exc})") from None
+    points = None
+    if isinstance(document, yaml.MappingNode):
+        points = next((value for key, value in document.value if key.value == "points"), None)
+    if not isinstance(points, yaml.SequenceNode):
+        raise CalibrationError(f"{path}: expected a 'points:' list of {{ir: [x, y], vis: [x, y]}}")
+    rows = []
+    for node in points.value:
+        line = node.start_mark.line + 1
+        item = yaml.safe_load(yaml.serialize(node))
+        try:
+            values = [float(v) for v in (*item["ir"], *item["vis"])]
+        except (TypeError, KeyError, ValueError):
+            raise CalibrationError(f"{path}, line {line}: expected {{ir: [x, y], vis: [x, y]}}, got {item!r}") from None
+        if len(values) != 4 or not np.all(np.isfinite(values)):
+            raise CalibrationError(f"{path}, line {line}: ir and vis must each be two finite numbers [x, y]")
+        rows.append((values, line))
+    return rows
+
+
+def _check_spread(points: np.ndarray, lines: Sequence[int], which: str, origin: str) -> None:
+    """Refuse duplicate and collinear point sets (a homography needs four points in general position)."""
+    distances = np.linalg.norm(points[:, None] - points[None], axis=-1)
+    np.fill_diagonal(distances, np.inf)
+    first, second = np.unravel_index(np.argmin(distances), distances.shape)
+    if distances[first, second] < DUPLICATE_PX:
+        raise CalibrationError(f"{origin}: lines {lines[min(first, second)]} and {lines[max(first, second)]} give the "
+                               f"same {which} point; each correspondence must be a different point")
+    spread = np.linalg.svd(points - points.mean(axis=0), compute_uv=False)
+    if spread[1] < COLLINEAR_RATIO * spread[0]:
+        raise CalibrationError(f"{origin}: the {which} points lie on one line; a homography needs points spread "
+                               "over the image (at least 4, no three on a line), e.g. near the four corners")
+
+
+def from_points(ir: np.ndarray, vis: np.ndarray, *, lines: Sequence[int] | None = None,
+                origin: str = "points") -> Calibration:
+    """Fit a homography to corresponding points (RANSAC for more than four), with its reprojection error.
+
+    Raises:
+        CalibrationError: Fewer than 4 points, duplicates, collinear points, RANSAC finding no
+            consistent set, or a near-singular result.
+    """
+    ir, vis = np.asarray(ir, dtype=np.float64).reshape(-1, 2), np.asarray(vis, dtype=np.float64).reshape(-1, 2)
+    lines = list(lines) if lines is not None else list(range(1, len(ir) + 1))
+    if len(ir) < 4:
+        raise CalibrationError(f"{origin}: {len(ir)} correspondence(s); a homography needs at least 4 "
+                               "(8 or more, spread over the image, give a check on the error)")
+    _check_spread(ir, lines, "infrared", origin)
+    _check_spread(vis, lines, "visible", origin)
+    method = cv2.RANSAC if len(ir) > 4 else 0
+    matrix, mask = cv2.findHomography(ir, vis, method, RANSAC_PX)
+    if matrix is None or mask is None or int(mask.sum()) < 4:
+        raise CalibrationError(f"{origin}: no homography fits these points (RANSAC found no consistent set of 4); "
+                               "check that each line pairs the same physical point in both images")
+    if not np.all(np.isfinite(matrix)) or np.linalg.cond(matrix / matrix[2, 2]) > MAX_CONDITION:
+        raise CalibrationError(f"{origin}: the fitted homography is near-singular; the points are close to "
+                               "degenerate (spread them over the image)")
+    matrix = check_homography(matrix, origin)
+    inlier = mask.ravel().astype(bool)
+    errors = np.linalg.norm(cv2.perspectiveTransform(ir[inlier].reshape(-1, 1, 2), matrix).reshape(-1, 2)
+                            - vis[inlier], axis=1)
+    outliers = [line for line, keep in zip(lines, inlier, strict=True) if not keep]
+    details = {"outlier_lines": outliers} if outliers else {}
+    return Calibration(matrix, "points", reprojection_error_px={"rms": float(np.sqrt(np.mean(errors ** 2))),
+                                                                "max": float(errors.max())},
+                       inliers=(int(inlier.sum()), len(ir)), details=details)
+
+
+# ------------------------------------------------------------------------------------------- target
+def parse_grid(text: str) -> tuple[int, int]:
+    """``"9x6"`` -> ``(9, 6)`` (columns x rows of inner corners or circles)."""
+    try:
+        columns, rows = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise CalibrationError(f"--grid {text!r}: expected COLUMNSxROWS, e.g. 9x6") from None
+    if columns < 2 or rows < 2 or columns * rows < 4:
+        raise CalibrationError(f"--grid {text!r}: a grid needs at least 2x2 points")
+    return columns, rows
+
+
+def detect_target(image: np.ndarray, kind: str, grid: tuple[int, int]) -> np.ndarray | None:
+    """Grid points ``(N, 2)`` of a ``kind`` target in ``image`` (either polarity), or None when not found."""
+    gray = as_gray(image)
+    for candidate in (gray, 255 - gray):
+        if kind == "checkerboard":
+            found, corners = cv2.findChessboardCornersSB(candidate, grid, flags=cv2.CALIB_CB_NORMALIZE_IMAGE)
+        else:
+            flags = cv2.CALIB_CB_SYMMETRIC_GRID if kind == "circles" else cv2.CALIB_CB_ASYMMETRIC_GRID
+            found, corners = cv2.findCirclesGrid(candidate, grid, flags=flags)
+        if found:
+            return corners.reshape(-1, 2).astype(np.float64)
+    return None
+
+
+def from_target(pairs: Sequence[tuple[np.ndarray, np.ndarray]], kind: str, grid: tuple[int, int], *,
+                names: tuple[str, str] = ("infrared image", "visible image")) -> Calibration:
+    """Fit a homography to a calibration target's grid points detected in every ``(ir, vis)`` pair.
+
+    Several views of the target (moved between them) cover more of the image and give a better fit.
+
+    Raises:
+        CalibrationError: The target is not found in one of the images, or the fit is degenerate.
+    """
+    if kind not in TARGETS:
+        raise CalibrationError(f"--target {kind!r}: expected one of {', '.join(TARGETS)}")
+    ir_points, vis_points = [], []
+    for index, pair in enumerate(pairs):
+        found = []
+        for image, name in zip(pair, names, strict=True):
+            points = detect_target(image, kind, grid)
+            if points is None:
+                where = f"{name} (pair {index + 1})" if len(pairs) > 1 else name
+                raise CalibrationError(f"{where}: no {grid[0]}x{grid[1]} {kind} found (both polarities tried); "
+                                       "check --grid (inner corners for a checkerboard, circles for a grid), that "
+                                       "the whole target is in view and, for the thermal camera, that it is heated "
+                                       "or cooled")
+            found.append(points)
+        ir_found, vis_found = found
+        if np.dot(ir_found[-1] - ir_found[0], vis_found[-1] - vis_found[0]) < 0:
+            ir_found = ir_found[::-1]  # a symmetric grid detected from the opposite corner in one image
+        ir_points.append(ir_found)
+        vis_points.append(vis_found)
+    result = from_points(np.concatenate(ir_points), np.concatenate(vis_points), origin=f"{kind} grid")
+    return dataclasses.replace(result, method="target", details={**result.details, "pairs": len(pairs)})
+
+
+# --------------------------------------------------------------------------------------------- files
+def write_calibration(path: str | Path, calibration: Calibration, *, ir_size: tuple[int, int] | None = None,
+                      vis_size: tuple[int, int] | None = None) -> None:
+    """Write an accepted calibration as YAML (``matrix`` plus how it was made), atomically."""
+    if not calibration.accepted:
+        raise ValueError("a refused calibration is never written")
+    content = {**calibration.as_dict(),
+               "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")}
+    if ir_size and vis_size:
+        content["ir_size"], content["vis_size"] = list(ir_size), list(vis_size)
+    path = Path(path)
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text("# streamfuse calibrate: homography mapping infrared pixels to visible pixels\n"
+                         + yaml.safe_dump(content, sort_keys=False, default_flow_style=None), encoding="utf-8")
+    temporary.replace(path)
+
+
+def overlay(ir: np.ndarray, vis: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+    """Before | after image: the infrared edges (red) over the visible image, unwarped and warped by ``matrix``."""
+    vis_gray = as_gray(vis)
+    height, width = vis_gray.shape
+    ir_gray = as_gray(ir)
+    resize = np.diag([width / ir_gray.shape[1], height / ir_gray.shape[0], 1.0])
+    panels = []
+    for transform in (resize, matrix):
+        warped = cv2.warpPerspective(ir_gray, transform, (width, height))
+        edges = cv2.Canny(cv2.GaussianBlur(warped, (0, 0), 1.5), 40, 100) > 0
+        panel = cv2.cvtColor(vis_gray // 2 + 64, cv2.COLOR_GRAY2BGR)
+        panel[edges] = (0, 0, 255)
+        panels.append(panel)
+    separator = np.full((height, 4, 3), 255, np.uint8)
+    return np.hstack([panels[0], separator, panels[1]])
+
+
+def save_overlay(path: str | Path, ir: np.ndarray, vis: np.ndarray, matrix: np.ndarray) -> None:
+    """Write :func:`overlay` as an image file.
+
+    Raises:
+        CalibrationError: The file cannot be written.
+    """
+    if not cv2.imwrite(str(path), overlay(ir, vis, matrix)):
+        raise CalibrationError(f"{path}: could not write the overlay image (check the folder and the extension)")

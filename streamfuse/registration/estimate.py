@@ -1,0 +1,284 @@
+"""Automatic infrared -> visible homography estimation from image content, with a confidence.
+
+Cross-modal matching is unreliable (keypoint descriptors rarely match between thermal and visible
+images), so this estimator is built to *refuse* rather than guess:
+
+1. **Structure images.** Both frames become polarity-invariant edge-strength images (gradient
+   magnitude, normalised by its local mean so that a low-contrast modality weighs as much as a
+   high-contrast one), at a working width of :data:`WORK_WIDTH` pixels.
+2. **Coarse search.** Similarities (scale x rotation grid) of the infrared structure image are
+   correlated with the visible one (``cv2.matchTemplate`` gives the best translation of each).
+3. **Refinement.** The best distinct coarse candidates and the identity are refined by ECC
+   (``cv2.findTransformECC``: affine, then homography) at two smoothing scales.
+4. **Confidence.** A trustworthy solution is one that independent refinements converge to:
+   ``confidence`` is the fraction of all refinements (every start, every scale, every frame pair)
+   that land within :data:`AGREE_PX` of the chosen one. The estimate is *accepted* only when its
+   alignment score (normalised correlation of the structure images, over the pairs) reaches
+   :data:`MIN_SCORE` and beats the identity's by :data:`MIN_GAIN`, and the confidence reaches
+   :data:`MIN_CONFIDENCE` (:data:`MIN_CONFIDENCE_AT_HIGH_SCORE` for a score of :data:`HIGH_SCORE`
+   or more: large misalignments leave some starts outside ECC's basin although the optimum is clear).
+
+Unrelated images, featureless images and scenes the method cannot lock onto scatter the
+refinements, and the result comes back with ``accepted=False``; the caller then keeps the current
+transform. The thresholds were tuned on the first half (sorted by name) of the SuperFusion RoadScene
+triplets only; docs/registration.md reports the other half and MSRS.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+import cv2
+import numpy as np
+
+from streamfuse.fusers.colour import as_gray
+
+#: Width (pixels) the structure images are computed at; heights keep the visible aspect ratio.
+WORK_WIDTH = 320
+#: Width of the final refinement of the chosen estimate (finer than the search).
+FINE_WIDTH = 640
+#: Coarse search grid: relative scales and rotations (degrees) of the infrared image.
+COARSE_SCALES = (0.93, 1.0, 1.07)
+COARSE_ANGLES = (-3.0, 0.0, 3.0)
+#: Translation searched by the coarse step, as a fraction of each dimension.
+MAX_SHIFT = 0.1
+#: Coarse candidates refined (besides the identity).
+STARTS = 3
+#: Gaussian smoothing (working pixels) of the structure images; each scale refines every start.
+SIGMAS = (1.0, 2.0)
+#: Two homographies "agree" when they move the visible image's points by at most this (full-size px).
+AGREE_PX = 2.0
+#: Acceptance: the fraction of refinements that agree with the chosen estimate ...
+MIN_CONFIDENCE = 0.6
+#: ... or, for an estimate that aligns the images this well (alignment score), a smaller fraction.
+HIGH_SCORE, MIN_CONFIDENCE_AT_HIGH_SCORE = 0.37, 0.25
+#: Acceptance, always: the alignment score (correlation of structure images) reaches this ...
+MIN_SCORE = 0.31
+#: ... and beats the identity's by this much.
+MIN_GAIN = 0.02
+#: Too little structure to estimate from (standard deviation of the gray levels).
+MIN_CONTRAST = 4.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Estimate:
+    """The result of an automatic estimation.
+
+    Attributes:
+        matrix: 3x3 homography (infrared pixel -> visible pixel, full size); the identity when nothing
+            could be estimated.
+        accepted: True when the estimate can be trusted (see the module docs); otherwise keep the
+            current transform.
+        confidence: Fraction of independent refinements that agree with ``matrix`` (0..1).
+        score: Alignment score (mean correlation of the structure images) with ``matrix``.
+        identity_score: The same score without any warp.
+        pairs: Frame pairs used.
+        reason: Why the estimate was refused (empty when accepted).
+    """
+
+    matrix: np.ndarray
+    accepted: bool
+    confidence: float
+    score: float
+    identity_score: float
+    pairs: int
+    reason: str = ""
+
+
+def structure_image(gray: np.ndarray, sigma: float) -> np.ndarray:
+    """Polarity-invariant edge strength: gradient magnitude over its local mean (``float32``)."""
+    smooth = cv2.GaussianBlur(gray.astype(np.float32), (0, 0), sigma)
+    magnitude = cv2.magnitude(cv2.Sobel(smooth, cv2.CV_32F, 1, 0), cv2.Sobel(smooth, cv2.CV_32F, 0, 1))
+    local = cv2.GaussianBlur(magnitude, (0, 0), 8.0)
+    return magnitude / (local + float(magnitude.mean()) + 1e-6)
+
+
+@dataclasses.dataclass
+class _Pair:
+    """One frame pair at working size: structure images per sigma, and the scalings back to full size."""
+
+    ir: dict[float, np.ndarray]
+    vis: dict[float, np.ndarray]
+    to_full: np.ndarray  # working visible px -> full visible px
+    from_ir: np.ndarray  # full infrared px -> working px
+
+
+def _prepare(ir: np.ndarray, vis: np.ndarray, work_width: int = WORK_WIDTH, sigmas: Sequence[float] = SIGMAS) -> _Pair:
+    ir_gray, vis_gray = as_gray(ir), as_gray(vis)
+    height, width = vis_gray.shape
+    work_w = min(work_width, width)
+    work_h = max(16, round(height * work_w / width))
+    vis_small = cv2.resize(vis_gray, (work_w, work_h), interpolation=cv2.INTER_AREA)
+    ir_small = cv2.resize(ir_gray, (work_w, work_h), interpolation=cv2.INTER_AREA)
+    to_full = np.diag([width / work_w, height / work_h, 1.0])
+    from_ir = np.diag([work_w / ir_gray.shape[1], work_h / ir_gray.shape[0], 1.0])
+    return _Pair({s: structure_image(ir_small, s) for s in sigmas}, {s: structure_image(vis_small, s) for s in sigmas},
+                 to_full, from_ir)
+
+
+def _coarse(ir: np.ndarray, vis: np.ndarray) -> list[tuple[float, np.ndarray]]:
+    """Similarity candidates (working IR px -> working VIS px) with their correlation, best first."""
+    height, width = vis.shape
+    mx, my = round(width * MAX_SHIFT), round(height * MAX_SHIFT)
+    candidates = []
+    for scale in COARSE_SCALES:
+        for angle in COARSE_ANGLES:
+            similarity = np.vstack([cv2.getRotationMatrix2D((width / 2, height / 2), angle, scale), [0, 0, 1]])
+            warped = cv2.warpAffine(ir, similarity[:2], (width, height))
+            template = warped[my:height - my, mx:width - mx]
+            if template.std() < 1e-6:
+                continue
+            response = cv2.matchTemplate(vis, template, cv2.TM_CCOEFF_NORMED)
+            _, best, _, (dx, dy) = cv2.minMaxLoc(response)
+            shift = np.array([[1, 0, dx - mx], [0, 1, dy - my], [0, 0, 1]], dtype=np.float64)
+            candidates.append((float(best), shift @ similarity))
+    candidates.sort(key=lambda item: -item[0])
+    return candidates
+
+
+def _central(shape: tuple[int, int]) -> tuple[slice, slice, np.ndarray]:
+    """The central region of a visible image that alignment is measured on, and the shift into it.
+
+    Measuring on a fixed region matters: over "wherever the images overlap", a warp that zooms the
+    hard-to-match borders out of the overlap would score better than the true one.
+    """
+    height, width = shape
+    mx, my = round(width * MAX_SHIFT), round(height * MAX_SHIFT)
+    return slice(my, height - my), slice(mx, width - mx), np.array([[1, 0, mx], [0, 1, my], [0, 0, 1]], np.float64)
+
+
+def _refine(ir: np.ndarray, vis: np.ndarray, start: np.ndarray, *, affine_first: bool = True) -> np.ndarray | None:
+    """ECC refinement of ``start`` (working IR -> VIS): at half size first (a wider basin), then affine
+    and homography at full working size; None when it fails."""
+    if affine_first:
+        half = np.diag([0.5, 0.5, 1.0])
+        coarse = _ecc(cv2.pyrDown(ir), cv2.pyrDown(vis), half @ start @ np.linalg.inv(half), affine_first=True,
+                      homography=False)
+        if coarse is None:
+            return None
+        start = np.linalg.inv(half) @ coarse @ half
+    return _ecc(ir, vis, start, affine_first=affine_first, homography=True)
+
+
+def _ecc(ir: np.ndarray, vis: np.ndarray, start: np.ndarray, *, affine_first: bool,
+         homography: bool) -> np.ndarray | None:
+    criteria = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 60, 1e-5)
+    rows, columns, into = _central(vis.shape)
+    template = np.ascontiguousarray(vis[rows, columns])
+    warp = np.linalg.inv(start) @ into  # ECC's warp maps template (visible) coordinates to input (infrared) ones
+    warp = (warp / warp[2, 2]).astype(np.float32)
+    try:
+        if affine_first:
+            affine = warp[:2].copy()
+            _, affine = cv2.findTransformECC(template, ir, affine, cv2.MOTION_AFFINE, criteria, None, 1)
+            warp = np.vstack([affine, [0, 0, 1]]).astype(np.float32)
+        if homography:
+            _, warp = cv2.findTransformECC(template, ir, warp, cv2.MOTION_HOMOGRAPHY, criteria, None, 1)
+    except cv2.error:
+        return None
+    result = into @ np.linalg.inv(warp.astype(np.float64))
+    return result / result[2, 2] if np.all(np.isfinite(result)) else None
+
+
+def alignment_score(ir: np.ndarray, vis: np.ndarray, matrix: np.ndarray) -> float:
+    """Correlation of two structure images over the visible image's central region after warping ``ir``.
+
+    Where the warped infrared image does not reach, it counts as empty (which lowers the score).
+    """
+    height, width = vis.shape
+    rows, columns, _ = _central(vis.shape)
+    a = cv2.warpPerspective(ir, matrix, (width, height))[rows, columns].ravel()
+    b = vis[rows, columns].ravel()
+    a, b = a - a.mean(), b - b.mean()
+    denominator = float(np.sqrt((a * a).sum() * (b * b).sum()))
+    return float((a * b).sum() / denominator) if denominator > 0 else -1.0
+
+
+def displacement_px(first: np.ndarray, second: np.ndarray, shape: tuple[int, int]) -> float:
+    """Mean distance (visible px) between where two IR -> VIS homographies send a 9x9 grid over an
+    infrared image of ``shape`` (height, width)."""
+    ys, xs = np.meshgrid(np.linspace(0, shape[0] - 1, 9), np.linspace(0, shape[1] - 1, 9), indexing="ij")
+    points = np.stack([xs.ravel(), ys.ravel()], axis=1).reshape(-1, 1, 2)
+    a = cv2.perspectiveTransform(points, first).reshape(-1, 2)
+    b = cv2.perspectiveTransform(points, second).reshape(-1, 2)
+    return float(np.linalg.norm(a - b, axis=1).mean())
+
+
+def _mean_score(prepared: Sequence[_Pair], matrix: np.ndarray) -> float:
+    """:func:`alignment_score` of a full-size IR -> VIS ``matrix``, averaged over prepared pairs."""
+    return float(np.mean([alignment_score(p.ir[SIGMAS[0]], p.vis[SIGMAS[0]],
+                                          np.linalg.inv(p.to_full) @ matrix @ np.linalg.inv(p.from_ir))
+                          for p in prepared]))
+
+
+def alignment_quality(pairs: Sequence[tuple[np.ndarray, np.ndarray]], matrix: np.ndarray) -> float:
+    """How well ``matrix`` (full-size IR -> VIS) aligns frame pairs ``(ir, vis)``: the alignment score,
+    -1..1 (about 0 for unrelated images; 0.3-0.6 for well-registered real scenes)."""
+    return _mean_score([_prepare(ir, vis, sigmas=SIGMAS[:1]) for ir, vis in pairs], matrix)
+
+
+def _fine(pairs: Sequence[tuple[np.ndarray, np.ndarray]], matrix: np.ndarray, ir_shape: tuple[int, int]) -> np.ndarray:
+    """Refine ``matrix`` at :data:`FINE_WIDTH` on the first pair; keep it when the refinement wanders off."""
+    fine = _prepare(*pairs[0], work_width=FINE_WIDTH, sigmas=(SIGMAS[0],))
+    start = np.linalg.inv(fine.to_full) @ matrix @ np.linalg.inv(fine.from_ir)
+    refined = _refine(fine.ir[SIGMAS[0]], fine.vis[SIGMAS[0]], start, affine_first=False)
+    if refined is None:
+        return matrix
+    refined = fine.to_full @ refined @ fine.from_ir
+    return refined / refined[2, 2] if displacement_px(refined, matrix, ir_shape) <= AGREE_PX else matrix
+
+
+def estimate_homography(pairs: Sequence[tuple[np.ndarray, np.ndarray]]) -> Estimate:
+    """Estimate the infrared -> visible homography from frame pairs ``(ir, vis)`` (any sizes, gray or BGR).
+
+    More pairs (of different scenes, or moments of a scene) make the estimate more reliable: each
+    pair is refined on its own and the estimate must agree across them. Never raises for a
+    hopeless input; it returns ``accepted=False`` with the reason.
+    """
+    if not pairs:
+        raise ValueError("estimate_homography needs at least one frame pair")
+    vis_shape = as_gray(pairs[0][1]).shape
+    ir_shape = as_gray(pairs[0][0]).shape
+    identity_full = np.diag([vis_shape[1] / ir_shape[1], vis_shape[0] / ir_shape[0], 1.0])
+    usable = [(ir, vis) for ir, vis in pairs
+              if as_gray(ir).std() >= MIN_CONTRAST and as_gray(vis).std() >= MIN_CONTRAST]
+    if not usable:
+        return Estimate(identity_full, False, 0.0, 0.0, 0.0, len(pairs),
+                        "the images are featureless (almost uniform); nothing to align")
+    prepared = [_prepare(ir, vis) for ir, vis in usable]
+    runs: list[np.ndarray] = []  # full-size IR -> VIS homographies
+    for pair in prepared:
+        starts = [matrix for _, matrix in _coarse(pair.ir[SIGMAS[-1]], pair.vis[SIGMAS[-1]])][:STARTS]
+        starts.append(np.eye(3))
+        for sigma in SIGMAS:
+            for start in starts:
+                refined = _refine(pair.ir[sigma], pair.vis[sigma], start)
+                if refined is not None:
+                    runs.append(pair.to_full @ refined @ pair.from_ir)
+    total = len(SIGMAS) * (STARTS + 1) * len(prepared)
+
+    identity_score = _mean_score(prepared, identity_full)
+    if not runs:
+        return Estimate(identity_full, False, 0.0, identity_score, identity_score, len(pairs),
+                        "no refinement converged")
+    support = [sum(displacement_px(run, other, ir_shape) <= AGREE_PX for other in runs) for run in runs]
+    best_support = max(support)
+    contenders = [run for run, count in zip(runs, support, strict=True) if count == best_support]
+    scores = [_mean_score(prepared, run) for run in contenders]
+    chosen = contenders[int(np.argmax(scores))]
+    confidence = sum(displacement_px(run, chosen, ir_shape) <= AGREE_PX for run in runs) / total
+    matrix = _fine(usable, chosen, ir_shape)
+    best_score = _mean_score(prepared, matrix)
+    reasons = []
+    needed = MIN_CONFIDENCE_AT_HIGH_SCORE if best_score >= HIGH_SCORE else MIN_CONFIDENCE
+    if confidence < needed:
+        reasons.append(f"the refinements disagree (only {confidence:.0%} agree; {needed:.0%} needed)")
+    if best_score < MIN_SCORE:
+        reasons.append(f"the images do not align well enough anywhere (alignment score {best_score:.3f}; "
+                       f"{MIN_SCORE} needed)")
+    if best_score - identity_score < MIN_GAIN:
+        reasons.append(f"the alignment score does not clearly improve on no warp ({identity_score:.3f} -> "
+                       f"{best_score:.3f}; +{MIN_GAIN} needed)")
+    return Estimate(matrix / matrix[2, 2], not reasons, float(confidence), best_score, identity_score,
+                    len(pairs), "; ".join(reasons))

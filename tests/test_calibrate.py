@@ -1,0 +1,327 @@
+"""`streamfuse calibrate`: points, rendered calibration targets, automatic estimation and its refusals."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import cv2
+import numpy as np
+import pytest
+import yaml
+
+from conftest import REPO, shared_data, static_rig
+from media import write_video
+from streamfuse.cli import REFUSED, main
+from streamfuse.config import config_from_dict
+from streamfuse.errors import ConfigError
+from streamfuse.imageio import list_images, read_image
+from streamfuse.pipeline import Pipeline
+from streamfuse.registration.calibrate import CalibrationError, from_points, from_target, load_points
+from streamfuse.registration.estimate import displacement_px, estimate_homography
+
+sys.path.insert(0, str(REPO / "tools"))
+from registration_study import reshoot  # noqa: E402
+
+#: A plausible rig: the infrared camera (480x384) sees a little less than the visible one (640x480).
+RIG = np.array([[1.30, 0.02, 12.0], [-0.015, 1.28, 6.0], [1.5e-5, -1e-5, 1.0]])
+IR_SIZE = (480, 384)
+
+
+def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def corner_error(found: np.ndarray, truth: np.ndarray, size: tuple[int, int] = IR_SIZE) -> float:
+    """Largest distance (px) between where two IR -> VIS homographies send the infrared image's corners."""
+    width, height = size
+    corners = np.array([[0, 0], [width - 1, 0], [width - 1, height - 1], [0, height - 1]], np.float64)
+    a = cv2.perspectiveTransform(corners.reshape(-1, 1, 2), found).reshape(-1, 2)
+    b = cv2.perspectiveTransform(corners.reshape(-1, 1, 2), truth).reshape(-1, 2)
+    return float(np.linalg.norm(a - b, axis=1).max())
+
+
+# ------------------------------------------------------------------------------------------- points
+def write_points(path, ir, vis, extra_lines=()):
+    rows = (f"{a:.3f},{b:.3f},{c:.3f},{d:.3f}" for (a, b), (c, d) in zip(ir, vis, strict=True))
+    lines = ["ir_x,ir_y,vis_x,vis_y", *rows, *extra_lines]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def rig_points(count: int, seed: int = 0, noise: float = 0.3):
+    rng = np.random.default_rng(seed)
+    ir = rng.uniform([10, 10], [IR_SIZE[0] - 10, IR_SIZE[1] - 10], (count, 2))
+    vis = cv2.perspectiveTransform(ir.reshape(-1, 1, 2), RIG).reshape(-1, 2) + rng.normal(0, noise, (count, 2))
+    return ir, vis
+
+
+def test_points_csv_gives_the_rig_with_its_error_and_names_the_outlier(tmp_path, capsys):
+    ir, vis = rig_points(12)
+    vis[5] += (40, -25)  # a mis-clicked point, line 7 of the file (after the header)
+    points = write_points(tmp_path / "points.csv", ir, vis)
+    output = tmp_path / "rig.yaml"
+    code, out, err = run_cli(capsys, "calibrate", "--points", str(points), "-o", str(output))
+    assert code == 0, err
+    assert "outliers (RANSAC, not used): line(s) 7" in out and "over 11 of 12 points" in out
+    stored = yaml.safe_load(output.read_text())
+    assert stored["method"] == "points" and stored["accepted"] is True
+    assert stored["reprojection_error_px"]["rms"] < 1.0
+    assert corner_error(np.array(stored["matrix"]), RIG) < 1.0
+
+
+def test_points_yaml_and_json_output(tmp_path, capsys):
+    ir, vis = rig_points(6, seed=1, noise=0.0)
+    doc = {"points": [{"ir": [float(a), float(b)], "vis": [float(c), float(d)]}
+                      for (a, b), (c, d) in zip(ir, vis, strict=True)]}
+    points = tmp_path / "points.yaml"
+    points.write_text(yaml.safe_dump(doc))
+    code, out, err = run_cli(capsys, "calibrate", "--points", str(points), "-o", str(tmp_path / "c.yaml"), "--json")
+    assert code == 0, err
+    result = json.loads(out)
+    assert np.array(result["matrix"]).shape == (3, 3)
+    assert result["accepted"] is True and result["method"] == "points" and result["confidence"] == 1.0
+    assert result["reprojection_error_px"]["max"] < 0.01 and result["output"] == str(tmp_path / "c.yaml")
+    assert corner_error(np.array(result["matrix"]), RIG) < 0.05
+
+
+@pytest.mark.parametrize(("rows", "message"), [
+    ([(10, 10, 20, 20), (100, 10, 120, 20), (10, 100, 20, 120)], "3 correspondence(s); a homography needs at least 4"),
+    ([(10, 10, 20, 20), (50, 50, 70, 70), (90, 90, 120, 120), (130, 130, 170, 170), (170, 170, 220, 220)],
+     "the infrared points lie on one line"),
+    ([(10, 10, 20, 20), (100, 10, 120, 20), (10, 100, 20, 120), (100, 100, 120, 120), (100, 10, 300, 200)],
+     "lines 3 and 6 give the same infrared point"),
+])
+def test_degenerate_point_sets_are_refused(tmp_path, capsys, rows, message):
+    points = tmp_path / "points.csv"
+    points.write_text("ir_x,ir_y,vis_x,vis_y\n" + "".join(",".join(map(str, row)) + "\n" for row in rows))
+    output = tmp_path / "c.yaml"
+    code, _, err = run_cli(capsys, "calibrate", "--points", str(points), "-o", str(output))
+    assert code == 1 and message in err and str(points) in err, err
+    assert not output.exists()
+
+
+def test_a_malformed_points_file_names_the_file_and_line(tmp_path):
+    ir, vis = rig_points(5)
+    points = write_points(tmp_path / "points.csv", ir, vis, extra_lines=["12.5,8,oops,4"])
+    with pytest.raises(CalibrationError, match=r"points.csv, line 7: expected four numbers"):
+        load_points(points)
+    bad_yaml = tmp_path / "points.yaml"
+    bad_yaml.write_text("points:\n  - {ir: [1, 2], vis: [3, 4]}\n  - {ir: [1, 2]}\n")
+    with pytest.raises(CalibrationError, match=r"points.yaml, line 3: expected \{ir: \[x, y\], vis: \[x, y\]\}"):
+        load_points(bad_yaml)
+    with pytest.raises(CalibrationError, match="no such file"):
+        load_points(tmp_path / "missing.csv")
+
+
+def test_a_near_singular_fit_is_refused():
+    ir = np.array([[0, 0], [100, 0], [0, 100], [100, 100]], np.float64)
+    vis = np.array([[0, 0], [100, 0], [0, 1e-4], [100, 1.2e-4]], np.float64)  # everything squashed onto a line
+    with pytest.raises(CalibrationError, match="line|singular"):
+        from_points(ir, vis)
+
+
+# ------------------------------------------------------------------------------------------- target
+def render_target(kind: str, grid: tuple[int, int], size=(640, 480)) -> np.ndarray:
+    """A visible-camera view of a printed target: dark pattern on white, slightly blurred."""
+    width, height = size
+    image = np.full((height, width), 235, np.uint8)
+    columns, rows = grid
+    if kind == "checkerboard":
+        square = 48
+        x0, y0 = (width - (columns + 1) * square) // 2, (height - (rows + 1) * square) // 2
+        for row in range(rows + 1):
+            for column in range(columns + 1):
+                if (row + column) % 2 == 0:
+                    top, left = y0 + row * square, x0 + column * square
+                    image[top:top + square, left:left + square] = 25
+    else:
+        spacing = 80
+        x0, y0 = (width - (columns - 1) * spacing) // 2, (height - (rows - 1) * spacing) // 2
+        for row in range(rows):
+            for column in range(columns):
+                cv2.circle(image, (x0 + column * spacing, y0 + row * spacing), 20, 25, -1, cv2.LINE_AA)
+    return cv2.GaussianBlur(image, (0, 0), 0.8)
+
+
+def thermal_view(vis: np.ndarray, *, invert: bool, seed: int = 0) -> np.ndarray:
+    """The infrared camera's view of the target: warped by the rig, blurred, noisy, maybe inverted polarity."""
+    ir = cv2.warpPerspective(vis, np.linalg.inv(RIG), IR_SIZE, borderValue=235).astype(np.float32)
+    ir = cv2.GaussianBlur(ir, (0, 0), 1.6)
+    if invert:
+        ir = 255 - ir  # a heated target: the dark squares are warm, bright in the thermal image
+    ir += np.random.default_rng(seed).normal(0, 4, ir.shape)
+    return np.clip(ir, 0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("invert", [False, True])
+@pytest.mark.parametrize(("kind", "grid"), [("checkerboard", (11, 8)), ("circles", (7, 5))])
+def test_rendered_target_recovers_the_rig_in_either_polarity(kind, grid, invert):
+    vis = render_target(kind, grid)
+    ir = thermal_view(vis, invert=invert)
+    result = from_target([(ir, vis)], kind, grid)
+    assert result.method == "target" and result.inliers == (grid[0] * grid[1],) * 2
+    assert result.reprojection_error_px["rms"] < 1.0
+    assert corner_error(result.matrix, RIG) < 1.0
+
+
+def test_target_cli_writes_the_calibration_and_an_overlay(tmp_path, capsys):
+    vis = render_target("checkerboard", (9, 6))
+    cv2.imwrite(str(tmp_path / "vis.png"), vis)
+    cv2.imwrite(str(tmp_path / "ir.png"), thermal_view(vis, invert=True))
+    output = tmp_path / "rig.yaml"
+    code, out, err = run_cli(capsys, "calibrate", "--target", "checkerboard", "--grid", "9x6", "--ir",
+                             str(tmp_path / "ir.png"), "--vis", str(tmp_path / "vis.png"), "-o", str(output))
+    assert code == 0, err
+    assert "reprojection error: rms" in out and f"wrote {output}" in out
+    overlay = cv2.imread(str(tmp_path / "rig_overlay.png"))
+    assert overlay.shape == (480, 2 * 640 + 4, 3)
+    stored = yaml.safe_load(output.read_text())
+    assert stored["ir_size"] == list(IR_SIZE) and stored["vis_size"] == [640, 480]
+    assert corner_error(np.array(stored["matrix"]), RIG) < 1.0
+
+
+def test_a_target_missing_in_one_camera_is_one_clear_error(tmp_path, capsys):
+    vis = render_target("checkerboard", (9, 6))
+    cv2.imwrite(str(tmp_path / "vis.png"), vis)
+    cv2.imwrite(str(tmp_path / "ir.png"), np.full(IR_SIZE[::-1], 90, np.uint8))  # a target at ambient temperature
+    code, _, err = run_cli(capsys, "calibrate", "--target", "checkerboard", "--ir", str(tmp_path / "ir.png"),
+                           "--vis", str(tmp_path / "vis.png"), "-o", str(tmp_path / "c.yaml"))
+    assert code == 1
+    assert f"--ir {tmp_path / 'ir.png'}: no 9x6 checkerboard found (both polarities tried)" in err
+    assert err.count("\n") == 1 and not (tmp_path / "c.yaml").exists()
+    code, _, err = run_cli(capsys, "calibrate", "--target", "checkerboard", "--grid", "7x7", "--ir",
+                           str(tmp_path / "vis.png"), "--vis", str(tmp_path / "vis.png"), "-o", str(tmp_path / "c"))
+    assert code == 1 and "no 7x7 checkerboard found" in err
+
+
+# ---------------------------------------------------------------------------------------- automatic
+def registered_pairs(folder, count: int, width: int = 800):
+    """``count`` registered pairs of a non-reported set, scaled to ``width`` (room for :func:`reshoot`'s crop)."""
+    pairs = []
+    for ir_file in list_images(folder / "ir")[:count]:
+        vis = read_image(next((folder / "vi").glob(ir_file.stem + ".*")))
+        size = (width, round(vis.shape[0] * width / vis.shape[1]))
+        pairs.append(tuple(cv2.resize(read_image(f), size, interpolation=cv2.INTER_AREA)
+                           for f in (ir_file, next((folder / "vi").glob(ir_file.stem + ".*")))))
+    return pairs
+
+
+#: An easy misalignment: 14 px and 9 px shifts, 2% zoom, 0.7 degree rotation.
+EASY = np.array([[1.02, -0.012, 14.0], [0.012, 1.02, -9.0], [0, 0, 1]])
+
+
+def test_automatic_recovers_an_easy_warp_added_to_a_real_pair(tmp_path, capsys):
+    """The estimate moves by exactly the warp added to the rig (a "registered" public pair carries its
+    own residual misregistration, so the test compares with the estimate for the pair as it is)."""
+    ir, vis = registered_pairs(shared_data("tno_cddfuse"), 1)[0]
+    as_is = estimate_homography([reshoot(ir, vis, np.eye(3))])
+    ir_view, vis_view = reshoot(ir, vis, EASY)
+    cv2.imwrite(str(tmp_path / "ir.png"), ir_view)
+    cv2.imwrite(str(tmp_path / "vis.png"), vis_view)
+    code, out, err = run_cli(capsys, "calibrate", "--ir", str(tmp_path / "ir.png"), "--vis", str(tmp_path / "vis.png"),
+                             "-o", str(tmp_path / "auto.yaml"), "--json")
+    assert code == 0, out + err
+    result = json.loads(out)
+    assert result["accepted"] is True and result["method"] == "automatic" and result["confidence"] >= 0.5
+    assert result["alignment_score"] > result["identity_score"] + 0.1
+    assert as_is.accepted
+    assert displacement_px(np.array(result["matrix"]), as_is.matrix @ EASY, vis_view.shape[:2]) < 1.5
+    assert (tmp_path / "auto.yaml").exists()
+
+
+def test_automatic_uses_every_pair_of_two_videos(tmp_path, capsys):
+    shift = np.array([[1.0, 0, 8.0], [0, 1.0, -5.0], [0, 0, 1]])
+    as_is = estimate_homography(static_rig(1, np.eye(3)))
+    pairs = static_rig(3, shift)
+    write_video(tmp_path / "ir.mp4", [ir if ir.ndim == 3 else cv2.cvtColor(ir, cv2.COLOR_GRAY2BGR) for ir, _ in pairs],
+                fps=5)
+    write_video(tmp_path / "vis.mp4", [vis for _, vis in pairs], fps=5)
+    code, out, err = run_cli(capsys, "calibrate", "--ir", str(tmp_path / "ir.mp4"), "--vis", str(tmp_path / "vis.mp4"),
+                             "-o", str(tmp_path / "auto.yaml"), "--json")
+    result = json.loads(out)
+    assert result["pairs"] == 3
+    assert code == 0 and result["accepted"] and as_is.accepted, result
+    # the estimate for the rig as it is, moved by the shift added (through H.264 compression)
+    assert displacement_px(np.array(result["matrix"]), as_is.matrix @ shift, pairs[0][1].shape[:2]) < 1.5
+
+
+def test_automatic_refuses_unrelated_images_and_leaves_the_calibration_alone(tmp_path, capsys):
+    folder = shared_data("llvip_samples")
+    ir_files = list_images(folder / "ir")
+    other = shared_data("tno_cddfuse")
+    cv2.imwrite(str(tmp_path / "ir.png"), read_image(ir_files[0]))
+    cv2.imwrite(str(tmp_path / "vis.png"), cv2.resize(read_image(list_images(other / "vi")[0]), (1280, 1024)))
+    output = tmp_path / "rig.yaml"
+    output.write_text("matrix: [[1, 0, 3], [0, 1, 2], [0, 0, 1]]\n")
+    before = output.read_text()
+    code, out, err = run_cli(capsys, "calibrate", "--ir", str(tmp_path / "ir.png"), "--vis", str(tmp_path / "vis.png"),
+                             "-o", str(output), "-y")
+    assert code == REFUSED, out + err
+    assert "REFUSED:" in out and f"{output} left unchanged" in out
+    assert output.read_text() == before and not (tmp_path / "rig_overlay.png").exists()
+
+
+def test_automatic_refuses_featureless_images():
+    flat = np.full((240, 320), 128, np.uint8)
+    result = estimate_homography([(flat, flat)])
+    assert not result.accepted and "featureless" in result.reason
+    noise = np.random.default_rng(0)
+    ir = np.clip(128 + noise.normal(0, 6, (240, 320)), 0, 255).astype(np.uint8)
+    vis = np.clip(128 + noise.normal(0, 6, (240, 320)), 0, 255).astype(np.uint8)
+    result = estimate_homography([(ir, vis)])
+    assert not result.accepted and result.reason
+
+
+def test_calibrate_arguments_are_checked(tmp_path, capsys):
+    code, _, err = run_cli(capsys, "calibrate", "--ir", str(tmp_path / "x.png"))
+    assert code == 1 and "--ir and --vis go together" in err
+    code, _, err = run_cli(capsys, "calibrate")
+    assert code == 1 and "give --points FILE, or --ir and --vis" in err
+    existing = tmp_path / "c.yaml"
+    existing.write_text("matrix: [[1, 0, 0], [0, 1, 0], [0, 0, 1]]\n")
+    code, _, err = run_cli(capsys, "calibrate", "--points", "p.csv", "-o", str(existing))
+    assert code == 1 and "already exists; pass -y" in err
+
+
+# -------------------------------------------------------------------------------- using the result
+def test_run_and_fuse_read_the_calibration_file(tmp_path, capsys):
+    ir_points, vis_points = rig_points(8, noise=0.0)
+    points = write_points(tmp_path / "points.csv", ir_points, vis_points)
+    calibration = tmp_path / "rig.yaml"
+    assert run_cli(capsys, "calibrate", "--points", str(points), "-o", str(calibration))[0] == 0
+    config = config_from_dict({"registration": {"calibration": str(calibration)}})
+    assert config.registration.mode == "homography"
+    assert corner_error(np.array(config.registration.matrix), RIG) < 0.01
+    assert np.allclose(Pipeline(config).registrar.matrix, config.registration.matrix)
+
+    vis = render_target("checkerboard", (9, 6))
+    cv2.imwrite(str(tmp_path / "vis.png"), vis)
+    cv2.imwrite(str(tmp_path / "ir.png"), thermal_view(vis, invert=False))  # 480x384: needs the calibration
+    fused = tmp_path / "fused.png"
+    code, _, err = run_cli(capsys, "fuse", "--ir", str(tmp_path / "ir.png"), "--vis", str(tmp_path / "vis.png"),
+                           "-o", str(fused), "--fuser", "classical", "--calibration", str(calibration))
+    assert code == 0, err
+    assert cv2.imread(str(fused)).shape == (480, 640, 3)
+    with pytest.raises(ConfigError, match=r"registration.calibration: .*missing.yaml: no such file"):
+        config_from_dict({"registration": {"calibration": str(tmp_path / "missing.yaml")}})
+    with pytest.raises(ConfigError, match="either matrix or calibration"):
+        config_from_dict({"registration": {"calibration": str(calibration), "matrix": np.eye(3).tolist()}})
+    refused = tmp_path / "refused.yaml"
+    refused.write_text("matrix: [[1, 0, 0], [0, 1, 0], [0, 0, 1]]\naccepted: false\n")
+    with pytest.raises(ConfigError, match="was refused"):
+        config_from_dict({"registration": {"calibration": str(refused)}})
+
+
+def test_automatic_handles_an_infrared_camera_of_lower_resolution():
+    """A 320x240 thermal camera beside a 640x480 visible one: the estimate includes the scaling."""
+    shift = np.array([[1.0, 0, 8.0], [0, 1.0, -5.0], [0, 0, 1]])
+    as_is = estimate_homography(static_rig(1, np.eye(3)))
+    ir, vis = static_rig(1, shift)[0]
+    small = cv2.resize(ir, (320, 240), interpolation=cv2.INTER_AREA)
+    upscale = np.array([[2.0, 0, 0.5], [0, 2.0, 0.5], [0, 0, 1]])  # small-image pixel -> 640x480 pixel
+    result = estimate_homography([(small, vis)])
+    assert result.accepted and as_is.accepted, result.reason
+    assert displacement_px(result.matrix, as_is.matrix @ shift @ upscale, small.shape[:2]) < 2.0

@@ -1,0 +1,160 @@
+#!/usr/bin/env python3
+"""Automatic registration against ground truth: the SuperFusion registration sets and random warps.
+
+Each SuperFusion triplet has ``ir`` (aligned with ``vi``), ``ir_warp`` (deformed) and ``flow`` (the
+deformation: ``ir_warp(q) = ir(flow(q))``), so the true infrared -> visible mapping of an ``ir_warp``
+pixel ``q`` is ``flow(q)``. For each scene this estimates a homography from the single pair
+``(ir_warp, vi)`` and reports the mean distance, over every pixel, between where it sends the pixel
+and where the truth does, next to the same distance for doing nothing (the identity). ``--warp``
+instead warps the aligned ``ir`` by random homographies (translation up to 6% of the width, scale
+0.93-1.07, rotation up to 3 degrees, mild perspective) and measures against that known matrix.
+
+Scenes are sorted by name; ``--half first`` / ``--half second`` select a half (thresholds were tuned
+on the first half of RoadScene only).
+
+Examples::
+
+    python tools/registration_study.py /work/shared/data/superfusion_reg_roadscene --half second
+    python tools/registration_study.py /work/shared/data/superfusion_reg_msrs
+    python tools/registration_study.py /work/shared/data/superfusion_reg_msrs --warp 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import struct
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from streamfuse.imageio import list_images, natural_key, read_image
+from streamfuse.registration.estimate import estimate_homography
+
+#: Fraction of each side of a registered pair cropped off by :func:`reshoot` (room for the warp).
+MARGIN = 0.1
+
+
+def read_flow(path: Path) -> np.ndarray:
+    """The ``flow`` array of an uncompressed MATLAB v5 file holding one single-precision matrix."""
+    data = path.read_bytes()
+    offset = 128
+    data_type, _ = struct.unpack_from("<II", data, offset)
+    if data_type != 14:  # miMATRIX
+        raise ValueError(f"{path}: expected an uncompressed MATLAB matrix (got element type {data_type})")
+    offset += 8 + 16  # matrix tag, array flags
+    _, dims_bytes = struct.unpack_from("<II", data, offset)
+    dims = struct.unpack_from(f"<{dims_bytes // 4}i", data, offset + 8)
+    offset += 8 + dims_bytes + (-dims_bytes % 8)
+    name_tag = struct.unpack_from("<I", data, offset)[0]
+    if name_tag >> 16:  # small data element: name packed in the tag
+        offset += 8
+    else:
+        name_bytes = struct.unpack_from("<I", data, offset + 4)[0]
+        offset += 8 + name_bytes + (-name_bytes % 8)
+    value_type, value_bytes = struct.unpack_from("<II", data, offset)
+    if value_type != 7:  # miSINGLE
+        raise ValueError(f"{path}: expected single-precision data (got element type {value_type})")
+    values = np.frombuffer(data, dtype="<f4", count=value_bytes // 4, offset=offset + 8)
+    return values.reshape(dims, order="F")
+
+
+def truth_pixels(flow: np.ndarray) -> np.ndarray:
+    """``(H, W, 2)`` visible pixel each ``ir_warp`` pixel shows (grid_sample, align_corners=False)."""
+    grid = flow[0].astype(np.float64)
+    height, width = grid.shape[:2]
+    return np.stack([((grid[..., 0] + 1) * width - 1) / 2, ((grid[..., 1] + 1) * height - 1) / 2], axis=-1)
+
+
+def mean_error(matrix: np.ndarray, truth: np.ndarray) -> float:
+    """Mean distance (px) between ``matrix``'s mapping and the true one, over every pixel."""
+    height, width = truth.shape[:2]
+    ys, xs = np.mgrid[0:height, 0:width].astype(np.float64)
+    points = np.stack([xs, ys], axis=-1).reshape(-1, 1, 2)
+    mapped = cv2.perspectiveTransform(points, matrix).reshape(height, width, 2)
+    return float(np.linalg.norm(mapped - truth, axis=-1).mean())
+
+
+def random_homography(rng: np.random.Generator, width: int, height: int) -> np.ndarray:
+    """A random IR -> VIS homography within the ranges of issue 17, about the image centre."""
+    angle, scale = rng.uniform(-3, 3), rng.uniform(0.93, 1.07)
+    similarity = np.vstack([cv2.getRotationMatrix2D((width / 2, height / 2), angle, scale), [0, 0, 1]])
+    similarity[:2, 2] += rng.uniform(-0.06, 0.06, 2) * width
+    perspective = np.eye(3)
+    perspective[2, :2] = rng.uniform(-2e-5, 2e-5, 2) * 640 / width
+    centre = np.array([[1, 0, width / 2], [0, 1, height / 2], [0, 0, 1]])
+    return similarity @ centre @ perspective @ np.linalg.inv(centre)
+
+
+def reshoot(ir: np.ndarray, vis: np.ndarray, homography: np.ndarray,
+            margin: float = MARGIN) -> tuple[np.ndarray, np.ndarray]:
+    """A misaligned rig from a registered pair: the visible camera sees the centre (``margin`` cropped
+    off each side), the infrared camera a view whose pixel ``q`` shows the visible camera's pixel
+    ``homography(q)``. Both views are filled with real content (no black border for a warp within
+    the margin), as real cameras are."""
+    height, width = vis.shape[:2]
+    mx, my = round(width * margin), round(height * margin)
+    crop = np.array([[1, 0, -mx], [0, 1, -my], [0, 0, 1]], np.float64)
+    size = (width - 2 * mx, height - 2 * my)
+    ir_view = cv2.warpPerspective(ir, np.linalg.inv(homography) @ crop, size, flags=cv2.INTER_LINEAR,
+                                  borderMode=cv2.BORDER_REPLICATE)
+    return ir_view, vis[my:height - my, mx:width - mx].copy()
+
+
+def truth_of(homography: np.ndarray, width: int, height: int) -> np.ndarray:
+    """``(H, W, 2)`` visible pixel each infrared pixel shows under ``homography``."""
+    ys, xs = np.mgrid[0:height, 0:width].astype(np.float64)
+    mapped = cv2.perspectiveTransform(np.stack([xs, ys], -1).reshape(-1, 1, 2), homography)
+    return mapped.reshape(height, width, 2)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("root", type=Path, help="a superfusion_reg_* folder (ir, vi, ir_warp, flow)")
+    parser.add_argument("--half", choices=["first", "second", "all"], default="all")
+    parser.add_argument("--warp", type=int, metavar="N", help="N random homographies of each aligned pair instead")
+    parser.add_argument("--seed", type=int, default=17)
+    args = parser.parse_args()
+    names = sorted((p.name for p in list_images(args.root / "vi")), key=natural_key)
+    half = len(names) // 2
+    names = {"first": names[:half], "second": names[half:], "all": names}[args.half]
+    rng = np.random.default_rng(args.seed)
+    rows = []
+    for name in names:
+        vis = read_image(args.root / "vi" / name)
+        if args.warp:
+            ir = read_image(next((args.root / "ir").glob(Path(name).stem + ".*")))
+            cases = []
+            for _ in range(args.warp):
+                height, width = vis.shape[:2]
+                truth_h = random_homography(rng, width - 2 * round(width * MARGIN), height - 2 * round(height * MARGIN))
+                ir_view, vis_view = reshoot(ir, vis, truth_h)
+                cases.append((ir_view, vis_view, truth_of(truth_h, *vis_view.shape[1::-1])))
+        else:
+            cases = [(read_image(args.root / "ir_warp" / name), vis,
+                      truth_pixels(read_flow(args.root / "flow" / f"{name}.mat")))]
+        for ir_cam, vis, truth in cases:
+            start = time.perf_counter()
+            result = estimate_homography([(ir_cam, vis)])
+            seconds = time.perf_counter() - start
+            error, nothing = mean_error(result.matrix, truth), mean_error(np.eye(3), truth)
+            rows.append((name, result.accepted, result.confidence, error, nothing, seconds))
+            print(f"{name:12s} accepted={result.accepted!s:5s} conf={result.confidence:.2f} "
+                  f"score {result.identity_score:.3f}->{result.score:.3f} error {error:6.2f} px  "
+                  f"nothing {nothing:6.2f} px  {seconds:.2f} s", flush=True)
+    accepted = [r for r in rows if r[1]]
+    print(f"\n{args.root.name} ({args.half}{', random warps' if args.warp else ''}): {len(rows)} estimates, "
+          f"{len(accepted)} accepted ({len(accepted) / len(rows):.0%})")
+    if accepted:
+        errors = np.array([r[3] for r in accepted])
+        print(f"accepted: median error {np.median(errors):.2f} px, within 3 px {np.mean(errors <= 3):.0%}, "
+              f"worse than nothing {sum(r[3] > r[4] for r in accepted)}")
+    print(f"all: within 3 px {np.mean([r[3] <= 3 for r in rows]):.0%}; doing nothing: median "
+          f"{np.median([r[4] for r in rows]):.2f} px; median time {np.median([r[5] for r in rows]):.2f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
