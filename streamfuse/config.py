@@ -977,10 +977,6 @@ class TrainConfig:
         "fog": 1.5, "noise": 1.0, "low_contrast_thermal": 1.0})
     """Sampling weight of each intent (the sample's inputs get that intent's degradation)."""
     mix_with_balanced: float = 0.25
-    night_balanced: float = 0.0
-    """Share of balanced samples shown as a clean night exposure (dark but noise-free visible image, rule
-    target computed on it): balanced fusion of a dark scene stays the rule's instead of drifting towards
-    the low-light intent's restoration."""
     """Share of samples whose intent weights are blended with balanced (teaches partial prompts)."""
     head_decay: float = 0.01
     """Weight decay of the network's head: pulls the learned maps towards the fixed band rule."""
@@ -1001,8 +997,6 @@ class TrainConfig:
                 raise ConfigError(f"{_join(path, name)}: must be at least 1, got {getattr(self, name)}")
         if self.crop % 8:
             raise ConfigError(f"{_join(path, 'crop')}: must be a multiple of 8, got {self.crop}")
-        if not 0.0 <= self.night_balanced <= 1.0:
-            raise ConfigError(f"{_join(path, 'night_balanced')}: must be between 0 and 1, got {self.night_balanced}")
         if not 0.0 <= self.mix_with_balanced <= 1.0:
             raise ConfigError(f"{_join(path, 'mix_with_balanced')}: must be between 0 and 1")
         if not self.intents or min(self.intents.values()) < 0 or sum(self.intents.values()) <= 0:

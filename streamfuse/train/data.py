@@ -23,7 +23,7 @@ import torch
 
 from streamfuse.errors import SourceError
 from streamfuse.imageio import IMAGE_EXTENSIONS, natural_key, read_image
-from streamfuse.train.degrade import INTENT_DEGRADATION, degrade_for_intent, night_exposure
+from streamfuse.train.degrade import INTENT_DEGRADATION, degrade_for_intent
 
 logger = logging.getLogger(__name__)
 
@@ -256,12 +256,10 @@ class CropSampler:
         crop: Side of the square crops. Images smaller than that are mirror-padded.
         seed: Seed of the sampler's generator.
         pair_weights: Relative probability of drawing each pair; ``None`` draws pairs uniformly.
-        night_balanced: Probability that a balanced sample's clean pair is replaced by a night exposure of
-            it (:func:`~streamfuse.train.degrade.night_exposure`; inputs and targets alike).
     """
 
     def __init__(self, pairs: Sequence[tuple[np.ndarray, np.ndarray, str]], *, crop: int = 128, seed: int = 0,
-                 pair_weights: Sequence[float] | None = None, night_balanced: float = 0.0) -> None:
+                 pair_weights: Sequence[float] | None = None) -> None:
         if not pairs:
             raise ValueError("CropSampler needs at least one pair")
         if crop < 1:
@@ -271,7 +269,6 @@ class CropSampler:
                 raise ValueError(f"{name}: IR {ir.shape} and visible {vis.shape} must be equal 2-D planes")
         self.pairs = list(pairs)
         self.crop = crop
-        self.night_balanced = night_balanced
         self.rng = np.random.default_rng(seed)
         self._pair_p = None if pair_weights is None else _probabilities(pair_weights, len(self.pairs), "pair_weights")
 
@@ -292,8 +289,7 @@ class CropSampler:
         """Draw one batch.
 
         Each sample: a pair (uniformly, or by ``pair_weights``), a random crop, a horizontal flip with
-        probability 1/2, an intent from ``intents`` (by ``weights``; a balanced sample is a night exposure
-        with probability ``night_balanced``), and the inputs degraded with
+        probability 1/2, an intent from ``intents`` (by ``weights``), and the inputs degraded with
         :func:`~streamfuse.train.degrade.degrade_for_intent` at a random strength. The clean crops are left as
         they are.
 
@@ -328,8 +324,6 @@ class CropSampler:
             if self.rng.random() < 0.5:
                 ir, vis = ir[:, ::-1], vis[:, ::-1]
             intent = intents[int(self.rng.choice(len(intents), p=intent_p))]
-            if intent == "balanced" and self.night_balanced and self.rng.random() < self.night_balanced:
-                vis = night_exposure(vis, self.rng)
             ir_in, vis_in = degrade_for_intent(ir, vis, intent, self.rng)
             for key, array in (("ir_in", ir_in), ("vis_in", vis_in), ("ir", ir), ("vis", vis)):
                 arrays[key].append(array)

@@ -118,26 +118,11 @@ def _low_light(ir: np.ndarray, vis: np.ndarray, strength: float,
       sigma 0.004 .. 0.016 (1 .. 4 grey levels);
     * quantisation to 8 bits, which posterises the few remaining grey levels.
     """
-    dark = _night_tone(vis, strength)
-    noisy = _poisson_gaussian(dark, _lerp(0.002, 0.010, strength), _lerp(0.004, 0.016, strength), rng)
-    return ir.copy(), _quantise_8bit(noisy)
-
-
-def _night_tone(vis: np.ndarray, strength: float) -> np.ndarray:
-    """The low-light exposure and tone curve (0 dusk .. 1 night), without sensor noise."""
     exposure = _lerp(0.35, 0.08, strength)
     gamma = _lerp(1.2, 2.0, strength)
-    return np.power(np.clip(vis, 0.0, 1.0), np.float32(gamma)) * np.float32(exposure)
-
-
-def night_exposure(vis: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """A clean night-time exposure of a visible image: the low-light tone curve at a random strength,
-    quantised to 8 bits, without the sensor noise that makes :func:`degrade`'s ``low_light`` a damage.
-
-    Used as data, not as a degradation: the scene is simply dark (a lit street at night), and balanced
-    fusion of it is still the rule's fusion of what the cameras see.
-    """
-    return _quantise_8bit(_night_tone(_as_plane(vis, "vis"), _resolve_strength(None, rng)))
+    dark = np.power(np.clip(vis, 0.0, 1.0), np.float32(gamma)) * np.float32(exposure)
+    noisy = _poisson_gaussian(dark, _lerp(0.002, 0.010, strength), _lerp(0.004, 0.016, strength), rng)
+    return ir.copy(), _quantise_8bit(noisy)
 
 
 def _glare(ir: np.ndarray, vis: np.ndarray, strength: float,

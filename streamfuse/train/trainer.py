@@ -57,7 +57,7 @@ class Trainer:
             self.pairs = load_training_pairs(root)
         except ValueError as exc:
             raise ConfigError(f"data_root: {exc}") from None
-        self.sampler = CropSampler(self.pairs, crop=config.crop, seed=config.seed, night_balanced=config.night_balanced)
+        self.sampler = CropSampler(self.pairs, crop=config.crop, seed=config.seed)
         self.teacher: FusionNet | None = None
         self.init_metadata: dict | None = None
         if config.init_weights is None:
