@@ -48,6 +48,16 @@ FALLBACK_TOLERANCE_S = 0.040
 TOLERANCE_INTERVALS = 0.75
 
 
+def pairing_tolerance_s(tolerance_ms: float | None, *rates: float | None) -> float:
+    """The pairing tolerance in seconds: ``tolerance_ms`` (``sync.tolerance_ms``) when set, else
+    :data:`TOLERANCE_INTERVALS` frame intervals of the slowest of the cameras' nominal ``rates`` (fps;
+    unknown ones None or 0), else :data:`FALLBACK_TOLERANCE_S`."""
+    if tolerance_ms is not None:
+        return tolerance_ms / 1000.0
+    known = [float(rate) for rate in rates if rate]
+    return TOLERANCE_INTERVALS / min(known) if known else FALLBACK_TOLERANCE_S
+
+
 @dataclass(frozen=True)
 class Match:
     """Result of matching one primary frame: the partner (or None) and the skew in seconds."""
@@ -157,10 +167,7 @@ class PairingStage:
     def tolerance_s(self) -> float:
         """``sync.tolerance_ms`` in seconds, or when it is null :data:`TOLERANCE_INTERVALS` frame
         intervals of the slower camera (:data:`FALLBACK_TOLERANCE_S` when neither states its rate)."""
-        if self.config.tolerance_ms is not None:
-            return self.config.tolerance_ms / 1000.0
-        rates = [fps for fps in (self.primary.nominal_fps, self.secondary.nominal_fps) if fps]
-        return TOLERANCE_INTERVALS / min(rates) if rates else FALLBACK_TOLERANCE_S
+        return pairing_tolerance_s(self.config.tolerance_ms, self.primary.nominal_fps, self.secondary.nominal_fps)
 
     def _new_matcher(self) -> PairMatcher:
         return PairMatcher(self.tolerance_s(), self.offsets_s[self.primary.name], self.offsets_s[self.secondary.name])

@@ -49,7 +49,7 @@ from streamfuse.fusers.colour import as_gray
 from streamfuse.registration import build_registrar
 from streamfuse.sinks.video import VideoWriter
 from streamfuse.sources.video import VIDEO_EXTENSIONS, nominal_rate, open_container, to_array
-from streamfuse.sync import FALLBACK_TOLERANCE_S, TOLERANCE_INTERVALS, PairMatcher
+from streamfuse.sync import PairMatcher, pairing_tolerance_s
 
 log = logging.getLogger(__name__)
 
@@ -247,7 +247,8 @@ class SegmentWorker:
         ir_container = open_container(segment.recording.ir)
         try:
             vis_stream, ir_stream = vis_container.streams.video[0], ir_container.streams.video[0]
-            tolerance = self._tolerance_s(vis_stream, ir_stream)
+            tolerance = pairing_tolerance_s(self.config.sync.tolerance_ms, nominal_rate(vis_stream),
+                                            nominal_rate(ir_stream))
             fps = float(nominal_rate(vis_stream) or 25)
             end = None if segment.end_s is None else segment.end_s + tolerance
             vis_frames = _decode_range(vis_container, "vis", segment.start_s, segment.end_s)
@@ -277,12 +278,6 @@ class SegmentWorker:
             raise StreamfuseError(f"segment {segment.key}: no infrared frame within {tolerance * 1000:.0f} ms of any "
                                   "visible frame (sync.tolerance_ms)")
         return written
-
-    def _tolerance_s(self, vis_stream, ir_stream) -> float:
-        if self.config.sync.tolerance_ms is not None:
-            return self.config.sync.tolerance_ms / 1000
-        rates = [float(r) for r in (nominal_rate(vis_stream), nominal_rate(ir_stream)) if r]
-        return TOLERANCE_INTERVALS / min(rates) if rates else FALLBACK_TOLERANCE_S
 
 
 def _decode_range(container, name: str, start_s: float, end_s: float | None) -> Iterator[Frame]:
