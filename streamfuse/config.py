@@ -930,6 +930,12 @@ class ModelConfig:
     channels: int = 16
     token_dim: int = 32
     tokens_per_intent: int = 4
+    trunk_scale: int = 4
+    """Resolution of the network's trunk as a divisor of the frame's: 4, or 8 (a quarter of the cost)."""
+
+    def _check(self, path: str) -> None:
+        if self.trunk_scale not in (4, 8):
+            raise ConfigError(f"{_join(path, 'trunk_scale')}: must be 4 or 8, got {self.trunk_scale}")
 
 
 @dataclass

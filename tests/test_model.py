@@ -85,6 +85,7 @@ def test_only_a_prompt_beyond_balanced_changes_the_finest_band_gain(net):
 def test_the_trunk_sees_a_large_frame_at_the_training_scale(net, prompt):
     """A frame twice the training scale is pooled back to it: its learned residual is the smaller frame's, upsampled."""
     assert [trunk_factor(*size) for size in [(480, 640), (256, 900), (1024, 1280), (1080, 1920)]] == [1, 1, 2, 3]
+    assert [trunk_factor(*size, trunk_scale=8) for size in [(128, 128), (480, 640), (1024, 1280)]] == [2, 2, 4]
     torch.manual_seed(1)
     small = BandFeatures(quarter=torch.rand(1, 2, 120, 160), detail=torch.rand(1, 2, 120, 160) * 0.1,
                          rule=torch.randn(1, 3, 120, 160) * 4)

@@ -14,8 +14,11 @@ arithmetic::
        fused = compose(bands, maps)   (visible base kept, infrared injected per band, stronger
                                        finest detail per pixel)
 
-A frame much larger than the training images is looked at by the trunk at about the training scale
-(:func:`trunk_factor`): its features are pooled before the trunk and its residual upsampled after.
+The trunk (stems, merge, text interaction, decoder) runs at ``1/trunk_scale`` of the frame (1/8 for the
+shipped network: a quarter of the cost of 1/4, and its residual is a smooth correction of the rule's
+full 1/4-scale logits anyway), and a frame much larger than the training images is looked at at about
+the training scale (:func:`trunk_factor`): the 1/4-scale features are pooled before the trunk and its
+residual upsampled after.
 
 The head starts at zero, so an untrained network is the fixed rule; training moves it where the
 rule fails (glare, faint warm targets in dark regions), and weight decay on the head keeps it near
@@ -68,10 +71,11 @@ PAD_MULTIPLE = 8
 TRAINING_SCALE = 640
 
 
-def trunk_factor(height: int, width: int) -> int:
+def trunk_factor(height: int, width: int, trunk_scale: int = 4) -> int:
     """How much the 1/4-scale features of a ``height`` x ``width`` frame are pooled before the trunk:
-    the integer nearest to ``longest side / TRAINING_SCALE``, at least 1 (1280x1024 -> 2)."""
-    return max(1, round(max(height, width) / TRAINING_SCALE))
+    ``trunk_scale / 4`` times the integer nearest to ``longest side / TRAINING_SCALE`` (at least 1), so
+    1280x1024 -> 2 for a trunk at 1/4 scale, 4 for one at 1/8."""
+    return trunk_scale // 4 * max(1, round(max(height, width) / TRAINING_SCALE))
 
 class BandFeatures(NamedTuple):
     """What the network looks at, all at 1/4 scale with channels ``[IR, VIS]`` (``(B, ., H/4, W/4)``)."""
@@ -105,15 +109,20 @@ class FusionNet(nn.Module):
         channels: Feature channels per modality at 1/4 scale (twice that after merging).
         token_dim: Size of the text tokens.
         tokens_per_intent: Learned tokens per intent.
+        trunk_scale: Resolution of the trunk, as a divisor of the frame's: 4 or 8 (checkpoints from before
+            this option have 4).
     """
 
     def __init__(self, intents: Sequence[str], *, channels: int = 16, token_dim: int = 32,
-                 tokens_per_intent: int = 4) -> None:
+                 tokens_per_intent: int = 4, trunk_scale: int = 4) -> None:
         super().__init__()
         self.intents = list(intents)
         if "balanced" not in self.intents:
             raise ValueError(f"the intents must include 'balanced', got {self.intents}")
-        self.config = {"channels": channels, "token_dim": token_dim, "tokens_per_intent": tokens_per_intent}
+        if trunk_scale not in (4, 8):
+            raise ValueError(f"trunk_scale must be 4 or 8, got {trunk_scale}")
+        self.config = {"channels": channels, "token_dim": token_dim, "tokens_per_intent": tokens_per_intent,
+                       "trunk_scale": trunk_scale}
         wide = 2 * channels
         self.stem_ir = nn.Sequential(conv3x3(2, channels), nn.LeakyReLU(0.1), DAFE(channels))
         self.stem_vis = nn.Sequential(conv3x3(2, channels), nn.LeakyReLU(0.1), DAFE(channels))
@@ -205,7 +214,7 @@ class FusionNet(nn.Module):
         GPU, for instance).
         """
         quarter, rule = features.quarter, features.rule
-        factor = trunk_factor(4 * quarter.shape[-2], 4 * quarter.shape[-1])
+        factor = trunk_factor(4 * quarter.shape[-2], 4 * quarter.shape[-1], self.config["trunk_scale"])
         skip = self._merged_features(features if factor == 1 else _pooled(features, factor))
         gate = self._damage_gate(quarter, weights)
         if gate is None:
