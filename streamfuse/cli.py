@@ -419,7 +419,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     for folder in args.fused or []:
         if not Path(folder).is_dir():
             raise StreamfuseError(f"--fused {folder}: no such folder")
-        methods[Path(folder).name or folder] = evaluation.folder_method(folder)
+    for label, folder in zip(evaluation.folder_labels(args.fused or []), args.fused or [], strict=True):
+        methods[label] = evaluation.folder_method(folder)
     for name in args.fuser or []:
         fuser = build_fuser(FusionConfig(fuser=name, weights=args.weights))
         fuser.condition(routing)

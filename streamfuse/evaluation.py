@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -109,6 +110,19 @@ def evaluate(pairs: list[tuple[str, Path, Path]], methods: dict[str, Callable[[s
             result.rows[stem] = module.compute(ir, vis, fused, names)
     bar.close()
     return results
+
+
+def folder_labels(folders: Sequence[str | Path]) -> list[str]:
+    """A distinct table label per folder: its name, or as many parent folders as tell it apart
+    (``a/tno`` and ``b/tno``, not ``tno`` twice)."""
+    parts = [Path(os.path.abspath(folder)).parts for folder in folders]
+    labels = []
+    for own in parts:
+        depth = 1
+        while depth < len(own) and sum(other[-depth:] == own[-depth:] for other in parts) > 1:
+            depth += 1
+        labels.append("/".join(own[-depth:]))
+    return labels
 
 
 def folder_method(folder: str | Path) -> Callable[[str, Path, Path], Path | None]:

@@ -8,7 +8,7 @@ import pytest
 
 from conftest import make_pair, shared_data
 from streamfuse.cli import main
-from streamfuse.evaluation import MethodResult, find_fused, mean_ranks
+from streamfuse.evaluation import MethodResult, find_fused, folder_labels, mean_ranks
 
 
 @pytest.fixture
@@ -36,6 +36,11 @@ def test_find_fused_rule(tmp_path):
     assert find_fused(tmp_path, "2", files).name == "2_method.png"
     assert find_fused(tmp_path, "10", files).name == "10_x.png"
     assert find_fused(tmp_path, "3", files) is None
+
+
+def test_folder_labels_are_names_unless_two_share_one():
+    assert folder_labels(["x/model", "y/classical"]) == ["model", "classical"]
+    assert folder_labels(["runs/a/tno", "runs/b/tno", "c"]) == ["a/tno", "b/tno", "c"]
 
 
 def test_mean_ranks_follow_metric_direction():
@@ -68,6 +73,19 @@ def test_eval_compares_methods_with_mean_rank(eval_folders, capsys):
     text = capsys.readouterr().out
     assert code == 0 and "mean rank" in text
     assert text.count("\nA ") == 1 and text.count("\nB ") == 1
+
+
+def test_folders_with_the_same_name_get_distinct_rows(eval_folders, tmp_path, capsys):
+    twin = tmp_path / "other" / "A"
+    twin.parent.mkdir()
+    eval_folders["B"].rename(twin)
+    code = main(["eval", "--ir", str(eval_folders["ir"]), "--vis", str(eval_folders["vis"]), "--fused",
+                 str(eval_folders["A"]), str(twin), "--metrics", "Entropy", "Ssim"])
+    text = capsys.readouterr().out
+    assert code == 0
+    rows = {line.split()[0]: line.split()[1:] for line in text.splitlines()[2:]}
+    assert set(rows) == {f"{tmp_path.name}/A", "other/A"}
+    assert rows[f"{tmp_path.name}/A"] != rows["other/A"]  # both folders were scored, neither replaced the other
 
 
 def test_eval_fuser_and_size_mismatch(eval_folders, capsys, caplog):
