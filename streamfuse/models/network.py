@@ -7,7 +7,7 @@ arithmetic::
     IR, VIS (full) ─► bands (fine, D1, D2, base; guided-filter chain at 1/2)
                       │ 1/4: mean + D1 magnitude per source, fixed-rule logits
                       ▼
-       DAFE per modality ─► merge (+ rule; FiLM: window stats) ─► 1/8 ─► ITI(text tokens) ─► DAFE
+       DAFE per modality ─► merge (+ rule, global statistics) ─► 1/8 ─► ITI(text tokens) ─► DAFE
                                 └─────────────────────── skip ─────────────────────────┘
                       decoder at 1/4 ─► 5 maps: injection logits of D1, D2, base (added to the
                                         rule's), infrared detail gain, finest-band gain
@@ -69,12 +69,6 @@ PAD_MULTIPLE = 8
 #: things in pixels (on MSRS training pairs upscaled 2x its Qabf gap to the rule was 0.018 unpooled,
 #: 0.006 pooled, against 0.001 at their own size).
 TRAINING_SCALE = 640
-
-
-#: Side (pixels, at the training scale) of the windows over which the trunk's FiLM sees the sources'
-#: mean and spread: the training crop. Statistics over a whole large frame, as before, were outside what
-#: the 128-pixel crops had taught it (on LLVIP they moved the balanced injection logits by about +5).
-STATISTICS_WINDOW = 128
 
 
 def trunk_factor(height: int, width: int, trunk_scale: int = 4) -> int:
@@ -244,8 +238,7 @@ class FusionNet(nn.Module):
         return maps
 
     def _merged_features(self, features: BandFeatures) -> torch.Tensor:
-        """Both modalities' stems merged with the rule's logits and modulated (FiLM) by the sources' statistics
-        over windows the size of a training crop (:data:`STATISTICS_WINDOW`)."""
+        """Both modalities' stems merged with the rule's logits and modulated by global statistics."""
         quarter, detail, rule = features
         dtype = self.head.weight.dtype
         channels_last = torch.channels_last  # several times faster for these small convolutions on CPU
@@ -253,10 +246,9 @@ class FusionNet(nn.Module):
         inputs_vis = torch.cat([quarter[:, 1:], detail[:, 1:]], dim=1).to(dtype, memory_format=channels_last)
         skip = self.merge(torch.cat([self.stem_ir(inputs_ir), self.stem_vis(inputs_vis),
                                      (rule / bands.RULE_STEEPNESS).to(dtype, memory_format=channels_last)], dim=1))
-        film = self.global_film
-        statistics = _window_statistics(quarter, STATISTICS_WINDOW // self.config["trunk_scale"] // 2).to(dtype)
-        gamma, beta = F.conv2d(statistics, film.weight[:, :, None, None], film.bias).chunk(2, dim=1)
-        return skip * (1 + gamma) + beta
+        statistics = torch.cat([quarter.mean(dim=(2, 3)), quarter.std(dim=(2, 3))], dim=1).to(dtype)
+        gamma, beta = self.global_film(statistics).chunk(2, dim=1)
+        return skip * (1 + gamma[:, :, None, None]) + beta[:, :, None, None]
 
     def _finest_band_follows_the_prompt(self, maps: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         """Scale the finest-band gain's logit by the prompt's non-balanced share: balanced fusion keeps the
@@ -321,13 +313,6 @@ def _pooled(features: BandFeatures, factor: int) -> BandFeatures:
     height, width = features.quarter.shape[-2:]
     padding = (0, (-width) % factor, 0, (-height) % factor)
     return BandFeatures(*(F.avg_pool2d(F.pad(x, padding, mode="replicate"), factor) for x in features))
-
-
-def _window_statistics(quarter: torch.Tensor, radius: int) -> torch.Tensor:
-    """``(B, 4, h, w)``: each source's mean and standard deviation over ``(2 radius + 1)``-cell windows."""
-    moments = bands.box_filter(torch.cat([quarter, quarter * quarter], dim=1), radius)
-    mean, mean_square = moments.chunk(2, dim=1)
-    return torch.cat([mean, (mean_square - mean * mean).clamp(min=0).sqrt()], dim=1)
 
 
 def parameter_count(model: nn.Module) -> int:
