@@ -7,7 +7,7 @@ arithmetic::
     IR, VIS (full) ─► bands (fine, D1, D2, base; guided-filter chain at 1/2)
                       │ 1/4: mean + D1 magnitude per source, fixed-rule logits
                       ▼
-       DAFE per modality ─► merge (+ rule, global statistics) ─► 1/8 ─► ITI(text tokens) ─► DAFE
+       DAFE per modality ─► merge (+ rule)               ─► 1/8 ─► ITI(text tokens) ─► DAFE
                                 └─────────────────────── skip ─────────────────────────┘
                       decoder at 1/4 ─► 5 maps: injection logits of D1, D2, base (added to the
                                         rule's), infrared detail gain, finest-band gain
@@ -127,9 +127,6 @@ class FusionNet(nn.Module):
         self.stem_ir = nn.Sequential(conv3x3(2, channels), nn.LeakyReLU(0.1), DAFE(channels))
         self.stem_vis = nn.Sequential(conv3x3(2, channels), nn.LeakyReLU(0.1), DAFE(channels))
         self.merge = nn.Sequential(nn.Conv2d(2 * channels + bands.COARSE_BANDS, wide, 1), nn.LeakyReLU(0.1))
-        self.global_film = nn.Linear(4, 2 * wide)
-        nn.init.zeros_(self.global_film.weight)
-        nn.init.zeros_(self.global_film.bias)
         self.down = nn.Sequential(conv3x3(wide, wide, stride=2), nn.LeakyReLU(0.1))
         self.iti = ITI(wide, token_dim)
         self.low = DAFE(wide)
@@ -238,17 +235,14 @@ class FusionNet(nn.Module):
         return maps
 
     def _merged_features(self, features: BandFeatures) -> torch.Tensor:
-        """Both modalities' stems merged with the rule's logits and modulated by global statistics."""
+        """Both modalities' stems merged with the rule's logits."""
         quarter, detail, rule = features
         dtype = self.head.weight.dtype
         channels_last = torch.channels_last  # several times faster for these small convolutions on CPU
         inputs_ir = torch.cat([quarter[:, :1], detail[:, :1]], dim=1).to(dtype, memory_format=channels_last)
         inputs_vis = torch.cat([quarter[:, 1:], detail[:, 1:]], dim=1).to(dtype, memory_format=channels_last)
-        skip = self.merge(torch.cat([self.stem_ir(inputs_ir), self.stem_vis(inputs_vis),
+        return self.merge(torch.cat([self.stem_ir(inputs_ir), self.stem_vis(inputs_vis),
                                      (rule / bands.RULE_STEEPNESS).to(dtype, memory_format=channels_last)], dim=1))
-        statistics = torch.cat([quarter.mean(dim=(2, 3)), quarter.std(dim=(2, 3))], dim=1).to(dtype)
-        gamma, beta = self.global_film(statistics).chunk(2, dim=1)
-        return skip * (1 + gamma[:, :, None, None]) + beta[:, :, None, None]
 
     def _finest_band_follows_the_prompt(self, maps: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         """Scale the finest-band gain's logit by the prompt's non-balanced share: balanced fusion keeps the
