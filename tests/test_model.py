@@ -86,6 +86,18 @@ def test_only_a_prompt_beyond_balanced_changes_the_finest_band_gain(net):
     assert not torch.allclose(half, noise)
 
 
+@pytest.mark.parametrize("prompt", ["glare", "fog", "low_light"])
+def test_a_damage_prompt_is_balanced_fusion_where_there_is_no_damage(net, prompt):
+    """Nothing saturated, dark or hazy: every map, the finest-band gain included, is the balanced prompt's."""
+    torch.manual_seed(2)
+    quarter = torch.cat([torch.full((1, 1, 32, 40), 0.3), 0.5 + 0.05 * torch.rand(1, 1, 32, 40)], dim=1)
+    features = BandFeatures(quarter=quarter, detail=torch.rand(1, 2, 32, 40) * 0.05, rule=torch.randn(1, 3, 32, 40))
+    with torch.no_grad():
+        balanced = net.decide(features, net.intent_weights({"balanced": 1}))
+        prompted = net.decide(features, net.intent_weights({prompt: 1}))
+    assert torch.allclose(prompted, balanced, atol=1e-5)
+
+
 @pytest.mark.parametrize("prompt", ["balanced", "glare"])
 def test_the_trunk_sees_a_large_frame_at_the_training_scale(prompt):
     """A frame twice the training scale is pooled back to it: its learned residual is the smaller frame's, upsampled.

@@ -224,8 +224,9 @@ class FusionNet(nn.Module):
         if factor > 1:
             residual = F.interpolate(residual, scale_factor=factor, mode="bilinear", align_corners=False)
             residual = residual[..., :quarter.shape[-2], :quarter.shape[-1]]
-        if gate is not None:
+        if gate is not None:  # outside the damage, balanced fusion: its finest band is whole (gain logit 0)
             prompted, plain = residual.chunk(2)
+            plain = torch.cat([plain[:, :-1], torch.zeros_like(plain[:, -1:])], dim=1)
             residual = plain + gate * (prompted - plain)
         residual = residual * (1 - self.medical_share(weights))[:, None, None, None]  # not trained on medical pairs
         maps = torch.cat([rule, torch.zeros_like(rule[:, :2])], dim=1) + residual
