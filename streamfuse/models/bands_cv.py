@@ -4,7 +4,7 @@ Same decomposition, fixed rule and composition (read that module's docstring for
 with OpenCV's box filters and resizes, which are several times faster on a CPU than the torch
 operations the network needs for training and CUDA. The classical fuser uses it with the fixed rule
 alone; the ``model`` fuser on a CPU splits and composes here and runs only the network's
-quarter-resolution trunk in torch. ``tests/test_bands.py`` and ``tests/test_model.py`` check that the
+trunk in torch. ``tests/test_bands.py`` and ``tests/test_model.py`` check that the
 two implementations agree. Imports no torch.
 """
 

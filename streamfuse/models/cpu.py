@@ -2,7 +2,7 @@
 
 :meth:`FusionNet.forward` does everything in torch, which training and CUDA need; on a CPU its
 full- and half-resolution arithmetic costs more than the network itself. Here that part runs in
-OpenCV (:mod:`streamfuse.models.bands_cv`) and torch runs only the quarter-resolution trunk
+OpenCV (:mod:`streamfuse.models.bands_cv`) and torch runs only the network's trunk
 (:meth:`FusionNet.decide`); the result matches :meth:`FusionNet.forward` to within a grey level.
 """
 
