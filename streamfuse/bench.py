@@ -91,6 +91,9 @@ def model_only(*, width: int, height: int, device: str = "auto", precision: str 
                weights: str | None = None) -> dict[str, Any]:
     """Milliseconds per frame of the luminance fusion alone, per batch size (median of ``repeats``).
 
+    ``threads`` sets torch's CPU threads; None keeps the process's (after a pipeline has run, the
+    pipeline's: one fewer than the cores). The result names the count used.
+
     What the inference worker runs between colour conversion and colour restoration: on a CPU
     :func:`~streamfuse.models.cpu.fuse_on_cpu`, on a GPU the network's forward pass.
     """
@@ -130,7 +133,8 @@ def model_only(*, width: int, height: int, device: str = "auto", precision: str 
                 if index >= 2:  # warm-up
                     times.append((time.perf_counter() - t0) * 1000 / batch)
         results[str(batch)] = float(np.median(times))
-    return {"device": str(target), "precision": precision, "ms_per_frame_by_batch": results}
+    return {"device": str(target), "precision": precision, "threads": torch.get_num_threads(),
+            "ms_per_frame_by_batch": results}
 
 
 def machine() -> dict[str, Any]:

@@ -388,7 +388,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
           f"(includes queueing), drops: {drops or 'none'}{batch}")
     if model is not None:
         per_batch = ", ".join(f"batch {b}: {ms:.2f}" for b, ms in model["ms_per_frame_by_batch"].items())
-        print(f"model only ({model['device']}, {model['precision']}), ms per frame: {per_batch}")
+        threads = "" if model["device"].startswith("cuda") else f", {model['threads']} thread(s)"
+        print(f"model only ({model['device']}, {model['precision']}{threads}), ms per frame: {per_batch}")
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))
         print(f"wrote {args.json}")

@@ -169,10 +169,11 @@ def test_bench_model_with_parallel_streams(tmp_path, capsys):
     report_path = tmp_path / "bench.json"
     code, out, _ = run_cli(capsys, "bench", "--size", "160x128", "--frames", "12", "--streams", "3", "--batch", "3",
                            "--sink", "none", "--device", "cpu", "--threads", "1", "--json", str(report_path))
-    assert code == 0 and "model only (cpu, fp32)" in out
+    assert code == 0 and "model only (cpu, fp32, 1 thread(s))" in out
     report = json.loads(report_path.read_text())
     assert report["frames"] == 36 and report["streams"] == 3 and report["mean_batch"] >= 1.0
     assert set(report["model_only"]["ms_per_frame_by_batch"]) == {"1", "4", "8"}
+    assert report["model_only"]["threads"] == 1
     assert {"upload", "model", "download"} <= set(report["stages"])
 
 
