@@ -106,7 +106,8 @@ def test_the_trunk_sees_a_large_frame_at_the_training_scale(prompt):
     upsampling is not two 2x ones.
     """
     net = perturbed_network(trunk_scale=4)
-    assert [trunk_factor(*size) for size in [(480, 640), (256, 900), (1024, 1280), (1080, 1920)]] == [1, 1, 2, 3]
+    assert [trunk_factor(*size, trunk_scale=4) for size in [(480, 640), (256, 900), (1024, 1280), (1080, 1920)]] \
+        == [1, 1, 2, 3]
     assert [trunk_factor(*size, trunk_scale=8) for size in [(128, 128), (480, 640), (1024, 1280)]] == [2, 2, 4]
     torch.manual_seed(1)
     small = BandFeatures(quarter=torch.rand(1, 2, 120, 160), detail=torch.rand(1, 2, 120, 160) * 0.1,

@@ -6,11 +6,11 @@ arithmetic::
 
     IR, VIS (full) ─► bands (fine, D1, D2, base; guided-filter chain at 1/2)
                       │ 1/4: mean + D1 magnitude per source, fixed-rule logits
-                      ▼
-       DAFE per modality ─► merge (+ rule)               ─► 1/8 ─► ITI(text tokens) ─► DAFE
-                                └─────────────────────── skip ─────────────────────────┘
-                      decoder at 1/4 ─► 5 maps: injection logits of D1, D2, base (added to the
-                                        rule's), infrared detail gain, finest-band gain
+                      ▼ pooled to 1/8 (the trunk's scale, trunk_scale 8)
+       DAFE per modality ─► merge (+ rule) ─► 1/16 ─► ITI(text tokens) ─► DAFE
+                                └──────────────── skip ───────────────────────┘
+                      decoder at 1/8 ─► 5 maps, upsampled to 1/4: injection logits of D1, D2, base
+                                        (added to the rule's), infrared detail gain, finest-band gain
        fused = compose(bands, maps)   (visible base kept, infrared injected per band, stronger
                                        finest detail per pixel)
 
@@ -71,7 +71,7 @@ PAD_MULTIPLE = 8
 TRAINING_SCALE = 640
 
 
-def trunk_factor(height: int, width: int, trunk_scale: int = 4) -> int:
+def trunk_factor(height: int, width: int, trunk_scale: int) -> int:
     """How much the 1/4-scale features of a ``height`` x ``width`` frame are pooled before the trunk:
     ``trunk_scale / 4`` times the integer nearest to ``longest side / TRAINING_SCALE`` (at least 1), so
     1280x1024 -> 2 for a trunk at 1/4 scale, 4 for one at 1/8."""
