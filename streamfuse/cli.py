@@ -297,10 +297,10 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         grid = calibrate.parse_grid(args.grid)
         result = calibrate.from_target(pairs, args.target, grid, names=(f"--ir {args.ir}", f"--vis {args.vis}"))
     else:
-        estimate = estimate_homography(pairs)
+        estimate = estimate_homography(pairs, args.structure)
         result = calibrate.Calibration(
             estimate.matrix, "automatic", estimate.accepted, estimate.confidence, reason=estimate.reason,
-            details={"pairs": estimate.pairs, "alignment_score": round(estimate.score, 4),
+            details={"pairs": estimate.pairs, "structure": args.structure, "alignment_score": round(estimate.score, 4),
                      "identity_score": round(estimate.identity_score, 4)})
     seconds = time.perf_counter() - started
     sizes = {}
@@ -655,6 +655,9 @@ def build_parser() -> argparse.ArgumentParser:
     cal.add_argument("-o", "--output", default="calibration.yaml",
                      help="calibration file to write (default calibration.yaml); a refused estimate writes nothing")
     cal.add_argument("-y", "--overwrite", action="store_true", help="replace an existing calibration file")
+    cal.add_argument("--structure", choices=["learned", "edges"], default="learned",
+                     help="automatic: what the estimator aligns, the shipped networks' learned structure images "
+                          "(default) or hand-made edge images")
     cal.add_argument("--json", action="store_true", help="print the result as JSON (no overlay image)")
     cal.set_defaults(handler=cmd_calibrate)
 

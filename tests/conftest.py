@@ -145,7 +145,7 @@ def static_rig(count: int, homography: np.ndarray) -> list[tuple[np.ndarray, np.
     from streamfuse.imageio import read_image
 
     folder = shared_data("tno_cddfuse")
-    ir, vis = (cv2.resize(read_image(folder / part / "01.png"), (800, 600), interpolation=cv2.INTER_AREA)
+    ir, vis = (cv2.resize(read_image(folder / part / "10.png"), (800, 600), interpolation=cv2.INTER_AREA)
                for part in ("ir", "vi"))
     ir_view, vis_view = reshoot(ir, vis, homography)
     rng = np.random.default_rng(0)

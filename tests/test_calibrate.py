@@ -198,10 +198,11 @@ def test_a_target_missing_in_one_camera_is_one_clear_error(tmp_path, capsys):
 
 
 # ---------------------------------------------------------------------------------------- automatic
-def registered_pairs(folder, count: int, width: int = 800):
-    """``count`` registered pairs of a non-reported set, scaled to ``width`` (room for :func:`reshoot`'s crop)."""
+def registered_pairs(folder, count: int, width: int = 800, first: int = 0):
+    """``count`` registered pairs of a non-reported set from the ``first``-th on, scaled to ``width`` (room for
+    :func:`reshoot`'s crop)."""
     pairs = []
-    for ir_file in list_images(folder / "ir")[:count]:
+    for ir_file in list_images(folder / "ir")[first:first + count]:
         vis = read_image(next((folder / "vi").glob(ir_file.stem + ".*")))
         size = (width, round(vis.shape[0] * width / vis.shape[1]))
         pairs.append(tuple(cv2.resize(read_image(f), size, interpolation=cv2.INTER_AREA)
@@ -213,19 +214,21 @@ def registered_pairs(folder, count: int, width: int = 800):
 EASY = np.array([[1.02, -0.012, 14.0], [0.012, 1.02, -9.0], [0, 0, 1]])
 
 
-def test_automatic_recovers_an_easy_warp_added_to_a_real_pair(tmp_path, capsys):
+@pytest.mark.parametrize("structure", ["learned", "edges"])
+def test_automatic_recovers_an_easy_warp_added_to_a_real_pair(tmp_path, capsys, structure):
     """The estimate moves by exactly the warp added to the rig (a "registered" public pair carries its
     own residual misregistration, so the test compares with the estimate for the pair as it is)."""
-    ir, vis = registered_pairs(shared_data("tno_cddfuse"), 1)[0]
-    as_is = estimate_homography([reshoot(ir, vis, np.eye(3))])
+    ir, vis = registered_pairs(shared_data("tno_cddfuse"), 1, first=9)[0]
+    as_is = estimate_homography([reshoot(ir, vis, np.eye(3))], structure)
     ir_view, vis_view = reshoot(ir, vis, EASY)
     cv2.imwrite(str(tmp_path / "ir.png"), ir_view)
     cv2.imwrite(str(tmp_path / "vis.png"), vis_view)
     code, out, err = run_cli(capsys, "calibrate", "--ir", str(tmp_path / "ir.png"), "--vis", str(tmp_path / "vis.png"),
-                             "-o", str(tmp_path / "auto.yaml"), "--json")
+                             "-o", str(tmp_path / "auto.yaml"), "--json", "--structure", structure)
     assert code == 0, out + err
     result = json.loads(out)
     assert result["accepted"] is True and result["method"] == "automatic" and result["confidence"] >= 0.5
+    assert result["structure"] == structure
     assert result["alignment_score"] > result["identity_score"] + 0.1
     assert as_is.accepted
     assert displacement_px(np.array(result["matrix"]), as_is.matrix @ EASY, vis_view.shape[:2]) < 1.5

@@ -31,7 +31,7 @@ import cv2
 import numpy as np
 
 from streamfuse.imageio import list_images, natural_key, read_image
-from streamfuse.registration.estimate import estimate_homography
+from streamfuse.registration.estimate import STRUCTURES, estimate_homography
 
 #: Fraction of each side of a registered pair cropped off by :func:`reshoot` (room for the warp).
 MARGIN = 0.1
@@ -113,6 +113,8 @@ def main() -> int:
     parser.add_argument("--half", choices=["first", "second", "all"], default="all")
     parser.add_argument("--warp", type=int, metavar="N", help="N random homographies of each aligned pair instead")
     parser.add_argument("--seed", type=int, default=17)
+    parser.add_argument("--structure", choices=STRUCTURES, default="learned",
+                        help="structure images the estimator compares (default learned)")
     args = parser.parse_args()
     names = sorted((p.name for p in list_images(args.root / "vi")), key=natural_key)
     half = len(names) // 2
@@ -134,7 +136,7 @@ def main() -> int:
                       truth_pixels(read_flow(args.root / "flow" / f"{name}.mat")))]
         for ir_cam, vis, truth in cases:
             start = time.perf_counter()
-            result = estimate_homography([(ir_cam, vis)])
+            result = estimate_homography([(ir_cam, vis)], args.structure)
             seconds = time.perf_counter() - start
             error, nothing = mean_error(result.matrix, truth), mean_error(np.eye(3), truth)
             rows.append((name, result.accepted, result.confidence, error, nothing, seconds))
@@ -148,7 +150,10 @@ def main() -> int:
         errors = np.array([r[3] for r in accepted])
         print(f"accepted: median error {np.median(errors):.2f} px, within 3 px {np.mean(errors <= 3):.0%}, "
               f"worse than nothing {sum(r[3] > r[4] for r in accepted)}")
-    print(f"all: within 3 px {np.mean([r[3] <= 3 for r in rows]):.0%}; doing nothing: median "
+    print(f"accepted and within 3 px: {sum(r[1] and r[3] <= 3 for r in rows)} of {len(rows)} "
+          f"({np.mean([r[1] and r[3] <= 3 for r in rows]):.0%})")
+    print(f"all estimates, accepted or not: within 3 px {np.mean([r[3] <= 3 for r in rows]):.0%}; "
+          f"doing nothing: median "
           f"{np.median([r[4] for r in rows]):.2f} px; median time {np.median([r[5] for r in rows]):.2f} s")
     return 0
 

@@ -3,9 +3,11 @@
 Cross-modal matching is unreliable (keypoint descriptors rarely match between thermal and visible
 images), so this estimator is built to *refuse* rather than guess:
 
-1. **Structure images.** Both frames become polarity-invariant edge-strength images (gradient
-   magnitude, normalised by its local mean so that a low-contrast modality weighs as much as a
-   high-contrast one), at a working width of :data:`WORK_WIDTH` pixels.
+1. **Structure images.** Both frames become images of their structure that look alike across the
+   modalities, at a working width of :data:`WORK_WIDTH` pixels: by default the *learned* ones
+   (:mod:`streamfuse.registration.features`: two small networks trained to correlate only where
+   registered pairs align), or hand-made polarity-invariant *edges* (gradient magnitude normalised
+   by its local mean, :func:`structure_image`).
 2. **Coarse search.** Similarities (scale x rotation grid) of the infrared structure image are
    correlated with the visible one (``cv2.matchTemplate`` gives the best translation of each).
 3. **Refinement.** The best distinct coarse candidates and the identity are refined by ECC
@@ -13,15 +15,16 @@ images), so this estimator is built to *refuse* rather than guess:
 4. **Confidence.** A trustworthy solution is one that independent refinements converge to:
    ``confidence`` is the fraction of all refinements (every start, every scale, every frame pair)
    that land within :data:`AGREE_PX` of the chosen one. The estimate is *accepted* only when its
-   alignment score (normalised correlation of the structure images, over the pairs) reaches
-   :data:`MIN_SCORE` and beats the identity's by :data:`MIN_GAIN`, and the confidence reaches
-   :data:`MIN_CONFIDENCE` (:data:`MIN_CONFIDENCE_AT_HIGH_SCORE` for a score of :data:`HIGH_SCORE`
-   or more: large misalignments leave some starts outside ECC's basin although the optimum is clear).
+   alignment score (normalised correlation of the structure images, over the pairs) and its gain
+   over the identity's, and the confidence, pass the :data:`ACCEPTANCE` thresholds of the
+   structure kind (a smaller confidence suffices for a high score: large misalignments leave some
+   starts outside ECC's basin although the optimum is clear).
 
 Unrelated images, featureless images and scenes the method cannot lock onto scatter the
 refinements, and the result comes back with ``accepted=False``; the caller then keeps the current
 transform. The thresholds were tuned on the first half (sorted by name) of the SuperFusion RoadScene
-triplets only; docs/registration.md reports the other half and MSRS.
+triplets (and LLVIP pairs for the learned kind) only; docs/registration.md reports the other half
+and MSRS.
 """
 
 from __future__ import annotations
@@ -49,14 +52,34 @@ STARTS = 3
 SIGMAS = (1.0, 2.0)
 #: Two homographies "agree" when they move the visible image's points by at most this (full-size px).
 AGREE_PX = 2.0
-#: Acceptance: the fraction of refinements that agree with the chosen estimate ...
-MIN_CONFIDENCE = 0.6
-#: ... or, for an estimate that aligns the images this well (alignment score), a smaller fraction.
-HIGH_SCORE, MIN_CONFIDENCE_AT_HIGH_SCORE = 0.37, 0.25
-#: Acceptance, always: the alignment score (correlation of structure images) reaches this ...
-MIN_SCORE = 0.31
-#: ... and beats the identity's by this much.
-MIN_GAIN = 0.02
+
+
+@dataclasses.dataclass(frozen=True)
+class Acceptance:
+    """When an estimate is trusted; the numbers depend on the kind of structure images compared.
+
+    Attributes:
+        min_score: The alignment score (correlation of structure images) must reach this ...
+        min_gain: ... and beat the identity's by this much, always.
+        min_confidence: The fraction of refinements that agree with the chosen estimate must reach this ...
+        high_score: ... or, for an estimate with an alignment score of at least this,
+        min_confidence_at_high_score: this smaller fraction.
+    """
+
+    min_score: float
+    min_gain: float
+    min_confidence: float
+    high_score: float
+    min_confidence_at_high_score: float
+
+
+#: Acceptance per structure kind (:data:`STRUCTURES`), tuned on the first half of the SuperFusion
+#: RoadScene triplets (and, for ``learned``, random warps of the first 16 LLVIP pairs) only.
+ACCEPTANCE = {"learned": Acceptance(0.30, 0.02, 0.5, 0.35, 0.25),
+              "edges": Acceptance(0.31, 0.02, 0.6, 0.37, 0.25)}
+#: The structure images an estimate can compare: ``learned`` (:mod:`streamfuse.registration.features`,
+#: the default) or hand-made ``edges`` (:func:`structure_image`).
+STRUCTURES = tuple(ACCEPTANCE)
 #: Too little structure to estimate from (standard deviation of the gray levels).
 MIN_CONTRAST = 4.0
 
@@ -104,7 +127,18 @@ class _Pair:
     from_ir: np.ndarray  # full infrared px -> working px
 
 
-def _prepare(ir: np.ndarray, vis: np.ndarray, work_width: int = WORK_WIDTH, sigmas: Sequence[float] = SIGMAS) -> _Pair:
+def _structures(gray: np.ndarray, modality: str, structure: str, sigmas: Sequence[float]) -> dict[float, np.ndarray]:
+    """The ``structure`` images of a working-size gray frame, one per smoothing sigma."""
+    if structure == "edges":
+        return {sigma: structure_image(gray, sigma) for sigma in sigmas}
+    from streamfuse.registration.features import learned_structure  # torch: imported only when used
+
+    learned = learned_structure(gray, modality)
+    return {sigma: cv2.GaussianBlur(learned, (0, 0), sigma) for sigma in sigmas}
+
+
+def _prepare(ir: np.ndarray, vis: np.ndarray, structure: str, work_width: int = WORK_WIDTH,
+             sigmas: Sequence[float] = SIGMAS) -> _Pair:
     ir_gray, vis_gray = as_gray(ir), as_gray(vis)
     height, width = vis_gray.shape
     work_w = min(work_width, width)
@@ -113,7 +147,7 @@ def _prepare(ir: np.ndarray, vis: np.ndarray, work_width: int = WORK_WIDTH, sigm
     ir_small = cv2.resize(ir_gray, (work_w, work_h), interpolation=cv2.INTER_AREA)
     to_full = np.diag([width / work_w, height / work_h, 1.0])
     from_ir = np.diag([work_w / ir_gray.shape[1], work_h / ir_gray.shape[0], 1.0])
-    return _Pair({s: structure_image(ir_small, s) for s in sigmas}, {s: structure_image(vis_small, s) for s in sigmas},
+    return _Pair(_structures(ir_small, "ir", structure, sigmas), _structures(vis_small, "vis", structure, sigmas),
                  to_full, from_ir)
 
 
@@ -213,14 +247,15 @@ def _mean_score(prepared: Sequence[_Pair], matrix: np.ndarray) -> float:
 
 
 def alignment_quality(pairs: Sequence[tuple[np.ndarray, np.ndarray]], matrix: np.ndarray) -> float:
-    """How well ``matrix`` (full-size IR -> VIS) aligns frame pairs ``(ir, vis)``: the alignment score,
-    -1..1 (about 0 for unrelated images; 0.3-0.6 for well-registered real scenes)."""
-    return _mean_score([_prepare(ir, vis, sigmas=SIGMAS[:1]) for ir, vis in pairs], matrix)
+    """How well ``matrix`` (full-size IR -> VIS) aligns frame pairs ``(ir, vis)``: the alignment score of
+    edge images, -1..1 (about 0 for unrelated images; 0.3-0.6 for well-registered real scenes)."""
+    return _mean_score([_prepare(ir, vis, "edges", sigmas=SIGMAS[:1]) for ir, vis in pairs], matrix)
 
 
-def _fine(pairs: Sequence[tuple[np.ndarray, np.ndarray]], matrix: np.ndarray, ir_shape: tuple[int, int]) -> np.ndarray:
+def _fine(pairs: Sequence[tuple[np.ndarray, np.ndarray]], matrix: np.ndarray, ir_shape: tuple[int, int],
+          structure: str) -> np.ndarray:
     """Refine ``matrix`` at :data:`FINE_WIDTH` on the first pair; keep it when the refinement wanders off."""
-    fine = _prepare(*pairs[0], work_width=FINE_WIDTH, sigmas=(SIGMAS[0],))
+    fine = _prepare(*pairs[0], structure, work_width=FINE_WIDTH, sigmas=(SIGMAS[0],))
     start = np.linalg.inv(fine.to_full) @ matrix @ np.linalg.inv(fine.from_ir)
     refined = _refine(fine.ir[SIGMAS[0]], fine.vis[SIGMAS[0]], start, affine_first=False)
     if refined is None:
@@ -229,15 +264,19 @@ def _fine(pairs: Sequence[tuple[np.ndarray, np.ndarray]], matrix: np.ndarray, ir
     return refined / refined[2, 2] if displacement_px(refined, matrix, ir_shape) <= AGREE_PX else matrix
 
 
-def estimate_homography(pairs: Sequence[tuple[np.ndarray, np.ndarray]]) -> Estimate:
+def estimate_homography(pairs: Sequence[tuple[np.ndarray, np.ndarray]], structure: str = "learned") -> Estimate:
     """Estimate the infrared -> visible homography from frame pairs ``(ir, vis)`` (any sizes, gray or BGR).
 
     More pairs (of different scenes, or moments of a scene) make the estimate more reliable: each
-    pair is refined on its own and the estimate must agree across them. Never raises for a
-    hopeless input; it returns ``accepted=False`` with the reason.
+    pair is refined on its own and the estimate must agree across them. ``structure`` names the
+    images compared (:data:`STRUCTURES`). Never raises for a hopeless input; it returns
+    ``accepted=False`` with the reason.
     """
     if not pairs:
         raise ValueError("estimate_homography needs at least one frame pair")
+    if structure not in ACCEPTANCE:
+        raise ValueError(f"structure must be one of {', '.join(STRUCTURES)}, got {structure!r}")
+    accept = ACCEPTANCE[structure]
     vis_shape = as_gray(pairs[0][1]).shape
     ir_shape = as_gray(pairs[0][0]).shape
     identity_full = np.diag([vis_shape[1] / ir_shape[1], vis_shape[0] / ir_shape[0], 1.0])
@@ -246,7 +285,7 @@ def estimate_homography(pairs: Sequence[tuple[np.ndarray, np.ndarray]]) -> Estim
     if not usable:
         return Estimate(identity_full, False, 0.0, 0.0, 0.0, len(pairs),
                         "the images are featureless (almost uniform); nothing to align")
-    prepared = [_prepare(ir, vis) for ir, vis in usable]
+    prepared = [_prepare(ir, vis, structure) for ir, vis in usable]
     runs: list[np.ndarray] = []  # full-size IR -> VIS homographies
     for pair in prepared:
         starts = [matrix for _, matrix in _coarse(pair.ir[SIGMAS[-1]], pair.vis[SIGMAS[-1]])][:STARTS]
@@ -268,17 +307,17 @@ def estimate_homography(pairs: Sequence[tuple[np.ndarray, np.ndarray]]) -> Estim
     scores = [_mean_score(prepared, run) for run in contenders]
     chosen = contenders[int(np.argmax(scores))]
     confidence = sum(displacement_px(run, chosen, ir_shape) <= AGREE_PX for run in runs) / total
-    matrix = _fine(usable, chosen, ir_shape)
+    matrix = _fine(usable, chosen, ir_shape, structure)
     best_score = _mean_score(prepared, matrix)
     reasons = []
-    needed = MIN_CONFIDENCE_AT_HIGH_SCORE if best_score >= HIGH_SCORE else MIN_CONFIDENCE
+    needed = accept.min_confidence_at_high_score if best_score >= accept.high_score else accept.min_confidence
     if confidence < needed:
         reasons.append(f"the refinements disagree (only {confidence:.0%} agree; {needed:.0%} needed)")
-    if best_score < MIN_SCORE:
+    if best_score < accept.min_score:
         reasons.append(f"the images do not align well enough anywhere (alignment score {best_score:.3f}; "
-                       f"{MIN_SCORE} needed)")
-    if best_score - identity_score < MIN_GAIN:
+                       f"{accept.min_score} needed)")
+    if best_score - identity_score < accept.min_gain:
         reasons.append(f"the alignment score does not clearly improve on no warp ({identity_score:.3f} -> "
-                       f"{best_score:.3f}; +{MIN_GAIN} needed)")
+                       f"{best_score:.3f}; +{accept.min_gain} needed)")
     return Estimate(matrix / matrix[2, 2], not reasons, float(confidence), best_score, identity_score,
                     len(pairs), "; ".join(reasons))
