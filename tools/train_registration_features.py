@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from streamfuse.registration.features import DILATIONS
 from streamfuse.train.registration import train_structure
 
 
@@ -27,13 +28,15 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=12)
     parser.add_argument("--crop", type=int, default=112)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--dilations", type=int, nargs="+", default=list(DILATIONS),
+                        help=f"dilations of the 3x3 layers (default {' '.join(map(str, DILATIONS))})")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(args.threads)
     try:
         train_structure(args.data, args.output, steps=args.steps, batch_size=args.batch_size, crop=args.crop,
-                        seed=args.seed)
+                        dilations=args.dilations, seed=args.seed)
     except KeyboardInterrupt:
         raise SystemExit(130) from None
 

@@ -10,7 +10,7 @@ then aligns these images exactly as it aligns edge images (correlation search, E
 learned part only replaces what the images look like, not how the transform is found.
 
 Each network: the gray frame contrast-normalised over :data:`NORM_WINDOW` pixels, then 3x3
-convolutions of dilations :data:`DILATIONS` with ReLUs (reflected padding) and a 1x1 convolution to one
+convolutions of increasing dilation with ReLUs (reflected padding) and a 1x1 convolution to one
 channel. It runs here in NumPy and OpenCV, so calibrating a rig does not load torch (whose import alone
 takes about 2 s); training (torch) writes the weights as a plain ``.npz`` file, shipped in the package
 (``streamfuse/models/weights/regfeatures.npz``, about 60 kB).
@@ -37,7 +37,8 @@ ARCHITECTURE = "streamfuse-regfeatures-v1"
 NORM_WINDOW = 15
 #: Flat regions are not amplified beyond this local standard deviation (grey units of a ``[0, 1]`` image).
 NORM_EPS = 0.02
-#: Dilations of the 3x3 convolutions, in order (about 31 pixels of context around each output pixel).
+#: Dilations of the 3x3 convolutions of a new network, in order (about 31 pixels of context around each
+#: output pixel); a weights file stores its own.
 DILATIONS = (1, 2, 4, 1)
 #: The two networks' names.
 MODALITIES = ("ir", "vis")
@@ -51,18 +52,20 @@ def default_weights_path() -> Path:
 @dataclasses.dataclass(frozen=True)
 class StructureWeights:
     """The weights of both networks: per modality, ``(weight, bias)`` of each layer, torch's layout
-    (``(out, in, k, k)``), the 3x3 layers first and the 1x1 output layer last."""
+    (``(out, in, k, k)``), the 3x3 layers first and the 1x1 output layer last; the 3x3 layers' dilations."""
 
     layers: dict[str, tuple[tuple[np.ndarray, np.ndarray], ...]]
     metadata: dict[str, Any]
+    dilations: tuple[int, ...] = DILATIONS
 
 
 def save_structure_weights(layers: dict[str, list[tuple[np.ndarray, np.ndarray]]], path: str | Path,
-                           metadata: dict[str, Any] | None = None) -> Path:
+                           metadata: dict[str, Any] | None = None, dilations: tuple[int, ...] = DILATIONS) -> Path:
     """Write both networks' layers (as :class:`StructureWeights` holds them) to an ``.npz`` file, atomically."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    arrays = {"architecture": np.array(ARCHITECTURE), "metadata": np.array(json.dumps(metadata or {}))}
+    arrays = {"architecture": np.array(ARCHITECTURE), "metadata": np.array(json.dumps(metadata or {})),
+              "dilations": np.array(dilations, np.int64)}
     for modality in MODALITIES:
         for index, (weight, bias) in enumerate(layers[modality]):
             arrays[f"{modality}.{index}.weight"] = np.asarray(weight, np.float32)
@@ -92,22 +95,25 @@ def load_structure_weights(path: str | Path | None = None) -> StructureWeights:
     found = str(arrays.get("architecture", "nothing named"))
     if found != ARCHITECTURE:
         raise ConfigError(f"registration features: {path} holds {found!r}, not {ARCHITECTURE} weights")
+    dilations = tuple(int(d) for d in arrays.get("dilations", np.array(DILATIONS)).ravel())
+    if not dilations or min(dilations) < 1:
+        raise ConfigError(f"registration features: {path}: dilations {dilations} are not positive integers")
     layers = {}
     for modality in MODALITIES:
-        names = [(f"{modality}.{i}.weight", f"{modality}.{i}.bias") for i in range(len(DILATIONS) + 1)]
+        names = [(f"{modality}.{i}.weight", f"{modality}.{i}.bias") for i in range(len(dilations) + 1)]
         missing = [name for pair in names for name in pair if name not in arrays]
         if missing:
             raise ConfigError(f"registration features: {path} lacks {', '.join(missing)}")
         layers[modality] = tuple((arrays[w].astype(np.float32), arrays[b].astype(np.float32)) for w, b in names)
         _check_shapes(layers[modality], path)
-    return StructureWeights(layers, json.loads(str(arrays["metadata"])))
+    return StructureWeights(layers, json.loads(str(arrays["metadata"])), dilations)
 
 
 def _check_shapes(layers: tuple[tuple[np.ndarray, np.ndarray], ...], path: Path) -> None:
     inputs = 1
     for index, (weight, bias) in enumerate(layers):
-        kernel = 3 if index < len(DILATIONS) else 1
-        last = index == len(DILATIONS)
+        last = index == len(layers) - 1
+        kernel = 1 if last else 3
         if (weight.ndim != 4 or weight.shape[1:] != (inputs, kernel, kernel) or bias.shape != (weight.shape[0],)
                 or (last and weight.shape[0] != 1)):
             raise ConfigError(f"registration features: {path}: layer {index} has shape {weight.shape} "
@@ -167,10 +173,11 @@ def learned_structure(gray: np.ndarray, modality: str, weights: StructureWeights
 
     Zero mean, so that the zeros a warp fills in where a frame does not reach are neutral.
     """
-    layers = (weights if weights is not None else shipped_structure()).layers[modality]
+    weights = weights if weights is not None else shipped_structure()
+    layers = weights.layers[modality]
     scale = 255.0 if gray.dtype == np.uint8 else 1.0
     planes = local_contrast_normalise(np.asarray(gray, np.float32) / scale)[..., None]
-    for (weight, bias), dilation in zip(layers[:-1], DILATIONS, strict=True):
+    for (weight, bias), dilation in zip(layers[:-1], weights.dilations, strict=True):
         planes = np.maximum(_conv3x3(np.ascontiguousarray(planes), weight, bias, dilation), 0.0)
     weight, bias = layers[-1]
     structure = planes @ weight[0, :, 0, 0] + bias[0]

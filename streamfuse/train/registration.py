@@ -57,11 +57,11 @@ class StructureNet(nn.Module):
     frame carries into the middle of the other, where they dominate the correlation.
     """
 
-    def __init__(self, channels: int = 16) -> None:
+    def __init__(self, channels: int = 16, dilations: Sequence[int] = DILATIONS) -> None:
         super().__init__()
         self.convolutions = nn.ModuleList()
         inputs = 1
-        for dilation in DILATIONS:
+        for dilation in dilations:
             self.convolutions.append(nn.Conv2d(inputs, channels, 3, padding=dilation, dilation=dilation,
                                                padding_mode="reflect"))
             inputs = channels
@@ -82,10 +82,11 @@ class StructureNet(nn.Module):
 class CrossModalStructure(nn.Module):
     """The infrared and the visible :class:`StructureNet`."""
 
-    def __init__(self, channels: int = 16) -> None:
+    def __init__(self, channels: int = 16, dilations: Sequence[int] = DILATIONS) -> None:
         super().__init__()
-        self.ir = StructureNet(channels)
-        self.vis = StructureNet(channels)
+        self.dilations = tuple(dilations)
+        self.ir = StructureNet(channels, dilations)
+        self.vis = StructureNet(channels, dilations)
 
     def forward(self, ir: torch.Tensor, vis: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.ir(ir), self.vis(vis)
@@ -93,7 +94,7 @@ class CrossModalStructure(nn.Module):
     def save(self, path: Path, metadata: dict) -> Path:
         """Write the weights for :mod:`streamfuse.registration.features`."""
         networks = {"ir": self.ir, "vis": self.vis}
-        return save_structure_weights({m: networks[m].layers() for m in MODALITIES}, path, metadata)
+        return save_structure_weights({m: networks[m].layers() for m in MODALITIES}, path, metadata, self.dilations)
 
 
 def shift_contrast_loss(ir: torch.Tensor, vis: torch.Tensor, radius: int = RADIUS) -> torch.Tensor:
@@ -162,8 +163,8 @@ def training_pairs(root: Path, max_side: int = 640) -> list[tuple[np.ndarray, np
 
 
 def train_structure(root: Path, output: Path, *, steps: int = 2000, batch_size: int = 12, crop: int = 112,
-                    learning_rate: float = 2e-3, channels: int = 16, seed: int = 0, log_every: int = 50,
-                    checkpoint_every: int = 250) -> CrossModalStructure:
+                    learning_rate: float = 2e-3, channels: int = 16, dilations: Sequence[int] = DILATIONS,
+                    seed: int = 0, log_every: int = 50, checkpoint_every: int = 250) -> CrossModalStructure:
     """Train :class:`CrossModalStructure` on the pairs under ``root`` and write it to ``output``.
 
     The weights are written every ``checkpoint_every`` steps (and at the end), so an interrupted run
@@ -173,7 +174,7 @@ def train_structure(root: Path, output: Path, *, steps: int = 2000, batch_size: 
     pairs = training_pairs(root)
     logger.info("%d training pairs", len(pairs))
     sampler = AlignedCropSampler(pairs, crop, seed=seed)
-    model = CrossModalStructure(channels)
+    model = CrossModalStructure(channels, dilations)
     optimiser = torch.optim.Adam(model.parameters(), lr=learning_rate)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, learning_rate, total_steps=steps, pct_start=0.05)
     started, running = time.monotonic(), []
