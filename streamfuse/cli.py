@@ -333,14 +333,16 @@ def _print_calibration(result, output: Path, overlay_path: Path | None, seconds:
             print(f"outliers (RANSAC, not used): line(s) {', '.join(map(str, result.details['outlier_lines']))}")
     if result.method == "automatic":
         print(f"confidence: {result.confidence:.2f} over {result.details['pairs']} pair(s); alignment score "
-              f"{result.details['identity_score']:.3f} without a warp -> {result.details['alignment_score']:.3f}")
+              f"{result.details['identity_score']:.3f} without a warp -> {result.details['alignment_score']:.3f} "
+              f"({result.details['structure']} structure images)")
     if result.accepted:
         print(f"wrote {output} (use it with: registration: {{calibration: {output}}})")
         if overlay_path is not None:
             print(f"overlay (infrared edges in red over the visible image; before | after): {overlay_path}")
     else:
+        other = {"learned": "--structure edges", "edges": "--structure learned"}.get(result.details.get("structure"))
         print(f"REFUSED: {result.reason}; {output} left unchanged. Use --points or --target, or more frame pairs "
-              "of a scene with clear structure at a distance")
+              "of a scene with clear structure at a distance" + (f" (or try {other})" if other else ""))
 
 
 # -------------------------------------------------------------------------------------------- probe

@@ -263,7 +263,8 @@ def test_automatic_refuses_unrelated_images_and_leaves_the_calibration_alone(tmp
     code, out, err = run_cli(capsys, "calibrate", "--ir", str(tmp_path / "ir.png"), "--vis", str(tmp_path / "vis.png"),
                              "-o", str(output), "-y")
     assert code == REFUSED, out + err
-    assert "REFUSED:" in out and f"{output} left unchanged" in out
+    assert "REFUSED:" in out and f"{output} left unchanged" in out and "(or try --structure edges)" in out
+    assert "(learned structure images)" in out
     assert output.read_text() == before and not (tmp_path / "rig_overlay.png").exists()
 
 
