@@ -155,3 +155,16 @@ def test_the_estimator_compares_either_kind_of_structure_image():
         assert displacement_px(result.matrix, shift, moved.shape) < 1.0, structure
     with pytest.raises(ValueError, match="structure must be one of learned, edges"):
         estimate_homography([(ir, vis)], "sift")
+
+
+def test_the_shipped_weights_are_declared_package_data():
+    """A non-editable install (``pip install .``) carries only the files pyproject.toml declares."""
+    import fnmatch
+    import tomllib
+
+    from conftest import REPO
+    from streamfuse.registration.features import default_weights_path
+
+    declared = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["streamfuse"]
+    shipped = default_weights_path().relative_to(REPO / "streamfuse").as_posix()
+    assert any(fnmatch.fnmatch(shipped, pattern) for pattern in declared), (shipped, declared)
