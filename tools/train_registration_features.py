@@ -24,7 +24,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=Path("../shared/data"), help="data root (default ../shared/data)")
     parser.add_argument("--output", type=Path, required=True, help="weights file (.npz) to write")
-    parser.add_argument("--steps", type=int, default=1500)
+    parser.add_argument("--steps", type=int, default=1500, help="training steps (default 1500: the shipped weights)")
     parser.add_argument("--batch-size", type=int, default=12)
     parser.add_argument("--crop", type=int, default=112)
     parser.add_argument("--seed", type=int, default=0)

@@ -162,7 +162,7 @@ def training_pairs(root: Path, max_side: int = 640) -> list[tuple[np.ndarray, np
     return load_pairs(sources, max_side=max_side, holdout_dirs=holdout)
 
 
-def train_structure(root: Path, output: Path, *, steps: int = 2000, batch_size: int = 12, crop: int = 112,
+def train_structure(root: Path, output: Path, *, steps: int = 1500, batch_size: int = 12, crop: int = 112,
                     learning_rate: float = 2e-3, channels: int = 16, dilations: Sequence[int] = DILATIONS,
                     seed: int = 0, log_every: int = 50, checkpoint_every: int = 250) -> CrossModalStructure:
     """Train :class:`CrossModalStructure` on the pairs under ``root`` and write it to ``output``.
