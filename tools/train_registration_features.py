@@ -28,6 +28,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=12)
     parser.add_argument("--crop", type=int, default=112)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--night", type=float, default=0.3,
+                        help="fraction of crops whose visible image is darkened and given noise (default 0.3)")
     parser.add_argument("--dilations", type=int, nargs="+", default=list(DILATIONS),
                         help=f"dilations of the 3x3 layers (default {' '.join(map(str, DILATIONS))})")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
@@ -36,7 +38,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     try:
         train_structure(args.data, args.output, steps=args.steps, batch_size=args.batch_size, crop=args.crop,
-                        dilations=args.dilations, seed=args.seed)
+                        dilations=args.dilations, night=args.night, seed=args.seed)
     except KeyboardInterrupt:
         raise SystemExit(130) from None
 

@@ -121,11 +121,11 @@ class AlignedCropSampler:
     """Random aligned crop pairs ``(ir, vis)`` of shape ``(N, 1, crop, crop)`` from loaded pairs."""
 
     def __init__(self, pairs: Sequence[tuple[np.ndarray, np.ndarray, str]], crop: int, *, seed: int = 0,
-                 scales: tuple[float, float] = (0.45, 1.0)) -> None:
+                 scales: tuple[float, float] = (0.45, 1.0), night: float = 0.0) -> None:
         usable = [(ir, vis) for ir, vis, _ in pairs if min(ir.shape) * scales[0] >= crop]
         if not usable:
             raise ValueError(f"no training pair is large enough for {crop} px crops at scale {scales[0]}")
-        self.pairs, self.crop, self.scales = usable, crop, scales
+        self.pairs, self.crop, self.scales, self.night = usable, crop, scales, night
         self.rng = np.random.default_rng(seed)
 
     def _one(self) -> tuple[np.ndarray, np.ndarray]:
@@ -144,6 +144,8 @@ class AlignedCropSampler:
             ir_c, vis_c = ir_c[:, ::-1], vis_c[:, ::-1]
         ir_c = np.clip(ir_c, 0, 1) ** rng.uniform(0.6, 1.6)
         vis_c = np.clip(vis_c, 0, 1) ** rng.uniform(0.6, 1.6)
+        if rng.random() < self.night:  # a visible camera at night: dark, and noisy once amplified
+            vis_c = vis_c * rng.uniform(0.1, 0.5) + rng.normal(0.0, rng.uniform(0.0, 0.02), vis_c.shape)
         return ir_c.astype(np.float32), vis_c.astype(np.float32)
 
     def batch(self, size: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -164,7 +166,8 @@ def training_pairs(root: Path, max_side: int = 640) -> list[tuple[np.ndarray, np
 
 def train_structure(root: Path, output: Path, *, steps: int = 1500, batch_size: int = 12, crop: int = 112,
                     learning_rate: float = 2e-3, channels: int = 16, dilations: Sequence[int] = DILATIONS,
-                    seed: int = 0, log_every: int = 50, checkpoint_every: int = 250) -> CrossModalStructure:
+                    night: float = 0.3, seed: int = 0, log_every: int = 50,
+                    checkpoint_every: int = 250) -> CrossModalStructure:
     """Train :class:`CrossModalStructure` on the pairs under ``root`` and write it to ``output``.
 
     The weights are written every ``checkpoint_every`` steps (and at the end), so an interrupted run
@@ -173,12 +176,13 @@ def train_structure(root: Path, output: Path, *, steps: int = 1500, batch_size: 
     torch.manual_seed(seed)
     pairs = training_pairs(root)
     logger.info("%d training pairs", len(pairs))
-    sampler = AlignedCropSampler(pairs, crop, seed=seed)
+    sampler = AlignedCropSampler(pairs, crop, seed=seed, night=night)
     model = CrossModalStructure(channels, dilations)
     optimiser = torch.optim.Adam(model.parameters(), lr=learning_rate)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, learning_rate, total_steps=steps, pct_start=0.05)
     started, running = time.monotonic(), []
-    metadata = {"pairs": len(pairs), "steps": steps, "batch_size": batch_size, "crop": crop, "seed": seed}
+    metadata = {"pairs": len(pairs), "steps": steps, "batch_size": batch_size, "crop": crop, "night": night,
+                "seed": seed}
     try:
         for step in range(1, steps + 1):
             ir, vis = sampler.batch(batch_size)
