@@ -168,3 +168,15 @@ def test_the_shipped_weights_are_declared_package_data():
     declared = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["streamfuse"]
     shipped = default_weights_path().relative_to(REPO / "streamfuse").as_posix()
     assert any(fnmatch.fnmatch(shipped, pattern) for pattern in declared), (shipped, declared)
+
+
+def test_night_crops_darken_the_visible_image_only():
+    pairs = [(ir.astype(np.float32) / 255, vis.astype(np.float32) / 255, "synthetic")
+             for ir, vis in (synthetic_pair(seed) for seed in range(2))]
+    from streamfuse.train.registration import AlignedCropSampler
+
+    day_ir, day_vis = AlignedCropSampler(pairs, 48, seed=3, night=0.0).batch(32)
+    night_ir, night_vis = AlignedCropSampler(pairs, 48, seed=3, night=1.0).batch(32)
+    assert torch.equal(day_ir[0], night_ir[0])  # the same first crop (later ones differ: noise draws), IR untouched
+    assert float(night_vis[0].mean()) < 0.5 * float(day_vis[0].mean())
+    assert float(night_vis.mean()) < 0.5 * float(day_vis.mean())
