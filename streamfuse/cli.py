@@ -26,6 +26,7 @@ from streamfuse.fusers.colour import has_colour
 from streamfuse.imageio import IMAGE_EXTENSIONS, list_images, natural_key, read_image
 from streamfuse.pipeline import Pipeline, check_outputs_are_not_inputs
 from streamfuse.probe import probe
+from streamfuse.registration.estimate import STRUCTURES, estimate_homography
 from streamfuse.runtime import setup_runtime
 from streamfuse.sources.video import VIDEO_EXTENSIONS
 from streamfuse.stats import END_TO_END, PipelineStats
@@ -275,7 +276,6 @@ def calibration_pairs(ir: str, vis: str, *, max_pairs: int, pair_by: str = "stem
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
     from streamfuse.registration import calibrate
-    from streamfuse.registration.estimate import estimate_homography
 
     modes = [name for name, given in (("--points", args.points), ("--target", args.target)) if given]
     if len(modes) > 1:
@@ -340,9 +340,10 @@ def _print_calibration(result, output: Path, overlay_path: Path | None, seconds:
         if overlay_path is not None:
             print(f"overlay (infrared edges in red over the visible image; before | after): {overlay_path}")
     else:
-        other = {"learned": "--structure edges", "edges": "--structure learned"}.get(result.details.get("structure"))
+        others = [kind for kind in STRUCTURES if kind != result.details.get("structure", kind)]
         print(f"REFUSED: {result.reason}; {output} left unchanged. Use --points or --target, or more frame pairs "
-              "of a scene with clear structure at a distance" + (f" (or try {other})" if other else ""))
+              "of a scene with clear structure at a distance"
+              + (f" (or try --structure {' or '.join(others)})" if others else ""))
 
 
 # -------------------------------------------------------------------------------------------- probe
@@ -657,7 +658,7 @@ def build_parser() -> argparse.ArgumentParser:
     cal.add_argument("-o", "--output", default="calibration.yaml",
                      help="calibration file to write (default calibration.yaml); a refused estimate writes nothing")
     cal.add_argument("-y", "--overwrite", action="store_true", help="replace an existing calibration file")
-    cal.add_argument("--structure", choices=["learned", "edges"], default="learned",
+    cal.add_argument("--structure", choices=STRUCTURES, default=STRUCTURES[0],
                      help="automatic: what the estimator aligns, the shipped networks' learned structure images "
                           "(default) or hand-made edge images")
     cal.add_argument("--json", action="store_true", help="print the result as JSON (no overlay image)")

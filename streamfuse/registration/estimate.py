@@ -36,6 +36,7 @@ import cv2
 import numpy as np
 
 from streamfuse.fusers.colour import as_gray
+from streamfuse.registration.features import learned_structure
 
 #: Width (pixels) the structure images are computed at; heights keep the visible aspect ratio.
 WORK_WIDTH = 320
@@ -131,8 +132,6 @@ def _structures(gray: np.ndarray, modality: str, structure: str, sigmas: Sequenc
     """The ``structure`` images of a working-size gray frame, one per smoothing sigma."""
     if structure == "edges":
         return {sigma: structure_image(gray, sigma) for sigma in sigmas}
-    from streamfuse.registration.features import learned_structure  # torch: imported only when used
-
     learned = learned_structure(gray, modality)
     return {sigma: cv2.GaussianBlur(learned, (0, 0), sigma) for sigma in sigmas}
 
