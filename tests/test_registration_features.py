@@ -180,3 +180,19 @@ def test_night_crops_darken_the_visible_image_only():
     assert torch.equal(day_ir[0], night_ir[0])  # the same first crop (later ones differ: noise draws), IR untouched
     assert float(night_vis[0].mean()) < 0.5 * float(day_vis[0].mean())
     assert float(night_vis.mean()) < 0.5 * float(day_vis.mean())
+
+
+def test_calibrating_a_rig_does_not_load_torch(tmp_path):
+    """The networks run in NumPy: an automatic calibration never pays torch's 2 s import."""
+    import subprocess
+    import sys
+
+    ir, vis = synthetic_pair(5, 200)
+    cv2.imwrite(str(tmp_path / "ir.png"), ir)
+    cv2.imwrite(str(tmp_path / "vis.png"), vis)
+    code = ("import sys; from streamfuse.cli import main; "
+            f"main(['calibrate', '--ir', {str(tmp_path / 'ir.png')!r}, '--vis', {str(tmp_path / 'vis.png')!r}, "
+            f"'-o', {str(tmp_path / 'rig.yaml')!r}, '--json']); print('torch loaded:', 'torch' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert '"structure": "learned"' in result.stdout, result.stdout + result.stderr
+    assert "torch loaded: False" in result.stdout, result.stdout + result.stderr
