@@ -113,7 +113,7 @@ def main() -> int:
     parser.add_argument("--half", choices=["first", "second", "all"], default="all")
     parser.add_argument("--warp", type=int, metavar="N", help="N random homographies of each aligned pair instead")
     parser.add_argument("--seed", type=int, default=17)
-    parser.add_argument("--structure", choices=STRUCTURES, default="learned",
+    parser.add_argument("--structure", choices=STRUCTURES, default=STRUCTURES[0],
                         help="structure images the estimator compares (default learned)")
     args = parser.parse_args()
     names = sorted((p.name for p in list_images(args.root / "vi")), key=natural_key)

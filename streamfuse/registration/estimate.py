@@ -263,7 +263,7 @@ def _fine(pairs: Sequence[tuple[np.ndarray, np.ndarray]], matrix: np.ndarray, ir
     return refined / refined[2, 2] if displacement_px(refined, matrix, ir_shape) <= AGREE_PX else matrix
 
 
-def estimate_homography(pairs: Sequence[tuple[np.ndarray, np.ndarray]], structure: str = "learned") -> Estimate:
+def estimate_homography(pairs: Sequence[tuple[np.ndarray, np.ndarray]], structure: str = STRUCTURES[0]) -> Estimate:
     """Estimate the infrared -> visible homography from frame pairs ``(ir, vis)`` (any sizes, gray or BGR).
 
     More pairs (of different scenes, or moments of a scene) make the estimate more reliable: each
