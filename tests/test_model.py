@@ -14,7 +14,7 @@ from streamfuse.fusers.model import ModelFuser
 from streamfuse.models import bands
 from streamfuse.models.checkpoint import default_weights_path, load_model, save_weights
 from streamfuse.models.cpu import fuse_on_cpu
-from streamfuse.models.network import BandFeatures, FusionNet, parameter_count, trunk_factor
+from streamfuse.models.network import MAPS, BandFeatures, FusionNet, parameter_count, trunk_factor
 from streamfuse.text import HashingTextEncoder, Router, load_bank
 from streamfuse.train.losses import loss_terms, salient_mix, sobel_magnitude, ssim_pair
 
@@ -67,23 +67,39 @@ def test_text_conditioning_changes_the_output_and_mixes_linearly(net):
     assert torch.equal(net.intent_weights({}), net.intent_weights({"balanced": 1}))
 
 
-def test_only_a_prompt_beyond_balanced_changes_the_finest_band_gain(net):
-    """Balanced fusion keeps the finest detail whole; a noise prompt may smooth it, in proportion to its share."""
+@pytest.mark.parametrize("channel", [bands.COARSE_BANDS - 1, MAPS - 1], ids=["base injection", "finest-band gain"])
+def test_only_a_prompt_beyond_balanced_moves_the_base_and_the_finest_band_gain(net, channel):
+    """Balanced fusion keeps the rule's base injection and the finest detail whole; a noise prompt may move
+    them, in proportion to its share."""
     ir, vis = torch.rand(1, 1, 64, 80), torch.rand(1, 1, 64, 80)
     sources = torch.cat([ir, vis], dim=1)
     split = bands.decompose(sources)
+    rule = bands.rule_logits(split)
     features = BandFeatures(quarter=F.avg_pool2d(split.half, 2), detail=F.avg_pool2d(split.coarse[0].abs(), 2),
-                            rule=bands.rule_logits(split))
+                            rule=rule)
+    rule_map = torch.cat([rule, torch.zeros_like(rule[:, :2])], dim=1)[:, channel]
 
-    def fine_gain_logit(weights):
+    def residual(weights):
         with torch.no_grad():
-            return net.decide(features, net.intent_weights(weights))[:, -1]
+            return net.decide(features, net.intent_weights(weights))[:, channel] - rule_map
 
-    assert torch.equal(fine_gain_logit({"balanced": 1}), torch.zeros(1, 16, 20))
-    noise = fine_gain_logit({"noise": 1})
-    assert noise.abs().mean() > 1e-3  # the fixture's random head predicts some gain
-    half = fine_gain_logit({"noise": 1, "balanced": 1})
-    assert not torch.allclose(half, noise)
+    assert torch.equal(residual({"balanced": 1}), torch.zeros(1, 16, 20))
+    noise = residual({"noise": 1})
+    assert noise.abs().mean() > 1e-3  # the fixture's random head predicts some residual
+    half = residual({"noise": 1, "balanced": 1})
+    assert not torch.allclose(half, noise) and half.abs().mean() > 1e-4
+
+
+def test_balanced_fusion_keeps_the_learned_detail_injection(net):
+    """Only the base and the finest band follow the rule under the balanced prompt: the detail bands' residual stays."""
+    ir, vis = torch.rand(1, 1, 64, 80), torch.rand(1, 1, 64, 80)
+    split = bands.decompose(torch.cat([ir, vis], dim=1))
+    rule = bands.rule_logits(split)
+    features = BandFeatures(quarter=F.avg_pool2d(split.half, 2), detail=F.avg_pool2d(split.coarse[0].abs(), 2),
+                            rule=rule)
+    with torch.no_grad():
+        maps = net.decide(features, net.intent_weights({"balanced": 1}))
+    assert (maps[:, :bands.COARSE_BANDS - 1] - rule[:, :-1]).abs().mean() > 1e-3
 
 
 @pytest.mark.parametrize("prompt", ["glare", "fog", "low_light"])
