@@ -89,6 +89,16 @@ def test_damage_gates_find_each_kind_of_damage():
         assert np.allclose(as_tensor[kind].numpy(), gate, atol=0.01), kind  # sqrt of ~0 variances differ a little
 
 
+def test_the_fog_gate_covers_flat_thermal_walls_between_edges_not_only_the_edges():
+    """A fog bank over a street of flat, differently warm house fronts (quarter resolution, 10 px wide):
+    the thermal image has structure only at the fronts' edges, yet it has something to show all over."""
+    ir = np.repeat(np.tile(np.repeat(np.float32([0.3, 0.5]), 10), 4)[None, :], 40, axis=0)
+    vis = np.full_like(ir, 0.7)  # bright, flat: fog
+    fog = damage_gates(ir, vis, bands_cv.box_filter)["low_contrast"]
+    interior = fog[10:30, 10:70]
+    assert interior.min() > 0.5 and interior.mean() > 0.7  # edges only (the thermal structure alone): 0 and 0.4
+
+
 @pytest.fixture(scope="module")
 def router() -> Router:
     return Router(HashingTextEncoder(), load_bank())

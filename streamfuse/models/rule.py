@@ -46,6 +46,10 @@ SATURATED, DARK, LOW_CONTRAST = (0.9, 0.99), (0.25, 0.1), (0.03, 0.015)
 THERMAL_STRUCTURE = (0.02, 0.06)
 #: Fog and smoke are bright (scattered light): the low-contrast gate also needs this local brightness.
 HAZE_BRIGHTNESS = (0.4, 0.6)
+#: A damaged region is repaired as a whole where the thermal image shows structure in enough of it: box
+#: radius (quarter resolution: about 52 px in the frame) of the neighbourhood, and the share of its
+#: damaged pixels with thermal structure at which the gate is full.
+THERMAL_REGION, THERMAL_SHARE_FULL = 6, 0.5
 
 #: Intents that describe damage to the visible image, and where that damage is (:func:`damage_gates`).
 LOCAL_INTENTS = {"glare": "saturated", "low_light": "dark", "fog": "low_contrast"}
@@ -102,11 +106,12 @@ def damage_gates(ir: Array, vis: Array, box_filter: Callable[[Array, int], Array
 
     ``saturated``: nearly clipped (:data:`SATURATED`): glare, blooms. ``dark``: dark (:data:`DARK`):
     night. ``low_contrast``: the visible local contrast is gone (:data:`LOW_CONTRAST`) in a bright
-    region (:data:`HAZE_BRIGHTNESS`): fog, smoke, haze. Each only where the thermal image shows
-    structure (:data:`THERMAL_STRUCTURE`) stronger than the visible image's there: a blown-out sky over
-    a flat, cold thermal sky is not damage worth repairing. (Chosen on RoadScene and MSRS training
-    pairs with partial damage: SSIM to the clean visible image outside the damage within 0.01 of
-    balanced fusion.)
+    region (:data:`HAZE_BRIGHTNESS`): fog, smoke, haze. Each only where the thermal image has
+    something to show: in the damaged part of the neighbourhood (:data:`THERMAL_REGION`), enough
+    pixels (:data:`THERMAL_SHARE_FULL`) with thermal structure (:data:`THERMAL_STRUCTURE`) stronger
+    than the visible image's; a blown-out sky over a flat, cold thermal sky is not damage worth
+    repairing. (Thresholds chosen on RoadScene and MSRS training pairs with partial damage: SSIM to the
+    clean visible image outside the damage within 0.02 of balanced fusion.)
     """
     mean_ir, mean_vis = box_filter(ir, 2), box_filter(vis, 2)
     contrast_ir = (box_filter(ir * ir, 2) - mean_ir * mean_ir).clip(min=0) ** 0.5
@@ -115,12 +120,18 @@ def damage_gates(ir: Array, vis: Array, box_filter: Callable[[Array, int], Array
     # than the visible image's (a blown-out sky over a flat, cold thermal sky is not worth replacing).
     thermal_shows = ((2 * (contrast_ir - contrast_vis) / (contrast_ir + contrast_vis + 0.02)).clip(0, 1)
                      * _ramp(contrast_ir, *THERMAL_STRUCTURE))
-    gates = {
-        "saturated": _ramp(mean_vis, *SATURATED) * thermal_shows,
-        "dark": _ramp(mean_vis, *DARK) * thermal_shows,
-        "low_contrast": _ramp(contrast_vis, *LOW_CONTRAST) * _ramp(mean_vis, *HAZE_BRIGHTNESS) * thermal_shows,
+    damage = {
+        "saturated": _ramp(mean_vis, *SATURATED),
+        "dark": _ramp(mean_vis, *DARK),
+        "low_contrast": _ramp(contrast_vis, *LOW_CONTRAST) * _ramp(mean_vis, *HAZE_BRIGHTNESS),
     }
-    return {kind: box_filter(gate, 2) for kind, gate in gates.items()}
+    gates = {}
+    for kind, damaged in damage.items():
+        # Per region, not per pixel: thermal structure sits at edges, and gating pixel by pixel would
+        # repair a fog bank only along the thermal image's edges (dark outlines around flat walls).
+        share = box_filter(damaged * thermal_shows, THERMAL_REGION) / (box_filter(damaged, THERMAL_REGION) + 1e-3)
+        gates[kind] = box_filter(damaged * (share / THERMAL_SHARE_FULL).clip(0, 1), 2)
+    return gates
 
 
 def _ramp(value: Array, start: float, full: float) -> Array:
