@@ -14,7 +14,7 @@ from streamfuse.fusers.model import ModelFuser
 from streamfuse.models import bands
 from streamfuse.models.checkpoint import default_weights_path, load_model, save_weights
 from streamfuse.models.cpu import fuse_on_cpu
-from streamfuse.models.network import MAPS, BandFeatures, FusionNet, parameter_count, trunk_factor
+from streamfuse.models.network import MAPS, RESIDUAL_BOUND, BandFeatures, FusionNet, parameter_count, trunk_factor
 from streamfuse.text import HashingTextEncoder, Router, load_bank
 from streamfuse.train.losses import loss_terms, salient_mix, sobel_magnitude, ssim_pair
 
@@ -100,6 +100,23 @@ def test_balanced_fusion_keeps_the_learned_detail_injection(net):
     with torch.no_grad():
         maps = net.decide(features, net.intent_weights({"balanced": 1}))
     assert (maps[:, :bands.COARSE_BANDS - 1] - rule[:, :-1]).abs().mean() > 1e-3
+
+
+def test_the_learned_residual_moves_an_injection_logit_by_at_most_the_bound():
+    """However wild the head, every prompt's injection logits stay within RESIDUAL_BOUND of the rule's."""
+    model = perturbed_network()
+    with torch.no_grad():
+        model.head.bias[:bands.COARSE_BANDS] = torch.tensor([200.0, -150.0, 90.0])
+    ir, vis = torch.rand(1, 1, 64, 80), torch.rand(1, 1, 64, 80)
+    split = bands.decompose(torch.cat([ir, vis], dim=1))
+    rule = bands.rule_logits(split)
+    features = BandFeatures(quarter=F.avg_pool2d(split.half, 2), detail=F.avg_pool2d(split.coarse[0].abs(), 2),
+                            rule=rule)
+    for prompt in ("balanced", "noise", "fog"):
+        with torch.no_grad():
+            moved = model.decide(features, model.intent_weights({prompt: 1}))[:, :bands.COARSE_BANDS] - rule
+        assert moved.abs().max() <= RESIDUAL_BOUND + 1e-4, prompt
+    assert moved[:, 0].min() > 0.9 * RESIDUAL_BOUND  # the bound is reached, not a zeroed residual
 
 
 @pytest.mark.parametrize("prompt", ["glare", "fog", "low_light"])

@@ -63,6 +63,12 @@ MAPS = bands.COARSE_BANDS + 2
 #: band (:meth:`FusionNet._balanced_keeps_the_rule`).
 RULE_UNDER_BALANCED = (bands.COARSE_BANDS - 1, MAPS - 1)
 
+#: The learned residual moves each injection logit by at most this much (a smooth bound,
+#: ``B tanh(r / B)``). Unbounded, the shipped network answered a fogged night frame with residuals of
+#: +47 logits on average and up to +177, so that even a 1% damage gate let them through as black blobs.
+#: Chosen among 8 and 4 on training pairs (docs/model.md, "v5.1").
+RESIDUAL_BOUND = 4.0
+
 #: Channels of the temporal memory: the maps and the two 1/4-scale sources.
 MEMORY_CHANNELS = MAPS + 2
 
@@ -229,6 +235,8 @@ class FusionNet(nn.Module):
         if factor > 1:
             residual = F.interpolate(residual, scale_factor=factor, mode="bilinear", align_corners=False)
             residual = residual[..., :quarter.shape[-2], :quarter.shape[-1]]
+        bounded = RESIDUAL_BOUND * torch.tanh(residual[:, :bands.COARSE_BANDS] / RESIDUAL_BOUND)
+        residual = torch.cat([bounded, residual[:, bands.COARSE_BANDS:]], dim=1)
         if gate is not None:  # outside the damage, balanced fusion: the rule's base, the whole finest band
             prompted, plain = residual.chunk(2)
             plain = self._balanced_keeps_the_rule(plain, torch.zeros_like(weights[:, :1]))
