@@ -14,7 +14,15 @@ from streamfuse.fusers.model import ModelFuser
 from streamfuse.models import bands
 from streamfuse.models.checkpoint import default_weights_path, load_model, save_weights
 from streamfuse.models.cpu import fuse_on_cpu
-from streamfuse.models.network import MAPS, RESIDUAL_BOUND, BandFeatures, FusionNet, parameter_count, trunk_factor
+from streamfuse.models.network import (
+    MAPS,
+    RESIDUAL_BOUND,
+    BandFeatures,
+    FusionNet,
+    band_features,
+    parameter_count,
+    trunk_factor,
+)
 from streamfuse.text import HashingTextEncoder, Router, load_bank
 from streamfuse.train.losses import loss_terms, salient_mix, sobel_magnitude, ssim_pair
 
@@ -34,6 +42,13 @@ def perturbed_network(trunk_scale: int = 8) -> FusionNet:
         for p in model.parameters():
             p.add_(torch.randn_like(p) * 0.05)
     return model
+
+
+def random_features() -> BandFeatures:
+    """The network's inputs for a random 64x80 pair (the rule logits of the balanced prompt)."""
+    ir, vis = torch.rand(1, 1, 64, 80), torch.rand(1, 1, 64, 80)
+    split = bands.decompose(torch.cat([ir, vis], dim=1))
+    return band_features(split, bands.rule_logits(split))
 
 
 def test_untrained_network_is_the_fixed_rule_of_the_classical_fuser():
@@ -71,12 +86,8 @@ def test_text_conditioning_changes_the_output_and_mixes_linearly(net):
 def test_only_a_prompt_beyond_balanced_moves_the_base_and_the_finest_band_gain(net, channel):
     """Balanced fusion keeps the rule's base injection and the finest detail whole; a noise prompt may move
     them, in proportion to its share."""
-    ir, vis = torch.rand(1, 1, 64, 80), torch.rand(1, 1, 64, 80)
-    sources = torch.cat([ir, vis], dim=1)
-    split = bands.decompose(sources)
-    rule = bands.rule_logits(split)
-    features = BandFeatures(quarter=F.avg_pool2d(split.half, 2), detail=F.avg_pool2d(split.coarse[0].abs(), 2),
-                            rule=rule)
+    features = random_features()
+    rule = features.rule
     rule_map = torch.cat([rule, torch.zeros_like(rule[:, :2])], dim=1)[:, channel]
 
     def residual(weights):
@@ -92,11 +103,8 @@ def test_only_a_prompt_beyond_balanced_moves_the_base_and_the_finest_band_gain(n
 
 def test_balanced_fusion_keeps_the_learned_detail_injection(net):
     """Only the base and the finest band follow the rule under the balanced prompt: the detail bands' residual stays."""
-    ir, vis = torch.rand(1, 1, 64, 80), torch.rand(1, 1, 64, 80)
-    split = bands.decompose(torch.cat([ir, vis], dim=1))
-    rule = bands.rule_logits(split)
-    features = BandFeatures(quarter=F.avg_pool2d(split.half, 2), detail=F.avg_pool2d(split.coarse[0].abs(), 2),
-                            rule=rule)
+    features = random_features()
+    rule = features.rule
     with torch.no_grad():
         maps = net.decide(features, net.intent_weights({"balanced": 1}))
     assert (maps[:, :bands.COARSE_BANDS - 1] - rule[:, :-1]).abs().mean() > 1e-3
@@ -107,11 +115,8 @@ def test_the_learned_residual_moves_an_injection_logit_by_at_most_the_bound():
     model = perturbed_network()
     with torch.no_grad():
         model.head.bias[:bands.COARSE_BANDS] = torch.tensor([200.0, -150.0, 90.0])
-    ir, vis = torch.rand(1, 1, 64, 80), torch.rand(1, 1, 64, 80)
-    split = bands.decompose(torch.cat([ir, vis], dim=1))
-    rule = bands.rule_logits(split)
-    features = BandFeatures(quarter=F.avg_pool2d(split.half, 2), detail=F.avg_pool2d(split.coarse[0].abs(), 2),
-                            rule=rule)
+    features = random_features()
+    rule = features.rule
     for prompt in ("balanced", "noise", "fog"):
         with torch.no_grad():
             moved = model.decide(features, model.intent_weights({prompt: 1}))[:, :bands.COARSE_BANDS] - rule

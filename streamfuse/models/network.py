@@ -99,6 +99,11 @@ class BandFeatures(NamedTuple):
     """``(B, COARSE_BANDS, h, w)`` the fixed rule's injection logits."""
 
 
+def band_features(split: bands.Bands, rule: torch.Tensor) -> BandFeatures:
+    """What the network looks at, from both sources' bands and the rule logits for the prompt."""
+    return BandFeatures(quarter=F.avg_pool2d(split.half, 2), detail=F.avg_pool2d(split.coarse[0].abs(), 2), rule=rule)
+
+
 def activations(maps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The maps' values: injection weights in [0, 1], infrared detail gain, finest-band gain."""
     injection = torch.sigmoid(maps[:, :bands.COARSE_BANDS])
@@ -203,8 +208,7 @@ class FusionNet(nn.Module):
             sources = F.pad(sources, (0, pad_w, 0, pad_h), mode="replicate")
         split = bands.decompose(sources)
         rule = self.rule_for_prompt(bands.rule_logits(split), weights.float(), lambda: bands.medical_logits(split))
-        features = BandFeatures(quarter=F.avg_pool2d(split.half, 2), detail=F.avg_pool2d(split.coarse[0].abs(), 2),
-                                rule=rule)
+        features = band_features(split, rule)
         maps = self.decide(features, weights.float(), None if memory is None else memory.float(), momentum)
         fused = bands.compose(split, *activations(maps))[..., :height, :width].clamp(0.0, 1.0).to(ir.dtype)
         if memory is None:
