@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 import cv2
 import numpy as np
+
+Array = TypeVar("Array")  # a numpy.ndarray or a torch.Tensor (float32)
+
+#: How far each of B, G, R lies from the luminance per level of chroma (``Cr - 128``, ``Cb - 128``):
+#: OpenCV's fixed-point BT.601 coefficients of ``COLOR_YCrCb2BGR`` (14-bit) as ``(per Cr, per Cb)``.
+_CHROMA_TO_BGR = ((0.0, 29049 / 16384), (-11698 / 16384, -5636 / 16384), (22987 / 16384, 0.0))
 
 
 def as_gray(image: np.ndarray) -> np.ndarray:
@@ -33,9 +41,36 @@ def split_luminance(vis: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
     return ycrcb[:, :, 0], ycrcb
 
 
+def fitting_chroma(luma: Array, cr: Array, cb: Array) -> tuple[Array, Array]:
+    """The chroma offsets ``(Cr - 128, Cb - 128)``, shrunk towards gray just enough that the colour at
+    ``luma`` fits in the RGB cube (0..255 per channel): float32 levels, the same for NumPy and torch.
+
+    Clipping the channels instead would change the luminance the fuser chose: a hot target fused into a
+    saturated red sign, or a bright MRI region under a dark blue PET colour, would come out darker than
+    the fused image says. Desaturating keeps the luminance (to within a level) and the hue.
+    """
+    cr, cb = cr - 128, cb - 128
+    scale = 1.0 + 0.0 * luma
+    for per_cr, per_cb in _CHROMA_TO_BGR:
+        offset = per_cr * cr + per_cb * cb
+        room = (offset > 0) * (255 - luma) + (offset < 0) * luma + (offset == 0)  # no offset: no limit
+        scale = scale.clip(max=room / (abs(offset) + 1e-6))
+    return cr * scale, cb * scale
+
+
 def merge_luminance(luma: np.ndarray, ycrcb: np.ndarray | None) -> np.ndarray:
-    """Put a fused luminance back with the visible chroma; gray output when the visible input was gray."""
+    """Put a fused luminance back with the visible chroma (:func:`fitting_chroma`); gray output when the
+    visible input was gray."""
     if ycrcb is None:
         return luma
     ycrcb[:, :, 0] = luma
-    return cv2.cvtColor(ycrcb, cv2.COLOR_YCrCb2BGR)
+    bgr = cv2.cvtColor(ycrcb, cv2.COLOR_YCrCb2BGR)
+    # Only pixels with a channel at 0 or 255 can have been clipped; everywhere else the chroma fits as it is.
+    rows, cols = np.nonzero(cv2.inRange(bgr, (1, 1, 1), (254, 254, 254)) == 0)
+    if rows.size:
+        pixels = ycrcb[rows, cols].astype(np.float32)
+        cr, cb = fitting_chroma(pixels[:, 0], pixels[:, 1], pixels[:, 2])
+        fitted = np.stack([pixels[:, 0], 128 + cr.astype(np.int32), 128 + cb.astype(np.int32)], axis=-1)
+        # truncated towards 0: never more colour than fits
+        bgr[rows, cols] = cv2.cvtColor(fitted.astype(np.uint8)[:, None], cv2.COLOR_YCrCb2BGR)[:, 0]
+    return bgr

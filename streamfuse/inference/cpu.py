@@ -10,6 +10,7 @@ import cv2
 import numpy as np
 import torch
 
+from streamfuse.fusers.colour import merge_luminance
 from streamfuse.inference.batches import Request, Resolver, batch_error
 from streamfuse.models.cpu import fuse_on_cpu
 from streamfuse.models.network import FusionNet
@@ -114,8 +115,7 @@ class CpuBackend:
             if valid is not None:
                 luma = np.where(valid.astype(bool), luma, buffers.luma_u8[i])
             if request.vis.ndim == 3:
-                buffers.ycrcb[i][:, :, 0] = luma
-                results.append(cv2.cvtColor(buffers.ycrcb[i], cv2.COLOR_YCrCb2BGR))  # a new array
+                results.append(merge_luminance(luma, buffers.ycrcb[i]))  # a new array
             else:
                 results.append(luma)  # a new array from fuse_on_cpu (or np.where), not a reused buffer
         t3 = time.perf_counter()

@@ -6,7 +6,8 @@ machine without a GPU:
 
 * :func:`bgr_to_ycrcb` / :func:`ycrcb_to_bgr` reproduce ``cv2.cvtColor`` (``COLOR_BGR2YCrCb`` and
   back) with OpenCV's 14-bit fixed-point BT.601 coefficients, so the network sees exactly the
-  luminance the CPU path gives it and the chroma comes back exactly as on the CPU.
+  luminance the CPU path gives it and the chroma comes back exactly as on the CPU (shrunk where it does
+  not fit at the fused luminance, :func:`~streamfuse.fusers.colour.fitting_chroma`).
 * :func:`remap_table` / :func:`remap` reproduce :class:`~streamfuse.registration.Homography`
   (``cv2.remap`` with ``CV_16SC2`` maps, bilinear, constant 0 border): coordinates are rounded to
   1/32 pixel and the four taps weighted with integer weights summing to 2**15, as OpenCV does.
@@ -21,6 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from streamfuse.fusers.colour import fitting_chroma
 from streamfuse.registration.homography import homography_maps
 
 # OpenCV's fixed-point BT.601 coefficients for 8-bit YCrCb (imgproc color_yuv: yuv_shift = 14).
@@ -172,5 +174,9 @@ def fuse_tensors(network: nn.Module, vis: torch.Tensor, ir: torch.Tensor, weight
     if valid is not None:
         levels = torch.where(valid, levels, luma.unsqueeze(1))
     levels = levels[:, 0]
-    frames = ycrcb_to_bgr(levels, cr, cb) if colour else levels.to(torch.uint8)
+    if colour:
+        cr, cb = fitting_chroma(levels.float(), cr.float(), cb.float())
+        frames = ycrcb_to_bgr(levels, 128 + cr.to(torch.int32), 128 + cb.to(torch.int32))
+    else:
+        frames = levels.to(torch.uint8)
     return frames if memory is None else (frames, new_memory)
