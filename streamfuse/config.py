@@ -985,10 +985,6 @@ class TrainConfig:
     """Sampling weight of each intent (the sample's inputs get that intent's degradation)."""
     mix_with_balanced: float = 0.25
     """Share of samples whose intent weights are blended with balanced (teaches partial prompts)."""
-    night_balanced: float = 0.0
-    """Share of balanced samples shown as a clean night scene (the visible crop darkened without noise,
-    :func:`~streamfuse.train.degrade.clean_night`), whose loss is the balanced recipe's rule term alone: a
-    dark but clean visible image is not a damaged one."""
     head_decay: float = 0.01
     """Weight decay of the network's head: pulls the learned maps towards the fixed band rule."""
     output_dir: str = "out/train"
@@ -1010,8 +1006,6 @@ class TrainConfig:
             raise ConfigError(f"{_join(path, 'crop')}: must be a multiple of 8, got {self.crop}")
         if not 0.0 <= self.mix_with_balanced <= 1.0:
             raise ConfigError(f"{_join(path, 'mix_with_balanced')}: must be between 0 and 1")
-        if not 0.0 <= self.night_balanced <= 1.0:
-            raise ConfigError(f"{_join(path, 'night_balanced')}: must be between 0 and 1")
         if not self.intents or min(self.intents.values()) < 0 or sum(self.intents.values()) <= 0:
             raise ConfigError(f"{_join(path, 'intents')}: needs non-negative weights with a positive sum")
 

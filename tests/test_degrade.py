@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from streamfuse.text.prompts import load_bank
-from streamfuse.train.degrade import DEGRADATIONS, INTENT_DEGRADATION, clean_night, degrade, degrade_for_intent
+from streamfuse.train.degrade import DEGRADATIONS, INTENT_DEGRADATION, degrade, degrade_for_intent
 
 SEEDS = (0, 1, 2, 3, 4)
 
@@ -200,15 +200,3 @@ def test_intent_mapping_matches_the_prompt_bank_recipes():
     for intent, kind in INTENT_DEGRADATION.items():
         assert bank.intent(intent).recipe["degradation"] == kind
         assert kind in DEGRADATIONS
-
-
-def test_clean_night_darkens_without_noise(pair):
-    _, vis = pair
-    mild, severe = (clean_night(vis, np.random.default_rng(0), strength=value) for value in (0.0, 1.0))
-    assert mild.dtype == np.float32 and mild.shape == vis.shape
-    assert severe.mean() < mild.mean() <= 0.5 * vis.mean() + 1 / 255
-    # No sensor noise: a flat image stays flat, and the tone curve keeps the order of the grey levels.
-    flat = clean_night(np.full((20, 30), 0.6, np.float32), np.random.default_rng(1))
-    assert flat.min() == flat.max() > 0
-    order = np.argsort(vis.ravel(), kind="stable")
-    assert np.all(np.diff(clean_night(vis, np.random.default_rng(2)).ravel()[order]) >= 0)

@@ -17,8 +17,7 @@ from streamfuse.models.checkpoint import load_model, save_weights
 from streamfuse.models.network import FusionNet
 from streamfuse.text import load_bank
 from streamfuse.train.distill import distillation_targets, restore_thermal_range
-from streamfuse.train.losses import TERMS
-from streamfuse.train.trainer import Trainer, sample_emphasis
+from streamfuse.train.trainer import Trainer
 
 
 @pytest.fixture
@@ -130,12 +129,3 @@ def test_intents_never_sampled_are_exported_with_the_balanced_tokens(data_root, 
     assert "mri_ct" in metadata["untrained_intents"] and "glare" not in metadata["untrained_intents"]
     assert torch.equal(model.tokens[model.intents.index("mri_ct")], balanced)
     assert not torch.equal(model.tokens[model.intents.index("glare")], balanced)
-
-
-def test_night_samples_keep_only_the_rule_term():
-    bank = load_bank()
-    emphasis = sample_emphasis(bank, ["balanced", "balanced", "low_light"], [False, True, False])
-    rule = TERMS.index("rule")
-    assert emphasis[0, rule] > 0 and emphasis[0].count_nonzero() > 1  # the balanced recipe: rule and more
-    assert emphasis[1, rule] == emphasis[0, rule] and emphasis[1].count_nonzero() == 1
-    assert torch.equal(emphasis[2], sample_emphasis(bank, ["low_light"], [False])[0])

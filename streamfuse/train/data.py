@@ -23,7 +23,7 @@ import torch
 
 from streamfuse.errors import SourceError
 from streamfuse.imageio import IMAGE_EXTENSIONS, natural_key, read_image
-from streamfuse.train.degrade import INTENT_DEGRADATION, clean_night, degrade_for_intent
+from streamfuse.train.degrade import INTENT_DEGRADATION, degrade_for_intent
 
 logger = logging.getLogger(__name__)
 
@@ -256,12 +256,10 @@ class CropSampler:
         crop: Side of the square crops. Images smaller than that are mirror-padded.
         seed: Seed of the sampler's generator.
         pair_weights: Relative probability of drawing each pair; ``None`` draws pairs uniformly.
-        night_share: Share of ``balanced`` samples whose visible crop is a clean night exposure
-            (:func:`~streamfuse.train.degrade.clean_night`), for the inputs and the clean sources alike.
     """
 
     def __init__(self, pairs: Sequence[tuple[np.ndarray, np.ndarray, str]], *, crop: int = 128, seed: int = 0,
-                 pair_weights: Sequence[float] | None = None, night_share: float = 0.0) -> None:
+                 pair_weights: Sequence[float] | None = None) -> None:
         if not pairs:
             raise ValueError("CropSampler needs at least one pair")
         if crop < 1:
@@ -271,7 +269,6 @@ class CropSampler:
                 raise ValueError(f"{name}: IR {ir.shape} and visible {vis.shape} must be equal 2-D planes")
         self.pairs = list(pairs)
         self.crop = crop
-        self.night_share = night_share
         self.rng = np.random.default_rng(seed)
         self._pair_p = None if pair_weights is None else _probabilities(pair_weights, len(self.pairs), "pair_weights")
 
@@ -288,13 +285,13 @@ class CropSampler:
         return ir[window], vis[window]
 
     def batch(self, batch_size: int, intents: Sequence[str],
-              weights: Sequence[float] | None = None) -> dict[str, torch.Tensor | list]:
+              weights: Sequence[float] | None = None) -> dict[str, torch.Tensor | list[str]]:
         """Draw one batch.
 
         Each sample: a pair (uniformly, or by ``pair_weights``), a random crop, a horizontal flip with
         probability 1/2, an intent from ``intents`` (by ``weights``), and the inputs degraded with
         :func:`~streamfuse.train.degrade.degrade_for_intent` at a random strength. The clean crops are left as
-        they are, except in night samples (``night_share``), where the scene itself is a night scene.
+        they are.
 
         Args:
             batch_size: Number of samples.
@@ -304,7 +301,7 @@ class CropSampler:
         Returns:
             ``ir_in``, ``vis_in`` (degraded inputs), ``ir``, ``vis`` (clean sources): float32 tensors of shape
             ``(B, 1, crop, crop)`` in ``[0, 1]``; ``intent``: the intent id of each sample; ``name``: the pair
-            each crop comes from; ``night``: whether each sample is a night sample.
+            each crop comes from.
 
         Raises:
             ValueError: ``batch_size < 1``, no or unknown intents, or unusable weights.
@@ -321,29 +318,23 @@ class CropSampler:
         arrays: dict[str, list[np.ndarray]] = {"ir_in": [], "vis_in": [], "ir": [], "vis": []}
         chosen: list[str] = []
         names: list[str] = []
-        nights: list[bool] = []
         for _ in range(batch_size):
             ir, vis, name = self.pairs[int(self.rng.choice(len(self.pairs), p=self._pair_p))]
             ir, vis = self._crop(ir, vis)
             if self.rng.random() < 0.5:
                 ir, vis = ir[:, ::-1], vis[:, ::-1]
             intent = intents[int(self.rng.choice(len(intents), p=intent_p))]
-            night = intent == "balanced" and self.night_share > 0 and self.rng.random() < self.night_share
-            if night:
-                vis = clean_night(vis, self.rng)
             ir_in, vis_in = degrade_for_intent(ir, vis, intent, self.rng)
             for key, array in (("ir_in", ir_in), ("vis_in", vis_in), ("ir", ir), ("vis", vis)):
                 arrays[key].append(array)
             chosen.append(intent)
             names.append(name)
-            nights.append(night)
-        batch: dict[str, torch.Tensor | list] = {
+        batch: dict[str, torch.Tensor | list[str]] = {
             key: torch.from_numpy(np.stack(planes)[:, None].astype(np.float32, copy=False))
             for key, planes in arrays.items()
         }
         batch["intent"] = chosen
         batch["name"] = names
-        batch["night"] = nights
         return batch
 
 

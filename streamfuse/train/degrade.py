@@ -213,17 +213,6 @@ def _low_contrast_thermal(ir: np.ndarray, vis: np.ndarray, strength: float,
     return _clip01(flat), vis.copy()
 
 
-def clean_night(vis: np.ndarray, rng: np.random.Generator, *, strength: float | None = None) -> np.ndarray:
-    """The visible luminance as a clean night exposure: darker, without the damage of the low-light intent.
-
-    Exposure scale 0.5 .. 0.2 and a gamma of 1.0 .. 1.3, then 8-bit quantisation; no sensor noise. A
-    well-exposed night camera (a lit street) gives such images: dark, but nothing to repair.
-    """
-    value = _resolve_strength(strength, rng)
-    dark = np.power(np.clip(_as_plane(vis, "vis"), 0.0, 1.0), np.float32(_lerp(1.0, 1.3, value)))
-    return _quantise_8bit(dark * np.float32(_lerp(0.5, 0.2, value)))
-
-
 _DEGRADE_FUNCTIONS: dict[str, Callable[..., tuple[np.ndarray, np.ndarray]]] = {
     "none": _none,
     "low_light": _low_light,

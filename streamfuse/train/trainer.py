@@ -9,7 +9,6 @@ import math
 import random
 import sys
 import time
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +20,7 @@ from streamfuse.errors import ConfigError
 from streamfuse.models.bands import rule_fusion
 from streamfuse.models.checkpoint import load_model, save_weights
 from streamfuse.models.network import FusionNet, parameter_count
-from streamfuse.text.prompts import PromptBank, load_bank
+from streamfuse.text.prompts import load_bank
 from streamfuse.train.data import CropSampler, find_pair_folders, load_training_pairs
 from streamfuse.train.distill import distillation_targets
 from streamfuse.train.losses import emphasis_matrix, fusion_loss
@@ -29,16 +28,6 @@ from streamfuse.train.losses import emphasis_matrix, fusion_loss
 log = logging.getLogger(__name__)
 
 CHECKPOINT = "last.pt"
-
-
-def sample_emphasis(bank: PromptBank, intents: Sequence[str], nights: Sequence[bool]) -> torch.Tensor:
-    """``(B, len(TERMS))`` loss-term weights of a batch: each intent's recipe, except for night samples
-    (:class:`~streamfuse.train.data.CropSampler`), which keep only their recipe's ``rule`` term: a clean night
-    scene under the balanced prompt is fused as the rule fuses it, since the stronger-edge terms would favour
-    the thermal image wherever the visible one is merely dark."""
-    recipes = [bank.intent(intent).recipe.get("emphasis", {}) for intent in intents]
-    return emphasis_matrix([{"rule": recipe.get("rule", 0.0)} if night else recipe
-                            for recipe, night in zip(recipes, nights, strict=True)])
 
 
 class Trainer:
@@ -68,7 +57,7 @@ class Trainer:
             self.pairs = load_training_pairs(root)
         except ValueError as exc:
             raise ConfigError(f"data_root: {exc}") from None
-        self.sampler = CropSampler(self.pairs, crop=config.crop, seed=config.seed, night_share=config.night_balanced)
+        self.sampler = CropSampler(self.pairs, crop=config.crop, seed=config.seed)
         self.teacher: FusionNet | None = None
         self.init_metadata: dict | None = None
         if config.init_weights is None:
@@ -171,7 +160,7 @@ class Trainer:
         batch = self.sampler.batch(self.config.batch_size, self.intent_ids, self.intent_probabilities)
         intents = batch["intent"]
         weights = self._intent_weights(intents)
-        emphasis = sample_emphasis(self.bank, intents, batch["night"])
+        emphasis = emphasis_matrix([self.bank.intent(i).recipe.get("emphasis", {}) for i in intents])
         for group in self.optimizer.param_groups:
             group["lr"] = self.learning_rate()
         fused = self.model(batch["ir_in"], batch["vis_in"], weights)
