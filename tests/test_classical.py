@@ -43,6 +43,26 @@ def test_hot_target_becomes_visible_and_visible_texture_survives():
     assert correlation > 0.8
 
 
+def test_a_lit_window_at_night_leaves_no_dark_patch_on_a_thermal_facade():
+    """The base choice follows the visible base's edges: the window is the visible image's, the facade
+    around it stays the thermal image's (salience alone spread the dark visible base around each window)."""
+    rng = np.random.default_rng(0)
+    ir = 0.5 + cv2.GaussianBlur(rng.normal(0, 0.02, (256, 256)).astype(np.float32), (0, 0), 2)
+    ir[:40], ir[:, :30] = 0.12, 0.12  # a warm facade under a cold sky
+    vis = np.full((256, 256), 0.04, np.float32)  # night: dark but for three lit windows
+    windows = [(60, 60), (60, 180), (170, 120)]
+    ring = np.zeros(vis.shape, bool)
+    for y, x in windows:
+        vis[y:y + 12, x:x + 12] = 0.9
+        ring[y - 20:y + 32, x - 20:x + 32] = True
+    for y, x in windows:
+        ring[y - 4:y + 16, x - 4:x + 16] = False
+    ir8, vis8 = (np.round(np.clip(image, 0, 1) * 255).astype(np.uint8) for image in (ir, vis))
+    fused = fuse_luminance(ir8, vis8).astype(float)
+    assert np.percentile(fused[ring], 1) > 0.85 * ir8[ring].mean()  # 115 against 127 (79 before)
+    assert min(fused[y + 3:y + 9, x + 3:x + 9].mean() for y, x in windows) > 190
+
+
 def test_chroma_comes_from_the_visible_image():
     ir, vis = scene()
     fused = ClassicalFuser().fuse(ir, vis)

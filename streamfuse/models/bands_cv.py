@@ -105,7 +105,8 @@ def rule_logits(bands: Split) -> list[np.ndarray]:
               for band_ir, band_vis, radius in zip(coarse_ir[:-1], coarse_vis[:-1], rule.ENERGY_RADII, strict=True)]
     salience = [box_filter(half(np.abs(base - base.mean(dtype=np.float64)).astype(np.float32)), rule.SALIENCE_RADIUS)
                 for base in (coarse_ir[-1], coarse_vis[-1])]
-    logits.append(rule.steep(*salience, rule.BASE_FLOOR, rule.BASE_STEEPNESS, rule.BASE_OFFSET))
+    base_logit = rule.steep(*salience, rule.BASE_FLOOR, rule.BASE_STEEPNESS, rule.BASE_OFFSET)
+    logits.append(rule.guided_filter(half(coarse_vis[-1]), base_logit, *rule.BASE_GUIDE, box_filter))
     return logits
 
 

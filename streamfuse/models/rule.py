@@ -34,6 +34,11 @@ FINE_STEEPNESS = 4.0
 RULE_STEEPNESS, RULE_OFFSET, RULE_FLOOR = 8.0, -0.2, 1e-4
 #: Base: the same on salience (local absolute deviation from the base's mean level, intensity units).
 BASE_STEEPNESS, BASE_OFFSET, BASE_FLOOR = 8.0, -0.2, 0.03
+#: The base logit is then aligned with the visible base's edges by a guided filter (radius at quarter
+#: resolution, regularisation; :func:`guided_filter`): salience spreads over its box, so a lit window at
+#: night claimed the dark visible base all around it (dark patches on a thermal facade). The weight-map
+#: refinement of Li, Kang and Hu ("Image fusion with guided filtering", IEEE TIP 2013), on the logit.
+BASE_GUIDE = (8, 1e-3)
 #: Box radii (at quarter resolution, where the rule's logits live) of each detail band's energy and of
 #: the base's salience: about the band's own guided-filter radius in the full image.
 ENERGY_RADII = tuple(radius // 2 + 1 for radius, _ in CHAIN)
@@ -79,6 +84,15 @@ def guided_chain(half: Array, guided_smooth: Callable[[Array, int, float], Array
         smooth = smoother
     coarse.append(smooth)
     return coarse
+
+
+def guided_filter(guide: Array, image: Array, radius: int, eps: float,
+                  box_filter: Callable[[Array, int], Array]) -> Array:
+    """``image`` smoothed along the edges of ``guide`` (He, Sun and Tang, TPAMI 2013): locally ``a * guide + b``."""
+    mean_guide, mean_image = box_filter(guide, radius), box_filter(image, radius)
+    a = ((box_filter(guide * image, radius) - mean_guide * mean_image)
+         / (box_filter(guide * guide, radius) - mean_guide * mean_guide + eps))
+    return box_filter(a, radius) * guide + box_filter(mean_image - a * mean_guide, radius)
 
 
 def fine_weight(magnitude_ir: Array, magnitude_vis: Array) -> Array:
