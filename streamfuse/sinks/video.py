@@ -266,8 +266,8 @@ class VideoSink(Sink):
 
     With ``max_segments`` or ``max_mb`` the segments form a ring: whenever a segment starts, the
     oldest finished ones of this run are deleted until the rest fit and ``resume_free_mb`` are free;
-    and a full disk (a segment larger than that, or another program writing) deletes the oldest until
-    ``resume_free_mb`` are free, so that recording goes on at the next frame.
+    and a full disk (a segment larger than that, or another program writing) deletes the oldest at
+    once, and more until ``resume_free_mb`` are free, so that recording goes on at the next frame.
 
     Args:
         path: Output video file (a name pattern when segmenting: see :func:`segment_path`).
@@ -374,6 +374,10 @@ class VideoSink(Sink):
         self.writer = None
         if not self._current.exists():  # cut back to nothing: not a segment of the ring
             self.segments.pop()
+        if self.ring and self.segments and self.segments[0] != self._current:
+            # The disk is full: make room there and then, even when what the cut freed is more than
+            # ``resume_free_mb`` (smaller than a segment, that would resume only to fill up again).
+            self._delete_oldest("disk full")
         self.state = "suspended"
         self.suspensions += 1
         self.frames_lost += exc.frames_lost
