@@ -9,9 +9,10 @@ import numpy as np
 
 Array = TypeVar("Array")  # a numpy.ndarray or a torch.Tensor (float32)
 
-#: How far each of B, G, R lies from the luminance per level of chroma (``Cr - 128``, ``Cb - 128``):
-#: OpenCV's fixed-point BT.601 coefficients of ``COLOR_YCrCb2BGR`` (14-bit) as ``(per Cr, per Cb)``.
-_CHROMA_TO_BGR = ((0.0, 29049 / 16384), (-11698 / 16384, -5636 / 16384), (22987 / 16384, 0.0))
+#: OpenCV's 14-bit fixed-point BT.601 coefficients of ``COLOR_YCrCb2BGR``: Cr to R, Cr to G, Cb to G, Cb to B.
+CR2R, CR2G, CB2G, CB2B = 22987, -11698, -5636, 29049
+#: How far each of B, G, R lies from the luminance per level of chroma (``Cr - 128``, ``Cb - 128``).
+_CHROMA_TO_BGR = ((0.0, CB2B / 16384), (CR2G / 16384, CB2G / 16384), (CR2R / 16384, 0.0))
 
 
 def as_gray(image: np.ndarray) -> np.ndarray:
@@ -50,7 +51,7 @@ def fitting_chroma(luma: Array, cr: Array, cb: Array) -> tuple[Array, Array]:
     the fused image says. Desaturating keeps the luminance (to within a level) and the hue.
     """
     cr, cb = cr - 128, cb - 128
-    scale = 1.0 + 0.0 * luma
+    scale = 1.0 + 0.0 * luma  # ones of luma's kind (NumPy or torch)
     for per_cr, per_cb in _CHROMA_TO_BGR:
         offset = per_cr * cr + per_cb * cb
         room = (offset > 0) * (255 - luma) + (offset < 0) * luma + (offset == 0)  # no offset: no limit

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from streamfuse.fusers.colour import fitting_chroma
+from streamfuse.fusers.colour import CB2B, CB2G, CR2G, CR2R, fitting_chroma
 from streamfuse.registration.homography import homography_maps
 
 # OpenCV's fixed-point BT.601 coefficients for 8-bit YCrCb (imgproc color_yuv: yuv_shift = 14).
@@ -30,7 +30,6 @@ _SHIFT = 14
 _HALF = 1 << (_SHIFT - 1)
 _R2Y, _G2Y, _B2Y = 4899, 9617, 1868
 _CR_SCALE, _CB_SCALE = 11682, 9241
-_CR2R, _CR2G, _CB2G, _CB2B = 22987, -11698, -5636, 29049
 _CHROMA_DELTA = 128
 
 # cv2.remap with CV_16SC2 maps: coordinates in 1/32 pixel, weights scaled to 2**15.
@@ -66,9 +65,9 @@ def ycrcb_to_bgr(luma: torch.Tensor, cr: torch.Tensor, cb: torch.Tensor) -> torc
     """Combine Y, Cr and Cb (``int32`` levels) into ``uint8`` BGR ``(..., 3)`` as ``cv2.COLOR_YCrCb2BGR`` does."""
     cr = cr - _CHROMA_DELTA
     cb = cb - _CHROMA_DELTA
-    blue = luma + _descale(cb * _CB2B)
-    green = luma + _descale(cb * _CB2G + cr * _CR2G)
-    red = luma + _descale(cr * _CR2R)
+    blue = luma + _descale(cb * CB2B)
+    green = luma + _descale(cb * CB2G + cr * CR2G)
+    red = luma + _descale(cr * CR2R)
     return torch.stack([blue, green, red], dim=-1).clamp_(0, 255).to(torch.uint8)
 
 
