@@ -175,7 +175,7 @@ def fuse_tensors(network: nn.Module, vis: torch.Tensor, ir: torch.Tensor, weight
     levels = levels[:, 0]
     if colour:
         cr, cb = fitting_chroma(levels.float(), cr.float(), cb.float())
-        frames = ycrcb_to_bgr(levels, 128 + cr.to(torch.int32), 128 + cb.to(torch.int32))
+        frames = ycrcb_to_bgr(levels, _CHROMA_DELTA + cr.to(torch.int32), _CHROMA_DELTA + cb.to(torch.int32))
     else:
         frames = levels.to(torch.uint8)
     return frames if memory is None else (frames, new_memory)
