@@ -37,7 +37,8 @@ LOCAL_DAMAGE = ("glare", "fog", "low_light")
 DETAIL_PROMPT = "keep the road markings and signs readable"
 
 
-def load_tno(folder: Path) -> list[tuple[np.ndarray, np.ndarray]]:
+def load_pairs(folder: Path) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The gray ``(ir, vis)`` pairs of a data set folder with ``ir/`` and ``vi/``."""
     ir_files = {p.stem: p for p in list_images(folder / "ir")}
     pairs = []
     for vis_path in list_images(folder / "vi"):
@@ -66,10 +67,11 @@ def main() -> None:
     router = Router(HashingTextEncoder(), load_bank())
     model = build_fuser(FusionConfig(fuser="model", weights=args.weights))
     classical = build_fuser(FusionConfig(fuser="classical"))
-    pairs = load_tno(args.data)
+    pairs = load_pairs(args.data)
+    name = args.data.resolve().name
     balanced = router.route("")
 
-    print(f"## Degraded inputs ({len(pairs)} TNO pairs, strength 0.6, scored against the clean sources)\n")
+    print(f"## Degraded inputs ({len(pairs)} pairs of {name}, strength 0.6, scored against the clean sources)\n")
     print("| degradation | matching prompt | routing | classical Qabf / Ssim | model balanced Qabf / Ssim "
           "| model matching Qabf / Ssim | matching wins |")
     print("|---|---|---|---|---|---|---|")
@@ -83,7 +85,7 @@ def main() -> None:
               f"{plain['Qabf']:.4f} / {plain['Ssim']:.4f} | {steered['Qabf']:.4f} / {steered['Ssim']:.4f} | "
               f"{'yes' if wins else 'NO'} |")
 
-    print(f"\n## Damage over part of the frame ({len(pairs)} TNO pairs: the left 40% degraded, strength 0.6)\n")
+    print(f"\n## Damage over part of the frame ({len(pairs)} pairs of {name}: the left 40% degraded, strength 0.6)\n")
     print("SSIM with the clean infrared inside the damage / with the clean visible image outside it.\n")
     print("| damage | classical balanced | classical matching | model balanced | model matching | "
           "acts where the problem is |")
@@ -108,14 +110,14 @@ def main() -> None:
     thermal = router.route(THERMAL_PROMPT)
     for label, samples in (("synthetic day, ground-truth masks (6 frames)", synthetic_frames("day")),
                            ("synthetic night, ground-truth masks (6 frames)", synthetic_frames("night")),
-                           ("TNO, IR hot mask (mean + 2 std)", [(ir, vis, hot_mask(ir)) for ir, vis in pairs])):
+                           (f"{name}, IR hot mask (mean + 2 std)", [(ir, vis, hot_mask(ir)) for ir, vis in pairs])):
         scores = [np.mean([warm_object_contrast(ir, mask) for ir, _vis, mask in samples])]
         for fuser, routing in ((classical, None), (model, balanced), (model, thermal)):
             fuser.condition(routing)
             scores.append(np.mean([warm_object_contrast(fuser.fuse(ir, vis), mask) for ir, vis, mask in samples]))
         print(f"| {label} | " + " | ".join(f"{s:.2f}" for s in scores) + " |")
 
-    print(f"\n## Visible detail: SSIM(fused, visible) on TNO, VIFB's SSIM (prompt {DETAIL_PROMPT!r})\n")
+    print(f"\n## Visible detail: SSIM(fused, visible) on {name}, VIFB's SSIM (prompt {DETAIL_PROMPT!r})\n")
     detail = router.route(DETAIL_PROMPT)
     scores = []
     for fuser, routing in ((classical, None), (model, balanced), (model, detail)):
