@@ -46,7 +46,6 @@ from streamfuse.models.rule import (
     RULE_OFFSET,
     RULE_STEEPNESS,
     SALIENCE_RADIUS,
-    VISIBLE_REFERENCE_RADIUS,
     fine_weight,
     guided_chain,
     guided_filter,
@@ -109,19 +108,15 @@ def rule_logits(bands: Bands) -> torch.Tensor:
 
     Detail bands: infrared goes in where its local band energy exceeds the visible one's, by a steep
     function of the normalised difference ``(E_IR - E_VIS) / (E_IR + E_VIS)``. Base: the same
-    comparison of salience (the base's local absolute deviation from its own mean level; for the
-    visible base the lower of its frame and local mean, :data:`~streamfuse.models.rule.VISIBLE_REFERENCE_RADIUS`),
-    so a warm person on a cool background goes in, aligned with the visible base's edges
+    comparison of salience (the base's local absolute deviation from its own mean level), so a warm
+    person on a cool background goes in, aligned with the visible base's edges
     (:data:`~streamfuse.models.rule.BASE_GUIDE`). Computed at quarter resolution (the energies are
     smooth), where the network's maps live too.
     """
     logits = [_rule(box_filter(F.avg_pool2d(band * band, 2), radius), RULE_FLOOR, RULE_STEEPNESS, RULE_OFFSET)
               for band, radius in zip(bands.coarse[:-1], ENERGY_RADII, strict=True)]
     base = bands.coarse[-1]
-    frame_mean = base.mean(dim=(2, 3), keepdim=True)
-    reference = torch.cat([frame_mean[:, :1].expand_as(base[:, :1]),
-                           box_filter(base[:, 1:], VISIBLE_REFERENCE_RADIUS).clip(max=frame_mean[:, 1:])], dim=1)
-    salience = box_filter(F.avg_pool2d((base - reference).abs(), 2), SALIENCE_RADIUS)
+    salience = box_filter(F.avg_pool2d((base - base.mean(dim=(2, 3), keepdim=True)).abs(), 2), SALIENCE_RADIUS)
     base_logit = _rule(salience, BASE_FLOOR, BASE_STEEPNESS, BASE_OFFSET)
     logits.append(guided_filter(F.avg_pool2d(base[:, 1:], 2), base_logit, *BASE_GUIDE, box_filter))
     return torch.cat(logits, dim=1)

@@ -34,12 +34,6 @@ FINE_STEEPNESS = 4.0
 RULE_STEEPNESS, RULE_OFFSET, RULE_FLOOR = 8.0, -0.2, 1e-4
 #: Base: the same on salience (local absolute deviation from the base's mean level, intensity units).
 BASE_STEEPNESS, BASE_OFFSET, BASE_FLOOR = 8.0, -0.2, 0.03
-#: The visible base's salience is measured against the lower of its frame mean and its local mean (box
-#: radius at half resolution: 128 px in the frame). Glare or fog over part of the frame raises the frame
-#: mean, which made the undamaged part's dark facades "salient" and gave them the dark visible base
-#: (dark patches on warm buildings); the local mean there stays low. The infrared base keeps its frame mean
-#: (the visible-only reference ranked better on the tuning pairs than one for both bases).
-VISIBLE_REFERENCE_RADIUS = 64
 #: The base logit is then aligned with the visible base's edges by a guided filter (radius at quarter
 #: resolution, regularisation; :func:`guided_filter`): salience spreads over its box, so a lit window at
 #: night claimed the dark visible base all around it (dark patches on a thermal facade). The weight-map
