@@ -232,6 +232,7 @@ def test_automatic_recovers_an_easy_warp_added_to_a_real_pair(tmp_path, capsys, 
     assert result["alignment_score"] > result["identity_score"] + 0.1
     assert as_is.accepted
     assert displacement_px(np.array(result["matrix"]), as_is.matrix @ EASY, vis_view.shape[:2]) < 1.5
+    assert np.array_equal(np.array(result["matrix"])[2], [0, 0, 1])  # automatic estimates are affine
     assert (tmp_path / "auto.yaml").exists()
 
 
