@@ -11,6 +11,8 @@ Array = TypeVar("Array")  # a numpy.ndarray or a torch.Tensor (float32)
 
 #: OpenCV's 14-bit fixed-point BT.601 coefficients of ``COLOR_YCrCb2BGR``: Cr to R, Cr to G, Cb to G, Cb to B.
 CR2R, CR2G, CB2G, CB2B = 22987, -11698, -5636, 29049
+#: The chroma level of gray in 8-bit YCrCb.
+CHROMA_DELTA = 128
 #: How far each of B, G, R lies from the luminance per level of chroma (``Cr - 128``, ``Cb - 128``).
 _CHROMA_TO_BGR = ((0.0, CB2B / 16384), (CR2G / 16384, CB2G / 16384), (CR2R / 16384, 0.0))
 
@@ -50,7 +52,7 @@ def fitting_chroma(luma: Array, cr: Array, cb: Array) -> tuple[Array, Array]:
     saturated red sign, or a bright MRI region under a dark blue PET colour, would come out darker than
     the fused image says. Desaturating keeps the luminance (to within a level) and the hue.
     """
-    cr, cb = cr - 128, cb - 128
+    cr, cb = cr - CHROMA_DELTA, cb - CHROMA_DELTA
     scale = 1.0 + 0.0 * luma  # ones of luma's kind (NumPy or torch)
     for per_cr, per_cb in _CHROMA_TO_BGR:
         offset = per_cr * cr + per_cb * cb
@@ -71,7 +73,8 @@ def merge_luminance(luma: np.ndarray, ycrcb: np.ndarray | None) -> np.ndarray:
     if rows.size:
         pixels = ycrcb[rows, cols].astype(np.float32)
         cr, cb = fitting_chroma(pixels[:, 0], pixels[:, 1], pixels[:, 2])
-        fitted = np.stack([pixels[:, 0], 128 + cr.astype(np.int32), 128 + cb.astype(np.int32)], axis=-1)
+        fitted = np.stack([pixels[:, 0], CHROMA_DELTA + cr.astype(np.int32), CHROMA_DELTA + cb.astype(np.int32)],
+                          axis=-1)
         # truncated towards 0: never more colour than fits
         bgr[rows, cols] = cv2.cvtColor(fitted.astype(np.uint8)[:, None], cv2.COLOR_YCrCb2BGR)[:, 0]
     return bgr

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from streamfuse.fusers.colour import CB2B, CB2G, CR2G, CR2R, fitting_chroma
+from streamfuse.fusers.colour import CB2B, CB2G, CHROMA_DELTA, CR2G, CR2R, fitting_chroma
 from streamfuse.registration.homography import homography_maps
 
 # OpenCV's fixed-point BT.601 coefficients for 8-bit YCrCb (imgproc color_yuv: yuv_shift = 14).
@@ -30,7 +30,6 @@ _SHIFT = 14
 _HALF = 1 << (_SHIFT - 1)
 _R2Y, _G2Y, _B2Y = 4899, 9617, 1868
 _CR_SCALE, _CB_SCALE = 11682, 9241
-_CHROMA_DELTA = 128
 
 # cv2.remap with CV_16SC2 maps: coordinates in 1/32 pixel, weights scaled to 2**15.
 _INTER_BITS = 5
@@ -55,7 +54,7 @@ def bgr_to_ycrcb(bgr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.T
     pixels = bgr.to(torch.int32)
     blue, green, red = pixels.unbind(-1)
     luma = _descale(blue * _B2Y + green * _G2Y + red * _R2Y)
-    delta = _CHROMA_DELTA << _SHIFT
+    delta = CHROMA_DELTA << _SHIFT
     cr = _descale((red - luma) * _CR_SCALE + delta).clamp_(0, 255)
     cb = _descale((blue - luma) * _CB_SCALE + delta).clamp_(0, 255)
     return luma, cr, cb
@@ -63,8 +62,8 @@ def bgr_to_ycrcb(bgr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.T
 
 def ycrcb_to_bgr(luma: torch.Tensor, cr: torch.Tensor, cb: torch.Tensor) -> torch.Tensor:
     """Combine Y, Cr and Cb (``int32`` levels) into ``uint8`` BGR ``(..., 3)`` as ``cv2.COLOR_YCrCb2BGR`` does."""
-    cr = cr - _CHROMA_DELTA
-    cb = cb - _CHROMA_DELTA
+    cr = cr - CHROMA_DELTA
+    cb = cb - CHROMA_DELTA
     blue = luma + _descale(cb * CB2B)
     green = luma + _descale(cb * CB2G + cr * CR2G)
     red = luma + _descale(cr * CR2R)
@@ -175,7 +174,7 @@ def fuse_tensors(network: nn.Module, vis: torch.Tensor, ir: torch.Tensor, weight
     levels = levels[:, 0]
     if colour:
         cr, cb = fitting_chroma(levels.float(), cr.float(), cb.float())
-        frames = ycrcb_to_bgr(levels, _CHROMA_DELTA + cr.to(torch.int32), _CHROMA_DELTA + cb.to(torch.int32))
+        frames = ycrcb_to_bgr(levels, CHROMA_DELTA + cr.to(torch.int32), CHROMA_DELTA + cb.to(torch.int32))
     else:
         frames = levels.to(torch.uint8)
     return frames if memory is None else (frames, new_memory)
