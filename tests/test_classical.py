@@ -63,6 +63,25 @@ def test_a_lit_window_at_night_leaves_no_dark_patch_on_a_thermal_facade():
     assert min(fused[y + 3:y + 9, x + 3:x + 9].mean() for y, x in windows) > 190
 
 
+def test_fog_over_one_side_leaves_the_other_sides_thermal_facade_alone():
+    """Bright damage on the left raises the visible frame mean; the undamaged right must keep the base it
+    has without the damage (against the frame mean alone its dark visible base became "salient")."""
+    rng = np.random.default_rng(0)
+    ir = 0.45 + cv2.GaussianBlur(rng.normal(0, 0.02, (256, 384)).astype(np.float32), (0, 0), 2)
+    ir[:60] = 0.12  # a warm facade under a cold sky
+    vis = 0.05 + cv2.GaussianBlur(rng.normal(0, 0.01, (256, 384)).astype(np.float32), (0, 0), 1)
+    for y in (90, 170):
+        for x in range(20, 384, 60):
+            vis[y:y + 14, x:x + 10] = 0.85  # lit windows at night
+    fogged = vis.copy()
+    fogged[:, :140] = 0.8 + 0.05 * vis[:, :140]
+    ir8, vis8, fogged8 = (np.round(np.clip(image, 0, 1) * 255).astype(np.uint8) for image in (ir, vis, fogged))
+    right = np.s_[70:250, 260:]
+    clean, foggy = (fuse_luminance(ir8, v)[right].astype(float) for v in (vis8, fogged8))
+    assert clean.mean() > 0.95 * ir8[right].mean()
+    assert np.abs(foggy - clean).mean() < 3, np.abs(foggy - clean).mean()
+
+
 def test_chroma_comes_from_the_visible_image():
     ir, vis = scene()
     fused = ClassicalFuser().fuse(ir, vis)

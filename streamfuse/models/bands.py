@@ -51,6 +51,7 @@ from streamfuse.models.rule import (
     guided_filter,
     medical_base_logit,
     steep,
+    visible_base_deviation,
 )
 
 
@@ -108,15 +109,18 @@ def rule_logits(bands: Bands) -> torch.Tensor:
 
     Detail bands: infrared goes in where its local band energy exceeds the visible one's, by a steep
     function of the normalised difference ``(E_IR - E_VIS) / (E_IR + E_VIS)``. Base: the same
-    comparison of salience (the base's local absolute deviation from its own mean level), so a warm
-    person on a cool background goes in, aligned with the visible base's edges
-    (:data:`~streamfuse.models.rule.BASE_GUIDE`). Computed at quarter resolution (the energies are
-    smooth), where the network's maps live too.
+    comparison of salience (the base's local absolute deviation from its own mean level; for the
+    visible base, darkness counts only up to the base's own level:
+    :func:`~streamfuse.models.rule.visible_base_deviation`), so a warm person on a cool background
+    goes in, aligned with the visible base's edges (:data:`~streamfuse.models.rule.BASE_GUIDE`).
+    Computed at quarter resolution (the energies are smooth), where the network's maps live too.
     """
     logits = [_rule(box_filter(F.avg_pool2d(band * band, 2), radius), RULE_FLOOR, RULE_STEEPNESS, RULE_OFFSET)
               for band, radius in zip(bands.coarse[:-1], ENERGY_RADII, strict=True)]
     base = bands.coarse[-1]
-    salience = box_filter(F.avg_pool2d((base - base.mean(dim=(2, 3), keepdim=True)).abs(), 2), SALIENCE_RADIUS)
+    mean = base.mean(dim=(2, 3), keepdim=True)
+    deviation = torch.cat([(base[:, :1] - mean[:, :1]).abs(), visible_base_deviation(base[:, 1:], mean[:, 1:])], dim=1)
+    salience = box_filter(F.avg_pool2d(deviation, 2), SALIENCE_RADIUS)
     base_logit = _rule(salience, BASE_FLOOR, BASE_STEEPNESS, BASE_OFFSET)
     logits.append(guided_filter(F.avg_pool2d(base[:, 1:], 2), base_logit, *BASE_GUIDE, box_filter))
     return torch.cat(logits, dim=1)

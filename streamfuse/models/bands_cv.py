@@ -103,8 +103,11 @@ def rule_logits(bands: Split) -> list[np.ndarray]:
     logits = [rule.steep(box_filter(half(band_ir * band_ir), radius), box_filter(half(band_vis * band_vis), radius),
                          rule.RULE_FLOOR, rule.RULE_STEEPNESS, rule.RULE_OFFSET)
               for band_ir, band_vis, radius in zip(coarse_ir[:-1], coarse_vis[:-1], rule.ENERGY_RADII, strict=True)]
-    salience = [box_filter(half(np.abs(base - base.mean(dtype=np.float64)).astype(np.float32)), rule.SALIENCE_RADIUS)
-                for base in (coarse_ir[-1], coarse_vis[-1])]
+    base_ir, base_vis = coarse_ir[-1], coarse_vis[-1]
+    deviations = (np.abs(base_ir - np.float32(base_ir.mean(dtype=np.float64))),
+                  rule.visible_base_deviation(base_vis, np.float32(base_vis.mean(dtype=np.float64))))
+    salience = [box_filter(half(deviation.astype(np.float32, copy=False)), rule.SALIENCE_RADIUS)
+                for deviation in deviations]
     base_logit = rule.steep(*salience, rule.BASE_FLOOR, rule.BASE_STEEPNESS, rule.BASE_OFFSET)
     logits.append(rule.guided_filter(half(coarse_vis[-1]), base_logit, *rule.BASE_GUIDE, box_filter))
     return logits

@@ -34,6 +34,12 @@ FINE_STEEPNESS = 4.0
 RULE_STEEPNESS, RULE_OFFSET, RULE_FLOOR = 8.0, -0.2, 1e-4
 #: Base: the same on salience (local absolute deviation from the base's mean level, intensity units).
 BASE_STEEPNESS, BASE_OFFSET, BASE_FLOOR = 8.0, -0.2, 0.03
+#: Below its mean level, the visible base's deviation counts at most this times the base's own level
+#: (:func:`visible_base_deviation`): darkness is no information at night. Measured against the frame mean
+#: alone, glare or fog over one side of a night frame raised the mean and made the other side's dark
+#: facades "salient", so they took the dark visible base (dark patches on warm buildings). Chosen among
+#: 1 and 0.5 by looking at the synthetic night and day frames; ranked on the tuning pairs (docs/model.md).
+DARK_SALIENCE_CAP = 0.5
 #: The base logit is then aligned with the visible base's edges by a guided filter (radius at quarter
 #: resolution, regularisation; :func:`guided_filter`): salience spreads over its box, so a lit window at
 #: night claimed the dark visible base all around it (dark patches on a thermal facade). The weight-map
@@ -103,6 +109,14 @@ def fine_weight(magnitude_ir: Array, magnitude_vis: Array) -> Array:
 def steep(strength_ir: Array, strength_vis: Array, floor: float, steepness: float, offset: float) -> Array:
     """Injection logit: steep in the normalised strength difference ``(S_IR - S_VIS) / (S_IR + S_VIS)``."""
     return steepness * ((strength_ir - strength_vis) / (strength_ir + strength_vis + floor) - offset)
+
+
+def visible_base_deviation(base_vis: Array, mean: Array | float) -> Array:
+    """``|base_vis - mean|``, except that below ``mean`` it is at most :data:`DARK_SALIENCE_CAP` times the
+    base's own level: a dark region is as (non-)salient whatever raised the frame's mean level."""
+    above = (base_vis - mean).clip(min=0)
+    below = (mean - base_vis).clip(min=0)
+    return above + below - (below - DARK_SALIENCE_CAP * base_vis.clip(min=0)).clip(min=0)
 
 
 def medical_base_logit(base_ir: Array, base_vis: Array) -> Array:
