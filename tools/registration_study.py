@@ -9,6 +9,10 @@ and where the truth does, next to the same distance for doing nothing (the ident
 instead warps the aligned ``ir`` by random homographies (translation up to 6% of the width, scale
 0.93-1.07, rotation up to 3 degrees, mild perspective) and measures against that known matrix.
 
+``--rig K`` estimates instead from K different scenes seen through one rig: each of ``--trials``
+rigs is a random homography (the same ranges) applied to K registered pairs drawn from the half,
+resized to :data:`RIG_SIZE`, and the estimate from all K pairs is measured against it.
+
 Scenes are sorted by name; ``--half first`` / ``--half second`` select a half (thresholds were tuned
 on the first half of RoadScene only).
 
@@ -17,6 +21,7 @@ Examples::
     python tools/registration_study.py /work/shared/data/superfusion_reg_roadscene --half second
     python tools/registration_study.py /work/shared/data/superfusion_reg_msrs
     python tools/registration_study.py /work/shared/data/superfusion_reg_msrs --warp 2
+    python tools/registration_study.py /work/shared/data/superfusion_reg_roadscene --half second --rig 4 --seed 1
 """
 
 from __future__ import annotations
@@ -35,6 +40,8 @@ from streamfuse.registration.estimate import STRUCTURES, estimate_homography
 
 #: Fraction of each side of a registered pair cropped off by :func:`reshoot` (room for the warp).
 MARGIN = 0.1
+#: Size (width, height) every pair of a ``--rig`` study is resized to: one rig, one frame size.
+RIG_SIZE = (480, 360)
 
 
 def read_flow(path: Path) -> np.ndarray:
@@ -107,11 +114,41 @@ def truth_of(homography: np.ndarray, width: int, height: int) -> np.ndarray:
     return mapped.reshape(height, width, 2)
 
 
+def single_cases(args: argparse.Namespace, names: list[str], rng: np.random.Generator):
+    """One pair per estimate: each scene's SuperFusion deformation, or ``args.warp`` random warps of it."""
+    for name in names:
+        vis = read_image(args.root / "vi" / name)
+        if not args.warp:
+            yield name, [(read_image(args.root / "ir_warp" / name), vis)], truth_pixels(
+                read_flow(args.root / "flow" / f"{name}.mat"))
+            continue
+        ir = read_image(next((args.root / "ir").glob(Path(name).stem + ".*")))
+        for _ in range(args.warp):
+            height, width = vis.shape[:2]
+            truth_h = random_homography(rng, width - 2 * round(width * MARGIN), height - 2 * round(height * MARGIN))
+            ir_view, vis_view = reshoot(ir, vis, truth_h)
+            yield name, [(ir_view, vis_view)], truth_of(truth_h, *vis_view.shape[1::-1])
+
+
+def rig_cases(root: Path, names: list[str], rng: np.random.Generator, scenes: int, trials: int):
+    """``trials`` estimates, each from ``scenes`` registered pairs seen through one random rig."""
+    width, height = RIG_SIZE
+    pairs = [(cv2.resize(read_image(next((root / "ir").glob(Path(name).stem + ".*"))), RIG_SIZE),
+              cv2.resize(read_image(root / "vi" / name), RIG_SIZE)) for name in names]
+    for trial in range(trials):
+        chosen = rng.choice(len(pairs), scenes, replace=False)
+        truth_h = random_homography(rng, width - 2 * round(width * MARGIN), height - 2 * round(height * MARGIN))
+        views = [reshoot(*pairs[index], truth_h) for index in chosen]
+        yield f"rig {trial}", views, truth_of(truth_h, *views[0][1].shape[1::-1])
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("root", type=Path, help="a superfusion_reg_* folder (ir, vi, ir_warp, flow)")
     parser.add_argument("--half", choices=["first", "second", "all"], default="all")
     parser.add_argument("--warp", type=int, metavar="N", help="N random homographies of each aligned pair instead")
+    parser.add_argument("--rig", type=int, metavar="K", help="estimate from K scenes through one random rig instead")
+    parser.add_argument("--trials", type=int, default=10, help="rigs drawn with --rig (default 10)")
     parser.add_argument("--seed", type=int, default=17)
     parser.add_argument("--structure", choices=STRUCTURES, default=STRUCTURES[0],
                         help="structure images the estimator compares (default learned)")
@@ -120,31 +157,20 @@ def main() -> int:
     half = len(names) // 2
     names = {"first": names[:half], "second": names[half:], "all": names}[args.half]
     rng = np.random.default_rng(args.seed)
+    cases = rig_cases(args.root, names, rng, args.rig, args.trials) if args.rig else single_cases(args, names, rng)
     rows = []
-    for name in names:
-        vis = read_image(args.root / "vi" / name)
-        if args.warp:
-            ir = read_image(next((args.root / "ir").glob(Path(name).stem + ".*")))
-            cases = []
-            for _ in range(args.warp):
-                height, width = vis.shape[:2]
-                truth_h = random_homography(rng, width - 2 * round(width * MARGIN), height - 2 * round(height * MARGIN))
-                ir_view, vis_view = reshoot(ir, vis, truth_h)
-                cases.append((ir_view, vis_view, truth_of(truth_h, *vis_view.shape[1::-1])))
-        else:
-            cases = [(read_image(args.root / "ir_warp" / name), vis,
-                      truth_pixels(read_flow(args.root / "flow" / f"{name}.mat")))]
-        for ir_cam, vis, truth in cases:
-            start = time.perf_counter()
-            result = estimate_homography([(ir_cam, vis)], args.structure)
-            seconds = time.perf_counter() - start
-            error, nothing = mean_error(result.matrix, truth), mean_error(np.eye(3), truth)
-            rows.append((name, result.accepted, result.confidence, error, nothing, seconds))
-            print(f"{name:12s} accepted={result.accepted!s:5s} conf={result.confidence:.2f} "
-                  f"score {result.identity_score:.3f}->{result.score:.3f} error {error:6.2f} px  "
-                  f"nothing {nothing:6.2f} px  {seconds:.2f} s", flush=True)
+    for name, pairs, truth in cases:
+        start = time.perf_counter()
+        result = estimate_homography(pairs, args.structure)
+        seconds = time.perf_counter() - start
+        error, nothing = mean_error(result.matrix, truth), mean_error(np.eye(3), truth)
+        rows.append((name, result.accepted, result.confidence, error, nothing, seconds))
+        print(f"{name:12s} accepted={result.accepted!s:5s} conf={result.confidence:.2f} "
+              f"score {result.identity_score:.3f}->{result.score:.3f} error {error:6.2f} px  "
+              f"nothing {nothing:6.2f} px  {seconds:.2f} s", flush=True)
     accepted = [r for r in rows if r[1]]
-    print(f"\n{args.root.name} ({args.half}{', random warps' if args.warp else ''}): {len(rows)} estimates, "
+    kind = f", rigs of {args.rig} scenes" if args.rig else ", random warps" if args.warp else ""
+    print(f"\n{args.root.name} ({args.half}{kind}): {len(rows)} estimates, "
           f"{len(accepted)} accepted ({len(accepted) / len(rows):.0%})")
     if accepted:
         errors = np.array([r[3] for r in accepted])
