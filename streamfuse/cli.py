@@ -13,6 +13,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from tqdm import tqdm
+
 from streamfuse import __version__
 from streamfuse.config import (
     Config,
@@ -297,7 +299,9 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         grid = calibrate.parse_grid(args.grid)
         result = calibrate.from_target(pairs, args.target, grid, names=(f"--ir {args.ir}", f"--vis {args.vis}"))
     else:
-        estimate = estimate_homography(pairs, args.structure)
+        quiet = args.json or args.no_progress or not sys.stderr.isatty() or len(pairs) < 2
+        with tqdm(total=len(pairs), desc="estimating", unit="pair", disable=quiet) as bar:
+            estimate = estimate_homography(pairs, args.structure, on_pair=bar.update)
         result = calibrate.Calibration(
             estimate.matrix, "automatic", estimate.accepted, estimate.confidence, reason=estimate.reason,
             details={"pairs": estimate.pairs, "structure": args.structure, "alignment_score": round(estimate.score, 4),
@@ -662,6 +666,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="automatic: what the estimator aligns, the shipped networks' learned structure images "
                           "(default) or hand-made edge images")
     cal.add_argument("--json", action="store_true", help="print the result as JSON (no overlay image)")
+    cal.add_argument("--no-progress", action="store_true", help="no progress bar")
     cal.set_defaults(handler=cmd_calibrate)
 
     probe_cmd = add(commands, "probe", help="describe a video file, stream URL or image folder")

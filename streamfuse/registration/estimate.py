@@ -37,7 +37,7 @@ and MSRS.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import cv2
 import numpy as np
@@ -305,13 +305,15 @@ def _consensus(estimates: Sequence[tuple[np.ndarray, float]], ir_shape: tuple[in
     return matrix, sum(confidence for _, confidence in members) / pairs
 
 
-def estimate_homography(pairs: Sequence[tuple[np.ndarray, np.ndarray]], structure: str = STRUCTURES[0]) -> Estimate:
+def estimate_homography(pairs: Sequence[tuple[np.ndarray, np.ndarray]], structure: str = STRUCTURES[0], *,
+                        on_pair: Callable[[], object] | None = None) -> Estimate:
     """Estimate the infrared -> visible homography from frame pairs ``(ir, vis)`` (any sizes, gray or BGR).
 
     More pairs (of different scenes, or moments of a scene) make the estimate more reliable: each
     pair is estimated on its own, and the result is the mean of the pair estimates that agree.
-    ``structure`` names the images compared (:data:`STRUCTURES`). Never raises for a hopeless input;
-    it returns ``accepted=False`` with the reason.
+    ``structure`` names the images compared (:data:`STRUCTURES`). ``on_pair`` is called after each
+    pair's estimate (a progress bar's ``update``). Never raises for a hopeless input; it returns
+    ``accepted=False`` with the reason.
     """
     if not pairs:
         raise ValueError("estimate_homography needs at least one frame pair")
@@ -328,9 +330,13 @@ def estimate_homography(pairs: Sequence[tuple[np.ndarray, np.ndarray]], structur
                         "the images are featureless (almost uniform); nothing to align")
     prepared = [_prepare(ir, vis, structure) for ir, vis in usable]
     identity_score = _mean_score(prepared, identity_full)
-    estimates = [estimate for estimate in (_pair_estimate(pair, frames, ir_shape, structure)
-                                           for pair, frames in zip(prepared, usable, strict=True))
-                 if estimate is not None]
+    estimates = []
+    for pair, frames in zip(prepared, usable, strict=True):
+        estimate = _pair_estimate(pair, frames, ir_shape, structure)
+        if estimate is not None:
+            estimates.append(estimate)
+        if on_pair is not None:
+            on_pair()
     if not estimates:
         return Estimate(identity_full, False, 0.0, identity_score, identity_score, len(pairs),
                         "no refinement converged")
