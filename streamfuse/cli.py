@@ -276,9 +276,16 @@ def calibration_pairs(ir: str, vis: str, *, max_pairs: int, pair_by: str = "stem
     return [(read_image(a), read_image(b)) for a, b in list(zip(*files, strict=True))[::step][:max_pairs]]
 
 
+def _at_least_one(value: int, flag: str) -> None:
+    """Refuse a count below 1 given on the command line, naming the flag."""
+    if value < 1:
+        raise StreamfuseError(f"{flag}: must be at least 1, got {value}")
+
+
 def cmd_calibrate(args: argparse.Namespace) -> int:
     from streamfuse.registration import calibrate
 
+    _at_least_one(args.max_pairs, "--max-pairs")
     modes = [name for name, given in (("--points", args.points), ("--target", args.target)) if given]
     if len(modes) > 1:
         raise StreamfuseError("calibrate: give --points or --target (or neither, for automatic), not both")
@@ -365,6 +372,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from streamfuse import bench
 
+    _at_least_one(args.streams, "--streams")
     try:
         width, height = (int(v) for v in args.size.lower().split("x"))
     except ValueError:

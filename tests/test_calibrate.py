@@ -301,6 +301,8 @@ def test_calibrate_arguments_are_checked(tmp_path, capsys):
     assert code == 1 and "--ir and --vis go together" in err
     code, _, err = run_cli(capsys, "calibrate")
     assert code == 1 and "give --points FILE, or --ir and --vis" in err
+    code, _, err = run_cli(capsys, "calibrate", "--ir", str(tmp_path), "--vis", str(tmp_path), "--max-pairs", "0")
+    assert code == 1 and err == "streamfuse: error: --max-pairs: must be at least 1, got 0\n"
     existing = tmp_path / "c.yaml"
     existing.write_text("matrix: [[1, 0, 0], [0, 1, 0], [0, 0, 1]]\n")
     code, _, err = run_cli(capsys, "calibrate", "--points", "p.csv", "-o", str(existing))
