@@ -246,7 +246,7 @@ def test_automatic_uses_every_pair_of_two_videos(tmp_path, capsys):
     code, out, err = run_cli(capsys, "calibrate", "--ir", str(tmp_path / "ir.mp4"), "--vis", str(tmp_path / "vis.mp4"),
                              "-o", str(tmp_path / "auto.yaml"), "--json")
     result = json.loads(out)
-    assert result["pairs"] == 3
+    assert result["pairs"] == 3 and result["agreeing_pairs"] == 3
     assert code == 0 and result["accepted"] and as_is.accepted, result
     # the estimate for the rig as it is, moved by the shift added (through H.264 compression)
     assert displacement_px(np.array(result["matrix"]), as_is.matrix @ shift, pairs[0][1].shape[:2]) < 1.5
@@ -263,7 +263,7 @@ def test_several_scenes_through_one_rig_agree_and_their_estimates_are_averaged()
     assert result.accepted and result.pairs == 4 and len(done) == 4, result.reason
     shape = pairs[0][1].shape[:2]
     agreeing = [single.matrix for single in singles if displacement_px(single.matrix, result.matrix, shape) <= 4.0]
-    assert len(agreeing) >= 3
+    assert len(agreeing) >= 3 and result.agreeing_pairs == len(agreeing)
     assert np.allclose(result.matrix, np.mean(agreeing, axis=0))
     assert displacement_px(result.matrix, EASY, shape) < 3.0
 

@@ -116,6 +116,8 @@ class Estimate:
         identity_score: The same score without any warp.
         pairs: Frame pairs used.
         reason: Why the estimate was refused (empty when accepted).
+        agreeing_pairs: Frame pairs whose own estimate agrees with ``matrix`` (within
+            :data:`PAIR_AGREE_PX`); the others count 0 in ``confidence``.
     """
 
     matrix: np.ndarray
@@ -125,6 +127,7 @@ class Estimate:
     identity_score: float
     pairs: int
     reason: str = ""
+    agreeing_pairs: int = 0
 
 
 def structure_image(gray: np.ndarray, sigma: float) -> np.ndarray:
@@ -295,14 +298,15 @@ def _pair_estimate(pair: _Pair, frames: tuple[np.ndarray, np.ndarray], ir_shape:
 
 
 def _consensus(estimates: Sequence[tuple[np.ndarray, float]], ir_shape: tuple[int, int],
-               pairs: int) -> tuple[np.ndarray, float]:
-    """The mean of the pair estimates that agree with the best-supported one, and its confidence."""
+               pairs: int) -> tuple[np.ndarray, float, int]:
+    """The mean of the pair estimates that agree with the best-supported one, its confidence, and how many
+    pair estimates agree."""
     agreeing = [[j for j, (other, _) in enumerate(estimates)
                  if displacement_px(matrix, other, ir_shape) <= PAIR_AGREE_PX] for matrix, _ in estimates]
     best = max(range(len(estimates)), key=lambda i: (len(agreeing[i]), sum(estimates[j][1] for j in agreeing[i])))
     members = [estimates[j] for j in agreeing[best]]
     matrix = np.mean([member / member[2, 2] for member, _ in members], axis=0)
-    return matrix, sum(confidence for _, confidence in members) / pairs
+    return matrix, sum(confidence for _, confidence in members) / pairs, len(members)
 
 
 def estimate_homography(pairs: Sequence[tuple[np.ndarray, np.ndarray]], structure: str = STRUCTURES[0], *,
@@ -340,12 +344,13 @@ def estimate_homography(pairs: Sequence[tuple[np.ndarray, np.ndarray]], structur
     if not estimates:
         return Estimate(identity_full, False, 0.0, identity_score, identity_score, len(pairs),
                         "no refinement converged")
-    matrix, confidence = _consensus(estimates, ir_shape, len(usable))
+    matrix, confidence, agreeing = _consensus(estimates, ir_shape, len(usable))
     best_score = _mean_score(prepared, matrix)
     reasons = []
     needed = accept.min_confidence_at_high_score if best_score >= accept.high_score else accept.min_confidence
     if confidence < needed:
-        reasons.append(f"the refinements disagree (only {confidence:.0%} agree; {needed:.0%} needed)")
+        pairs_agree = f"; {agreeing} of {len(usable)} frame pairs agree" if len(usable) > 1 else ""
+        reasons.append(f"the refinements disagree (only {confidence:.0%} agree; {needed:.0%} needed{pairs_agree})")
     if best_score < accept.min_score:
         reasons.append(f"the images do not align well enough anywhere (alignment score {best_score:.3f}; "
                        f"{accept.min_score} needed)")
@@ -353,4 +358,4 @@ def estimate_homography(pairs: Sequence[tuple[np.ndarray, np.ndarray]], structur
         reasons.append(f"the alignment score does not clearly improve on no warp ({identity_score:.3f} -> "
                        f"{best_score:.3f}; +{accept.min_gain} needed)")
     return Estimate(matrix / matrix[2, 2], not reasons, float(confidence), best_score, identity_score,
-                    len(pairs), "; ".join(reasons))
+                    len(pairs), "; ".join(reasons), agreeing)
