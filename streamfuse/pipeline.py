@@ -95,9 +95,11 @@ def check_outputs_are_not_inputs(config: Config, flags: dict[str, str] | None = 
         for key, path in inputs.items():
             if isinstance(sink, VideoSinkConfig):
                 clash = output == path
-            else:
-                clash = output == path or (path.is_file() and output == path.parent and (
-                    "{" in sink.pattern or output / sink.pattern == path))
+            else:  # the folder the files land in: a pattern may name a sub-folder ("ir/{name}.png")
+                pattern = Path(sink.pattern)
+                folder = (output / pattern.parent).resolve()
+                clash = folder == path or (path.is_file() and folder == path.parent and (
+                    "{" in pattern.name or folder / pattern.name == path))
             if clash:
                 sink_key = f"sinks.{index}.path"
                 raise ConfigError(f"{flags.get(sink_key, sink_key)} {sink.path}: would write over the input "

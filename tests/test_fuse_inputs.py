@@ -75,6 +75,16 @@ def test_a_run_config_that_writes_into_an_input_folder_is_refused(inputs):
         Pipeline(config)
 
 
+def test_an_images_pattern_with_a_sub_folder_into_an_input_is_refused(inputs):
+    config = config_from_dict({
+        "sources": {"ir": {"type": "images", "path": str(inputs["ir_dir"])},
+                    "vis": {"type": "images", "path": str(inputs["vis_dir"])}},
+        "sinks": [{"type": "images", "path": str(inputs["ir_dir"].parent),
+                   "pattern": f"{inputs['ir_dir'].name}/{{name}}.png", "overwrite": True}]})
+    with pytest.raises(ConfigError, match=r"sinks.0.path .*: would write over the input sources.ir.path"):
+        Pipeline(config)
+
+
 def test_an_output_next_to_a_single_input_image_is_allowed(inputs, capsys, tmp_path):
     output = inputs["vis_dir"] / "fused.png"
     code, _, err = run_cli(capsys, "fuse", "--ir", str(inputs["ir_png"]), "--vis", str(inputs["vis_png"]),
