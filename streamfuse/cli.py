@@ -276,6 +276,23 @@ def calibration_pairs(ir: str, vis: str, *, max_pairs: int, pair_by: str = "stem
     return [(read_image(a), read_image(b)) for a, b in list(zip(*files, strict=True))[::step][:max_pairs]]
 
 
+def _check_output_file(path: str, flag: str, inputs: list[tuple[str, str | None]]) -> None:
+    """Refuse an output file that cannot be written, or that is (or lies in) one of ``inputs``
+    (``(flag, path)`` pairs), before any work: one error naming both."""
+    output = Path(path)
+    if output.is_dir():
+        raise StreamfuseError(f"{flag} {path}: is a folder; give a file path")
+    if not output.resolve().parent.is_dir():
+        raise StreamfuseError(f"{flag} {path}: the folder {output.parent} does not exist")
+    for input_flag, input_path in inputs:
+        if input_path is None:
+            continue
+        source = Path(input_path).resolve()
+        if output.resolve() == source or source in output.resolve().parents:
+            raise StreamfuseError(f"{flag} {path}: would write over the input {input_flag} {input_path}; choose an "
+                                  "output outside the inputs (inputs are never overwritten)")
+
+
 def _at_least_one(value: int, flag: str) -> None:
     """Refuse a count below 1 given on the command line, naming the flag."""
     if value < 1:
@@ -295,6 +312,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         raise StreamfuseError("calibrate: give --points FILE, or --ir and --vis (with --target for a calibration "
                               "target, without it for automatic estimation)")
     output = Path(args.output)
+    _check_output_file(args.output, "-o", [("--points", args.points), ("--ir", args.ir), ("--vis", args.vis)])
     if output.exists() and not args.overwrite:
         raise StreamfuseError(f"-o {output}: already exists; pass -y to replace it")
     pairs = calibration_pairs(args.ir, args.vis, max_pairs=args.max_pairs) if args.ir else []
@@ -375,6 +393,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from streamfuse import bench
 
     _at_least_one(args.streams, "--streams")
+    if args.json:
+        _check_output_file(args.json, "--json", [])
     try:
         width, height = (int(v) for v in args.size.lower().split("x"))
     except ValueError:
@@ -432,6 +452,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
         routing = build_router(load_config(None, ["sinks=[]"]).text).route(args.prompt)
         log.info("prompt %r -> %s (encoder %s)", args.prompt, routing.summary(), routing.encoder)
+    if args.csv:
+        _check_output_file(args.csv, "--csv", [("--ir", args.ir), ("--vis", args.vis),
+                                               *(("--fused", folder) for folder in args.fused or [])])
     pairs, problems = evaluation.input_pairs(args.ir, args.vis)
     methods = {}
     for folder in args.fused or []:

@@ -307,6 +307,11 @@ def test_calibrate_arguments_are_checked(tmp_path, capsys):
     existing.write_text("matrix: [[1, 0, 0], [0, 1, 0], [0, 0, 1]]\n")
     code, _, err = run_cli(capsys, "calibrate", "--points", "p.csv", "-o", str(existing))
     assert code == 1 and "already exists; pass -y" in err
+    code, _, err = run_cli(capsys, "calibrate", "--points", str(existing), "-o", str(existing), "-y")
+    assert code == 1 and f"would write over the input --points {existing}" in err
+    assert existing.read_text() == "matrix: [[1, 0, 0], [0, 1, 0], [0, 0, 1]]\n"
+    code, _, err = run_cli(capsys, "calibrate", "--points", "p.csv", "-o", str(tmp_path), "-y")
+    assert code == 1 and "is a folder; give a file path" in err
 
 
 # -------------------------------------------------------------------------------- using the result

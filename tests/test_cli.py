@@ -109,6 +109,9 @@ def test_fuse_roadscene_from_shared_data(tmp_path, capsys):
     (lambda t: ["run", str(t / "nope.yaml")], "nope.yaml: config file not found"),
     (lambda t: ["bench", "--size", "big"], "--size big: expected WIDTHxHEIGHT"),
     (lambda t: ["bench", "--streams", "0"], "--streams: must be at least 1, got 0"),
+    (lambda t: ["bench", "--json", str(t / "nowhere" / "b.json")], "b.json: the folder {t}/nowhere does not exist"),
+    (lambda t: ["eval", "--ir", str(t), "--vis", str(t), "--fuser", "classical", "--csv", str(t / "ir.png")],
+     "--csv {t}/ir.png: would write over the input --ir {t}"),
     (lambda t: ["probe", str(t / "corrupt.mp4")], "corrupt.mp4: cannot open video"),
 ])
 def test_bad_input_gives_one_clear_line(tmp_path, capsys, make_args, message):
