@@ -191,6 +191,11 @@ def test_checkpoint_round_trip_and_errors(net, tmp_path):
     (tmp_path / "corrupt.pt").write_bytes(b"\x00" * 100)
     with pytest.raises(ConfigError, match="corrupt.pt is not a readable streamfuse checkpoint"):
         load_model(tmp_path / "corrupt.pt")
+    (tmp_path / "empty.pt").write_bytes(b"")  # an exception without a message
+    (tmp_path / "text.pt").write_text("hello, not a checkpoint\n")  # KeyError inside torch's unpickler
+    for name in ("empty.pt", "text.pt"):
+        with pytest.raises(ConfigError, match=f"{name} is not a readable streamfuse checkpoint"):
+            load_model(tmp_path / name)
     torch.save({"architecture": "something-else"}, tmp_path / "other.pt")
     with pytest.raises(ConfigError, match="holds 'something-else'"):
         load_model(tmp_path / "other.pt")

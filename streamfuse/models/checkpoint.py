@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import pickle
-import zipfile
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -56,9 +54,9 @@ def load_model(path: str | Path | None = None, key: str = "fusion.weights") -> t
                           + default)
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, ValueError, OSError) as exc:
+    except Exception as exc:  # a foreign file fails in many ways (UnpicklingError, KeyError, EOFError, ...)
         raise ConfigError(f"{key}: {path} is not a readable streamfuse checkpoint "
-                          f"(corrupt or not a torch file: {str(exc).splitlines()[0][:120]})") from None
+                          f"(corrupt or not a torch file: {_first_line(exc)[:120]})") from None
     if not isinstance(payload, dict) or payload.get("architecture") != ARCHITECTURE:
         found = payload.get("architecture") if isinstance(payload, dict) else type(payload).__name__
         raise ConfigError(f"{key}: {path} holds {found!r}, not a {ARCHITECTURE} checkpoint")
@@ -67,5 +65,10 @@ def load_model(path: str | Path | None = None, key: str = "fusion.weights") -> t
         model.load_state_dict(payload["state_dict"])
     except (KeyError, TypeError, RuntimeError) as exc:
         raise ConfigError(f"{key}: {path} does not match the network it describes "
-                          f"({str(exc).splitlines()[0][:160]})") from None
+                          f"({_first_line(exc)[:160]})") from None
     return model.eval(), dict(payload.get("metadata", {}))
+
+
+def _first_line(exc: Exception) -> str:
+    """The first line of an exception's message, or its type when the message is empty."""
+    return (str(exc).splitlines() or [type(exc).__name__])[0]
