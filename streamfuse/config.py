@@ -358,7 +358,14 @@ class FusionConfig:
 # ---------------------------------------------------------------------------------------------- sinks
 @dataclass
 class SinkConfig:
-    """Base of the sink sections; each kind subclasses it with a ``type`` tag (see :mod:`streamfuse.registry`)."""
+    """Base of the sink sections; each kind subclasses it with a ``type`` tag (see :mod:`streamfuse.registry`).
+
+    Every kind has a ``queue_size`` (fused frames waiting for it), checked here.
+    """
+
+    def _check(self, path: str) -> None:
+        if self.queue_size < 1:
+            raise ConfigError(f"{path}.queue_size: must be at least 1, got {self.queue_size}")
 
 
 @dataclass
@@ -397,6 +404,7 @@ class VideoSinkConfig(SinkConfig):
     deletes them until it is, instead of waiting."""
 
     def _check(self, path: str) -> None:
+        super()._check(path)
         if not self.path:
             raise ConfigError(f"{path}.path: missing required value (the output video file)")
         if not 0 <= self.crf <= 51:
@@ -425,6 +433,7 @@ class ImagesSinkConfig(SinkConfig):
     queue_size: int = 16
 
     def _check(self, path: str) -> None:
+        super()._check(path)
         if not self.path:
             raise ConfigError(f"{path}.path: missing required value (the output folder)")
         try:
@@ -475,6 +484,7 @@ class ZmqSinkConfig(SinkConfig):
     curve: CurveConfig = field(default_factory=CurveConfig)
 
     def _check(self, path: str) -> None:
+        super()._check(path)
         if "://" not in self.endpoint:
             raise ConfigError(f"{path}.endpoint: expected a ZeroMQ endpoint such as tcp://127.0.0.1:5555, "
                               f"got {self.endpoint!r}")
@@ -507,6 +517,7 @@ class RtspSinkConfig(SinkConfig):
     queue_size: int = 2
 
     def _check(self, path: str) -> None:
+        super()._check(path)
         check_port(self.port, f"{path}.port")
         if not self.path or not self.path.replace("-", "").replace("_", "").isalnum():
             raise ConfigError(f"{path}.path: expected a name of letters, digits, '-' or '_', got {self.path!r}")
