@@ -472,6 +472,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
                                   progress=not args.no_progress and sys.stderr.isatty())
     for problem in problems + [f"{r.name}: {p}" for r in results for p in r.skipped]:
         log.warning("skipped %s", problem)
+    for result in results:
+        if not result.rows:
+            why = f" (first problem: {result.skipped[0]})" if result.skipped else ""
+            raise StreamfuseError(f"eval: no image pair could be scored for {result.name}{why}")
     print(f"{args.convention} metrics, {len(pairs)} pairs ({args.ir} | {args.vis}); ↑ higher is better, ↓ lower")
     print(evaluation.format_table(results, names, module.BETTER))
     if args.csv:

@@ -91,7 +91,13 @@ def evaluate(pairs: list[tuple[str, Path, Path]], methods: dict[str, Callable[[s
     results = [MethodResult(name) for name in methods]
     bar = tqdm(total=len(pairs) * len(methods), unit="image", disable=not progress, file=sys.stderr)
     for stem, ir_path, vis_path in pairs:
-        ir, vis = module.load(ir_path), module.load(vis_path)
+        try:
+            ir, vis = module.load(ir_path), module.load(vis_path)
+        except ValueError as exc:  # not a readable 8-bit image
+            for result in results:
+                result.skipped.append(str(exc))
+            bar.update(len(results))
+            continue
         for result, fuse in zip(results, methods.values(), strict=True):
             bar.update()
             if ir.shape[:2] != vis.shape[:2]:
@@ -102,7 +108,11 @@ def evaluate(pairs: list[tuple[str, Path, Path]], methods: dict[str, Callable[[s
             if fused is None:
                 result.skipped.append(f"{stem}: no fused image")
                 continue
-            fused = module.load(fused)
+            try:
+                fused = module.load(fused)
+            except ValueError as exc:
+                result.skipped.append(str(exc))
+                continue
             if fused.shape[:2] != vis.shape[:2]:
                 result.skipped.append(f"{stem}: fused image is {fused.shape[1]}x{fused.shape[0]} but the inputs are "
                                       f"{vis.shape[1]}x{vis.shape[0]}")

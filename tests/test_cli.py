@@ -129,6 +129,19 @@ def test_bad_input_gives_one_clear_line(tmp_path, capsys, make_args, message):
     assert len(lines) == 1 and "Traceback" not in err
 
 
+def test_eval_with_nothing_scorable_fails_naming_the_file(tmp_path, capsys):
+    ir, vis = make_pair(0)
+    for folder, image in (("ir", ir), ("vi", vis)):
+        (tmp_path / folder).mkdir()
+        cv2.imwrite(str(tmp_path / folder / "01.png"), image)
+    (tmp_path / "fused").mkdir()
+    (tmp_path / "fused" / "01.png").write_text("not an image")
+    code, out, err = run_cli(capsys, "eval", "--ir", str(tmp_path / "ir"), "--vis", str(tmp_path / "vi"),
+                             "--fused", str(tmp_path / "fused"))
+    assert code == 1 and "mean" not in out
+    assert f"eval: no image pair could be scored for fused (first problem: {tmp_path}/fused/01.png: not a " in err
+
+
 def test_endpoint_in_use_is_a_clear_error(tmp_path, capsys, free_port):
     import zmq
 
