@@ -93,6 +93,8 @@ def test_points_yaml_and_json_output(tmp_path, capsys):
      "the infrared points lie on one line"),
     ([(10, 10, 20, 20), (100, 10, 120, 20), (10, 100, 20, 120), (100, 100, 120, 120), (100, 10, 300, 200)],
      "lines 3 and 6 give the same infrared point"),
+    ([(10, 10, 20, 20), (50, 50, 70, 60), (90, 90, 120, 110), (10, 100, 20, 120)],
+     "the infrared points of lines 2, 3, 4 lie on one line; four points fit a homography only with no three"),
 ])
 def test_degenerate_point_sets_are_refused(tmp_path, capsys, rows, message):
     points = tmp_path / "points.csv"

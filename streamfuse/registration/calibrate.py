@@ -167,6 +167,14 @@ def _check_spread(points: np.ndarray, lines: Sequence[int], which: str, origin: 
     if spread[1] < COLLINEAR_RATIO * spread[0]:
         raise CalibrationError(f"{origin}: the {which} points lie on one line; a homography needs points spread "
                                "over the image (at least 4, no three on a line), e.g. near the four corners")
+    if len(points) == 4:  # the exact fit: every point counts, and three on a line make it degenerate
+        for left_out in range(4):
+            triple = np.delete(points, left_out, axis=0)
+            spread = np.linalg.svd(triple - triple.mean(axis=0), compute_uv=False)
+            if spread[1] < COLLINEAR_RATIO * spread[0]:
+                on_line = ", ".join(str(lines[i]) for i in range(4) if i != left_out)
+                raise CalibrationError(f"{origin}: the {which} points of lines {on_line} lie on one line; four points "
+                                       "fit a homography only with no three on a line (add points, or move one)")
 
 
 def from_points(ir: np.ndarray, vis: np.ndarray, *, lines: Sequence[int] | None = None,
