@@ -26,11 +26,18 @@ log = logging.getLogger(__name__)
 def generate_keys(folder: str | Path, name: str) -> tuple[Path, Path]:
     """Create ``folder/NAME.key`` and ``folder/NAME.key_secret``; refuses to overwrite existing keys."""
     folder = Path(folder)
+    if not name or Path(name).name != name or name.startswith("."):
+        raise ConfigError(f"--name {name!r}: expected a plain file name (no folders, not hidden), e.g. server")
+    if folder.exists() and not folder.is_dir():
+        raise ConfigError(f"{folder}: is a file; give the folder the keys go into")
     public, secret = folder / f"{name}.key", folder / f"{name}.key_secret"
     if public.exists() or secret.exists():
         raise ConfigError(f"{public if public.exists() else secret}: a key with this name exists; "
                           "choose another name or delete the old pair first")
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"{folder}: cannot create the key folder ({exc.strerror})") from None
     made_public, made_secret = zmq.auth.create_certificates(folder, name)
     Path(made_secret).chmod(0o600)
     return Path(made_public), Path(made_secret)

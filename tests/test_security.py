@@ -96,3 +96,9 @@ def test_keys_command_writes_a_pair_and_never_overwrites(tmp_path, capsys):
     assert (tmp_path / "cam.key").is_file() and (tmp_path / "cam.key_secret").stat().st_mode & 0o077 == 0
     assert main(["keys", str(tmp_path), "--name", "cam"]) == 2
     assert "a key with this name exists" in capsys.readouterr().err
+    for name in ("../escape", "a/b", ""):  # keys stay in the folder given
+        assert main(["keys", str(tmp_path / "k"), "--name", name]) == 2
+        assert f"--name {name!r}: expected a plain file name" in capsys.readouterr().err
+    assert main(["keys", str(tmp_path / "cam.key"), "--name", "x"]) == 2
+    assert "cam.key: is a file; give the folder the keys go into" in capsys.readouterr().err
+    assert not (tmp_path / "escape.key").exists() and not (tmp_path / "k").exists()
