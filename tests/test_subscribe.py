@@ -105,3 +105,11 @@ def test_save_to_an_unwritable_place_is_one_clear_error(unwritable_folder, capsy
     err = capsys.readouterr().err
     assert code == 1
     assert f"streamfuse: error: --save: cannot write {target} (" in err and "Traceback" not in err
+
+
+def test_save_to_an_image_file_name_is_one_clear_error(tmp_path, capsys, free_port):
+    target = tmp_path / "rec.png"  # PyAV opens it (an image muxer) and failed at the first frame
+    code = main(["subscribe", f"tcp://127.0.0.1:{free_port}", "--save", str(target), "--duration", "0.2"])
+    err = capsys.readouterr().err
+    assert code == 1 and not target.exists()
+    assert f"streamfuse: error: --save.path: cannot create video {target} (not a video file name)" in err

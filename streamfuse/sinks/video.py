@@ -22,6 +22,7 @@ from streamfuse.errors import SinkError
 from streamfuse.frames import FusedFrame
 from streamfuse.registry import SINKS
 from streamfuse.sinks.base import Sink, SinkContext
+from streamfuse.sources.video import VIDEO_EXTENSIONS
 from streamfuse.stats import PipelineStats
 
 log = logging.getLogger(__name__)
@@ -136,6 +137,9 @@ class VideoWriter:
         self.frames_complete = 0
         """Frames in the file up to :attr:`bytes_complete`."""
         prepare_output_file(self.path, overwrite, key)
+        if self.path.suffix.lower() not in VIDEO_EXTENSIONS:  # av opens .png (image muxer), fails at frame 1
+            raise SinkError(f"{key}.path: cannot create video {self.path} (not a video file name); use one of "
+                            f"{', '.join(VIDEO_EXTENSIONS)}")
         try:
             self._fragmented = fragmented and self.path.suffix.lower() in (".mp4", ".mov")
             self._container = av.open(str(self.path), mode="w", options=FRAGMENTED_MP4 if self._fragmented else {})
