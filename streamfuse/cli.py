@@ -568,6 +568,10 @@ def cmd_subscribe(args: argparse.Namespace) -> int:
     is reached, or Ctrl-C / SIGTERM; the recording is finalised on every one of these."""
     from streamfuse.sinks import Subscriber, VideoWriter
 
+    limits = (("--frames", args.frames), ("--duration", args.duration), ("--idle-timeout", args.idle_timeout))
+    for flag, value in limits:
+        if value is not None and value <= 0:
+            raise StreamfuseError(f"{flag}: must be positive, got {value:g} (leave it out for no limit)")
     keep = "all" if args.save else "latest"
     writer = VideoWriter(args.save, overwrite=args.overwrite, key="--save") if args.save else None
     all_latencies: list[float] = []

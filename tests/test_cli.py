@@ -109,6 +109,7 @@ def test_fuse_roadscene_from_shared_data(tmp_path, capsys):
     (lambda t: ["run", str(t / "nope.yaml")], "nope.yaml: config file not found"),
     (lambda t: ["bench", "--size", "big"], "--size big: expected WIDTHxHEIGHT"),
     (lambda t: ["bench", "--streams", "0"], "--streams: must be at least 1, got 0"),
+    (lambda t: ["subscribe", "tcp://127.0.0.1:1", "--duration", "0"], "--duration: must be positive, got 0"),
     (lambda t: ["bench", "--json", str(t / "nowhere" / "b.json")], "b.json: the folder {t}/nowhere does not exist"),
     (lambda t: ["eval", "--ir", str(t), "--vis", str(t), "--fuser", "classical", "--csv", str(t / "ir.png")],
      "--csv {t}/ir.png: would write over the input --ir {t}"),

@@ -147,6 +147,13 @@ def test_cluster_fuse_command(tmp_path, ray_cluster, caplog):
     assert sorted(p.name for p in (tmp_path / "out" / "day").iterdir()) == ["day_00000.mp4", "day_00001.mp4"]
 
 
+@pytest.mark.parametrize("cpus", ["0", "-1"])  # 0 waited forever for a CPU, -1 was Ray's traceback
+def test_cluster_cpu_count_is_checked_before_starting_ray(tmp_path, capsys, cpus):
+    write_recording(tmp_path / "archive", "day", frames=4)
+    assert main(["cluster", "fuse", str(tmp_path / "archive"), "-o", str(tmp_path / "out"), "--num-cpus", cpus]) == 1
+    assert f"streamfuse: error: --num-cpus: must be at least 1, got {cpus}" in capsys.readouterr().err
+
+
 def test_missing_ray_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)
     with pytest.raises(StreamfuseError, match=r'pip install "streamfuse\[ray\]"'):

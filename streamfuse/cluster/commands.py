@@ -18,6 +18,8 @@ log = logging.getLogger("streamfuse")
 
 
 def _connect(args: argparse.Namespace) -> None:
+    if args.num_cpus is not None and args.num_cpus < 1:  # 0 waits forever for a CPU; Ray rejects < 0 with a traceback
+        raise StreamfuseError(f"--num-cpus: must be at least 1, got {args.num_cpus}")
     connect(args.address, num_cpus=args.num_cpus)
 
 
