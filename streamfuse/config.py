@@ -716,6 +716,8 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | No
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: invalid YAML ({str(exc).splitlines()[0]} {getattr(exc, 'problem_mark', '')})"
                           .strip()) from None
+    if data is not None and not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level (key: value lines), got {type(data).__name__}")
     return config_from_dict(data if data is not None else {}, overrides, env=env)
 
 

@@ -139,6 +139,10 @@ def test_load_config_file_errors(tmp_path):
     unsafe.write_text("sync: !!python/object/apply:os.system ['echo hi']\n")
     with pytest.raises(ConfigError, match="invalid YAML"):
         load_config(unsafe)
+    listed = tmp_path / "listed.yaml"
+    listed.write_text("- sources\n- sinks\n")
+    with pytest.raises(ConfigError, match=r"listed.yaml: expected a mapping at the top level .*got list"):
+        load_config(listed)
 
 
 def test_load_config_file(tmp_path):
