@@ -154,6 +154,12 @@ def test_cluster_cpu_count_is_checked_before_starting_ray(tmp_path, capsys, cpus
     assert f"streamfuse: error: --num-cpus: must be at least 1, got {cpus}" in capsys.readouterr().err
 
 
+def test_deploying_an_empty_fleet_is_an_error(tmp_path, capsys):
+    (tmp_path / "fleet.yaml").write_text("")
+    assert main(["cluster", "run", str(tmp_path / "fleet.yaml"), "--detach"]) == 1
+    assert "fleet.yaml: no camera pairs (pairs: [...]); nothing to deploy" in capsys.readouterr().err
+
+
 def test_missing_ray_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)
     with pytest.raises(StreamfuseError, match=r'pip install "streamfuse\[ray\]"'):

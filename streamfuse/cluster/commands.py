@@ -62,6 +62,10 @@ def cmd_cluster_run(args: argparse.Namespace) -> int:
     from streamfuse.cluster.fleet import controller, load_fleet
 
     fleet = load_fleet(args.fleet)
+    if not fleet.pipelines and args.detach:
+        raise StreamfuseError(f"{args.fleet}: no camera pairs (pairs: [...]); nothing to deploy")
+    if not fleet.pipelines:
+        log.warning("%s has no camera pairs yet: nothing runs until the file lists some (it is watched)", args.fleet)
     _connect(args)
     ray = require_ray()
     fleet_controller = controller(detached=args.detach)
