@@ -379,6 +379,9 @@ def _print_calibration(result, output: Path, overlay_path: Path | None, seconds:
 
 # -------------------------------------------------------------------------------------------- probe
 def cmd_probe(args: argparse.Namespace) -> int:
+    _at_least_one(args.frames, "--frames")
+    if not args.uri.strip():
+        raise StreamfuseError("probe: the input is empty; give a video file, stream URL or image folder")
     report = probe(args.uri, frames=args.frames)
     if args.json:
         print(json.dumps(report, indent=2))
@@ -393,6 +396,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from streamfuse import bench
 
     _at_least_one(args.streams, "--streams")
+    if args.live is not None and args.live <= 0:
+        raise StreamfuseError(f"--live: must be a positive frame rate, got {args.live:g} (leave it out for throughput)")
     if args.json:
         _check_output_file(args.json, "--json", [])
     try:

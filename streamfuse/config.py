@@ -353,6 +353,8 @@ class FusionConfig:
             raise ConfigError(f"{path}.max_batch: must be at least 1, got {self.max_batch}")
         if self.threads is not None and self.threads < 1:
             raise ConfigError(f"{path}.threads: must be at least 1, got {self.threads}")
+        if self.max_wait_ms < 0:
+            raise ConfigError(f"{path}.max_wait_ms: must not be negative, got {self.max_wait_ms}")
 
 
 # ---------------------------------------------------------------------------------------------- sinks
@@ -648,6 +650,11 @@ class StatsConfig:
 
     log_every_s: float = 5.0
     """Seconds between log lines; 0 disables them."""
+
+    def _check(self, path: str) -> None:
+        if self.log_every_s < 0:
+            raise ConfigError(f"{path}.log_every_s: must not be negative (0 disables the log lines), "
+                              f"got {self.log_every_s}")
 
 
 @dataclass

@@ -116,6 +116,10 @@ def test_a_malformed_points_file_names_the_file_and_line(tmp_path):
         load_points(bad_yaml)
     with pytest.raises(CalibrationError, match="no such file"):
         load_points(tmp_path / "missing.csv")
+    second_header = tmp_path / "second_header.csv"  # only one header line; a second was dropped silently
+    second_header.write_text("ir_x,ir_y,vis_x,vis_y\na,b,c,d\n1,2,3,4\n")
+    with pytest.raises(CalibrationError, match=r"second_header.csv, line 2: expected four numbers"):
+        load_points(second_header)
 
 
 def test_a_near_singular_fit_is_refused():

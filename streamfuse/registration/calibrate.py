@@ -104,7 +104,7 @@ def load_points(path: str | Path) -> tuple[np.ndarray, np.ndarray, list[int]]:
 
 
 def _csv_points(path: Path, text: str) -> list[tuple[list[float], int]]:
-    rows = []
+    rows, header = [], False
     for number, fields in enumerate(csv.reader(text.splitlines()), start=1):
         fields = [f.strip() for f in fields]
         if not any(fields) or fields[0].startswith("#"):
@@ -112,8 +112,9 @@ def _csv_points(path: Path, text: str) -> list[tuple[list[float], int]]:
         try:
             values = [float(f) for f in fields]
         except ValueError:
-            if not rows and all(f and not _is_number(f) for f in fields):
-                continue  # the header line
+            if not rows and not header and all(f and not _is_number(f) for f in fields):
+                header = True  # one header line, before the first point
+                continue
             raise CalibrationError(f"{path}, line {number}: expected four numbers 'ir_x, ir_y, vis_x, vis_y', "
                                    f"got {','.join(fields)!r}") from None
         if len(values) != 4 or not np.all(np.isfinite(values)):
