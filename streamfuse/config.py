@@ -214,6 +214,10 @@ class SourcesConfig:
     vis: SourceConfig = field(default_factory=SyntheticSourceConfig)
 
 
+#: Largest side of the synthetic cameras' frames (8K): beyond it a frame no longer fits in memory.
+MAX_SYNTHETIC_SIDE = 8192
+
+
 @dataclass
 class SyntheticConfig:
     """The procedural scene shared by ``synthetic`` sources (see :mod:`streamfuse.sources.synthetic`)."""
@@ -234,6 +238,9 @@ class SyntheticConfig:
     def _check(self, path: str) -> None:  # the scene's own limits, so that a bad value is a config error
         if self.width < 32 or self.height < 32:
             raise ConfigError(f"{path}: width and height must be at least 32, got {self.width}x{self.height}")
+        if self.width > MAX_SYNTHETIC_SIDE or self.height > MAX_SYNTHETIC_SIDE:
+            raise ConfigError(f"{path}: width and height must be at most {MAX_SYNTHETIC_SIDE} (8K), got "
+                              f"{self.width}x{self.height}")
         for name in ("seed", "people", "vehicles"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{path}.{name}: must not be negative, got {getattr(self, name)}")
@@ -955,6 +962,9 @@ class ModelConfig:
     times the trunk's cost)."""
 
     def _check(self, path: str) -> None:
+        for name in ("channels", "token_dim", "tokens_per_intent"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{_join(path, name)}: must be at least 1, got {getattr(self, name)}")
         if self.trunk_scale not in (4, 8):
             raise ConfigError(f"{_join(path, 'trunk_scale')}: must be 4 or 8, got {self.trunk_scale}")
 
@@ -1026,6 +1036,8 @@ class TrainConfig:
             raise ConfigError(f"{_join(path, 'crop')}: must be a multiple of 8, got {self.crop}")
         if not 0.0 <= self.mix_with_balanced <= 1.0:
             raise ConfigError(f"{_join(path, 'mix_with_balanced')}: must be between 0 and 1")
+        if not self.learning_rate > 0:
+            raise ConfigError(f"{_join(path, 'learning_rate')}: must be positive, got {self.learning_rate}")
         if not self.intents or min(self.intents.values()) < 0 or sum(self.intents.values()) <= 0:
             raise ConfigError(f"{_join(path, 'intents')}: needs non-negative weights with a positive sum")
 

@@ -117,6 +117,10 @@ def test_refinement_settings_are_checked(data_root, start_weights, tmp_path):
     path.write_text("refine: {own_share: 1.5}\n")
     with pytest.raises(ConfigError, match="refine.own_share: must be between 0 and 1"):
         load_train_config(path)
+    with pytest.raises(ConfigError, match="learning_rate: must be positive, got -1"):
+        load_train_config(path, ["refine.own_share=0.5", "learning_rate=-1"])
+    with pytest.raises(ConfigError, match="model.channels: must be at least 1, got 0"):
+        load_train_config(path, ["refine.own_share=0.5", "model.channels=0"])
 
 
 def test_intents_never_sampled_are_exported_with_the_balanced_tokens(data_root, tmp_path):
