@@ -102,7 +102,10 @@ def check_outputs_are_not_inputs(config: Config, flags: dict[str, str] | None = 
                     "{" in pattern.name or folder / pattern.name == path))
             if clash:
                 sink_key = f"sinks.{index}.path"
-                raise ConfigError(f"{flags.get(sink_key, sink_key)} {sink.path}: would write over the input "
+                written = sink.path  # a constant pattern names one file: show that file
+                if isinstance(sink, ImagesSinkConfig) and "{" not in sink.pattern:
+                    written = str(Path(sink.path) / sink.pattern)
+                raise ConfigError(f"{flags.get(sink_key, sink_key)} {written}: would write over the input "
                                   f"{flags.get(key, key)} {path}; choose an output outside the inputs "
                                   "(inputs are never overwritten)")
 

@@ -53,7 +53,7 @@ def test_an_output_that_is_an_input_is_refused_even_with_y(inputs, capsys, ir, v
     code, _, err = run_cli(capsys, "fuse", "--ir", str(inputs[ir]), "--vis", str(inputs[vis]),
                            "-o", str(inputs[output]), "--fuser", "classical", "--no-progress", *overwrite)
     assert code == 2
-    assert f"would write over the input {flag} {inputs[output].resolve()}" in err
+    assert f"-o {inputs[output]}: would write over the input {flag} {inputs[output].resolve()}" in err
     assert "-y" not in err and "overwrite" not in err.replace("overwritten", "")
     after = {key: digest(path) if path.is_dir() else path.read_bytes() for key, path in inputs.items()}
     assert after == before
