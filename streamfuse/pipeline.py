@@ -136,8 +136,13 @@ class Pipeline:
         self.registrar: Registrar = build_registrar(config.registration)
         """Holds the current IR->VIS transform; swap it while running (``set_matrix``, ``set_transform``)."""
         scene = None
-        if any(isinstance(c, SyntheticSourceConfig) for c in (config.sources.ir, config.sources.vis)):
+        synthetic = [name for name in ("ir", "vis") if isinstance(getattr(config.sources, name), SyntheticSourceConfig)]
+        if synthetic:
             scene = build_scene(config.synthetic)
+        if len(synthetic) == 1:
+            real = "vis" if synthetic == ["ir"] else "ir"
+            log.warning("sources.%s is the synthetic test camera while sources.%s is a real input: is sources.%s "
+                        "missing from the config?", synthetic[0], real, synthetic[0])
         self.sources: dict[str, Source] = {
             name: build_source(name, getattr(config.sources, name), scene=scene, stats=self.stats)
             for name in ("ir", "vis")

@@ -176,3 +176,10 @@ def test_a_truncated_jpeg_is_an_error_naming_the_file(image_folders, tmp_path, c
                            "--fuser", "classical", "--no-progress")
     assert code == 1
     assert f"streamfuse: error: {cut}: truncated JPEG" in err and "Traceback" not in err
+
+
+def test_a_real_camera_paired_with_the_default_synthetic_one_is_warned_about(inputs, caplog):
+    config = config_from_dict({"sources": {"ir": {"type": "images", "path": str(inputs["ir_dir"])}}, "sinks": []})
+    with caplog.at_level(logging.WARNING):
+        Pipeline(config)
+    assert "sources.vis is the synthetic test camera while sources.ir is a real input" in caplog.text
