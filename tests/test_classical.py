@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import logging
+
 import cv2
 import numpy as np
 import pytest
@@ -133,3 +135,9 @@ def test_bgr_infrared_is_reduced_to_luminance():
 def test_unknown_fuser_is_a_config_error():
     with pytest.raises(ConfigError, match="fusion.fuser: unknown fuser 'magic' \\(available: model, classical"):
         build_fuser(FusionConfig(fuser="magic"))
+
+
+def test_a_gpu_device_for_the_classical_fuser_is_warned_about(caplog):
+    with caplog.at_level(logging.WARNING):
+        build_fuser(FusionConfig(fuser="classical", device="cuda"))
+    assert "fusion.device=cuda has no effect: the classical fuser runs on the CPU" in caplog.text

@@ -6,12 +6,16 @@ Each fuser registers a factory taking the ``fusion`` section in :data:`streamfus
 
 from __future__ import annotations
 
+import logging
+
 from streamfuse.config import FusionConfig
 from streamfuse.fusers.base import Fuser
 from streamfuse.fusers.classical import ClassicalFuser, fuse_luminance
 from streamfuse.registry import FUSERS
 
 __all__ = ["Fuser", "ClassicalFuser", "fuse_luminance", "FUSERS", "build_fuser"]
+
+log = logging.getLogger(__name__)
 
 
 @FUSERS.register("model")
@@ -25,6 +29,9 @@ def _model(config: FusionConfig) -> Fuser:
 @FUSERS.register("classical")
 def _classical(config: FusionConfig) -> Fuser:
     """Band-selection luminance fusion: the network's fixed rule, in OpenCV."""
+    if config.device not in ("auto", "cpu"):
+        log.warning("fusion.device=%s has no effect: the classical fuser runs on the CPU (the model fuser uses "
+                    "the GPU)", config.device)
     return ClassicalFuser()
 
 
