@@ -626,7 +626,8 @@ def cmd_subscribe(args: argparse.Namespace) -> int:
             writer.close()
     if all_latencies:
         report(len(all_latencies) - 1, time.monotonic() - first, all_latencies, "total: ")
-    log.info("received %d frame(s)%s", len(all_latencies), f"; saved to {args.save}" if writer else "")
+    saved = f"; saved to {args.save}" if writer is not None and all_latencies else ""
+    log.info("received %d frame(s)%s", len(all_latencies), saved)
     if not all_latencies:
         raise StreamfuseError(f"{args.endpoint}: received no frames; check that a pipeline publishes there "
                               "(and its topic and keys)")

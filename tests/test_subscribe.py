@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import signal
@@ -77,11 +78,14 @@ def test_sigterm_finalises_the_recording(tmp_path, free_port):
     assert len(read_video(tmp_path / "rec.mkv")[0]) == received  # flushed and closed: nothing lost
 
 
-def test_idle_timeout_with_nothing_received_is_an_error(capsys, free_port):
-    code = main(["subscribe", f"tcp://127.0.0.1:{free_port}", "--idle-timeout", "0.5"])
+def test_idle_timeout_with_nothing_received_is_an_error(tmp_path, capsys, caplog, free_port):
+    caplog.set_level(logging.INFO)
+    target = tmp_path / "new" / "rec.mp4"
+    code = main(["subscribe", f"tcp://127.0.0.1:{free_port}", "--idle-timeout", "0.5", "--save", str(target)])
     err = capsys.readouterr().err
     assert code == 1
     assert f"streamfuse: error: tcp://127.0.0.1:{free_port}: received no frames" in err
+    assert "saved to" not in caplog.text and not target.exists()  # nothing was saved, and it does not say so
 
 
 @pytest.fixture
