@@ -449,6 +449,9 @@ class ImagesSinkConfig(SinkConfig):
             self.pattern.format(index=0, seq=0, name="x")
         except (KeyError, IndexError, ValueError) as exc:
             raise ConfigError(f"{path}.pattern: invalid pattern {self.pattern!r} ({exc})") from None
+        if ".." in Path(self.pattern).parts or Path(self.pattern).is_absolute():
+            raise ConfigError(f"{path}.pattern: {self.pattern!r} leaves the output folder; name files inside it "
+                              "(sub-folders allowed) and choose the folder with path")
 
 
 @dataclass

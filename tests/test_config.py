@@ -50,6 +50,7 @@ def test_empty_config_has_defaults():
     ({"sinks": {"type": "video"}}, "sinks: expected a list"),
     ({"sinks": [{"type": "video"}]}, "sinks.0.path: missing required value"),
     ({"sinks": [{"type": "zmq", "queue_size": 0}]}, "sinks.0.queue_size: must be at least 1, got 0"),
+    ({"sinks": [{"type": "images", "path": "o", "pattern": "../{name}.png"}]}, "leaves the output folder"),
     ({"sinks": [{"type": "images", "path": "o", "queue_size": -1}]}, "sinks.0.queue_size: must be at least 1, got -1"),
     ({"sinks": [{"type": "ftp", "path": "x"}]}, "sinks.0.type: unknown type 'ftp'"),
     ({"sinks": [{"type": "zmq", "endpoint": "localhost:5555"}]}, "sinks.0.endpoint: expected a ZeroMQ endpoint"),
