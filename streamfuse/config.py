@@ -216,6 +216,8 @@ class SourcesConfig:
 
 #: Largest side of the synthetic cameras' frames (8K): beyond it a frame no longer fits in memory.
 MAX_SYNTHETIC_SIDE = 8192
+#: Most people (and vehicles) in the synthetic scene: a crowd for a test, not a slideshow.
+MAX_SYNTHETIC_OBJECTS = 1000
 
 
 @dataclass
@@ -244,6 +246,9 @@ class SyntheticConfig:
         for name in ("seed", "people", "vehicles"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{path}.{name}: must not be negative, got {getattr(self, name)}")
+        for name in ("people", "vehicles"):  # each is drawn in every frame of both cameras
+            if getattr(self, name) > MAX_SYNTHETIC_OBJECTS:
+                raise ConfigError(f"{path}.{name}: at most {MAX_SYNTHETIC_OBJECTS}, got {getattr(self, name)}")
         for name in ("fog", "noise"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:

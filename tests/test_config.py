@@ -46,6 +46,7 @@ def test_empty_config_has_defaults():
     ({"synthetic": {"width": 20}}, "synthetic: width and height must be at least 32"),
     ({"synthetic": {"people": -1}}, "synthetic.people: must not be negative"),
     ({"synthetic": {"width": 100000}}, "synthetic: width and height must be at most 8192"),
+    ({"synthetic": {"people": 100000}}, "synthetic.people: at most 1000, got 100000"),
     ({"registration": {"mode": "optical_flow"}}, "registration.mode: expected one of identity, resize, homography"),
     ({"sinks": {"type": "video"}}, "sinks: expected a list"),
     ({"sinks": [{"type": "video"}]}, "sinks.0.path: missing required value"),
