@@ -279,16 +279,16 @@ def calibration_pairs(ir: str, vis: str, *, max_pairs: int, pair_by: str = "stem
 def _check_output_file(path: str, flag: str, inputs: list[tuple[str, str | None]]) -> None:
     """Refuse an output file that cannot be written, or that is (or lies in) one of ``inputs``
     (``(flag, path)`` pairs), before any work: one error naming both."""
-    output = Path(path)
+    output = Path(path).resolve()
     if output.is_dir():
         raise StreamfuseError(f"{flag} {path}: is a folder; give a file path")
-    if not output.resolve().parent.is_dir():
-        raise StreamfuseError(f"{flag} {path}: the folder {output.parent} does not exist")
+    if not output.parent.is_dir():
+        raise StreamfuseError(f"{flag} {path}: the folder {Path(path).parent} does not exist")
     for input_flag, input_path in inputs:
         if input_path is None:
             continue
         source = Path(input_path).resolve()
-        if output.resolve() == source or source in output.resolve().parents:
+        if output == source or source in output.parents:
             raise StreamfuseError(f"{flag} {path}: would write over the input {input_flag} {input_path}; choose an "
                                   "output outside the inputs (inputs are never overwritten)")
 

@@ -156,6 +156,12 @@ def _yaml_points(path: Path, text: str) -> list[tuple[list[float], int]]:
     return rows
 
 
+def _on_one_line(points: np.ndarray) -> bool:
+    """Whether the points lie on one line (spread across it under :data:`COLLINEAR_RATIO` of the spread along it)."""
+    spread = np.linalg.svd(points - points.mean(axis=0), compute_uv=False)
+    return bool(spread[1] < COLLINEAR_RATIO * spread[0])
+
+
 def _check_spread(points: np.ndarray, lines: Sequence[int], which: str, origin: str) -> None:
     """Refuse duplicate and collinear point sets (a homography needs four points in general position)."""
     distances = np.linalg.norm(points[:, None] - points[None], axis=-1)
@@ -164,15 +170,12 @@ def _check_spread(points: np.ndarray, lines: Sequence[int], which: str, origin: 
     if distances[first, second] < DUPLICATE_PX:
         raise CalibrationError(f"{origin}: lines {lines[min(first, second)]} and {lines[max(first, second)]} give the "
                                f"same {which} point; each correspondence must be a different point")
-    spread = np.linalg.svd(points - points.mean(axis=0), compute_uv=False)
-    if spread[1] < COLLINEAR_RATIO * spread[0]:
+    if _on_one_line(points):
         raise CalibrationError(f"{origin}: the {which} points lie on one line; a homography needs points spread "
                                "over the image (at least 4, no three on a line), e.g. near the four corners")
     if len(points) == 4:  # the exact fit: every point counts, and three on a line make it degenerate
         for left_out in range(4):
-            triple = np.delete(points, left_out, axis=0)
-            spread = np.linalg.svd(triple - triple.mean(axis=0), compute_uv=False)
-            if spread[1] < COLLINEAR_RATIO * spread[0]:
+            if _on_one_line(np.delete(points, left_out, axis=0)):
                 on_line = ", ".join(str(lines[i]) for i in range(4) if i != left_out)
                 raise CalibrationError(f"{origin}: the {which} points of lines {on_line} lie on one line; four points "
                                        "fit a homography only with no three on a line (add points, or move one)")

@@ -71,9 +71,13 @@ class DiskFullError(SinkError):
 
 
 def prepare_output_file(path: Path, overwrite: bool, key: str) -> None:
-    """Check that ``path`` may be written: parent folder created, existing file only with ``overwrite``."""
+    """Check that ``path`` may be written: a video file name, parent folder created, existing file only with
+    ``overwrite``."""
     if path.is_dir():
         raise SinkError(f"{key}: {path} is a folder; give a file name such as {path / 'fused.mp4'}")
+    if path.suffix.lower() not in VIDEO_EXTENSIONS:  # av opens .png (an image muxer) and fails at the first frame
+        raise SinkError(f"{key}.path: cannot create video {path} (not a video file name); use one of "
+                        f"{', '.join(VIDEO_EXTENSIONS)}")
     if path.exists() and not overwrite:
         raise SinkError(f"{key}: {path} already exists; choose another path or allow overwriting "
                         "(sink option overwrite: true, or -y/--overwrite)")
@@ -137,9 +141,6 @@ class VideoWriter:
         self.frames_complete = 0
         """Frames in the file up to :attr:`bytes_complete`."""
         prepare_output_file(self.path, overwrite, key)
-        if self.path.suffix.lower() not in VIDEO_EXTENSIONS:  # av opens .png (image muxer), fails at frame 1
-            raise SinkError(f"{key}.path: cannot create video {self.path} (not a video file name); use one of "
-                            f"{', '.join(VIDEO_EXTENSIONS)}")
         try:
             self._fragmented = fragmented and self.path.suffix.lower() in (".mp4", ".mov")
             self._container = av.open(str(self.path), mode="w", options=FRAGMENTED_MP4 if self._fragmented else {})
