@@ -329,7 +329,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
             estimate = estimate_homography(pairs, args.structure, on_pair=bar.update)
         result = calibrate.Calibration(
             estimate.matrix, "automatic", estimate.accepted, estimate.confidence, reason=estimate.reason,
-            details={"pairs": estimate.pairs, "agreeing_pairs": estimate.agreeing_pairs, "structure": args.structure,
+            details={"pairs": estimate.pairs, "distinct_pairs": estimate.distinct_pairs,
+                     "agreeing_pairs": estimate.agreeing_pairs, "structure": args.structure,
                      "alignment_score": round(estimate.score, 4), "identity_score": round(estimate.identity_score, 4)})
     seconds = time.perf_counter() - started
     sizes = {}
@@ -361,8 +362,8 @@ def _print_calibration(result, output: Path, overlay_path: Path | None, seconds:
         if result.details.get("outlier_lines"):
             print(f"outliers (RANSAC, not used): line(s) {', '.join(map(str, result.details['outlier_lines']))}")
     if result.method == "automatic":
-        pairs, agreeing = result.details["pairs"], result.details["agreeing_pairs"]
-        agree = f" ({agreeing} agree)" if pairs > 1 else ""
+        pairs, distinct = result.details["pairs"], result.details["distinct_pairs"]
+        agree = f" ({distinct} distinct, {result.details['agreeing_pairs']} agree)" if pairs > 1 else ""
         print(f"confidence: {result.confidence:.2f} over {pairs} pair(s){agree}; alignment score "
               f"{result.details['identity_score']:.3f} without a warp -> {result.details['alignment_score']:.3f} "
               f"({result.details['structure']} structure images)")

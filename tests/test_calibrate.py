@@ -242,7 +242,9 @@ def test_automatic_recovers_an_easy_warp_added_to_a_real_pair(tmp_path, capsys, 
     assert (tmp_path / "auto.yaml").exists()
 
 
-def test_automatic_uses_every_pair_of_two_videos(tmp_path, capsys):
+def test_automatic_counts_the_frames_of_a_still_scene_once(tmp_path, capsys):
+    """Frames of a still scene (only sensor noise and H.264 between them) are one piece of evidence: the
+    estimate and its confidence are those of one frame pair."""
     shift = np.array([[1.0, 0, 8.0], [0, 1.0, -5.0], [0, 0, 1]])
     as_is = estimate_homography(static_rig(1, np.eye(3)))
     pairs = static_rig(3, shift)
@@ -252,16 +254,19 @@ def test_automatic_uses_every_pair_of_two_videos(tmp_path, capsys):
     code, out, err = run_cli(capsys, "calibrate", "--ir", str(tmp_path / "ir.mp4"), "--vis", str(tmp_path / "vis.mp4"),
                              "-o", str(tmp_path / "auto.yaml"), "--json")
     result = json.loads(out)
-    assert result["pairs"] == 3 and result["agreeing_pairs"] == 3
+    assert result["pairs"] == 3 and result["distinct_pairs"] == 1 and result["agreeing_pairs"] == 1
     assert code == 0 and result["accepted"] and as_is.accepted, result
+    first = estimate_homography(pairs[:1])
+    assert estimate_homography(pairs).confidence == first.confidence
     # the estimate for the rig as it is, moved by the shift added (through H.264 compression)
     assert displacement_px(np.array(result["matrix"]), as_is.matrix @ shift, pairs[0][1].shape[:2]) < 1.5
 
 
 def test_several_scenes_through_one_rig_agree_and_their_estimates_are_averaged():
-    """Each pair is estimated on its own; pairs a few pixels apart (each estimate's own noise) agree, and the
-    result is their mean. (Requiring every refinement of every pair within 2 px of one estimate refused 9
-    of 10 such four-pair estimates on RoadScene scenes, all within 2.1 px.)"""
+    """Each pair is estimated on its own; pairs a few pixels apart (each estimate's own noise) agree, the
+    result is their mean, and agreeing scenes are more convincing than any one of them. (Requiring every
+    refinement of every pair within 2 px of one estimate refused 9 of 10 such four-pair estimates on
+    RoadScene scenes, all within 2.1 px; the mean of the pairs' confidences refused 4 of 10.)"""
     pairs = [reshoot(ir, vis, EASY) for ir, vis in registered_pairs(shared_data("roadscene"), 4, width=480, first=3)]
     singles = [estimate_homography([pair]) for pair in pairs]
     done = []
@@ -269,9 +274,22 @@ def test_several_scenes_through_one_rig_agree_and_their_estimates_are_averaged()
     assert result.accepted and result.pairs == 4 and len(done) == 4, result.reason
     shape = pairs[0][1].shape[:2]
     agreeing = [single.matrix for single in singles if displacement_px(single.matrix, result.matrix, shape) <= 4.0]
-    assert len(agreeing) >= 3 and result.agreeing_pairs == len(agreeing)
+    assert len(agreeing) >= 3 and result.agreeing_pairs == len(agreeing) and result.distinct_pairs == 4
+    confidences = [single.confidence for single in singles if any(single.matrix is m for m in agreeing)]
+    all_wrong = np.prod([1 - confidence for confidence in confidences])
+    assert result.confidence == pytest.approx(len(agreeing) / 4 * (1 - all_wrong))
+    assert result.confidence > max(confidences) or len(agreeing) < 4
     assert np.allclose(result.matrix, np.mean(agreeing, axis=0))
     assert displacement_px(result.matrix, EASY, shape) < 3.0
+
+
+def test_a_repeated_pair_is_estimated_once_and_counted_on_the_progress_bar():
+    pair = reshoot(*registered_pairs(shared_data("roadscene"), 1, width=480, first=3)[0], EASY)
+    single = estimate_homography([pair])
+    done = []
+    repeated = estimate_homography([pair, pair, pair], on_pair=lambda: done.append(1))
+    assert len(done) == 3 and repeated.pairs == 3 and repeated.distinct_pairs == 1
+    assert np.array_equal(repeated.matrix, single.matrix) and repeated.confidence == single.confidence
 
 
 def test_automatic_refuses_unrelated_images_and_leaves_the_calibration_alone(tmp_path, capsys):

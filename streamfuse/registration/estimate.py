@@ -19,8 +19,10 @@ images), so this estimator is built to *refuse* rather than guess:
    :data:`AGREE_PX` of its chosen one.
 5. **Several frame pairs.** Each pair is estimated on its own as above; the pair estimate that the
    most other pair estimates agree with (within :data:`PAIR_AGREE_PX`) wins, the result is the mean
-   of the agreeing pair estimates, and its confidence is the sum of their confidences over the number
-   of pairs (a pair that disagrees counts 0). One pair gives exactly the single-pair estimate.
+   of the agreeing pair estimates, and its confidence is the chance that at least one of them is right
+   (``1 - prod(1 - c_i)`` over the agreeing pairs' confidences ``c_i``) times the share of the pairs
+   that agree. Near-duplicate frame pairs (a static scene) are estimated once: they are the same
+   evidence, not independent confirmations. One pair gives exactly the single-pair estimate.
 
 The estimate is *accepted* only when its alignment score (normalised correlation of the structure
 images, over the pairs) and its gain over the identity's, and the confidence, pass the
@@ -64,6 +66,9 @@ AGREE_PX = 2.0
 #: :data:`AGREE_PX` off. (Requiring all refinements of all pairs within :data:`AGREE_PX` of one estimate,
 #: as before, refused 9 of 10 four-pair estimates on the tuning scenes that were all within 2.1 px.)
 PAIR_AGREE_PX = 2 * AGREE_PX
+#: Frame pairs whose thumbnails (this size) differ from an earlier pair's by at most
+#: :data:`DUPLICATE_LEVELS` mean grey levels, in both images, are duplicates of it (a static scene).
+THUMBNAIL_SIZE, DUPLICATE_LEVELS = (64, 48), 2.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,13 +116,15 @@ class Estimate:
         accepted: True when the estimate can be trusted (see the module docs); otherwise keep the
             current transform.
         confidence: Fraction of independent refinements that agree with ``matrix`` (0..1); over
-            several pairs, the mean of the pairs' own confidences, 0 for a pair that disagrees.
+            several pairs, ``1 - prod(1 - c_i)`` over the agreeing pairs' own confidences ``c_i``,
+            times the share of the distinct pairs that agree.
         score: Alignment score (mean correlation of the structure images) with ``matrix``.
         identity_score: The same score without any warp.
-        pairs: Frame pairs used.
+        pairs: Frame pairs given.
         reason: Why the estimate was refused (empty when accepted).
         agreeing_pairs: Frame pairs whose own estimate agrees with ``matrix`` (within
-            :data:`PAIR_AGREE_PX`); the others count 0 in ``confidence``.
+            :data:`PAIR_AGREE_PX`).
+        distinct_pairs: Frame pairs estimated: those with enough contrast, near-duplicates once.
     """
 
     matrix: np.ndarray
@@ -128,6 +135,7 @@ class Estimate:
     pairs: int
     reason: str = ""
     agreeing_pairs: int = 0
+    distinct_pairs: int = 0
 
 
 def structure_image(gray: np.ndarray, sigma: float) -> np.ndarray:
@@ -306,7 +314,24 @@ def _consensus(estimates: Sequence[tuple[np.ndarray, float]], ir_shape: tuple[in
     best = max(range(len(estimates)), key=lambda i: (len(agreeing[i]), sum(estimates[j][1] for j in agreeing[i])))
     members = [estimates[j] for j in agreeing[best]]
     matrix = np.mean([member / member[2, 2] for member, _ in members], axis=0)
-    return matrix, sum(confidence for _, confidence in members) / pairs, len(members)
+    all_wrong = float(np.prod([1.0 - confidence for _, confidence in members]))
+    return matrix, len(members) / pairs * (1.0 - all_wrong), len(members)
+
+
+def _thumbnail(image: np.ndarray) -> np.ndarray:
+    return cv2.resize(as_gray(image).astype(np.float32), THUMBNAIL_SIZE, interpolation=cv2.INTER_AREA)
+
+
+def _distinct(pairs: Sequence[tuple[np.ndarray, np.ndarray]]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``pairs`` without the near-duplicates of an earlier pair (:data:`DUPLICATE_LEVELS`)."""
+    kept, thumbnails = [], []
+    for pair in pairs:
+        thumbnail = [_thumbnail(image) for image in pair]
+        if not any(all(np.abs(mine - theirs).mean() <= DUPLICATE_LEVELS
+                       for mine, theirs in zip(thumbnail, other, strict=True)) for other in thumbnails):
+            kept.append(pair)
+            thumbnails.append(thumbnail)
+    return kept
 
 
 def estimate_homography(pairs: Sequence[tuple[np.ndarray, np.ndarray]], structure: str = STRUCTURES[0], *,
@@ -315,8 +340,9 @@ def estimate_homography(pairs: Sequence[tuple[np.ndarray, np.ndarray]], structur
 
     More pairs (of different scenes, or moments of a scene) make the estimate more reliable: each
     pair is estimated on its own, and the result is the mean of the pair estimates that agree.
-    ``structure`` names the images compared (:data:`STRUCTURES`). ``on_pair`` is called after each
-    pair's estimate (a progress bar's ``update``). Never raises for a hopeless input; it returns
+    ``structure`` names the images compared (:data:`STRUCTURES`). ``on_pair`` is called once per given
+    pair (a progress bar's ``update``): after its estimate, or at once for a pair not estimated
+    (featureless, or a near-duplicate of an earlier one). Never raises for a hopeless input; it returns
     ``accepted=False`` with the reason.
     """
     if not pairs:
@@ -327,8 +353,11 @@ def estimate_homography(pairs: Sequence[tuple[np.ndarray, np.ndarray]], structur
     vis_shape = as_gray(pairs[0][1]).shape
     ir_shape = as_gray(pairs[0][0]).shape
     identity_full = np.diag([vis_shape[1] / ir_shape[1], vis_shape[0] / ir_shape[0], 1.0])
-    usable = [(ir, vis) for ir, vis in pairs
-              if as_gray(ir).std() >= MIN_CONTRAST and as_gray(vis).std() >= MIN_CONTRAST]
+    usable = _distinct([(ir, vis) for ir, vis in pairs
+                        if as_gray(ir).std() >= MIN_CONTRAST and as_gray(vis).std() >= MIN_CONTRAST])
+    if on_pair is not None:
+        for _ in range(len(pairs) - len(usable)):
+            on_pair()
     if not usable:
         return Estimate(identity_full, False, 0.0, 0.0, 0.0, len(pairs),
                         "the images are featureless (almost uniform); nothing to align")
@@ -349,8 +378,8 @@ def estimate_homography(pairs: Sequence[tuple[np.ndarray, np.ndarray]], structur
     reasons = []
     needed = accept.min_confidence_at_high_score if best_score >= accept.high_score else accept.min_confidence
     if confidence < needed:
-        pairs_agree = f"; {agreeing} of {len(usable)} frame pairs agree" if len(usable) > 1 else ""
-        reasons.append(f"the refinements disagree (only {confidence:.0%} agree; {needed:.0%} needed{pairs_agree})")
+        pairs_agree = f"; {agreeing} of {len(usable)} distinct frame pairs agree" if len(usable) > 1 else ""
+        reasons.append(f"the refinements disagree (confidence {confidence:.2f}; {needed:.2f} needed{pairs_agree})")
     if best_score < accept.min_score:
         reasons.append(f"the images do not align well enough anywhere (alignment score {best_score:.3f}; "
                        f"{accept.min_score} needed)")
@@ -358,4 +387,4 @@ def estimate_homography(pairs: Sequence[tuple[np.ndarray, np.ndarray]], structur
         reasons.append(f"the alignment score does not clearly improve on no warp ({identity_score:.3f} -> "
                        f"{best_score:.3f}; +{accept.min_gain} needed)")
     return Estimate(matrix / matrix[2, 2], not reasons, float(confidence), best_score, identity_score,
-                    len(pairs), "; ".join(reasons), agreeing)
+                    len(pairs), "; ".join(reasons), agreeing, len(usable))
