@@ -315,7 +315,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     _check_output_file(args.output, "-o", [("--points", args.points), ("--ir", args.ir), ("--vis", args.vis)])
     if output.exists() and not args.overwrite:
         raise StreamfuseError(f"-o {output}: already exists; pass -y to replace it")
-    pairs = calibration_pairs(args.ir, args.vis, max_pairs=args.max_pairs) if args.ir else []
+    pairs = calibration_pairs(args.ir, args.vis, max_pairs=args.max_pairs, pair_by=args.pair_by) if args.ir else []
     started = time.perf_counter()
     if args.points:
         ir_points, vis_points, lines = calibrate.load_points(args.points)
@@ -707,6 +707,8 @@ def build_parser() -> argparse.ArgumentParser:
     cal.add_argument("--ir", help="infrared image, folder or video (the target, or the scene for automatic)")
     cal.add_argument("--vis", help="visible image, folder or video, taken at the same moments")
     cal.add_argument("--max-pairs", type=int, default=8, help="frame pairs used from folders or videos (default 8)")
+    cal.add_argument("--pair-by", choices=["stem", "order"], default="stem",
+                     help="pair two folders' images by file name (default) or by sorted order")
     cal.add_argument("-o", "--output", default="calibration.yaml",
                      help="calibration file to write (default calibration.yaml); a refused estimate writes nothing")
     cal.add_argument("-y", "--overwrite", action="store_true", help="replace an existing calibration file")

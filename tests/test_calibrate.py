@@ -283,6 +283,21 @@ def test_several_scenes_through_one_rig_agree_and_their_estimates_are_averaged()
     assert displacement_px(result.matrix, EASY, shape) < 3.0
 
 
+def test_folders_named_differently_pair_by_order(tmp_path, capsys):
+    """TNO-style folders (1800i.bmp / 1800v.bmp): the by-name error points to --pair-by order, which calibrate takes."""
+    for index, (ir, vis) in enumerate(reshoot(*pair, EASY) for pair in registered_pairs(shared_data("roadscene"), 2,
+                                                                                        width=480, first=3)):
+        for folder, name, image in (("ir", f"{index}i.png", ir), ("vis", f"{index}v.png", vis)):
+            (tmp_path / folder).mkdir(exist_ok=True)
+            cv2.imwrite(str(tmp_path / folder / name), image)
+    args = ["calibrate", "--ir", str(tmp_path / "ir"), "--vis", str(tmp_path / "vis"), "-o", str(tmp_path / "c.yaml")]
+    code, _, err = run_cli(capsys, *args)
+    assert code == 1 and "pass --pair-by order" in err
+    code, out, err = run_cli(capsys, *args, "--pair-by", "order", "--json")
+    result = json.loads(out)
+    assert code == 0 and result["pairs"] == 2 and result["distinct_pairs"] == 2, out + err
+
+
 def test_a_repeated_pair_is_estimated_once_and_counted_on_the_progress_bar():
     pair = reshoot(*registered_pairs(shared_data("roadscene"), 1, width=480, first=3)[0], EASY)
     single = estimate_homography([pair])
