@@ -11,7 +11,8 @@ instead warps the aligned ``ir`` by random homographies (translation up to 6% of
 
 ``--rig K`` estimates instead from K different scenes seen through one rig: each of ``--trials``
 rigs is a random homography (the same ranges) applied to K registered pairs drawn from the half,
-resized to :data:`RIG_SIZE`, and the estimate from all K pairs is measured against it.
+resized to :data:`RIG_SIZE`, and the estimate from all K pairs is measured against it. With
+``--unrelated`` each scene's infrared image is replaced by the next scene's: nothing should be accepted.
 
 Scenes are sorted by name; ``--half first`` / ``--half second`` select a half (thresholds were tuned
 on the first half of RoadScene only).
@@ -130,15 +131,18 @@ def single_cases(args: argparse.Namespace, names: list[str], rng: np.random.Gene
             yield name, [(ir_view, vis_view)], truth_of(truth_h, *vis_view.shape[1::-1])
 
 
-def rig_cases(root: Path, names: list[str], rng: np.random.Generator, scenes: int, trials: int):
-    """``trials`` estimates, each from ``scenes`` registered pairs seen through one random rig."""
+def rig_cases(root: Path, names: list[str], rng: np.random.Generator, scenes: int, trials: int,
+              unrelated: bool = False):
+    """``trials`` estimates, each from ``scenes`` registered pairs seen through one random rig (``unrelated``:
+    each pair's infrared image is the next scene's)."""
     width, height = RIG_SIZE
     pairs = [(cv2.resize(read_image(next((root / "ir").glob(Path(name).stem + ".*"))), RIG_SIZE),
               cv2.resize(read_image(root / "vi" / name), RIG_SIZE)) for name in names]
     for trial in range(trials):
         chosen = rng.choice(len(pairs), scenes, replace=False)
         truth_h = random_homography(rng, width - 2 * round(width * MARGIN), height - 2 * round(height * MARGIN))
-        views = [reshoot(*pairs[index], truth_h) for index in chosen]
+        views = [reshoot(pairs[(index + 1) % len(pairs) if unrelated else index][0], pairs[index][1], truth_h)
+                 for index in chosen]
         yield f"rig {trial}", views, truth_of(truth_h, *views[0][1].shape[1::-1])
 
 
@@ -149,6 +153,8 @@ def main() -> int:
     parser.add_argument("--warp", type=int, metavar="N", help="N random homographies of each aligned pair instead")
     parser.add_argument("--rig", type=int, metavar="K", help="estimate from K scenes through one random rig instead")
     parser.add_argument("--trials", type=int, default=10, help="rigs drawn with --rig (default 10)")
+    parser.add_argument("--unrelated", action="store_true",
+                        help="with --rig: pair each visible image with the next scene's infrared image")
     parser.add_argument("--seed", type=int, default=17)
     parser.add_argument("--structure", choices=STRUCTURES, default=STRUCTURES[0],
                         help="structure images the estimator compares (default learned)")
@@ -157,7 +163,10 @@ def main() -> int:
     half = len(names) // 2
     names = {"first": names[:half], "second": names[half:], "all": names}[args.half]
     rng = np.random.default_rng(args.seed)
-    cases = rig_cases(args.root, names, rng, args.rig, args.trials) if args.rig else single_cases(args, names, rng)
+    if args.unrelated and not args.rig:
+        parser.error("--unrelated needs --rig")
+    cases = (rig_cases(args.root, names, rng, args.rig, args.trials, args.unrelated) if args.rig
+             else single_cases(args, names, rng))
     rows = []
     for name, pairs, truth in cases:
         start = time.perf_counter()
@@ -169,7 +178,8 @@ def main() -> int:
               f"score {result.identity_score:.3f}->{result.score:.3f} error {error:6.2f} px  "
               f"nothing {nothing:6.2f} px  {seconds:.2f} s", flush=True)
     accepted = [r for r in rows if r[1]]
-    kind = f", rigs of {args.rig} scenes" if args.rig else ", random warps" if args.warp else ""
+    kind = f", rigs of {args.rig} {'unrelated ' if args.unrelated else ''}scenes" if args.rig else \
+        ", random warps" if args.warp else ""
     print(f"\n{args.root.name} ({args.half}{kind}): {len(rows)} estimates, "
           f"{len(accepted)} accepted ({len(accepted) / len(rows):.0%})")
     if accepted:
