@@ -273,13 +273,12 @@ def test_several_scenes_through_one_rig_agree_and_their_estimates_are_averaged()
     result = estimate_homography(pairs, on_pair=lambda: done.append(1))  # a progress bar's update
     assert result.accepted and result.pairs == 4 and len(done) == 4, result.reason
     shape = pairs[0][1].shape[:2]
-    agreeing = [single.matrix for single in singles if displacement_px(single.matrix, result.matrix, shape) <= 4.0]
-    assert len(agreeing) >= 3 and result.agreeing_pairs == len(agreeing) and result.distinct_pairs == 4
-    confidences = [single.confidence for single in singles if any(single.matrix is m for m in agreeing)]
-    all_wrong = np.prod([1 - confidence for confidence in confidences])
-    assert result.confidence == pytest.approx(len(agreeing) / 4 * (1 - all_wrong))
-    assert result.confidence > max(confidences) or len(agreeing) < 4
-    assert np.allclose(result.matrix, np.mean(agreeing, axis=0))
+    agreeing = [single for single in singles if displacement_px(single.matrix, result.matrix, shape) <= 4.0]
+    assert len(agreeing) == 4 and result.agreeing_pairs == 4 and result.distinct_pairs == 4
+    confidences = [single.confidence for single in agreeing]
+    assert result.confidence == pytest.approx(1 - np.prod([1 - confidence for confidence in confidences]))
+    assert result.confidence > max(confidences)
+    assert np.allclose(result.matrix, np.mean([single.matrix for single in agreeing], axis=0))
     assert displacement_px(result.matrix, EASY, shape) < 3.0
 
 
