@@ -280,10 +280,10 @@ def alignment_quality(pairs: Sequence[tuple[np.ndarray, np.ndarray]], matrix: np
     return _mean_score([_prepare(ir, vis, "edges", sigmas=SIGMAS[:1]) for ir, vis in pairs], matrix)
 
 
-def _fine(pairs: Sequence[tuple[np.ndarray, np.ndarray]], matrix: np.ndarray, ir_shape: tuple[int, int],
+def _fine(frames: tuple[np.ndarray, np.ndarray], matrix: np.ndarray, ir_shape: tuple[int, int],
           structure: str) -> np.ndarray:
-    """Refine ``matrix`` at :data:`FINE_WIDTH` on the first of ``pairs``; keep it when the refinement wanders off."""
-    fine = _prepare(*pairs[0], structure, work_width=FINE_WIDTH, sigmas=(SIGMAS[0],))
+    """Refine ``matrix`` at :data:`FINE_WIDTH` on one frame pair; keep it when the refinement wanders off."""
+    fine = _prepare(*frames, structure, work_width=FINE_WIDTH, sigmas=(SIGMAS[0],))
     start = np.linalg.inv(fine.to_full) @ matrix @ np.linalg.inv(fine.from_ir)
     refined = _refine(fine.ir[SIGMAS[0]], fine.vis[SIGMAS[0]], start, from_half=False, margin=FINE_MARGIN)
     if refined is None:
@@ -309,7 +309,7 @@ def _pair_estimate(pair: _Pair, frames: tuple[np.ndarray, np.ndarray], ir_shape:
     contenders = [run for run, count in zip(runs, support, strict=True) if count == max(support)]
     chosen = contenders[int(np.argmax([_mean_score([pair], run) for run in contenders]))]
     agreeing = sum(displacement_px(run, chosen, ir_shape) <= AGREE_PX for run in runs)
-    return _fine([frames], chosen, ir_shape, structure), agreeing / (len(SIGMAS) * (STARTS + 1))
+    return _fine(frames, chosen, ir_shape, structure), agreeing / (len(SIGMAS) * (STARTS + 1))
 
 
 def _consensus(estimates: Sequence[tuple[np.ndarray, float]], ir_shape: tuple[int, int],
