@@ -1,9 +1,10 @@
 """Typed configuration: YAML in, dataclasses out, errors that name the key.
 
 A config file is the user interface of a deployment. :func:`load_config` reads it with
-``yaml.safe_load``, substitutes ``${ENV_VAR}`` (or ``${ENV_VAR:-default}``) in strings, applies
-``--set key.path=value`` overrides and builds the dataclasses below. Every mistake is reported as one
-:class:`~streamfuse.errors.ConfigError` line that starts with the key path, for example
+:func:`parse_yaml` (safe YAML, numbers like ``1e3`` read as numbers), substitutes ``${ENV_VAR}`` (or
+``${ENV_VAR:-default}``) in strings, applies ``--set key.path=value`` overrides and builds the dataclasses
+below. Every mistake is reported as one :class:`~streamfuse.errors.ConfigError` line that starts with the
+key path, for example
 ``sources.ir.uri: expected a string, got 5``.
 
 Sources and sinks are tagged unions: the ``type`` key picks the dataclass.
@@ -330,6 +331,10 @@ class RegistrationConfig:
             raise ConfigError(f"{path}.matrix: only used with mode 'homography' (mode is '{self.mode}')")
 
 
+#: Most frames one forward pass may take (the worker preallocates buffers of ``max_batch`` frames).
+MAX_BATCH = 64
+
+
 @dataclass
 class FusionConfig:
     """Which fuser combines each pair."""
@@ -343,7 +348,7 @@ class FusionConfig:
     precision: Literal["auto", "fp32", "fp16", "bf16"] = "auto"
     """Network precision: ``auto`` = fp16 on CUDA, fp32 on the CPU."""
     max_batch: int = 1
-    """Frames per forward pass when several streams share the worker."""
+    """Frames per forward pass when several streams share the worker (1 to :data:`MAX_BATCH`)."""
     max_wait_ms: float = 4.0
     """Longest a frame waits for its batch to fill."""
     cuda_graphs: bool = True
@@ -361,8 +366,9 @@ class FusionConfig:
             raise ConfigError(f"{path}.temporal_smoothing: must be in [0, 1), got {self.temporal_smoothing}")
         if not (self.device in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d+", self.device)):
             raise ConfigError(f"{path}.device: expected auto, cpu, cuda or cuda:N, got {self.device!r}")
-        if self.max_batch < 1:
-            raise ConfigError(f"{path}.max_batch: must be at least 1, got {self.max_batch}")
+        if not 1 <= self.max_batch <= MAX_BATCH:
+            raise ConfigError(f"{path}.max_batch: must be 1 to {MAX_BATCH} (frames per forward pass, one per stream "
+                              f"sharing the worker; its buffers hold that many frames), got {self.max_batch}")
         if self.threads is not None and self.threads < 1:
             raise ConfigError(f"{path}.threads: must be at least 1, got {self.threads}")
         if self.max_wait_ms < 0:
@@ -692,6 +698,21 @@ class Config:
 
 
 # ------------------------------------------------------------------------------------------- loading
+class _Loader(yaml.SafeLoader):
+    """Safe YAML, except that ``1e3`` and ``5E-4`` are numbers, as in YAML 1.2 (PyYAML's YAML 1.1 reads
+    an exponent without a decimal point as a string, and the error then said "expected a number, got '1e3'")."""
+
+
+_Loader.add_implicit_resolver("tag:yaml.org,2002:float",
+                              re.compile(r"^[-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)[eE][-+]?[0-9]+$"),
+                              list("-+0123456789."))
+
+
+def parse_yaml(text: str) -> Any:
+    """Parse config YAML safely (:class:`_Loader`); raises ``yaml.YAMLError``."""
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
+
+
 def default_config_path() -> Path:
     """Path of the packaged demo config (``configs/demo.yaml``), used by ``streamfuse run``."""
     return Path(str(resources.files("streamfuse") / "configs" / "demo.yaml"))
@@ -734,7 +755,7 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | No
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read config file ({exc})") from None
     try:
-        data = yaml.safe_load(text)
+        data = parse_yaml(text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: invalid YAML ({str(exc).splitlines()[0]} {getattr(exc, 'problem_mark', '')})"
                           .strip()) from None
@@ -761,7 +782,7 @@ def apply_override(data: dict[str, Any], override: str) -> None:
     if not sep or not key.strip():
         raise ConfigError(f"--set {override!r}: expected key.path=value")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = parse_yaml(raw) if raw.strip() else ""
     except yaml.YAMLError:
         value = raw
     parts = key.strip().split(".")
@@ -880,6 +901,8 @@ def _convert(hint: Any, value: Any, path: str) -> Any:
             raise ConfigError(f"{path}: expected true or false, got {_describe(value)}")
         return value
     if hint is int:
+        if isinstance(value, float) and value.is_integer():  # 1e3, 100.0
+            return int(value)
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(f"{path}: expected an integer, got {_describe(value)}")
         return value
@@ -889,7 +912,8 @@ def _convert(hint: Any, value: Any, path: str) -> Any:
         return float(value)
     if hint is str:
         if not isinstance(value, str):
-            raise ConfigError(f"{path}: expected a string, got {_describe(value)}")
+            quote = "; quote it ('...') if it is a name" if isinstance(value, (bool, int, float)) else ""
+            raise ConfigError(f"{path}: expected a string, got {_describe(value)}{quote}")
         return value
     raise TypeError(f"unsupported config type {hint!r} at {path}")  # a bug in this module, not user error
 
@@ -947,7 +971,7 @@ def read_calibration(path: str | Path, key: str) -> np.ndarray:
     if not path.is_file():
         raise ConfigError(f"{key}: {path}: no such file (write one with 'streamfuse calibrate')")
     try:
-        content = yaml.safe_load(path.read_text(encoding="utf-8"))
+        content = parse_yaml(path.read_text(encoding="utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{key}: {path}: not a YAML calibration file ({exc})") from None
     if not isinstance(content, dict) or "matrix" not in content:
@@ -1060,7 +1084,7 @@ def load_dataclass(cls: type, path: str | os.PathLike, overrides: list[str] | No
     ``${ENV}`` substitution, ``key.path=value`` overrides, every error naming its key."""
     path = config_path(path)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        data = parse_yaml(path.read_text(encoding="utf-8")) or {}
     except FileNotFoundError:
         raise ConfigError(f"{path}: config file not found") from None
     except yaml.YAMLError as exc:

@@ -68,6 +68,8 @@ def test_empty_config_has_defaults():
     ({"registration": {"matrix": [[1, 0, 0], [0, 1, 0], [0, 0, 0]]}},
      "registration.matrix: H[2][2] must not be 0"),
     ({"synthetic": {"fog": 2}}, "synthetic.fog: must be between 0 and 1"),
+    ({"fusion": {"max_batch": 1e9}}, "fusion.max_batch: must be 1 to 64"),
+    ({"fusion": {"max_batch": 2.5}}, "fusion.max_batch: expected an integer, got 2.5"),
     ({"registration": {"mode": "resize", "matrix": [[1, 0, 0], [0, 1, 0], [0, 0, 1]]}},
      "registration.matrix: only used"),
 ])
@@ -123,6 +125,18 @@ def test_set_overrides_parse_yaml_values_and_list_items():
     assert isinstance(config.sinks[1], ZmqSinkConfig) and config.sinks[1].hwm == 9
     assert isinstance(config.sources.ir, ImagesSourceConfig) and config.sources.ir.path == "frames/"
     assert config.registration.mode == "homography"
+
+
+def test_numbers_with_an_exponent_are_numbers_in_files_and_set_values(tmp_path):
+    # PyYAML follows YAML 1.1, which reads 1e3 (no decimal point) as the string '1e3'
+    path = tmp_path / "c.yaml"
+    path.write_text("sync:\n  tolerance_ms: 1e3\nfusion:\n  max_wait_ms: 5E-1\n  max_batch: 4.0\n")
+    config = load_config(path, ["stats.log_every_s=2e1"])
+    assert config.sync.tolerance_ms == 1000.0 and config.fusion.max_wait_ms == 0.5
+    assert config.fusion.max_batch == 4 and isinstance(config.fusion.max_batch, int)
+    assert config.stats.log_every_s == 20.0
+    message = error_of({}, ["sources.ir.type=images", "sources.ir.path=1e3"])
+    assert message.startswith("sources.ir.path: expected a string, got 1000.0 (float); quote it")
 
 
 def test_set_override_errors():
