@@ -12,7 +12,8 @@ instead warps the aligned ``ir`` by random homographies (translation up to 6% of
 ``--rig K`` estimates instead from K different scenes seen through one rig: each of ``--trials``
 rigs is a random homography (the same ranges) applied to K registered pairs drawn from the half,
 resized to :data:`RIG_SIZE`, and the estimate from all K pairs is measured against it. With
-``--unrelated`` each scene's infrared image is replaced by the next scene's: nothing should be accepted.
+``--unrelated`` each scene's infrared image is replaced by the next scene's: nothing should be accepted;
+with ``--broken N`` only the first N scenes of each rig are (frame pairs broken by a sync fault, say).
 
 Scenes are sorted by name; ``--half first`` / ``--half second`` select a half (thresholds were tuned
 on the first half of RoadScene only).
@@ -23,6 +24,7 @@ Examples::
     python tools/registration_study.py /work/shared/data/superfusion_reg_msrs
     python tools/registration_study.py /work/shared/data/superfusion_reg_msrs --warp 2
     python tools/registration_study.py /work/shared/data/superfusion_reg_roadscene --half second --rig 4 --seed 1
+    python tools/registration_study.py /work/shared/data/superfusion_reg_roadscene --half first --rig 4 --broken 1
 """
 
 from __future__ import annotations
@@ -132,17 +134,17 @@ def single_cases(args: argparse.Namespace, names: list[str], rng: np.random.Gene
 
 
 def rig_cases(root: Path, names: list[str], rng: np.random.Generator, scenes: int, trials: int,
-              unrelated: bool = False):
-    """``trials`` estimates, each from ``scenes`` registered pairs seen through one random rig (``unrelated``:
-    each pair's infrared image is the next scene's)."""
+              broken: int = 0):
+    """``trials`` estimates, each from ``scenes`` registered pairs seen through one random rig (the first
+    ``broken`` pairs of each with the next scene's infrared image)."""
     width, height = RIG_SIZE
     pairs = [(cv2.resize(read_image(next((root / "ir").glob(Path(name).stem + ".*"))), RIG_SIZE),
               cv2.resize(read_image(root / "vi" / name), RIG_SIZE)) for name in names]
     for trial in range(trials):
         chosen = rng.choice(len(pairs), scenes, replace=False)
         truth_h = random_homography(rng, width - 2 * round(width * MARGIN), height - 2 * round(height * MARGIN))
-        views = [reshoot(pairs[(index + 1) % len(pairs) if unrelated else index][0], pairs[index][1], truth_h)
-                 for index in chosen]
+        views = [reshoot(pairs[(index + 1) % len(pairs) if position < broken else index][0], pairs[index][1],
+                         truth_h) for position, index in enumerate(chosen)]
         yield f"rig {trial}", views, truth_of(truth_h, *views[0][1].shape[1::-1])
 
 
@@ -155,6 +157,8 @@ def main() -> int:
     parser.add_argument("--trials", type=int, default=10, help="rigs drawn with --rig (default 10)")
     parser.add_argument("--unrelated", action="store_true",
                         help="with --rig: pair each visible image with the next scene's infrared image")
+    parser.add_argument("--broken", type=int, default=0, metavar="N",
+                        help="with --rig: only the first N scenes of each rig get the next scene's infrared image")
     parser.add_argument("--seed", type=int, default=17)
     parser.add_argument("--structure", choices=STRUCTURES, default=STRUCTURES[0],
                         help="structure images the estimator compares (default learned)")
@@ -163,9 +167,12 @@ def main() -> int:
     half = len(names) // 2
     names = {"first": names[:half], "second": names[half:], "all": names}[args.half]
     rng = np.random.default_rng(args.seed)
-    if args.unrelated and not args.rig:
-        parser.error("--unrelated needs --rig")
-    cases = (rig_cases(args.root, names, rng, args.rig, args.trials, args.unrelated) if args.rig
+    if (args.unrelated or args.broken) and not args.rig:
+        parser.error("--unrelated and --broken need --rig")
+    if not 0 <= args.broken <= (args.rig or 0):
+        parser.error(f"--broken: 0 to --rig ({args.rig}) scenes, got {args.broken}")
+    broken = args.rig if args.unrelated else args.broken
+    cases = (rig_cases(args.root, names, rng, args.rig, args.trials, broken) if args.rig
              else single_cases(args, names, rng))
     rows = []
     for name, pairs, truth in cases:
@@ -178,7 +185,7 @@ def main() -> int:
               f"score {result.identity_score:.3f}->{result.score:.3f} error {error:6.2f} px  "
               f"nothing {nothing:6.2f} px  {seconds:.2f} s", flush=True)
     accepted = [r for r in rows if r[1]]
-    kind = f", rigs of {args.rig} {'unrelated ' if args.unrelated else ''}scenes" if args.rig else \
+    kind = f", rigs of {args.rig} scenes, {broken} with another's infrared image" if args.rig else \
         ", random warps" if args.warp else ""
     print(f"\n{args.root.name} ({args.half}{kind}): {len(rows)} estimates, "
           f"{len(accepted)} accepted ({len(accepted) / len(rows):.0%})")
