@@ -282,6 +282,36 @@ def test_several_scenes_through_one_rig_agree_and_their_estimates_are_averaged()
     assert displacement_px(result.matrix, EASY, shape) < 3.0
 
 
+def test_a_broken_frame_pair_is_no_evidence_against_the_scenes_that_agree():
+    """A frame pair whose own estimate would be refused (here the infrared image of another scene, as after
+    a sync fault) neither joins nor counts against the agreeing scenes: three agreeing scenes and a broken
+    pair give the three scenes' estimate and confidence. (Counted as a dissenter, it capped the confidence
+    at 3/4 of theirs: 23 of 30 such four-pair rigs were refused on the tuning scenes.)"""
+    scenes = registered_pairs(shared_data("roadscene"), 5, width=480, first=3)
+    agreeing = [reshoot(ir, vis, EASY) for ir, vis in scenes[:3]]
+    broken = reshoot(scenes[4][0], scenes[3][1], EASY)
+    assert not estimate_homography([broken]).accepted
+    three = estimate_homography(agreeing)
+    four = estimate_homography([*agreeing, broken])
+    assert four.accepted and four.distinct_pairs == 4 and four.agreeing_pairs == 3, four.reason
+    assert four.confidence == pytest.approx(three.confidence)
+    assert np.allclose(four.matrix, three.matrix)
+
+
+def test_a_credible_scene_that_disagrees_lowers_the_confidence():
+    """A pair that would be accepted on its own but disagrees (a scene seen through another rig) counts
+    against the others: three agreeing scenes keep 3/4 of their confidence and are refused."""
+    scenes = registered_pairs(shared_data("roadscene"), 4, width=480, first=3)
+    other_rig = np.array([[1.0, 0, -12.0], [0, 1.0, 10.0], [0, 0, 1]])
+    agreeing = [reshoot(ir, vis, EASY) for ir, vis in scenes[:3]]
+    dissenting = reshoot(*scenes[3], other_rig)
+    assert estimate_homography([dissenting]).accepted
+    three = estimate_homography(agreeing)
+    four = estimate_homography([*agreeing, dissenting])
+    assert four.agreeing_pairs == 3 and four.confidence == pytest.approx(3 / 4 * three.confidence)
+    assert not four.accepted and "3 of 4 distinct frame pairs agree" in four.reason
+
+
 def test_folders_named_differently_pair_by_order(tmp_path, capsys):
     """TNO-style folders (1800i.bmp / 1800v.bmp): the by-name error points to --pair-by order, which calibrate takes."""
     for index, (ir, vis) in enumerate(reshoot(*pair, EASY) for pair in registered_pairs(shared_data("roadscene"), 2,

@@ -20,9 +20,11 @@ images), so this estimator is built to *refuse* rather than guess:
 5. **Several frame pairs.** Each pair is estimated on its own as above; the pair estimate that the
    most other pair estimates agree with (within :data:`PAIR_AGREE_PX`) wins, the result is the mean
    of the agreeing pair estimates, and its confidence is the chance that at least one of them is right
-   (``1 - prod(1 - c_i)`` over the agreeing pairs' confidences ``c_i``) times the share of the pairs
-   that agree. Near-duplicate frame pairs (a static scene) are estimated once: they are the same
-   evidence, not independent confirmations. One pair gives exactly the single-pair estimate.
+   (``1 - prod(1 - c_i)`` over the agreeing pairs' confidences ``c_i``) times the share of the agreeing
+   among the agreeing and the *credible* dissenting pairs: a pair whose own estimate would be accepted
+   on its own. A pair that cannot be estimated (a broken or unrelated frame pair, a dark frame) is no
+   evidence either way. Near-duplicate frame pairs (a static scene) are estimated once: they are the
+   same evidence, not independent confirmations. One pair gives exactly the single-pair estimate.
 
 The estimate is *accepted* only when its alignment score (normalised correlation of the structure
 images, over the pairs) and its gain over the identity's, and the confidence, pass the
@@ -121,7 +123,8 @@ class Estimate:
             current transform.
         confidence: Fraction of independent refinements that agree with ``matrix`` (0..1); over
             several pairs, ``1 - prod(1 - c_i)`` over the agreeing pairs' own confidences ``c_i``,
-            times the share of the distinct pairs that agree.
+            times the share of the agreeing pairs among them and the credible dissenting pairs (those
+            whose own estimate would be accepted alone).
         score: Alignment score (mean correlation of the structure images) with ``matrix``.
         identity_score: The same score without any warp.
         pairs: Frame pairs given.
@@ -148,6 +151,15 @@ def structure_image(gray: np.ndarray, sigma: float) -> np.ndarray:
     magnitude = cv2.magnitude(cv2.Sobel(smooth, cv2.CV_32F, 1, 0), cv2.Sobel(smooth, cv2.CV_32F, 0, 1))
     local = cv2.GaussianBlur(magnitude, (0, 0), 8.0)
     return magnitude / (local + float(magnitude.mean()) + 1e-6)
+
+
+@dataclasses.dataclass(frozen=True)
+class _PairEstimate:
+    """One frame pair's own estimate (full size), its confidence, and whether it would be accepted alone."""
+
+    matrix: np.ndarray
+    confidence: float
+    credible: bool
 
 
 @dataclasses.dataclass
@@ -293,8 +305,8 @@ def _fine(frames: tuple[np.ndarray, np.ndarray], matrix: np.ndarray, ir_shape: t
 
 
 def _pair_estimate(pair: _Pair, frames: tuple[np.ndarray, np.ndarray], ir_shape: tuple[int, int],
-                   structure: str) -> tuple[np.ndarray, float] | None:
-    """One frame pair's full-size estimate and its confidence, or None when no refinement converged."""
+                   structure: str, identity_full: np.ndarray) -> _PairEstimate | None:
+    """One frame pair's own estimate, or None when no refinement converged."""
     starts = [matrix for _, matrix in _coarse(pair.ir[SIGMAS[-1]], pair.vis[SIGMAS[-1]])][:STARTS]
     starts.append(np.eye(3))
     runs = []  # full-size IR -> VIS homographies
@@ -308,21 +320,42 @@ def _pair_estimate(pair: _Pair, frames: tuple[np.ndarray, np.ndarray], ir_shape:
     support = [sum(displacement_px(run, other, ir_shape) <= AGREE_PX for other in runs) for run in runs]
     contenders = [run for run, count in zip(runs, support, strict=True) if count == max(support)]
     chosen = contenders[int(np.argmax([_mean_score([pair], run) for run in contenders]))]
-    agreeing = sum(displacement_px(run, chosen, ir_shape) <= AGREE_PX for run in runs)
-    return _fine(frames, chosen, ir_shape, structure), agreeing / (len(SIGMAS) * (STARTS + 1))
+    confidence = sum(displacement_px(run, chosen, ir_shape) <= AGREE_PX for run in runs) / (len(SIGMAS) * (STARTS + 1))
+    matrix = _fine(frames, chosen, ir_shape, structure)
+    refusals = _refusals(ACCEPTANCE[structure], confidence, _mean_score([pair], matrix),
+                         _mean_score([pair], identity_full))
+    return _PairEstimate(matrix, confidence, not refusals)
 
 
-def _consensus(estimates: Sequence[tuple[np.ndarray, float]], ir_shape: tuple[int, int],
-               pairs: int) -> tuple[np.ndarray, float, int]:
+def _consensus(estimates: Sequence[_PairEstimate], ir_shape: tuple[int, int]) -> tuple[np.ndarray, float, int]:
     """The mean of the pair estimates that agree with the best-supported one, its confidence, and how many
     pair estimates agree."""
-    agreeing = [[j for j, (other, _) in enumerate(estimates)
-                 if displacement_px(matrix, other, ir_shape) <= PAIR_AGREE_PX] for matrix, _ in estimates]
-    best = max(range(len(estimates)), key=lambda i: (len(agreeing[i]), sum(estimates[j][1] for j in agreeing[i])))
+    agreeing = [[j for j, other in enumerate(estimates)
+                 if displacement_px(estimate.matrix, other.matrix, ir_shape) <= PAIR_AGREE_PX]
+                for estimate in estimates]
+    best = max(range(len(estimates)),
+               key=lambda i: (len(agreeing[i]), sum(estimates[j].confidence for j in agreeing[i])))
     members = [estimates[j] for j in agreeing[best]]
-    matrix = np.mean([member / member[2, 2] for member, _ in members], axis=0)
-    all_wrong = float(np.prod([1.0 - confidence for _, confidence in members]))
-    return matrix, len(members) / pairs * (1.0 - all_wrong), len(members)
+    dissent = sum(estimate.credible for j, estimate in enumerate(estimates) if j not in agreeing[best])
+    matrix = np.mean([member.matrix / member.matrix[2, 2] for member in members], axis=0)
+    all_wrong = float(np.prod([1.0 - member.confidence for member in members]))
+    return matrix, len(members) / (len(members) + dissent) * (1.0 - all_wrong), len(members)
+
+
+def _refusals(accept: Acceptance, confidence: float, score: float, identity_score: float,
+              pairs_agree: str = "") -> list[str]:
+    """Why an estimate with this confidence and these alignment scores is not trusted (empty: accepted)."""
+    reasons = []
+    needed = accept.min_confidence_at_high_score if score >= accept.high_score else accept.min_confidence
+    if confidence < needed:
+        reasons.append(f"the refinements disagree (confidence {confidence:.2f}; {needed:.2f} needed{pairs_agree})")
+    if score < accept.min_score:
+        reasons.append(f"the images do not align well enough anywhere (alignment score {score:.3f}; "
+                       f"{accept.min_score} needed)")
+    if score - identity_score < accept.min_gain:
+        reasons.append(f"the alignment score does not clearly improve on no warp ({identity_score:.3f} -> "
+                       f"{score:.3f}; +{accept.min_gain} needed)")
+    return reasons
 
 
 def _thumbnail(image: np.ndarray) -> np.ndarray:
@@ -372,7 +405,7 @@ def estimate_homography(pairs: Sequence[tuple[np.ndarray, np.ndarray]], structur
     identity_score = _mean_score(prepared, identity_full)
     estimates = []
     for pair, frames in zip(prepared, usable, strict=True):
-        estimate = _pair_estimate(pair, frames, ir_shape, structure)
+        estimate = _pair_estimate(pair, frames, ir_shape, structure, identity_full)
         if estimate is not None:
             estimates.append(estimate)
         if on_pair is not None:
@@ -380,18 +413,9 @@ def estimate_homography(pairs: Sequence[tuple[np.ndarray, np.ndarray]], structur
     if not estimates:
         return Estimate(identity_full, False, 0.0, identity_score, identity_score, len(pairs),
                         "no refinement converged")
-    matrix, confidence, agreeing = _consensus(estimates, ir_shape, len(usable))
+    matrix, confidence, agreeing = _consensus(estimates, ir_shape)
     best_score = _mean_score(prepared, matrix)
-    reasons = []
-    needed = accept.min_confidence_at_high_score if best_score >= accept.high_score else accept.min_confidence
-    if confidence < needed:
-        pairs_agree = f"; {agreeing} of {len(usable)} distinct frame pairs agree" if len(usable) > 1 else ""
-        reasons.append(f"the refinements disagree (confidence {confidence:.2f}; {needed:.2f} needed{pairs_agree})")
-    if best_score < accept.min_score:
-        reasons.append(f"the images do not align well enough anywhere (alignment score {best_score:.3f}; "
-                       f"{accept.min_score} needed)")
-    if best_score - identity_score < accept.min_gain:
-        reasons.append(f"the alignment score does not clearly improve on no warp ({identity_score:.3f} -> "
-                       f"{best_score:.3f}; +{accept.min_gain} needed)")
+    pairs_agree = f"; {agreeing} of {len(usable)} distinct frame pairs agree" if len(usable) > 1 else ""
+    reasons = _refusals(accept, confidence, best_score, identity_score, pairs_agree)
     return Estimate(matrix / matrix[2, 2], not reasons, float(confidence), best_score, identity_score,
                     len(pairs), "; ".join(reasons), agreeing, len(usable))
