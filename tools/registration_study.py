@@ -185,8 +185,9 @@ def main() -> int:
               f"score {result.identity_score:.3f}->{result.score:.3f} error {error:6.2f} px  "
               f"nothing {nothing:6.2f} px  {seconds:.2f} s", flush=True)
     accepted = [r for r in rows if r[1]]
-    kind = f", rigs of {args.rig} scenes, {broken} with another's infrared image" if args.rig else \
-        ", random warps" if args.warp else ""
+    kind = ", random warps" if args.warp else ""
+    if args.rig:
+        kind = f", rigs of {args.rig} scenes" + (f", {broken} with another's infrared image" if broken else "")
     print(f"\n{args.root.name} ({args.half}{kind}): {len(rows)} estimates, "
           f"{len(accepted)} accepted ({len(accepted) / len(rows):.0%})")
     if accepted:
