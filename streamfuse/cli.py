@@ -330,7 +330,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         result = calibrate.Calibration(
             estimate.matrix, "automatic", estimate.accepted, estimate.confidence, reason=estimate.reason,
             details={"pairs": estimate.pairs, "distinct_pairs": estimate.distinct_pairs,
-                     "agreeing_pairs": estimate.agreeing_pairs, "structure": args.structure,
+                     "agreeing_pairs": estimate.agreeing_pairs, "disagreeing_pairs": estimate.disagreeing_pairs,
+                     "structure": args.structure,
                      "alignment_score": round(estimate.score, 4), "identity_score": round(estimate.identity_score, 4)})
     seconds = time.perf_counter() - started
     sizes = {}
@@ -363,7 +364,8 @@ def _print_calibration(result, output: Path, overlay_path: Path | None, seconds:
             print(f"outliers (RANSAC, not used): line(s) {', '.join(map(str, result.details['outlier_lines']))}")
     if result.method == "automatic":
         pairs, distinct = result.details["pairs"], result.details["distinct_pairs"]
-        agree = f" ({distinct} distinct, {result.details['agreeing_pairs']} agree)" if pairs > 1 else ""
+        agree = (f" ({distinct} distinct, {result.details['agreeing_pairs']} agree, "
+                 f"{result.details['disagreeing_pairs']} disagree)" if pairs > 1 else "")
         print(f"confidence: {result.confidence:.2f} over {pairs} pair(s){agree}; alignment score "
               f"{result.details['identity_score']:.3f} without a warp -> {result.details['alignment_score']:.3f} "
               f"({result.details['structure']} structure images)")

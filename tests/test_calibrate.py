@@ -255,6 +255,7 @@ def test_automatic_counts_the_frames_of_a_still_scene_once(tmp_path, capsys):
                              "-o", str(tmp_path / "auto.yaml"), "--json")
     result = json.loads(out)
     assert result["pairs"] == 3 and result["distinct_pairs"] == 1 and result["agreeing_pairs"] == 1
+    assert result["disagreeing_pairs"] == 0
     assert code == 0 and result["accepted"] and as_is.accepted, result
     first = estimate_homography(pairs[:1])
     assert estimate_homography(pairs).confidence == first.confidence
@@ -294,6 +295,7 @@ def test_a_broken_frame_pair_is_no_evidence_against_the_scenes_that_agree():
     three = estimate_homography(agreeing)
     four = estimate_homography([*agreeing, broken])
     assert four.accepted and four.distinct_pairs == 4 and four.agreeing_pairs == 3, four.reason
+    assert four.disagreeing_pairs == 0
     assert four.confidence == pytest.approx(three.confidence)
     assert np.allclose(four.matrix, three.matrix)
 
@@ -309,7 +311,8 @@ def test_a_credible_scene_that_disagrees_lowers_the_confidence():
     three = estimate_homography(agreeing)
     four = estimate_homography([*agreeing, dissenting])
     assert four.agreeing_pairs == 3 and four.confidence == pytest.approx(3 / 4 * three.confidence)
-    assert not four.accepted and "3 of 4 distinct frame pairs agree" in four.reason
+    assert four.disagreeing_pairs == 1
+    assert not four.accepted and "of 4 distinct frame pairs 3 agree, 1 disagree" in four.reason
 
 
 def test_folders_named_differently_pair_by_order(tmp_path, capsys):

@@ -132,6 +132,8 @@ class Estimate:
         agreeing_pairs: Frame pairs whose own estimate agrees with ``matrix`` (within
             :data:`PAIR_AGREE_PX`).
         distinct_pairs: Frame pairs estimated: those with enough contrast, near-duplicates once.
+        disagreeing_pairs: Frame pairs whose own estimate disagrees with ``matrix`` and would be accepted
+            on its own (the rest of the distinct pairs could not be estimated on their own).
     """
 
     matrix: np.ndarray
@@ -143,6 +145,7 @@ class Estimate:
     reason: str = ""
     agreeing_pairs: int = 0
     distinct_pairs: int = 0
+    disagreeing_pairs: int = 0
 
 
 def structure_image(gray: np.ndarray, sigma: float) -> np.ndarray:
@@ -327,9 +330,10 @@ def _pair_estimate(pair: _Pair, frames: tuple[np.ndarray, np.ndarray], ir_shape:
     return _PairEstimate(matrix, confidence, not refusals)
 
 
-def _consensus(estimates: Sequence[_PairEstimate], ir_shape: tuple[int, int]) -> tuple[np.ndarray, float, int]:
-    """The mean of the pair estimates that agree with the best-supported one, its confidence, and how many
-    pair estimates agree."""
+def _consensus(estimates: Sequence[_PairEstimate],
+               ir_shape: tuple[int, int]) -> tuple[np.ndarray, float, int, int]:
+    """The mean of the pair estimates that agree with the best-supported one, its confidence, how many pair
+    estimates agree, and how many credible ones disagree."""
     agreeing = [[j for j, other in enumerate(estimates)
                  if displacement_px(estimate.matrix, other.matrix, ir_shape) <= PAIR_AGREE_PX]
                 for estimate in estimates]
@@ -339,7 +343,7 @@ def _consensus(estimates: Sequence[_PairEstimate], ir_shape: tuple[int, int]) ->
     dissent = sum(estimate.credible for j, estimate in enumerate(estimates) if j not in agreeing[best])
     matrix = np.mean([member.matrix / member.matrix[2, 2] for member in members], axis=0)
     all_wrong = float(np.prod([1.0 - member.confidence for member in members]))
-    return matrix, len(members) / (len(members) + dissent) * (1.0 - all_wrong), len(members)
+    return matrix, len(members) / (len(members) + dissent) * (1.0 - all_wrong), len(members), dissent
 
 
 def _refusals(accept: Acceptance, confidence: float, score: float, identity_score: float,
@@ -413,9 +417,10 @@ def estimate_homography(pairs: Sequence[tuple[np.ndarray, np.ndarray]], structur
     if not estimates:
         return Estimate(identity_full, False, 0.0, identity_score, identity_score, len(pairs),
                         "no refinement converged")
-    matrix, confidence, agreeing = _consensus(estimates, ir_shape)
+    matrix, confidence, agreeing, disagreeing = _consensus(estimates, ir_shape)
     best_score = _mean_score(prepared, matrix)
-    pairs_agree = f"; {agreeing} of {len(usable)} distinct frame pairs agree" if len(usable) > 1 else ""
+    pairs_agree = (f"; of {len(usable)} distinct frame pairs {agreeing} agree, {disagreeing} disagree"
+                   if len(usable) > 1 else "")
     reasons = _refusals(accept, confidence, best_score, identity_score, pairs_agree)
     return Estimate(matrix / matrix[2, 2], not reasons, float(confidence), best_score, identity_score,
-                    len(pairs), "; ".join(reasons), agreeing, len(usable))
+                    len(pairs), "; ".join(reasons), agreeing, len(usable), disagreeing)
