@@ -285,9 +285,10 @@ def test_several_scenes_through_one_rig_agree_and_their_estimates_are_averaged()
 
 def test_a_broken_frame_pair_is_no_evidence_against_the_scenes_that_agree():
     """A frame pair whose own estimate would be refused (here the infrared image of another scene, as after
-    a sync fault) neither joins nor counts against the agreeing scenes: three agreeing scenes and a broken
-    pair give the three scenes' estimate and confidence. (Counted as a dissenter, it capped the confidence
-    at 3/4 of theirs: 23 of 30 such four-pair rigs were refused on the tuning scenes.)"""
+    a sync fault) neither joins nor counts against the agreeing scenes, nor enters the alignment score:
+    three agreeing scenes and a broken pair give the three scenes' estimate, confidence and score. (Counted
+    as a dissenter, it capped the confidence at 3/4 of theirs: 23 of 30 such four-pair rigs were refused
+    on the tuning scenes.)"""
     scenes = registered_pairs(shared_data("roadscene"), 5, width=480, first=3)
     agreeing = [reshoot(ir, vis, EASY) for ir, vis in scenes[:3]]
     broken = reshoot(scenes[4][0], scenes[3][1], EASY)
@@ -297,7 +298,11 @@ def test_a_broken_frame_pair_is_no_evidence_against_the_scenes_that_agree():
     assert four.accepted and four.distinct_pairs == 4 and four.agreeing_pairs == 3, four.reason
     assert four.disagreeing_pairs == 0
     assert four.confidence == pytest.approx(three.confidence)
-    assert np.allclose(four.matrix, three.matrix)
+    assert np.allclose(four.matrix, three.matrix) and four.score == pytest.approx(three.score)
+    # nor does it change one good pair's estimate, or drag down the alignment score it is accepted on
+    one, with_broken = estimate_homography(agreeing[:1]), estimate_homography([agreeing[0], broken])
+    assert one.accepted and with_broken.accepted, with_broken.reason
+    assert np.allclose(with_broken.matrix, one.matrix) and with_broken.score == pytest.approx(one.score)
 
 
 def test_a_credible_scene_that_disagrees_lowers_the_confidence():

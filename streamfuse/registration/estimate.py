@@ -27,9 +27,9 @@ images), so this estimator is built to *refuse* rather than guess:
    same evidence, not independent confirmations. One pair gives exactly the single-pair estimate.
 
 The estimate is *accepted* only when its alignment score (normalised correlation of the structure
-images, over the pairs) and its gain over the identity's, and the confidence, pass the
-:data:`ACCEPTANCE` thresholds of the structure kind (a smaller confidence suffices for a high score:
-large misalignments leave some starts outside ECC's basin although the optimum is clear).
+images, over the agreeing and the credible dissenting pairs) and its gain over the identity's, and the
+confidence, pass the :data:`ACCEPTANCE` thresholds of the structure kind (a smaller confidence suffices
+for a high score: large misalignments leave some starts outside ECC's basin although the optimum is clear).
 
 Unrelated images, featureless images and scenes the method cannot lock onto scatter the
 refinements, and the result comes back with ``accepted=False``; the caller then keeps the current
@@ -125,7 +125,8 @@ class Estimate:
             several pairs, ``1 - prod(1 - c_i)`` over the agreeing pairs' own confidences ``c_i``,
             times the share of the agreeing pairs among them and the credible dissenting pairs (those
             whose own estimate would be accepted alone).
-        score: Alignment score (mean correlation of the structure images) with ``matrix``.
+        score: Alignment score (mean correlation of the structure images) with ``matrix``, over the
+            pairs that are evidence: the agreeing and the credible dissenting ones.
         identity_score: The same score without any warp.
         pairs: Frame pairs given.
         reason: Why the estimate was refused (empty when accepted).
@@ -331,19 +332,19 @@ def _pair_estimate(pair: _Pair, frames: tuple[np.ndarray, np.ndarray], ir_shape:
 
 
 def _consensus(estimates: Sequence[_PairEstimate],
-               ir_shape: tuple[int, int]) -> tuple[np.ndarray, float, int, int]:
+               ir_shape: tuple[int, int]) -> tuple[np.ndarray, float, int, list[int]]:
     """The mean of the pair estimates that agree with the best-supported one, its confidence, how many pair
-    estimates agree, and how many credible ones disagree."""
+    estimates agree, and the credible ones that disagree (indices into ``estimates``)."""
     agreeing = [[j for j, other in enumerate(estimates)
                  if displacement_px(estimate.matrix, other.matrix, ir_shape) <= PAIR_AGREE_PX]
                 for estimate in estimates]
     best = max(range(len(estimates)),
                key=lambda i: (len(agreeing[i]), sum(estimates[j].confidence for j in agreeing[i])))
     members = [estimates[j] for j in agreeing[best]]
-    dissent = sum(estimate.credible for j, estimate in enumerate(estimates) if j not in agreeing[best])
+    dissent = [j for j, estimate in enumerate(estimates) if estimate.credible and j not in agreeing[best]]
     matrix = np.mean([member.matrix / member.matrix[2, 2] for member in members], axis=0)
     all_wrong = float(np.prod([1.0 - member.confidence for member in members]))
-    return matrix, len(members) / (len(members) + dissent) * (1.0 - all_wrong), len(members), dissent
+    return matrix, len(members) / (len(members) + len(dissent)) * (1.0 - all_wrong), agreeing[best], dissent
 
 
 def _refusals(accept: Acceptance, confidence: float, score: float, identity_score: float,
@@ -406,21 +407,24 @@ def estimate_homography(pairs: Sequence[tuple[np.ndarray, np.ndarray]], structur
         return Estimate(identity_full, False, 0.0, 0.0, 0.0, len(pairs),
                         "the images are featureless (almost uniform); nothing to align")
     prepared = [_prepare(ir, vis, structure) for ir, vis in usable]
-    identity_score = _mean_score(prepared, identity_full)
-    estimates = []
+    estimates, estimated = [], []
     for pair, frames in zip(prepared, usable, strict=True):
         estimate = _pair_estimate(pair, frames, ir_shape, structure, identity_full)
         if estimate is not None:
             estimates.append(estimate)
+            estimated.append(pair)
         if on_pair is not None:
             on_pair()
     if not estimates:
+        identity_score = _mean_score(prepared, identity_full)
         return Estimate(identity_full, False, 0.0, identity_score, identity_score, len(pairs),
                         "no refinement converged")
     matrix, confidence, agreeing, disagreeing = _consensus(estimates, ir_shape)
-    best_score = _mean_score(prepared, matrix)
-    pairs_agree = (f"; of {len(usable)} distinct frame pairs {agreeing} agree, {disagreeing} disagree"
+    # scored on the evidence only: a pair that cannot be estimated on its own would drag any score down
+    evidence = [estimated[j] for j in sorted(agreeing + disagreeing)]
+    identity_score, best_score = _mean_score(evidence, identity_full), _mean_score(evidence, matrix)
+    pairs_agree = (f"; of {len(usable)} distinct frame pairs {len(agreeing)} agree, {len(disagreeing)} disagree"
                    if len(usable) > 1 else "")
     reasons = _refusals(accept, confidence, best_score, identity_score, pairs_agree)
     return Estimate(matrix / matrix[2, 2], not reasons, float(confidence), best_score, identity_score,
-                    len(pairs), "; ".join(reasons), agreeing, len(usable), disagreeing)
+                    len(pairs), "; ".join(reasons), len(agreeing), len(usable), len(disagreeing))
