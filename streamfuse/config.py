@@ -4,8 +4,7 @@ A config file is the user interface of a deployment. :func:`load_config` reads i
 :func:`parse_yaml` (safe YAML, numbers like ``1e3`` read as numbers), substitutes ``${ENV_VAR}`` (or
 ``${ENV_VAR:-default}``) in strings, applies ``--set key.path=value`` overrides and builds the dataclasses
 below. Every mistake is reported as one :class:`~streamfuse.errors.ConfigError` line that starts with the
-key path, for example
-``sources.ir.uri: expected a string, got 5``.
+key path, for example ``sources.ir.uri: expected a string, got 5``.
 
 Sources and sinks are tagged unions: the ``type`` key picks the dataclass.
 """

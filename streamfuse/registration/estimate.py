@@ -332,9 +332,9 @@ def _pair_estimate(pair: _Pair, frames: tuple[np.ndarray, np.ndarray], ir_shape:
 
 
 def _consensus(estimates: Sequence[_PairEstimate],
-               ir_shape: tuple[int, int]) -> tuple[np.ndarray, float, int, list[int]]:
-    """The mean of the pair estimates that agree with the best-supported one, its confidence, how many pair
-    estimates agree, and the credible ones that disagree (indices into ``estimates``)."""
+               ir_shape: tuple[int, int]) -> tuple[np.ndarray, float, list[int], list[int]]:
+    """The mean of the pair estimates that agree with the best-supported one, its confidence, and which pair
+    estimates agree and which credible ones disagree (indices into ``estimates``)."""
     agreeing = [[j for j, other in enumerate(estimates)
                  if displacement_px(estimate.matrix, other.matrix, ir_shape) <= PAIR_AGREE_PX]
                 for estimate in estimates]
