@@ -159,11 +159,13 @@ def structure_image(gray: np.ndarray, sigma: float) -> np.ndarray:
 
 @dataclasses.dataclass(frozen=True)
 class _PairEstimate:
-    """One frame pair's own estimate (full size), its confidence, and whether it would be accepted alone."""
+    """One frame pair's own estimate (full size), its confidence, whether it would be accepted alone, and the
+    pair's alignment score without a warp."""
 
     matrix: np.ndarray
     confidence: float
     credible: bool
+    identity_score: float
 
 
 @dataclasses.dataclass
@@ -326,9 +328,9 @@ def _pair_estimate(pair: _Pair, frames: tuple[np.ndarray, np.ndarray], ir_shape:
     chosen = contenders[int(np.argmax([_mean_score([pair], run) for run in contenders]))]
     confidence = sum(displacement_px(run, chosen, ir_shape) <= AGREE_PX for run in runs) / (len(SIGMAS) * (STARTS + 1))
     matrix = _fine(frames, chosen, ir_shape, structure)
-    refusals = _refusals(ACCEPTANCE[structure], confidence, _mean_score([pair], matrix),
-                         _mean_score([pair], identity_full))
-    return _PairEstimate(matrix, confidence, not refusals)
+    identity_score = _mean_score([pair], identity_full)
+    refusals = _refusals(ACCEPTANCE[structure], confidence, _mean_score([pair], matrix), identity_score)
+    return _PairEstimate(matrix, confidence, not refusals, identity_score)
 
 
 def _consensus(estimates: Sequence[_PairEstimate],
@@ -421,8 +423,9 @@ def estimate_homography(pairs: Sequence[tuple[np.ndarray, np.ndarray]], structur
                         "no refinement converged")
     matrix, confidence, agreeing, disagreeing = _consensus(estimates, ir_shape)
     # scored on the evidence only: a pair that cannot be estimated on its own would drag any score down
-    evidence = [estimated[j] for j in sorted(agreeing + disagreeing)]
-    identity_score, best_score = _mean_score(evidence, identity_full), _mean_score(evidence, matrix)
+    evidence = sorted(agreeing + disagreeing)
+    best_score = _mean_score([estimated[j] for j in evidence], matrix)
+    identity_score = float(np.mean([estimates[j].identity_score for j in evidence]))
     pairs_agree = (f"; of {len(usable)} distinct frame pairs {len(agreeing)} agree, {len(disagreeing)} disagree"
                    if len(usable) > 1 else "")
     reasons = _refusals(accept, confidence, best_score, identity_score, pairs_agree)
