@@ -157,17 +157,6 @@ def structure_image(gray: np.ndarray, sigma: float) -> np.ndarray:
     return magnitude / (local + float(magnitude.mean()) + 1e-6)
 
 
-@dataclasses.dataclass(frozen=True)
-class _PairEstimate:
-    """One frame pair's own estimate (full size), its confidence, whether it would be accepted alone, and the
-    pair's alignment score without a warp."""
-
-    matrix: np.ndarray
-    confidence: float
-    credible: bool
-    identity_score: float
-
-
 @dataclasses.dataclass
 class _Pair:
     """One frame pair at working size: structure images per sigma, and the scalings back to full size."""
@@ -176,6 +165,18 @@ class _Pair:
     vis: dict[float, np.ndarray]
     to_full: np.ndarray  # working visible px -> full visible px
     from_ir: np.ndarray  # full infrared px -> working px
+
+
+@dataclasses.dataclass(frozen=True)
+class _PairEstimate:
+    """One frame pair's own estimate (full size), its confidence, whether it would be accepted alone, and the
+    pair (at working size) with its alignment score without a warp."""
+
+    matrix: np.ndarray
+    confidence: float
+    credible: bool
+    pair: _Pair
+    identity_score: float
 
 
 def _structures(gray: np.ndarray, modality: str, structure: str, sigmas: Sequence[float]) -> dict[float, np.ndarray]:
@@ -330,7 +331,7 @@ def _pair_estimate(pair: _Pair, frames: tuple[np.ndarray, np.ndarray], ir_shape:
     matrix = _fine(frames, chosen, ir_shape, structure)
     identity_score = _mean_score([pair], identity_full)
     refusals = _refusals(ACCEPTANCE[structure], confidence, _mean_score([pair], matrix), identity_score)
-    return _PairEstimate(matrix, confidence, not refusals, identity_score)
+    return _PairEstimate(matrix, confidence, not refusals, pair, identity_score)
 
 
 def _consensus(estimates: Sequence[_PairEstimate],
@@ -409,12 +410,11 @@ def estimate_homography(pairs: Sequence[tuple[np.ndarray, np.ndarray]], structur
         return Estimate(identity_full, False, 0.0, 0.0, 0.0, len(pairs),
                         "the images are featureless (almost uniform); nothing to align")
     prepared = [_prepare(ir, vis, structure) for ir, vis in usable]
-    estimates, estimated = [], []
+    estimates = []
     for pair, frames in zip(prepared, usable, strict=True):
         estimate = _pair_estimate(pair, frames, ir_shape, structure, identity_full)
         if estimate is not None:
             estimates.append(estimate)
-            estimated.append(pair)
         if on_pair is not None:
             on_pair()
     if not estimates:
@@ -423,9 +423,9 @@ def estimate_homography(pairs: Sequence[tuple[np.ndarray, np.ndarray]], structur
                         "no refinement converged")
     matrix, confidence, agreeing, disagreeing = _consensus(estimates, ir_shape)
     # scored on the evidence only: a pair that cannot be estimated on its own would drag any score down
-    evidence = sorted(agreeing + disagreeing)
-    best_score = _mean_score([estimated[j] for j in evidence], matrix)
-    identity_score = float(np.mean([estimates[j].identity_score for j in evidence]))
+    evidence = [estimates[j] for j in sorted(agreeing + disagreeing)]
+    best_score = _mean_score([estimate.pair for estimate in evidence], matrix)
+    identity_score = float(np.mean([estimate.identity_score for estimate in evidence]))
     pairs_agree = (f"; of {len(usable)} distinct frame pairs {len(agreeing)} agree, {len(disagreeing)} disagree"
                    if len(usable) > 1 else "")
     reasons = _refusals(accept, confidence, best_score, identity_score, pairs_agree)
