@@ -169,6 +169,8 @@ def main() -> int:
     rng = np.random.default_rng(args.seed)
     if (args.unrelated or args.broken) and not args.rig:
         parser.error("--unrelated and --broken need --rig")
+    if args.unrelated and args.broken:
+        parser.error("--unrelated breaks every scene of a rig; --broken N only the first N: give one of them")
     if not 0 <= args.broken <= (args.rig or 0):
         parser.error(f"--broken: 0 to --rig ({args.rig}) scenes, got {args.broken}")
     broken = args.rig if args.unrelated else args.broken
