@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import copy
 import threading
 import time
+import traceback
 from types import SimpleNamespace
 
 import cv2
 import numpy as np
 import pytest
 import torch
+from torch._subclasses.fake_tensor import FakeTensorMode
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from conftest import make_pair
 from streamfuse.fusers.model import ModelFuser
@@ -341,6 +345,45 @@ def test_gpu_ops_reproduce_the_cpu_path_exactly(net):
     ycrcb = torch.from_numpy(rng.integers(0, 256, (40, 50, 3), dtype=np.uint8)).to(torch.int32)
     assert np.array_equal(gpu_ops.ycrcb_to_bgr(*ycrcb.unbind(-1)).numpy(),
                           cv2.cvtColor(ycrcb.numpy().astype(np.uint8), cv2.COLOR_YCrCb2BGR))
+
+
+class HostTensors(TorchDispatchMode):
+    """Records where a tensor is made from Python data (``torch.tensor``, indexing by a list)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.made_at: set[str] = set()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func is torch.ops.aten.lift_fresh.default and args[0].dim() > 0:
+            frame = [f for f in traceback.extract_stack() if "streamfuse" in f.filename][-1]
+            self.made_at.add(f"{frame.filename.rsplit('/', 1)[-1]}:{frame.lineno} {frame.line}")
+        return func(*args, **(kwargs or {}))
+
+
+def test_the_gpu_compute_step_makes_no_tensor_from_host_data(net):
+    """The step the CUDA worker captures in a graph, traced on fake CUDA tensors (no GPU needed): a tensor
+    made from Python data inside it is copied from the host on every call, which graph capture refuses
+    ("Cannot copy between CPU and CUDA tensors during CUDA graph capture"), and the worker then runs
+    eagerly (on an H200 a medical-intent index list did this: 12 ms per frame instead of a replay)."""
+    index, weight, valid = (torch.from_numpy(t) for t in gpu_ops.remap_table(HOMOGRAPHY, (60, 80), (48, 64)))
+    prompts = [net.intent_weights(p) for p in ({"balanced": 1}, {"glare": 0.7, "balanced": 0.3}, {"mri_pet": 1})]
+    model = copy.deepcopy(net)
+    with FakeTensorMode(allow_non_fake_inputs=True):
+        model = model.to("cuda", torch.float16)
+        vis, ir = torch.zeros((2, 48, 64, 3), dtype=torch.uint8, device="cuda"), torch.zeros(
+            (2, 60, 80), dtype=torch.uint8, device="cuda")
+        warp = {"remap_index": index[None].expand(2, -1, -1).to("cuda"),
+                "remap_weight": weight[None].expand(2, -1, -1).to("cuda"), "valid": valid[None, None].to("cuda")}
+        memory = torch.full((2, *FusionNet.memory_shape(48, 64)), float("nan"), dtype=torch.float16, device="cuda")
+        prompts = [w.expand(2, -1).to("cuda") for w in prompts]
+        with HostTensors() as host, torch.inference_mode():
+            for weights in prompts:
+                fused, _ = gpu_ops.fuse_tensors(model, vis, ir, weights, dtype=torch.float16, memory=memory,
+                                                momentum=0.5, **warp)
+                gpu_ops.fuse_tensors(model, vis, ir[:, :48, :64], weights, dtype=torch.float16)
+    assert fused.shape == (2, 48, 64, 3) and fused.device.type == "cuda"
+    assert not host.made_at, f"tensors made from host data in the GPU compute step: {sorted(host.made_at)}"
 
 
 def noisy_video(count: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:

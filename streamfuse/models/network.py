@@ -157,7 +157,12 @@ class FusionNet(nn.Module):
         nn.init.zeros_(self.head.bias)
         self._balanced = self.intents.index("balanced")
         self._local = [(self.intents.index(i), kind) for i, kind in LOCAL_INTENTS.items() if i in self.intents]
-        self._medical = [self.intents.index(i) for i in MEDICAL_INTENTS if i in self.intents]
+        # Index masks as buffers, so that they travel with the model: indexing by a Python list would copy
+        # an index tensor from the host on every call, which a CUDA graph cannot capture.
+        medical = torch.tensor([float(i in MEDICAL_INTENTS) for i in self.intents])
+        self.register_buffer("_medical", medical, persistent=False)
+        under_balanced = torch.tensor([m in RULE_UNDER_BALANCED for m in range(MAPS)])
+        self.register_buffer("_rule_under_balanced", under_balanced, persistent=False)
 
     def intent_weights(self, weights: dict[str, float]) -> torch.Tensor:
         """A ``(1, K)`` weight tensor from ``{intent_id: weight}`` (unknown ids are ignored)."""
@@ -170,7 +175,7 @@ class FusionNet(nn.Module):
 
     def medical_share(self, weights: torch.Tensor) -> torch.Tensor:
         """``(B,)``: how much of each row's prompt is medical (fused by the medical rule, no learned residual)."""
-        return weights[:, self._medical].sum(dim=1)
+        return (weights * self._medical.to(weights.dtype)).sum(dim=1)
 
     def rule_for_prompt(self, rule: torch.Tensor, weights: torch.Tensor,
                         medical: Callable[[], torch.Tensor]) -> torch.Tensor:
@@ -179,7 +184,7 @@ class FusionNet(nn.Module):
         ``medical()`` is computed only when needed (always on a GPU, where checking needs a host sync).
         """
         share = self.medical_share(weights)
-        if not rule.is_cuda and not bool((share > 0).any()):
+        if rule.device.type == "cpu" and not bool((share > 0).any()):
             return rule
         return rule + share[:, None, None, None] * (medical() - rule)
 
@@ -265,8 +270,7 @@ class FusionNet(nn.Module):
         return self.merge(torch.cat([self.stem_ir(inputs_ir), self.stem_vis(inputs_vis),
                                      (rule / bands.RULE_STEEPNESS).to(dtype, memory_format=channels_last)], dim=1))
 
-    @staticmethod
-    def _balanced_keeps_the_rule(residual: torch.Tensor, share: torch.Tensor) -> torch.Tensor:
+    def _balanced_keeps_the_rule(self, residual: torch.Tensor, share: torch.Tensor) -> torch.Tensor:
         """Scale the residual of the :data:`RULE_UNDER_BALANCED` maps by ``share`` (``(B, 1)``), the prompt's
         non-balanced share, and take the frame mean of the detail bands' residual out in proportion to
         the balanced share: balanced fusion keeps the rule's base, the whole finest band and the rule's
@@ -285,8 +289,7 @@ class FusionNet(nn.Module):
         thermal image), while within a frame it moves injection where it helps; centred, it scored better
         on the tuning pairs too (docs/model.md, "v5.2").
         """
-        scale = torch.ones(residual.shape[:2], dtype=residual.dtype, device=residual.device)
-        scale[:, list(RULE_UNDER_BALANCED)] = share.to(residual.dtype)
+        scale = torch.where(self._rule_under_balanced, share.to(residual.dtype), 1.0)
         residual = residual * scale[:, :, None, None]
         detail = residual[:, :DETAIL_MAPS]
         centred = detail - (1 - share.to(residual.dtype))[:, :, None, None] * detail.mean(dim=(2, 3), keepdim=True)
@@ -305,7 +308,7 @@ class FusionNet(nn.Module):
         act on the whole frame and :func:`damage_gates` for :data:`LOCAL_INTENTS`.
         """
         local = self._local
-        if not weights.is_cuda:  # on a GPU, always blend: no host synchronisation, and CUDA graphs stay valid
+        if weights.device.type == "cpu":  # on a GPU, always blend: no host synchronisation, and CUDA graphs stay valid
             local = [(index, kind) for index, kind in local if bool((weights[:, index] > 0).any())]
         if not local:
             return None
