@@ -72,7 +72,24 @@ def _border_counts(size: int, radius: int, like: torch.Tensor) -> torch.Tensor:
 
 
 def box_filter(image: torch.Tensor, radius: int) -> torch.Tensor:
-    """Mean of ``(B, C, H, W)`` over ``(2r+1)^2`` windows, shrunk at the borders (cumulative sums)."""
+    """Mean of ``(B, C, H, W)`` over ``(2r+1)^2`` windows, shrunk at the borders.
+
+    On a CPU by cumulative sums (``avg_pool2d`` with large windows is slow there); elsewhere by one
+    pooling kernel (the sums take about 20 small kernels, and a GPU running the network eagerly is
+    bound by kernel launches).
+    """
+    if image.device.type == "cpu":
+        return _box_by_sums(image, radius)
+    return _box_by_pooling(image, radius)
+
+
+def _box_by_pooling(image: torch.Tensor, radius: int) -> torch.Tensor:
+    height, width = image.shape[-2:]
+    rw, rh = min(radius, width - 1), min(radius, height - 1)
+    return F.avg_pool2d(image, (2 * rh + 1, 2 * rw + 1), stride=1, padding=(rh, rw), count_include_pad=False)
+
+
+def _box_by_sums(image: torch.Tensor, radius: int) -> torch.Tensor:
     height, width = image.shape[-2:]
     rw, rh = min(radius, width - 1), min(radius, height - 1)
     summed = F.pad(image, (rw + 1, rw)).cumsum(-1)
