@@ -76,7 +76,8 @@ def end_to_end(width: int, height: int, *, frames: int, fuser: str, sink: str, s
         for thread in threads:
             thread.join()
         wall = time.perf_counter() - started
-        info: dict[str, Any] = {"wall_s": wall, "streams": streams}
+        routing = pipelines[0].routing  # None without a prompt: balanced
+        info: dict[str, Any] = {"wall_s": wall, "streams": streams, "intents": routing and routing.weights}
         if worker is not None:
             worker.close(timeout=10)
             worker.stats.record_into(stats)
@@ -88,8 +89,11 @@ def end_to_end(width: int, height: int, *, frames: int, fuser: str, sink: str, s
 
 def model_only(*, width: int, height: int, device: str = "auto", precision: str = "auto",
                batches: tuple[int, ...] = (1, 4, 8), repeats: int = 10, threads: int | None = None,
-               weights: str | None = None) -> dict[str, Any]:
+               weights: str | None = None, intents: dict[str, float] | None = None) -> dict[str, Any]:
     """Milliseconds per frame of the luminance fusion alone, per batch size (median of ``repeats``).
+
+    ``intents`` are the prompt's intent weights (None: balanced): a damage prompt (glare, low light,
+    fog) runs part of the network twice.
 
     ``threads`` sets torch's CPU threads; None keeps the process's (after a pipeline has run, the
     pipeline's: one fewer than the cores). The result names the count used.
@@ -115,7 +119,7 @@ def model_only(*, width: int, height: int, device: str = "auto", precision: str 
     for batch in batches:
         ir = torch.rand(batch, 1, height, width, device=target, dtype=PRECISIONS[precision])
         vis = torch.rand_like(ir)
-        intent = network.intent_weights({"balanced": 1.0}).to(target, PRECISIONS[precision])
+        intent = network.intent_weights(intents or {"balanced": 1.0}).to(target, PRECISIONS[precision])
         irs_u8 = (ir[:, 0] * 255).to(torch.uint8).cpu().numpy()
         vis_u8 = (vis[:, 0] * 255).to(torch.uint8).cpu().numpy()
         times = []
@@ -134,7 +138,7 @@ def model_only(*, width: int, height: int, device: str = "auto", precision: str 
                     times.append((time.perf_counter() - t0) * 1000 / batch)
         results[str(batch)] = float(np.median(times))
     return {"device": str(target), "precision": precision, "threads": torch.get_num_threads(),
-            "ms_per_frame_by_batch": results}
+            "intents": intents or {"balanced": 1.0}, "ms_per_frame_by_batch": results}
 
 
 def machine() -> dict[str, Any]:

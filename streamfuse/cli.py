@@ -419,7 +419,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     model = None
     if args.fuser == "model" and not args.no_model_only:
         model = bench.model_only(width=width, height=height, device=args.device or "auto",
-                                 precision=args.precision or "auto", threads=args.threads)
+                                 precision=args.precision or "auto", threads=args.threads, intents=info["intents"])
     result = bench.report(stats, info, size=[width, height], fuser=args.fuser, sink=args.sink, mode=mode,
                           model_only=model)
     where = result["machine"].get("gpu") or f"{result['machine']['cpu']} ({result['machine']['cores']} cores)"
@@ -434,7 +434,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if model is not None:
         per_batch = ", ".join(f"batch {b}: {ms:.2f}" for b, ms in model["ms_per_frame_by_batch"].items())
         threads = "" if model["device"].startswith("cuda") else f", {model['threads']} thread(s)"
-        print(f"model only ({model['device']}, {model['precision']}{threads}), ms per frame: {per_batch}")
+        prompt = ", ".join(f"{name} {weight:.2f}" for name, weight in model["intents"].items() if weight > 0)
+        print(f"model only ({model['device']}, {model['precision']}{threads}, {prompt}), ms per frame: {per_batch}")
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))
         print(f"wrote {args.json}")

@@ -195,12 +195,18 @@ def test_bench_model_with_parallel_streams(tmp_path, capsys):
     report_path = tmp_path / "bench.json"
     code, out, _ = run_cli(capsys, "bench", "--size", "160x128", "--frames", "12", "--streams", "3", "--batch", "3",
                            "--sink", "none", "--device", "cpu", "--threads", "1", "--json", str(report_path))
-    assert code == 0 and "model only (cpu, fp32, 1 thread(s))" in out
+    assert code == 0 and "model only (cpu, fp32, 1 thread(s), balanced 1.00)" in out
     report = json.loads(report_path.read_text())
     assert report["frames"] == 36 and report["streams"] == 3 and report["mean_batch"] >= 1.0
     assert set(report["model_only"]["ms_per_frame_by_batch"]) == {"1", "4", "8"}
     assert report["model_only"]["threads"] == 1
     assert {"upload", "model", "download"} <= set(report["stages"])
+
+
+def test_bench_times_the_model_alone_with_the_prompt_it_was_given(capsys):
+    code, out, _ = run_cli(capsys, "bench", "--size", "160x128", "--frames", "4", "--sink", "none", "--device", "cpu",
+                           "--set", "prompt=reduce the glare")
+    assert code == 0 and "glare 1.00), ms per frame" in out  # a damage prompt runs part of the network twice
 
 
 def test_subscribe_saves_what_it_receives(tmp_path, free_port):
