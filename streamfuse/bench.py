@@ -110,6 +110,7 @@ def model_only(*, width: int, height: int, device: str = "auto", precision: str 
 
     if threads is not None:
         torch.set_num_threads(threads)
+    intents = intents or {"balanced": 1.0}
     target = resolve_device(device)
     if precision == "auto":
         precision = "fp16" if target.type == "cuda" else "fp32"
@@ -119,7 +120,7 @@ def model_only(*, width: int, height: int, device: str = "auto", precision: str 
     for batch in batches:
         ir = torch.rand(batch, 1, height, width, device=target, dtype=PRECISIONS[precision])
         vis = torch.rand_like(ir)
-        intent = network.intent_weights(intents or {"balanced": 1.0}).to(target, PRECISIONS[precision])
+        intent = network.intent_weights(intents).to(target, PRECISIONS[precision])
         irs_u8 = (ir[:, 0] * 255).to(torch.uint8).cpu().numpy()
         vis_u8 = (vis[:, 0] * 255).to(torch.uint8).cpu().numpy()
         times = []
@@ -138,7 +139,7 @@ def model_only(*, width: int, height: int, device: str = "auto", precision: str 
                     times.append((time.perf_counter() - t0) * 1000 / batch)
         results[str(batch)] = float(np.median(times))
     return {"device": str(target), "precision": precision, "threads": torch.get_num_threads(),
-            "intents": intents or {"balanced": 1.0}, "ms_per_frame_by_batch": results}
+            "intents": intents, "ms_per_frame_by_batch": results}
 
 
 def machine() -> dict[str, Any]:

@@ -6,6 +6,7 @@ import copy
 import threading
 import time
 import traceback
+from pathlib import Path
 from types import SimpleNamespace
 
 import cv2
@@ -356,8 +357,9 @@ class HostTensors(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         if func is torch.ops.aten.lift_fresh.default and args[0].dim() > 0:
-            frame = [f for f in traceback.extract_stack() if "streamfuse" in f.filename][-1]
-            self.made_at.add(f"{frame.filename.rsplit('/', 1)[-1]}:{frame.lineno} {frame.line}")
+            ours = [f for f in traceback.extract_stack() if "streamfuse" in Path(f.filename).parts[:-1]]
+            self.made_at.add(f"{Path(ours[-1].filename).name}:{ours[-1].lineno} {ours[-1].line}" if ours
+                             else "outside streamfuse")
         return func(*args, **(kwargs or {}))
 
 
