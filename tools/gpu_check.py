@@ -236,6 +236,7 @@ def end_to_end_run(network: FusionNet, frames: list, precision: str, graphs: boo
         fused = worker.stats.frames - baseline
         summary = worker.stats.summary()
         summary["mean_batch"] = fused / max(1, worker.stats.batches - batches)
+        captured = worker.captured_graphs
     finally:
         worker.close()
     total = summary["stages_ms"]["total"]
@@ -244,7 +245,8 @@ def end_to_end_run(network: FusionNet, frames: list, precision: str, graphs: boo
             "latency_p50_ms": total["p50"], "latency_p95_ms": total["p95"], "mean_batch": summary["mean_batch"],
             "gpu_upload_ms_p50": summary["stages_ms"]["upload"]["p50"],
             "gpu_model_ms_p50": summary["stages_ms"]["model"]["p50"],
-            "gpu_download_ms_p50": summary["stages_ms"]["download"]["p50"], "failed": summary["failed"]}
+            "gpu_download_ms_p50": summary["stages_ms"]["download"]["p50"], "failed": summary["failed"],
+            "graphs_captured": f"{sum(captured.values())}/{len(captured)}" if graphs else "off"}
 
 
 def end_to_end(network: FusionNet, frames: list) -> list[dict]:
@@ -266,7 +268,7 @@ def end_to_end(network: FusionNet, frames: list) -> list[dict]:
                       f"{row['fps']:7.1f} fps, latency p50 {row['latency_p50_ms']:.2f} ms p95 "
                       f"{row['latency_p95_ms']:.2f} ms, batch {row['mean_batch']:.2f}, GPU up/model/down p50 "
                       f"{row['gpu_upload_ms_p50']:.3f}/{row['gpu_model_ms_p50']:.3f}/"
-                      f"{row['gpu_download_ms_p50']:.3f} ms")
+                      f"{row['gpu_download_ms_p50']:.3f} ms, graphs captured {row['graphs_captured']}")
     return rows
 
 
@@ -337,13 +339,14 @@ def summary() -> None:
         print(f"  cpu fp32 1 thread batch 1: {RESULTS['model_only_cpu_1thread']['ms_per_frame']:.1f} ms/frame")
     if RESULTS.get("end_to_end"):
         print("end to end (submit -> fused BGR, incl. upload, colour, warp, download), 640x512:")
-        print("  precision graphs streams mode          fps   p50 ms   p95 ms  batch")
+        print("  precision graphs streams mode          fps   p50 ms   p95 ms  batch  captured")
         for r in RESULTS["end_to_end"]:
             if "error" in r:
                 print(f"  {r['precision']:<9} {str(r['cuda_graphs']):<6} {r['streams']:<7} ERROR {r['error']}")
                 continue
             print(f"  {r['precision']:<9} {str(r['cuda_graphs']):<6} {r['streams']:<7} {r['mode']:<10} {r['fps']:7.1f} "
-                  f"{r['latency_p50_ms']:8.2f} {r['latency_p95_ms']:8.2f} {r['mean_batch']:6.2f}")
+                  f"{r['latency_p50_ms']:8.2f} {r['latency_p95_ms']:8.2f} {r['mean_batch']:6.2f}  "
+                  f"{r['graphs_captured']}")
     if "accuracy" in RESULTS:
         print("accuracy (fused uint8, levels):")
         for name, values in RESULTS["accuracy"].items():
