@@ -148,6 +148,24 @@ def test_a_damage_prompt_is_balanced_fusion_where_there_is_no_damage(net, prompt
     assert torch.allclose(prompted, balanced, atol=1e-5)
 
 
+def test_on_a_cpu_frames_without_the_damage_skip_the_prompts_pass_and_fuse_the_same(net, monkeypatch):
+    """A glare prompt on frames with nothing near clipping: one text-conditioned pass (balanced fusion's)
+    instead of two, and the same maps as with both passes, to the bit."""
+    quarter = torch.cat([torch.full((2, 1, 32, 40), 0.3), 0.5 + 0.05 * torch.rand(2, 1, 32, 40)], dim=1)
+    features = BandFeatures(quarter=quarter, detail=torch.rand(2, 2, 32, 40) * 0.05, rule=torch.randn(2, 3, 32, 40))
+    weights = net.intent_weights({"glare": 0.8, "balanced": 0.2})
+    passes = []
+    text_residual = FusionNet._text_residual
+    monkeypatch.setattr(FusionNet, "_text_residual", lambda self, skip, w: passes.append(len(skip)) or
+                        text_residual(self, skip, w))
+    with torch.no_grad():
+        skipped = net.decide(features, weights)
+        monkeypatch.setattr(FusionNet, "_prompt_acts", staticmethod(lambda gate: True))
+        both = net.decide(features, weights)
+    assert passes == [2, 4]  # the batch of two, then the prompt's rows and balanced fusion's
+    assert torch.equal(skipped, both)
+
+
 @pytest.mark.parametrize("prompt", ["balanced", "glare"])
 def test_the_trunk_sees_a_large_frame_at_the_training_scale(prompt):
     """A frame twice the training scale is pooled back to it: its learned residual is the smaller frame's, upsampled.

@@ -237,20 +237,22 @@ class FusionNet(nn.Module):
         factor = trunk_factor(4 * quarter.shape[-2], 4 * quarter.shape[-1], self.config["trunk_scale"])
         skip = self._merged_features(features if factor == 1 else _pooled(features, factor))
         gate = self._damage_gate(quarter, weights)
+        acts = gate is not None and self._prompt_acts(gate)
         if gate is None:
             residual = self._text_residual(skip, weights.to(skip.dtype)).float()
         else:  # the prompt's and the balanced residual in one pass, blended per pixel by the gate
             balanced = torch.zeros_like(weights)
             balanced[:, self._balanced] = 1.0
-            both = torch.cat([weights.expand(skip.shape[0], -1), balanced.expand(skip.shape[0], -1)])
-            residual = self._text_residual(torch.cat([skip, skip]), both.to(skip.dtype)).float()
+            rows = [weights.expand(skip.shape[0], -1)] if acts else []  # else: gate 0, the prompt's part unused
+            rows.append(balanced.expand(skip.shape[0], -1))
+            residual = self._text_residual(torch.cat([skip] * len(rows)), torch.cat(rows).to(skip.dtype)).float()
         if factor > 1:
             residual = F.interpolate(residual, scale_factor=factor, mode="bilinear", align_corners=False)
             residual = residual[..., :quarter.shape[-2], :quarter.shape[-1]]
         bounded = RESIDUAL_BOUND * torch.tanh(residual[:, :bands.COARSE_BANDS] / RESIDUAL_BOUND)
         residual = torch.cat([bounded, residual[:, bands.COARSE_BANDS:]], dim=1)
         if gate is not None:  # outside the damage, balanced fusion: the rule's base, the whole finest band
-            prompted, plain = residual.chunk(2)
+            prompted, plain = residual.chunk(2) if acts else (residual, residual)
             plain = self._balanced_keeps_the_rule(plain, torch.zeros_like(weights[:, :1]))
             residual = plain + gate * (prompted - plain)
         residual = self._balanced_keeps_the_rule(residual, 1 - weights[:, self._balanced:self._balanced + 1])
@@ -300,6 +302,13 @@ class FusionNet(nn.Module):
         low = self.low(self.iti(self.down(skip), tokens))
         up = F.interpolate(low, size=skip.shape[-2:], mode="bilinear", align_corners=False)
         return self.head(self.decode(torch.cat([skip, up], dim=1)))
+
+    @staticmethod
+    def _prompt_acts(gate: torch.Tensor) -> bool:
+        """Whether the prompt's own residual is needed: the gate is above 0 somewhere. On a CPU, frames with
+        no damage of the prompt's kind (a glare prompt on a frame with nothing near clipping) then cost
+        what balanced fusion costs; elsewhere always, as checking would need a host synchronisation."""
+        return gate.device.type != "cpu" or bool(gate.any())
 
     def _damage_gate(self, quarter: torch.Tensor, weights: torch.Tensor) -> torch.Tensor | None:
         """Per pixel, how much of the prompt's effect applies: ``(B, 1, h, w)``, or None for everywhere.
