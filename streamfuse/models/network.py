@@ -321,7 +321,7 @@ class FusionNet(nn.Module):
             local = [(index, kind) for index, kind in local if bool((weights[:, index] > 0).any())]
         if not local:
             return None
-        gates = damage_gates(quarter[:, :1], quarter[:, 1:], bands.box_filter)
+        gates = damage_gates(quarter[:, :1], quarter[:, 1:], bands.box_filter, {kind for _, kind in local})
         others = weights.clone()
         others[:, self._balanced] = 0
         total = others.sum(dim=1)

@@ -7,7 +7,7 @@ Both the fusion network (:mod:`streamfuse.models.bands`, torch) and the classica
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import TypeVar
 
 Array = TypeVar("Array")  # a torch.Tensor or a numpy.ndarray
@@ -124,13 +124,15 @@ def medical_base_logit(base_ir: Array, base_vis: Array) -> Array:
     return MEDICAL_BASE_SLOPE * (base_ir - base_vis)
 
 
-def damage_gates(ir: Array, vis: Array, box_filter: Callable[[Array, int], Array]) -> dict[str, Array]:
+def damage_gates(ir: Array, vis: Array, box_filter: Callable[[Array, int], Array],
+                 kinds: Collection[str] = ("saturated", "dark", "low_contrast")) -> dict[str, Array]:
     """Where the visible image is damaged, per kind of damage: maps in [0, 1] the size of the inputs.
 
     Args:
         ir: Quarter-resolution infrared in [0, 1].
         vis: Quarter-resolution visible luminance in [0, 1].
         box_filter: ``box_filter(image, radius)`` of the inputs' kind.
+        kinds: The kinds of damage to map (the values of :data:`LOCAL_INTENTS`).
 
     ``saturated``: nearly clipped (:data:`SATURATED`): glare, blooms. ``dark``: dark (:data:`DARK`):
     night. ``low_contrast``: the visible local contrast is gone (:data:`LOW_CONTRAST`) in a bright
@@ -154,7 +156,8 @@ def damage_gates(ir: Array, vis: Array, box_filter: Callable[[Array, int], Array
         "low_contrast": _ramp(contrast_vis, *LOW_CONTRAST) * _ramp(mean_vis, *HAZE_BRIGHTNESS),
     }
     gates = {}
-    for kind, damaged in damage.items():
+    for kind in kinds:
+        damaged = damage[kind]
         # Per region, not per pixel: thermal structure sits at edges, and gating pixel by pixel would
         # repair a fog bank only along the thermal image's edges (dark outlines around flat walls).
         share = box_filter(damaged * thermal_shows, THERMAL_REGION) / (box_filter(damaged, THERMAL_REGION) + 1e-3)
