@@ -18,11 +18,13 @@ from typing import Any
 
 import numpy as np
 
-from streamfuse.config import Config, config_from_dict
+from streamfuse.config import Config, SyntheticConfig, config_from_dict
 from streamfuse.fusers import Fuser
+from streamfuse.fusers.colour import as_gray
 from streamfuse.pipeline import Pipeline
 from streamfuse.probe import describe_machine
 from streamfuse.runtime import setup_runtime
+from streamfuse.sources.synthetic import build_scene
 from streamfuse.stats import END_TO_END, PipelineStats
 
 
@@ -92,8 +94,9 @@ def model_only(*, width: int, height: int, device: str = "auto", precision: str 
                weights: str | None = None, intents: dict[str, float] | None = None) -> dict[str, Any]:
     """Milliseconds per frame of the luminance fusion alone, per batch size (median of ``repeats``).
 
+    The frames are the benchmark's synthetic scene (seed 0), as the end-to-end run fuses them.
     ``intents`` are the prompt's intent weights (None: balanced): a damage prompt (glare, low light,
-    fog) runs part of the network twice.
+    fog) runs part of the network twice where its damage is in the frame.
 
     ``threads`` sets torch's CPU threads; None keeps the process's (after a pipeline has run, the
     pipeline's: one fewer than the cores). The result names the count used.
@@ -116,13 +119,15 @@ def model_only(*, width: int, height: int, device: str = "auto", precision: str 
         precision = "fp16" if target.type == "cuda" else "fp32"
     FusionConfig(device=device, precision=precision)._check("fusion")
     network = load_model(weights)[0].to(target, PRECISIONS[precision]).to(memory_format=torch.channels_last)
+    scene = build_scene(SyntheticConfig(width=width, height=height, seed=0))
+    frames = [(scene.render_ir(i / 30), as_gray(scene.render_vis(i / 30))) for i in range(max(batches))]
     results = {}
     for batch in batches:
-        ir = torch.rand(batch, 1, height, width, device=target, dtype=PRECISIONS[precision])
-        vis = torch.rand_like(ir)
+        irs_u8 = np.stack([ir for ir, _ in frames[:batch]])
+        vis_u8 = np.stack([vis for _, vis in frames[:batch]])
+        ir, vis = (torch.from_numpy(images)[:, None].to(target, PRECISIONS[precision]) / 255
+                   for images in (irs_u8, vis_u8))
         intent = network.intent_weights(intents).to(target, PRECISIONS[precision])
-        irs_u8 = (ir[:, 0] * 255).to(torch.uint8).cpu().numpy()
-        vis_u8 = (vis[:, 0] * 255).to(torch.uint8).cpu().numpy()
         times = []
         with torch.inference_mode():
             for index in range(repeats + 2):
