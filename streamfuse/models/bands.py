@@ -22,17 +22,19 @@ and the two are composed as::
 With every injection weight ``w`` at 0 and the gains at 1 the output is the visible image, apart from
 the finest band, which comes from whichever source is locally stronger. Everything the maps touch
 lives at half resolution; the full-resolution work is one 2x average pool, two 2x upsamplings and a
-few elementwise operations. Box filters are cumulative sums (``avg_pool2d`` with large kernels is
-slow on CPU; a cumulative sum costs the same for any radius).
+few elementwise operations. Box filters are OpenCV's on a CPU and one pooling kernel elsewhere
+(:func:`box_filter`).
 """
 
 from __future__ import annotations
 
 from typing import NamedTuple
 
+import numpy as np
 import torch
 from torch.nn import functional as F
 
+from streamfuse.models import bands_cv
 from streamfuse.models.rule import (
     BASE_FLOOR,
     BASE_GUIDE,
@@ -66,37 +68,20 @@ class Bands(NamedTuple):
     """``D1, D2, base``, each ``(B, 2, H/2, W/2)``."""
 
 
-def _border_counts(size: int, radius: int, like: torch.Tensor) -> torch.Tensor:
-    index = torch.arange(size, device=like.device)
-    return ((index + radius + 1).clamp(max=size) - (index - radius).clamp(min=0)).to(like.dtype)
-
-
 def box_filter(image: torch.Tensor, radius: int) -> torch.Tensor:
     """Mean of ``(B, C, H, W)`` over ``(2r+1)^2`` windows, shrunk at the borders.
 
-    On a CPU by cumulative sums (``avg_pool2d`` with large windows is slow there); elsewhere by one
-    pooling kernel (the sums take about 20 small kernels, and a GPU running the network eagerly is
-    bound by kernel launches).
+    By OpenCV on a CPU where no gradient is needed (inference, and the bands of training data: the
+    box filters only ever see data), otherwise by one pooling kernel (on a GPU, and for gradients;
+    ``avg_pool2d`` with large windows is slow on a CPU, and the cumulative sums used before took
+    about 20 small kernels each, which bound the eager forward pass on a GPU by kernel launches).
     """
-    if image.device.type == "cpu":
-        return _box_by_sums(image, radius)
-    return _box_by_pooling(image, radius)
-
-
-def _box_by_pooling(image: torch.Tensor, radius: int) -> torch.Tensor:
+    if image.device.type == "cpu" and image.dtype == torch.float32 and not image.requires_grad:
+        planes = image.detach().reshape(-1, *image.shape[-2:]).contiguous().numpy()
+        return torch.from_numpy(np.stack([bands_cv.box_filter(plane, radius) for plane in planes])).view(image.shape)
     height, width = image.shape[-2:]
     rw, rh = min(radius, width - 1), min(radius, height - 1)
     return F.avg_pool2d(image, (2 * rh + 1, 2 * rw + 1), stride=1, padding=(rh, rw), count_include_pad=False)
-
-
-def _box_by_sums(image: torch.Tensor, radius: int) -> torch.Tensor:
-    height, width = image.shape[-2:]
-    rw, rh = min(radius, width - 1), min(radius, height - 1)
-    summed = F.pad(image, (rw + 1, rw)).cumsum(-1)
-    rows = summed[..., 2 * rw + 1:] - summed[..., :width]
-    summed = F.pad(rows, (0, 0, rh + 1, rh)).cumsum(-2)
-    sums = summed[..., 2 * rh + 1:, :] - summed[..., :height, :]
-    return sums / (_border_counts(height, rh, image)[:, None] * _border_counts(width, rw, image)[None, :])
 
 
 def guided_smooth(image: torch.Tensor, radius: int, eps: float) -> torch.Tensor:
