@@ -72,9 +72,9 @@ def box_filter(image: torch.Tensor, radius: int) -> torch.Tensor:
     """Mean of ``(B, C, H, W)`` over ``(2r+1)^2`` windows, shrunk at the borders.
 
     By OpenCV on a CPU where no gradient is needed (inference, and the bands of training data: the
-    box filters only ever see data), otherwise by one pooling kernel (on a GPU, and for gradients;
-    ``avg_pool2d`` with large windows is slow on a CPU, and the cumulative sums used before took
-    about 20 small kernels each, which bound the eager forward pass on a GPU by kernel launches).
+    box filters only ever see data), otherwise by one pooling kernel (on a GPU, where one kernel per
+    filter keeps the eager forward pass from being bound by kernel launches, and for gradients;
+    ``avg_pool2d`` with large windows is slow on a CPU).
     """
     if image.device.type == "cpu" and image.dtype == torch.float32 and not image.requires_grad:
         planes = image.detach().reshape(-1, *image.shape[-2:]).contiguous().numpy()

@@ -125,7 +125,7 @@ def medical_base_logit(base_ir: Array, base_vis: Array) -> Array:
 
 
 def damage_gates(ir: Array, vis: Array, box_filter: Callable[[Array, int], Array],
-                 kinds: Collection[str] = ("saturated", "dark", "low_contrast")) -> dict[str, Array]:
+                 kinds: Collection[str] = tuple(LOCAL_INTENTS.values())) -> dict[str, Array]:
     """Where the visible image is damaged, per kind of damage: maps in [0, 1] the size of the inputs.
 
     Args:
