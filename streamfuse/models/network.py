@@ -252,9 +252,9 @@ class FusionNet(nn.Module):
         bounded = RESIDUAL_BOUND * torch.tanh(residual[:, :bands.COARSE_BANDS] / RESIDUAL_BOUND)
         residual = torch.cat([bounded, residual[:, bands.COARSE_BANDS:]], dim=1)
         if gate is not None:  # outside the damage, balanced fusion: the rule's base, the whole finest band
-            prompted, plain = residual.chunk(2) if acts else (residual, residual)
+            prompted, plain = residual.chunk(2) if acts else (None, residual)
             plain = self._balanced_keeps_the_rule(plain, torch.zeros_like(weights[:, :1]))
-            residual = plain + gate * (prompted - plain)
+            residual = plain + gate * (prompted - plain) if acts else plain  # gate 0 everywhere: balanced alone
         residual = self._balanced_keeps_the_rule(residual, 1 - weights[:, self._balanced:self._balanced + 1])
         residual = residual * (1 - self.medical_share(weights))[:, None, None, None]  # not trained on medical pairs
         maps = torch.cat([rule, torch.zeros_like(rule[:, :2])], dim=1) + residual
