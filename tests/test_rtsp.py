@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import socket
 import struct
@@ -177,8 +176,15 @@ def depacketize(packets: list[bytes]) -> list[bytes]:
     return units
 
 
+def nal_unit(header: int, size: int, rng: np.random.Generator) -> bytes:
+    """A NAL unit with a random body free of zero bytes: like a real one, it holds no start code and
+    does not end in 0x00 (its RBSP ends with a stop bit), which is what Annex B splitting relies on."""
+    return bytes((header,)) + rng.integers(1, 256, size, dtype=np.uint8).tobytes()
+
+
 def test_packetize_round_trip_with_fu_a_fragments():
-    units = [bytes((0x67,)) + os.urandom(20), bytes((0x68,)) + os.urandom(4), bytes((0x65,)) + os.urandom(5000)]
+    rng = np.random.default_rng(0)
+    units = [nal_unit(0x67, 20, rng), nal_unit(0x68, 4, rng), nal_unit(0x65, 5000, rng)]
     packets = packetize(units, timestamp=123456, seq=65534, ssrc=0xABCDEF01)
     assert all(len(packet) <= 12 + MAX_PAYLOAD for packet in packets)
     assert depacketize(packets) == units
