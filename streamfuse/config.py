@@ -923,9 +923,25 @@ def _build_tagged(registry: Registry, value: Any, path: str) -> Any:
         raise ConfigError(f"{path}: expected a mapping with a 'type' key, got {_describe(value)}")
     entry = registry.find(value.get("type"), key=f"{path}.type",
                           message="unknown type {name!r} (expected one of: {names})")
+    _refuse_keys_of_other_types(registry, entry.name, entry.config, value, path)
     return _build(entry.config, value, path)
 
 
+def _refuse_keys_of_other_types(registry: Registry, name: str, config: type, value: dict, path: str) -> None:
+    """A key that belongs to another type of the same extension point (left over from the file after
+    ``--set path.type=...``, say) gets an error that says how to change the type."""
+    own = {field.name for field in dataclasses.fields(config)}
+    for key in value:
+        if key in own:
+            continue
+        configs = {other: registry.find(other, key=path).config for other in registry if other != name}
+        owners = [other for other, other_config in configs.items()
+                  if other_config is not None and key in {field.name for field in dataclasses.fields(other_config)}]
+        if owners:
+            raise ConfigError(
+                f"{_join(path, _shown(key))}: a key of {', '.join(map(repr, owners))} {registry.kind}s, not of "
+                f"type {name!r}; to change a {registry.kind}'s type, give the whole {registry.kind} "
+                f"(on the command line: --set '{path}={{type: {name}, ...}}')")
 
 
 def _name(hint: Any) -> str:

@@ -77,6 +77,18 @@ def test_errors_name_the_key(data, expected):
     assert expected in error_of(data)
 
 
+def test_a_key_of_another_type_says_how_to_change_the_type(tmp_path):
+    """``--set sources.ir.type=video`` on a file whose source has a ``path`` (an images source's key)."""
+    config = tmp_path / "files.yaml"
+    config.write_text("sources:\n  ir: {type: images, path: thermal, fps: 25}\n")
+    with pytest.raises(ConfigError, match=r"sources\.ir\.path: a key of 'images' sources, not of type 'video'; "
+                                          r".*--set 'sources\.ir=\{type: video, \.\.\.\}'"):
+        load_config(config, ["sources.ir.type=video", "sources.ir.uri=thermal.mp4"])
+    replaced = load_config(config, ["sources.ir={type: video, uri: thermal.mp4}"])
+    assert isinstance(replaced.sources.ir, VideoSourceConfig) and replaced.sources.ir.uri == "thermal.mp4"
+    assert "unknown key" in error_of({"sources": {"ir": {"type": "video", "uri": "a.mp4", "pathx": "x"}}})
+
+
 def test_error_is_one_line():
     message = error_of({"sources": {"vis": {"type": "images", "path": "x", "fps": -1}}})
     assert message == "sources.vis.fps: must be positive, got -1.0"
