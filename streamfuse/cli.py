@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from pathlib import Path
 
 from tqdm import tqdm
@@ -253,11 +254,70 @@ def _video_frames(path: str, count: int, flag: str) -> list:
     return frames[:count]
 
 
-def calibration_pairs(ir: str, vis: str, *, max_pairs: int, pair_by: str = "stem") -> list[tuple]:
-    """Frame pairs ``(ir, vis)`` for calibration from two images, folders (paired like ``fuse``) or videos.
+#: Calibrating from two live streams keeps one frame of each this often (seconds), the first at once.
+STREAM_SPACING_S = 1.0
+#: ... and gives up when the frames have not come this long after they were due (seconds).
+STREAM_GRACE_S = 15.0
 
-    At most ``max_pairs``, spread evenly over the inputs; two videos are paired frame by frame.
+
+def _stream_frames(url: str, count: int, flag: str, stop: threading.Event) -> list:
+    """``count`` frames of a live stream, one per :data:`STREAM_SPACING_S` (a live stream has no end to
+    spread them over); fewer when ``stop`` is set."""
+    import av
+
+    from streamfuse.sources.video import open_container, redact
+
+    frames: list = []
+    due = time.monotonic()
+    deadline = due + count * STREAM_SPACING_S + STREAM_GRACE_S
+    try:
+        with open_container(url) as container:
+            for frame in container.decode(video=0):
+                now = time.monotonic()
+                if now >= due:
+                    frames.append(frame.to_ndarray(format="bgr24"))
+                    due = now + STREAM_SPACING_S
+                if len(frames) == count or now > deadline or stop.is_set():
+                    break
+    except StreamfuseError as exc:
+        raise StreamfuseError(f"{flag} {exc}") from None
+    except av.error.FFmpegError as exc:
+        raise StreamfuseError(f"{flag} {redact(url)}: {exc}") from None
+    if len(frames) < count and not stop.is_set():
+        raise StreamfuseError(f"{flag} {redact(url)}: {len(frames)} of {count} frames before the stream ended or "
+                              "stalled; check the camera, or lower --max-pairs")
+    return frames
+
+
+def _stream_pairs(ir: str, vis: str, count: int) -> list[tuple]:
+    """``count`` frame pairs of two live streams read at the same time; the first failure stops both."""
+    log.info("reading %d frame pair(s) from the two streams, one every %.0f s", count, STREAM_SPACING_S)
+    stop = threading.Event()
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        readers = [pool.submit(_stream_frames, url, count, flag, stop) for url, flag in ((ir, "--ir"), (vis, "--vis"))]
+        wait(readers, return_when=FIRST_EXCEPTION)
+        failed = [reader for reader in readers if reader.done() and reader.exception() is not None]
+        if failed:
+            stop.set()
+            raise failed[0].exception()
+        ir_frames, vis_frames = (reader.result() for reader in readers)
+    return list(zip(ir_frames, vis_frames, strict=True))
+
+
+def calibration_pairs(ir: str, vis: str, *, max_pairs: int, pair_by: str = "stem") -> list[tuple]:
+    """Frame pairs ``(ir, vis)`` for calibration from two images, folders (paired like ``fuse``), videos
+    or live stream URLs.
+
+    At most ``max_pairs``, spread evenly over the inputs; two videos are paired frame by frame; two live
+    streams are read at the same time, one frame pair per :data:`STREAM_SPACING_S`.
     """
+    from streamfuse.sources.video import is_url
+
+    if is_url(ir) or is_url(vis):
+        if not (is_url(ir) and is_url(vis)):
+            raise StreamfuseError(f"--ir {ir} and --vis {vis}: one is a stream URL and the other is not; give two "
+                                  "stream URLs, two videos, two folders or two images")
+        return _stream_pairs(ir, vis, max_pairs)
     kinds = (_input_kind(ir, "--ir"), _input_kind(vis, "--vis"))
     if kinds == ("video", "video"):
         ir_frames, vis_frames = _video_frames(ir, max_pairs, "--ir"), _video_frames(vis, max_pairs, "--vis")
@@ -707,8 +767,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="a calibration target seen by both cameras in --ir/--vis (heated or cooled)")
     cal.add_argument("--grid", default="9x6",
                      help="target size COLUMNSxROWS: inner corners of a checkerboard, or circles (default 9x6)")
-    cal.add_argument("--ir", help="infrared image, folder or video (the target, or the scene for automatic)")
-    cal.add_argument("--vis", help="visible image, folder or video, taken at the same moments")
+    cal.add_argument("--ir", help="infrared image, folder, video or live stream URL (the target, or the scene for "
+                                  "automatic)")
+    cal.add_argument("--vis", help="visible image, folder, video or live stream URL, taken at the same moments")
     cal.add_argument("--max-pairs", type=int, default=8, help="frame pairs used from folders or videos (default 8)")
     cal.add_argument("--pair-by", choices=["stem", "order"], default="stem",
                      help="pair two folders' images by file name (default) or by sorted order")

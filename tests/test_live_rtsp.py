@@ -3,6 +3,7 @@ flapping, restarted on the same port, one of two lost; stop from a hanging conne
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import socket
@@ -308,3 +309,32 @@ def test_a_camera_absent_at_start_is_named_in_the_log(tmp_path, cameras, caplog)
         wait_until(lambda: run.source("vis")["state"] == "running", 10, "camera vis to deliver")
         wait_until(lambda: logged("camera ir not delivering yet"), 5, "the pause naming camera ir")
     assert not logged("camera vis not delivering yet:")  # vis is named only while it was down too
+
+
+def test_calibrate_reads_two_live_streams_for_as_many_pairs_as_asked(streaming, tmp_path, capsys):
+    """A live stream has no end: calibrate keeps one frame a second of each camera and stops at --max-pairs."""
+    from streamfuse.cli import main
+
+    output = tmp_path / "rig.yaml"
+    started = time.monotonic()
+    status = main(["calibrate", "--ir", streaming["ir"].url, "--vis", streaming["vis"].url, "--max-pairs", "3",
+                   "-o", str(output), "--json", "--no-progress"])
+    report = json.loads(capsys.readouterr().out)
+    assert status in (0, 3)  # estimated (accepted or refused), not hung or failed
+    assert report["pairs"] == 3
+    assert time.monotonic() - started < 60
+
+
+def test_calibrate_names_the_stream_that_cannot_be_read(cameras, tmp_path, capsys):
+    from streamfuse.cli import main
+
+    cameras["vis"].start()  # the infrared camera is not serving
+    status = main(["calibrate", "--ir", cameras["ir"].url, "--vis", cameras["vis"].url, "--max-pairs", "2",
+                   "-o", str(tmp_path / "rig.yaml")])
+    error = capsys.readouterr().err
+    assert status == 1 and f"--ir {cameras['ir'].url}" in error and "--vis" not in error.splitlines()[-1].split(":")[0]
+    assert not (tmp_path / "rig.yaml").exists()
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    status = main(["calibrate", "--ir", cameras["vis"].url, "--vis", str(folder), "-o", str(tmp_path / "rig.yaml")])
+    assert status == 1 and "one is a stream URL and the other is not" in capsys.readouterr().err
