@@ -236,19 +236,70 @@ def cmd_fuse(args: argparse.Namespace) -> int:
 REFUSED = 3
 
 
-def _video_frames(path: str, count: int, flag: str) -> list:
-    """Up to ``count`` frames spread evenly over a video (decoded in order)."""
+#: Two videos longer than this many times ``--max-pairs`` frames are sampled by seeking (a long recording
+#: is not decoded whole); shorter ones are decoded in order.
+SEEK_ABOVE_FRAMES_PER_PAIR = 20
+
+
+def _video_pairs(ir: str, vis: str, count: int) -> list[tuple]:
+    """Up to ``count`` frame pairs spread evenly over two videos, at the same moments in both."""
+    import av
+
+    inputs = (("--ir", ir), ("--vis", vis))
+    with contextlib.ExitStack() as stack:
+        containers = [stack.enter_context(_open_video(path, flag)) for flag, path in inputs]
+        streams = [container.streams.video[0] for container in containers]
+        lengths = [_length_s(container, stream) for container, stream in zip(containers, streams, strict=True)]
+        seek = all(lengths) and all((stream.frames or 0) > SEEK_ABOVE_FRAMES_PER_PAIR * count for stream in streams)
+        moments = [min(lengths) * (k + 0.5) / count for k in range(count)] if seek else []
+        sampled = []
+        for (flag, path), container, stream in zip(inputs, containers, streams, strict=True):
+            try:
+                sampled.append([_frame_at(container, stream, moment, flag, path) for moment in moments] if seek
+                               else _frames_in_order(container, stream, count, flag, path))
+            except av.error.FFmpegError as exc:
+                raise StreamfuseError(f"{flag} {path}: not a readable video ({exc})") from None
+    return list(zip(*sampled, strict=False))
+
+
+@contextlib.contextmanager
+def _open_video(path: str, flag: str):
     import av
 
     try:
-        with av.open(path) as container:
-            stream = container.streams.video[0]
-            total = stream.frames or 0
-            step = max(1, total // count) if total else 1
-            frames = [frame.to_ndarray(format="bgr24") for index, frame in enumerate(container.decode(stream))
-                      if index % step == 0]
-    except (av.error.FFmpegError, IndexError) as exc:
+        container = av.open(path)
+    except av.error.FFmpegError as exc:
         raise StreamfuseError(f"{flag} {path}: not a readable video ({exc})") from None
+    with container:
+        if not container.streams.video:
+            raise StreamfuseError(f"{flag} {path}: contains no video stream")
+        yield container
+
+
+def _length_s(container, stream) -> float | None:
+    """A video's duration in seconds, as its container states it (None: unknown)."""
+    if stream.duration and stream.time_base:
+        return float(stream.duration * stream.time_base)
+    return container.duration / 1e6 if container.duration else None
+
+
+def _frame_at(container, stream, moment: float, flag: str, path: str):
+    """The frame shown ``moment`` seconds into the video: seek to the keyframe before it, decode forward."""
+    start = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
+    half_frame = 0.5 / float(stream.average_rate or 25)
+    container.seek(int((start + moment) / stream.time_base), stream=stream, backward=True)
+    for frame in container.decode(stream):
+        if frame.time is not None and frame.time >= start + moment - half_frame:
+            return frame.to_ndarray(format="bgr24")
+    raise StreamfuseError(f"{flag} {path}: no frame at {moment:.1f} s")
+
+
+def _frames_in_order(container, stream, count: int, flag: str, path: str) -> list:
+    """Up to ``count`` frames spread evenly over a short video (decoded in order)."""
+    total = stream.frames or 0
+    step = max(1, total // count) if total else 1
+    frames = [frame.to_ndarray(format="bgr24") for index, frame in enumerate(container.decode(stream))
+              if index % step == 0]
     if not frames:
         raise StreamfuseError(f"{flag} {path}: no frames")
     return frames[:count]
@@ -308,7 +359,7 @@ def calibration_pairs(ir: str, vis: str, *, max_pairs: int, pair_by: str = "stem
     """Frame pairs ``(ir, vis)`` for calibration from two images, folders (paired like ``fuse``), videos
     or live stream URLs.
 
-    At most ``max_pairs``, spread evenly over the inputs; two videos are paired frame by frame; two live
+    At most ``max_pairs``, spread evenly over the inputs; two videos at the same moments in both; two live
     streams are read at the same time, one frame pair per :data:`STREAM_SPACING_S`.
     """
     from streamfuse.sources.video import is_url
@@ -320,8 +371,7 @@ def calibration_pairs(ir: str, vis: str, *, max_pairs: int, pair_by: str = "stem
         return _stream_pairs(ir, vis, max_pairs)
     kinds = (_input_kind(ir, "--ir"), _input_kind(vis, "--vis"))
     if kinds == ("video", "video"):
-        ir_frames, vis_frames = _video_frames(ir, max_pairs, "--ir"), _video_frames(vis, max_pairs, "--vis")
-        return list(zip(ir_frames, vis_frames, strict=False))
+        return _video_pairs(ir, vis, max_pairs)
     if "video" in kinds or len(set(kinds)) != 1:
         raise StreamfuseError(f"--ir {ir} is {kinds[0]} input but --vis {vis} is {kinds[1]} input; give two "
                               "images, two folders or two videos")

@@ -429,3 +429,27 @@ def test_automatic_handles_an_infrared_camera_of_lower_resolution():
     result = estimate_homography([(small, vis)])
     assert result.accepted and as_is.accepted, result.reason
     assert displacement_px(result.matrix, as_is.matrix @ shift @ upscale, small.shape[:2]) < 2.0
+
+
+def test_long_videos_are_sampled_by_seeking_at_the_same_moments_in_both(tmp_path):
+    """Frames spread over the shorter video, each pair from one moment (a long recording is not decoded whole)."""
+    from streamfuse.cli import calibration_pairs
+
+    def numbered(count: int) -> list[np.ndarray]:
+        frames = []
+        for index in range(count):
+            image = np.full((128, 160, 3), 128, np.uint8)
+            image[:, :80] = 20 + (index % 20) * 10  # the frame's number in two flat blocks
+            image[:, 80:] = 20 + (index // 20) * 10
+            frames.append(image)
+        return frames
+
+    def number(image: np.ndarray) -> int:
+        low, high = (round((float(np.median(image[32:96, columns])) - 20) / 10)
+                     for columns in (np.s_[16:64], np.s_[96:144]))
+        return high * 20 + low
+
+    write_video(tmp_path / "ir.mp4", numbered(300), fps=25, gop=25)
+    write_video(tmp_path / "vis.mp4", numbered(360), fps=25, gop=25)  # 2.4 s longer
+    pairs = calibration_pairs(str(tmp_path / "ir.mp4"), str(tmp_path / "vis.mp4"), max_pairs=5)
+    assert [(number(ir), number(vis)) for ir, vis in pairs] == [(30, 30), (90, 90), (150, 150), (210, 210), (270, 270)]
