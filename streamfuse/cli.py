@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import json
 import logging
 import signal
@@ -250,13 +251,15 @@ def _video_pairs(ir: str, vis: str, count: int) -> list[tuple]:
         containers = [stack.enter_context(_open_video(path, flag)) for flag, path in inputs]
         streams = [container.streams.video[0] for container in containers]
         lengths = [_length_s(container, stream) for container, stream in zip(containers, streams, strict=True)]
-        seek = all(lengths) and all((stream.frames or 0) > SEEK_ABOVE_FRAMES_PER_PAIR * count for stream in streams)
+        shorter = min(stream.frames or 0 for stream in streams)  # 0: a count is unknown
+        seek = all(lengths) and shorter > SEEK_ABOVE_FRAMES_PER_PAIR * count
         moments = [min(lengths) * (k + 0.5) / count for k in range(count)] if seek else []
+        step = max(1, shorter // count)
         sampled = []
         for (flag, path), container, stream in zip(inputs, containers, streams, strict=True):
             try:
                 sampled.append([_frame_at(container, stream, moment, flag, path) for moment in moments] if seek
-                               else _frames_in_order(container, stream, count, flag, path))
+                               else _frames_in_order(container, stream, count, step, flag, path))
             except av.error.FFmpegError as exc:
                 raise StreamfuseError(f"{flag} {path}: not a readable video ({exc})") from None
     return list(zip(*sampled, strict=False))
@@ -294,15 +297,13 @@ def _frame_at(container, stream, moment: float, flag: str, path: str):
     raise StreamfuseError(f"{flag} {path}: no frame at {moment:.1f} s")
 
 
-def _frames_in_order(container, stream, count: int, flag: str, path: str) -> list:
-    """Up to ``count`` frames spread evenly over a short video (decoded in order)."""
-    total = stream.frames or 0
-    step = max(1, total // count) if total else 1
-    frames = [frame.to_ndarray(format="bgr24") for index, frame in enumerate(container.decode(stream))
-              if index % step == 0]
+def _frames_in_order(container, stream, count: int, step: int, flag: str, path: str) -> list:
+    """Up to ``count`` frames of a short video, every ``step``-th (decoded in order)."""
+    every = itertools.islice(container.decode(stream), 0, None, step)
+    frames = [frame.to_ndarray(format="bgr24") for frame in itertools.islice(every, count)]
     if not frames:
         raise StreamfuseError(f"{flag} {path}: no frames")
-    return frames[:count]
+    return frames
 
 
 #: Calibrating from two live streams keeps one frame of each this often (seconds), the first at once.

@@ -431,8 +431,9 @@ def test_automatic_handles_an_infrared_camera_of_lower_resolution():
     assert displacement_px(result.matrix, as_is.matrix @ shift @ upscale, small.shape[:2]) < 2.0
 
 
-def test_long_videos_are_sampled_by_seeking_at_the_same_moments_in_both(tmp_path):
-    """Frames spread over the shorter video, each pair from one moment (a long recording is not decoded whole)."""
+def test_two_videos_give_frame_pairs_from_the_same_moments(tmp_path):
+    """Frames spread over the shorter video, each pair from one moment; long recordings are sampled by seeking
+    (not decoded whole). Each video used to be sampled by its own frame count: pairs from different moments."""
     from streamfuse.cli import calibration_pairs
 
     def numbered(count: int) -> list[np.ndarray]:
@@ -453,3 +454,8 @@ def test_long_videos_are_sampled_by_seeking_at_the_same_moments_in_both(tmp_path
     write_video(tmp_path / "vis.mp4", numbered(360), fps=25, gop=25)  # 2.4 s longer
     pairs = calibration_pairs(str(tmp_path / "ir.mp4"), str(tmp_path / "vis.mp4"), max_pairs=5)
     assert [(number(ir), number(vis)) for ir, vis in pairs] == [(30, 30), (90, 90), (150, 150), (210, 210), (270, 270)]
+    # short videos are decoded in order, every n-th frame of both by the shorter one's count
+    write_video(tmp_path / "ir.mp4", numbered(60), fps=25)
+    write_video(tmp_path / "vis.mp4", numbered(80), fps=25)
+    pairs = calibration_pairs(str(tmp_path / "ir.mp4"), str(tmp_path / "vis.mp4"), max_pairs=4)
+    assert [(number(ir), number(vis)) for ir, vis in pairs] == [(0, 0), (15, 15), (30, 30), (45, 45)]
