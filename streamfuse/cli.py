@@ -248,7 +248,7 @@ def _video_pairs(ir: str, vis: str, count: int) -> list[tuple]:
 
     inputs = (("--ir", ir), ("--vis", vis))
     with contextlib.ExitStack() as stack:
-        containers = [stack.enter_context(_open_video(path, flag)) for flag, path in inputs]
+        containers = [stack.enter_context(_opened(path, flag)) for flag, path in inputs]
         streams = [container.streams.video[0] for container in containers]
         lengths = [_length_s(container, stream) for container, stream in zip(containers, streams, strict=True)]
         shorter = min(stream.frames or 0 for stream in streams)  # 0: a count is unknown
@@ -265,18 +265,15 @@ def _video_pairs(ir: str, vis: str, count: int) -> list[tuple]:
     return list(zip(*sampled, strict=False))
 
 
-@contextlib.contextmanager
-def _open_video(path: str, flag: str):
-    import av
+def _opened(uri: str, flag: str):
+    """The video or stream at ``uri`` opened (:func:`~streamfuse.sources.video.open_container`); its
+    errors name ``flag``."""
+    from streamfuse.sources.video import open_container
 
     try:
-        container = av.open(path)
-    except av.error.FFmpegError as exc:
-        raise StreamfuseError(f"{flag} {path}: not a readable video ({exc})") from None
-    with container:
-        if not container.streams.video:
-            raise StreamfuseError(f"{flag} {path}: contains no video stream")
-        yield container
+        return open_container(uri)
+    except StreamfuseError as exc:
+        raise StreamfuseError(f"{flag} {exc}") from None
 
 
 def _length_s(container, stream) -> float | None:
@@ -288,8 +285,11 @@ def _length_s(container, stream) -> float | None:
 
 def _frame_at(container, stream, moment: float, flag: str, path: str):
     """The frame shown ``moment`` seconds into the video: seek to the keyframe before it, decode forward."""
+    from streamfuse.sources.video import nominal_rate
+
     start = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
-    half_frame = 0.5 / float(stream.average_rate or 25)
+    rate = nominal_rate(stream)
+    half_frame = 0.5 / float(rate) if rate else 0.0
     container.seek(int((start + moment) / stream.time_base), stream=stream, backward=True)
     for frame in container.decode(stream):
         if frame.time is not None and frame.time >= start + moment - half_frame:
@@ -317,13 +317,13 @@ def _stream_frames(url: str, count: int, flag: str, stop: threading.Event) -> li
     spread them over); fewer when ``stop`` is set."""
     import av
 
-    from streamfuse.sources.video import open_container, redact
+    from streamfuse.sources.video import redact
 
     frames: list = []
     due = time.monotonic()
     deadline = due + count * STREAM_SPACING_S + STREAM_GRACE_S
     try:
-        with open_container(url) as container:
+        with _opened(url, flag) as container:
             for frame in container.decode(video=0):
                 now = time.monotonic()
                 if now >= due:
@@ -331,8 +331,6 @@ def _stream_frames(url: str, count: int, flag: str, stop: threading.Event) -> li
                     due = now + STREAM_SPACING_S
                 if len(frames) == count or now > deadline or stop.is_set():
                     break
-    except StreamfuseError as exc:
-        raise StreamfuseError(f"{flag} {exc}") from None
     except av.error.FFmpegError as exc:
         raise StreamfuseError(f"{flag} {redact(url)}: {exc}") from None
     if len(frames) < count and not stop.is_set():

@@ -931,10 +931,9 @@ def _refuse_keys_of_other_types(registry: Registry, name: str, config: type, val
     """A key that belongs to another type of the same extension point (left over from the file after
     ``--set path.type=...``, say) gets an error that says how to change the type."""
     own = {field.name for field in dataclasses.fields(config)}
-    for key in value:
-        if key in own:
-            continue
-        configs = {other: registry.find(other, key=path).config for other in registry if other != name}
+    unknown = [key for key in value if key not in own]
+    configs = {other: registry.find(other, key=path).config for other in registry if other != name} if unknown else {}
+    for key in unknown:
         owners = [other for other, other_config in configs.items()
                   if other_config is not None and key in {field.name for field in dataclasses.fields(other_config)}]
         if owners:
