@@ -819,7 +819,8 @@ def build_parser() -> argparse.ArgumentParser:
     cal.add_argument("--ir", help="infrared image, folder, video or live stream URL (the target, or the scene for "
                                   "automatic)")
     cal.add_argument("--vis", help="visible image, folder, video or live stream URL, taken at the same moments")
-    cal.add_argument("--max-pairs", type=int, default=8, help="frame pairs used from folders or videos (default 8)")
+    cal.add_argument("--max-pairs", type=int, default=8,
+                     help="frame pairs used from folders, videos or live streams (default 8)")
     cal.add_argument("--pair-by", choices=["stem", "order"], default="stem",
                      help="pair two folders' images by file name (default) or by sorted order")
     cal.add_argument("-o", "--output", default="calibration.yaml",
