@@ -246,12 +246,15 @@ def _video_pairs(ir: str, vis: str, count: int) -> list[tuple]:
     """Up to ``count`` frame pairs spread evenly over two videos, at the same moments in both."""
     import av
 
+    from streamfuse.sources.video import frame_count
+
     inputs = (("--ir", ir), ("--vis", vis))
     with contextlib.ExitStack() as stack:
         containers = [stack.enter_context(_opened(path, flag)) for flag, path in inputs]
         streams = [container.streams.video[0] for container in containers]
         lengths = [_length_s(container, stream) for container, stream in zip(containers, streams, strict=True)]
-        shorter = min(stream.frames or 0 for stream in streams)  # 0: a count is unknown
+        shorter = min(frame_count(container, stream) or 0  # 0: a count is unknown
+                      for container, stream in zip(containers, streams, strict=True))
         seek = all(lengths) and shorter > SEEK_ABOVE_FRAMES_PER_PAIR * count
         moments = [min(lengths) * (k + 0.5) / count for k in range(count)] if seek else []
         step = max(1, shorter // count)
@@ -285,14 +288,12 @@ def _length_s(container, stream) -> float | None:
 
 def _frame_at(container, stream, moment: float, flag: str, path: str):
     """The frame shown ``moment`` seconds into the video: seek to the keyframe before it, decode forward."""
-    from streamfuse.sources.video import nominal_rate
+    from streamfuse.sources.video import decode_from, nominal_rate
 
-    start = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
     rate = nominal_rate(stream)
     half_frame = 0.5 / float(rate) if rate else 0.0
-    container.seek(int((start + moment) / stream.time_base), stream=stream, backward=True)
-    for frame in container.decode(stream):
-        if frame.time is not None and frame.time >= start + moment - half_frame:
+    for seconds, frame in decode_from(container, stream, moment):
+        if seconds is not None and seconds >= moment - half_frame:
             return frame.to_ndarray(format="bgr24")
     raise StreamfuseError(f"{flag} {path}: no frame at {moment:.1f} s")
 

@@ -454,6 +454,11 @@ def test_two_videos_give_frame_pairs_from_the_same_moments(tmp_path):
     write_video(tmp_path / "vis.mp4", numbered(360), fps=25, gop=25)  # 2.4 s longer
     pairs = calibration_pairs(str(tmp_path / "ir.mp4"), str(tmp_path / "vis.mp4"), max_pairs=5)
     assert [(number(ir), number(vis)) for ir, vis in pairs] == [(30, 30), (90, 90), (150, 150), (210, 210), (270, 270)]
+    # Matroska headers give no frame count: it comes from the duration, and the videos are sampled the same way
+    write_video(tmp_path / "ir.mkv", numbered(300), fps=25, gop=25)
+    write_video(tmp_path / "vis.mkv", numbered(360), fps=25, gop=25)
+    pairs = calibration_pairs(str(tmp_path / "ir.mkv"), str(tmp_path / "vis.mkv"), max_pairs=5)
+    assert [(number(ir), number(vis)) for ir, vis in pairs] == [(30, 30), (90, 90), (150, 150), (210, 210), (270, 270)]
     # short videos are decoded in order, every n-th frame of both by the shorter one's count
     write_video(tmp_path / "ir.mp4", numbered(60), fps=25)
     write_video(tmp_path / "vis.mp4", numbered(80), fps=25)

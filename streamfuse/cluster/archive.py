@@ -48,7 +48,14 @@ from streamfuse.fusers import build_fuser
 from streamfuse.fusers.colour import as_gray
 from streamfuse.registration import build_registrar
 from streamfuse.sinks.video import VideoWriter
-from streamfuse.sources.video import VIDEO_EXTENSIONS, nominal_rate, open_container, to_array
+from streamfuse.sources.video import (
+    VIDEO_EXTENSIONS,
+    decode_from,
+    nominal_rate,
+    open_container,
+    stream_origin,
+    to_array,
+)
 from streamfuse.sync import PairMatcher, pairing_tolerance_s
 
 log = logging.getLogger(__name__)
@@ -170,16 +177,11 @@ def keyframe_times(uri: str) -> list[float]:
     container = open_container(uri)
     try:
         stream = container.streams.video[0]
-        origin = _stream_origin(stream)
+        origin = stream_origin(stream)
         return sorted(float(packet.pts * stream.time_base) - origin for packet in container.demux(stream)
                       if packet.is_keyframe and packet.pts is not None)
     finally:
         container.close()
-
-
-def _stream_origin(stream) -> float:
-    """The stream's start time in seconds (its first frame is at 0 in segment times)."""
-    return float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
 
 
 def plan_segments(recording: Recording, segment_s: float) -> list[Segment]:
@@ -285,13 +287,9 @@ def _decode_range(container, name: str, start_s: float, end_s: float | None) -> 
     from its first frame), seeking to the keyframe at or before ``start_s`` first."""
     stream = container.streams.video[0]
     stream.thread_type = "AUTO"
-    origin = _stream_origin(stream)
-    if start_s > 0:
-        container.seek(int((start_s + origin) / stream.time_base), stream=stream, backward=True)
-    for seq, frame in enumerate(container.decode(stream)):
-        if frame.time is None:
+    for seq, (t, frame) in enumerate(decode_from(container, stream, start_s)):
+        if t is None:
             continue
-        t = frame.time - origin
         if t < start_s - _EPS_S:
             continue
         if end_s is not None and t >= end_s - _EPS_S:

@@ -106,6 +106,22 @@ def frame_count(container: av.container.InputContainer, stream: av.video.stream.
     return None
 
 
+def stream_origin(stream: av.video.stream.VideoStream) -> float:
+    """The stream's start time in seconds (where its first frame is; times from it start at 0)."""
+    return float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
+
+
+def decode_from(container: av.container.InputContainer, stream: av.video.stream.VideoStream,
+                start_s: float) -> Iterator[tuple[float | None, av.VideoFrame]]:
+    """``(seconds from the first frame, frame)`` of a video file from the keyframe at or before ``start_s``
+    (seeked to when ``start_s`` is after the start; the time is None for a frame without one)."""
+    origin = stream_origin(stream)
+    if start_s > 0:
+        container.seek(int((start_s + origin) / stream.time_base), stream=stream, backward=True)
+    for frame in container.decode(stream):
+        yield (None if frame.time is None else frame.time - origin), frame
+
+
 def to_array(frame: av.VideoFrame) -> np.ndarray:
     """A decoded frame as an array: ``uint16`` gray for gray video deeper than 8 bits (``gray16le``,
     ``gray12le``, ...: radiometric or raw thermal, for the source's gain), else ``uint8`` BGR."""
