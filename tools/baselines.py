@@ -30,6 +30,7 @@ import numpy as np
 
 from streamfuse.fusers.colour import as_gray
 from streamfuse.imageio import list_images, read_image
+from streamfuse.models.rule import guided_filter
 
 PYRAMID_LEVELS = 4
 GFF_BASE_SIZE, GFF_SALIENCE = 31, (5, 5.0)  # mean filter size; Gaussian radius and sigma
@@ -62,19 +63,13 @@ def laplacian(ir: np.ndarray, vis: np.ndarray) -> np.ndarray:
     return image
 
 
-def _guided_filter(guide: np.ndarray, image: np.ndarray, radius: int, eps: float) -> np.ndarray:
-    def mean(x: np.ndarray) -> np.ndarray:
-        return cv2.boxFilter(x, -1, (2 * radius + 1, 2 * radius + 1), borderType=cv2.BORDER_REFLECT)
-
-    mean_guide, mean_image = mean(guide), mean(image)
-    a = (mean(guide * image) - mean_guide * mean_image) / (mean(guide * guide) - mean_guide ** 2 + eps)
-    b = mean_image - a * mean_guide
-    return mean(a) * guide + mean(b)
+def _mean_filter(image: np.ndarray, radius: int) -> np.ndarray:
+    return cv2.blur(image, (2 * radius + 1, 2 * radius + 1), borderType=cv2.BORDER_REFLECT)
 
 
 def gff(ir: np.ndarray, vis: np.ndarray) -> np.ndarray:
     sources = (ir, vis)
-    bases = [cv2.blur(image, (GFF_BASE_SIZE, GFF_BASE_SIZE), borderType=cv2.BORDER_REFLECT) for image in sources]
+    bases = [_mean_filter(image, GFF_BASE_SIZE // 2) for image in sources]
     radius, sigma = GFF_SALIENCE
     salience = [cv2.GaussianBlur(np.abs(cv2.Laplacian(image, cv2.CV_32F)), (2 * radius + 1, 2 * radius + 1), sigma)
                 for image in sources]
@@ -83,7 +78,8 @@ def gff(ir: np.ndarray, vis: np.ndarray) -> np.ndarray:
     details = [image - base for image, base in zip(sources, bases, strict=True)]
     fused = np.zeros_like(ir)
     for layers, (guide_radius, eps) in ((bases, GFF_BASE_GUIDE), (details, GFF_DETAIL_GUIDE)):
-        weights = [np.clip(_guided_filter(sources[n], chosen[n], guide_radius, eps), 0, None) for n in range(2)]
+        weights = [np.clip(guided_filter(image, weight, guide_radius, eps, _mean_filter), 0, None)
+                   for image, weight in zip(sources, chosen, strict=True)]
         fused += (weights[0] * layers[0] + weights[1] * layers[1]) / (weights[0] + weights[1] + 1e-12)
     return fused
 
