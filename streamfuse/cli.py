@@ -559,8 +559,6 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from streamfuse.fusers import build_fuser
     from streamfuse.metrics import convention_module
 
-    if args.fused and args.fuser:
-        raise StreamfuseError("eval: give fused folders (--fused DIR ...) or fuser names (--fuser NAME ...), not both")
     if not args.fused and not args.fuser:
         args.fuser = ["model"]
     if args.prompt is not None and not args.fuser:
@@ -582,6 +580,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     for label, folder in zip(evaluation.folder_labels(args.fused or []), args.fused or [], strict=True):
         methods[label] = evaluation.folder_method(folder)
     for name in args.fuser or []:
+        if name in methods:
+            raise StreamfuseError(f"eval: --fuser {name} and the --fused folder labelled {name!r} would share a row; "
+                                  "rename or move that folder")
         fuser = build_fuser(FusionConfig(fuser=name, weights=args.weights))
         fuser.condition(routing)
         methods[name] = evaluation.fuser_method(fuser)
@@ -864,7 +865,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--vis", required=True, help="folder of visible images (same file stems)")
     ev.add_argument("--fused", nargs="+", metavar="DIR", help="folders of fused images (stem or stem_suffix)")
     ev.add_argument("--fuser", nargs="+", metavar="NAME",
-                    help=f"fuse with these fusers first ({', '.join(FUSERS)}; default: model when no --fused)")
+                    help=f"fuse with these fusers ({', '.join(FUSERS)}), ranked with any --fused folders "
+                         "(default: model when no --fused)")
     ev.add_argument("--convention", choices=["vifb", "cddfuse"], default="vifb", help="metric definitions")
     ev.add_argument("--metrics", nargs="+", metavar="NAME", help="only these metrics")
     ev.add_argument("--csv", metavar="FILE", help="also write the per-image values as CSV")

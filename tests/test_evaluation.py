@@ -97,8 +97,26 @@ def test_eval_fuser_and_size_mismatch(eval_folders, capsys, caplog):
     assert "Qabf" in capsys.readouterr().out
 
 
+def test_eval_ranks_fused_folders_and_fusers_together(eval_folders, capsys):
+    code = main(["eval", "--ir", str(eval_folders["ir"]), "--vis", str(eval_folders["vis"]), "--fused",
+                 str(eval_folders["A"]), "--fuser", "classical", "--metrics", "Qabf", "Entropy", "--no-progress"])
+    assert code == 0
+    rows = {line.split()[0]: line.split() for line in capsys.readouterr().out.splitlines()[2:]}
+    assert set(rows) == {"A", "classical"}
+    assert sum(float(row[-1]) for row in rows.values()) == pytest.approx(3.0)  # mean ranks of two methods
+
+
+def test_eval_refuses_a_fuser_and_a_folder_of_the_same_name(eval_folders, tmp_path, capsys):
+    folder = tmp_path / "classical"
+    folder.mkdir()
+    for image in eval_folders["A"].iterdir():
+        (folder / image.name).write_bytes(image.read_bytes())
+    code = main(["eval", "--ir", str(eval_folders["ir"]), "--vis", str(eval_folders["vis"]), "--fused", str(folder),
+                 "--fuser", "classical"])
+    assert code != 0 and "--fuser classical and the --fused folder labelled 'classical'" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(("args", "message"), [
-    (["--fuser", "classical", "--fused", "X"], "not both"),
     (["--fused", "nowhere"], "--fused nowhere: no such folder"),
     (["--fuser", "classical", "--metrics", "Sharpness"], "unknown vifb metric 'Sharpness'"),
     (["--fused", "A", "--prompt", "fog"], "--prompt steers a fuser"),
