@@ -28,8 +28,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from streamfuse.errors import StreamfuseError
+from streamfuse.evaluation import input_pairs
 from streamfuse.fusers.colour import as_gray
-from streamfuse.imageio import list_images, read_image
+from streamfuse.imageio import read_image
 from streamfuse.models.rule import guided_filter
 
 PYRAMID_LEVELS = 4
@@ -96,23 +98,27 @@ def main() -> int:
     parser.add_argument("--methods", nargs="+", choices=list(METHODS), default=list(METHODS))
     args = parser.parse_args()
 
-    visible = {path.stem: path for path in list_images(args.vis)}
-    pairs = [(path, visible[path.stem]) for path in list_images(args.ir) if path.stem in visible]
-    if not pairs:
-        print(f"error: no file stems in common between {args.ir} and {args.vis}", file=sys.stderr)
+    try:
+        pairs, problems = input_pairs(args.ir, args.vis)
+    except StreamfuseError as error:
+        print(f"error: {error}", file=sys.stderr)
         return 1
     for name in args.methods:
         (args.output / name).mkdir(parents=True, exist_ok=True)
-    for ir_path, vis_path in pairs:
+    written = 0
+    for stem, ir_path, vis_path in pairs:
         ir, vis = (as_gray(read_image(path)).astype(np.float32) / 255 for path in (ir_path, vis_path))
         if ir.shape != vis.shape:
-            print(f"error: {ir_path.name} is {ir.shape[1]}x{ir.shape[0]} but {vis_path.name} is "
-                  f"{vis.shape[1]}x{vis.shape[0]}; the baselines need registered pairs", file=sys.stderr)
-            return 1
+            problems.append(f"{stem}: infrared is {ir.shape[1]}x{ir.shape[0]} but visible is "
+                            f"{vis.shape[1]}x{vis.shape[0]}; the baselines need registered pairs")
+            continue
+        written += 1
         for name in args.methods:
             fused = np.clip(METHODS[name](ir, vis) * 255 + 0.5, 0, 255).astype(np.uint8)
-            cv2.imwrite(str(args.output / name / f"{ir_path.stem}.png"), fused)
-    print(f"wrote {len(pairs)} pair(s) x {len(args.methods)} method(s) under {args.output}")
+            cv2.imwrite(str(args.output / name / f"{stem}.png"), fused)
+    for problem in problems:
+        print(f"skipped {problem}", file=sys.stderr)
+    print(f"wrote {written} pair(s) x {len(args.methods)} method(s) under {args.output}")
     return 0
 
 
