@@ -36,3 +36,17 @@ def weighted_qabf(g_a: np.ndarray, a_a: np.ndarray, g_b: np.ndarray, a_b: np.nda
         return math.nan
     numerator = float(np.sum(edge_preservation(g_a, a_a, g_f, a_f) * g_a + edge_preservation(g_b, a_b, g_f, a_f) * g_b))
     return numerator / denominator
+
+
+def artifact_share(g_a: np.ndarray, a_a: np.ndarray, g_b: np.ndarray, a_b: np.ndarray, g_f: np.ndarray,
+                   a_f: np.ndarray) -> float:
+    """``N_abf``: the share of edge information that is an artifact, where the fused edge is stronger than
+    both sources' (lower is better): ``Σ AM ((1 - Q^{AF}) g_A + (1 - Q^{BF}) g_B) / Σ(g_A + g_B)`` with
+    ``AM = [g_F > g_A and g_F > g_B]`` (B. K. Shreyamsha Kumar, SIViP 7(6), 2013, the modified form of
+    Petrovic and Xydeas's measure); NaN when both sources have no edges."""
+    denominator = float(np.sum(g_a + g_b))
+    if denominator == 0.0:
+        return math.nan
+    artifact = (g_f > g_a) & (g_f > g_b)
+    lost = (1 - edge_preservation(g_a, a_a, g_f, a_f)) * g_a + (1 - edge_preservation(g_b, a_b, g_f, a_f)) * g_b
+    return float(np.sum(lost[artifact])) / denominator

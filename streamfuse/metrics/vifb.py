@@ -385,7 +385,7 @@ def _sobel_conv_same(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return sx, sy
 
 
-def _qabf_edges(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def qabf_edges(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Sobel magnitude and orientation as metricsQabf.m computes them (``pi/2`` where the x response is 0)."""
     sx, sy = _sobel_conv_same(image)
     magnitude = np.sqrt(sx * sx + sy * sy)
@@ -398,9 +398,9 @@ def _qabf_single(vis: np.ndarray, ir: np.ndarray, fused: np.ndarray) -> float:
     p_a = 255.0 * _rgb2gray(vis.astype(np.float64), rounded=False)
     p_b = 255.0 * _rgb2gray(ir.astype(np.float64), rounded=False)
     p_f = 255.0 * fused.astype(np.float64)
-    g_a, a_a = _qabf_edges(p_a)
-    g_b, a_b = _qabf_edges(p_b)
-    g_f, a_f = _qabf_edges(p_f)
+    g_a, a_a = qabf_edges(p_a)
+    g_b, a_b = qabf_edges(p_b)
+    g_f, a_f = qabf_edges(p_f)
     return weighted_qabf(g_a, a_a, g_b, a_b, g_f, a_f)  # NaN like MATLAB's 0/0 for two constant sources
 
 
