@@ -63,4 +63,4 @@ def test_the_command_refuses_folders_with_no_pair(tmp_path):
         cv2.imwrite(str(tmp_path / folder / name), np.zeros((8, 8), np.uint8))
     done = subprocess.run([sys.executable, str(TOOLS / "baselines.py"), "--ir", str(tmp_path / "ir"),
                            "--vis", str(tmp_path / "vi"), "-o", str(tmp_path / "out")], capture_output=True, text=True)
-    assert done.returncode == 1 and "no image pairs" in done.stderr
+    assert done.returncode == 2 and "no image pairs" in done.stderr

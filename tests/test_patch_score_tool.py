@@ -63,7 +63,7 @@ def test_the_command_prints_a_mean_per_folder(tmp_path):
     assert len(means) == 2 and means[0] < 0.01 < 0.03 < means[1]
 
 
-@pytest.mark.parametrize(("args", "message"), [(["--fused", "nowhere"], "--fused nowhere: no such folder"),
+@pytest.mark.parametrize(("args", "message"), [(["--fused", "nowhere"], "nowhere: no such folder"),
                                                (["--fused", "ir", "--scale", "0"], "--scale must be at least 1")])
 def test_the_command_errors(tmp_path, args, message):
     for folder in ("ir", "vi"):

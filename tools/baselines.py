@@ -100,9 +100,8 @@ def main() -> int:
 
     try:
         pairs, problems = input_pairs(args.ir, args.vis)
-    except StreamfuseError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+    except StreamfuseError as error:  # a missing folder, no pairs: one line, not a traceback
+        parser.error(str(error))
     for name in args.methods:
         (args.output / name).mkdir(parents=True, exist_ok=True)
     written = 0

@@ -54,15 +54,10 @@ def main() -> int:
         parser.error(f"--scale must be at least 1, got {args.scale}")
     try:
         pairs, problems = input_pairs(args.ir, args.vis)
-    except StreamfuseError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    for folder in args.fused:
-        try:
-            files = list_images(folder)
-        except StreamfuseError as error:
-            print(f"error: --fused {error}", file=sys.stderr)
-            return 1
+        listings = {folder: list_images(folder) for folder in args.fused}
+    except StreamfuseError as error:  # a missing folder, no pairs: one line, not a traceback
+        parser.error(str(error))
+    for folder, files in listings.items():
         scores = {}
         for stem, ir_path, vis_path in pairs:
             fused_path = find_fused(folder, stem, files)
