@@ -150,7 +150,7 @@ def test_a_damage_prompt_is_balanced_fusion_where_there_is_no_damage(net, prompt
 
 def test_on_a_cpu_frames_without_the_damage_skip_the_prompts_pass_and_fuse_the_same(net, monkeypatch):
     """A glare prompt on frames with nothing near clipping: one text-conditioned pass (balanced fusion's)
-    instead of two, and the same maps as with both passes, to the bit."""
+    instead of two, and the same maps as with both passes (to float rounding)."""
     quarter = torch.cat([torch.full((2, 1, 32, 40), 0.3), 0.5 + 0.05 * torch.rand(2, 1, 32, 40)], dim=1)
     features = BandFeatures(quarter=quarter, detail=torch.rand(2, 2, 32, 40) * 0.05, rule=torch.randn(2, 3, 32, 40))
     weights = net.intent_weights({"glare": 0.8, "balanced": 0.2})
@@ -163,7 +163,8 @@ def test_on_a_cpu_frames_without_the_damage_skip_the_prompts_pass_and_fuse_the_s
         monkeypatch.setattr(FusionNet, "_prompt_acts", staticmethod(lambda gate: True))
         both = net.decide(features, weights)
     assert passes == [2, 4]  # the batch of two, then the prompt's rows and balanced fusion's
-    assert torch.equal(skipped, both)
+    # The same arithmetic on a batch of 2 and of 4: some CPUs' kernels round the two differently (2.4e-7 seen).
+    assert torch.allclose(skipped, both, rtol=0, atol=1e-6)
 
 
 @pytest.mark.parametrize("prompt", ["balanced", "glare"])
