@@ -194,6 +194,17 @@ def test_video_segments_are_each_complete_and_continue_the_timeline(tmp_path):
         assert times[0] == 0.0 and times == sorted(times)
 
 
+def test_clock_named_segments_of_faster_than_real_time_input_never_overwrite_each_other(tmp_path):
+    """Files play faster than real time: a name from the wall clock repeats, and each repeat gets a number."""
+    sinks = [{"type": "video", "path": str(tmp_path / "cam-%Y.mp4"), "segment_minutes": 1 / 60, "overwrite": True}]
+    stats = Pipeline(config_from_dict(synthetic(75, sinks=sinks))).run(install_signal_handlers=False)
+    assert stats.frames_out == 75
+    year = time.strftime("%Y")
+    files = [tmp_path / f"cam-{year}{suffix}.mp4" for suffix in ("", "-1", "-2")]
+    assert sorted(tmp_path.glob("cam-*.mp4")) == sorted(files)
+    assert [len(read_video(f)[0]) for f in files] == [30, 30, 15]
+
+
 @pytest.mark.parametrize(("limit", "kept"), [({"max_segments": 2}, ["cam-003.mp4", "cam-004.mp4"]),
                                              ({"max_mb": 0.001}, ["cam-004.mp4"])])
 def test_a_ring_of_segments_deletes_the_oldest_first(tmp_path, limit, kept):

@@ -306,6 +306,7 @@ class VideoSink(Sink):
         self.writer: VideoWriter | None = None
         self.segments: collections.deque[Path] = collections.deque()
         """This run's files still on disk, oldest first (one unless segmenting or resumed after a full disk)."""
+        self._written: set[Path] = set()
         self.segments_started = 0
         self.segments_deleted = 0
         self._current = self.path
@@ -332,13 +333,23 @@ class VideoSink(Sink):
 
     def _open_segment(self) -> None:
         index = self.segments_started
-        self._current = segment_path(self.path, index) if self.segment_s or index else self.path
+        self._current = self._not_yet_written(segment_path(self.path, index) if self.segment_s or index else self.path)
         self.writer = VideoWriter(self._current, **self._writer_options)
         self.segments_started += 1
         self.segments.append(self._current)
         self._segment_start = None
         while len(self.segments) > 1 and self._ring_too_big():
             self._delete_oldest("ring full")
+
+    def _not_yet_written(self, path: Path) -> Path:
+        """``path``, or ``path`` with ``-1``, ``-2``, ... before its suffix when this run already wrote a file of
+        that name: a clock-named pattern repeats when video comes in faster than real time (from files)."""
+        candidate, number = path, 0
+        while candidate in self._written:
+            number += 1
+            candidate = path.with_name(f"{path.stem}-{number}{path.suffix}")
+        self._written.add(candidate)
+        return candidate
 
     def _ring_too_big(self) -> bool:
         if self.ring and self._free_bytes() < self.resume_free_bytes:
