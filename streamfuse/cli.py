@@ -596,7 +596,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
         if not result.rows:
             why = f" (first problem: {result.skipped[0]})" if result.skipped else ""
             raise StreamfuseError(f"eval: no image pair could be scored for {result.name}{why}")
-    print(f"{args.convention} metrics, {len(pairs)} pairs ({args.ir} | {args.vis}); ↑ higher is better, ↓ lower")
+    results, left_out = evaluation.on_common_images(results)
+    if left_out:
+        log.warning("ranked on the %d image(s) every method scored; left out: %s",
+                    len(results[0].rows), "; ".join(left_out))
+    print(f"{args.convention} metrics, {len(results[0].rows)} pairs ({args.ir} | {args.vis}); "
+          "↑ higher is better, ↓ lower")
     print(evaluation.format_table(results, names, module.BETTER))
     if args.csv:
         evaluation.write_csv(args.csv, results, names, module.BETTER)

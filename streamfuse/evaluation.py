@@ -122,6 +122,23 @@ def evaluate(pairs: list[tuple[str, Path, Path]], methods: dict[str, Callable[[s
     return results
 
 
+def on_common_images(results: list[MethodResult]) -> tuple[list[MethodResult], list[str]]:
+    """The results restricted to the images every method scored, so that means and ranks compare like with
+    like, and what was left out (``"method: stem, stem"``). Raises when no image was scored by all."""
+    common = set.intersection(*(set(result.rows) for result in results))
+    if not common:
+        raise StreamfuseError("eval: no image pair was scored for every method: "
+                              + "; ".join(f"{r.name} scored {len(r.rows)}" for r in results))
+    trimmed, left_out = [], []
+    for result in results:
+        extra = [stem for stem in result.rows if stem not in common]
+        if extra:
+            left_out.append(f"{result.name}: {', '.join(extra)}")
+        trimmed.append(MethodResult(result.name, {stem: row for stem, row in result.rows.items() if stem in common},
+                                    result.skipped))
+    return trimmed, left_out
+
+
 def folder_labels(folders: Sequence[str | Path]) -> list[str]:
     """A distinct table label per folder: its name, or as many parent folders as tell it apart
     (``a/tno`` and ``b/tno``, not ``tno`` twice)."""
@@ -161,7 +178,7 @@ def mean_ranks(results: list[MethodResult], names: Sequence[str], better: dict[s
 def format_table(results: list[MethodResult], names: Sequence[str], better: dict[str, str]) -> str:
     """Per-image table for one method; per-method comparison (means + mean rank) for several."""
     arrows = {n: "↑" if better[n] == "higher" else "↓" for n in names}
-    width = max(8, *(len(n) + 1 for n in names))
+    width = max(8, *(len(n) + 2 for n in names))  # the name, its arrow and a space
     header_cells = [f"{n}{arrows[n]}".rjust(width) for n in names]
     if len(results) == 1:
         result = results[0]

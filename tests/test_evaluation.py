@@ -75,6 +75,20 @@ def test_eval_compares_methods_with_mean_rank(eval_folders, capsys):
     assert text.count("\nA ") == 1 and text.count("\nB ") == 1
 
 
+def test_methods_are_ranked_on_the_images_all_of_them_scored(eval_folders, tmp_path, capsys, caplog):
+    """A folder holding a copy of one of A's images ties with A: both are ranked on that image alone."""
+    partial = tmp_path / "partial"
+    partial.mkdir()
+    (partial / "p1.png").write_bytes((eval_folders["A"] / "p1.png").read_bytes())
+    code = main(["eval", "--ir", str(eval_folders["ir"]), "--vis", str(eval_folders["vis"]), "--fused",
+                 str(eval_folders["A"]), str(partial), "--convention", "cddfuse", "--metrics", "EN", "SD", "SSIM"])
+    text = capsys.readouterr().out
+    assert code == 0 and "cddfuse metrics, 1 pairs" in text
+    rows = {line.split()[0]: line.split()[1:] for line in text.splitlines()[2:]}
+    assert rows["A"] == rows["partial"] and rows["A"][-1] == "1.50"  # (was: A over 4 images, partial over 1)
+    assert "ranked on the 1 image(s) every method scored; left out: A: p0, p2, p3" in caplog.text
+
+
 def test_folders_with_the_same_name_get_distinct_rows(eval_folders, tmp_path, capsys):
     twin = tmp_path / "other" / "A"
     twin.parent.mkdir()
