@@ -543,6 +543,9 @@ class Pipeline:
                 pending.append((future, pair, routing, submitted))
             while pending and (pending[0][0].done() or len(pending) >= window or pair is None):
                 future, done_pair, routing, submitted = pending.popleft()
+                if future.cancelled():  # dropped by abort() (a second Ctrl-C) before it was fused
+                    self.stats.count("drops.aborted")
+                    continue
                 image = future.result()  # a fusion error here is this stage's error
                 if not self._deliver(image, done_pair, routing, (time.perf_counter() - submitted) * 1000):
                     return

@@ -157,6 +157,19 @@ def test_stop_signal_leaves_a_playable_file_and_exits_128_plus_the_signal(tmp_pa
     assert all(b > a for a, b in zip(times, times[1:], strict=False))
 
 
+def test_abort_drops_the_model_fusers_frames_in_flight_without_an_error(tmp_path):
+    """A second Ctrl-C while the worker holds frames: they are cancelled and dropped, not a stage failure."""
+    data = synthetic(None, size=(160, 128), sinks=[{"type": "video", "path": str(tmp_path / "out.mp4")}])
+    data["fusion"] = {"fuser": "model", "device": "cpu", "max_batch": 4}
+    with Pipeline(config_from_dict(data)) as pipeline:
+        pipeline.start()
+        wait_until(lambda: pipeline.frames_fused >= 3, 60, "the first fused frames")
+        pipeline.abort()
+        pipeline.join(60)
+    assert pipeline.errors() == []
+    assert len(read_video(tmp_path / "out.mp4")[0]) >= 1  # playable; frames still queued for it were dropped too
+
+
 def test_model_fuser_runs_in_the_worker_with_warp_on_its_side(tmp_path):
     """The model path: frames go through the inference worker (which also warps), in order, none lost."""
     h = [[2.0, 0.0, 3.0], [0.0, 2.0, -2.0], [0.0, 0.0, 1.0]]
