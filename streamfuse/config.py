@@ -981,6 +981,19 @@ def read_calibration(path: str | Path, key: str) -> np.ndarray:
     Raises:
         ConfigError: The file is missing, not YAML, refused, or holds no valid 3x3 ``matrix``.
     """
+    return check_homography(_calibration_content(path, key)["matrix"], f"{key}: {path}: matrix")
+
+
+def calibrated_frame_sizes(path: str | Path, key: str) -> tuple[tuple[int, int], tuple[int, int]] | None:
+    """The infrared and visible frame sizes ``((width, height), (width, height))`` a calibration file was
+    made with (``ir_size``, ``vis_size``), or None when it does not say (points files, older files)."""
+    content = _calibration_content(path, key)
+    sizes = content.get("ir_size"), content.get("vis_size")
+    valid = all(isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) for v in size) for size in sizes)
+    return (tuple(sizes[0]), tuple(sizes[1])) if valid else None
+
+
+def _calibration_content(path: str | Path, key: str) -> dict:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{key}: {path}: no such file (write one with 'streamfuse calibrate')")
@@ -992,7 +1005,7 @@ def read_calibration(path: str | Path, key: str) -> np.ndarray:
         raise ConfigError(f"{key}: {path}: no 'matrix' in it (expected a file written by 'streamfuse calibrate')")
     if content.get("accepted") is False:
         raise ConfigError(f"{key}: {path}: this calibration was refused (accepted: false); calibrate again")
-    return check_homography(content["matrix"], f"{key}: {path}: matrix")
+    return content
 
 
 # ------------------------------------------------------------------------------------------ training

@@ -233,6 +233,7 @@ class PairingStage:
         if self.sample is not None:
             self.sample(ir_gray, vis.image)
         transform = self.registrar.transform
+        transform.check_frames(ir_gray.shape[:2], vis.image.shape[:2])
         if self.defer_warp(transform):
             warped, valid, deferred = ir_gray, None, transform
         else:

@@ -17,7 +17,7 @@ from streamfuse.config import config_from_dict
 from streamfuse.errors import ConfigError
 from streamfuse.imageio import list_images, read_image
 from streamfuse.pipeline import Pipeline
-from streamfuse.registration.calibrate import CalibrationError, from_points, from_target, load_points
+from streamfuse.registration.calibrate import CalibrationError, from_points, from_target, load_points, write_calibration
 from streamfuse.registration.estimate import displacement_px, estimate_homography
 
 sys.path.insert(0, str(REPO / "tools"))
@@ -417,6 +417,27 @@ def test_run_and_fuse_read_the_calibration_file(tmp_path, capsys):
     refused.write_text("matrix: [[1, 0, 0], [0, 1, 0], [0, 0, 1]]\naccepted: false\n")
     with pytest.raises(ConfigError, match="was refused"):
         config_from_dict({"registration": {"calibration": str(refused)}})
+
+
+def test_a_calibration_made_at_another_resolution_is_refused_by_name(tmp_path, capsys):
+    vis = render_target("checkerboard", (9, 6))
+    ir = thermal_view(vis, invert=False)
+    cv2.imwrite(str(tmp_path / "vis.png"), vis)
+    cv2.imwrite(str(tmp_path / "ir.png"), ir)
+    ir_points, vis_points = rig_points(8, noise=0.0)
+    calibration = tmp_path / "rig.yaml"
+    write_calibration(calibration, from_points(ir_points, vis_points), ir_size=(ir.shape[1], ir.shape[0]),
+                      vis_size=(vis.shape[1] // 2, vis.shape[0] // 2))  # the visible camera at half resolution then
+    fused = tmp_path / "fused.png"
+    code, _, err = run_cli(capsys, "fuse", "--ir", str(tmp_path / "ir.png"), "--vis", str(tmp_path / "vis.png"),
+                           "-o", str(fused), "--fuser", "classical", "--calibration", str(calibration))
+    assert code == 1 and not fused.exists()
+    assert ("calibrated on 480x384 infrared and 320x240 visible frames, but these are 480x384 and 640x480" in err
+            and "calibrate this camera pair at this resolution" in err), err
+    write_calibration(calibration, from_points(ir_points, vis_points), ir_size=(480, 384), vis_size=(640, 480))
+    code, _, err = run_cli(capsys, "fuse", "--ir", str(tmp_path / "ir.png"), "--vis", str(tmp_path / "vis.png"),
+                           "-o", str(fused), "--fuser", "classical", "--calibration", str(calibration))
+    assert code == 0, err
 
 
 def test_automatic_handles_an_infrared_camera_of_lower_resolution():

@@ -16,6 +16,11 @@ class Transform(abc.ABC):
     the frame sizes (sampling maps) may be cached inside it.
     """
 
+    def check_frames(self, ir_shape: tuple[int, int], vis_shape: tuple[int, int]) -> None:
+        """Raise :class:`~streamfuse.errors.PipelineError` when this transform was not made for frames of these
+        ``(height, width)`` sizes (a calibration of another resolution); the default accepts any."""
+        return None
+
     @abc.abstractmethod
     def apply(self, ir: np.ndarray, vis_shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray | None]:
         """Warp ``ir`` onto a visible grid of ``vis_shape`` ``(height, width)``.

@@ -7,7 +7,7 @@ import threading
 import cv2
 import numpy as np
 
-from streamfuse.config import RegistrationConfig, check_homography
+from streamfuse.config import RegistrationConfig, calibrated_frame_sizes, check_homography
 from streamfuse.errors import PipelineError
 from streamfuse.registration.base import Registrar, Transform
 from streamfuse.registry import REGISTRATIONS
@@ -76,15 +76,21 @@ class Homography(Transform):
 
     Args:
         matrix: The 3x3 homography (IR -> VIS).
+        key: Where the matrix came from, for messages.
+        frame_sizes: The infrared and visible ``(width, height)`` it was calibrated on, if known: frames of
+            other sizes are refused (:meth:`check_frames`), since a homography holds for one resolution.
 
     Raises:
         ConfigError: The matrix is not a valid, invertible 3x3 homography.
     """
 
-    def __init__(self, matrix, *, key: str = "registration.matrix") -> None:
+    def __init__(self, matrix, *, key: str = "registration.matrix",
+                 frame_sizes: tuple[tuple[int, int], tuple[int, int]] | None = None) -> None:
         checked = check_homography(matrix, key)
         checked.flags.writeable = False
         self._matrix = checked
+        self._key = key
+        self._frame_sizes = frame_sizes
         self._maps: dict[tuple, tuple[np.ndarray, np.ndarray, np.ndarray | None]] = {}
         self._lock = threading.Lock()
 
@@ -92,6 +98,17 @@ class Homography(Transform):
     def matrix(self) -> np.ndarray:
         """The homography (read-only)."""
         return self._matrix
+
+    def check_frames(self, ir_shape: tuple[int, int], vis_shape: tuple[int, int]) -> None:
+        if self._frame_sizes is None:
+            return
+        given = ((ir_shape[1], ir_shape[0]), (vis_shape[1], vis_shape[0]))
+        if given != self._frame_sizes:
+            (ir_w, ir_h), (vis_w, vis_h) = self._frame_sizes
+            raise PipelineError(
+                f"{self._key}: calibrated on {ir_w}x{ir_h} infrared and {vis_w}x{vis_h} visible frames, but these are "
+                f"{given[0][0]}x{given[0][1]} and {given[1][0]}x{given[1][1]}: a homography holds for one resolution; "
+                "calibrate this camera pair at this resolution (streamfuse calibrate)")
 
     def maps(self, ir_shape: tuple[int, int],
              vis_shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
@@ -139,8 +156,9 @@ class HomographyRegistrar(Registrar):
 
     name = "homography"
 
-    def __init__(self, matrix) -> None:
-        super().__init__(Homography(matrix))
+    def __init__(self, matrix, *, key: str = "registration.matrix",
+                 frame_sizes: tuple[tuple[int, int], tuple[int, int]] | None = None) -> None:
+        super().__init__(Homography(matrix, key=key, frame_sizes=frame_sizes))
 
     @property
     def matrix(self) -> np.ndarray:
@@ -164,4 +182,7 @@ def _resize(config: RegistrationConfig) -> Registrar:
 
 @REGISTRATIONS.register("homography")
 def _homography(config: RegistrationConfig) -> Registrar:
-    return HomographyRegistrar(config.matrix)
+    if config.calibration is None:
+        return HomographyRegistrar(config.matrix)
+    key = f"registration.calibration ({config.calibration})"
+    return HomographyRegistrar(config.matrix, key=key, frame_sizes=calibrated_frame_sizes(config.calibration, key))
