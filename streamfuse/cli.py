@@ -164,14 +164,20 @@ def _paired_stems(ir: str, vis: str, *, pair_by: str) -> list[str] | None:
 
 
 def fuse_config(ir: str, vis: str, output: str, *, fuser: str, overwrite: bool, pair_by: str = "stem",
-                overrides: list[str] | None = None, calibration: str | None = None) -> Config:
+                overrides: list[str] | None = None, calibration: str | None = None,
+                fps: float | None = None) -> Config:
     """The pipeline config for ``streamfuse fuse``: images, folders or videos in, the matching kind out.
 
     Two folders are paired by file name (``pair_by="stem"``) or by sorted order (``"order"``), and
-    written as a folder of images, or as a video (at the image sources' ``fps``) when ``output`` has a
-    video extension. ``calibration`` names a file from ``streamfuse calibrate`` to register with.
+    written as a folder of images, or as a video (at ``fps``, default the image sources' 25) when
+    ``output`` has a video extension. ``calibration`` names a file from ``streamfuse calibrate`` to
+    register with.
     """
     kinds = {_input_kind(ir, "--ir"), _input_kind(vis, "--vis")}
+    if fps is not None and "video" in kinds:
+        raise StreamfuseError("--fps: videos keep their own timing; --fps sets the rate of folders of images")
+    if fps is not None and not fps > 0:
+        raise StreamfuseError(f"--fps: must be positive, got {fps:g}")
     out = Path(output)
     if "video" in kinds:
         if out.suffix.lower() not in VIDEO_EXTENSIONS:
@@ -202,6 +208,9 @@ def fuse_config(ir: str, vis: str, output: str, *, fuser: str, overwrite: bool, 
         if stems is not None:
             for section in sources.values():
                 section["stems"] = stems
+        if fps is not None:
+            for section in sources.values():
+                section["fps"] = fps
     data = {
         "sources": sources,
         "fusion": {"fuser": fuser},
@@ -210,6 +219,10 @@ def fuse_config(ir: str, vis: str, output: str, *, fuser: str, overwrite: bool, 
         "stats": {"log_every_s": 0},
     }
     config = config_from_dict(data, overrides)
+    if kinds <= {"image", "folder"} and config.sources.ir.fps != config.sources.vis.fps:
+        raise StreamfuseError(f"sources.ir.fps ({config.sources.ir.fps:g}) and sources.vis.fps "
+                              f"({config.sources.vis.fps:g}) differ: paired image folders play at one rate; "
+                              "set it with --fps")
     check_outputs_are_not_inputs(config, {"sinks.0.path": "-o", "sources.ir.path": "--ir", "sources.ir.uri": "--ir",
                                           "sources.vis.path": "--vis", "sources.vis.uri": "--vis"})
     return config
@@ -218,7 +231,7 @@ def fuse_config(ir: str, vis: str, output: str, *, fuser: str, overwrite: bool, 
 def cmd_fuse(args: argparse.Namespace) -> int:
     ir, vis = (args.ir, args.vis) if args.task is None else _medical_slots(args.ir, args.vis, args.task)
     config = fuse_config(ir, vis, args.output, fuser=args.fuser, overwrite=args.overwrite,
-                         pair_by=args.pair_by, overrides=args.set, calibration=args.calibration)
+                         pair_by=args.pair_by, overrides=args.set, calibration=args.calibration, fps=args.fps)
     pipeline = Pipeline(_apply_prompt(config, args))
     setup_runtime(config.fusion, live=pipeline.live)
     if pipeline.routing is not None:
@@ -814,6 +827,8 @@ def build_parser() -> argparse.ArgumentParser:
                                "whichever of --ir / --vis names it); see docs/medical.md")
     fuse.add_argument("--calibration", metavar="FILE",
                       help="register the infrared images with this file from 'streamfuse calibrate'")
+    fuse.add_argument("--fps", type=float, metavar="N",
+                      help="frame rate of two folders of images and of the video they make (default 25)")
     common(fuse)
     fuse.set_defaults(handler=cmd_fuse)
 

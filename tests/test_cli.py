@@ -59,11 +59,15 @@ def test_fuse_folders(image_folders, tmp_path, capsys):
 def test_fuse_folders_into_a_video(image_folders, tmp_path, capsys):
     ir_dir, vis_dir = image_folders
     code, _, err = run_cli(capsys, "fuse", "--ir", str(ir_dir), "--vis", str(vis_dir), "-o",
-                           str(tmp_path / "fused.mp4"), "--fuser", "classical",
-                           "--set", "sources.ir.fps=10", "--set", "sources.vis.fps=10")
+                           str(tmp_path / "fused.mp4"), "--fuser", "classical", "--fps", "10")
     assert code == 0, err
     images, times = read_video(tmp_path / "fused.mp4")
     assert len(images) == 12 and times[-1] == pytest.approx(1.1, abs=0.002)  # frame 11 at 10 fps
+    # one side's rate alone would pair frames by time across the two rates (frame 8 with frame 20)
+    code, _, err = run_cli(capsys, "fuse", "--ir", str(ir_dir), "--vis", str(vis_dir), "-o",
+                           str(tmp_path / "other.mp4"), "--fuser", "classical", "--set", "sources.ir.fps=10")
+    assert code == 1 and "sources.ir.fps (10) and sources.vis.fps (25) differ" in err and "--fps" in err
+    assert not (tmp_path / "other.mp4").exists()
     code, _, err = run_cli(capsys, "fuse", "--ir", str(ir_dir), "--vis", str(vis_dir), "-o", str(tmp_path / "x.png"))
     assert code == 1 and "give a folder path or a video file" in err
 
