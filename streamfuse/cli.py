@@ -32,6 +32,7 @@ from streamfuse.pipeline import Pipeline, check_outputs_are_not_inputs
 from streamfuse.probe import probe
 from streamfuse.registration.estimate import STRUCTURES, estimate_homography
 from streamfuse.runtime import setup_runtime
+from streamfuse.sinks.video import OUTPUT_VIDEO_EXTENSIONS
 from streamfuse.sources.video import VIDEO_EXTENSIONS
 from streamfuse.stats import END_TO_END, PipelineStats
 
@@ -181,7 +182,8 @@ def fuse_config(ir: str, vis: str, output: str, *, fuser: str, overwrite: bool, 
     out = Path(output)
     if "video" in kinds:
         if out.suffix.lower() not in VIDEO_EXTENSIONS:
-            raise StreamfuseError(f"-o {output}: a video input needs a video output ({', '.join(VIDEO_EXTENSIONS)})")
+            raise StreamfuseError(f"-o {output}: a video input needs a video output "
+                                  f"({', '.join(OUTPUT_VIDEO_EXTENSIONS)})")
         sink = {"type": "video", "path": output, "overwrite": overwrite}
     elif kinds == {"image"}:
         if out.suffix.lower() not in IMAGE_EXTENSIONS:
@@ -193,7 +195,7 @@ def fuse_config(ir: str, vis: str, output: str, *, fuser: str, overwrite: bool, 
     else:
         if out.suffix.lower() in IMAGE_EXTENSIONS:
             raise StreamfuseError(f"-o {output}: folder inputs write a folder of images or a video "
-                                  f"({', '.join(VIDEO_EXTENSIONS)}); give a folder path or a video file")
+                                  f"({', '.join(OUTPUT_VIDEO_EXTENSIONS)}); give a folder path or a video file")
         sink = {"type": "images", "path": output, "pattern": "{name}.png", "overwrite": overwrite}
 
     def source(path: str) -> dict:

@@ -46,6 +46,15 @@ def test_video_sink_writes_every_frame_with_increasing_pts(tmp_path):
     assert times[-1] == pytest.approx(29 / 25, abs=0.002)
 
 
+@pytest.mark.parametrize("suffix", [".avi", ".webm"])
+def test_containers_that_cannot_hold_the_stream_are_refused_before_writing(tmp_path, suffix):
+    """AVI stores a frame rate, not timestamps (players saw 1000 fps); WebM takes no H.264 (a traceback at frame 1)."""
+    with pytest.raises(SinkError, match=rf"cannot create video .*{suffix} \(a format streamfuse reads but does not "
+                                        r"write\); use one of \.mp4, \.mkv, \.mov"):
+        VideoWriter(tmp_path / f"out{suffix}")
+    assert not (tmp_path / f"out{suffix}").exists()
+
+
 def test_video_pts_follow_capture_time_across_drops(tmp_path):
     """Frames 10..19 were dropped upstream: the file keeps real time instead of speeding up."""
     stamps = [i / 30 for i in range(10)] + [i / 30 for i in range(20, 30)]

@@ -70,14 +70,21 @@ class DiskFullError(SinkError):
         self.frames_lost = frames_lost
 
 
+#: The containers a video sink writes: they hold H.264 / FFV1 / MPEG-4 with capture timestamps. AVI and WebM
+#: are read but not written (AVI stores a frame rate, not timestamps: players showed 1000 fps; WebM needs VP8/VP9).
+OUTPUT_VIDEO_EXTENSIONS = (".mp4", ".mkv", ".mov", ".m4v", ".ts")
+
+
 def prepare_output_file(path: Path, overwrite: bool, key: str) -> None:
     """Check that ``path`` may be written: a video file name, parent folder created, existing file only with
     ``overwrite``."""
     if path.is_dir():
         raise SinkError(f"{key}: {path} is a folder; give a file name such as {path / 'fused.mp4'}")
-    if path.suffix.lower() not in VIDEO_EXTENSIONS:  # av opens .png (an image muxer) and fails at the first frame
-        raise SinkError(f"{key}.path: cannot create video {path} (not a video file name); use one of "
-                        f"{', '.join(VIDEO_EXTENSIONS)}")
+    if path.suffix.lower() not in OUTPUT_VIDEO_EXTENSIONS:  # av opens .png (an image muxer), fails at frame 1
+        why = "a format streamfuse reads but does not write" if path.suffix.lower() in VIDEO_EXTENSIONS else \
+            "not a video file name"
+        raise SinkError(f"{key}.path: cannot create video {path} ({why}); use one of "
+                        f"{', '.join(OUTPUT_VIDEO_EXTENSIONS)}")
     if path.exists() and not overwrite:
         raise SinkError(f"{key}: {path} already exists; choose another path or allow overwriting "
                         "(sink option overwrite: true, or -y/--overwrite)")
