@@ -47,6 +47,12 @@ def test_fuse_single_images(tmp_path, capsys):
     code, _, err = run_cli(capsys, "fuse", "--ir", str(tmp_path / "ir.png"), "--vis", str(tmp_path / "vis.jpg"),
                            "-o", str(tmp_path / "out" / "fused.png"))
     assert code == 1 and "already exists" in err and "--overwrite" in err
+    code, _, err = run_cli(capsys, "fuse", "--ir", str(tmp_path / "ir.png"), "--vis", str(tmp_path / "vis.jpg"),
+                           "-o", str(tmp_path / "out" / "fused.pgm"))  # PGM holds gray: the fused luminance
+    assert code == 0, err
+    colour = cv2.imread(str(tmp_path / "out" / "fused.png"))
+    gray = cv2.imread(str(tmp_path / "out" / "fused.pgm"), cv2.IMREAD_UNCHANGED)
+    assert gray.shape == (60, 80) and np.abs(gray.astype(int) - cv2.cvtColor(colour, cv2.COLOR_BGR2GRAY)).max() <= 1
 
 
 def test_fuse_folders(image_folders, tmp_path, capsys):

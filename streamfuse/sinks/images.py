@@ -13,6 +13,9 @@ from streamfuse.registry import SINKS
 from streamfuse.sinks.base import Sink, SinkContext
 from streamfuse.stats import PipelineStats
 
+#: Image formats with a single channel: a colour fused frame is written as its luminance.
+GRAY_ONLY_EXTENSIONS = (".pgm",)
+
 
 class ImagesSink(Sink):
     """Writes each fused frame as an image file in a folder.
@@ -60,7 +63,10 @@ class ImagesSink(Sink):
         if target.exists() and not self.overwrite:
             raise SinkError(f"{self.key}: {target} already exists; choose another folder or allow overwriting "
                             "(sink option overwrite: true, or -y/--overwrite)")
-        if not cv2.imwrite(str(target), frame.image):
+        image = frame.image
+        if image.ndim == 3 and target.suffix.lower() in GRAY_ONLY_EXTENSIONS:  # PGM holds one channel: the luminance
+            image = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+        if not cv2.imwrite(str(target), image):
             raise SinkError(f"{self.key}: could not write {target} (unknown image extension or disk full)")
 
     def close(self) -> None:
