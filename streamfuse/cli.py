@@ -719,7 +719,7 @@ def cmd_subscribe(args: argparse.Namespace) -> int:
     first: float | None = None
     last_frame_at = time.monotonic()
     deadline = time.monotonic() + args.duration if args.duration else None
-    stopped_by = None
+    stopped_by: int | None = None
 
     def report(frames: int, seconds: float, latencies: list[float], prefix: str) -> None:
         latencies = sorted(latencies)
@@ -754,8 +754,8 @@ def cmd_subscribe(args: argparse.Namespace) -> int:
                     else:
                         print(f"no frames from {args.endpoint} in the last second", flush=True)
                     window_start, window_latencies = now, []
-    except KeyboardInterrupt:
-        stopped_by = "interrupted"
+    except KeyboardInterrupt as exc:
+        stopped_by = 143 if isinstance(exc, Terminated) else 130  # 128 + SIGTERM / SIGINT
     finally:
         if writer is not None:
             writer.close()
@@ -766,7 +766,11 @@ def cmd_subscribe(args: argparse.Namespace) -> int:
     if not all_latencies:
         raise StreamfuseError(f"{args.endpoint}: received no frames; check that a pipeline publishes there "
                               "(and its topic and keys)")
-    return 130 if stopped_by else 0
+    return stopped_by or 0
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so that a command finalises its files (exit status 143, not 130)."""
 
 
 @contextlib.contextmanager
@@ -777,7 +781,7 @@ def _sigterm_as_interrupt() -> Iterator[None]:
         return
 
     def interrupt(_signum, _frame) -> None:
-        raise KeyboardInterrupt
+        raise Terminated
 
     previous = signal.signal(signal.SIGTERM, interrupt)
     try:
@@ -960,9 +964,9 @@ def main(argv: list[str] | None = None) -> int:
     except StreamfuseError as exc:
         print(f"streamfuse: error: {exc}", file=sys.stderr)
         return exc.exit_code
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         print("streamfuse: interrupted", file=sys.stderr)
-        return 130
+        return 143 if isinstance(exc, Terminated) else 130
 
 
 if __name__ == "__main__":
