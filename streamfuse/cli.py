@@ -643,15 +643,27 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_config(args: argparse.Namespace) -> int:
     configs = packaged_configs()
     if args.action == "list":
+        width = max(len(name) for name in configs)
         for name, path in configs.items():
-            first = path.read_text(encoding="utf-8").splitlines()[0]
-            print(f"{name:<8} {first.lstrip('# ') if first.startswith('#') else ''}")
+            print(f"{name:<{width}}  {_first_sentence(path)}")
         return 0
     name = Path(args.name).stem
     if name not in configs:
         raise StreamfuseError(f"config show: no packaged config {args.name!r} (packaged: {', '.join(configs)})")
     print(configs[name].read_text(encoding="utf-8"), end="")
     return 0
+
+
+def _first_sentence(path: Path) -> str:
+    """The first sentence of a config file's leading comment block ('' without one)."""
+    comment = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if not line.startswith("#"):
+            break
+        comment.append(line.lstrip("# ").strip())
+    text = " ".join(part for part in comment if part)
+    end = text.find(". ")
+    return text if end < 0 else text[:end + 1]
 
 
 # ------------------------------------------------------------------------------------------- prompt
@@ -932,7 +944,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub = add(commands, "subscribe", help="receive fused frames from a ZeroMQ publisher")
     sub.add_argument("endpoint", help="publisher endpoint, e.g. tcp://127.0.0.1:5555")
-    sub.add_argument("--topic", default="fused")
+    sub.add_argument("--topic", default="fused", help="ZeroMQ topic the publisher sends on (default fused)")
     sub.add_argument("--save", metavar="VIDEO", help="write every received frame to a video file")
     sub.add_argument("-y", "--overwrite", action="store_true", help="replace an existing --save file")
     sub.add_argument("--frames", type=int, help="stop after N frames")

@@ -266,6 +266,9 @@ def test_verbosity_flags_work_after_the_command(tmp_path):
 def test_packaged_configs_listed_shown_and_run_by_name_outside_the_repository(tmp_path, capsys):
     code, out, _ = run_cli(capsys, "config", "list")
     assert code == 0 and {"demo", "files", "live", "train"} <= {line.split()[0] for line in out.splitlines()}
+    descriptions = {line.split()[0]: line.index(line.split()[1]) for line in out.splitlines()}
+    assert len(set(descriptions.values())) == 1  # one column, however long a name (medical_split)
+    assert "(no data, no downloads)." in out  # the whole first sentence, not its first line
     code, out, _ = run_cli(capsys, "config", "show", "files")
     assert code == 0 and out == (REPO / "streamfuse" / "configs" / "files.yaml").read_text()
     code, _, err = run_cli(capsys, "config", "show", "nope")
