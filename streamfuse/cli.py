@@ -548,8 +548,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
     result = bench.report(stats, info, size=[width, height], fuser=args.fuser, sink=args.sink, mode=mode,
                           model_only=model)
     where = result["machine"].get("gpu") or f"{result['machine']['cpu']} ({result['machine']['cores']} cores)"
+    device = " ".join(filter(None, (info.get("device", "cpu"), info.get("precision"))))  # classical: no precision
     print(f"streamfuse bench: {width}x{height}, fuser {args.fuser}, {args.streams} stream(s), {stats.frames_out} "
-          f"frames, sink {args.sink}, {mode}, {info.get('device', 'cpu')} {info.get('precision', '')}, {where}")
+          f"frames, sink {args.sink}, {mode}, {device}, {where}")
     print(stats.table())
     e2e = stats.stages().get(END_TO_END)
     drops = {k: v for k, v in stats.counters().items() if k.startswith("drops.") and v}
