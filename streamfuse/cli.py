@@ -82,11 +82,14 @@ def _log_summary(stats: PipelineStats) -> None:
 def _log_inputs(pipeline: Pipeline) -> None:
     """One line per input (read, paired, unpaired, dropped); a warning when frames of a finite run were lost."""
     counts = pipeline.input_counts()
+    stopped_early = pipeline.stop_signal is not None or pipeline.max_frames is not None
+    # Frames read ahead of a stop were never offered to the pairing: "unpaired" would blame the inputs.
+    labels = {"unpaired": "unpaired or read ahead of the stop"} if stopped_early else {}
     for name, count in counts.items():
         log.info("input %s (%s): %s", name, pipeline.sources[name].describe(),
-                 ", ".join(f"{value} {key}" for key, value in count.items()))
+                 ", ".join(f"{value} {labels.get(key, key)}" for key, value in count.items()))
     lost = {name: count for name, count in counts.items() if count["unpaired"] or count["dropped"]}
-    if lost and not pipeline.live and pipeline.stop_signal is None and pipeline.max_frames is None:
+    if lost and not pipeline.live and not stopped_early:
         log.warning("not every input frame was fused (%s); the inputs differ in length or timing, or frames "
                     "were undecodable (see the warnings above); pairing tolerance %.0f ms (sync.tolerance_ms)",
                     "; ".join(f"{name}: {count['unpaired']} unpaired, {count['dropped']} dropped of "

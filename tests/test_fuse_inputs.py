@@ -122,6 +122,21 @@ def test_inputs_of_different_lengths_are_reported_not_cut_silently(tmp_path, cap
     assert "not every input frame was fused (vis: 6 unpaired, 0 dropped of 16 read)" in log
 
 
+def test_frames_read_ahead_of_max_frames_are_not_blamed_on_the_inputs(tmp_path, capsys, caplog):
+    for side, index in (("ir", 0), ("vis", 1)):
+        write_video(tmp_path / f"{side}.mp4", [cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR) if frame.ndim == 2 else frame
+                                              for frame in (make_pair(i)[index] for i in range(40))], fps=10)
+    with caplog.at_level(logging.INFO, logger="streamfuse"):
+        code, _, err = run_cli(capsys, "run", "files",
+                               "--set", f"sources.ir={{type: video, uri: '{tmp_path / 'ir.mp4'}'}}",
+                               "--set", f"sources.vis={{type: video, uri: '{tmp_path / 'vis.mp4'}'}}",
+                               "--set", f"sinks.0.path={tmp_path / 'out.mp4'}", "--set", "fusion.fuser=classical",
+                               "--max-frames", "5", "--no-progress")
+    assert code == 0, err
+    assert "unpaired or read ahead of the stop" in caplog.text
+    assert "not every input frame was fused" not in caplog.text
+
+
 def test_a_decode_error_mid_file_is_a_warning_and_counted(tmp_path, capsys, caplog):
     write_video(tmp_path / "ir.mp4", [np.zeros((48, 64, 3), np.uint8)] * 40, fps=25)
     broken = write_png_mov(tmp_path / "vis.mov", 40, broken=(20,))
