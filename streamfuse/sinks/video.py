@@ -189,7 +189,8 @@ class VideoWriter:
             self._open_stream(width, height)
         elif self._size != (width, height):
             raise SinkError(f"{self.path}: frame size changed from {self._size[0]}x{self._size[1]} to "
-                            f"{width}x{height}; a video file needs one size")
+                            f"{width}x{height}; a video file needs one size (it keeps the {self.frames_written} "
+                            "frame(s) before; inputs of mixed sizes go to a folder of images)")
         if self._first_timestamp is None:
             self._first_timestamp = timestamp
         pts = max(int(round((timestamp - self._first_timestamp) * 1000)), self._last_pts + 1)
