@@ -46,6 +46,18 @@ def test_video_sink_writes_every_frame_with_increasing_pts(tmp_path):
     assert times[-1] == pytest.approx(29 / 25, abs=0.002)
 
 
+@pytest.mark.parametrize("suffix", [".mp4", ".mkv"])
+def test_a_run_without_frames_keeps_the_file_it_would_have_replaced(tmp_path, suffix):
+    """overwrite: true and then no frame (a busy port, a size error, Ctrl-C while a camera starts): the old
+    recording stays as it was (it was deleted)."""
+    path = tmp_path / f"old{suffix}"
+    path.write_bytes(b"an earlier recording")
+    VideoWriter(path, overwrite=True).close()
+    assert path.read_bytes() == b"an earlier recording"
+    VideoWriter(tmp_path / f"new{suffix}").close()
+    assert not (tmp_path / f"new{suffix}").exists()  # and none is left behind where there was none
+
+
 @pytest.mark.parametrize("suffix", [".avi", ".webm"])
 def test_containers_that_cannot_hold_the_stream_are_refused_before_writing(tmp_path, suffix):
     """AVI stores a frame rate, not timestamps (players saw 1000 fps); WebM takes no H.264 (a traceback at frame 1)."""

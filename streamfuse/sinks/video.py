@@ -147,6 +147,7 @@ class VideoWriter:
         """File size after the last successful write: the end of the last complete fragment."""
         self.frames_complete = 0
         """Frames in the file up to :attr:`bytes_complete`."""
+        self._replaces = self.path.exists()  # kept as it is unless a frame comes: a run with none loses nothing
         prepare_output_file(self.path, overwrite, key)
         try:
             self._fragmented = fragmented and self.path.suffix.lower() in (".mp4", ".mov")
@@ -224,8 +225,9 @@ class VideoWriter:
             if exc.errno in DISK_FULL_ERRORS:
                 raise self._cut_after_disk_full(container, exc) from exc
             raise
-        if self._stream is None:
-            self.path.unlink(missing_ok=True)
+        if self._stream is None:  # no frame: the muxer never opened the file; an earlier one stays as it was
+            if not self._replaces:
+                self.path.unlink(missing_ok=True)
         elif self._fragmented and not self._last_fragment_written():
             # FFmpeg's trailer does not report a failed write: a full disk shows only in the file.
             raise self._cut_after_disk_full(container, OSError(errno.ENOSPC, "the last fragment did not reach "
