@@ -154,6 +154,15 @@ def test_cluster_cpu_count_is_checked_before_starting_ray(tmp_path, capsys, cpus
     assert f"streamfuse: error: --num-cpus: must be at least 1, got {cpus}" in capsys.readouterr().err
 
 
+def test_an_unknown_fuser_is_one_error_before_starting_ray(tmp_path, capsys):
+    """It was a Ray worker traceback per segment, each segment recorded as failed in the manifest."""
+    write_recording(tmp_path / "archive", "day", frames=4)
+    code = main(["cluster", "fuse", str(tmp_path / "archive"), "-o", str(tmp_path / "out"), "--fuser", "Classical"])
+    assert code == 2
+    assert "streamfuse: error: fusion.fuser: unknown fuser 'Classical'" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
 def test_deploying_an_empty_fleet_is_an_error(tmp_path, capsys):
     (tmp_path / "fleet.yaml").write_text("")
     assert main(["cluster", "run", str(tmp_path / "fleet.yaml"), "--detach"]) == 1

@@ -13,6 +13,7 @@ from pathlib import Path
 from streamfuse.cluster import connect, require_ray
 from streamfuse.config import config_from_dict
 from streamfuse.errors import StreamfuseError
+from streamfuse.registry import FUSERS
 
 log = logging.getLogger("streamfuse")
 
@@ -28,6 +29,7 @@ def cmd_cluster_fuse(args: argparse.Namespace) -> int:
     from streamfuse.cluster.archive import ArchiveJob, find_recordings, job_summary_lines
 
     config = config_from_dict({"fusion": {"fuser": args.fuser}, "sinks": []}, args.set)
+    FUSERS.find(config.fusion.fuser, key="fusion.fuser")  # here, not as tracebacks from every Ray worker
     recordings = find_recordings(args.source)
     job = ArchiveJob(recordings, args.output, config, segment_s=args.segment_s, actors=args.actors,
                      gpu_share=args.gpu_share, max_errors=args.max_errors, codec=args.codec)
