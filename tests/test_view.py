@@ -89,6 +89,14 @@ def test_prompt_errors_are_the_control_sockets(tmp_path):
             assert status == 400 and reply["ok"] is False
             assert reply == request(f"tcp://127.0.0.1:{control}", message)
         assert post(url, b"{not json")[1] == {"ok": False, "error": "request is not valid JSON"}
+        for length in ("-5", "-1", "many"):  # -5 was a ValueError traceback; -1 read until the client gave up
+            host, port = pipeline.view.url.removeprefix("http://").split(":")
+            connection = http.client.HTTPConnection(host, int(port), timeout=5)
+            connection.putrequest("POST", f"/api/control?token={TOKEN}")
+            connection.putheader("Content-Length", length)
+            connection.endheaders()
+            assert connection.getresponse().status == 411, length
+            connection.close()
         oversized = json.dumps({"cmd": "set_prompt", "prompt": "y" * 70000}).encode()
         status, reply = post(url, oversized)
         assert status == 413

@@ -97,9 +97,11 @@ class ViewServer:
     def _control(self, request: BaseHTTPRequestHandler) -> None:
         try:
             size = int(request.headers.get("Content-Length", ""))
-        except ValueError:
+            if size < 0:
+                raise ValueError(size)
+        except ValueError:  # missing, not a number, or negative (read(-1) would wait for the client to hang up)
             request.close_connection = True
-            respond(request, 411, b'{"ok": false, "error": "a control request needs a Content-Length"}',
+            respond(request, 411, b'{"ok": false, "error": "a control request needs a Content-Length of 0 or more"}',
                     "application/json")
             return
         if size > MAX_REQUEST_BYTES:  # not read: the connection is closed instead
