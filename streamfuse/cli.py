@@ -113,9 +113,16 @@ def _medical_slots(ir: str, vis: str, task: str) -> tuple[str, str]:
     keeps. For PET and SPECT the functional image is the one in colour, whichever flag names it; for
     CT (both gray) the flags are taken as given: ``--ir`` MRI, ``--vis`` CT.
     """
-    if task == "mri_ct" or "video" in {_input_kind(ir, "--ir"), _input_kind(vis, "--vis")}:
+    if "video" in {_input_kind(ir, "--ir"), _input_kind(vis, "--vis")}:
         return ir, vis
-    ir_colour, vis_colour = (has_colour(read_image(list_images(path)[0])) for path in (ir, vis))
+    # Any image in colour, not the first one only: a folder may start with gray slices.
+    ir_colour, vis_colour = (any(has_colour(read_image(image)) for image in list_images(path)) for path in (ir, vis))
+    if task == "mri_ct":
+        if ir_colour or vis_colour:
+            log.warning("--task mri_ct: %s has images in colour, but MRI and CT are gray and are fused as gray "
+                        "(a PET or SPECT image? then --task mri_pet or mri_spect keeps its colour)",
+                        ir if ir_colour else vis)
+        return ir, vis
     if ir_colour and not vis_colour:
         log.info("--task %s: the colour image (%s, given as --ir) is the functional one; it is fused in the "
                  "visible slot, which keeps its colour, and %s as the MRI", task, ir, vis)

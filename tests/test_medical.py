@@ -78,6 +78,25 @@ def test_fuse_task_keeps_the_functional_colour_whichever_flag_names_it(tmp_path,
     assert not has_colour(cv2.imread(str(tmp_path / "z" / "a.png")))
 
 
+def test_the_functional_folder_is_found_past_gray_slices_and_colour_is_flagged_for_ct(tmp_path, caplog):
+    """A PET folder starting with a gray slice was taken for the MRI (all PET outputs gray); mri_ct said nothing
+    about a colour input, whose colour it drops."""
+    mri, _, pet = head_phantom()
+    for folder in ("mri", "pet"):
+        (tmp_path / folder).mkdir()
+    for name in ("a", "b"):
+        cv2.imwrite(str(tmp_path / "mri" / f"{name}.png"), mri)
+    cv2.imwrite(str(tmp_path / "pet" / "a.png"), mri)  # a gray slice first
+    cv2.imwrite(str(tmp_path / "pet" / "b.png"), pet)
+    assert main(["fuse", "--task", "mri_pet", "--ir", str(tmp_path / "pet"), "--vis", str(tmp_path / "mri"),
+                 "-o", str(tmp_path / "out"), "--fuser", "classical", "--no-progress"]) == 0
+    assert has_colour(cv2.imread(str(tmp_path / "out" / "b.png")))
+    assert "neither input is in colour" not in caplog.text
+    assert main(["fuse", "--task", "mri_ct", "--ir", str(tmp_path / "mri"), "--vis", str(tmp_path / "pet"),
+                 "-o", str(tmp_path / "ct"), "--fuser", "classical", "--no-progress"]) == 0
+    assert f"--task mri_ct: {tmp_path / 'pet'} has images in colour" in caplog.text
+
+
 def test_task_and_prompt_are_exclusive(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["fuse", "--ir", "a", "--vis", "b", "-o", str(tmp_path), "--task", "mri_ct", "--prompt", "x"])
