@@ -71,6 +71,9 @@ def _log_setup(pipeline: Pipeline, origin: str) -> None:
                  pipeline.config.control.endpoint)
     for index, sink in enumerate(pipeline.config.sinks):
         log.info("sink %d: %s", index, sink.type + " " + (getattr(sink, "path", "") or getattr(sink, "endpoint", "")))
+    if not pipeline.config.sinks and not pipeline.config.view.enabled:
+        log.warning("no sinks and no view: the fused frames are neither written nor shown (add sinks: [...] to the "
+                    "config, or --set view.enabled=true)")
 
 
 def _log_summary(stats: PipelineStats) -> None:

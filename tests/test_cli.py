@@ -263,6 +263,14 @@ def test_verbosity_flags_work_after_the_command(tmp_path):
     assert "pairing tolerance" in fuse("b.png", "-v")  # a debug line
 
 
+def test_a_config_without_sinks_or_view_is_warned_about(tmp_path, capsys, caplog):
+    (tmp_path / "empty.yaml").write_text("")  # ran the synthetic scene forever with no output, silently
+    code, _, err = run_cli(capsys, "run", str(tmp_path / "empty.yaml"), "--max-frames", "2", "--no-progress",
+                           "--set", "control.enabled=false", "--set", "fusion.fuser=classical")
+    assert code == 0, err
+    assert "no sinks and no view: the fused frames are neither written nor shown" in caplog.text
+
+
 def test_packaged_configs_listed_shown_and_run_by_name_outside_the_repository(tmp_path, capsys):
     code, out, _ = run_cli(capsys, "config", "list")
     assert code == 0 and {"demo", "files", "live", "train"} <= {line.split()[0] for line in out.splitlines()}
