@@ -6,6 +6,7 @@ One local Ray cluster (2 CPUs, a small object store, usage stats off) serves eve
 from __future__ import annotations
 
 import copy
+import csv
 import logging
 import os
 import sys
@@ -26,6 +27,7 @@ import ray  # noqa: E402 - after the environment that turns usage statistics off
 from streamfuse.cli import main  # noqa: E402
 from streamfuse.cluster import require_ray  # noqa: E402
 from streamfuse.cluster.archive import (  # noqa: E402
+    MANIFEST_FIELDS,
     ArchiveJob,
     Manifest,
     Recording,
@@ -80,16 +82,35 @@ def test_recordings_from_csv_name_the_problem(tmp_path):
 def test_manifest_skips_only_the_same_finished_segment(tmp_path):
     recording, video = Recording("r", "ir.mp4", "vis.mp4"), tmp_path / "r_00000.mp4"
     video.write_bytes(b"fused")
+    settings = "fuser classical, codec h264"
     Manifest(tmp_path / "manifest.csv").record(manifest_row(Segment(recording, 0, 0.0, 1.0), {
-        "status": "done", "frames": 10, "output": str(video), "seconds": 1.0, "error": ""}))
+        "status": "done", "frames": 10, "output": str(video), "seconds": 1.0, "error": "", "settings": settings}))
     with (tmp_path / "manifest.csv").open("a") as file:
         file.write("r/00001,r,1,ir.mp4")  # a row cut short by a kill
     manifest = Manifest(tmp_path / "manifest.csv")
-    assert manifest.done(Segment(recording, 0, 0.0, 1.0)) and list(manifest.rows) == ["r/00000"]
-    assert not manifest.done(Segment(recording, 0, 0.0, 2.0))  # --segment-s changed: other boundaries
-    assert not manifest.done(Segment(Recording("r", "ir.mp4", "other.mp4"), 0, 0.0, 1.0))
+    assert manifest.done(Segment(recording, 0, 0.0, 1.0), settings) and list(manifest.rows) == ["r/00000"]
+    assert not manifest.done(Segment(recording, 0, 0.0, 1.0), "fuser model, codec h264")  # made otherwise: redo
+    assert not manifest.done(Segment(recording, 0, 0.0, 2.0), settings)  # --segment-s changed: other boundaries
+    assert not manifest.done(Segment(Recording("r", "ir.mp4", "other.mp4"), 0, 0.0, 1.0), settings)
     video.unlink()
-    assert not manifest.done(Segment(recording, 0, 0.0, 1.0))
+    assert not manifest.done(Segment(recording, 0, 0.0, 1.0), settings)
+
+
+def test_a_manifest_without_settings_is_redone_and_rewritten_with_them(tmp_path):
+    """An older streamfuse's manifest did not say how a segment was made: its segments are fused again."""
+    recording, video = Recording("r", "ir.mp4", "vis.mp4"), tmp_path / "r_00000.mp4"
+    video.write_bytes(b"fused")
+    old_fields = [field for field in MANIFEST_FIELDS if field != "settings"]
+    row = manifest_row(Segment(recording, 0, 0.0, 1.0), {"status": "done", "frames": 10, "output": str(video),
+                                                         "seconds": 1.0, "error": ""})
+    (tmp_path / "manifest.csv").write_text(",".join(old_fields) + "\n" + ",".join(str(row[f]) for f in old_fields)
+                                           + "\n")
+    manifest = Manifest(tmp_path / "manifest.csv")
+    assert not manifest.done(Segment(recording, 0, 0.0, 1.0), "fuser model")
+    manifest.record({**row, "segment": "r/00001", "settings": "fuser model"})
+    rows = list(csv.DictReader((tmp_path / "manifest.csv").open()))
+    assert [r["segment"] for r in rows] == ["r/00000", "r/00001"]
+    assert [r["settings"] for r in rows] == ["", "fuser model"]
 
 
 def test_archive_job_resumes_and_reports_a_corrupt_recording(tmp_path, ray_cluster):
@@ -132,6 +153,11 @@ def test_archive_job_resumes_and_reports_a_corrupt_recording(tmp_path, ray_clust
         images, times = read_video(Path(rows[key]["output"]))
         assert len(images) == 10 and int(rows[key]["frames"]) == 10
         assert times == sorted(times)
+    # made with other settings: fused again, not skipped (a rerun with another codec or fuser mixed them)
+    recoded = ArchiveJob(recordings, out, CLASSICAL, segment_s=1.0, actors=2, max_errors=1, codec="mpeg4").run()
+    assert (recoded.skipped, recoded.done) == (0, 6)
+    assert all("codec mpeg4" in row["settings"] for key, row in Manifest(out / "manifest.csv").rows.items()
+               if key in done)
 
 
 def test_cluster_fuse_command(tmp_path, ray_cluster, caplog):

@@ -62,7 +62,7 @@ log = logging.getLogger(__name__)
 
 #: Columns of the manifest, in order.
 MANIFEST_FIELDS = ("segment", "recording", "index", "ir", "vis", "start_s", "end_s", "status", "frames", "output",
-                   "seconds", "error")
+                   "seconds", "error", "settings")
 #: Suffix of a segment's video while it is being written.
 PART_SUFFIX = ".part.mp4"
 #: Timestamps closer than this (seconds) are the same instant (the keyframe a segment starts at).
@@ -308,23 +308,30 @@ class Manifest:
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
         self.rows: dict[str, dict] = {}
+        self._header: tuple[str, ...] = MANIFEST_FIELDS
         if self.path.exists():
             with self.path.open(newline="", encoding="utf-8") as file:
-                for row in csv.DictReader(file):
+                reader = csv.DictReader(file)
+                for row in reader:
                     if None not in row.values() and row.get("segment"):  # a row cut short by a kill is ignored
                         self.rows[row["segment"]] = row
+                self._header = tuple(reader.fieldnames or MANIFEST_FIELDS)
 
-    def done(self, segment: Segment) -> bool:
-        """True when ``segment`` finished in an earlier run, from the same videos and over the same time
-        range (not so after a change of ``--segment-s``), and its video is still there."""
+    def done(self, segment: Segment, settings: str) -> bool:
+        """True when ``segment`` finished in an earlier run, from the same videos, over the same time range
+        (not so after a change of ``--segment-s``) and with the same ``settings`` (fuser, prompt, codec: not so
+        after a change of ``--fuser``), and its video is still there."""
         row = self.rows.get(segment.key)
         if row is None or row["status"] != "done" or not Path(row["output"]).is_file():
             return False
-        planned = manifest_row(segment, {})
-        return all(row[key] == str(planned[key]) for key in ("ir", "vis", "start_s", "end_s"))
+        planned = manifest_row(segment, {"settings": settings})
+        return all(row.get(key) == str(planned[key]) for key in ("ir", "vis", "start_s", "end_s", "settings"))
 
     def record(self, row: dict) -> None:
-        """Append one row (all of :data:`MANIFEST_FIELDS`) and flush it to disk."""
+        """Append one row (of :data:`MANIFEST_FIELDS`) and flush it to disk."""
+        if self._header != MANIFEST_FIELDS and self.path.exists():  # a manifest of an older streamfuse
+            self.compact()
+        self._header = MANIFEST_FIELDS
         self.rows[row["segment"]] = row
         new = not self.path.exists()
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -421,6 +428,10 @@ class ArchiveJob:
         self.codec = codec
         self.crf = crf
         self.manifest = Manifest(self.output_dir / "manifest.csv")
+        fusion = config.fusion
+        self.settings = (f"fuser {fusion.fuser}, weights {fusion.weights or 'shipped'}, prompt {config.prompt!r}, "
+                         f"codec {codec}, crf {crf}")
+        """What a segment's video was made with: one made otherwise is fused again, not skipped."""
         self._stopping = threading.Event()
 
     def stop(self) -> None:
@@ -449,7 +460,7 @@ class ArchiveJob:
 
         todo = []
         for segment in self._plan(ray, record):
-            if self.manifest.done(segment):
+            if self.manifest.done(segment, self.settings):
                 summary.skipped += 1
             else:
                 todo.append(segment)
@@ -509,7 +520,7 @@ class ArchiveJob:
                     if result["status"] == "done":
                         summary.done += 1
                         summary.frames += result["frames"]
-                    record(manifest_row(segment, result))
+                    record(manifest_row(segment, {**result, "settings": self.settings}))
                     if len(summary.failed) > self.max_errors and not self._stopping.is_set():
                         log.error("more than %d failure(s) (--max-errors): stopping", self.max_errors)
                         self._stopping.set()
