@@ -712,6 +712,16 @@ def parse_yaml(text: str) -> Any:
     return yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
 
 
+def yaml_problem(exc: yaml.YAMLError) -> str:
+    """One line for a YAML error: ``line L, column C: problem (while context)`` (PyYAML's own text spans lines
+    and names ``"<unicode string>"`` instead of the file)."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    context = getattr(exc, "context", None)
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    return f"{where}{problem}" + (f" ({context})" if context else "")
+
+
 def default_config_path() -> Path:
     """Path of the packaged demo config (``configs/demo.yaml``), used by ``streamfuse run``."""
     return Path(str(resources.files("streamfuse") / "configs" / "demo.yaml"))
@@ -756,8 +766,7 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | No
     try:
         data = parse_yaml(text)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: invalid YAML ({str(exc).splitlines()[0]} {getattr(exc, 'problem_mark', '')})"
-                          .strip()) from None
+        raise ConfigError(f"{path}: invalid YAML: {yaml_problem(exc)}") from None
     if data is not None and not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level (key: value lines), got {type(data).__name__}")
     return config_from_dict(data if data is not None else {}, overrides, env=env)
@@ -999,7 +1008,9 @@ def _calibration_content(path: str | Path, key: str) -> dict:
         raise ConfigError(f"{key}: {path}: no such file (write one with 'streamfuse calibrate')")
     try:
         content = parse_yaml(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{key}: {path}: not a YAML calibration file ({yaml_problem(exc)})") from None
+    except UnicodeDecodeError as exc:
         raise ConfigError(f"{key}: {path}: not a YAML calibration file ({exc})") from None
     if not isinstance(content, dict) or "matrix" not in content:
         raise ConfigError(f"{key}: {path}: no 'matrix' in it (expected a file written by 'streamfuse calibrate')")
@@ -1115,7 +1126,7 @@ def load_dataclass(cls: type, path: str | os.PathLike, overrides: list[str] | No
     except FileNotFoundError:
         raise ConfigError(f"{path}: config file not found") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: invalid YAML ({str(exc).splitlines()[0]})") from None
+        raise ConfigError(f"{path}: invalid YAML: {yaml_problem(exc)}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
     for override in overrides or []:

@@ -161,9 +161,11 @@ def test_load_config_file_errors(tmp_path):
     with pytest.raises(ConfigError, match="config file not found"):
         load_config(tmp_path / "missing.yaml")
     bad = tmp_path / "bad.yaml"
-    bad.write_text("sources: [unclosed\n")
-    with pytest.raises(ConfigError, match="invalid YAML"):
+    bad.write_text("fusion: {fuser: classical\nsinks: []\n")
+    with pytest.raises(ConfigError) as error:
         load_config(bad)
+    assert str(error.value) == (f"{bad}: invalid YAML: line 2, column 6: expected ',' or '}}', but got ':' "
+                                "(while parsing a flow mapping)")  # was three lines, naming "<unicode string>"
     unsafe = tmp_path / "unsafe.yaml"
     unsafe.write_text("sync: !!python/object/apply:os.system ['echo hi']\n")
     with pytest.raises(ConfigError, match="invalid YAML"):

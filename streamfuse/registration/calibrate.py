@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 import yaml
 
-from streamfuse.config import check_homography
+from streamfuse.config import check_homography, yaml_problem
 from streamfuse.errors import StreamfuseError
 from streamfuse.fusers.colour import as_gray
 
@@ -136,7 +136,7 @@ def _yaml_points(path: Path, text: str) -> list[tuple[list[float], int]]:
     try:
         document = yaml.compose(text)
     except yaml.YAMLError as exc:
-        raise CalibrationError(f"{path}: not valid YAML ({exc})") from None
+        raise CalibrationError(f"{path}: not valid YAML ({yaml_problem(exc)})") from None
     points = None
     if isinstance(document, yaml.MappingNode):
         points = next((value for key, value in document.value if key.value == "points"), None)

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from streamfuse.config import yaml_problem
 from streamfuse.errors import ConfigError
 from streamfuse.text.cache import EmbeddingCache
 from streamfuse.text.encoders import TextEncoder
@@ -72,7 +73,7 @@ def load_bank(path: str | Path | None = None) -> PromptBank:
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"text.bank: {source} is not valid YAML ({str(exc).splitlines()[0]})") from None
+        raise ConfigError(f"text.bank: {source} is not valid YAML ({yaml_problem(exc)})") from None
     if not isinstance(data, dict) or not isinstance(data.get("intents"), list):
         raise ConfigError(f"text.bank: {source} must be a mapping with a list 'intents'")
     intents = []
