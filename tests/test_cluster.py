@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from conftest import make_pair, wait_until
-from media import read_video, write_video
+from media import read_video, write_png_mov, write_video
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 import ray  # noqa: E402 - after the environment that turns usage statistics off
@@ -32,6 +32,7 @@ from streamfuse.cluster.archive import (  # noqa: E402
     Manifest,
     Recording,
     Segment,
+    _decode_range,
     find_recordings,
     manifest_row,
     plan_segments,
@@ -40,6 +41,7 @@ from streamfuse.cluster.fleet import controller, load_fleet  # noqa: E402
 from streamfuse.config import config_from_dict, load_config  # noqa: E402
 from streamfuse.errors import ConfigError, StreamfuseError  # noqa: E402
 from streamfuse.pipeline import Pipeline  # noqa: E402
+from streamfuse.sources.video import open_container  # noqa: E402
 
 CLASSICAL = config_from_dict({"fusion": {"fuser": "classical"}, "sinks": []})
 
@@ -77,6 +79,14 @@ def test_recordings_from_csv_name_the_problem(tmp_path):
     (tmp_path / "bad.csv").write_text("infrared,vis\nx,y\n")
     with pytest.raises(StreamfuseError, match="missing column.*ir"):
         find_recordings(tmp_path / "bad.csv")
+
+
+def test_a_segment_that_cannot_be_decoded_names_its_file(tmp_path):
+    broken = write_png_mov(tmp_path / "vis.mov", 40, broken=(20,))  # a segment has two videos: which one?
+    container = open_container(str(broken))
+    with pytest.raises(StreamfuseError, match=rf"{broken} \(vis\): cannot decode: InvalidDataError"):
+        list(_decode_range(container, "vis", 0.0, None))
+    container.close()
 
 
 def test_manifest_skips_only_the_same_finished_segment(tmp_path):

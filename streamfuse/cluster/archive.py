@@ -287,14 +287,17 @@ def _decode_range(container, name: str, start_s: float, end_s: float | None) -> 
     from its first frame), seeking to the keyframe at or before ``start_s`` first."""
     stream = container.streams.video[0]
     stream.thread_type = "AUTO"
-    for seq, (t, frame) in enumerate(decode_from(container, stream, start_s)):
-        if t is None:
-            continue
-        if t < start_s - _EPS_S:
-            continue
-        if end_s is not None and t >= end_s - _EPS_S:
-            return
-        yield Frame(to_array(frame), t, seq, name)
+    try:
+        for seq, (t, frame) in enumerate(decode_from(container, stream, start_s)):
+            if t is None:
+                continue
+            if t < start_s - _EPS_S:
+                continue
+            if end_s is not None and t >= end_s - _EPS_S:
+                return
+            yield Frame(to_array(frame), t, seq, name)
+    except av.error.FFmpegError as exc:  # name the file: a segment has two
+        raise StreamfuseError(f"{container.name} ({name}): cannot decode: {type(exc).__name__}: {exc}") from exc
 
 
 # ----------------------------------------------------------------------------------------- manifest
