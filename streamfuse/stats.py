@@ -135,6 +135,9 @@ class PipelineStats:
     def table(self) -> str:
         """A human-readable table of stage latency percentiles."""
         rows = [f"{'stage':<16}{'count':>8}{'p50 ms':>10}{'p95 ms':>10}{'p99 ms':>10}{'mean ms':>10}"]
-        for name, p in self.stages().items():
+        stages = self.stages()
+        for name, p in stages.items():
             rows.append(f"{name:<16}{p.count:>8}{p.p50_ms:>10.2f}{p.p95_ms:>10.2f}{p.p99_ms:>10.2f}{p.mean_ms:>10.2f}")
+        if any(p.count >= self._window for p in stages.values()):  # a long run: the count is not the run's total
+            rows.append(f"(count and percentiles: the last {self._window} samples of each stage)")
         return "\n".join(rows)

@@ -110,3 +110,16 @@ def test_skew_is_signed_difference():
     matcher.add_secondary(Frame(IMAGE, 1.01, 0, "ir"))
     match = matcher.match(Frame(IMAGE, 1.0, 0, "vis"))
     assert match.partner is not None and abs(match.skew - 0.01) < 1e-9
+
+
+def test_the_stage_table_says_when_its_count_is_the_window_not_the_run():
+    """A 2,919-frame run printed "count 2000" and percentiles of those, without saying so."""
+    stats = PipelineStats(window=5)
+    for ms in range(7):
+        stats.record_latency("fuse", float(ms))
+    lines = stats.table().splitlines()
+    assert lines[1].split()[:2] == ["fuse", "5"]
+    assert lines[-1] == "(count and percentiles: the last 5 samples of each stage)"
+    short = PipelineStats(window=5)
+    short.record_latency("fuse", 1.0)
+    assert len(short.table().splitlines()) == 2
