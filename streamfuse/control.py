@@ -243,7 +243,7 @@ def request(endpoint: str, message: dict[str, Any], *, timeout_s: float = 5.0, c
     try:
         if client_key or server_key:
             if not (client_key and server_key):
-                raise StreamfuseError("a CURVE control client needs --client-key and --server-key")
+                raise ConfigError("a CURVE control client needs --client-key and --server-key")
             secure_client(socket, client_key, server_key)
         socket.connect(endpoint)
         socket.send(json.dumps(message).encode())

@@ -91,6 +91,17 @@ def test_curve_misconfiguration_is_named(keys, tmp_path):
         Pipeline(config_from_dict(data)).run(install_signal_handlers=False)
 
 
+def test_a_client_key_without_the_server_key_is_an_argument_error(keys, capsys):
+    """Exit 2 like every argument error (it was 1), for the subscriber and the control client alike."""
+    publish, control = free_ports(2)
+    assert main(["subscribe", f"tcp://127.0.0.1:{publish}", "--client-key", keys["client_secret"],
+                 "--duration", "0.2"]) == 2
+    assert "needs both its own secret key (--client-key) and the publisher's public key" in capsys.readouterr().err
+    assert main(["prompt", "get", "--control", f"tcp://127.0.0.1:{control}", "--client-key",
+                 keys["client_secret"]]) == 2
+    assert "a CURVE control client needs --client-key and --server-key" in capsys.readouterr().err
+
+
 def test_keys_command_writes_a_pair_and_never_overwrites(tmp_path, capsys):
     assert main(["keys", str(tmp_path), "--name", "cam"]) == 0
     assert (tmp_path / "cam.key").is_file() and (tmp_path / "cam.key_secret").stat().st_mode & 0o077 == 0

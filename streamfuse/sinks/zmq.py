@@ -354,8 +354,8 @@ class Subscriber:
         if client_key or server_key:
             if not (client_key and server_key):
                 self.close()
-                raise StreamfuseError("a CURVE subscriber needs both its own secret key (--client-key) and the "
-                                      "publisher's public key (--server-key)")
+                raise ConfigError("a CURVE subscriber needs both its own secret key (--client-key) and the "
+                                  "publisher's public key (--server-key)")
             try:
                 secure_client(self._socket, client_key, server_key)
             except ConfigError:
