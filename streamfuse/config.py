@@ -735,9 +735,10 @@ def packaged_configs() -> dict[str, Path]:
 
 
 def config_path(name_or_path: str | os.PathLike) -> Path:
-    """A config file: the path itself, or the packaged config of that name when no such file exists here."""
+    """A config file: the path itself, or the packaged config of that name when no such file exists here (a
+    folder of that name, such as a training run's ``output_dir: train``, is not a config file)."""
     path = Path(name_or_path)
-    if not path.exists() and path.stem in packaged_configs() and path.suffix in ("", ".yaml"):
+    if not path.is_file() and path.stem in packaged_configs() and path.suffix in ("", ".yaml"):
         if path.parent == Path(".") or path.parent.name == "configs":
             return packaged_configs()[path.stem]
     return path
@@ -1125,6 +1126,8 @@ def load_dataclass(cls: type, path: str | os.PathLike, overrides: list[str] | No
         data = parse_yaml(path.read_text(encoding="utf-8")) or {}
     except FileNotFoundError:
         raise ConfigError(f"{path}: config file not found") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a folder, not a config file") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: invalid YAML: {yaml_problem(exc)}") from None
     if not isinstance(data, dict):

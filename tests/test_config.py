@@ -12,6 +12,7 @@ from streamfuse.config import (
     config_from_dict,
     default_config_path,
     load_config,
+    load_train_config,
 )
 from streamfuse.errors import ConfigError
 
@@ -183,3 +184,14 @@ def test_load_config_file(tmp_path):
     config = load_config(path, ["sinks.0.codec=ffv1"])
     assert isinstance(config.sources.ir, VideoSourceConfig)
     assert config.sinks[0].codec == "ffv1"
+
+
+def test_a_folder_named_like_a_packaged_config_does_not_hide_it(tmp_path, monkeypatch):
+    """`output_dir: train` makes a folder 'train': 'streamfuse train train' then died with IsADirectoryError."""
+    monkeypatch.chdir(tmp_path)
+    for folder in ("train", "demo", "other"):
+        (tmp_path / folder).mkdir()
+    assert load_train_config("train").steps > 0
+    assert load_config("demo").sources.ir.type == "synthetic"
+    with pytest.raises(ConfigError, match="other: is a folder, not a config file"):
+        load_train_config("other")
