@@ -310,3 +310,11 @@ def test_opencv_cpu_path_matches_the_torch_forward(prompt, trunk_scale):
     difference = np.abs(np.stack(fused).astype(int) - expected)
     assert difference.mean() < 0.05 and np.percentile(difference, 99.9) <= 1, difference.max()
     assert torch.allclose(new_memory, expected_memory, atol=1e-3)
+
+
+def test_a_training_runs_resume_state_given_as_weights_says_what_it_is(tmp_path):
+    """It said "holds None, not a streamfuse-fusionnet-v5 checkpoint"."""
+    state = tmp_path / "last.pt"
+    torch.save({"step": 3, "model": {}, "optimizer": {"state": {}}}, state)  # the keys Trainer.save_checkpoint writes
+    with pytest.raises(ConfigError, match=r"last.pt is a training run's resume state, not fusion weights; use"):
+        load_model(state)

@@ -57,6 +57,9 @@ def load_model(path: str | Path | None = None, key: str = "fusion.weights") -> t
     except Exception as exc:  # a foreign file fails in many ways (UnpicklingError, KeyError, EOFError, ...)
         raise ConfigError(f"{key}: {path} is not a readable streamfuse checkpoint "
                           f"(corrupt or not a torch file: {_first_line(exc)[:120]})") from None
+    if isinstance(payload, dict) and "optimizer" in payload and "architecture" not in payload:
+        raise ConfigError(f"{key}: {path} is a training run's resume state, not fusion weights; use the file the "
+                          "run exported (its config's export:, e.g. out/train/fusionnet.pt)")
     if not isinstance(payload, dict) or payload.get("architecture") != ARCHITECTURE:
         found = payload.get("architecture") if isinstance(payload, dict) else type(payload).__name__
         raise ConfigError(f"{key}: {path} holds {found!r}, not a {ARCHITECTURE} checkpoint")
