@@ -46,8 +46,9 @@ def test_hot_target_becomes_visible_and_visible_texture_survives():
 
 
 def test_a_lit_window_at_night_leaves_no_dark_patch_on_a_thermal_facade():
-    """The base choice follows the visible base's edges: the window is the visible image's, the facade
-    around it stays the thermal image's (salience alone spread the dark visible base around each window)."""
+    """The base choice follows the visible base's edges (and the thermal base's): the window is the
+    visible image's, the facade around it stays the thermal image's (salience alone spread the dark
+    visible base around each window)."""
     rng = np.random.default_rng(0)
     ir = 0.5 + cv2.GaussianBlur(rng.normal(0, 0.02, (256, 256)).astype(np.float32), (0, 0), 2)
     ir[:40], ir[:, :30] = 0.12, 0.12  # a warm facade under a cold sky
@@ -63,6 +64,24 @@ def test_a_lit_window_at_night_leaves_no_dark_patch_on_a_thermal_facade():
     fused = fuse_luminance(ir8, vis8).astype(float)
     assert np.percentile(fused[ring], 1) > 0.85 * ir8[ring].mean()  # 115 against 127 (79 before)
     assert min(fused[y + 3:y + 9, x + 3:x + 9].mean() for y, x in windows) > 190
+
+
+def test_a_warm_person_hidden_in_a_dark_region_shows_at_full_brightness_without_a_glow():
+    """The base choice follows the thermal base's edges too: guided by the flat dark visible base alone,
+    the person's thermal base was box-blurred over the region (a glow around him, the person dimmed)."""
+    rng = np.random.default_rng(0)
+    ir = np.full((256, 320), 0.45, np.float32)
+    ir[100:] = 0.5
+    ir[110:180, 150:170] = 0.95  # a warm person in the dark lower half
+    vis = np.full((256, 320), 0.2, np.float32)
+    vis[:100] = 0.7 + cv2.GaussianBlur(rng.normal(0, 0.1, (100, 320)).astype(np.float32), (0, 0), 1.5)
+    ir8, vis8 = (np.round(np.clip(image + rng.normal(0, 0.01, image.shape), 0, 1) * 255).astype(np.uint8)
+                 for image in (ir, vis))
+    fused = fuse_luminance(ir8, vis8).astype(float)
+    beside = np.concatenate([fused[120:170, 115:145].ravel(), fused[120:170, 175:205].ravel()]).mean()
+    far = fused[120:170, 20:60].mean()
+    assert beside - far < 10, (beside, far)  # 7 (16 guided by the visible base alone)
+    assert fused[120:170, 154:166].mean() > 220  # 241 (165 before)
 
 
 def test_fog_over_one_side_leaves_the_other_sides_thermal_facade_alone():

@@ -50,7 +50,7 @@ from streamfuse.models.rule import (
     SALIENCE_RADIUS,
     fine_weight,
     guided_chain,
-    guided_filter,
+    guided_filter_pair,
     medical_base_logit,
     steep,
     visible_base_deviation,
@@ -114,7 +114,7 @@ def rule_logits(bands: Bands) -> torch.Tensor:
     comparison of salience (the base's local absolute deviation from its own mean level; for the
     visible base, darkness counts only up to the base's own level:
     :func:`~streamfuse.models.rule.visible_base_deviation`), so a warm person on a cool background
-    goes in, aligned with the visible base's edges (:data:`~streamfuse.models.rule.BASE_GUIDE`).
+    goes in, aligned with the edges of both bases (:data:`~streamfuse.models.rule.BASE_GUIDE`).
     Computed at quarter resolution (the energies are smooth), where the network's maps live too.
     """
     logits = [_rule(box_filter(F.avg_pool2d(band * band, 2), radius), RULE_FLOOR, RULE_STEEPNESS, RULE_OFFSET)
@@ -124,7 +124,8 @@ def rule_logits(bands: Bands) -> torch.Tensor:
     deviation = torch.cat([(base[:, :1] - mean[:, :1]).abs(), visible_base_deviation(base[:, 1:], mean[:, 1:])], dim=1)
     salience = box_filter(F.avg_pool2d(deviation, 2), SALIENCE_RADIUS)
     base_logit = _rule(salience, BASE_FLOOR, BASE_STEEPNESS, BASE_OFFSET)
-    logits.append(guided_filter(F.avg_pool2d(base[:, 1:], 2), base_logit, *BASE_GUIDE, box_filter))
+    guides = F.avg_pool2d(base, 2)
+    logits.append(guided_filter_pair(guides[:, :1], guides[:, 1:], base_logit, *BASE_GUIDE, box_filter))
     return torch.cat(logits, dim=1)
 
 

@@ -109,7 +109,7 @@ def rule_logits(bands: Split) -> list[np.ndarray]:
     salience = [box_filter(half(deviation.astype(np.float32, copy=False)), rule.SALIENCE_RADIUS)
                 for deviation in deviations]
     base_logit = rule.steep(*salience, rule.BASE_FLOOR, rule.BASE_STEEPNESS, rule.BASE_OFFSET)
-    logits.append(rule.guided_filter(half(coarse_vis[-1]), base_logit, *rule.BASE_GUIDE, box_filter))
+    logits.append(rule.guided_filter_pair(half(base_ir), half(base_vis), base_logit, *rule.BASE_GUIDE, box_filter))
     return logits
 
 

@@ -40,10 +40,13 @@ BASE_STEEPNESS, BASE_OFFSET, BASE_FLOOR = 8.0, -0.2, 0.03
 #: facades "salient", so they took the dark visible base (dark patches on warm buildings). Chosen among
 #: 1 and 0.5 by looking at the synthetic night and day frames; ranked on the tuning pairs (docs/model.md).
 DARK_SALIENCE_CAP = 0.5
-#: The base logit is then aligned with the visible base's edges by a guided filter (radius at quarter
-#: resolution, regularisation; :func:`guided_filter`): salience spreads over its box, so a lit window at
-#: night claimed the dark visible base all around it (dark patches on a thermal facade). The weight-map
-#: refinement of Li, Kang and Hu ("Image fusion with guided filtering", IEEE TIP 2013), on the logit.
+#: The base logit is then aligned with the edges of both bases by a guided filter with the two bases as a
+#: two-channel guide (radius at quarter resolution, regularisation; :func:`guided_filter_pair`): salience
+#: spreads over its box, so a lit window at night claimed the dark visible base all around it (dark
+#: patches on a thermal facade), and guided by the visible base alone the logit was box-blurred wherever
+#: that base is flat, so a warm person invisible in a dark visible region took the thermal base in a
+#: bright box around him (a glow). The weight-map refinement of Li, Kang and Hu ("Image fusion with guided
+#: filtering", IEEE TIP 2013), on the logit, with the colour-guide form of He, Sun and Tang.
 BASE_GUIDE = (8, 1e-3)
 #: Box radii (at quarter resolution, where the rule's logits live) of each detail band's energy and of
 #: the base's salience: about the band's own guided-filter radius in the full image.
@@ -99,6 +102,23 @@ def guided_filter(guide: Array, image: Array, radius: int, eps: float,
     a = ((box_filter(guide * image, radius) - mean_guide * mean_image)
          / (box_filter(guide * guide, radius) - mean_guide * mean_guide + eps))
     return box_filter(a, radius) * guide + box_filter(mean_image - a * mean_guide, radius)
+
+
+def guided_filter_pair(guide_a: Array, guide_b: Array, image: Array, radius: int, eps: float,
+                       box_filter: Callable[[Array, int], Array]) -> Array:
+    """``image`` smoothed along the edges of either guide: locally ``a1 * guide_a + a2 * guide_b + b``
+    (the guided filter with a two-channel guide, He, Sun and Tang, TPAMI 2013; ``eps`` on the diagonal)."""
+    mean_a, mean_b, mean_image = box_filter(guide_a, radius), box_filter(guide_b, radius), box_filter(image, radius)
+    var_a = box_filter(guide_a * guide_a, radius) - mean_a * mean_a + eps
+    var_b = box_filter(guide_b * guide_b, radius) - mean_b * mean_b + eps
+    cov_ab = box_filter(guide_a * guide_b, radius) - mean_a * mean_b
+    cov_a = box_filter(guide_a * image, radius) - mean_a * mean_image
+    cov_b = box_filter(guide_b * image, radius) - mean_b * mean_image
+    determinant = var_a * var_b - cov_ab * cov_ab
+    coef_a = (var_b * cov_a - cov_ab * cov_b) / determinant
+    coef_b = (var_a * cov_b - cov_ab * cov_a) / determinant
+    offset = mean_image - coef_a * mean_a - coef_b * mean_b
+    return box_filter(coef_a, radius) * guide_a + box_filter(coef_b, radius) * guide_b + box_filter(offset, radius)
 
 
 def fine_weight(magnitude_ir: Array, magnitude_vis: Array) -> Array:
