@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from streamfuse.errors import SourceError
-from streamfuse.imageio import list_images, read_image
+from streamfuse.imageio import IMAGE_EXTENSIONS, list_images, read_image
 from streamfuse.sources.video import frame_count, is_url, nominal_rate, open_container, redact
 
 
@@ -16,19 +16,23 @@ def probe(uri: str, *, frames: int = 5) -> dict[str, Any]:
     """Describe ``uri``: codec, resolution, frame rate, frame count or duration, first timestamps.
 
     Args:
-        uri: A video file, a stream URL, or a folder/glob of images.
+        uri: A video file, a stream URL, an image file, or a folder/glob of images.
         frames: How many frames to decode for the first timestamps.
 
     Raises:
         SourceError: The input cannot be opened or decoded.
     """
-    if not is_url(uri) and (Path(uri).is_dir() or any(ch in uri for ch in "*?[")):
+    path = Path(uri)
+    one_image = path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS
+    if not is_url(uri) and (one_image or path.is_dir() or any(ch in uri for ch in "*?[")):
         files = list_images(uri)
         first = read_image(files[0])
-        return {"input": uri, "kind": "image sequence", "frames": len(files),
-                "resolution": f"{first.shape[1]}x{first.shape[0]}",
-                "channels": 1 if first.ndim == 2 else first.shape[2],
-                "first files": ", ".join(f.name for f in files[:frames])}
+        report = {"input": uri, "kind": "image" if one_image else "image sequence", "frames": len(files),
+                  "resolution": f"{first.shape[1]}x{first.shape[0]}",
+                  "channels": 1 if first.ndim == 2 else first.shape[2]}
+        if not one_image:  # a still image has no frame rate: FFmpeg's image reader would say 25
+            report["first files"] = ", ".join(f.name for f in files[:frames])
+        return report
     container = open_container(uri)
     try:
         stream = container.streams.video[0]

@@ -186,6 +186,11 @@ def test_probe_video_and_folder(tmp_path, capsys, image_folders):
     assert report["first timestamps"] == [0.0, 0.1, 0.2, 0.3, 0.4]
     code, out, _ = run_cli(capsys, "probe", str(image_folders[0]))
     assert code == 0 and "image sequence" in out and "12" in out
+    one_image = sorted(image_folders[0].iterdir())[0]
+    code, out, _ = run_cli(capsys, "probe", str(one_image), "--json")
+    report = json.loads(out)  # a still image, not a 25 fps "video file" (FFmpeg's image reader)
+    assert code == 0 and report["kind"] == "image" and report["frames"] == 1 and "frame rate" not in report
+    assert report["resolution"] == "64x48"
 
 
 def test_bench_prints_stage_table_and_json(tmp_path, capsys):

@@ -26,7 +26,9 @@ def test_identity_requires_equal_sizes():
     ir = np.zeros((48, 64), np.uint8)
     out, valid = IdentityRegistrar().apply(ir, (48, 64))
     assert out is ir and valid is None
-    with pytest.raises(PipelineError, match="infrared frames are 64x48 but visible frames are 128x96.*resize"):
+    expected = ("infrared frames are 64x48 but visible frames are 128x96"
+                ".*--set registration.mode=resize.*--calibration FILE")
+    with pytest.raises(PipelineError, match=expected):
         IdentityRegistrar().apply(ir, (96, 128))
 
 

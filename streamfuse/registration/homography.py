@@ -54,8 +54,9 @@ class IdentityTransform(Transform):
         if ir.shape[:2] != tuple(vis_shape):
             raise PipelineError(
                 f"registration: infrared frames are {ir.shape[1]}x{ir.shape[0]} but visible frames are "
-                f"{vis_shape[1]}x{vis_shape[0]}; set registration.mode to 'resize' (same field of view) or "
-                "'homography' with a calibrated registration.matrix")
+                f"{vis_shape[1]}x{vis_shape[0]}; set registration.mode to 'resize' (same field of view; "
+                "on the command line --set registration.mode=resize) or 'homography' with a calibrated "
+                "registration.matrix ('streamfuse calibrate', then --calibration FILE)")
         return ir, None
 
 
