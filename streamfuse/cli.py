@@ -249,7 +249,10 @@ def cmd_fuse(args: argparse.Namespace) -> int:
                          pair_by=args.pair_by, overrides=args.set, calibration=args.calibration, fps=args.fps)
     pipeline = Pipeline(_apply_prompt(config, args))
     setup_runtime(config.fusion, live=pipeline.live)
-    if pipeline.routing is not None:
+    if args.task is not None:  # the medical intents share one rule: how the prompt splits among them is moot
+        log.info("--task %s: the medical rule (the medical intents share it, so the prompt's split among them, "
+                 "%s, changes nothing)", args.task, pipeline.routing.summary())
+    elif pipeline.routing is not None:
         log.info("prompt %r -> %s (encoder %s)", pipeline.routing.prompt, pipeline.routing.summary(),
                  pipeline.routing.encoder)
     stats = pipeline.run(progress=_progress_wanted(args, pipeline))

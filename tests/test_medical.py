@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import cv2
 import numpy as np
 import pytest
@@ -88,10 +90,13 @@ def test_the_functional_folder_is_found_past_gray_slices_and_colour_is_flagged_f
         cv2.imwrite(str(tmp_path / "mri" / f"{name}.png"), mri)
     cv2.imwrite(str(tmp_path / "pet" / "a.png"), mri)  # a gray slice first
     cv2.imwrite(str(tmp_path / "pet" / "b.png"), pet)
-    assert main(["fuse", "--task", "mri_pet", "--ir", str(tmp_path / "pet"), "--vis", str(tmp_path / "mri"),
-                 "-o", str(tmp_path / "out"), "--fuser", "classical", "--no-progress"]) == 0
+    with caplog.at_level(logging.INFO, logger="streamfuse"):
+        assert main(["fuse", "--task", "mri_pet", "--ir", str(tmp_path / "pet"), "--vis", str(tmp_path / "mri"),
+                     "-o", str(tmp_path / "out"), "--fuser", "classical", "--no-progress"]) == 0
     assert has_colour(cv2.imread(str(tmp_path / "out" / "b.png")))
     assert "neither input is in colour" not in caplog.text
+    # The prompt a task stands for routes softly among the medical intents, which share one rule: said so.
+    assert "--task mri_pet: the medical rule (the medical intents share it" in caplog.text
     assert main(["fuse", "--task", "mri_ct", "--ir", str(tmp_path / "mri"), "--vis", str(tmp_path / "pet"),
                  "-o", str(tmp_path / "ct"), "--fuser", "classical", "--no-progress"]) == 0
     assert f"--task mri_ct: {tmp_path / 'pet'} has images in colour" in caplog.text
