@@ -34,6 +34,7 @@ from streamfuse.cluster.archive import (  # noqa: E402
     Segment,
     _decode_range,
     find_recordings,
+    job_summary_lines,
     manifest_row,
     plan_segments,
 )  # noqa: E402
@@ -145,6 +146,8 @@ def test_archive_job_resumes_and_reports_a_corrupt_recording(tmp_path, ray_clust
     interrupted = first.run(on_result=interrupt_after_first)
     assert interrupted.stopped and not interrupted.over_budget
     assert 1 <= interrupted.done < 6 and [key for key, _ in interrupted.failed] == ["broken/plan"]
+    assert interrupted.not_started == 6 - interrupted.done  # said in the summary, not silently left out
+    assert f"{interrupted.not_started} not started" in job_summary_lines(interrupted, first.manifest.path)[0]
     finished = {row["segment"]: Path(row["output"]) for row in first_rows if row["status"] == "done"}
     stamps = {key: path.stat().st_mtime_ns for key, path in finished.items()}
     leftover = out / "day" / "day_00002.part.mp4"  # what a killed worker leaves behind

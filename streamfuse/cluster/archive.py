@@ -383,6 +383,7 @@ class ArchiveSummary:
         seconds: Wall time of this run.
         stopped: The run was stopped (interrupted, or the error budget ran out) before every segment was tried.
         over_budget: More than ``max_errors`` failed.
+        not_started: Segments left untried by a stopped run (a rerun fuses them).
     """
 
     done: int = 0
@@ -392,6 +393,7 @@ class ArchiveSummary:
     seconds: float = 0.0
     stopped: bool = False
     over_budget: bool = False
+    not_started: int = 0
 
 
 class ArchiveJob:
@@ -468,8 +470,10 @@ class ArchiveJob:
             else:
                 todo.append(segment)
         log.info("%d segment(s) to fuse, %d already done", len(todo), summary.skipped)
+        tried_before = summary.done + len(summary.failed)
         if todo and len(summary.failed) <= self.max_errors:
             self._fuse(ray, todo, summary, record)
+        summary.not_started = len(todo) - (summary.done + len(summary.failed) - tried_before)
         summary.over_budget = len(summary.failed) > self.max_errors
         summary.stopped = summary.over_budget or self._stopping.is_set()
         self.manifest.compact()
@@ -536,6 +540,8 @@ def job_summary_lines(summary: ArchiveSummary, manifest: Path) -> list[str]:
     """The summary as printed by ``streamfuse cluster fuse``."""
     rate = summary.frames / summary.seconds if summary.seconds else math.nan
     lines = [f"{summary.done} segment(s) fused ({summary.frames} frames, {rate:.1f} fps over {summary.seconds:.1f} s), "
-             f"{summary.skipped} already done, {len(summary.failed)} failed; manifest {manifest}"]
+             f"{summary.skipped} already done, {len(summary.failed)} failed"
+             + (f", {summary.not_started} not started (a rerun fuses them)" if summary.not_started else "")
+             + f"; manifest {manifest}"]
     lines += [f"failed: {key}: {error}" for key, error in summary.failed]
     return lines
