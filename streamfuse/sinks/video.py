@@ -10,6 +10,7 @@ import os
 import shutil
 import struct
 import time
+from collections.abc import Callable
 from fractions import Fraction
 from pathlib import Path
 
@@ -44,6 +45,8 @@ FRAGMENTED_MP4 = {"movflags": "frag_keyframe+empty_moov+delay_moov+default_base_
 fragment so that it can carry the edit list that makes the first frame play at time 0."""
 
 
+MUXER_OVERHEAD_BYTES = 64 * 1024
+"""Allowance for what the muxer writes besides the encoded frames (header, fragment boxes, trailer)."""
 DISK_FULL_ERRORS = frozenset({errno.ENOSPC, errno.EDQUOT})
 """Write errors that mean "no room left" (device full, or the user's quota): recording suspends."""
 
@@ -129,11 +132,14 @@ class VideoWriter:
         fragmented: Fragment MP4/MOV files (ignored for other containers); False writes a classic
             MP4 whose index is written on close.
         key: Config key path used in error messages.
+        make_room: Called before each write with the bytes that may go out with it (the fragment
+            waiting in the muxer, this frame's and, at close, the trailer's), so that the caller can
+            free that much disk space first (a ring of segments deletes its oldest).
     """
 
     def __init__(self, path: str | Path, *, codec: str = "h264", crf: int = 23, preset: str = "veryfast",
                  fps: float = 30.0, overwrite: bool = False, fragmented: bool = True,
-                 key: str = "sinks.video") -> None:
+                 key: str = "sinks.video", make_room: Callable[[int], None] | None = None) -> None:
         if codec not in CODECS:
             raise SinkError(f"{key}.codec: unknown codec {codec!r} (available: {', '.join(CODECS)})")
         self.path = Path(path)
@@ -147,6 +153,9 @@ class VideoWriter:
         """File size after the last successful write: the end of the last complete fragment."""
         self.frames_complete = 0
         """Frames in the file up to :attr:`bytes_complete`."""
+        self.bytes_pending = 0
+        """Encoded bytes muxed since then, not yet in the file (a fragment waiting for its end)."""
+        self._make_room = make_room
         self._replaces = self.path.exists()  # kept as it is unless a frame comes: a run with none loses nothing
         prepare_output_file(self.path, overwrite, key)
         try:
@@ -200,8 +209,12 @@ class VideoWriter:
         video_frame.pts = pts
         video_frame.time_base = TIME_BASE
         self.frames_written += 1
+        packets = self._stream.encode(video_frame)
+        incoming = sum(packet.size for packet in packets)
+        if self._make_room is not None:
+            self._make_room(self.bytes_pending + incoming + MUXER_OVERHEAD_BYTES)
         try:
-            self._container.mux(self._stream.encode(video_frame))
+            self._container.mux(packets)
         except OSError as exc:
             if exc.errno in DISK_FULL_ERRORS:
                 raise self._cut_after_disk_full(self._container, exc) from exc
@@ -209,12 +222,17 @@ class VideoWriter:
         size = os.stat(self.path).st_size
         if size != self.bytes_complete:  # a fragment went out: everything before this frame is in the file
             self.bytes_complete, self.frames_complete = size, self.frames_written - 1
+            self.bytes_pending = incoming
+        else:
+            self.bytes_pending += incoming
 
     def close(self) -> None:
         """Flush the encoder and close the file (a file that got no frame is removed). Idempotent."""
         if self._container is None:
             return
         container, self._container = self._container, None
+        if self._make_room is not None and self._stream is not None:
+            self._make_room(self.bytes_pending + MUXER_OVERHEAD_BYTES)  # the last fragment and the trailer
         try:
             try:
                 if self._stream is not None:
@@ -281,8 +299,9 @@ class VideoSink(Sink):
 
     With ``max_segments`` or ``max_mb`` the segments form a ring: whenever a segment starts, the
     oldest finished ones of this run are deleted until the rest fit and ``resume_free_mb`` are free;
-    and a full disk (a segment larger than that, or another program writing) deletes the oldest at
-    once, and more until ``resume_free_mb`` are free, so that recording goes on at the next frame.
+    before each write, more until what the write may put on the disk fits (a segment larger than
+    the free space loses nothing); and a full disk all the same (another program writing) deletes the
+    oldest at once, and more until ``resume_free_mb`` are free, so that recording goes on at the next frame.
 
     Args:
         path: Output video file (a name pattern when segmenting: see :func:`segment_path`).
@@ -344,7 +363,8 @@ class VideoSink(Sink):
     def _open_segment(self) -> None:
         index = self.segments_started
         self._current = self._not_yet_written(segment_path(self.path, index) if self.segment_s or index else self.path)
-        self.writer = VideoWriter(self._current, **self._writer_options)
+        self.writer = VideoWriter(self._current, **self._writer_options,
+                                  make_room=self._make_room if self.ring else None)
         self.segments_started += 1
         self.segments.append(self._current)
         self._segment_start = None
@@ -367,6 +387,12 @@ class VideoSink(Sink):
         if self.max_segments is not None and len(self.segments) > self.max_segments:
             return True
         return self.max_bytes is not None and sum(_file_size(path) for path in self.segments) > self.max_bytes
+
+    def _make_room(self, needed_bytes: int) -> None:
+        """Delete the oldest finished segments until ``needed_bytes`` (what the writer may write next) fit:
+        a ring on a full disk then loses no frame."""
+        while len(self.segments) > 1 and self._free_bytes() < needed_bytes:
+            self._delete_oldest("room for the next fragment")
 
     def _delete_oldest(self, reason: str) -> None:
         path = self.segments.popleft()
