@@ -470,10 +470,10 @@ class ArchiveJob:
             else:
                 todo.append(segment)
         log.info("%d segment(s) to fuse, %d already done", len(todo), summary.skipped)
-        tried_before = summary.done + len(summary.failed)
+        failed_in_planning = len(summary.failed)
         if todo and len(summary.failed) <= self.max_errors:
             self._fuse(ray, todo, summary, record)
-        summary.not_started = len(todo) - (summary.done + len(summary.failed) - tried_before)
+        summary.not_started = len(todo) - summary.done - (len(summary.failed) - failed_in_planning)
         summary.over_budget = len(summary.failed) > self.max_errors
         summary.stopped = summary.over_budget or self._stopping.is_set()
         self.manifest.compact()
