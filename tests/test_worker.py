@@ -16,6 +16,7 @@ import torch
 from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.utils._python_dispatch import TorchDispatchMode
 
+import streamfuse.inference.cpu
 from conftest import make_pair
 from streamfuse.fusers.model import ModelFuser
 from streamfuse.inference import InferenceError, InferenceWorker, WorkerStats, gpu_ops
@@ -239,6 +240,56 @@ def test_submit_blocks_when_queue_is_full(net, monkeypatch):
         blocked_s = time.perf_counter() - started
         assert all(f.result(10) is not None for f in futures)
     assert blocked_s >= 0.05  # the 3rd submission waited for the 1st frame to resolve
+
+
+def test_on_the_cpu_colour_is_restored_on_the_completion_thread_beside_the_next_fusion(net, reference, monkeypatch):
+    calls: list[tuple[str, str, float, float]] = []
+
+    def timed(name, function):
+        def call(*args, **kwargs):
+            start = time.perf_counter()
+            time.sleep(0.03)
+            result = function(*args, **kwargs)
+            calls.append((name, threading.current_thread().name, start, time.perf_counter()))
+            return result
+        return call
+
+    pairs = [make_pair(i) for i in range(6)]
+    with make_worker(net, queue_size=6) as worker:
+        monkeypatch.setattr(worker.network, "decide", timed("fuse", worker.network.decide))
+        monkeypatch.setattr("streamfuse.inference.cpu.merge_luminance",
+                            timed("colour", streamfuse.inference.cpu.merge_luminance))
+        results = [f.result(timeout=60) for f in [worker.submit(0, ir, vis) for ir, vis in pairs]]
+    for (ir, vis), result in zip(pairs, results, strict=True):
+        assert level_diff(result, fused_by_reference(reference, ir, vis)) <= 1
+    assert {thread for name, thread, *_ in calls if name == "colour"} == {"inference-complete"}
+    assert {thread for name, thread, *_ in calls if name == "fuse"} == {"inference-dispatch"}
+    fusions = [(start, end) for name, _, start, end in calls if name == "fuse"]
+    colours = [(start, end) for name, _, start, end in calls if name == "colour"]
+    assert len(fusions) == len(colours) == 6
+    assert any(c0 < f1 and f0 < c1 for c0, c1 in colours for f0, f1 in fusions), "no overlap: run one after the other"
+
+
+def test_a_failing_colour_restoration_fails_only_its_frames(net, reference, monkeypatch):
+    pairs = [make_pair(i) for i in range(4)]
+    original, calls = streamfuse.inference.cpu.merge_luminance, []
+
+    def merge(*args):
+        calls.append(1)
+        if len(calls) == 2:
+            raise ValueError("simulated")
+        return original(*args)
+
+    monkeypatch.setattr("streamfuse.inference.cpu.merge_luminance", merge)
+    with make_worker(net, queue_size=4) as worker:
+        futures = [worker.submit(3, ir, vis) for ir, vis in pairs]
+        for future in futures:
+            future.exception(timeout=60)
+    error = futures[1].exception()
+    assert isinstance(error, InferenceError) and "colour restoration failed" in str(error)
+    for index in (0, 2, 3):
+        assert level_diff(futures[index].result(), fused_by_reference(reference, *pairs[index])) <= 1
+    assert worker.stats.failed == 1 and worker_threads() == []
 
 
 # ---------------------------------------------------------------------------------------------- errors

@@ -2,14 +2,15 @@
 
 Threads and queues::
 
-    submit() ──► pending deque ──► dispatch thread ──► (CPU) prepare, forward, finish, resolve futures
+    submit() ──► pending deque ──► dispatch thread ──► (CPU) warp, luminance, forward pass
     (any thread,   (bounded by      forms batches     (CUDA) launch: upload on the copy stream,
      blocks when    queue_size       of same-size              compute on the compute stream,
      full)          unresolved       frames                    download on the download stream
-                    frames)                                          │ events
+                    frames)                                          │ (CPU) queue, (CUDA) events
                                                                      ▼
-                                                     completion thread: waits on the batch's last
-                                                     event, copies results out of the pinned ring,
+                                                     completion thread: (CPU) puts the visible colour
+                                                     back; (CUDA) waits on the batch's last event,
+                                                     copies results out of the pinned ring;
                                                      resolves futures
 
 **Batching rule.** The dispatch thread takes the oldest pending frame and every later pending frame
@@ -169,8 +170,7 @@ class InferenceWorker:
                 self.network, self._resolver, device=self.device, dtype=self.dtype, max_batch=max_batch,
                 intents=len(self.intents), temporal_smoothing=temporal_smoothing, cuda_graphs=cuda_graphs)
         else:
-            self._backend = CpuBackend(self.network, self._resolver, max_batch=max_batch,
-                                       temporal_smoothing=temporal_smoothing)
+            self._backend = CpuBackend(self.network, self._resolver, temporal_smoothing=temporal_smoothing)
         self._dispatcher = threading.Thread(target=self._dispatch_loop, name="inference-dispatch", daemon=True)
         self._dispatcher.start()
 
