@@ -1,11 +1,12 @@
 """The CPU backend of the inference worker: OpenCV for colour, warp and bands, torch for the network's trunk.
 
-Two threads, as on a GPU: the dispatch thread warps, converts to luminance and fuses each batch
-(:func:`~streamfuse.models.cpu.fuse_on_cpu`); a completion thread puts the visible colour back and
-resolves the futures, so batch n's colour restoration runs beside batch n+1's fusion: the fusion thread
-is the pipeline's slowest stage (on 2 cores at 640x512 the benchmark's end to end went from a median of
-25.3 to 28.4 fps). One completion thread, fed in dispatch order, keeps every stream's frames resolved in
-submission order.
+Two threads, as on a GPU: the dispatch thread warps, converts to luminance, splits the bands and runs
+the network (:func:`~streamfuse.models.cpu.decide_on_cpu`); a completion thread composes the bands
+(:func:`~streamfuse.models.cpu.compose_on_cpu`), puts the visible colour back and resolves the futures,
+so batch n's composition runs beside batch n+1's network: the fusion thread is the pipeline's slowest
+stage (on 2 cores at 640x512 this took the benchmark from 25 to 36 fps end to end; docs/architecture.md).
+One completion thread, fed in dispatch order, keeps every stream's frames resolved in submission
+order.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import torch
 
 from streamfuse.fusers.colour import merge_luminance, split_luminance
 from streamfuse.inference.batches import Request, Resolver, batch_error
-from streamfuse.models.cpu import fuse_on_cpu
+from streamfuse.models.cpu import Decided, compose_on_cpu, decide_on_cpu
 from streamfuse.models.network import FusionNet
 
 
@@ -28,8 +29,8 @@ class _Fused(NamedTuple):
     """A fused batch on its way to the completion thread."""
 
     batch: list[Request]
-    levels: list[np.ndarray]
-    """Fused luminance per frame."""
+    decided: Decided
+    """The bands and the network's decisions, to compose."""
     lumas: list[np.ndarray]
     """Visible luminance per frame (kept where the warped infrared frame has no pixels)."""
     ycrcbs: list[np.ndarray | None]
@@ -41,7 +42,7 @@ class _Fused(NamedTuple):
 
 
 class CpuBackend:
-    """Fuses each batch on the dispatch thread; restores colour and resolves futures on a completion thread.
+    """Runs the network on the dispatch thread; composes, restores colour and resolves futures on a completion thread.
 
     Args:
         network: The fusion network (on the CPU, in eval mode).
@@ -95,8 +96,8 @@ class CpuBackend:
         t1 = time.perf_counter()
         try:
             memory = self._memory_rows(batch, height, width) if self.temporal_smoothing else None
-            levels, new_memory = fuse_on_cpu(self.network, [ir for _, (ir, _) in prepared], lumas, weights,
-                                             memory, self.temporal_smoothing)
+            decided, new_memory = decide_on_cpu(self.network, [ir for _, (ir, _) in prepared], lumas, weights,
+                                                memory, self.temporal_smoothing)
         except Exception as exc:
             self.resolver.failed(batch, batch_error(batch, "forward pass", exc))
             return
@@ -104,21 +105,23 @@ class CpuBackend:
             for i, request in enumerate(batch):
                 self._memory[request.stream] = new_memory[i].clone()
         t2 = time.perf_counter()
-        self._done.put(_Fused(batch, levels, list(lumas), list(ycrcbs), [valid for _, (_, valid) in prepared],
+        self._done.put(_Fused(batch, decided, list(lumas), list(ycrcbs), [valid for _, (_, valid) in prepared],
                               (t1 - t0) * 1000, (t2 - t1) * 1000))
 
     def _complete_loop(self) -> None:
         while (fused := self._done.get()) is not None:
             t0 = time.perf_counter()
+            stage = "composition"
             try:
+                levels = compose_on_cpu(fused.decided)
+                stage = "colour restoration"
                 results = []
-                for level, luma, ycrcb, valid in zip(fused.levels, fused.lumas, fused.ycrcbs, fused.valids,
-                                                     strict=True):
+                for level, luma, ycrcb, valid in zip(levels, fused.lumas, fused.ycrcbs, fused.valids, strict=True):
                     if valid is not None:
                         level = np.where(valid.astype(bool), level, luma)
                     results.append(merge_luminance(level, ycrcb))  # new arrays: nothing here is reused
             except Exception as exc:
-                self.resolver.failed(fused.batch, batch_error(fused.batch, "colour restoration", exc))
+                self.resolver.failed(fused.batch, batch_error(fused.batch, stage, exc))
                 continue
             finish_ms = (time.perf_counter() - t0) * 1000
             self.resolver.done(fused.batch, results, (fused.prepare_ms, fused.fuse_ms, finish_ms))

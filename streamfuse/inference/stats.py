@@ -25,8 +25,8 @@ class WorkerStats:
 
     Stage latencies are per batch: on the GPU path ``upload_ms``, ``model_ms`` and ``download_ms``
     are the GPU times of the host-to-device copy, the compute (colour, warp, network) and the
-    device-to-host copy; on the CPU path they are the preparation (warp, colour split), the fusion
-    and the finishing on the completion thread (chroma restored). ``queue_ms``
+    device-to-host copy; on the CPU path they are the preparation (warp, colour split), the bands and
+    the network, and the finishing on the completion thread (composition, chroma restored). ``queue_ms``
     (submission to dispatch) and ``total_ms`` (submission to resolved future) are per frame. Each
     list keeps the last :data:`STATS_WINDOW` samples.
     """
