@@ -242,7 +242,7 @@ def test_submit_blocks_when_queue_is_full(net, monkeypatch):
     assert blocked_s >= 0.05  # the 3rd submission waited for the 1st frame to resolve
 
 
-def test_on_the_cpu_colour_is_restored_on_the_completion_thread_beside_the_next_fusion(net, reference, monkeypatch):
+def test_on_the_cpu_composition_and_colour_run_on_the_completion_thread_beside_the_next_network_pass(net, reference, monkeypatch):
     calls: list[tuple[str, str, float, float]] = []
 
     def timed(name, function):
@@ -259,10 +259,12 @@ def test_on_the_cpu_colour_is_restored_on_the_completion_thread_beside_the_next_
         monkeypatch.setattr(worker.network, "decide", timed("fuse", worker.network.decide))
         monkeypatch.setattr("streamfuse.inference.cpu.merge_luminance",
                             timed("colour", streamfuse.inference.cpu.merge_luminance))
+        monkeypatch.setattr("streamfuse.inference.cpu.compose_on_cpu",
+                            timed("compose", streamfuse.inference.cpu.compose_on_cpu))
         results = [f.result(timeout=60) for f in [worker.submit(0, ir, vis) for ir, vis in pairs]]
     for (ir, vis), result in zip(pairs, results, strict=True):
         assert level_diff(result, fused_by_reference(reference, ir, vis)) <= 1
-    assert {thread for name, thread, *_ in calls if name == "colour"} == {"inference-complete"}
+    assert {thread for name, thread, *_ in calls if name in ("colour", "compose")} == {"inference-complete"}
     assert {thread for name, thread, *_ in calls if name == "fuse"} == {"inference-dispatch"}
     fusions = [(start, end) for name, _, start, end in calls if name == "fuse"]
     colours = [(start, end) for name, _, start, end in calls if name == "colour"]
