@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import logging
+import threading
+from types import SimpleNamespace
 
 import cv2
 import numpy as np
@@ -160,3 +162,24 @@ def test_a_gpu_device_for_the_classical_fuser_is_warned_about(caplog):
     with caplog.at_level(logging.WARNING):
         build_fuser(FusionConfig(fuser="classical", device="cuda"))
     assert "fusion.device=cuda has no effect: the classical fuser runs on the CPU" in caplog.text
+
+
+def test_submitted_pairs_are_fused_side_by_side_in_order_each_with_the_prompt_it_was_submitted_with():
+    pairs = [make_pair(i, (160, 120)) for i in range(8)]
+    glare, thermal = SimpleNamespace(weights={"glare": 1.0}), SimpleNamespace(weights={"thermal_targets": 1.0})
+    routings = [None] * 3 + [thermal] * 3 + [glare] * 2
+    fuser = ClassicalFuser(threads=2)
+    assert fuser.max_in_flight(live=False) == 1  # not started: submit fuses at once
+    fuser.start()
+    assert fuser.max_in_flight(live=False) == 2 and fuser.max_in_flight(live=True) == 1
+    futures = [fuser.submit(SimpleNamespace(ir=SimpleNamespace(image=ir), vis=SimpleNamespace(image=vis), valid=None),
+                            routing) for (ir, vis), routing in zip(pairs, routings, strict=True)]
+    results = [future.result(timeout=30) for future in futures]
+    threads = {name for name in (t.name for t in threading.enumerate()) if name.startswith("classical-fuse")}
+    fuser.close()
+    assert threads and not [t for t in threading.enumerate() if t.name.startswith("classical-fuse")]
+    for (ir, vis), routing, result in zip(pairs, routings, results, strict=True):
+        alone = ClassicalFuser()
+        alone.condition(routing)
+        assert np.array_equal(result, alone.fuse(ir, vis))
+    assert not np.array_equal(results[3], ClassicalFuser().fuse(*pairs[3]))  # the prompt changed the output

@@ -242,7 +242,7 @@ def test_submit_blocks_when_queue_is_full(net, monkeypatch):
     assert blocked_s >= 0.05  # the 3rd submission waited for the 1st frame to resolve
 
 
-def test_on_the_cpu_composition_and_colour_run_on_the_completion_thread_beside_the_next_network_pass(net, reference, monkeypatch):
+def test_cpu_composition_and_colour_run_on_the_completion_thread_beside_the_next_network(net, reference, monkeypatch):
     calls: list[tuple[str, str, float, float]] = []
 
     def timed(name, function):

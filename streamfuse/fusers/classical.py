@@ -16,6 +16,9 @@ camera is fine.
 
 from __future__ import annotations
 
+import concurrent.futures
+import os
+
 import numpy as np
 
 from streamfuse.fusers.base import Fuser
@@ -79,16 +82,56 @@ def _lean_map(bands: bands_cv.Split, weights: dict[str, float]) -> np.ndarray | 
 
 
 class ClassicalFuser(Fuser):
-    """Band-selection luminance fusion (the network's fixed rule) with visible chroma restored."""
+    """Band-selection luminance fusion (the network's fixed rule) with visible chroma restored.
+
+    Between :meth:`start` and :meth:`close`, :meth:`submit` fuses on a pool of ``threads`` threads
+    (OpenCV and NumPy release the GIL), so that on a recording consecutive pairs are fused side by side;
+    a live feed keeps one pair in flight (:meth:`max_in_flight`).
+
+    Args:
+        threads: Pairs fused at once by :meth:`submit` (None: 2, or 1 on a single core).
+    """
 
     name = "classical"
 
-    def __init__(self) -> None:
+    def __init__(self, threads: int | None = None) -> None:
         self.weights: dict[str, float] = {}
+        self.threads = threads or min(2, os.cpu_count() or 1)
+        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self._in_flight: set[concurrent.futures.Future] = set()
 
     def condition(self, routing) -> None:
         """Lean towards infrared or visible by the routed intents' :data:`INTENT_LEAN`."""
         self.weights = dict(routing.weights) if routing is not None else {}
+
+    def start(self, stats=None) -> None:
+        """Start the pool :meth:`submit` fuses on (none for one thread: :meth:`submit` then fuses at once)."""
+        if self.threads > 1 and self._pool is None:
+            self._pool = concurrent.futures.ThreadPoolExecutor(self.threads, thread_name_prefix="classical-fuse")
+
+    def close(self, *, timeout: float | None = None, cancel_pending: bool = False) -> None:
+        """Stop the pool after the pairs being fused (at most ``threads``, a few tens of ms each); with
+        ``cancel_pending``, pairs not started are cancelled. ``timeout`` is not needed: nothing waits longer."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=cancel_pending)
+            self._pool = None
+
+    def max_in_flight(self, *, live: bool) -> int:
+        """One pair per thread on a recording; one on a live feed (more would only add latency there)."""
+        return 1 if live or self._pool is None else self.threads
+
+    def submit(self, pair, routing) -> concurrent.futures.Future:
+        """Fuse ``pair`` on the pool (after :meth:`start`). A new prompt waits for the pairs in flight, so
+        that each pair is fused with the prompt it was submitted with."""
+        if self._pool is None:
+            return super().submit(pair, routing)
+        if routing is not self._routing:
+            concurrent.futures.wait(list(self._in_flight))  # never condition beside a running fuse
+            self._condition_once(routing)
+        future = self._pool.submit(self.fuse, pair.ir.image, pair.vis.image, pair.valid)
+        self._in_flight.add(future)
+        future.add_done_callback(self._in_flight.discard)
+        return future
 
     def _fuse(self, ir: np.ndarray, vis: np.ndarray, valid: np.ndarray | None) -> np.ndarray:
         luma, ycrcb = split_luminance(vis)
