@@ -157,10 +157,13 @@ def test_stop_signal_leaves_a_playable_file_and_exits_128_plus_the_signal(tmp_pa
     assert all(b > a for a, b in zip(times, times[1:], strict=False))
 
 
-def test_abort_drops_the_model_fusers_frames_in_flight_without_an_error(tmp_path):
-    """A second Ctrl-C while the worker holds frames: they are cancelled and dropped, not a stage failure."""
+@pytest.mark.parametrize("fusion", [{"fuser": "model", "device": "cpu", "max_batch": 4}, {"fuser": "classical"}],
+                         ids=["model", "classical"])
+def test_abort_drops_the_fusers_frames_in_flight_without_an_error(tmp_path, fusion):
+    """A second Ctrl-C while the fuser holds frames (the model's worker, the classical fuser's pool): they are
+    cancelled and dropped, not a stage failure."""
     data = synthetic(None, size=(160, 128), sinks=[{"type": "video", "path": str(tmp_path / "out.mp4")}])
-    data["fusion"] = {"fuser": "model", "device": "cpu", "max_batch": 4}
+    data["fusion"] = fusion
     with Pipeline(config_from_dict(data)) as pipeline:
         pipeline.start()
         wait_until(lambda: pipeline.frames_fused >= 3, 60, "the first fused frames")
