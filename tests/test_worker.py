@@ -242,7 +242,9 @@ def test_submit_blocks_when_queue_is_full(net, monkeypatch):
     assert blocked_s >= 0.05  # the 3rd submission waited for the 1st frame to resolve
 
 
-def test_cpu_composition_and_colour_run_on_the_completion_thread_beside_the_next_network(net, reference, monkeypatch):
+def test_cpu_finishing_runs_beside_the_next_network_pass_while_frames_wait(net, reference, monkeypatch):
+    """Composition and colour go to the completion thread while frames wait, so they overlap the next frame's
+    network pass; a lone frame (a live feed) is finished on the dispatch thread, with no hand-over."""
     calls: list[tuple[str, str, float, float]] = []
 
     def timed(name, function):
@@ -254,22 +256,27 @@ def test_cpu_composition_and_colour_run_on_the_completion_thread_beside_the_next
             return result
         return call
 
-    pairs = [make_pair(i) for i in range(6)]
+    pairs = [make_pair(i) for i in range(8)]
     with make_worker(net, queue_size=6) as worker:
         monkeypatch.setattr(worker.network, "decide", timed("fuse", worker.network.decide))
         monkeypatch.setattr("streamfuse.inference.cpu.merge_luminance",
                             timed("colour", streamfuse.inference.cpu.merge_luminance))
         monkeypatch.setattr("streamfuse.inference.cpu.compose_on_cpu",
                             timed("compose", streamfuse.inference.cpu.compose_on_cpu))
-        results = [f.result(timeout=60) for f in [worker.submit(0, ir, vis) for ir, vis in pairs]]
+        results = [f.result(timeout=60) for f in [worker.submit(0, ir, vis) for ir, vis in pairs[:6]]]
+        waiting = list(calls)
+        calls.clear()
+        results += [worker.submit(0, ir, vis).result(timeout=60) for ir, vis in pairs[6:]]  # one at a time
     for (ir, vis), result in zip(pairs, results, strict=True):
         assert level_diff(result, fused_by_reference(reference, ir, vis)) <= 1
-    assert {thread for name, thread, *_ in calls if name in ("colour", "compose")} == {"inference-complete"}
-    assert {thread for name, thread, *_ in calls if name == "fuse"} == {"inference-dispatch"}
-    fusions = [(start, end) for name, _, start, end in calls if name == "fuse"]
-    colours = [(start, end) for name, _, start, end in calls if name == "colour"]
+    # frames 0-4 each had a later frame waiting when their network pass ended (frame 5 may be finished either way)
+    assert [thread for name, thread, *_ in waiting if name == "compose"][:5] == ["inference-complete"] * 5
+    assert {thread for name, thread, *_ in waiting if name == "fuse"} == {"inference-dispatch"}
+    fusions = [(start, end) for name, _, start, end in waiting if name == "fuse"]
+    colours = [(start, end) for name, _, start, end in waiting if name == "colour"]
     assert len(fusions) == len(colours) == 6
     assert any(c0 < f1 and f0 < c1 for c0, c1 in colours for f0, f1 in fusions), "no overlap: run one after the other"
+    assert {thread for _, thread, *_ in calls} == {"inference-dispatch"}  # lone frames: no hand-over
 
 
 def test_a_failing_colour_restoration_fails_only_its_frames(net, reference, monkeypatch):

@@ -6,7 +6,9 @@ the network (:func:`~streamfuse.models.cpu.decide_on_cpu`); a completion thread 
 so batch n's composition runs beside batch n+1's network: the fusion thread is the pipeline's slowest
 stage (on 2 cores at 640x512 this took the benchmark from 25 to 36 fps end to end; docs/architecture.md).
 One completion thread, fed in dispatch order, keeps every stream's frames resolved in submission
-order.
+order. When no other frame is waiting (a live feed with one frame in flight) and the completion thread
+is idle, the dispatch thread finishes the batch itself: there is nothing to overlap, and the hand-over
+cost a live run about 5 ms of latency and a tenth of its frame rate.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
+from collections.abc import Callable
 from typing import NamedTuple
 
 import numpy as np
@@ -50,13 +53,19 @@ class CpuBackend:
         temporal_smoothing: ``FusionNet.forward``'s ``momentum`` (0: each frame on its own).
     """
 
-    def __init__(self, network: FusionNet, resolver: Resolver, *, temporal_smoothing: float) -> None:
+    def __init__(self, network: FusionNet, resolver: Resolver, *, temporal_smoothing: float,
+                 backlog: Callable[[], bool] = lambda: True) -> None:
         self.network = network
+        self.backlog = backlog
+        """Whether frames are waiting to be dispatched (then a batch is finished on the completion thread)."""
         self.resolver = resolver
         self.temporal_smoothing = temporal_smoothing
         self._memory: dict[int, torch.Tensor] = {}
         """Per stream: the network's temporal memory after its latest frame (temporal smoothing)."""
         self._done: queue.SimpleQueue[_Fused | None] = queue.SimpleQueue()
+        self._handed_over = 0
+        """Batches given to the completion thread and not finished yet (guarded by ``_lock``)."""
+        self._lock = threading.Lock()
         self._completer = threading.Thread(target=self._complete_loop, name="inference-complete", daemon=True)
         self._completer.start()
 
@@ -105,26 +114,39 @@ class CpuBackend:
             for i, request in enumerate(batch):
                 self._memory[request.stream] = new_memory[i].clone()
         t2 = time.perf_counter()
-        self._done.put(_Fused(batch, decided, list(lumas), list(ycrcbs), [valid for _, (_, valid) in prepared],
-                              (t1 - t0) * 1000, (t2 - t1) * 1000))
+        fused = _Fused(batch, decided, list(lumas), list(ycrcbs), [valid for _, (_, valid) in prepared],
+                       (t1 - t0) * 1000, (t2 - t1) * 1000)
+        with self._lock:
+            hand_over = self._handed_over > 0 or self.backlog()  # finishing here would then hold up the next batch
+            self._handed_over += hand_over
+        if hand_over:
+            self._done.put(fused)
+        else:  # nothing waits and the completion thread is idle: no hand-over (a live feed)
+            self._finish(fused)
 
     def _complete_loop(self) -> None:
         while (fused := self._done.get()) is not None:
-            t0 = time.perf_counter()
-            stage = "composition"
-            try:
-                levels = compose_on_cpu(fused.decided)
-                stage = "colour restoration"
-                results = []
-                for level, luma, ycrcb, valid in zip(levels, fused.lumas, fused.ycrcbs, fused.valids, strict=True):
-                    if valid is not None:
-                        level = np.where(valid.astype(bool), level, luma)
-                    results.append(merge_luminance(level, ycrcb))  # new arrays: nothing here is reused
-            except Exception as exc:
-                self.resolver.failed(fused.batch, batch_error(fused.batch, stage, exc))
-                continue
-            finish_ms = (time.perf_counter() - t0) * 1000
-            self.resolver.done(fused.batch, results, (fused.prepare_ms, fused.fuse_ms, finish_ms))
+            self._finish(fused)
+            with self._lock:
+                self._handed_over -= 1
+
+    def _finish(self, fused: _Fused) -> None:
+        """Compose a decided batch, put the visible colour back and resolve its futures."""
+        t0 = time.perf_counter()
+        stage = "composition"
+        try:
+            levels = compose_on_cpu(fused.decided)
+            stage = "colour restoration"
+            results = []
+            for level, luma, ycrcb, valid in zip(levels, fused.lumas, fused.ycrcbs, fused.valids, strict=True):
+                if valid is not None:
+                    level = np.where(valid.astype(bool), level, luma)
+                results.append(merge_luminance(level, ycrcb))  # new arrays: nothing here is reused
+        except Exception as exc:
+            self.resolver.failed(fused.batch, batch_error(fused.batch, stage, exc))
+            return
+        finish_ms = (time.perf_counter() - t0) * 1000
+        self.resolver.done(fused.batch, results, (fused.prepare_ms, fused.fuse_ms, finish_ms))
 
     def _memory_rows(self, batch: list[Request], height: int, width: int) -> torch.Tensor:
         """Each frame's stream memory from its previous frame (NaN rows: none yet, or another size).

@@ -170,7 +170,8 @@ class InferenceWorker:
                 self.network, self._resolver, device=self.device, dtype=self.dtype, max_batch=max_batch,
                 intents=len(self.intents), temporal_smoothing=temporal_smoothing, cuda_graphs=cuda_graphs)
         else:
-            self._backend = CpuBackend(self.network, self._resolver, temporal_smoothing=temporal_smoothing)
+            self._backend = CpuBackend(self.network, self._resolver, temporal_smoothing=temporal_smoothing,
+                                       backlog=lambda: bool(self._pending))
         self._dispatcher = threading.Thread(target=self._dispatch_loop, name="inference-dispatch", daemon=True)
         self._dispatcher.start()
 
