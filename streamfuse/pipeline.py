@@ -224,7 +224,7 @@ class Pipeline:
             raise PipelineError("the pipeline was already started")
         self._started = True
         try:
-            self.fuser.start(self.stats)
+            self.fuser.start(self.stats, live=self._live)
             for source in self.sources.values():
                 source.start()
             if self.config.control.enabled:

@@ -183,3 +183,15 @@ def test_submitted_pairs_are_fused_side_by_side_in_order_each_with_the_prompt_it
         alone.condition(routing)
         assert np.array_equal(result, alone.fuse(ir, vis))
     assert not np.array_equal(results[3], ClassicalFuser().fuse(*pairs[3]))  # the prompt changed the output
+
+
+def test_on_a_live_feed_the_classical_fuser_fuses_each_pair_at_once_on_the_callers_thread():
+    ir, vis = make_pair(0)
+    fuser = ClassicalFuser(threads=2)
+    fuser.start(live=True)
+    assert fuser.max_in_flight(live=True) == 1
+    future = fuser.submit(SimpleNamespace(ir=SimpleNamespace(image=ir), vis=SimpleNamespace(image=vis), valid=None),
+                          None)
+    assert future.done() and np.array_equal(future.result(), ClassicalFuser().fuse(ir, vis))
+    assert not [t for t in threading.enumerate() if t.name.startswith("classical-fuse")]
+    fuser.close()

@@ -40,11 +40,12 @@ class Fuser(abc.ABC):
         concurrently with :meth:`fuse`. The default ignores text.
         """
 
-    def start(self, stats: PipelineStats | None = None) -> None:  # noqa: B027 - optional hook
+    def start(self, stats: PipelineStats | None = None, *, live: bool = False) -> None:  # noqa: B027 - optional hook
         """Acquire what :meth:`submit` needs (threads, a device) before the first pair.
 
         Args:
             stats: Where the fuser may record its own stage latencies (on :meth:`close`).
+            live: The input is live (the caller keeps :meth:`max_in_flight` ``(live=True)`` pairs in flight).
         """
 
     def close(self, *, timeout: float | None = None, cancel_pending: bool = False) -> None:  # noqa: B027

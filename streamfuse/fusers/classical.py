@@ -86,7 +86,7 @@ class ClassicalFuser(Fuser):
 
     Between :meth:`start` and :meth:`close`, :meth:`submit` fuses on a pool of ``threads`` threads
     (OpenCV and NumPy release the GIL), so that on a recording consecutive pairs are fused side by side;
-    a live feed keeps one pair in flight (:meth:`max_in_flight`).
+    on a live feed it fuses each pair at once (one in flight, :meth:`max_in_flight`).
 
     Args:
         threads: Pairs fused at once by :meth:`submit` (None: 2, or 1 on a single core).
@@ -104,9 +104,10 @@ class ClassicalFuser(Fuser):
         """Lean towards infrared or visible by the routed intents' :data:`INTENT_LEAN`."""
         self.weights = dict(routing.weights) if routing is not None else {}
 
-    def start(self, stats=None) -> None:
-        """Start the pool :meth:`submit` fuses on (none for one thread: :meth:`submit` then fuses at once)."""
-        if self.threads > 1 and self._pool is None:
+    def start(self, stats=None, *, live: bool = False) -> None:
+        """Start the pool :meth:`submit` fuses on; none for one thread or a live feed, which keeps one pair in
+        flight (:meth:`submit` then fuses at once, on the caller's thread: a hand-over would only add latency)."""
+        if self.threads > 1 and not live and self._pool is None:
             self._pool = concurrent.futures.ThreadPoolExecutor(self.threads, thread_name_prefix="classical-fuse")
 
     def close(self, *, timeout: float | None = None, cancel_pending: bool = False) -> None:

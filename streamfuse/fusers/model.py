@@ -59,7 +59,7 @@ class ModelFuser(Fuser):
         if self.worker is not None:
             self.worker.set_weights(self.stream, self._intent_weights)
 
-    def start(self, stats: PipelineStats | None = None) -> None:
+    def start(self, stats: PipelineStats | None = None, *, live: bool = False) -> None:
         """Build the worker (unless shared) and condition this stream on the current intent weights."""
         if self._owns_worker:
             self.worker = build_worker(self.network, self.fusion)
