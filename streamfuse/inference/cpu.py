@@ -45,19 +45,20 @@ class _Fused(NamedTuple):
 
 
 class CpuBackend:
-    """Runs the network on the dispatch thread; composes, restores colour and resolves futures on a completion thread.
+    """Runs the network on the dispatch thread; composes, restores colour and resolves futures on a completion
+    thread while frames wait, else on the dispatch thread.
 
     Args:
         network: The fusion network (on the CPU, in eval mode).
         resolver: Where each batch is reported, fused or failed.
         temporal_smoothing: ``FusionNet.forward``'s ``momentum`` (0: each frame on its own).
+        backlog: Whether frames are waiting to be dispatched (the worker's pending queue is not empty).
     """
 
     def __init__(self, network: FusionNet, resolver: Resolver, *, temporal_smoothing: float,
                  backlog: Callable[[], bool] = lambda: True) -> None:
         self.network = network
         self.backlog = backlog
-        """Whether frames are waiting to be dispatched (then a batch is finished on the completion thread)."""
         self.resolver = resolver
         self.temporal_smoothing = temporal_smoothing
         self._memory: dict[int, torch.Tensor] = {}
