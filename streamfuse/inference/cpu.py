@@ -115,7 +115,7 @@ class CpuBackend:
             for i, request in enumerate(batch):
                 self._memory[request.stream] = new_memory[i].clone()
         t2 = time.perf_counter()
-        fused = _Fused(batch, decided, list(lumas), list(ycrcbs), [valid for _, (_, valid) in prepared],
+        fused = _Fused(batch, decided, lumas, list(ycrcbs), [valid for _, (_, valid) in prepared],
                        (t1 - t0) * 1000, (t2 - t1) * 1000)
         with self._lock:
             hand_over = self._handed_over > 0 or self.backlog()  # finishing here would then hold up the next batch

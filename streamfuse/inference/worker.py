@@ -2,16 +2,17 @@
 
 Threads and queues::
 
-    submit() ──► pending deque ──► dispatch thread ──► (CPU) warp, luminance, forward pass
+    submit() ──► pending deque ──► dispatch thread ──► (CPU) warp, luminance, bands, network
     (any thread,   (bounded by      forms batches     (CUDA) launch: upload on the copy stream,
      blocks when    queue_size       of same-size              compute on the compute stream,
      full)          unresolved       frames                    download on the download stream
                     frames)                                          │ (CPU) queue, (CUDA) events
                                                                      ▼
-                                                     completion thread: (CPU) puts the visible colour
-                                                     back; (CUDA) waits on the batch's last event,
-                                                     copies results out of the pinned ring;
-                                                     resolves futures
+                                                     completion thread: (CPU) composes the bands, puts
+                                                     the visible colour back (on the dispatch thread
+                                                     when no frame waits); (CUDA) waits on the batch's
+                                                     last event, copies results out of the pinned
+                                                     ring; resolves futures
 
 **Batching rule.** The dispatch thread takes the oldest pending frame and every later pending frame
 with the same batching key (visible shape, infrared shape, warped or not), in submission order, up
