@@ -164,6 +164,11 @@ def test_a_gpu_device_for_the_classical_fuser_is_warned_about(caplog):
     assert "fusion.device=cuda has no effect: the classical fuser runs on the CPU" in caplog.text
 
 
+def frame_pair(ir: np.ndarray, vis: np.ndarray) -> SimpleNamespace:
+    """What ``Fuser.submit`` reads of a pipeline's frame pair: the two images and no validity mask."""
+    return SimpleNamespace(ir=SimpleNamespace(image=ir), vis=SimpleNamespace(image=vis), valid=None)
+
+
 def test_submitted_pairs_are_fused_side_by_side_in_order_each_with_the_prompt_it_was_submitted_with():
     pairs = [make_pair(i, (160, 120)) for i in range(8)]
     glare, thermal = SimpleNamespace(weights={"glare": 1.0}), SimpleNamespace(weights={"thermal_targets": 1.0})
@@ -172,8 +177,7 @@ def test_submitted_pairs_are_fused_side_by_side_in_order_each_with_the_prompt_it
     assert fuser.max_in_flight(live=False) == 1  # not started: submit fuses at once
     fuser.start()
     assert fuser.max_in_flight(live=False) == 2 and fuser.max_in_flight(live=True) == 1
-    futures = [fuser.submit(SimpleNamespace(ir=SimpleNamespace(image=ir), vis=SimpleNamespace(image=vis), valid=None),
-                            routing) for (ir, vis), routing in zip(pairs, routings, strict=True)]
+    futures = [fuser.submit(frame_pair(ir, vis), routing) for (ir, vis), routing in zip(pairs, routings, strict=True)]
     results = [future.result(timeout=30) for future in futures]
     threads = {name for name in (t.name for t in threading.enumerate()) if name.startswith("classical-fuse")}
     fuser.close()
@@ -190,8 +194,7 @@ def test_on_a_live_feed_the_classical_fuser_fuses_each_pair_at_once_on_the_calle
     fuser = ClassicalFuser(threads=2)
     fuser.start(live=True)
     assert fuser.max_in_flight(live=True) == 1
-    future = fuser.submit(SimpleNamespace(ir=SimpleNamespace(image=ir), vis=SimpleNamespace(image=vis), valid=None),
-                          None)
+    future = fuser.submit(frame_pair(ir, vis), None)
     assert future.done() and np.array_equal(future.result(), ClassicalFuser().fuse(ir, vis))
     assert not [t for t in threading.enumerate() if t.name.startswith("classical-fuse")]
     fuser.close()
