@@ -38,9 +38,10 @@ from streamfuse.cluster.archive import (  # noqa: E402
     manifest_row,
     plan_segments,
 )  # noqa: E402
-from streamfuse.cluster.fleet import controller, load_fleet  # noqa: E402
-from streamfuse.config import config_from_dict, load_config  # noqa: E402
+from streamfuse.cluster.fleet import FusionActor, GroupConfig, controller, load_fleet  # noqa: E402
+from streamfuse.config import FusionConfig, config_from_dict, load_config  # noqa: E402
 from streamfuse.errors import ConfigError, StreamfuseError  # noqa: E402
+from streamfuse.frames import Frame, FramePair  # noqa: E402
 from streamfuse.pipeline import Pipeline  # noqa: E402
 from streamfuse.sources.video import open_container  # noqa: E402
 
@@ -245,6 +246,36 @@ def test_fleet_file_errors_name_the_pair(tmp_path):
     path.write_text(yaml.safe_dump(fleet))
     with pytest.raises(ConfigError, match=r"pairs.0.config \(a\): sync.tolerance_ms"):
         load_fleet(path)
+
+
+def frame_pair(index: int) -> FramePair:
+    ir, vis = make_pair(index)
+    return FramePair(Frame(ir, index / 30, index, "ir"), Frame(vis, index / 30, index, "vis"), 0.0)
+
+
+def test_a_released_pair_leaves_nothing_behind_in_the_fusion_actor():
+    """A pair the controller stops has its fuser closed (the classical pool's threads end), and a pair
+    that starts later gets a stream of its own in the model's shared worker, not the temporal memory of
+    another pair's stream."""
+    def pool_threads() -> int:
+        return sum(t.name.startswith("classical-fuse") for t in threading.enumerate())
+
+    classical = FusionActor(GroupConfig(name="cpu", wait_ms=0, fusion=FusionConfig(fuser="classical")))
+    before = pool_threads()
+    classical.fuse("a", frame_pair(0), None)
+    classical.fuse("a", frame_pair(1), None)
+    assert pool_threads() > before
+    classical.release("a")
+    wait_until(lambda: pool_threads() == before, 10, "the released pair's fusing threads to end")
+    assert classical.fuse("a", frame_pair(2), None).shape[:2] == (48, 64)  # and it can come back
+
+    model = GroupConfig(name="cpu", wait_ms=0, fusion=FusionConfig(fuser="model", temporal_smoothing=0.5))
+    first_frame = FusionActor(model).fuse("x", frame_pair(5), None)
+    actor = FusionActor(model)
+    actor.fuse("a", frame_pair(3), None)
+    actor.fuse("b", frame_pair(4), None)
+    actor.release("a")
+    assert np.array_equal(actor.fuse("c", frame_pair(5), None), first_frame)
 
 
 def test_controller_reconciles_without_touching_unchanged_pairs(tmp_path, ray_cluster):

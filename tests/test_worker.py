@@ -485,6 +485,21 @@ def test_gpu_ops_carry_the_temporal_memory_like_the_cpu_path(net):
     assert any(level_diff(a, b) > 0 for a, b in zip(unsmoothed[1:], expected[1:], strict=True))
 
 
+def test_a_forgotten_stream_starts_afresh(net):
+    """After ``forget``, a stream's next frame is fused as a first frame: no memory, weights or warp of before."""
+    (ir_a, vis_a), (ir_b, vis_b) = noisy_video(2, seed=7)
+    with make_worker(net, temporal_smoothing=0.5) as worker:
+        fresh = worker.submit(1, ir_b, vis_b).result(10)
+        worker.set_weights(0, net.intent_weights({"fog": 1.0}))
+        worker.set_homography(0, HOMOGRAPHY)
+        worker.submit(0, ir_a, vis_a).result(10)
+        carried = worker.submit(0, ir_b, vis_b).result(10)
+        worker.forget(0)
+        again = worker.submit(0, ir_b, vis_b).result(10)
+    assert level_diff(carried, fresh) > 0
+    assert np.array_equal(again, fresh)
+
+
 def test_stats_percentiles():
     stats = WorkerStats()
     assert stats.mean_batch == 0.0 and stats.percentiles("total")["p50"] == 0.0

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import itertools
 import logging
 import os
 import threading
@@ -178,8 +179,8 @@ class FusionActor:
         self.batch = group.batch
         self.wait_s = group.wait_ms / 1000
         self._fusers: dict[str, Fuser] = {}
-        self._routings: dict[str, object] = {}
         self._worker = None  # the model fuser's shared inference worker
+        self._streams = itertools.count()  # its stream ids: a pair started again never inherits another's state
         self._pending: deque[_Request] = deque()
         self._last_seen: dict[str, float] = {}
         self._cond = threading.Condition()
@@ -194,6 +195,17 @@ class FusionActor:
             self._last_seen[pair] = request.submitted
             self._cond.notify_all()
         return request.future.result()
+
+    def release(self, pair: str) -> None:
+        """Close camera pair ``pair``'s fuser and forget its state (its prompt, its temporal memory); call
+        once the pair has stopped. A pair that comes back starts afresh."""
+        with self._cond:
+            fuser = self._fusers.pop(pair, None)
+            self._last_seen.pop(pair, None)
+        if fuser is not None:
+            fuser.close()
+            if self._worker is not None:
+                self._worker.forget(fuser.stream)
 
     def stats(self) -> dict:
         """Batches fused so far by size, and the mean batch size."""
@@ -233,7 +245,8 @@ class FusionActor:
                     request.future.set_exception(exc)
 
     def _fuser_for(self, pair: str) -> Fuser:
-        fuser = self._fusers.get(pair)
+        with self._cond:
+            fuser = self._fusers.get(pair)
         if fuser is None:
             fuser = build_fuser(self.fusion)
             if self.fusion.fuser == "model":  # one worker (device, cross-pair batches) for all pairs, a stream each
@@ -243,9 +256,10 @@ class FusionActor:
                 if self._worker is None:
                     self._worker = build_worker(fuser.network, self.fusion)
                 fuser = ModelFuser(self.fusion.weights, fusion=self.fusion, worker=self._worker,
-                                   stream=len(self._fusers))
+                                   stream=next(self._streams))
             fuser.start()
-            self._fusers[pair] = fuser
+            with self._cond:
+                self._fusers[pair] = fuser
         return fuser
 
 
@@ -499,6 +513,10 @@ class FleetController:
         group = self.groups.get(pair.config.group)
         if group is not None:
             group.free.append(pair.slot)
+            try:  # its fuser (a thread pool, the model's per-stream state) is not kept for a pair that is gone
+                self.ray.get(group.fusion.release.remote(name), timeout=HEALTH_TIMEOUT_S)
+            except (self.ray.exceptions.RayError, TimeoutError) as exc:
+                log.warning("group %s did not release pair %s (%s)", pair.config.group, name, type(exc).__name__)
 
     def pair_actor(self, name: str):
         """The actor handle of pair ``name`` (for operations and tests)."""

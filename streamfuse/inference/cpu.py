@@ -73,6 +73,10 @@ class CpuBackend:
     def threads(self) -> tuple[threading.Thread, ...]:
         return (self._completer,)
 
+    def forget(self, stream: int) -> None:
+        """Drop ``stream``'s temporal memory (after its last frame)."""
+        self._memory.pop(stream, None)
+
     def graphs(self) -> dict:
         """No CUDA graphs on the CPU."""
         return {}

@@ -140,6 +140,10 @@ class CudaBackend:
     def threads(self) -> tuple[threading.Thread, ...]:
         return (self._completer,)
 
+    def forget(self, stream: int) -> None:
+        """Drop ``stream``'s temporal memory (after its last frame)."""
+        self._memory.pop(stream, None)
+
     def graphs(self) -> dict[tuple[Key, int], bool]:
         """Per (batching key, batch size) run so far: whether its CUDA graph was captured."""
         return {shape: graph is not None for shape, graph in self._graphs.items()}

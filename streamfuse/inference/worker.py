@@ -207,6 +207,14 @@ class InferenceWorker:
             else:
                 self._homographies[stream] = homography
 
+    def forget(self, stream: int) -> None:
+        """Drop everything kept for ``stream`` (intent weights, homography, temporal memory) once its last
+        frame has resolved: a stream that ends leaves nothing behind in a long-running worker."""
+        with self._cond:
+            self._weights.pop(stream, None)
+            self._homographies.pop(stream, None)
+        self._backend.forget(stream)
+
     def submit(self, stream: int, ir: np.ndarray, vis: np.ndarray, *,
                homography: Homography | None = None) -> concurrent.futures.Future:
         """Queue one frame pair of ``stream``; blocks while ``queue_size`` frames are unresolved.
