@@ -453,9 +453,16 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         raise StreamfuseError("calibrate: give --points FILE, or --ir and --vis (with --target for a calibration "
                               "target, without it for automatic estimation)")
     output = Path(args.output)
-    _check_output_file(args.output, "-o", [("--points", args.points), ("--ir", args.ir), ("--vis", args.vis)])
+    overlay_path = output.with_name(output.stem + "_overlay.png")
+    inputs = [("--points", args.points), ("--ir", args.ir), ("--vis", args.vis)]
+    _check_output_file(args.output, "-o", inputs)
     if output.exists() and not args.overwrite:
         raise StreamfuseError(f"-o {output}: already exists; pass -y to replace it")
+    if args.ir is not None and not args.json:  # the overlay image is written next to -o: the same rules
+        _check_output_file(str(overlay_path), f"-o {output}: its overlay", inputs)
+        if overlay_path.exists() and not args.overwrite:
+            raise StreamfuseError(f"-o {output}: its overlay {overlay_path} already exists; pass -y to replace it, "
+                                  "or choose another -o")
     pairs = calibration_pairs(args.ir, args.vis, max_pairs=args.max_pairs, pair_by=args.pair_by) if args.ir else []
     started = time.perf_counter()
     if args.points:
@@ -479,7 +486,6 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     if pairs:
         ir_image, vis_image = pairs[0]
         sizes = {"ir_size": ir_image.shape[1::-1], "vis_size": vis_image.shape[1::-1]}
-    overlay_path = output.with_name(output.stem + "_overlay.png")
     if result.accepted:
         calibrate.write_calibration(output, result, **sizes)
         if pairs and not args.json:

@@ -189,6 +189,28 @@ def test_target_cli_writes_the_calibration_and_an_overlay(tmp_path, capsys):
     assert corner_error(np.array(stored["matrix"]), RIG) < 1.0
 
 
+def test_the_overlay_never_replaces_an_input_or_an_existing_file_without_y(tmp_path, capsys):
+    vis = render_target("checkerboard", (9, 6))
+    cv2.imwrite(str(tmp_path / "rig_overlay.png"), vis)  # the visible input is named like -o's overlay
+    cv2.imwrite(str(tmp_path / "ir.png"), thermal_view(vis, invert=True))
+    before = (tmp_path / "rig_overlay.png").read_bytes()
+    target = ["calibrate", "--target", "checkerboard", "--grid", "9x6", "--ir", str(tmp_path / "ir.png")]
+    command = [*target, "--vis", str(tmp_path / "rig_overlay.png"), "-o", str(tmp_path / "rig.yaml")]
+    for extra in ([], ["-y"]):
+        code, _, err = run_cli(capsys, *command, *extra)
+        assert code == 1 and "would write over the input --vis" in err and err.count("\n") == 1
+    assert (tmp_path / "rig_overlay.png").read_bytes() == before and not (tmp_path / "rig.yaml").exists()
+    (tmp_path / "vis.png").write_bytes(before)
+    (tmp_path / "other_overlay.png").write_bytes(b"keep")
+    command = [*target, "--vis", str(tmp_path / "vis.png"), "-o", str(tmp_path / "other.yaml")]
+    code, _, err = run_cli(capsys, *command)
+    assert code == 1 and "its overlay" in err and "already exists; pass -y" in err
+    assert (tmp_path / "other_overlay.png").read_bytes() == b"keep"
+    code, _, err = run_cli(capsys, *command, "-y")
+    assert code == 0, err
+    assert cv2.imread(str(tmp_path / "other_overlay.png")) is not None
+
+
 def test_a_target_missing_in_one_camera_is_one_clear_error(tmp_path, capsys):
     vis = render_target("checkerboard", (9, 6))
     cv2.imwrite(str(tmp_path / "vis.png"), vis)
