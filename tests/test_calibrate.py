@@ -264,6 +264,20 @@ def test_automatic_recovers_an_easy_warp_added_to_a_real_pair(tmp_path, capsys, 
     assert (tmp_path / "auto.yaml").exists()
 
 
+def test_automatic_finds_a_camera_mounted_seven_degrees_off_with_every_start_agreeing():
+    """The coarse search covers the rotations of the SuperFusion deformations (up to about 7 degrees), not only
+    the 3 degrees of the random warps: a rig rotated 7 degrees is found from the coarse candidates, not only
+    by the refinements that happen to reach it (with the +-3 degree search, half of them: confidence 0.5)."""
+    ir, vis = registered_pairs(shared_data("tno_cddfuse"), 1, first=9)[0]
+    as_is = estimate_homography([reshoot(ir, vis, np.eye(3))])
+    height, width = reshoot(ir, vis, np.eye(3))[1].shape[:2]
+    rotated = np.vstack([cv2.getRotationMatrix2D((width / 2, height / 2), 7.0, 1.0), [0, 0, 1]])
+    rotated[:2, 2] += (-11.0, 7.0)
+    result = estimate_homography([reshoot(ir, vis, rotated)])
+    assert result.accepted and result.confidence >= 0.75
+    assert displacement_px(result.matrix, as_is.matrix @ rotated, (height, width)) < 1.5
+
+
 def test_automatic_counts_the_frames_of_a_still_scene_once(tmp_path, capsys):
     """Frames of a still scene (only sensor noise and H.264 between them) are one piece of evidence: the
     estimate and its confidence are those of one frame pair."""

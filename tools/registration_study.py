@@ -39,7 +39,7 @@ import cv2
 import numpy as np
 
 from streamfuse.imageio import list_images, natural_key, read_image
-from streamfuse.registration.estimate import STRUCTURES, estimate_homography
+from streamfuse.registration.estimate import STRUCTURES, estimate_homography, final_refinement
 
 #: Fraction of each side of a registered pair cropped off by :func:`reshoot` (room for the warp).
 MARGIN = 0.1
@@ -148,6 +148,31 @@ def rig_cases(root: Path, names: list[str], rng: np.random.Generator, scenes: in
         yield f"rig {trial}", views, truth_of(truth_h, *views[0][1].shape[1::-1])
 
 
+def best_fit(truth: np.ndarray) -> np.ndarray:
+    """The homography closest to a true (non-rigid) mapping: least squares over a 4 px grid of its pixels."""
+    height, width = truth.shape[:2]
+    ys, xs = np.mgrid[0:height:4, 0:width:4]
+    matrix, _ = cv2.findHomography(np.stack([xs.ravel(), ys.ravel()], 1).astype(np.float64),
+                                   truth[ys, xs].reshape(-1, 2), 0)
+    return matrix
+
+
+def oracle(args: argparse.Namespace, names: list[str]) -> None:
+    """Per SuperFusion scene: the best homography's error and rotation, and where the estimator's final
+    refinement goes when started from it (an analysis of the truth and of the refinement, no search)."""
+    near = []
+    for name, pairs, truth in single_cases(args, names, np.random.default_rng(args.seed)):
+        best = best_fit(truth)
+        refined = final_refinement(pairs[0], best, args.structure)
+        error = mean_error(refined, truth) if refined is not None else float("nan")
+        near.append(error <= 3)
+        print(f"{name:12s} best homography {mean_error(best, truth):5.2f} px (rotation "
+              f"{np.degrees(np.arctan2(best[1, 0], best[0, 0])):+5.1f} deg); final refinement from it "
+              f"{error:5.2f} px", flush=True)
+    print(f"\n{args.root.name} ({args.half}): the final refinement from the best homography is within 3 px of "
+          f"the truth on {sum(near)} of {len(near)} scenes")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("root", type=Path, help="a superfusion_reg_* folder (ir, vi, ir_warp, flow)")
@@ -162,6 +187,8 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=17)
     parser.add_argument("--structure", choices=STRUCTURES, default=STRUCTURES[0],
                         help="structure images the estimator compares (default learned)")
+    parser.add_argument("--oracle", action="store_true",
+                        help="no estimation: each deformation's best homography, and the final refinement from it")
     args = parser.parse_args()
     names = sorted((p.name for p in list_images(args.root / "vi")), key=natural_key)
     half = len(names) // 2
@@ -174,6 +201,11 @@ def main() -> int:
     if not 0 <= args.broken <= (args.rig or 0):
         parser.error(f"--broken: 0 to --rig ({args.rig}) scenes, got {args.broken}")
     broken = args.rig if args.unrelated else args.broken
+    if args.oracle:
+        if args.warp or args.rig:
+            parser.error("--oracle measures the SuperFusion deformations: not with --warp or --rig")
+        oracle(args, names)
+        return 0
     cases = (rig_cases(args.root, names, rng, args.rig, args.trials, broken) if args.rig
              else single_cases(args, names, rng))
     rows = []

@@ -57,9 +57,14 @@ FINE_WIDTH = 640
 #: :data:`MAX_SHIFT`. Wider than theirs: a fit to the central 80% extrapolates its error to the borders
 #: (tuning rows: 36 estimates within 3 px against 35, medians 2.09 / 1.48 px against 2.24 / 1.65).
 FINE_MARGIN = 0.03
-#: Coarse search grid: relative scales and rotations (degrees) of the infrared image.
+#: Coarse search grid: relative scales of the infrared image, and its rotations (degrees) per structure kind.
+#: The learned kind searches +-6 degrees: the SuperFusion ground-truth deformations rotate by up to 6.6
+#: (RoadScene) and 6.9 (MSRS) degrees, and with +-3 a tuning scene rotated by -6.6 degrees had no coarse
+#: candidate near the truth and locked 14.6 px off (tuning rows 36 -> 38 estimates within 3 px; none of
+#: the unrelated rigs accepted). The edges kind keeps +-3: its correlations have more false peaks, and
+#: searching wider it accepted a wrong lock on a held-out TNO warp.
 COARSE_SCALES = (0.93, 1.0, 1.07)
-COARSE_ANGLES = (-3.0, 0.0, 3.0)
+COARSE_ANGLES = {"learned": (-6.0, -3.0, 0.0, 3.0, 6.0), "edges": (-3.0, 0.0, 3.0)}
 #: Translation searched by the coarse step, as a fraction of each dimension.
 MAX_SHIFT = 0.1
 #: Coarse candidates refined (besides the identity).
@@ -201,13 +206,13 @@ def _prepare(ir: np.ndarray, vis: np.ndarray, structure: str, work_width: int = 
                  to_full, from_ir)
 
 
-def _coarse(ir: np.ndarray, vis: np.ndarray) -> list[tuple[float, np.ndarray]]:
+def _coarse(ir: np.ndarray, vis: np.ndarray, angles: Sequence[float]) -> list[tuple[float, np.ndarray]]:
     """Similarity candidates (working IR px -> working VIS px) with their correlation, best first."""
     height, width = vis.shape
     mx, my = round(width * MAX_SHIFT), round(height * MAX_SHIFT)
     candidates = []
     for scale in COARSE_SCALES:
-        for angle in COARSE_ANGLES:
+        for angle in angles:
             similarity = np.vstack([cv2.getRotationMatrix2D((width / 2, height / 2), angle, scale), [0, 0, 1]])
             warped = cv2.warpAffine(ir, similarity[:2], (width, height))
             template = warped[my:height - my, mx:width - mx]
@@ -299,22 +304,32 @@ def alignment_quality(pairs: Sequence[tuple[np.ndarray, np.ndarray]], matrix: np
     return _mean_score([_prepare(ir, vis, "edges", sigmas=SIGMAS[:1]) for ir, vis in pairs], matrix)
 
 
-def _fine(frames: tuple[np.ndarray, np.ndarray], matrix: np.ndarray, ir_shape: tuple[int, int],
-          structure: str) -> np.ndarray:
-    """Refine ``matrix`` at :data:`FINE_WIDTH` on one frame pair; keep it when the refinement wanders off."""
+def final_refinement(frames: tuple[np.ndarray, np.ndarray], matrix: np.ndarray,
+                     structure: str = STRUCTURES[0]) -> np.ndarray | None:
+    """The estimator's last step on one frame pair ``(ir, vis)``: full-size IR -> VIS ``matrix`` refined by
+    affine ECC on the structure images at :data:`FINE_WIDTH`; None when ECC fails. (Public for analysis:
+    where this step goes from a known-good start is where the structure images align best.)"""
     fine = _prepare(*frames, structure, work_width=FINE_WIDTH, sigmas=(SIGMAS[0],))
     start = np.linalg.inv(fine.to_full) @ matrix @ np.linalg.inv(fine.from_ir)
     refined = _refine(fine.ir[SIGMAS[0]], fine.vis[SIGMAS[0]], start, from_half=False, margin=FINE_MARGIN)
     if refined is None:
-        return matrix
+        return None
     refined = fine.to_full @ refined @ fine.from_ir
-    return refined / refined[2, 2] if displacement_px(refined, matrix, ir_shape) <= AGREE_PX else matrix
+    return refined / refined[2, 2]
+
+
+def _fine(frames: tuple[np.ndarray, np.ndarray], matrix: np.ndarray, ir_shape: tuple[int, int],
+          structure: str) -> np.ndarray:
+    """Refine ``matrix`` at :data:`FINE_WIDTH` on one frame pair; keep it when the refinement wanders off."""
+    refined = final_refinement(frames, matrix, structure)
+    return refined if refined is not None and displacement_px(refined, matrix, ir_shape) <= AGREE_PX else matrix
 
 
 def _pair_estimate(pair: _Pair, frames: tuple[np.ndarray, np.ndarray], ir_shape: tuple[int, int],
                    structure: str, identity_full: np.ndarray) -> _PairEstimate | None:
     """One frame pair's own estimate, or None when no refinement converged."""
-    starts = [matrix for _, matrix in _coarse(pair.ir[SIGMAS[-1]], pair.vis[SIGMAS[-1]])][:STARTS]
+    starts = [matrix for _, matrix in _coarse(pair.ir[SIGMAS[-1]], pair.vis[SIGMAS[-1]], COARSE_ANGLES[structure])]
+    starts = starts[:STARTS]
     starts.append(np.eye(3))
     runs = []  # full-size IR -> VIS homographies
     for sigma in SIGMAS:
