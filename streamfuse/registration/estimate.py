@@ -57,14 +57,13 @@ FINE_WIDTH = 640
 #: :data:`MAX_SHIFT`. Wider than theirs: a fit to the central 80% extrapolates its error to the borders
 #: (tuning rows: 36 estimates within 3 px against 35, medians 2.09 / 1.48 px against 2.24 / 1.65).
 FINE_MARGIN = 0.03
-#: Coarse search grid: relative scales of the infrared image, and its rotations (degrees) per structure kind.
-#: The learned kind searches +-6 degrees: the SuperFusion ground-truth deformations rotate by up to 6.6
-#: (RoadScene) and 6.9 (MSRS) degrees, and with +-3 a tuning scene rotated by -6.6 degrees had no coarse
-#: candidate near the truth and locked 14.6 px off (tuning rows 36 -> 38 estimates within 3 px; none of
-#: the unrelated rigs accepted). The edges kind keeps +-3: its correlations have more false peaks, and
-#: searching wider it accepted a wrong lock on a held-out TNO warp.
+#: Coarse search grid: relative scales and rotations (degrees) of the infrared image. The rotations cover
+#: +-6 degrees: the SuperFusion ground-truth deformations rotate by up to 6.6 (RoadScene) and 6.9 (MSRS)
+#: degrees, and with +-3 a tuning scene rotated by -6.6 degrees had no coarse candidate near the truth and
+#: locked 14.6 px off (learned tuning rows 36 -> 38 estimates within 3 px; the edges rows unchanged; none
+#: of the unrelated rigs accepted).
 COARSE_SCALES = (0.93, 1.0, 1.07)
-COARSE_ANGLES = {"learned": (-6.0, -3.0, 0.0, 3.0, 6.0), "edges": (-3.0, 0.0, 3.0)}
+COARSE_ANGLES = (-6.0, -3.0, 0.0, 3.0, 6.0)
 #: Translation searched by the coarse step, as a fraction of each dimension.
 MAX_SHIFT = 0.1
 #: Coarse candidates refined (besides the identity).
@@ -206,13 +205,13 @@ def _prepare(ir: np.ndarray, vis: np.ndarray, structure: str, work_width: int = 
                  to_full, from_ir)
 
 
-def _coarse(ir: np.ndarray, vis: np.ndarray, angles: Sequence[float]) -> list[tuple[float, np.ndarray]]:
+def _coarse(ir: np.ndarray, vis: np.ndarray) -> list[tuple[float, np.ndarray]]:
     """Similarity candidates (working IR px -> working VIS px) with their correlation, best first."""
     height, width = vis.shape
     mx, my = round(width * MAX_SHIFT), round(height * MAX_SHIFT)
     candidates = []
     for scale in COARSE_SCALES:
-        for angle in angles:
+        for angle in COARSE_ANGLES:
             similarity = np.vstack([cv2.getRotationMatrix2D((width / 2, height / 2), angle, scale), [0, 0, 1]])
             warped = cv2.warpAffine(ir, similarity[:2], (width, height))
             template = warped[my:height - my, mx:width - mx]
@@ -328,8 +327,7 @@ def _fine(frames: tuple[np.ndarray, np.ndarray], matrix: np.ndarray, ir_shape: t
 def _pair_estimate(pair: _Pair, frames: tuple[np.ndarray, np.ndarray], ir_shape: tuple[int, int],
                    structure: str, identity_full: np.ndarray) -> _PairEstimate | None:
     """One frame pair's own estimate, or None when no refinement converged."""
-    starts = [matrix for _, matrix in _coarse(pair.ir[SIGMAS[-1]], pair.vis[SIGMAS[-1]], COARSE_ANGLES[structure])]
-    starts = starts[:STARTS]
+    starts = [matrix for _, matrix in _coarse(pair.ir[SIGMAS[-1]], pair.vis[SIGMAS[-1]])][:STARTS]
     starts.append(np.eye(3))
     runs = []  # full-size IR -> VIS homographies
     for sigma in SIGMAS:
