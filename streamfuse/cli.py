@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from pathlib import Path
+from typing import NoReturn
 
 from tqdm import tqdm
 
@@ -24,7 +25,7 @@ from streamfuse.config import (
     load_config,
     packaged_configs,
 )
-from streamfuse.errors import StreamfuseError
+from streamfuse.errors import StreamfuseError, UsageError
 from streamfuse.fusers import FUSERS
 from streamfuse.fusers.colour import has_colour
 from streamfuse.imageio import IMAGE_EXTENSIONS, list_images, natural_key, read_image
@@ -48,6 +49,8 @@ def _apply_prompt(config: Config, args: argparse.Namespace) -> Config:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    if args.max_frames is not None:
+        _at_least_one(args.max_frames, "--max-frames")
     config = _apply_prompt(load_config(args.config, args.set), args)
     pipeline = Pipeline(config, max_frames=args.max_frames)
     setup_runtime(config.fusion, live=pipeline.live)
@@ -189,9 +192,9 @@ def fuse_config(ir: str, vis: str, output: str, *, fuser: str, overwrite: bool, 
     """
     kinds = {_input_kind(ir, "--ir"), _input_kind(vis, "--vis")}
     if fps is not None and "video" in kinds:
-        raise StreamfuseError("--fps: videos keep their own timing; --fps sets the rate of folders of images")
+        raise UsageError("--fps: videos keep their own timing; --fps sets the rate of folders of images")
     if fps is not None and not fps > 0:
-        raise StreamfuseError(f"--fps: must be positive, got {fps:g}")
+        raise UsageError(f"--fps: must be positive, got {fps:g}")
     out = Path(output)
     if "video" in kinds:
         if out.suffix.lower() not in VIDEO_EXTENSIONS:
@@ -437,7 +440,7 @@ def _check_output_file(path: str, flag: str, inputs: list[tuple[str, str | None]
 def _at_least_one(value: int, flag: str) -> None:
     """Refuse a count below 1 given on the command line, naming the flag."""
     if value < 1:
-        raise StreamfuseError(f"{flag}: must be at least 1, got {value}")
+        raise UsageError(f"{flag}: must be at least 1, got {value}")
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
@@ -446,11 +449,11 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     _at_least_one(args.max_pairs, "--max-pairs")
     modes = [name for name, given in (("--points", args.points), ("--target", args.target)) if given]
     if len(modes) > 1:
-        raise StreamfuseError("calibrate: give --points or --target (or neither, for automatic), not both")
+        raise UsageError("calibrate: give --points or --target (or neither, for automatic), not both")
     if (args.ir is None) != (args.vis is None):
-        raise StreamfuseError("calibrate: --ir and --vis go together")
+        raise UsageError("calibrate: --ir and --vis go together")
     if not args.points and args.ir is None:
-        raise StreamfuseError("calibrate: give --points FILE, or --ir and --vis (with --target for a calibration "
+        raise UsageError("calibrate: give --points FILE, or --ir and --vis (with --target for a calibration "
                               "target, without it for automatic estimation)")
     output = Path(args.output)
     overlay_path = output.with_name(output.stem + "_overlay.png")
@@ -463,13 +466,13 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         if overlay_path.exists() and not args.overwrite:
             raise StreamfuseError(f"-o {output}: its overlay {overlay_path} already exists; pass -y to replace it, "
                                   "or choose another -o")
+    grid = calibrate.parse_grid(args.grid) if args.target else None
     pairs = calibration_pairs(args.ir, args.vis, max_pairs=args.max_pairs, pair_by=args.pair_by) if args.ir else []
     started = time.perf_counter()
     if args.points:
         ir_points, vis_points, lines = calibrate.load_points(args.points)
         result = calibrate.from_points(ir_points, vis_points, lines=lines, origin=args.points)
     elif args.target:
-        grid = calibrate.parse_grid(args.grid)
         result = calibrate.from_target(pairs, args.target, grid, names=(f"--ir {args.ir}", f"--vis {args.vis}"))
     else:
         quiet = args.json or args.no_progress or not sys.stderr.isatty() or len(pairs) < 2
@@ -547,13 +550,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     _at_least_one(args.streams, "--streams")
     if args.live is not None and args.live <= 0:
-        raise StreamfuseError(f"--live: must be a positive frame rate, got {args.live:g} (leave it out for throughput)")
+        raise UsageError(f"--live: must be a positive frame rate, got {args.live:g} (leave it out for throughput)")
     if args.json:
         _check_output_file(args.json, "--json", [])
     try:
         width, height = (int(v) for v in args.size.lower().split("x"))
     except ValueError:
-        raise StreamfuseError(f"--size {args.size}: expected WIDTHxHEIGHT, e.g. 640x512") from None
+        raise UsageError(f"--size {args.size}: expected WIDTHxHEIGHT, e.g. 640x512") from None
     overrides = list(args.set)
     for key, value in (("device", args.device), ("precision", args.precision), ("max_batch", args.batch),
                        ("threads", args.threads)):
@@ -600,7 +603,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if not args.fused and not args.fuser:
         args.fuser = ["model"]
     if args.prompt is not None and not args.fuser:
-        raise StreamfuseError("eval: --prompt steers a fuser; it needs --fuser (fused folders are already fused)")
+        raise UsageError("eval: --prompt steers a fuser; it needs --fuser (fused folders are already fused)")
     routing = None
     if args.prompt is not None:
         from streamfuse.text import build_router
@@ -619,7 +622,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         methods[label] = evaluation.folder_method(folder)
     for name in args.fuser or []:
         if name in methods:
-            raise StreamfuseError(f"eval: --fuser {name} and the --fused folder labelled {name!r} would share a row; "
+            raise UsageError(f"eval: --fuser {name} and the --fused folder labelled {name!r} would share a row; "
                                   "rename or move that folder")
         fuser = build_fuser(FusionConfig(fuser=name, weights=args.weights))
         fuser.condition(routing)
@@ -672,7 +675,7 @@ def cmd_config(args: argparse.Namespace) -> int:
         return 0
     name = Path(args.name).stem
     if name not in configs:
-        raise StreamfuseError(f"config show: no packaged config {args.name!r} (packaged: {', '.join(configs)})")
+        raise UsageError(f"config show: no packaged config {args.name!r} (packaged: {', '.join(configs)})")
     print(configs[name].read_text(encoding="utf-8"), end="")
     return 0
 
@@ -707,7 +710,10 @@ def cmd_prompt(args: argparse.Namespace) -> int:
 
     command = {"set": "set_prompt", "get": "get_prompt", "stats": "get_stats", "health": "get_health"}[args.action]
     message = {"cmd": command, "prompt": args.text} if args.action == "set" else {"cmd": command}
-    reply = request(args.control, message, client_key=args.client_key, server_key=args.server_key)
+    if args.timeout <= 0:
+        raise UsageError(f"--timeout: must be positive, got {args.timeout:g}")
+    reply = request(args.control, message, timeout_s=args.timeout, client_key=args.client_key,
+                    server_key=args.server_key)
     if not reply.get("ok"):
         raise StreamfuseError(f"{args.control}: {reply.get('error', 'request refused')}")
     if args.json or args.action in ("stats", "health"):
@@ -746,7 +752,7 @@ def cmd_subscribe(args: argparse.Namespace) -> int:
     limits = (("--frames", args.frames), ("--duration", args.duration), ("--idle-timeout", args.idle_timeout))
     for flag, value in limits:
         if value is not None and value <= 0:
-            raise StreamfuseError(f"{flag}: must be positive, got {value:g} (leave it out for no limit)")
+            raise UsageError(f"{flag}: must be positive, got {value:g} (leave it out for no limit)")
     keep = "all" if args.save else "latest"
     writer = VideoWriter(args.save, overwrite=args.overwrite, key="--save") if args.save else None
     all_latencies: list[float] = []
@@ -826,9 +832,18 @@ def _sigterm_as_interrupt() -> Iterator[None]:
 
 
 # ------------------------------------------------------------------------------------------- parser
+class _Parser(argparse.ArgumentParser):
+    """Argument errors as one line, like every other error (``streamfuse: error: ...``), exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        command = self.prog.removeprefix("streamfuse").strip()
+        where = f"{command}: " if command else ""
+        self.exit(2, f"streamfuse: error: {where}{message} (see streamfuse {command + ' ' if command else ''}--help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``streamfuse`` command."""
-    parser = argparse.ArgumentParser(prog="streamfuse", description="Real-time infrared + visible video fusion.")
+    parser = _Parser(prog="streamfuse", description="Real-time infrared + visible video fusion.")
     parser.add_argument("--version", action="version", version=f"streamfuse {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
@@ -961,6 +976,9 @@ def build_parser() -> argparse.ArgumentParser:
         if action == "set":
             remote.add_argument("text")
         remote.add_argument("--control", default="tcp://127.0.0.1:5556", help="the pipeline's control endpoint")
+        remote.add_argument("--timeout", type=float, default=30.0, metavar="S",
+                            help="how long to wait for the reply (default 30 s: a pipeline that has not loaded "
+                                 "its text encoder yet loads it for the first new prompt)")
         remote.add_argument("--json", action="store_true", help="print the JSON reply")
         curve_client_options(remote, "control socket")
     prompt.set_defaults(handler=cmd_prompt)

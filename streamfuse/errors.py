@@ -20,6 +20,13 @@ class ConfigError(StreamfuseError):
     exit_code = 2
 
 
+class UsageError(StreamfuseError):
+    """A command-line argument that cannot be right (a value out of range, flags that do not go together):
+    exit status 2, as for argparse's own argument errors and for config errors."""
+
+    exit_code = 2
+
+
 class SourceError(StreamfuseError):
     """A source could not be opened or failed while reading (missing file, corrupt video, no camera)."""
 

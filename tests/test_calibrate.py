@@ -410,11 +410,14 @@ def test_automatic_refuses_featureless_images():
 
 def test_calibrate_arguments_are_checked(tmp_path, capsys):
     code, _, err = run_cli(capsys, "calibrate", "--ir", str(tmp_path / "x.png"))
-    assert code == 1 and "--ir and --vis go together" in err
+    assert code == 2 and "--ir and --vis go together" in err  # argument errors exit 2, as argparse's do
     code, _, err = run_cli(capsys, "calibrate")
-    assert code == 1 and "give --points FILE, or --ir and --vis" in err
+    assert code == 2 and "give --points FILE, or --ir and --vis" in err
     code, _, err = run_cli(capsys, "calibrate", "--ir", str(tmp_path), "--vis", str(tmp_path), "--max-pairs", "0")
-    assert code == 1 and err == "streamfuse: error: --max-pairs: must be at least 1, got 0\n"
+    assert code == 2 and err == "streamfuse: error: --max-pairs: must be at least 1, got 0\n"
+    code, _, err = run_cli(capsys, "calibrate", "--target", "checkerboard", "--grid", "9by6", "--ir", str(tmp_path),
+                           "--vis", str(tmp_path))
+    assert code == 2 and err == "streamfuse: error: --grid '9by6': expected COLUMNSxROWS, e.g. 9x6\n"
     existing = tmp_path / "c.yaml"
     existing.write_text("matrix: [[1, 0, 0], [0, 1, 0], [0, 0, 1]]\n")
     code, _, err = run_cli(capsys, "calibrate", "--points", "p.csv", "-o", str(existing))

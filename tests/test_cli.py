@@ -285,7 +285,7 @@ def test_packaged_configs_listed_shown_and_run_by_name_outside_the_repository(tm
     code, out, _ = run_cli(capsys, "config", "show", "files")
     assert code == 0 and out == (REPO / "streamfuse" / "configs" / "files.yaml").read_text()
     code, _, err = run_cli(capsys, "config", "show", "nope")
-    assert code == 1 and "packaged: demo, files" in err
+    assert code == 2 and "packaged: demo, files" in err
     for folder, index in (("thermal", 0), ("visual", 1)):
         (tmp_path / folder).mkdir()
         for frame in range(3):
@@ -297,3 +297,23 @@ def test_packaged_configs_listed_shown_and_run_by_name_outside_the_repository(tm
                          capture_output=True, text=True, env=python_env(), timeout=120)
     assert run.returncode == 0, run.stderr
     assert len(read_video(tmp_path / "out" / "fused.mp4")[0]) == 3
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["fuse", "--ir", "a", "--vis", "b", "-o", "c", "--pair-by", "bogus"],
+     "streamfuse: error: fuse: argument --pair-by: invalid choice: 'bogus' (choose from 'stem', 'order') "
+     "(see streamfuse fuse --help)\n"),
+    (["prompt", "set"], "streamfuse: error: prompt set: the following arguments are required: text "
+                        "(see streamfuse prompt set --help)\n"),
+    (["run", "--max-frames", "0"], None),
+])
+def test_argument_errors_are_one_line_with_status_2(capsys, argv, message):
+    """As the README says of every mistake: one ``streamfuse: error:`` line, status 2 for argument errors."""
+    try:
+        code = main(argv)
+    except SystemExit as exit_:  # argparse's own checks end the parser
+        code = exit_.code
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("streamfuse: error: ") and err.count("\n") == 1
+    if message is not None:
+        assert err == message

@@ -23,7 +23,7 @@ import numpy as np
 import yaml
 
 from streamfuse.config import check_homography, yaml_problem
-from streamfuse.errors import StreamfuseError
+from streamfuse.errors import StreamfuseError, UsageError
 from streamfuse.fusers.colour import as_gray
 
 #: RANSAC inlier threshold (px) for point correspondences.
@@ -221,9 +221,9 @@ def parse_grid(text: str) -> tuple[int, int]:
     try:
         columns, rows = (int(v) for v in text.lower().split("x"))
     except ValueError:
-        raise CalibrationError(f"--grid {text!r}: expected COLUMNSxROWS, e.g. 9x6") from None
+        raise UsageError(f"--grid {text!r}: expected COLUMNSxROWS, e.g. 9x6") from None
     if columns < 2 or rows < 2 or columns * rows < 4:
-        raise CalibrationError(f"--grid {text!r}: a grid needs at least 2x2 points")
+        raise UsageError(f"--grid {text!r}: a grid needs at least 2x2 points")
     return columns, rows
 
 
