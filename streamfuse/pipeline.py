@@ -250,10 +250,24 @@ class Pipeline:
             raise
         if self.refiner is not None:
             self.refiner.start()
+        if self.config.control.enabled or self.config.view.enabled:
+            threading.Thread(target=self._warm_text_encoder, name="text-encoder-warm-up", daemon=True).start()
         for name, target in (("pair", self.pairing.run), ("fuse", self._fuse_loop)):
             thread = threading.Thread(target=self._guard, args=(name, target), name=f"stage-{name}", daemon=True)
             thread.start()
             self._threads.append(thread)
+
+    def _warm_text_encoder(self) -> None:
+        """Load the text encoder's model and embed the prompt bank while the pipeline runs: otherwise the first
+        new prompt sent over the control socket or the web view does (seconds on a busy small CPU, with an
+        empty embedding cache) and its reply comes late."""
+        t0 = time.perf_counter()
+        try:
+            self.router.warm()
+        except Exception as exc:  # the first new prompt will try again and report it
+            log.warning("text encoder: could not load it ahead of the first prompt: %s", exc)
+            return
+        log.debug("text encoder ready for new prompts in %.1f s", time.perf_counter() - t0)
 
     def _open_view(self):
         from streamfuse.control import CommandHandler, pipeline_commands

@@ -58,6 +58,30 @@ def test_prompt_change_mid_run_reaches_headers_without_losing_frames(capsys):
     assert received[-1].header["encoder"].startswith("hashing")
 
 
+def test_the_prompt_bank_is_embedded_ahead_of_the_first_prompt_change(tmp_path, monkeypatch):
+    """With a control socket and no prompt yet, the pipeline loads the encoder and embeds the bank in the
+    background: the first ``prompt set`` then costs one encoding, not a model load and a whole bank (which,
+    on a busy small CPU, took longer than the client waited for the reply)."""
+    cache = tmp_path / "text-cache"
+    monkeypatch.setenv("STREAMFUSE_CACHE_DIR", str(cache))
+    publish, control = free_ports(2)
+    config = live_config(publish, control, frames=None)
+    config["prompt"] = ""
+    config["sinks"] = []
+    config["sources"]["ir"]["frames"] = config["sources"]["vis"]["frames"] = None
+    pipeline = Pipeline(config_from_dict(config))
+    runner = threading.Thread(target=pipeline.run, kwargs={"install_signal_handlers": False})
+    runner.start()
+    try:
+        deadline = time.monotonic() + 30
+        while len(list(cache.rglob("*.npy"))) < 20 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(list(cache.rglob("*.npy"))) >= 20  # the bank's phrasings, with no prompt asked for
+    finally:
+        pipeline.stop()
+        runner.join(10)
+
+
 def test_control_get_prompt_and_stats_while_running(capsys):
     publish, control = free_ports(2)
     pipeline = Pipeline(config_from_dict(live_config(publish, control, frames=40)))

@@ -16,6 +16,7 @@ import hashlib
 import logging
 import os
 import re
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -43,6 +44,9 @@ class TextEncoder(abc.ABC):
     @abc.abstractmethod
     def encode(self, texts: list[str]) -> torch.Tensor:
         """Embed ``texts`` as a ``(len(texts), D)`` float32 tensor with L2-normalised rows."""
+
+    def warm(self) -> None:  # noqa: B027 - a no-op by default: the keyword encoder has no model to load
+        """Load the model now, not at the first :meth:`encode` (nothing to do for an encoder without one)."""
 
 
 # ------------------------------------------------------------------------------- offline fallback
@@ -250,10 +254,15 @@ class DeferredEncoder(TextEncoder):
         self.min_similarity = kind.min_similarity
         self._build = build
         self._encoder: TextEncoder | None = None
+        self._lock = threading.Lock()  # a warm-up thread and the first encode build it once
+
+    def warm(self) -> None:  # noqa: B027 - a no-op by default: the keyword encoder has no model to load
+        with self._lock:
+            if self._encoder is None:
+                self._encoder = self._build()
 
     def encode(self, texts: list[str]) -> torch.Tensor:
-        if self._encoder is None:
-            self._encoder = self._build()
+        self.warm()
         return self._encoder.encode(texts)
 
 

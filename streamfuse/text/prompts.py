@@ -243,6 +243,12 @@ class Router:
             self._phrasing_embeddings = self._weighted(raw)
         return self._phrasing_embeddings
 
+    def warm(self) -> None:
+        """Load the encoder's model and embed the prompt bank now: the first new prompt then costs one
+        encoding, not a model load and a bank's worth of them."""
+        self.encoder.warm()
+        self._bank_embeddings()
+
     def route(self, prompt: str) -> Routing:
         """The routing of ``prompt`` (cached by encoder, bank version, floor and text; a hit loads no model)."""
         key = f"route|{self.encoder.id}|{self.bank.version}|{self.floor}|{prompt}"
