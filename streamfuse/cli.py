@@ -21,6 +21,7 @@ from tqdm import tqdm
 from streamfuse import __version__
 from streamfuse.config import (
     Config,
+    check_zmq_endpoint,
     config_from_dict,
     load_config,
     packaged_configs,
@@ -712,6 +713,7 @@ def cmd_prompt(args: argparse.Namespace) -> int:
     message = {"cmd": command, "prompt": args.text} if args.action == "set" else {"cmd": command}
     if args.timeout <= 0:
         raise UsageError(f"--timeout: must be positive, got {args.timeout:g}")
+    check_zmq_endpoint(args.control, "--control", "tcp://127.0.0.1:5556")
     reply = request(args.control, message, timeout_s=args.timeout, client_key=args.client_key,
                     server_key=args.server_key)
     if not reply.get("ok"):
@@ -753,6 +755,7 @@ def cmd_subscribe(args: argparse.Namespace) -> int:
     for flag, value in limits:
         if value is not None and value <= 0:
             raise UsageError(f"{flag}: must be positive, got {value:g} (leave it out for no limit)")
+    check_zmq_endpoint(args.endpoint, "ENDPOINT", "tcp://127.0.0.1:5555")
     keep = "all" if args.save else "latest"
     writer = VideoWriter(args.save, overwrite=args.overwrite, key="--save") if args.save else None
     all_latencies: list[float] = []

@@ -507,9 +507,7 @@ class ZmqSinkConfig(SinkConfig):
 
     def _check(self, path: str) -> None:
         super()._check(path)
-        if "://" not in self.endpoint:
-            raise ConfigError(f"{path}.endpoint: expected a ZeroMQ endpoint such as tcp://127.0.0.1:5555, "
-                              f"got {self.endpoint!r}")
+        check_zmq_endpoint(self.endpoint, f"{path}.endpoint", "tcp://127.0.0.1:5555")
         if not 1 <= self.jpeg_quality <= 100:
             raise ConfigError(f"{path}.jpeg_quality: must be between 1 and 100, got {self.jpeg_quality}")
         if self.hwm < 1:
@@ -596,14 +594,28 @@ class ControlConfig:
     """Requests beyond this rate get an error reply without being executed."""
 
     def _check(self, path: str) -> None:
-        if "://" not in self.endpoint:
-            raise ConfigError(f"{path}.endpoint: expected a ZeroMQ endpoint such as tcp://127.0.0.1:5556, "
-                              f"got {self.endpoint!r}")
+        check_zmq_endpoint(self.endpoint, f"{path}.endpoint", "tcp://127.0.0.1:5556")
         if not is_local_endpoint(self.endpoint) and not self.curve.enabled and not self.allow_insecure_remote:
             raise ConfigError(f"{path}.endpoint: {self.endpoint} is reachable from the network; configure "
                               f"{path}.curve keys (streamfuse keys), bind 127.0.0.1, or set "
                               f"{path}.allow_insecure_remote: true")
         _positive(self.max_requests_per_s, f"{path}.max_requests_per_s")
+
+
+def check_zmq_endpoint(endpoint: str, key: str, example: str) -> None:
+    """Refuse anything but ``transport://address``, and a TCP port outside 1-65535 (or ``*``, any free port):
+    ZeroMQ takes a larger number modulo 65536 and binds another port without a word.
+
+    Raises:
+        ConfigError: Naming ``key`` and an ``example`` of a valid endpoint.
+    """
+    transport, separator, address = endpoint.partition("://")
+    if not (transport and separator and address):
+        raise ConfigError(f"{key}: expected a ZeroMQ endpoint such as {example}, got {endpoint!r}")
+    port = address.rpartition(":")[2]
+    if transport == "tcp" and port != "*" and not (port.isdigit() and 1 <= int(port) <= 65535):
+        raise ConfigError(f"{key}: {endpoint!r} needs a TCP port from 1 to 65535 (or * for any free port), "
+                          f"e.g. {example}")
 
 
 def is_local_endpoint(endpoint: str) -> bool:

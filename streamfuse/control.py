@@ -31,6 +31,7 @@ import zmq
 from streamfuse.config import ControlConfig, is_local_endpoint
 from streamfuse.errors import ConfigError, StreamfuseError
 from streamfuse.security import secure_client, secure_server
+from streamfuse.sinks.zmq import bound_endpoint
 
 if TYPE_CHECKING:
     from streamfuse.pipeline import Pipeline
@@ -143,6 +144,7 @@ class ControlServer:
         try:
             self._authenticator = secure_server(self._socket, config.curve, what="control.curve")
             self._socket.bind(self.endpoint)
+            self.endpoint = bound_endpoint(self._socket, self.endpoint, "control.endpoint")
         except (zmq.ZMQError, ConfigError) as exc:
             self._release()
             if isinstance(exc, ConfigError):

@@ -195,3 +195,21 @@ def test_a_folder_named_like_a_packaged_config_does_not_hide_it(tmp_path, monkey
     assert load_config("demo").sources.ir.type == "synthetic"
     with pytest.raises(ConfigError, match="other: is a folder, not a config file"):
         load_train_config("other")
+
+
+@pytest.mark.parametrize("section", [
+    {"sinks": [{"type": "zmq", "endpoint": "tcp://127.0.0.1:99999"}]},
+    {"control": {"enabled": True, "endpoint": "tcp://127.0.0.1:70000"}},
+    {"sinks": [{"type": "zmq", "endpoint": "tcp://127.0.0.1"}]},
+])
+def test_a_zeromq_port_out_of_range_is_refused_not_wrapped(section):
+    """ZeroMQ binds port 99999 as 34463 (modulo 65536) without a word: the config refuses it by key."""
+    key = "sinks.0.endpoint" if "sinks" in section else "control.endpoint"
+    with pytest.raises(ConfigError, match=rf"^{key}: .* needs a TCP port from 1 to 65535"):
+        config_from_dict(section)
+
+
+def test_a_wildcard_zeromq_port_is_accepted():
+    config = config_from_dict({"sinks": [{"type": "zmq", "endpoint": "tcp://127.0.0.1:*"}],
+                               "control": {"enabled": True, "endpoint": "ipc:///tmp/streamfuse-control"}})
+    assert config.sinks[0].endpoint == "tcp://127.0.0.1:*"

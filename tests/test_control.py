@@ -204,6 +204,18 @@ def test_control_endpoint_in_use():
         first.close()
 
 
+def test_a_wildcard_port_reports_the_port_it_was_given(caplog):
+    """``tcp://127.0.0.1:*`` binds any free port; the server says which (nobody can connect to ``*``)."""
+    caplog.set_level("INFO")
+    server = ControlServer(ControlConfig(enabled=True, endpoint="tcp://127.0.0.1:*"), echo_commands())
+    try:
+        assert not server.endpoint.endswith(":*"), server.endpoint
+        assert f"bound to {server.endpoint}" in caplog.text, caplog.text
+        assert request(server.endpoint, {"cmd": "set_prompt", "prompt": "fog"})["ok"]
+    finally:
+        server.close()
+
+
 def test_control_refuses_a_network_endpoint_without_keys():
     with pytest.raises(ConfigError, match="control.endpoint: tcp://0.0.0.0:5556 is reachable from the network"):
         config_from_dict({"control": {"enabled": True, "endpoint": "tcp://0.0.0.0:5556"}})

@@ -96,6 +96,16 @@ def make_header(frame: FusedFrame, image: np.ndarray, encoding: str, topic: str)
     }
 
 
+def bound_endpoint(socket: zmq.Socket, endpoint: str, key: str) -> str:
+    """The endpoint ``socket`` was bound to: for a wildcard port (``tcp://127.0.0.1:*``) the port ZeroMQ chose,
+    logged, since nobody can connect to ``*``; otherwise ``endpoint`` as it is."""
+    if not endpoint.endswith(":*"):
+        return endpoint
+    bound = socket.getsockopt_string(zmq.LAST_ENDPOINT)
+    log.info("%s: %s bound to %s", key, endpoint, bound)
+    return bound
+
+
 def _socket_error(key: str, endpoint: str, exc: zmq.ZMQError) -> SinkError:
     if exc.errno == errno.EADDRINUSE:
         return SinkError(f"{key}.endpoint: {endpoint} is already in use; stop the other program or choose "
@@ -160,7 +170,11 @@ class ZmqSink(Sink):
         self._socket = socket
         try:
             self._authenticator = secure_server(socket, self.curve, what=f"{self.key}.curve")
-            socket.bind(self.endpoint) if self.bind else socket.connect(self.endpoint)
+            if self.bind:
+                socket.bind(self.endpoint)
+                self.endpoint = bound_endpoint(socket, self.endpoint, f"{self.key}.endpoint")
+            else:
+                socket.connect(self.endpoint)
         except (zmq.ZMQError, ConfigError) as exc:
             self.close()
             raise exc if isinstance(exc, ConfigError) else _socket_error(self.key, self.endpoint, exc) from None
