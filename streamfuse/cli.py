@@ -91,10 +91,12 @@ def _log_inputs(pipeline: Pipeline) -> None:
     counts = pipeline.input_counts()
     stopped_early = pipeline.stop_signal is not None or pipeline.max_frames is not None
     # Frames read ahead of a stop were never offered to the pairing: "unpaired" would blame the inputs.
-    labels = {"unpaired": "unpaired or read ahead of the stop"} if stopped_early else {}
+    labels = {"passed_through": "published alone (the other camera lost)",
+              **({"unpaired": "unpaired or read ahead of the stop"} if stopped_early else {})}
     for name, count in counts.items():
         log.info("input %s (%s): %s", name, pipeline.sources[name].describe(),
-                 ", ".join(f"{value} {labels.get(key, key)}" for key, value in count.items()))
+                 ", ".join(f"{value} {labels.get(key, key)}" for key, value in count.items()
+                           if value or key != "passed_through"))
     lost = {name: count for name, count in counts.items() if count["unpaired"] or count["dropped"]}
     if lost and not pipeline.live and not stopped_early:
         log.warning("not every input frame was fused (%s); the inputs differ in length or timing, or frames "

@@ -373,14 +373,16 @@ class Pipeline:
 
     def input_counts(self) -> dict[str, dict[str, int]]:
         """Per input: frames ``read``; ``paired`` (in at least one pair; a reused thermal frame once);
-        ``unpaired`` (read but in no pair: no partner within the tolerance, or past the end of the
-        shorter input); ``dropped`` (by the drop policy, or undecodable and skipped)."""
+        ``passed_through`` (published alone while the other camera was lost, ``sync.on_camera_loss:
+        passthrough``); ``unpaired`` (read but in no pair: no partner within the tolerance, or past the
+        end of the shorter input); ``dropped`` (by the drop policy, or undecodable and skipped)."""
         counters = self.stats.counters()
         counts = {}
         for name, source in self.sources.items():
             paired = counters.get(f"paired.{name}", 0)
-            counts[name] = {"read": source.frames_read, "paired": paired,
-                            "unpaired": source.frames_read - paired - source.queue.dropped,
+            alone = counters.get(f"passthrough.{name}", 0)
+            counts[name] = {"read": source.frames_read, "paired": paired, "passed_through": alone,
+                            "unpaired": source.frames_read - paired - alone - source.queue.dropped,
                             "dropped": source.queue.dropped + counters.get(f"undecodable.{name}", 0)}
         return counts
 

@@ -216,6 +216,9 @@ def test_passthrough_publishes_the_surviving_camera_marked_in_the_header(tmp_pat
     first = modes.index("passthrough_vis")
     last = len(modes) - 1 - modes[::-1].index("passthrough_vis")
     assert set(modes[first:last + 1]) == {"passthrough_vis"}  # one contiguous outage
+    counts = run.pipeline.input_counts()["vis"]  # published alone is not "unpaired" in the summary
+    assert counts["passed_through"] >= modes.count("passthrough_vis") > 0
+    assert counts["unpaired"] < counts["passed_through"]
     assert run.error is None
     assert_playable(run.output, len(modes) - 5)
 
