@@ -659,8 +659,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     from streamfuse.train.trainer import Trainer
 
     trainer = Trainer(load_train_config(args.config, args.set), progress=not args.no_progress and sys.stderr.isatty())
-    if args.resume:
-        trainer.resume()
+    if args.resume and not trainer.resume():
+        log.warning("--resume: no %s yet; training starts at step 0", trainer.output_dir / "last.pt")
     try:
         trainer.run()
     except KeyboardInterrupt:

@@ -962,7 +962,8 @@ def _refuse_keys_of_other_types(registry: Registry, name: str, config: type, val
             raise ConfigError(
                 f"{_join(path, _shown(key))}: a key of {', '.join(map(repr, owners))} {registry.kind}s, not of "
                 f"type {name!r}; to change a {registry.kind}'s type, give the whole {registry.kind} "
-                f"(on the command line: --set '{path}={{type: {name}, ...}}')")
+                f"(on the command line: --set '{path}={{type: {name}, ...}}', or --set "
+                f"'{path}={{type: {owners[0]}, ...}}' for a {owners[0]} {registry.kind})")
 
 
 def _name(hint: Any) -> str:

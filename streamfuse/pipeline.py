@@ -161,7 +161,7 @@ class Pipeline:
         self._started = False
         self.frames_fused = 0
         self.stop_signal: int | None = None
-        """The signal (SIGINT or SIGTERM) that first asked the pipeline to stop, if one did."""
+        """The signal (SIGINT, SIGTERM or SIGHUP) that first asked the pipeline to stop, if one did."""
         self.router = None
         self.routing = None
         """The active prompt routing; replaced as a whole (atomically) by :meth:`set_prompt`."""
@@ -204,7 +204,7 @@ class Pipeline:
 
     @property
     def exit_status(self) -> int:
-        """The exit status of a finished run: 128 + the stop signal (130 SIGINT, 143 SIGTERM), else 0."""
+        """The exit status of a finished run: 128 + the stop signal (130 SIGINT, 143 SIGTERM, 129 SIGHUP), else 0."""
         return 128 + self.stop_signal if self.stop_signal else 0
 
     @property
@@ -437,7 +437,7 @@ class Pipeline:
 
         Args:
             progress: Show a progress bar (for finite inputs on a terminal).
-            install_signal_handlers: Map SIGINT/SIGTERM to :meth:`stop` (a second signal to :meth:`abort`).
+            install_signal_handlers: Map SIGINT/SIGTERM/SIGHUP to :meth:`stop` (a second signal to :meth:`abort`).
 
         Raises:
             StreamfuseError: A stage failed; the message names it. Outputs are finalised first.
@@ -497,7 +497,9 @@ class Pipeline:
             else:
                 log.warning("interrupted: finishing frames in flight (interrupt again to stop now)")
                 self.stop()
-        previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGINT, signal.SIGTERM)}
+        # SIGHUP: the terminal or SSH session that started the run went away; finish as for Ctrl-C.
+        hangup = (signal.SIGHUP,) if hasattr(signal, "SIGHUP") else ()
+        previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGINT, signal.SIGTERM, *hangup)}
         try:
             yield
         finally:

@@ -136,7 +136,7 @@ def test_tno_sequence_from_shared_data(tmp_path):
     assert len(images) == count and images[0].shape[:2] == (270, 360)
 
 
-@pytest.mark.parametrize(("stop_signal", "status"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+@pytest.mark.parametrize(("stop_signal", "status"), [(signal.SIGINT, 130), (signal.SIGTERM, 143), (signal.SIGHUP, 129)])
 def test_stop_signal_leaves_a_playable_file_and_exits_128_plus_the_signal(tmp_path, stop_signal, status):
     output = tmp_path / "live.mp4"
     command = [sys.executable, "-m", "streamfuse", "run", "--no-progress",

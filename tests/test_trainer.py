@@ -133,3 +133,32 @@ def test_intents_never_sampled_are_exported_with_the_balanced_tokens(data_root, 
     assert "mri_ct" in metadata["untrained_intents"] and "glare" not in metadata["untrained_intents"]
     assert torch.equal(model.tokens[model.intents.index("mri_ct")], balanced)
     assert not torch.equal(model.tokens[model.intents.index("glare")], balanced)
+
+
+def test_resume_without_a_checkpoint_says_so(data_root, tmp_path, caplog):
+    """``streamfuse train --resume`` with nothing to resume from warns that training starts afresh."""
+    import yaml
+
+    from streamfuse.cli import main
+
+    config = tmp_path / "train.yaml"
+    config.write_text(yaml.safe_dump({"data_root": str(data_root), "crop": 32, "batch_size": 4, "steps": 1,
+                                      "threads": 1, "output_dir": str(tmp_path / "run"), "export": None,
+                                      "model": {"channels": 8, "token_dim": 16, "tokens_per_intent": 2}}))
+    caplog.set_level("WARNING")
+    assert main(["train", str(config), "--resume", "--no-progress"]) == 0
+    assert f"--resume: no {tmp_path / 'run' / 'last.pt'} yet; training starts at step 0" in caplog.text
+
+
+def test_the_shipped_weights_path_is_refused_outside_a_source_checkout(data_root, tmp_path, monkeypatch):
+    """The packaged refine config exports to ``streamfuse/models/weights/...``; run in another folder, that
+    made a ``streamfuse`` folder there, which hid the installed package from Python."""
+    monkeypatch.chdir(tmp_path)
+    config = scratch_config(data_root, tmp_path, 1)
+    config.export = "streamfuse/models/weights/fusionnet.pt"
+    with pytest.raises(ConfigError, match=r"^export: streamfuse/models/weights/fusionnet.pt is where the shipped"):
+        Trainer(config)
+    assert not (tmp_path / "streamfuse").exists()
+    config.export = "weights/fusionnet.pt"  # anything else is written as given
+    Trainer(config).run()
+    assert (tmp_path / "weights" / "fusionnet.pt").is_file()

@@ -56,7 +56,8 @@ class IdentityTransform(Transform):
                 f"registration: infrared frames are {ir.shape[1]}x{ir.shape[0]} but visible frames are "
                 f"{vis_shape[1]}x{vis_shape[0]}; set registration.mode to 'resize' (same field of view; "
                 "on the command line --set registration.mode=resize) or 'homography' with a calibrated "
-                "registration.matrix ('streamfuse calibrate', then --calibration FILE)")
+                "registration.matrix ('streamfuse calibrate', then registration.calibration: FILE in the config, or "
+                "fuse --calibration FILE)")
         return ir, None
 
 

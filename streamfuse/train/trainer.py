@@ -30,6 +30,19 @@ log = logging.getLogger(__name__)
 CHECKPOINT = "last.pt"
 
 
+def _check_export(export: str | None) -> None:
+    """Refuse, before any training, an export path that would create a ``streamfuse`` folder here: the
+    packaged refine config writes ``streamfuse/models/weights/fusionnet.pt``, the shipped weights' place in
+    a source checkout; run anywhere else, that folder would hide the installed package from Python."""
+    if export is None:
+        return
+    path = Path(export)
+    if not path.is_absolute() and path.parts[0] == "streamfuse" and not Path("streamfuse", "__init__.py").is_file():
+        raise ConfigError(f"export: {export} is where the shipped weights live in a streamfuse source checkout, "
+                          f"and {Path.cwd()} is not one (a streamfuse folder made here would hide the installed "
+                          "package); run from the repository root, or --set export=PATH")
+
+
 class Trainer:
     """Owns the model, optimiser, data sampler and checkpoints of one training run.
 
@@ -49,6 +62,7 @@ class Trainer:
         if unknown:
             raise ConfigError(f"intents: {unknown[0]!r} is not an intent of the prompt bank "
                               f"({', '.join(self.bank.ids)})")
+        _check_export(config.export)
         root = Path(config.data_root)
         if not root.is_dir():
             raise ConfigError(f"data_root: {root} is not a folder (expected the shared data sets, e.g. ../shared/data)")
