@@ -157,12 +157,13 @@ def test_video_size_change_fails_but_keeps_written_frames(tmp_path):
     path = tmp_path / "out.mp4"
     sink = VideoSink(path)
     sink.start()
-    for i in range(5):
-        sink.queue.put(fused(i))
-    sink.queue.put(fused(5, image=np.zeros((20, 20, 3), np.uint8)))
+    for i in range(5):  # odd sides, as given: the message names them, not the encoder's even padding
+        sink.queue.put(fused(i, image=np.zeros((47, 63, 3), np.uint8)))
+    sink.queue.put(fused(5, image=np.zeros((21, 21, 3), np.uint8)))
     sink.queue.close()
     sink.join(10)
-    assert "frame size changed" in str(sink.error) and "it keeps the 5 frame(s) before" in str(sink.error)
+    assert "frame size changed from 63x47 to 21x21" in str(sink.error)
+    assert "it keeps the 5 frame(s) before" in str(sink.error)
     assert len(read_video(path)[0]) == 5
 
 

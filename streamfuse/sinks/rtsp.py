@@ -180,6 +180,7 @@ class RtspSink(Sink):
         self._credentials = None if user is None else base64.b64encode(f"{user}:{password}".encode()).decode()
         self.ssrc = int.from_bytes(os.urandom(4), "big")
         self.encoder: H264Encoder | None = None
+        self._first_size: tuple[int, int] | None = None  # of the first frame as given (before even-padding)
         self.frames_encoded = 0
         """Frames encoded (once each, whatever the number of clients; none while nobody plays)."""
         self.captured_at: dict[int, float] = {}
@@ -237,15 +238,17 @@ class RtspSink(Sink):
         return self.captured_at.get((firsts[0] + pts) & 0xFFFFFFFF)
 
     def write(self, frame: FusedFrame) -> None:
+        given = frame.image.shape[1::-1]  # the size the error names: the encoder's is padded to even sides
         image = encoder_input(frame.image, even=True)
         height, width = image.shape[:2]
         if self.encoder is None:
             self.encoder = H264Encoder(width, height, fps=self.fps, crf=self.crf,
                                        keyframe_interval_s=self.keyframe_interval_s)
+            self._first_size = given
             self._encoder_ready.set()
         elif self.encoder.size != (width, height):
-            raise SinkError(f"{self.describe()}: frame size changed from {self.encoder.size[0]}x"
-                            f"{self.encoder.size[1]} to {width}x{height}; an RTSP stream has one size")
+            raise SinkError(f"{self.describe()}: frame size changed from {self._first_size[0]}x"
+                            f"{self._first_size[1]} to {given[0]}x{given[1]}; an RTSP stream has one size")
         with self._clients_lock:
             playing = [client for client in self._clients if client.playing]
             keyframe, self._want_keyframe = self._want_keyframe, False

@@ -168,6 +168,7 @@ class VideoWriter:
         self._first_timestamp: float | None = None
         self._last_pts = -1
         self._size: tuple[int, int] | None = None
+        self._first_size: tuple[int, int] | None = None  # of the first frame as given (before even-padding)
 
     def _open_stream(self, width: int, height: int) -> None:
         encoder, pix_fmt = CODECS[self.codec]
@@ -193,13 +194,15 @@ class VideoWriter:
         """Encode one ``uint8`` BGR or gray image captured at ``timestamp`` seconds."""
         if self._container is None:
             raise SinkError(f"{self.path}: the video is already closed")
+        given = image.shape[1::-1]  # the size the error names: the encoder's is padded to even sides
         image = encoder_input(image, even=self.codec != "ffv1")
         height, width = image.shape[:2]
         if self._stream is None:
             self._open_stream(width, height)
+            self._first_size = given
         elif self._size != (width, height):
-            raise SinkError(f"{self.path}: frame size changed from {self._size[0]}x{self._size[1]} to "
-                            f"{width}x{height}; a video file needs one size (it keeps the {self.frames_written} "
+            raise SinkError(f"{self.path}: frame size changed from {self._first_size[0]}x{self._first_size[1]} to "
+                            f"{given[0]}x{given[1]}; a video file needs one size (it keeps the {self.frames_written} "
                             "frame(s) before; inputs of mixed sizes go to a folder of images)")
         if self._first_timestamp is None:
             self._first_timestamp = timestamp
