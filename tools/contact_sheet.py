@@ -21,6 +21,7 @@ import av
 import cv2
 import numpy as np
 
+from streamfuse.errors import StreamfuseError
 from streamfuse.imageio import list_images, read_image
 
 
@@ -71,6 +72,26 @@ def build_rows(args: argparse.Namespace) -> list[list[np.ndarray]]:
     return rows
 
 
+def check_paths(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """One error (argparse's) for a missing input, a video given without ``--video``, or an output that would
+    replace an input or land in an input folder."""
+    inputs = [("--ir", args.ir), ("--vis", args.vis), *(("--fused", folder) for folder in args.fused)]
+    if args.video:
+        inputs.append(("--video", args.video))
+    for flag, path in inputs:
+        if not Path(path).exists():
+            parser.error(f"{flag} {path}: no such file or folder")
+    if not args.video:
+        for flag, path in inputs:
+            if not Path(path).is_dir():
+                parser.error(f"{flag} {path}: a folder of images is expected (videos need --video)")
+    output = Path(args.output).resolve()
+    for flag, path in inputs:
+        source = Path(path).resolve()
+        if output == source or source in output.parents:
+            parser.error(f"-o {args.output}: would write over or into the input {flag} {path}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ir", required=True, help="infrared folder (or video with --video)")
@@ -82,7 +103,11 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=1600, help="width of the sheet in pixels")
     parser.add_argument("-o", "--output", required=True)
     args = parser.parse_args()
-    rows = build_rows(args)
+    check_paths(parser, args)
+    try:
+        rows = build_rows(args)
+    except (StreamfuseError, av.FFmpegError, IndexError) as exc:
+        parser.error(str(exc) if not isinstance(exc, IndexError) else "--frames: an index past the last image")
     if not rows:
         raise SystemExit("nothing to show: no matching pairs")
     strips = []
