@@ -62,7 +62,8 @@ class ImagesSink(Sink):
         target = self.file_for(frame)
         if target.exists() and not self.overwrite:
             raise SinkError(f"{self.key}: {target} already exists; choose another folder or allow overwriting (the "
-                            f"sink's overwrite: true, on the command line --set {self.key}.overwrite=true; fuse -y)")
+                            f"sink's overwrite: true, on the command line --set {self.key}.overwrite=true; "
+                            "fuse -y/--overwrite)")
         image = frame.image
         if image.ndim == 3 and target.suffix.lower() in GRAY_ONLY_EXTENSIONS:  # PGM holds one channel: the luminance
             image = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)

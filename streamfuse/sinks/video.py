@@ -90,7 +90,8 @@ def prepare_output_file(path: Path, overwrite: bool, key: str) -> None:
                         f"{', '.join(OUTPUT_VIDEO_EXTENSIONS)}")
     if path.exists() and not overwrite:
         raise SinkError(f"{key}: {path} already exists; choose another path or allow overwriting "
-                        f"(the sink's overwrite: true, on the command line --set {key}.overwrite=true; fuse -y)")
+                        f"(the sink's overwrite: true, on the command line --set {key}.overwrite=true; "
+                        "fuse -y/--overwrite)")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
