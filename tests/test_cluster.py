@@ -270,12 +270,18 @@ def test_a_released_pair_leaves_nothing_behind_in_the_fusion_actor():
     assert classical.fuse("a", frame_pair(2), None).shape[:2] == (48, 64)  # and it can come back
 
     model = GroupConfig(name="cpu", wait_ms=0, fusion=FusionConfig(fuser="model", temporal_smoothing=0.5))
-    first_frame = FusionActor(model).fuse("x", frame_pair(5), None)
-    actor = FusionActor(model)
-    actor.fuse("a", frame_pair(3), None)
-    actor.fuse("b", frame_pair(4), None)
-    actor.release("a")
-    assert np.array_equal(actor.fuse("c", frame_pair(5), None), first_frame)
+    fresh, actor = FusionActor(model), FusionActor(model)
+    try:
+        first_frame = fresh.fuse("x", frame_pair(5), None)
+        actor.fuse("a", frame_pair(3), None)
+        actor.fuse("b", frame_pair(4), None)
+        actor.release("a")
+        assert np.array_equal(actor.fuse("c", frame_pair(5), None), first_frame)
+    finally:
+        fresh.close()
+        actor.close()
+        classical.close()
+    assert not [t.name for t in threading.enumerate() if t.name.startswith(("inference-", "classical-fuse"))]
 
 
 def test_controller_reconciles_without_touching_unchanged_pairs(tmp_path, ray_cluster):

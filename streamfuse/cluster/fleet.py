@@ -207,6 +207,14 @@ class FusionActor:
             if self._worker is not None:
                 self._worker.forget(fuser.stream)
 
+    def close(self) -> None:
+        """Release every pair and close the model's shared inference worker (an actor Ray kills needs none of
+        this; a FusionActor used in this process does)."""
+        for pair in list(self._fusers):
+            self.release(pair)
+        if self._worker is not None:
+            self._worker.close()
+
     def stats(self) -> dict:
         """Batches fused so far by size, and the mean batch size."""
         batches = sum(self.batch_sizes.values())
