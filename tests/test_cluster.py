@@ -9,6 +9,8 @@ import copy
 import csv
 import logging
 import os
+import signal
+import subprocess
 import sys
 import threading
 import time
@@ -190,8 +192,10 @@ def test_cluster_fuse_command(tmp_path, ray_cluster, caplog):
 @pytest.mark.parametrize("cpus", ["0", "-1"])  # 0 waited forever for a CPU, -1 was Ray's traceback
 def test_cluster_cpu_count_is_checked_before_starting_ray(tmp_path, capsys, cpus):
     write_recording(tmp_path / "archive", "day", frames=4)
-    assert main(["cluster", "fuse", str(tmp_path / "archive"), "-o", str(tmp_path / "out"), "--num-cpus", cpus]) == 1
+    assert main(["cluster", "fuse", str(tmp_path / "archive"), "-o", str(tmp_path / "out"), "--num-cpus", cpus]) == 2
     assert f"streamfuse: error: --num-cpus: must be at least 1, got {cpus}" in capsys.readouterr().err
+    code = main(["cluster", "fuse", str(tmp_path / "archive"), "-o", str(tmp_path / "out"), "--segment-s", "0"])
+    assert code == 2 and "--segment-s: must be positive" in capsys.readouterr().err  # argument errors exit 2
 
 
 def test_an_unknown_fuser_is_one_error_before_starting_ray(tmp_path, capsys):
@@ -205,8 +209,32 @@ def test_an_unknown_fuser_is_one_error_before_starting_ray(tmp_path, capsys):
 
 def test_deploying_an_empty_fleet_is_an_error(tmp_path, capsys):
     (tmp_path / "fleet.yaml").write_text("")
-    assert main(["cluster", "run", str(tmp_path / "fleet.yaml"), "--detach"]) == 1
+    assert main(["cluster", "run", str(tmp_path / "fleet.yaml"), "--detach", "--address", "auto"]) == 1
     assert "fleet.yaml: no camera pairs (pairs: [...]); nothing to deploy" in capsys.readouterr().err
+
+
+def test_detaching_from_a_cluster_the_command_starts_is_refused(tmp_path, capsys):
+    """It said "deployed", and the fleet ended with the command (the local cluster it had started)."""
+    path = write_fleet(tmp_path, {"a": {"type": "video", "path": str(tmp_path / "a.mkv")}}, realtime=True,
+                       frames=None)
+    assert main(["cluster", "run", str(path), "--detach"]) == 2
+    assert "--detach: needs --address of a running Ray cluster" in capsys.readouterr().err
+
+
+def test_a_foreground_fleet_stopped_by_sigterm_exits_143(tmp_path):
+    path = write_fleet(tmp_path, {"a": {"type": "video", "path": str(tmp_path / "a.mp4")}}, realtime=True,
+                       frames=None)
+    process = subprocess.Popen([sys.executable, "-m", "streamfuse", "cluster", "run", str(path), "--num-cpus", "2"],
+                               cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"})
+    wait_until(lambda: (tmp_path / "a.mp4").exists() and (tmp_path / "a.mp4").stat().st_size > 2000, 120,
+               "the pair to record")
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=90)
+    assert process.returncode == 143, stderr.decode()[-2000:]
+    assert "Traceback" not in stderr.decode()
+    images, _ = read_video(tmp_path / "a.mp4")
+    assert len(images) > 5
 
 
 def test_missing_ray_names_the_extra(monkeypatch):

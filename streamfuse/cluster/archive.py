@@ -42,7 +42,7 @@ import av
 
 from streamfuse.cluster import require_ray
 from streamfuse.config import Config
-from streamfuse.errors import StreamfuseError
+from streamfuse.errors import StreamfuseError, UsageError
 from streamfuse.frames import Frame
 from streamfuse.fusers import build_fuser
 from streamfuse.fusers.colour import as_gray
@@ -416,13 +416,13 @@ class ArchiveJob:
                  segment_s: float = 60.0, actors: int | None = None, gpu_share: float | None = None,
                  max_errors: int = 0, codec: str = "h264", crf: int = 23) -> None:
         if segment_s <= 0:
-            raise StreamfuseError(f"--segment-s: must be positive, got {segment_s}")
+            raise UsageError(f"--segment-s: must be positive, got {segment_s}")
         if actors is not None and actors < 1:
-            raise StreamfuseError(f"--actors: must be at least 1, got {actors}")
+            raise UsageError(f"--actors: must be at least 1, got {actors}")
         if max_errors < 0:
-            raise StreamfuseError(f"--max-errors: must be at least 0, got {max_errors}")
+            raise UsageError(f"--max-errors: must be at least 0, got {max_errors}")
         if gpu_share is not None and gpu_share < 0:
-            raise StreamfuseError(f"--gpu-share: must be at least 0, got {gpu_share}")
+            raise UsageError(f"--gpu-share: must be at least 0, got {gpu_share}")
         self.recordings = recordings
         self.output_dir = Path(output_dir).resolve()
         self.config = config

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from streamfuse.cluster import connect, require_ray
 from streamfuse.config import config_from_dict
-from streamfuse.errors import StreamfuseError
+from streamfuse.errors import StreamfuseError, UsageError
 from streamfuse.registry import FUSERS
 
 log = logging.getLogger("streamfuse")
@@ -20,7 +20,7 @@ log = logging.getLogger("streamfuse")
 
 def _connect(args: argparse.Namespace) -> None:
     if args.num_cpus is not None and args.num_cpus < 1:  # 0 waits forever for a CPU; Ray rejects < 0 with a traceback
-        raise StreamfuseError(f"--num-cpus: must be at least 1, got {args.num_cpus}")
+        raise UsageError(f"--num-cpus: must be at least 1, got {args.num_cpus}")
     connect(args.address, num_cpus=args.num_cpus)
 
 
@@ -63,6 +63,9 @@ def cmd_cluster_run(args: argparse.Namespace) -> int:
     """Deploy a fleet file and keep it reconciled: the file is applied again whenever it changes."""
     from streamfuse.cluster.fleet import controller, load_fleet
 
+    if args.detach and args.address is None:  # a cluster this command starts ends with it: nothing would stay
+        raise UsageError("--detach: needs --address of a running Ray cluster ('ray start --head', then --address "
+                         "auto); a cluster this command starts ends with the command")
     fleet = load_fleet(args.fleet)
     if not fleet.pipelines and args.detach:
         raise StreamfuseError(f"{args.fleet}: no camera pairs (pairs: [...]); nothing to deploy")
@@ -75,8 +78,14 @@ def cmd_cluster_run(args: argparse.Namespace) -> int:
     if args.detach:
         log.info("deployed; 'streamfuse cluster status' shows its health, 'streamfuse cluster stop' ends it")
         return 0
+    stopped_by: list[int] = []
     stop = threading.Event()
-    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    def on_signal(signum, _frame) -> None:
+        stopped_by.append(signum)
+        stop.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     path = Path(args.fleet)
     seen = path.stat().st_mtime
     next_report = time.monotonic() + args.health_every
@@ -91,12 +100,18 @@ def cmd_cluster_run(args: argparse.Namespace) -> int:
             if time.monotonic() >= next_report:
                 next_report += args.health_every
                 _report(ray.get(fleet_controller.health.remote()), args.health_json)
+    except ray.exceptions.ActorDiedError:  # 'streamfuse cluster stop' ended the fleet and its controller
+        log.info("the fleet was stopped ('streamfuse cluster stop'); its outputs are finalised")
+        return 0
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        log.info("stopping the fleet (outputs are finalised)")
+    log.info("stopping the fleet (outputs are finalised)")
+    try:
         ray.get(fleet_controller.shutdown.remote())
-    return 130
+    except ray.exceptions.ActorDiedError:
+        log.info("the fleet was already stopped ('streamfuse cluster stop')")
+    return 128 + (stopped_by[0] if stopped_by else signal.SIGINT)  # 130 after Ctrl-C, 143 after SIGTERM
 
 
 def _report(health: dict, json_path: str | None) -> None:
