@@ -128,9 +128,9 @@ def _medical_slots(ir: str, vis: str, task: str) -> tuple[str, str]:
     ir_colour, vis_colour = (any(has_colour(read_image(image)) for image in list_images(path)) for path in (ir, vis))
     if task == "mri_ct":
         if ir_colour or vis_colour:
-            log.warning("--task mri_ct: %s has images in colour, but MRI and CT are gray and are fused as gray "
-                        "(a PET or SPECT image? then --task mri_pet or mri_spect keeps its colour)",
-                        ir if ir_colour else vis)
+            log.warning("--task mri_ct: %s has images in colour, but MRI and CT are gray; their luminance is fused "
+                        "by the CT rule and the --vis image's colour carried over (a PET or SPECT image? then "
+                        "--task mri_pet or mri_spect fuses it as one)", ir if ir_colour else vis)
         return ir, vis
     if ir_colour and not vis_colour:
         log.info("--task %s: the colour image (%s, given as --ir) is the functional one; it is fused in the "
