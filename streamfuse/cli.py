@@ -200,21 +200,24 @@ def fuse_config(ir: str, vis: str, output: str, *, fuser: str, overwrite: bool, 
         raise UsageError(f"--fps: must be positive, got {fps:g}")
     out = Path(output)
     if "video" in kinds:
-        if out.suffix.lower() not in VIDEO_EXTENSIONS:
-            raise StreamfuseError(f"-o {output}: a video input needs a video output "
-                                  f"({', '.join(OUTPUT_VIDEO_EXTENSIONS)})")
+        if out.suffix.lower() not in OUTPUT_VIDEO_EXTENSIONS:
+            raise UsageError(f"-o {output}: a video input needs a video output "
+                             f"({', '.join(OUTPUT_VIDEO_EXTENSIONS)})")
         sink = {"type": "video", "path": output, "overwrite": overwrite}
     elif kinds == {"image"}:
         if out.suffix.lower() not in IMAGE_EXTENSIONS:
-            raise StreamfuseError(f"-o {output}: an image input needs an image output ({', '.join(IMAGE_EXTENSIONS)})")
+            raise UsageError(f"-o {output}: an image input needs an image output ({', '.join(IMAGE_EXTENSIONS)})")
         sink = {"type": "images", "path": str(out.parent), "pattern": out.name.replace("{", "{{").replace("}", "}}"),
                 "overwrite": overwrite}
     elif out.suffix.lower() in VIDEO_EXTENSIONS:
+        if out.suffix.lower() not in OUTPUT_VIDEO_EXTENSIONS:
+            raise UsageError(f"-o {output}: a video format streamfuse reads but does not write; use one of "
+                             f"{', '.join(OUTPUT_VIDEO_EXTENSIONS)}")
         sink = {"type": "video", "path": output, "overwrite": overwrite}
     else:
         if out.suffix.lower() in IMAGE_EXTENSIONS:
-            raise StreamfuseError(f"-o {output}: folder inputs write a folder of images or a video "
-                                  f"({', '.join(OUTPUT_VIDEO_EXTENSIONS)}); give a folder path or a video file")
+            raise UsageError(f"-o {output}: folder inputs write a folder of images or a video "
+                             f"({', '.join(OUTPUT_VIDEO_EXTENSIONS)}); give a folder path or a video file")
         sink = {"type": "images", "path": output, "pattern": "{name}.png", "overwrite": overwrite}
 
     def source(path: str) -> dict:

@@ -317,3 +317,25 @@ def test_argument_errors_are_one_line_with_status_2(capsys, argv, message):
     assert code == 2 and err.startswith("streamfuse: error: ") and err.count("\n") == 1
     if message is not None:
         assert err == message
+
+
+@pytest.mark.parametrize("inputs, output, message", [
+    (("ir.png", "vis.png"), "out.txt", "an image input needs an image output"),
+    (("ir", "vis"), "out.avi", "a video format streamfuse reads but does not write"),
+    (("ir.mp4", "vis.mp4"), "out.avi", "a video input needs a video output"),
+])
+def test_an_output_of_the_wrong_kind_is_an_argument_error(tmp_path, capsys, inputs, output, message):
+    """-o with an extension fuse cannot write exits 2 like the other argument errors (it exited 1)."""
+    ir, vis = make_pair(1, (64, 48))
+    for name, image in zip(inputs, (ir, vis), strict=True):
+        if name.endswith(".png"):
+            cv2.imwrite(str(tmp_path / name), image)
+        elif name.endswith(".mp4"):
+            write_video(tmp_path / name, [image] * 3)
+        else:
+            (tmp_path / name).mkdir()
+            cv2.imwrite(str(tmp_path / name / "a.png"), image)
+    code, _, err = run_cli(capsys, "fuse", "--ir", str(tmp_path / inputs[0]), "--vis", str(tmp_path / inputs[1]),
+                           "-o", str(tmp_path / output))
+    assert code == 2 and message in err and err.count("\n") == 1
+    assert not (tmp_path / output).exists()

@@ -103,6 +103,15 @@ def test_load_errors(tmp_path: Path):
         cddfuse.load(np.zeros((4, 4, 2)))
     with pytest.raises(TypeError):
         cddfuse.load(np.array([["a"]]))
+    # A 16-bit thermal image: OpenCV's 8-bit reading kept its high byte (30000-30500 became a flat 117-119)
+    # and the metrics scored that without a word; refused like VIFB's.
+    thermal = tmp_path / "thermal16.png"
+    assert cv2.imwrite(str(thermal), np.linspace(30000, 30500, 64).astype(np.uint16).reshape(8, 8))
+    with pytest.raises(ValueError, match="CDDFuse's metrics take 8-bit images, this file decodes to uint16"):
+        cddfuse.load(thermal)
+    gray = tmp_path / "gray8.png"  # an 8-bit gray file reads as before
+    assert cv2.imwrite(str(gray), np.arange(64, dtype=np.uint8).reshape(8, 8))
+    np.testing.assert_array_equal(cddfuse.load(gray), np.arange(64).reshape(8, 8))
 
 
 # --------------------------------------------------------------------------- hand-derived values

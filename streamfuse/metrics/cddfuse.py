@@ -102,17 +102,23 @@ def load(image: ImageLike) -> np.ndarray:
 
     Raises:
         FileNotFoundError: The path does not exist.
-        ValueError: The file cannot be decoded, or the array shape is not an image.
+        ValueError: The file cannot be decoded or is not 8-bit, or the array shape is not an image.
         TypeError: The array dtype is not numeric.
     """
     if isinstance(image, str | os.PathLike):
         path = os.fspath(image)
         if not os.path.isfile(path):
             raise FileNotFoundError(f"image not found: {path}")
-        bgr = cv2.imread(path, cv2.IMREAD_COLOR)
-        if bgr is None:
+        data = cv2.imdecode(np.fromfile(path, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+        if data is None:
             raise ValueError(f"cannot decode image: {path}")
-        return np.round(cv2.cvtColor(bgr.astype(np.float32), cv2.COLOR_BGR2GRAY)).astype(np.float64)
+        if data.dtype != np.uint8:  # OpenCV's 8-bit reading would keep the high byte: a 16-bit thermal image flat
+            raise ValueError(f"{path}: CDDFuse's metrics take 8-bit images, this file decodes to {data.dtype}")
+        if data.ndim == 2:
+            data = cv2.cvtColor(data, cv2.COLOR_GRAY2BGR)
+        elif data.shape[2] == 4:
+            data = cv2.cvtColor(data, cv2.COLOR_BGRA2BGR)
+        return np.round(cv2.cvtColor(data.astype(np.float32), cv2.COLOR_BGR2GRAY)).astype(np.float64)
     array = np.asarray(image)
     if array.dtype == bool or not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)):
         raise TypeError(f"image array must be integer or float, got dtype {array.dtype}")
