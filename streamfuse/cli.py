@@ -460,7 +460,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         raise UsageError("calibrate: --ir and --vis go together")
     if not args.points and args.ir is None:
         raise UsageError("calibrate: give --points FILE, or --ir and --vis (with --target for a calibration "
-                              "target, without it for automatic estimation)")
+                         "target, without it for automatic estimation)")
     output = Path(args.output)
     overlay_path = output.with_name(output.stem + "_overlay.png")
     inputs = [("--points", args.points), ("--ir", args.ir), ("--vis", args.vis)]
@@ -629,7 +629,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     for name in args.fuser or []:
         if name in methods:
             raise UsageError(f"eval: --fuser {name} and the --fused folder labelled {name!r} would share a row; "
-                                  "rename or move that folder")
+                             "rename or move that folder")
         fuser = build_fuser(FusionConfig(fuser=name, weights=args.weights))
         fuser.condition(routing)
         methods[name] = evaluation.fuser_method(fuser)
