@@ -75,7 +75,7 @@ def test_fuse_folders_into_a_video(image_folders, tmp_path, capsys):
     assert code == 1 and "sources.ir.fps (10) and sources.vis.fps (25) differ" in err and "--fps" in err
     assert not (tmp_path / "other.mp4").exists()
     code, _, err = run_cli(capsys, "fuse", "--ir", str(ir_dir), "--vis", str(vis_dir), "-o", str(tmp_path / "x.png"))
-    assert code == 1 and "give a folder path or a video file" in err
+    assert code == 2 and "give a folder path or a video file" in err
 
 
 def test_fuse_videos(tmp_path, capsys):
