@@ -256,7 +256,7 @@ class DeferredEncoder(TextEncoder):
         self._encoder: TextEncoder | None = None
         self._lock = threading.Lock()  # a warm-up thread and the first encode build it once
 
-    def warm(self) -> None:  # noqa: B027 - a no-op by default: the keyword encoder has no model to load
+    def warm(self) -> None:
         with self._lock:
             if self._encoder is None:
                 self._encoder = self._build()
