@@ -426,9 +426,10 @@ def calibration_pairs(ir: str, vis: str, *, max_pairs: int, pair_by: str = "stem
     return [(read_image(a), read_image(b)) for a, b in list(zip(*files, strict=True))[::step][:max_pairs]]
 
 
-def _check_output_file(path: str, flag: str, inputs: list[tuple[str, str | None]]) -> None:
+def check_output_file(path: str, flag: str, inputs: list[tuple[str, str | None]]) -> None:
     """Refuse an output file that cannot be written, or that is (or lies in) one of ``inputs``
-    (``(flag, path)`` pairs), before any work: one error naming both."""
+    (``(flag, path)`` pairs), before any work: one error naming both (a ``StreamfuseError``; the tools
+    use it too)."""
     output = Path(path).resolve()
     if output.is_dir():
         raise StreamfuseError(f"{flag} {path}: is a folder; give a file path")
@@ -464,11 +465,11 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     output = Path(args.output)
     overlay_path = output.with_name(output.stem + "_overlay.png")
     inputs = [("--points", args.points), ("--ir", args.ir), ("--vis", args.vis)]
-    _check_output_file(args.output, "-o", inputs)
+    check_output_file(args.output, "-o", inputs)
     if output.exists() and not args.overwrite:
         raise StreamfuseError(f"-o {output}: already exists; pass -y to replace it")
     if args.ir is not None and not args.json:  # the overlay image is written next to -o: the same rules
-        _check_output_file(str(overlay_path), f"-o {output}: its overlay", inputs)
+        check_output_file(str(overlay_path), f"-o {output}: its overlay", inputs)
         if overlay_path.exists() and not args.overwrite:
             raise StreamfuseError(f"-o {output}: its overlay {overlay_path} already exists; pass -y to replace it, "
                                   "or choose another -o")
@@ -558,7 +559,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.live is not None and args.live <= 0:
         raise UsageError(f"--live: must be a positive frame rate, got {args.live:g} (leave it out for throughput)")
     if args.json:
-        _check_output_file(args.json, "--json", [])
+        check_output_file(args.json, "--json", [])
     try:
         width, height = (int(v) for v in args.size.lower().split("x"))
     except ValueError:
@@ -617,7 +618,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         routing = build_router(load_config(None, ["sinks=[]"]).text).route(args.prompt)
         log.info("prompt %r -> %s (encoder %s)", args.prompt, routing.summary(), routing.encoder)
     if args.csv:
-        _check_output_file(args.csv, "--csv", [("--ir", args.ir), ("--vis", args.vis),
+        check_output_file(args.csv, "--csv", [("--ir", args.ir), ("--vis", args.vis),
                                                *(("--fused", folder) for folder in args.fused or [])])
     pairs, problems = evaluation.input_pairs(args.ir, args.vis)
     methods = {}

@@ -40,7 +40,8 @@ def test_a_sheet_of_two_rows(folders):
 @pytest.mark.parametrize("change, message", [
     ({"--fused": "missing"}, "--fused {root}/missing: no such file or folder"),
     ({"--ir": "ir/00.png"}, "--ir {root}/ir/00.png: a folder of images is expected (videos need --video)"),
-    ({"-o": "ir/00.png"}, "-o {root}/ir/00.png: would write over or into the input --ir {root}/ir"),
+    ({"-o": "ir/00.png"}, "-o {root}/ir/00.png: would write over the input --ir {root}/ir; choose an output "
+                          "outside the inputs (inputs are never overwritten)"),
 ])
 def test_a_bad_path_is_one_error_and_changes_nothing(folders, change, message):
     before = (folders / "ir" / "00.png").read_bytes()

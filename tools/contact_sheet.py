@@ -21,6 +21,7 @@ import av
 import cv2
 import numpy as np
 
+from streamfuse.cli import check_output_file
 from streamfuse.errors import StreamfuseError
 from streamfuse.imageio import list_images, read_image
 
@@ -73,8 +74,8 @@ def build_rows(args: argparse.Namespace) -> list[list[np.ndarray]]:
 
 
 def check_paths(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    """One error (argparse's) for a missing input, a video given without ``--video``, or an output that would
-    replace an input or land in an input folder."""
+    """One error (argparse's) for a missing input, a video given without ``--video``, or an output that cannot
+    be written or would replace an input or land in an input folder (:func:`streamfuse.cli.check_output_file`)."""
     inputs = [("--ir", args.ir), ("--vis", args.vis), *(("--fused", folder) for folder in args.fused)]
     if args.video:
         inputs.append(("--video", args.video))
@@ -85,11 +86,10 @@ def check_paths(parser: argparse.ArgumentParser, args: argparse.Namespace) -> No
         for flag, path in inputs:
             if not Path(path).is_dir():
                 parser.error(f"{flag} {path}: a folder of images is expected (videos need --video)")
-    output = Path(args.output).resolve()
-    for flag, path in inputs:
-        source = Path(path).resolve()
-        if output == source or source in output.parents:
-            parser.error(f"-o {args.output}: would write over or into the input {flag} {path}")
+    try:
+        check_output_file(args.output, "-o", inputs)
+    except StreamfuseError as exc:
+        parser.error(str(exc))
 
 
 def main() -> None:
