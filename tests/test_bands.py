@@ -73,6 +73,28 @@ def test_black_stays_black():
     assert float(fused[..., :, :30].max()) < 0.5 / 255
 
 
+@pytest.mark.parametrize("size", [(20, 30), (21, 33)])
+def test_screened_poisson_solves_its_equation_alike_in_opencv_and_torch(size):
+    """``(s - Laplacian) C = div(flux)`` with no flux across the borders: the DCT solve (CPU) and the FFT
+    of the mirrored divergence (GPU, training) give the same C, which satisfies the equation."""
+    height, width = size
+    rng = np.random.default_rng(0)
+    flux_rows = rng.standard_normal((height - 1, width)).astype(np.float32)
+    flux_cols = rng.standard_normal((height, width - 1)).astype(np.float32)
+    solved = bands_cv.screened_poisson(flux_rows, flux_cols, 1 / 256)
+    divergence = np.zeros(size, np.float32)
+    divergence[:-1] += flux_rows
+    divergence[1:] -= flux_rows
+    divergence[:, :-1] += flux_cols
+    divergence[:, 1:] -= flux_cols
+    padded = np.pad(solved, 1, mode="edge")  # replicated border: no flux across it
+    laplacian = padded[:-2, 1:-1] + padded[2:, 1:-1] + padded[1:-1, :-2] + padded[1:-1, 2:] - 4 * solved
+    assert np.abs(solved / 256 - laplacian - divergence).max() < 1e-4
+    with_gradients = bands.screened_poisson(torch.from_numpy(flux_rows)[None, None].requires_grad_(),
+                                            torch.from_numpy(flux_cols)[None, None], 1 / 256)
+    assert np.abs(with_gradients.detach().numpy()[0, 0] - solved).max() < 1e-4
+
+
 def test_damage_gates_find_each_kind_of_damage():
     rng = np.random.default_rng(1)
     ir = (0.3 + 0.4 * rng.random((24, 60))).astype(np.float32)  # textured thermal everywhere

@@ -86,6 +86,25 @@ def test_a_warm_person_hidden_in_a_dark_region_shows_at_full_brightness_without_
     assert fused[120:170, 154:166].mean() > 220  # 241 (165 before)
 
 
+def test_a_field_smooth_in_both_images_gets_no_patch():
+    """A dark thermal field with two warm roads (which raise its frame mean) under a visible field that
+    brightens to the right: the visible base's salience passes through zero along the field, so the base
+    choice flips there, which drew a dark patch neither image has (v5.5: the middle of the field at 39
+    grey levels between 110 and 170). Its steps are taken out of the fused base (rule.base_step_correction)."""
+    height, width = 256, 320
+    ir = np.full((height, width), 0.1, np.float32)
+    for x in (40, 280):
+        ir[:, x:x + 6] = 0.9
+    vis = np.tile(np.linspace(0.35, 0.85, width, dtype=np.float32), (height, 1))
+    rng = np.random.default_rng(0)
+    ir8, vis8 = (np.round(np.clip(image + rng.normal(0, 0.005, image.shape), 0, 1) * 255).astype(np.uint8)
+                 for image in (ir, vis))
+    field = cv2.blur(fuse_luminance(ir8, vis8).astype(np.float32), (9, 9))[40:-40, 70:270]
+    assert np.abs(np.diff(field[:, ::4], axis=1)).max() < 6  # 3.5 (v5.5: 11.9; the visible ramp alone 1.6)
+    row = field[88]
+    assert row.min() > row[0] - 10, row[::20].round()  # no dip below the field's darker end (v5.5: 59 below)
+
+
 def test_fog_over_one_side_leaves_the_other_sides_thermal_facade_alone():
     """Bright damage on the left raises the visible frame mean; the undamaged right must keep the base it
     has without the damage (against the frame mean alone its dark visible base became "salient")."""

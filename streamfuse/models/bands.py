@@ -48,6 +48,7 @@ from streamfuse.models.rule import (
     RULE_OFFSET,
     RULE_STEEPNESS,
     SALIENCE_RADIUS,
+    base_step_correction,
     fine_weight,
     guided_chain,
     guided_filter_pair,
@@ -93,6 +94,31 @@ def guided_smooth(image: torch.Tensor, radius: int, eps: float) -> torch.Tensor:
     a = variance / (variance + eps)
     coefficients = box_filter(torch.cat([a, mean - a * mean], dim=1), radius)
     return coefficients[:, :channels] * image + coefficients[:, channels:]
+
+
+def screened_poisson(flux_rows: torch.Tensor, flux_cols: torch.Tensor, screening: float) -> torch.Tensor:
+    """``C`` with ``(screening - Laplacian) C = div(flux)`` and no flux across the borders, per ``(B, C)`` plane.
+
+    ``flux_rows`` is ``(B, C, h - 1, w)`` (from each cell to the one below), ``flux_cols`` ``(B, C, h, w - 1)``.
+    As :func:`streamfuse.models.bands_cv.screened_poisson` (a DCT) on a CPU without gradients; elsewhere by
+    the FFT of the mirrored divergence (float32: half-precision FFTs need power-of-two sizes).
+    """
+    shape = (*flux_cols.shape[:-1], flux_cols.shape[-1] + 1)
+    if flux_rows.device.type == "cpu" and flux_rows.dtype == torch.float32 and not (
+            flux_rows.requires_grad or flux_cols.requires_grad):
+        rows, cols = (flux.reshape(-1, *flux.shape[-2:]).contiguous().numpy() for flux in (flux_rows, flux_cols))
+        solved = [bands_cv.screened_poisson(r, c, screening) for r, c in zip(rows, cols, strict=True)]
+        return torch.from_numpy(np.stack(solved)).view(shape)
+    divergence = (F.pad(flux_rows, (0, 0, 0, 1)) - F.pad(flux_rows, (0, 0, 1, 0))
+                  + F.pad(flux_cols, (0, 1)) - F.pad(flux_cols, (1, 0)))
+    height, width = shape[-2:]
+    mirrored = torch.cat([divergence, divergence.flip(-2)], dim=-2).float()
+    mirrored = torch.cat([mirrored, mirrored.flip(-1)], dim=-1)
+    eigen_rows = 2 - 2 * torch.cos(torch.pi * torch.arange(2 * height, device=divergence.device) / height)
+    eigen_cols = 2 - 2 * torch.cos(torch.pi * torch.arange(width + 1, device=divergence.device) / width)
+    spectrum = torch.fft.rfft2(mirrored) / (screening + eigen_rows[:, None] + eigen_cols[None, :])
+    solved = torch.fft.irfft2(spectrum, s=mirrored.shape[-2:])[..., :height, :width]
+    return solved.to(divergence.dtype)
 
 
 def upsample(image: torch.Tensor) -> torch.Tensor:
@@ -166,7 +192,9 @@ def compose(bands: Bands, injection: torch.Tensor, ir_gain: torch.Tensor | None 
     """
     maps = upsample(injection if ir_gain is None else torch.cat([injection, ir_gain], dim=1))
     gain = 1.0 if ir_gain is None else maps[:, -1:]
-    half = bands.half[:, 1:]
+    base = F.avg_pool2d(bands.coarse[-1], 2)
+    steps = base_step_correction(base[:, :1], base[:, 1:], injection[:, -1:], screened_poisson, box_filter)
+    half = bands.half[:, 1:] + upsample(steps)
     for level, band in enumerate(bands.coarse):
         band_ir = band[:, :1] if level == COARSE_BANDS - 1 else gain * band[:, :1]
         half = half + maps[:, level:level + 1] * (band_ir - band[:, 1:])

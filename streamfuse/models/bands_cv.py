@@ -59,6 +59,30 @@ def guided_smooth(image: np.ndarray, radius: int, eps: float) -> np.ndarray:
     return box_filter(a, radius) * image + box_filter(mean - a * mean, radius)
 
 
+@functools.lru_cache(maxsize=32)
+def _poisson_denominator(height: int, width: int, screening: float) -> np.ndarray:
+    """``screening`` plus the eigenvalues of the negative Laplacian (no flux across the borders) per DCT term."""
+    def eigenvalues(size: int) -> np.ndarray:
+        return (2 - 2 * np.cos(np.pi * np.arange(size) / size)).astype(np.float32)
+
+    return screening + eigenvalues(height)[:, None] + eigenvalues(width)[None, :]
+
+
+def screened_poisson(flux_rows: np.ndarray, flux_cols: np.ndarray, screening: float) -> np.ndarray:
+    """``C`` with ``(screening - Laplacian) C = div(flux)`` and no flux across the borders, by a DCT.
+
+    ``flux_rows[i, j]`` flows from cell ``(i, j)`` to ``(i + 1, j)``, ``flux_cols[i, j]`` from ``(i, j)``
+    to ``(i, j + 1)``.
+    """
+    height, width = flux_rows.shape[0] + 1, flux_cols.shape[1] + 1
+    divergence = np.zeros((height, width), np.float32)
+    divergence[:-1] += flux_rows
+    divergence[1:] -= flux_rows
+    divergence[:, :-1] += flux_cols
+    divergence[:, 1:] -= flux_cols
+    return cv2.idct(cv2.dct(divergence) / _poisson_denominator(height, width, screening))
+
+
 def half(image: np.ndarray) -> np.ndarray:
     """2x2 average (sides must be even)."""
     return cv2.resize(image, (image.shape[1] // 2, image.shape[0] // 2), interpolation=cv2.INTER_AREA)
@@ -141,7 +165,9 @@ def compose(bands: Split, injection: list[np.ndarray], ir_gain: np.ndarray | Non
     """
     coarse_ir, coarse_vis = bands.coarse
     gain = None if ir_gain is None else double(ir_gain)
-    fused_half = bands.half[1]
+    steps = rule.base_step_correction(half(coarse_ir[-1]), half(coarse_vis[-1]), injection[-1], screened_poisson,
+                                      box_filter)
+    fused_half = bands.half[1] + double(steps)
     for level, (band_ir, band_vis, weight) in enumerate(zip(coarse_ir, coarse_vis, injection, strict=True)):
         if gain is not None and level < len(coarse_ir) - 1:
             band_ir = band_ir * gain

@@ -48,6 +48,17 @@ DARK_SALIENCE_CAP = 0.5
 #: bright box around him (a glow). The weight-map refinement of Li, Kang and Hu ("Image fusion with guided
 #: filtering", IEEE TIP 2013), on the logit, with the colour-guide form of He, Sun and Tang.
 BASE_GUIDE = (8, 1e-3)
+#: Where the base weight changes inside a region smooth in both bases, the fused base steps by the bases'
+#: level difference: the outline of a patch that neither image has (a dark patch on a bright field whose
+#: thermal image is dark, a blotch on a road, a glow band over a horizon). Those steps are taken out of
+#: the fused base (:func:`base_step_correction`). A link between neighbouring quarter-resolution cells
+#: is an edge of the bases where ``|step of base_IR| + |step of base_VIS|`` reaches the first value of
+#: ``BASE_STEP_EDGE`` (fully at the second); only links more than ``BASE_STEP_CLEARANCE`` cells from any
+#: edge are corrected (a warm person's own outline, and the transition right beside it, stay as the
+#: rule draws them: corrected there, the person's level dropped with the glow around him). The
+#: correction fades over about ``1 / sqrt(BASE_STEP_SCREENING)`` = 16 cells (64 px). Chosen on the
+#: tuning pairs by a patch score (docs/model.md, "v5.6").
+BASE_STEP_EDGE, BASE_STEP_CLEARANCE, BASE_STEP_SCREENING = (0.02, 0.06), 2, 1 / 256
 #: Box radii (at quarter resolution, where the rule's logits live) of each detail band's energy and of
 #: the base's salience: about the band's own guided-filter radius in the full image.
 ENERGY_RADII = tuple(radius // 2 + 1 for radius, _ in CHAIN)
@@ -119,6 +130,34 @@ def guided_filter_pair(guide_a: Array, guide_b: Array, image: Array, radius: int
     coef_b = (var_a * cov_b - cov_ab * cov_a) / determinant
     offset = mean_image - coef_a * mean_a - coef_b * mean_b
     return box_filter(coef_a, radius) * guide_a + box_filter(coef_b, radius) * guide_b + box_filter(offset, radius)
+
+
+def base_step_correction(base_ir: Array, base_vis: Array, weight: Array,
+                         screened_poisson: Callable[[Array, Array, float], Array],
+                         box_filter: Callable[[Array, int], Array]) -> Array:
+    """What to add to the fused base ``base_vis + weight (base_ir - base_vis)`` to take out the steps that
+    the weight's changes draw where both bases are smooth (:data:`BASE_STEP_EDGE`).
+
+    All arguments at quarter resolution, ``(..., h, w)``. The correction is the change of level whose
+    gradient is those steps, held to zero at large scales (``screened_poisson(flux_rows, flux_cols,
+    screening)`` of the inputs' kind solves ``(screening - Laplacian) C = div(flux)`` with no flux across
+    the borders); the corrected base stays between the two bases at every cell, so a region black in
+    both stays black. ``box_filter(image, radius)`` of the inputs' kind.
+    """
+    if min(base_ir.shape[-2:]) < 2:  # a frame of a few pixels: no neighbours to step between
+        return 0 * weight
+    difference = base_ir - base_vis
+    fluxes = []
+    for step, mean in ((lambda a: a[..., 1:, :] - a[..., :-1, :], lambda a: (a[..., 1:, :] + a[..., :-1, :]) / 2),
+                       (lambda a: a[..., 1:] - a[..., :-1], lambda a: (a[..., 1:] + a[..., :-1]) / 2)):
+        edge = _ramp(abs(step(base_ir)) + abs(step(base_vis)), *BASE_STEP_EDGE)
+        # An edge line across the clearance box covers a fifth of it: then the link is not corrected at all.
+        clear = 1 - (10 * box_filter(edge, BASE_STEP_CLEARANCE)).clip(0, 1)
+        fluxes.append(mean(difference) * step(weight) * clear)
+    correction = screened_poisson(*fluxes, BASE_STEP_SCREENING)
+    spread = abs(difference)
+    lowest = (base_ir + base_vis - spread) / 2 - (base_vis + weight * difference)
+    return correction.clip(lowest, lowest + spread)
 
 
 def fine_weight(magnitude_ir: Array, magnitude_vis: Array) -> Array:
