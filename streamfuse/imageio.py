@@ -52,11 +52,14 @@ def list_images(spec: str | Path) -> list[Path]:
     return sorted(files, key=natural_key)
 
 
-def _jpeg_complete(path: Path) -> bool:
-    """True when a JPEG file ends with its end-of-image marker (a few padding bytes after it allowed)."""
+def _truncated_jpeg(path: Path) -> bool:
+    """True when a file is a JPEG (by its first bytes, whatever its name) that does not end with its
+    end-of-image marker (a few padding bytes after it allowed)."""
     with path.open("rb") as file:
+        if file.read(2) != b"\xff\xd8":
+            return False
         file.seek(max(0, path.stat().st_size - 64))
-        return b"\xff\xd9" in file.read()
+        return b"\xff\xd9" not in file.read()
 
 
 def read_image(path: str | Path, *, keep_16bit: bool = False) -> np.ndarray:
@@ -75,7 +78,7 @@ def read_image(path: str | Path, *, keep_16bit: bool = False) -> np.ndarray:
     image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if image is None:
         raise SourceError(f"{path}: not a readable image (corrupt file or unsupported format)")
-    if path.suffix.lower() in (".jpg", ".jpeg") and not _jpeg_complete(path):
+    if _truncated_jpeg(path):
         raise SourceError(f"{path}: truncated JPEG (the file ends before the image does; OpenCV would decode "
                           "only its top part); copy or export it again")
     if image.dtype not in (np.uint8, np.uint16):

@@ -14,8 +14,9 @@ from conftest import make_pair
 from media import read_video, write_png_mov, write_video
 from streamfuse.cli import main
 from streamfuse.config import config_from_dict
-from streamfuse.errors import ConfigError
+from streamfuse.errors import ConfigError, SourceError
 from streamfuse.fusers import ClassicalFuser
+from streamfuse.imageio import read_image
 from streamfuse.pipeline import Pipeline
 
 
@@ -191,6 +192,19 @@ def test_a_truncated_jpeg_is_an_error_naming_the_file(image_folders, tmp_path, c
                            "--fuser", "classical", "--no-progress")
     assert code == 1
     assert f"streamfuse: error: {cut}: truncated JPEG" in err and "Traceback" not in err
+
+
+def test_an_image_is_recognised_by_its_content_not_its_name(tmp_path):
+    """A PNG named .jpg (a mislabelled export) is read; a truncated JPEG named .png is still refused."""
+    image = make_pair(0)[1]
+    png_as_jpg = tmp_path / "frame.jpg"
+    png_as_jpg.write_bytes(cv2.imencode(".png", image)[1].tobytes())
+    assert np.array_equal(read_image(png_as_jpg), image)
+    jpeg = cv2.imencode(".jpg", image)[1].tobytes()
+    cut_as_png = tmp_path / "cut.png"
+    cut_as_png.write_bytes(jpeg[: len(jpeg) * 2 // 3])
+    with pytest.raises(SourceError, match="truncated JPEG"):
+        read_image(cut_as_png)
 
 
 def test_a_real_camera_paired_with_the_default_synthetic_one_is_warned_about(inputs, caplog):
