@@ -17,7 +17,10 @@ Both sources travel stacked as channels ``[IR, VIS]`` of one ``(B, 2, H, W)`` te
 and the two are composed as::
 
     F = fine_gain * strongest(fine_IR, fine_VIS)     (the locally stronger one, softly where close)
-        + up( half_VIS + w_1 (g D1_IR - D1_VIS) + w_2 (g D2_IR - D2_VIS) + w_base (base_IR - base_VIS) )
+        + up( half_VIS + w_1 (g D1_IR - D1_VIS) + w_2 (g D2_IR - D2_VIS) + w_base (base_IR - base_VIS) + C )
+
+where ``C`` takes out of the base the steps that changes of ``w_base`` draw inside regions smooth in both
+bases (:func:`~streamfuse.models.rule.base_step_correction`, at quarter resolution).
 
 With every injection weight ``w`` at 0 and the gains at 1 the output is the visible image, apart from
 the finest band, which comes from whichever source is locally stronger. Everything the maps touch
