@@ -286,13 +286,13 @@ def _video_pairs(ir: str, vis: str, count: int) -> list[tuple]:
     """Up to ``count`` frame pairs spread evenly over two videos, at the same moments in both."""
     import av
 
-    from streamfuse.sources.video import frame_count
+    from streamfuse.sources.video import duration_s, frame_count
 
     inputs = (("--ir", ir), ("--vis", vis))
     with contextlib.ExitStack() as stack:
         containers = [stack.enter_context(_opened(path, flag)) for flag, path in inputs]
         streams = [container.streams.video[0] for container in containers]
-        lengths = [_length_s(container, stream) for container, stream in zip(containers, streams, strict=True)]
+        lengths = [duration_s(container, stream) for container, stream in zip(containers, streams, strict=True)]
         shorter = min(frame_count(container, stream) or 0  # 0: a count is unknown
                       for container, stream in zip(containers, streams, strict=True))
         seek = all(lengths) and shorter > SEEK_ABOVE_FRAMES_PER_PAIR * count
@@ -317,13 +317,6 @@ def _opened(uri: str, flag: str):
         return open_container(uri)
     except StreamfuseError as exc:
         raise StreamfuseError(f"{flag} {exc}") from None
-
-
-def _length_s(container, stream) -> float | None:
-    """A video's duration in seconds, as its container states it (None: unknown)."""
-    if stream.duration and stream.time_base:
-        return float(stream.duration * stream.time_base)
-    return container.duration / 1e6 if container.duration else None
 
 
 def _frame_at(container, stream, moment: float, flag: str, path: str):

@@ -9,7 +9,7 @@ from typing import Any
 
 from streamfuse.errors import SourceError
 from streamfuse.imageio import IMAGE_EXTENSIONS, list_images, read_image
-from streamfuse.sources.video import frame_count, is_url, nominal_rate, open_container, redact
+from streamfuse.sources.video import duration_s, frame_count, is_url, nominal_rate, open_container, redact
 
 
 def probe(uri: str, *, frames: int = 5) -> dict[str, Any]:
@@ -37,7 +37,8 @@ def probe(uri: str, *, frames: int = 5) -> dict[str, Any]:
     try:
         stream = container.streams.video[0]
         rate = nominal_rate(stream)
-        duration = (float(container.duration) / 1e6) if container.duration else None
+        duration = (float(container.duration) / 1e6 if container.duration else None) if is_url(uri) else \
+            duration_s(container, stream)
         timestamps = []
         try:
             for frame in container.decode(stream):

@@ -11,8 +11,9 @@ import numpy as np
 
 
 def write_video(path: Path, frames: list[np.ndarray], fps: int = 25, codec: str = "libx264",
-                gop: int | None = None) -> Path:
-    """Encode BGR or gray ``uint8`` frames into a video file (a keyframe every ``gop`` frames if given)."""
+                gop: int | None = None, start_s: float = 0.0) -> Path:
+    """Encode BGR or gray ``uint8`` frames into a video file (a keyframe every ``gop`` frames if given; the
+    first frame's timestamp at ``start_s``, as a recorder that keeps a camera's clock writes it)."""
     with av.open(str(path), "w") as container:
         stream = container.add_stream(codec, rate=Fraction(fps))
         stream.height, stream.width = frames[0].shape[:2]
@@ -20,9 +21,13 @@ def write_video(path: Path, frames: list[np.ndarray], fps: int = 25, codec: str 
             stream.codec_context.gop_size = gop
             stream.options = {"x264-params": f"keyint={gop}:min-keyint={gop}:scenecut=0"}
         stream.pix_fmt = "yuv420p"
-        for image in frames:
+        first = round(start_s * fps)
+        for index, image in enumerate(frames):
             fmt = "gray" if image.ndim == 2 else "bgr24"
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format=fmt)))
+            frame = av.VideoFrame.from_ndarray(image, format=fmt)
+            if first:
+                frame.pts, frame.time_base = first + index, Fraction(1, fps)
+            container.mux(stream.encode(frame))
         container.mux(stream.encode(None))
     return path
 

@@ -519,6 +519,11 @@ def test_two_videos_give_frame_pairs_from_the_same_moments(tmp_path):
     write_video(tmp_path / "vis.mkv", numbered(360), fps=25, gop=25)
     pairs = calibration_pairs(str(tmp_path / "ir.mkv"), str(tmp_path / "vis.mkv"), max_pairs=5)
     assert [(number(ir), number(vis)) for ir, vis in pairs] == [(30, 30), (90, 90), (150, 150), (210, 210), (270, 270)]
+    # ... also recordings whose timestamps start late (Matroska then states 60 s + the length: "no frame at 39.4 s")
+    write_video(tmp_path / "ir.mkv", numbered(300), fps=25, gop=25, start_s=60)
+    write_video(tmp_path / "vis.mkv", numbered(360), fps=25, gop=25, start_s=60)
+    pairs = calibration_pairs(str(tmp_path / "ir.mkv"), str(tmp_path / "vis.mkv"), max_pairs=5)
+    assert [(number(ir), number(vis)) for ir, vis in pairs] == [(30, 30), (90, 90), (150, 150), (210, 210), (270, 270)]
     # short videos are decoded in order, every n-th frame of both by the shorter one's count
     write_video(tmp_path / "ir.mp4", numbered(60), fps=25)
     write_video(tmp_path / "vis.mp4", numbered(80), fps=25)

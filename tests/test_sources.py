@@ -9,6 +9,7 @@ import pytest
 from conftest import make_pair
 from media import write_png_mov, write_video
 from streamfuse.errors import SourceError
+from streamfuse.probe import probe
 from streamfuse.queues import Closed
 from streamfuse.sources import (
     CameraSource,
@@ -88,6 +89,22 @@ def test_video_source_reads_frames_and_pts(tmp_path):
     for index in (0, 7, 19):  # each decoded frame is closest to the frame encoded at its position
         errors = [np.abs(got[index].image.astype(int) - f.astype(int)).mean() for f in frames]
         assert int(np.argmin(errors)) == index
+
+
+@pytest.mark.parametrize("suffix", [".mkv", ".mp4"])
+def test_a_recording_whose_timestamps_start_late_counts_its_own_frames(tmp_path, suffix):
+    """Matroska states when the file ends, not its length: 20 frames from 60 s were counted as 1,220 (probe
+    said 61 s) before; the source still decodes every frame from the first."""
+    frames = [make_pair(i, (64, 48))[1] for i in range(20)]
+    path = write_video(tmp_path / f"vis{suffix}", frames, fps=20, start_s=60)
+    report = probe(str(path))
+    assert report["frames"] == 20 and report["duration s"] == pytest.approx(1.0, abs=0.06)
+    assert report["first timestamps"][0] == pytest.approx(60.0)
+    source = VideoSource("vis", str(path))
+    source.start()
+    assert source.expected_frames == 20
+    got = drain(source)
+    assert len(got) == 20 and got[0].timestamp == pytest.approx(0.0)
 
 
 @pytest.mark.parametrize(("content", "message"), [

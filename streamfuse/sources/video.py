@@ -97,13 +97,46 @@ def nominal_rate(stream: av.video.stream.VideoStream) -> Fraction | None:
 
 def frame_count(container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> int | None:
     """Frames in a video file: the header's count, or duration x frame rate where the header has
-    none (fragmented MP4, most MKV); None for streams of unknown length."""
+    none (fragmented MP4, most MKV; :func:`duration_s`); None for streams of unknown length."""
     if stream.frames:
         return stream.frames
-    rate = nominal_rate(stream)
-    if container.duration and rate:
-        return round(container.duration / 1e6 * float(rate))
-    return None
+    rate, seconds = nominal_rate(stream), duration_s(container, stream)
+    return round(seconds * float(rate)) if rate and seconds else None
+
+
+def duration_s(container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> float | None:
+    """Seconds from a video file's first frame to the end of its last: the stream's own duration where the
+    file states it, else measured at its last packets (the container's duration where they carry no time).
+
+    Matroska states the time at which the file ends, counted from 0, not its length: a recording whose
+    timestamps start at 60 s (a camera's clock, kept by a recorder) and that lasts 30 s says 90. The
+    container is left at its start. None for streams of unknown length.
+    """
+    if stream.duration and stream.time_base:
+        return float(stream.duration * stream.time_base)
+    if not container.duration:
+        return None
+    end = _end_of_last_packet(container, stream)
+    return container.duration / 1e6 if end is None else max(0.0, end - stream_origin(stream))
+
+
+def _end_of_last_packet(container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> float | None:
+    """Where the stream's last packet ends, in seconds on its own clock (None: no packet carries a time)."""
+    if not stream.time_base:
+        return None
+    end = None
+    try:
+        # Past any end the header could mean, back to the last keyframe, then read to the end of the file.
+        target = stream_origin(stream) + container.duration / 1e6 + 1
+        container.seek(int(target / stream.time_base), stream=stream, backward=True)
+        for packet in container.demux(stream):
+            if packet.pts is not None:
+                end = max(end or 0.0, float((packet.pts + (packet.duration or 0)) * stream.time_base))
+    except av.error.FFmpegError:
+        end = None
+    finally:
+        container.seek(0)
+    return end
 
 
 def stream_origin(stream: av.video.stream.VideoStream) -> float:
