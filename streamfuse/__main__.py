@@ -1,7 +1,21 @@
-"""``python -m streamfuse`` runs the command-line interface."""
+"""``python -m streamfuse`` and the ``streamfuse`` command: the command-line interface (:func:`streamfuse.cli.main`).
+
+Loading it takes a moment (torch, OpenCV, PyAV); Ctrl-C meanwhile ends the command as Ctrl-C does later,
+with one line and exit status 130, not a traceback through the imports.
+"""
 
 import sys
 
-from streamfuse.cli import main
 
-sys.exit(main())
+def run() -> None:
+    """Load and run the command-line interface; exits with its status."""
+    try:
+        from streamfuse.cli import main
+    except KeyboardInterrupt:
+        print("streamfuse: interrupted", file=sys.stderr)
+        sys.exit(130)
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    run()

@@ -339,3 +339,21 @@ def test_an_output_of_the_wrong_kind_is_an_argument_error(tmp_path, capsys, inpu
                            "-o", str(tmp_path / output))
     assert code == 2 and message in err and err.count("\n") == 1
     assert not (tmp_path / output).exists()
+
+
+def test_ctrl_c_while_the_command_is_still_loading_is_one_line_and_exit_130(monkeypatch, capsys):
+    """The imports take a moment (torch, OpenCV); Ctrl-C then printed a traceback through them."""
+    from streamfuse.__main__ import run
+
+    class InterruptedImport:  # as if Ctrl-C arrived while streamfuse.cli was being imported
+        def find_spec(self, name, path=None, target=None):
+            if name == "streamfuse.cli":
+                raise KeyboardInterrupt
+            return None
+
+    monkeypatch.delitem(sys.modules, "streamfuse.cli")
+    monkeypatch.setattr(sys, "meta_path", [InterruptedImport(), *sys.meta_path])
+    with pytest.raises(SystemExit) as exited:
+        run()
+    assert exited.value.code == 130
+    assert capsys.readouterr().err == "streamfuse: interrupted\n"
