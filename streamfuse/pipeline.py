@@ -23,6 +23,7 @@ import collections
 import concurrent.futures
 import contextlib
 import logging
+import os
 import signal
 import sys
 import threading
@@ -94,12 +95,13 @@ def check_outputs_are_not_inputs(config: Config, flags: dict[str, str] | None = 
         output = Path(sink.path).resolve()
         for key, path in inputs.items():
             if isinstance(sink, VideoSinkConfig):
-                clash = output == path
+                clash = output == path or _same_file(output, path)
             else:  # the folder the files land in: a pattern may name a sub-folder ("ir/{name}.png")
                 pattern = Path(sink.pattern)
                 folder = (output / pattern.parent).resolve()
                 clash = folder == path or (path.is_file() and folder == path.parent and (
-                    "{" in pattern.name or folder / pattern.name == path))
+                    "{" in pattern.name or folder / pattern.name == path)) or (
+                    "{" not in pattern.name and _same_file(folder / pattern.name, path))
             if clash:
                 sink_key = f"sinks.{index}.path"
                 written = sink.path  # a constant pattern names one file: show that file
@@ -108,6 +110,14 @@ def check_outputs_are_not_inputs(config: Config, flags: dict[str, str] | None = 
                 raise ConfigError(f"{flags.get(sink_key, sink_key)} {written}: would write over the input "
                                   f"{flags.get(key, key)} {path}; choose an output outside the inputs "
                                   "(inputs are never overwritten)")
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """True when ``a`` and ``b`` are one file on disk (hard links to it too)."""
+    try:
+        return a.is_file() and b.is_file() and os.path.samefile(a, b)
+    except OSError:
+        return False
 
 
 class Pipeline:

@@ -60,6 +60,39 @@ def test_an_output_that_is_an_input_is_refused_even_with_y(inputs, capsys, ir, v
     assert after == before
 
 
+@pytest.mark.parametrize("input_key", ["vis_mp4", "vis_png"])
+def test_an_output_hard_linked_to_an_input_is_refused_even_with_y(inputs, capsys, tmp_path, input_key):
+    """Another name for the same file: -y truncated the input before."""
+    link = tmp_path / f"link{inputs[input_key].suffix}"
+    link.hardlink_to(inputs[input_key])
+    before = inputs[input_key].read_bytes()
+    ir = inputs["ir_mp4"] if input_key == "vis_mp4" else inputs["ir_png"]
+    code, _, err = run_cli(capsys, "fuse", "--ir", str(ir), "--vis", str(inputs[input_key]), "-o", str(link),
+                           "--fuser", "classical", "--no-progress", "-y")
+    assert code == 2 and f"-o {link}: would write over the input --vis" in err
+    assert inputs[input_key].read_bytes() == before
+
+
+def test_overwriting_replaces_links_in_the_output_never_what_they_point_to(inputs, capsys, tmp_path):
+    """-y into a folder or onto a video whose entries are links to other files (inputs included): the entries
+    are replaced, the files they pointed to keep their contents (written through before)."""
+    outputs = tmp_path / "fused"
+    outputs.mkdir()
+    (outputs / "f0.png").symlink_to(inputs["vis_png"])
+    (outputs / "f1.png").hardlink_to(inputs["vis_dir"] / "f1.png")
+    kept = tmp_path / "kept.mp4"
+    kept.write_bytes(inputs["vis_mp4"].read_bytes())
+    (tmp_path / "fused.mp4").hardlink_to(kept)
+    before = digest(inputs["vis_dir"]), kept.read_bytes()
+    for output in (outputs, tmp_path / "fused.mp4"):
+        ir, vis = (inputs["ir_dir"], inputs["vis_dir"]) if output == outputs else (inputs["ir_mp4"], inputs["vis_mp4"])
+        code, _, err = run_cli(capsys, "fuse", "--ir", str(ir), "--vis", str(vis), "-o", str(output),
+                               "--fuser", "classical", "--no-progress", "-y")
+        assert code == 0, err
+    assert (digest(inputs["vis_dir"]), kept.read_bytes()) == before
+    assert not (outputs / "f0.png").is_symlink() and cv2.imread(str(outputs / "f0.png")) is not None
+
+
 def test_output_reached_through_another_spelling_is_refused(inputs, capsys, monkeypatch):
     monkeypatch.chdir(inputs["ir_dir"].parent)
     code, _, err = run_cli(capsys, "fuse", "--ir", "ir/../ir/*.png", "--vis", str(inputs["vis_dir"]), "-o", "./ir/",

@@ -60,10 +60,12 @@ class ImagesSink(Sink):
 
     def write(self, frame: FusedFrame) -> None:
         target = self.file_for(frame)
-        if target.exists() and not self.overwrite:
-            raise SinkError(f"{self.key}: {target} already exists; choose another folder or allow overwriting (the "
-                            f"sink's overwrite: true, on the command line --set {self.key}.overwrite=true; "
-                            "fuse -y/--overwrite)")
+        if target.exists() or target.is_symlink():
+            if not self.overwrite:
+                raise SinkError(f"{self.key}: {target} already exists; choose another folder or allow overwriting "
+                                f"(the sink's overwrite: true, on the command line --set {self.key}.overwrite=true; "
+                                "fuse -y/--overwrite)")
+            target.unlink()  # a new file in its place: written through, a (hard or symbolic) link's target would change
         image = frame.image
         if image.ndim == 3 and target.suffix.lower() in GRAY_ONLY_EXTENSIONS:  # PGM holds one channel: the luminance
             image = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)

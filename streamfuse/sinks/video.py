@@ -157,7 +157,8 @@ class VideoWriter:
         self.bytes_pending = 0
         """Encoded bytes muxed since then, not yet in the file (a fragment waiting for its end)."""
         self._make_room = make_room
-        self._replaces = self.path.exists()  # kept as it is unless a frame comes: a run with none loses nothing
+        # An existing file (or link) is kept as it is unless a frame comes: a run with none loses nothing.
+        self._replaces = self.path.exists() or self.path.is_symlink()
         prepare_output_file(self.path, overwrite, key)
         try:
             self._fragmented = fragmented and self.path.suffix.lower() in (".mp4", ".mov")
@@ -199,6 +200,8 @@ class VideoWriter:
         image = encoder_input(image, even=self.codec != "ffv1")
         height, width = image.shape[:2]
         if self._stream is None:
+            if self._replaces:  # a new file in its place: written through, a link's target would change
+                self.path.unlink()
             self._open_stream(width, height)
             self._first_size = given
         elif self._size != (width, height):
