@@ -29,7 +29,7 @@ from streamfuse.config import (
 from streamfuse.errors import StreamfuseError, UsageError
 from streamfuse.fusers import FUSERS
 from streamfuse.fusers.colour import has_colour
-from streamfuse.imageio import IMAGE_EXTENSIONS, list_images, natural_key, read_image
+from streamfuse.imageio import IMAGE_EXTENSIONS, images_by_stem, list_images, natural_key, read_image
 from streamfuse.pipeline import Pipeline, check_outputs_are_not_inputs
 from streamfuse.probe import probe
 from streamfuse.registration.estimate import STRUCTURES, estimate_homography
@@ -163,13 +163,15 @@ def _paired_stems(ir: str, vis: str, *, pair_by: str) -> list[str] | None:
     partner; two folders with no name in common are an error. ``"order"`` pairs by sorted position
     and needs equal counts.
     """
-    ir_files, vis_files = list_images(ir), list_images(vis)
     if pair_by == "order":
+        ir_files, vis_files = list_images(ir), list_images(vis)
         if len(ir_files) != len(vis_files):
             raise StreamfuseError(f"--ir {ir} has {len(ir_files)} images but --vis {vis} has {len(vis_files)}; "
                                   "images paired by sorted order need the same number")
         return None
-    ir_stems, vis_stems = {f.stem for f in ir_files}, {f.stem for f in vis_files}
+    ir_by_stem, vis_by_stem = images_by_stem(ir), images_by_stem(vis)
+    ir_files, vis_files = list(ir_by_stem.values()), list(vis_by_stem.values())
+    ir_stems, vis_stems = set(ir_by_stem), set(vis_by_stem)
     common = ir_stems & vis_stems
     if not common:
         raise StreamfuseError(f"--ir {ir} and --vis {vis} have no file name in common (e.g. {ir_files[0].name} "

@@ -21,7 +21,7 @@ import numpy as np
 from tqdm import tqdm
 
 from streamfuse.errors import StreamfuseError
-from streamfuse.imageio import list_images, read_image
+from streamfuse.imageio import images_by_stem, list_images, read_image
 from streamfuse.metrics import convention_module
 
 log = logging.getLogger(__name__)
@@ -52,9 +52,9 @@ def find_fused(folder: Path, stem: str, files: list[Path] | None = None) -> Path
 
 def input_pairs(ir_dir: str | Path, vis_dir: str | Path) -> tuple[list[tuple[str, Path, Path]], list[str]]:
     """``(stem, ir_path, vis_path)`` for every visible image with a same-stem infrared image, and the problems."""
-    ir_by_stem = {p.stem: p for p in list_images(ir_dir)}
+    ir_by_stem = images_by_stem(ir_dir)
     pairs, problems = [], []
-    for vis_path in list_images(vis_dir):
+    for vis_path in images_by_stem(vis_dir).values():
         ir_path = ir_by_stem.get(vis_path.stem)
         if ir_path is None:
             problems.append(f"{vis_path.name}: no infrared image with stem {vis_path.stem!r} in {ir_dir}")

@@ -52,6 +52,23 @@ def list_images(spec: str | Path) -> list[Path]:
     return sorted(files, key=natural_key)
 
 
+def images_by_stem(spec: str | Path) -> dict[str, Path]:
+    """The images of :func:`list_images` by file stem, for pairing two folders by name.
+
+    Raises:
+        SourceError: As :func:`list_images`, or two images share a stem (``a.png`` and ``a.jpg``: which
+            one pairs with the other folder's ``a`` would be a guess).
+    """
+    by_stem: dict[str, Path] = {}
+    for path in list_images(spec):
+        if path.stem in by_stem:
+            raise SourceError(f"{spec}: two images are named {path.stem!r} ({by_stem[path.stem].name} and "
+                              f"{path.name}); images are paired by name: keep one of them, or pair by sorted order "
+                              "(fuse --pair-by order)")
+        by_stem[path.stem] = path
+    return by_stem
+
+
 def _truncated_jpeg(path: Path) -> bool:
     """True when a file is a JPEG (by its first bytes, whatever its name) that does not end with its
     end-of-image marker (a few padding bytes after it allowed)."""

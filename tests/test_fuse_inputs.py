@@ -227,6 +227,17 @@ def test_a_truncated_jpeg_is_an_error_naming_the_file(image_folders, tmp_path, c
     assert f"streamfuse: error: {cut}: truncated JPEG" in err and "Traceback" not in err
 
 
+def test_two_images_of_one_name_in_a_folder_are_an_error_not_a_guess(image_folders, tmp_path, capsys):
+    """f1.png and f1.jpg beside each other: every later frame was paired with its neighbour's partner."""
+    ir_dir, vis_dir = image_folders
+    cv2.imwrite(str(vis_dir / "f1.jpg"), make_pair(1)[1])
+    for command in (["fuse", "-o", str(tmp_path / "out"), "--fuser", "classical", "--no-progress"], ["eval"]):
+        code, _, err = run_cli(capsys, command[0], "--ir", str(ir_dir), "--vis", str(vis_dir), *command[1:])
+        assert code == 1, err
+        assert f"streamfuse: error: {vis_dir}: two images are named 'f1' (f1.jpg and f1.png)" in err
+    assert not (tmp_path / "out").exists()
+
+
 def test_an_image_is_recognised_by_its_content_not_its_name(tmp_path):
     """A PNG named .jpg (a mislabelled export) is read; a truncated JPEG named .png is still refused."""
     image = make_pair(0)[1]
