@@ -21,12 +21,13 @@ from tqdm import tqdm
 from streamfuse import __version__
 from streamfuse.config import (
     Config,
+    ImagesSinkConfig,
     check_zmq_endpoint,
     config_from_dict,
     load_config,
     packaged_configs,
 )
-from streamfuse.errors import StreamfuseError, UsageError
+from streamfuse.errors import SinkError, StreamfuseError, UsageError
 from streamfuse.fusers import FUSERS
 from streamfuse.fusers.colour import has_colour
 from streamfuse.imageio import IMAGE_EXTENSIONS, images_by_stem, list_images, natural_key, read_image
@@ -196,7 +197,7 @@ def fuse_config(ir: str, vis: str, output: str, *, fuser: str, overwrite: bool, 
     register with.
     """
     kinds = {_input_kind(ir, "--ir"), _input_kind(vis, "--vis")}
-    if fps is not None and "video" in kinds:
+    if fps is not None and kinds == {"video"}:
         raise UsageError("--fps: videos keep their own timing; --fps sets the rate of folders of images")
     if fps is not None and not fps > 0:
         raise UsageError(f"--fps: must be positive, got {fps:g}")
@@ -229,14 +230,15 @@ def fuse_config(ir: str, vis: str, output: str, *, fuser: str, overwrite: bool, 
         return {"type": "images", "path": path}
 
     sources = {"ir": source(ir), "vis": source(vis)}
+    if fps is not None:  # the folders' rate (beside a video too: it keeps its own timing)
+        for section in sources.values():
+            if section["type"] == "images":
+                section["fps"] = fps
     if kinds <= {"image", "folder"}:
         stems = _paired_stems(ir, vis, pair_by=pair_by if "folder" in kinds else "order")
         if stems is not None:
             for section in sources.values():
                 section["stems"] = stems
-        if fps is not None:
-            for section in sources.values():
-                section["fps"] = fps
     data = {
         "sources": sources,
         "fusion": {"fuser": fuser},
@@ -251,7 +253,21 @@ def fuse_config(ir: str, vis: str, output: str, *, fuser: str, overwrite: bool, 
                               "set it with --fps")
     check_outputs_are_not_inputs(config, {"sinks.0.path": "-o", "sources.ir.path": "--ir", "sources.ir.uri": "--ir",
                                           "sources.vis.path": "--vis", "sources.vis.uri": "--vis"})
+    written = config.sinks[0]
+    if "folder" in kinds and kinds <= {"image", "folder"} and isinstance(written, ImagesSinkConfig) \
+            and not written.overwrite and written.pattern == "{name}.png":
+        _check_no_output_exists(Path(written.path), config.sources.vis.stems or
+                                [path.stem for path in list_images(vis)])
     return config
+
+
+def _check_no_output_exists(folder: Path, stems: list[str]) -> None:
+    """Before any work: none of the ``{stem}.png`` files ``fuse`` will write into ``folder`` exists yet (the
+    sink refuses each one as it comes, which on a large batch is after hours of work)."""
+    existing = [folder / f"{stem}.png" for stem in stems if (folder / f"{stem}.png").exists()]
+    if existing:
+        raise SinkError(f"-o {folder}: {len(existing)} of the {len(stems)} output file(s) already exist (e.g. "
+                        f"{existing[0]}); choose another folder or pass -y/--overwrite to replace them")
 
 
 def cmd_fuse(args: argparse.Namespace) -> int:

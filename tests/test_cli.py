@@ -62,6 +62,33 @@ def test_fuse_folders(image_folders, tmp_path, capsys):
     assert sorted(p.name for p in (tmp_path / "fused").iterdir()) == sorted(f"f{i}.png" for i in range(12))
 
 
+def test_fuse_into_a_folder_that_holds_one_of_its_outputs_is_refused_before_any_work(image_folders, tmp_path, capsys):
+    """The sink refused f11.png only when it came to it: on a large batch, after hours of work."""
+    ir_dir, vis_dir = image_folders
+    (tmp_path / "fused").mkdir()
+    (tmp_path / "fused" / "f11.png").write_bytes(b"kept")
+    code, _, err = run_cli(capsys, "fuse", "--ir", str(ir_dir), "--vis", str(vis_dir), "-o", str(tmp_path / "fused"),
+                           "--fuser", "classical", "--no-progress")
+    assert code == 1
+    fused = tmp_path / "fused"
+    assert f"-o {fused}: 1 of the 12 output file(s) already exist (e.g. {fused / 'f11.png'})" in err
+    assert [p.name for p in (tmp_path / "fused").iterdir()] == ["f11.png"]
+    assert (tmp_path / "fused" / "f11.png").read_bytes() == b"kept"
+
+
+def test_fuse_fps_sets_the_rate_of_a_folder_beside_a_video(image_folders, tmp_path, capsys):
+    """--fps was refused as soon as one input was a video, although the folder beside it needs a rate."""
+    ir_dir, vis_dir = image_folders
+    write_video(tmp_path / "vis.mp4", [make_pair(i)[1] for i in range(12)], fps=10)
+    code, _, err = run_cli(capsys, "fuse", "--ir", str(ir_dir), "--vis", str(tmp_path / "vis.mp4"), "-o",
+                           str(tmp_path / "fused.mp4"), "--fuser", "classical", "--fps", "10", "--no-progress")
+    assert code == 0, err
+    assert len(read_video(tmp_path / "fused.mp4")[0]) == 12  # at the default 25 fps only some frames meet
+    code, _, err = run_cli(capsys, "fuse", "--ir", str(tmp_path / "vis.mp4"), "--vis", str(tmp_path / "vis.mp4"),
+                           "-o", str(tmp_path / "other.mp4"), "--fps", "10")
+    assert code == 2 and "--fps: videos keep their own timing" in err
+
+
 def test_fuse_folders_into_a_video(image_folders, tmp_path, capsys):
     ir_dir, vis_dir = image_folders
     code, _, err = run_cli(capsys, "fuse", "--ir", str(ir_dir), "--vis", str(vis_dir), "-o",
