@@ -904,7 +904,8 @@ def build_parser() -> argparse.ArgumentParser:
     fuse.add_argument("--calibration", metavar="FILE",
                       help="register the infrared images with this file from 'streamfuse calibrate'")
     fuse.add_argument("--fps", type=float, metavar="N",
-                      help="frame rate of two folders of images and of the video they make (default 25)")
+                      help="frame rate of folders of images (default 25), and of the video two folders make; "
+                           "a video input keeps its own timing")
     common(fuse)
     fuse.set_defaults(handler=cmd_fuse)
 
