@@ -93,17 +93,19 @@ def _log_inputs(pipeline: Pipeline) -> None:
     stopped_early = pipeline.stop_signal is not None or pipeline.max_frames is not None
     # Frames read ahead of a stop were never offered to the pairing: "unpaired" would blame the inputs.
     labels = {"passed_through": "published alone (the other camera lost)",
+              "not_read": "not read (the run ended first)" if stopped_early else "not read (the other input ended)",
               **({"unpaired": "unpaired or read ahead of the stop"} if stopped_early else {})}
     for name, count in counts.items():
         log.info("input %s (%s): %s", name, pipeline.sources[name].describe(),
                  ", ".join(f"{value} {labels.get(key, key)}" for key, value in count.items()
-                           if value or key != "passed_through"))
-    lost = {name: count for name, count in counts.items() if count["unpaired"] or count["dropped"]}
+                           if value or key not in ("passed_through", "not_read")))
+    lost = {name: count for name, count in counts.items() if count["unpaired"] or count["dropped"] or count["not_read"]}
     if lost and not pipeline.live and not stopped_early:
         log.warning("not every input frame was fused (%s); the inputs differ in length or timing, or frames "
                     "were undecodable (see the warnings above); pairing tolerance %.0f ms (sync.tolerance_ms)",
                     "; ".join(f"{name}: {count['unpaired']} unpaired, {count['dropped']} dropped of "
-                              f"{count['read']} read" for name, count in lost.items()),
+                              f"{count['read']} read" + (f", {count['not_read']} not read" if count["not_read"] else "")
+                              for name, count in lost.items()),
                     pipeline.pairing.tolerance_s() * 1000)
 
 

@@ -385,7 +385,9 @@ class Pipeline:
         """Per input: frames ``read``; ``paired`` (in at least one pair; a reused thermal frame once);
         ``passed_through`` (published alone while the other camera was lost, ``sync.on_camera_loss:
         passthrough``); ``unpaired`` (read but in no pair: no partner within the tolerance, or past the
-        end of the shorter input); ``dropped`` (by the drop policy, or undecodable and skipped)."""
+        end of the shorter input); ``dropped`` (by the drop policy, or undecodable and skipped);
+        ``not_read`` (frames of a file or folder of known length never read: the run ended first, when
+        the other input ended or at a stop)."""
         counters = self.stats.counters()
         counts = {}
         for name, source in self.sources.items():
@@ -393,7 +395,8 @@ class Pipeline:
             alone = counters.get(f"passthrough.{name}", 0)
             counts[name] = {"read": source.frames_read, "paired": paired, "passed_through": alone,
                             "unpaired": source.frames_read - paired - alone - source.queue.dropped,
-                            "dropped": source.queue.dropped + counters.get(f"undecodable.{name}", 0)}
+                            "dropped": source.queue.dropped + counters.get(f"undecodable.{name}", 0),
+                            "not_read": max(0, (source.expected_frames or 0) - source.frames_read)}
         return counts
 
     def queue_depths(self) -> dict[str, int]:

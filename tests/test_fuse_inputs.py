@@ -156,6 +156,18 @@ def test_inputs_of_different_lengths_are_reported_not_cut_silently(tmp_path, cap
     assert "not every input frame was fused (vis: 6 unpaired, 0 dropped of 16 read)" in log
 
 
+def test_frames_of_the_longer_input_never_read_are_counted(tmp_path, capsys, caplog):
+    """The run ends with the shorter input: the longer one's remaining frames were in no count."""
+    write_video(tmp_path / "ir.mp4", [cv2.cvtColor(make_pair(i)[0], cv2.COLOR_GRAY2BGR) for i in range(100)], fps=10)
+    write_video(tmp_path / "vis.mp4", [make_pair(0)[1]], fps=10)
+    code, log = fuse_videos(capsys, caplog, tmp_path / "ir.mp4", tmp_path / "vis.mp4", tmp_path / "out.mp4")
+    assert code == 0
+    read = int(log.split("input ir (video ")[1].split(" read, ")[0].rsplit(" ", 1)[-1])
+    assert f"{100 - read} not read (the other input ended)" in log and read < 100
+    lost = f"ir: {read - 1} unpaired, 0 dropped of {read} read, {100 - read} not read"
+    assert f"not every input frame was fused ({lost})" in log
+
+
 def test_frames_read_ahead_of_max_frames_are_not_blamed_on_the_inputs(tmp_path, capsys, caplog):
     for side, index in (("ir", 0), ("vis", 1)):
         write_video(tmp_path / f"{side}.mp4", [cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR) if frame.ndim == 2 else frame
