@@ -180,6 +180,41 @@ def test_images_sink_names_and_overwrite(tmp_path):
     assert "already exists" in str(sink.error)
 
 
+@pytest.fixture
+def immutable(tmp_path):
+    """Make a path immutable (chattr +i: refused even to root) for the test; undone after it."""
+    made = []
+
+    def make(path):
+        if subprocess.run(["chattr", "+i", str(path)], capture_output=True).returncode != 0:
+            pytest.fail(f"chattr +i {path} failed: this test needs a file system with immutable files (ext4, xfs)")
+        made.append(path)
+
+    yield make
+    for path in made:
+        subprocess.run(["chattr", "-i", str(path)], check=False)
+
+
+def test_an_images_sink_says_why_it_cannot_write(tmp_path, immutable):
+    """A folder or file it may not write: said with the system's reason, the folder at open (before any work);
+    OpenCV only reports failure, which read 'unknown image extension or disk full'."""
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    immutable(locked)
+    with pytest.raises(SinkError, match=r"cannot write into .*locked \(Operation not permitted\)"):
+        ImagesSink(locked).open()
+    folder = tmp_path / "out"
+    folder.mkdir()
+    (folder / "000000.png").write_bytes(b"old")
+    immutable(folder / "000000.png")
+    sink = ImagesSink(folder, overwrite=True)
+    sink.start()
+    sink.queue.put(fused(0))
+    sink.queue.close()
+    sink.join(5)
+    assert "cannot replace" in str(sink.error) and "Operation not permitted" in str(sink.error)
+
+
 def test_zmq_lossless_subscriber_gets_every_frame_with_header(free_port):
     endpoint = f"tcp://127.0.0.1:{free_port}"
     sink = ZmqSink(endpoint, encoding="raw", hwm=2, lossless=True, wait_for_subscribers=1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 import cv2
@@ -52,6 +53,11 @@ class ImagesSink(Sink):
             self.path.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise SinkError(f"{self.key}.path: cannot create folder {self.path} ({exc.strerror})") from None
+        try:  # find out now, not at the first frame
+            tempfile.TemporaryFile(dir=self.path).close()
+        except OSError as exc:
+            raise SinkError(f"{self.key}.path: cannot write into {self.path} ({exc.strerror}); choose a place you "
+                            "may write to") from None
 
     def file_for(self, frame: FusedFrame) -> Path:
         """The output path of ``frame``."""
@@ -65,15 +71,31 @@ class ImagesSink(Sink):
                 raise SinkError(f"{self.key}: {target} already exists; choose another folder or allow overwriting "
                                 f"(the sink's overwrite: true, on the command line --set {self.key}.overwrite=true; "
                                 "fuse -y/--overwrite)")
-            target.unlink()  # a new file in its place: written through, a (hard or symbolic) link's target would change
+            try:  # a new file in its place: written through, a (hard or symbolic) link's target would change
+                target.unlink()
+            except OSError as exc:
+                raise SinkError(f"{self.key}: cannot replace {target} ({exc.strerror})") from None
         image = frame.image
         if image.ndim == 3 and target.suffix.lower() in GRAY_ONLY_EXTENSIONS:  # PGM holds one channel: the luminance
             image = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
         if not cv2.imwrite(str(target), image):
-            raise SinkError(f"{self.key}: could not write {target} (unknown image extension or disk full)")
+            raise SinkError(f"{self.key}: could not write {target} ({_why_not_written(target)})")
 
     def close(self) -> None:
         """Nothing to finalise: every file is complete when written."""
+
+
+def _why_not_written(target: Path) -> str:
+    """Why OpenCV could not write ``target`` (it only says that it failed)."""
+    existed = target.exists()
+    try:
+        with target.open("ab"):
+            pass
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    if not existed:
+        target.unlink(missing_ok=True)
+    return "unknown image extension or disk full"
 
 
 @SINKS.register("images", ImagesSinkConfig)
