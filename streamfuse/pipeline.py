@@ -510,6 +510,8 @@ class Pipeline:
             else:
                 log.warning("interrupted: finishing frames in flight (interrupt again to stop now)")
                 self.stop()
+                for sink in self.sinks:
+                    sink.finish_soon()
         # SIGHUP: the terminal or SSH session that started the run went away; finish as for Ctrl-C.
         hangup = (signal.SIGHUP,) if hasattr(signal, "SIGHUP") else ()
         previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGINT, signal.SIGTERM, *hangup)}

@@ -77,6 +77,11 @@ class Sink(ThreadedStage):
         """This output's part of the pipeline's health report, or None when it has nothing to report."""
         return None
 
+    def finish_soon(self) -> None:  # noqa: B027 - optional hook
+        """The pipeline was interrupted (a first Ctrl-C or SIGTERM): frames in flight are still written, but
+        a write waiting on a slow consumer gives up after a bounded time. Called from another thread; the
+        default does nothing (writes that do not wait)."""
+
     def interrupt(self) -> None:  # noqa: B027 - optional hook
         """Stop waiting on the output (an abort): a :meth:`write` blocked on a slow consumer returns soon.
 

@@ -7,8 +7,9 @@ publisher closes it sends one end-of-stream message, ``[topic, {"type": "end", .
 (:func:`end_of_stream_header`), so a client can tell "finished" from "stalled".
 
 The publisher is an XPUB socket with ``XPUB_NODROP``, so reaching a subscriber's high-water mark is
-visible instead of silent: in the default live mode the frame is dropped and counted (as a plain
-PUB would, but counted), in ``lossless`` mode the publisher waits for the slow subscriber.
+visible instead of silent: in the default live mode the frame is counted as dropped and still goes to
+every subscriber with room (a plain PUB would drop it for the full one silently), in ``lossless`` mode
+the publisher waits for the slow subscriber (after an interrupt, at most :data:`LOSSLESS_END_WAIT_S`).
 ``ZMQ_CONFLATE`` cannot be used with multipart messages, which is why :class:`Subscriber` keeps the
 newest frame itself, on its own thread.
 """
@@ -48,6 +49,8 @@ END_LINGER_MS = 500
 #: In lossless mode, how long closing waits for slow subscribers (recorders) to take the frames still
 #: queued and the end-of-stream message, in seconds.
 LOSSLESS_END_WAIT_S = 10.0
+#: How often a lossless write retries a full subscriber, in seconds.
+LOSSLESS_RETRY_S = 0.01
 
 
 def wall_clock(perf_time: float) -> float:
@@ -156,6 +159,8 @@ class ZmqSink(Sink):
         self._socket: zmq.Socket | None = None
         self._authenticator = None
         self._closing = threading.Event()
+        self._give_up_at: float | None = None  # set when the pipeline is interrupted (finish_soon)
+        self._gave_up = False  # a lossless write gave a frame up: a subscriber is stuck
 
     def describe(self) -> str:
         return f"zmq sink {self.endpoint}"
@@ -214,32 +219,54 @@ class ZmqSink(Sink):
             try:
                 self._socket.send_multipart(message, flags=zmq.NOBLOCK, copy=False)
                 return
-            except zmq.Again:
-                if not self.lossless:
-                    self.dropped += 1
-                    self.stats.count("drops.zmq")
-                    return
-                if self._closing.is_set():
-                    return
-                self._socket.poll(50, zmq.POLLOUT)
+            except zmq.Again:  # a subscriber is at its high-water mark
+                if self.lossless and not self._giving_up():
+                    # XPUB reports no room for the full pipe by poll (it returns at once): wait, then retry.
+                    self._closing.wait(LOSSLESS_RETRY_S)
+                    continue
+                self.dropped += 1
+                self.stats.count("drops.zmq")
+                self._gave_up = self._gave_up or self.lossless
+                self._send_to_those_with_room(message)
+                return
+
+    def _giving_up(self) -> bool:
+        """A lossless write stops waiting: an abort, or past the interrupted pipeline's deadline."""
+        return self._closing.is_set() or (self._give_up_at is not None and time.monotonic() >= self._give_up_at)
+
+    def _send_to_those_with_room(self, message: list) -> None:
+        """Send to every subscriber with room (dropped only for the full ones): one slow subscriber must not
+        starve the others."""
+        self._socket.setsockopt(zmq.XPUB_NODROP, 0)
+        try:
+            self._socket.send_multipart(message, flags=zmq.NOBLOCK, copy=False)
+        finally:
+            self._socket.setsockopt(zmq.XPUB_NODROP, 1)
+
+    def finish_soon(self) -> None:
+        """The pipeline was interrupted: a lossless write waits at most :data:`LOSSLESS_END_WAIT_S` more."""
+        self._give_up_at = time.monotonic() + LOSSLESS_END_WAIT_S
 
     def _send_end_of_stream(self) -> None:
-        """Tell subscribers the stream is over and how many frames it sent. In lossless mode a subscriber
-        at its high-water mark (a slow recorder) gets up to :data:`LOSSLESS_END_WAIT_S` to make room;
-        otherwise it is best effort and such a subscriber misses it."""
+        """Tell subscribers the stream is over and how many frames it published. In lossless mode a
+        subscriber at its high-water mark (a slow recorder) gets up to :data:`LOSSLESS_END_WAIT_S` to make
+        room (none when one was already given up on); then every subscriber with room gets it, and only a
+        full one misses it."""
         header = {"version": HEADER_VERSION, "topic": self.topic, "type": END_OF_STREAM,
-                  "frames": self.frames_written - self.dropped}
+                  "frames": self.frames_written}
         message = [self.topic.encode(), json.dumps(header).encode(), b""]
-        deadline = time.monotonic() + (LOSSLESS_END_WAIT_S if self.lossless else 0.0)
+        deadline = time.monotonic() + (LOSSLESS_END_WAIT_S if self.lossless and not self._gave_up else 0.0)
         while True:
             try:
                 self._socket.send_multipart(message, flags=zmq.NOBLOCK)
                 return
             except zmq.Again:
                 if time.monotonic() >= deadline:
-                    log.debug("%s: end-of-stream message not sent (a subscriber is full)", self.describe())
+                    log.debug("%s: a subscriber is full and misses the end-of-stream message", self.describe())
+                    self._gave_up = self._gave_up or self.lossless
+                    self._send_to_those_with_room(message)
                     return
-                self._socket.poll(50, zmq.POLLOUT)
+                time.sleep(LOSSLESS_RETRY_S)
 
     def interrupt(self) -> None:
         """A lossless write waiting for a slow subscriber gives the frame up."""
@@ -249,7 +276,8 @@ class ZmqSink(Sink):
         self._closing.set()
         if self._socket is not None:
             self._send_end_of_stream()
-            self._socket.close(linger=int(LOSSLESS_END_WAIT_S * 1000) if self.lossless else END_LINGER_MS)
+            stuck = not self.lossless or self._gave_up  # lingering would wait on a stuck subscriber in vain
+            self._socket.close(linger=END_LINGER_MS if stuck else int(LOSSLESS_END_WAIT_S * 1000))
             self._socket = None
         if self._authenticator is not None:
             self._authenticator.stop()
