@@ -491,7 +491,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     if args.points:
         ir_points, vis_points, lines = calibrate.load_points(args.points)
-        result = calibrate.from_points(ir_points, vis_points, lines=lines, origin=args.points)
+        sizes = {"ir_size": pairs[0][0].shape[1::-1], "vis_size": pairs[0][1].shape[1::-1]} if pairs else {}
+        result = calibrate.from_points(ir_points, vis_points, lines=lines, origin=args.points, **sizes)
     elif args.target:
         result = calibrate.from_target(pairs, args.target, grid, names=(f"--ir {args.ir}", f"--vis {args.vis}"))
     else:

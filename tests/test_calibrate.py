@@ -95,6 +95,13 @@ def test_points_yaml_and_json_output(tmp_path, capsys):
      "lines 3 and 6 give the same infrared point"),
     ([(10, 10, 20, 20), (50, 50, 70, 60), (90, 90, 120, 110), (10, 100, 20, 120)],
      "the infrared points of lines 2, 3, 4 lie on one line; four points fit a homography only with no three"),
+    # two visible points swapped: a fit through infinity in the middle of the image, written as accepted before
+    ([(50, 50, 52, 51), (450, 50, 452, 51), (50, 280, 452, 281), (450, 280, 52, 281)],
+     "the fitted homography folds the infrared image (it maps part of it through infinity)"),
+    ([(0, 0, 100, 0), (100, 0, 0, 0), (0, 100, 100, 100), (100, 100, 0, 100), (50, 30, 50, 30)],
+     "the fitted homography mirrors the image"),
+    ([(10, 10, 20, 20), (100, 10, 120, 20), (10, 100, 20, 120), ("nan", 100, 120, 120)],
+     "line 5: 'nan' is not a finite number"),
 ])
 def test_degenerate_point_sets_are_refused(tmp_path, capsys, rows, message):
     points = tmp_path / "points.csv"
@@ -103,6 +110,19 @@ def test_degenerate_point_sets_are_refused(tmp_path, capsys, rows, message):
     code, _, err = run_cli(capsys, "calibrate", "--points", str(points), "-o", str(output))
     assert code == 1 and message in err and str(points) in err, err
     assert not output.exists()
+
+
+def test_points_outside_the_images_given_are_refused(tmp_path, capsys):
+    """Points picked at another resolution (here 10x) were fitted and written as accepted."""
+    ir, vis = rig_points(8)
+    points = write_points(tmp_path / "points.csv", ir * 10, vis * 10)
+    ir_image, vis_image = (np.zeros((480, 640), np.uint8) for _ in range(2))
+    cv2.imwrite(str(tmp_path / "ir.png"), ir_image)
+    cv2.imwrite(str(tmp_path / "vis.png"), vis_image)
+    code, _, err = run_cli(capsys, "calibrate", "--points", str(points), "--ir", str(tmp_path / "ir.png"),
+                           "--vis", str(tmp_path / "vis.png"), "-o", str(tmp_path / "c.yaml"))
+    assert code == 1 and "is outside the 640x480 infrared image" in err and "another size?" in err, err
+    assert not (tmp_path / "c.yaml").exists()
 
 
 def test_a_malformed_points_file_names_the_file_and_line(tmp_path):

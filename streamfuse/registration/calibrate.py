@@ -117,9 +117,13 @@ def _csv_points(path: Path, text: str) -> list[tuple[list[float], int]]:
                 continue
             raise CalibrationError(f"{path}, line {number}: expected four numbers 'ir_x, ir_y, vis_x, vis_y', "
                                    f"got {','.join(fields)!r}") from None
-        if len(values) != 4 or not np.all(np.isfinite(values)):
-            raise CalibrationError(f"{path}, line {number}: expected four finite numbers 'ir_x, ir_y, vis_x, "
-                                   f"vis_y', got {len(values)} value(s)")
+        if len(values) != 4:
+            raise CalibrationError(f"{path}, line {number}: expected four numbers 'ir_x, ir_y, vis_x, vis_y', "
+                                   f"got {len(values)} value(s)")
+        if not np.all(np.isfinite(values)):
+            bad = next(field for field, value in zip(fields, values, strict=True) if not np.isfinite(value))
+            raise CalibrationError(f"{path}, line {number}: {bad!r} is not a finite number; a point is two "
+                                   "pixel coordinates")
         rows.append((values, number))
     return rows
 
@@ -181,19 +185,57 @@ def _check_spread(points: np.ndarray, lines: Sequence[int], which: str, origin: 
                                        "fit a homography only with no three on a line (add points, or move one)")
 
 
+def _check_inside(points: np.ndarray, size: tuple[int, int] | None, lines: Sequence[int], which: str,
+                  origin: str) -> None:
+    """Refuse a point outside its image (``size`` = ``(width, height)``; None: not known)."""
+    if size is None:
+        return
+    outside = (points < -1).any(axis=1) | (points[:, 0] > size[0]) | (points[:, 1] > size[1])
+    if outside.any():
+        index = int(np.argmax(outside))
+        raise CalibrationError(f"{origin}, line {lines[index]}: the {which} point ({points[index, 0]:g}, "
+                               f"{points[index, 1]:g}) is outside the {size[0]}x{size[1]} {which} image "
+                               f"({int(outside.sum())} of {len(points)} are); were the points picked in images of "
+                               "another size?")
+
+
+def _check_orientation(matrix: np.ndarray, points: np.ndarray, origin: str) -> None:
+    """Refuse a homography that folds the region the ``points`` span (maps part of it through infinity) or
+    mirrors it: two cameras side by side see the scene the same way round (a swapped pair of points does
+    either)."""
+    low, high = points.min(axis=0), points.max(axis=0)
+    corners = np.array([[low[0], low[1]], [high[0], low[1]], [low[0], high[1]], [high[0], high[1]]])
+    depth = corners @ matrix[2, :2] + matrix[2, 2]  # > 0 for points in front of the visible camera
+    check = "check that each line pairs the same physical point in both images"
+    if not (depth > 0).all():
+        raise CalibrationError(f"{origin}: the fitted homography folds the infrared image (it maps part of it "
+                               f"through infinity); {check}, and spread 8 or more points over the image")
+    if np.linalg.det(matrix) < 0:
+        raise CalibrationError(f"{origin}: the fitted homography mirrors the image (left and right, or top and "
+                               f"bottom, swapped); {check} (a camera that mirrors its picture: turn that off in "
+                               "the camera)")
+
+
 def from_points(ir: np.ndarray, vis: np.ndarray, *, lines: Sequence[int] | None = None,
-                origin: str = "points") -> Calibration:
+                origin: str = "points", ir_size: tuple[int, int] | None = None,
+                vis_size: tuple[int, int] | None = None) -> Calibration:
     """Fit a homography to corresponding points (RANSAC for more than four), with its reprojection error.
 
+    ``ir_size`` / ``vis_size`` (``(width, height)``), when the images are known: every point must lie in
+    its image, and the fit may not fold the infrared image (send part of it through infinity) there; without
+    them, within the infrared points' bounding box.
+
     Raises:
-        CalibrationError: Fewer than 4 points, duplicates, collinear points, RANSAC finding no
-            consistent set, or a near-singular result.
+        CalibrationError: Fewer than 4 points, duplicates, collinear points, a point outside its image,
+            RANSAC finding no consistent set, or a near-singular, folding or mirroring result.
     """
     ir, vis = np.asarray(ir, dtype=np.float64).reshape(-1, 2), np.asarray(vis, dtype=np.float64).reshape(-1, 2)
     lines = list(lines) if lines is not None else list(range(1, len(ir) + 1))
     if len(ir) < 4:
         raise CalibrationError(f"{origin}: {len(ir)} correspondence(s); a homography needs at least 4 "
                                "(8 or more, spread over the image, give a check on the error)")
+    _check_inside(ir, ir_size, lines, "infrared", origin)
+    _check_inside(vis, vis_size, lines, "visible", origin)
     _check_spread(ir, lines, "infrared", origin)
     _check_spread(vis, lines, "visible", origin)
     method = cv2.RANSAC if len(ir) > 4 else 0
@@ -205,6 +247,7 @@ def from_points(ir: np.ndarray, vis: np.ndarray, *, lines: Sequence[int] | None 
         raise CalibrationError(f"{origin}: the fitted homography is near-singular; the points are close to "
                                "degenerate (spread them over the image)")
     matrix = check_homography(matrix, origin)
+    _check_orientation(matrix, ir if ir_size is None else np.array([[0, 0], [ir_size[0], ir_size[1]]]), origin)
     inlier = mask.ravel().astype(bool)
     errors = np.linalg.norm(cv2.perspectiveTransform(ir[inlier].reshape(-1, 1, 2), matrix).reshape(-1, 2)
                             - vis[inlier], axis=1)
@@ -269,7 +312,9 @@ def from_target(pairs: Sequence[tuple[np.ndarray, np.ndarray]], kind: str, grid:
             ir_found = ir_found[::-1]  # a symmetric grid detected from the opposite corner in one image
         ir_points.append(ir_found)
         vis_points.append(vis_found)
-    result = from_points(np.concatenate(ir_points), np.concatenate(vis_points), origin=f"{kind} grid")
+    ir_image, vis_image = pairs[0]
+    result = from_points(np.concatenate(ir_points), np.concatenate(vis_points), origin=f"{kind} grid",
+                         ir_size=ir_image.shape[1::-1], vis_size=vis_image.shape[1::-1])
     return dataclasses.replace(result, method="target", details={**result.details, "pairs": len(pairs)})
 
 
