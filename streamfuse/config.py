@@ -387,6 +387,11 @@ class SinkConfig:
             raise ConfigError(f"{path}.queue_size: must be at least 1, got {self.queue_size}")
 
 
+#: The containers a video sink writes: they hold H.264 / FFV1 / MPEG-4 with capture timestamps. AVI and WebM
+#: are read but not written (AVI stores a frame rate, not timestamps: players showed 1000 fps; WebM needs VP8/VP9).
+OUTPUT_VIDEO_EXTENSIONS = (".mp4", ".mkv", ".mov", ".m4v", ".ts")
+
+
 @dataclass
 class VideoSinkConfig(SinkConfig):
     """Encode the fused frames into a video file with PyAV."""
@@ -426,6 +431,9 @@ class VideoSinkConfig(SinkConfig):
         super()._check(path)
         if not self.path:
             raise ConfigError(f"{path}.path: missing required value (the output video file)")
+        if Path(self.path).suffix.lower() not in OUTPUT_VIDEO_EXTENSIONS:
+            raise ConfigError(f"{path}.path: {self.path}: not a video file streamfuse writes; end it in one of "
+                              f"{', '.join(OUTPUT_VIDEO_EXTENSIONS)}")
         if not 0 <= self.crf <= 51:
             raise ConfigError(f"{path}.crf: must be between 0 and 51, got {self.crf}")
         if self.segment_minutes is not None:

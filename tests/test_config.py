@@ -177,6 +177,14 @@ def test_load_config_file_errors(tmp_path):
         load_config(listed)
 
 
+@pytest.mark.parametrize("name", ["out.webm", "out.avi", "out.png", "out"])
+def test_a_video_sink_path_streamfuse_cannot_write_is_a_config_error(name):
+    """Found when the sink opened (exit 1, after the sources had started); a config value error is exit 2."""
+    with pytest.raises(ConfigError, match=rf"sinks.0.path: {name}: not a video file streamfuse writes; end it in one "
+                                          r"of \.mp4, \.mkv"):
+        config_from_dict({"sinks": [{"type": "video", "path": name}]})
+
+
 def test_load_config_file(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("sources:\n  ir: {type: video, uri: ir.mp4}\n  vis: {type: video, uri: vis.mp4}\n"

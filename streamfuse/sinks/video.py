@@ -18,7 +18,7 @@ import av
 import cv2
 import numpy as np
 
-from streamfuse.config import VideoSinkConfig
+from streamfuse.config import OUTPUT_VIDEO_EXTENSIONS, VideoSinkConfig
 from streamfuse.errors import SinkError
 from streamfuse.frames import FusedFrame
 from streamfuse.registry import SINKS
@@ -71,11 +71,6 @@ class DiskFullError(SinkError):
     def __init__(self, message: str, frames_lost: int) -> None:
         super().__init__(message)
         self.frames_lost = frames_lost
-
-
-#: The containers a video sink writes: they hold H.264 / FFV1 / MPEG-4 with capture timestamps. AVI and WebM
-#: are read but not written (AVI stores a frame rate, not timestamps: players showed 1000 fps; WebM needs VP8/VP9).
-OUTPUT_VIDEO_EXTENSIONS = (".mp4", ".mkv", ".mov", ".m4v", ".ts")
 
 
 def prepare_output_file(path: Path, overwrite: bool, key: str) -> None:
