@@ -116,4 +116,4 @@ def test_save_to_an_image_file_name_is_one_clear_error(tmp_path, capsys, free_po
     code = main(["subscribe", f"tcp://127.0.0.1:{free_port}", "--save", str(target), "--duration", "0.2"])
     err = capsys.readouterr().err
     assert code == 1 and not target.exists()
-    assert f"streamfuse: error: --save.path: cannot create video {target} (not a video file name)" in err
+    assert f"streamfuse: error: --save: cannot create video {target} (not a video file name)" in err

@@ -73,6 +73,11 @@ class DiskFullError(SinkError):
         self.frames_lost = frames_lost
 
 
+def _path_key(key: str) -> str:
+    """How to name the file's setting: a sink's ``KEY.path``, or a command-line flag (``--save``) as it is."""
+    return key if key.startswith("-") else f"{key}.path"
+
+
 def prepare_output_file(path: Path, overwrite: bool, key: str) -> None:
     """Check that ``path`` may be written: a video file name, parent folder created, existing file only with
     ``overwrite``."""
@@ -81,7 +86,7 @@ def prepare_output_file(path: Path, overwrite: bool, key: str) -> None:
     if path.suffix.lower() not in OUTPUT_VIDEO_EXTENSIONS:  # av opens .png (an image muxer), fails at frame 1
         why = "a format streamfuse reads but does not write" if path.suffix.lower() in VIDEO_EXTENSIONS else \
             "not a video file name"
-        raise SinkError(f"{key}.path: cannot create video {path} ({why}); use one of "
+        raise SinkError(f"{_path_key(key)}: cannot create video {path} ({why}); use one of "
                         f"{', '.join(OUTPUT_VIDEO_EXTENSIONS)}")
     if path.exists() and not overwrite:
         raise SinkError(f"{key}: {path} already exists; choose another path or allow overwriting "
@@ -159,7 +164,7 @@ class VideoWriter:
             self._fragmented = fragmented and self.path.suffix.lower() in (".mp4", ".mov")
             self._container = av.open(str(self.path), mode="w", options=FRAGMENTED_MP4 if self._fragmented else {})
         except (av.error.FFmpegError, ValueError) as exc:
-            raise SinkError(f"{key}.path: cannot create video {self.path} ({exc}); "
+            raise SinkError(f"{_path_key(key)}: cannot create video {self.path} ({exc}); "
                             "use a known extension such as .mp4 or .mkv") from None
         self._stream = None
         self._first_timestamp: float | None = None
