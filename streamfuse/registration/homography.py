@@ -40,8 +40,9 @@ def homography_maps(matrix: np.ndarray, ir_shape: tuple[int, int],
     behind = (source[2] <= 0).reshape(height, width)
     inside = (map_x >= 0) & (map_x <= ir_shape[1] - 1) & (map_y >= 0) & (map_y <= ir_shape[0] - 1) & ~behind
     if not inside.any():
-        raise PipelineError("registration.matrix: the homography maps the infrared image entirely outside "
-                            "the visible image; check the calibration (it maps IR pixels to VIS pixels)")
+        raise PipelineError("registration.matrix (or the registration.calibration file it was read from): the "
+                            "homography maps the infrared image entirely outside the visible image; check the "
+                            "calibration (it maps IR pixels to VIS pixels)")
     map_x[~inside] = -1e6
     map_y[~inside] = -1e6
     return map_x, map_y, inside
