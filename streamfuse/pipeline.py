@@ -372,7 +372,7 @@ class Pipeline:
         e2e = self.stats.stages().get(END_TO_END)
         return {
             "status": status, "pair_state": self.pair_state, "uptime_s": round(time.monotonic() - self._started_at, 3),
-            "frames": self.frames_fused, "fps": round(self.stats.fps(), 2),
+            "frames": self.frames_fused, "fps": round(self.stats.live_fps(), 2),
             "latency_ms": {q: round(getattr(e2e, f"{q}_ms"), 2) if e2e else 0.0 for q in ("p50", "p95", "p99")},
             "counters": self.stats.counters(), "sources": sources, "recording": recording,
             "queues": self.queue_depths(),

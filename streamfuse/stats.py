@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import collections.abc
 import threading
 import time
 from dataclasses import dataclass
@@ -10,6 +11,22 @@ from dataclasses import dataclass
 import numpy as np
 
 END_TO_END = "end_to_end"
+
+#: Seconds over which the live rates (health, metrics, the periodic log line) are measured: a stream that
+#: stopped reads 0 frames per second this long after its last frame.
+LIVE_RATE_WINDOW_S = 5.0
+
+
+def recent_rate(times: collections.abc.Sequence[float], now: float, window_s: float = LIVE_RATE_WINDOW_S) -> float:
+    """Events per second over the ``window_s`` seconds before ``now``, from ascending instants (of the clock
+    ``now`` reads); the instants kept may cover less than the window (a short history), and the time since
+    the last one counts, so the rate falls to 0 once none came for ``window_s``."""
+    inside = [t for t in times if t > now - window_s]
+    if not inside:
+        return 0.0
+    if len(inside) < len(times):  # the instants reach back past the window: it is full
+        return len(inside) / window_s
+    return (len(inside) - 1) / (now - inside[0]) if now > inside[0] else 0.0
 
 
 @dataclass(frozen=True)
@@ -107,6 +124,13 @@ class PipelineStats:
             first, last = self._output_times[0], self._output_times[-1]
             return (len(self._output_times) - 1) / (last - first) if last > first else 0.0
 
+    def live_fps(self) -> float:
+        """Output frames per second over the last :data:`LIVE_RATE_WINDOW_S` (0 soon after output stops);
+        :meth:`fps` is the throughput over the frames kept."""
+        with self._lock:
+            times = list(self._output_times)
+        return recent_rate(times, time.perf_counter())
+
     def skew(self) -> Percentiles:
         """Distribution of ``|ir - vis|`` timestamp skew of the pairs, in milliseconds."""
         with self._lock:
@@ -117,7 +141,7 @@ class PipelineStats:
         e2e = self.stages().get(END_TO_END, Percentiles.of([]))
         counters = self.counters()
         drops = " ".join(f"{k.split('.', 1)[1]}={v}" for k, v in sorted(counters.items()) if k.startswith("drops."))
-        return (f"frames={self.frames_out} fps={self.fps():.1f} latency p50={e2e.p50_ms:.1f}ms "
+        return (f"frames={self.frames_out} fps={self.live_fps():.1f} latency p50={e2e.p50_ms:.1f}ms "
                 f"p95={e2e.p95_ms:.1f}ms drops[{drops or 'none'}] unpaired={counters.get('unpaired', 0)} "
                 f"skew p95={self.skew().p95_ms:.1f}ms")
 

@@ -62,3 +62,36 @@ def test_health_and_metrics_endpoints_report_a_live_pipeline(tmp_path):
         runner.join(10)
     with pytest.raises(OSError):
         http_get(f"{url}/health")  # the port is released with the pipeline
+
+
+def test_rates_fall_to_zero_when_frames_stop_coming():
+    """A lost camera kept reporting its last frame rate (15.8 fps while reconnecting for 25 s), and so did the
+    output while paused: an alert on fps 0 never fired. Rates are over the last LIVE_RATE_WINDOW_S now."""
+    from streamfuse.stats import LIVE_RATE_WINDOW_S, recent_rate
+
+    times = [i / 15 for i in range(300)]  # 15 fps for 20 s
+    assert recent_rate(times, times[-1] + 0.01) == pytest.approx(15.0, rel=0.02)
+    assert recent_rate(times[-32:], times[-1] + 0.01) == pytest.approx(15.0, rel=0.05)  # a short history
+    assert recent_rate(times[:10], times[9] + 0.01) == pytest.approx(15.0, rel=0.05)  # a young stream
+    assert recent_rate(times, times[-1] + LIVE_RATE_WINDOW_S / 2) == pytest.approx(7.5, rel=0.05)
+    assert recent_rate(times, times[-1] + LIVE_RATE_WINDOW_S + 0.01) == 0.0
+    assert recent_rate([], 1.0) == 0.0
+
+
+def test_a_pipeline_that_stopped_delivering_reports_zero_fps(tmp_path):
+    """The same through the health report: output and source rates of a run whose frames stopped."""
+    import time
+
+    from streamfuse.stats import LIVE_RATE_WINDOW_S
+
+    config = config_from_dict({"sources": {"ir": {"type": "synthetic", "frames": 20, "fps": 30},
+                                           "vis": {"type": "synthetic", "frames": 20, "fps": 30}},
+                               "synthetic": {"width": 64, "height": 48}, "fusion": {"fuser": "classical"},
+                               "sinks": [{"type": "images", "path": str(tmp_path / "out")}]})
+    with Pipeline(config) as pipeline:
+        pipeline.run()
+        live = pipeline.health()
+        time.sleep(LIVE_RATE_WINDOW_S + 0.2)
+        stopped = pipeline.health()
+    assert live["fps"] > 0 and stopped["fps"] == 0.0
+    assert all(source["fps"] == 0.0 for source in stopped["sources"].values())

@@ -21,7 +21,7 @@ from streamfuse.frames import Frame
 from streamfuse.gain import AutoGain
 from streamfuse.queues import StageQueue
 from streamfuse.stage import ThreadedStage
-from streamfuse.stats import PipelineStats
+from streamfuse.stats import PipelineStats, recent_rate
 
 log = logging.getLogger(__name__)
 
@@ -223,8 +223,7 @@ class Source(ThreadedStage):
     def health(self) -> dict[str, Any]:
         """State and counters for the health endpoint (JSON-ready)."""
         now = time.monotonic()
-        frames = list(self._recent_frames)
-        fps = (len(frames) - 1) / (frames[-1] - frames[0]) if len(frames) > 1 and frames[-1] > frames[0] else 0.0
+        fps = recent_rate(list(self._recent_frames), now)
         hours = max(now - self._started_at, 1.0) / 3600.0
         return {
             "state": self.state.value, "since_s": round(now - self._state_since, 3), "source": self.describe(),
