@@ -255,17 +255,21 @@ class PairingStage:
     def _while_lost(self, lost: list[Source]) -> bool:
         """One step while a camera is lost; False when the output stopped accepting pairs."""
         names = [source.name for source in lost]
-        if self.state == "paired" or names != self._lost_names:  # log every change of which cameras are down
-            self.state = self.config.on_camera_loss
-            self._lost_names = names
-            log.log(logging.WARNING if self._paired_once else logging.INFO, "camera %s %s: %s", " and ".join(names),
-                    "lost" if self._paired_once else "not delivering yet",
-                    "publishing the other camera alone" if self.state == "passthrough" and len(lost) == 1
-                    else "output paused until both cameras deliver")
         survivor = next((s for s in (self.primary, self.secondary) if s not in lost), None)
         # the output is on the visible grid: infrared alone needs its size from an earlier pair
-        if self.state == "passthrough" and survivor is not None and (
-                survivor.name == "vis" or self._output_shape is not None):
+        alone = self.config.on_camera_loss == "passthrough" and survivor is not None and (
+            survivor.name == "vis" or self._output_shape is not None)
+        if self.state == "paired" or names != self._lost_names:  # log every change of which cameras are down
+            self.state = "passthrough" if alone else "pause"
+            self._lost_names = names
+            waiting = "output paused until both cameras deliver"
+            if self.config.on_camera_loss == "passthrough" and survivor is not None and not alone:
+                waiting = ("output paused until the visible camera delivers (infrared alone is published only "
+                           "after a first pair has given the output size)")
+            log.log(logging.WARNING if self._paired_once else logging.INFO, "camera %s %s: %s", " and ".join(names),
+                    "lost" if self._paired_once else "not delivering yet",
+                    "publishing the other camera alone" if alone else waiting)
+        if self.state == "passthrough" and survivor is not None:
             pair = self._passthrough_pair(survivor)
             return pair is None or self.output.put(pair)
         self.stopping.wait(POLL_S)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -123,3 +125,33 @@ def test_the_stage_table_says_when_its_count_is_the_window_not_the_run():
     short = PipelineStats(window=5)
     short.record_latency("fuse", 1.0)
     assert len(short.table().splitlines()) == 2
+
+
+class SilentSource(ListSource):
+    """A supervised camera that has not delivered yet (``lost``: starting or reconnecting)."""
+
+    @property
+    def lost(self) -> bool:
+        return True
+
+
+def test_infrared_alone_before_a_first_pair_says_the_output_is_paused(caplog):
+    """passthrough publishes infrared alone only once a pair gave the output size: before that the log said
+    "publishing the other camera alone" and the health's pair_state "passthrough" while nothing went out."""
+    ir, vis = ListSource("ir", times(30, 20)), SilentSource("vis", [])
+    output: StageQueue = StageQueue(100, "wait")
+    stopping = threading.Event()
+    stage = PairingStage(vis, ir, config=SyncConfig(on_camera_loss="passthrough"), offsets_s={"ir": 0.0, "vis": 0.0},
+                         registrar=IdentityRegistrar(), defer_warp=lambda _transform: False, output=output,
+                         stats=PipelineStats(), stopping=stopping)
+    ir.start()
+    with caplog.at_level(logging.INFO, logger="streamfuse"):
+        worker = threading.Thread(target=stage.run)
+        worker.start()
+        time.sleep(0.5)
+        stopping.set()
+        worker.join(5)
+    ir.join(5)
+    assert stage.state == "pause" and len(output) == 0
+    assert "camera vis not delivering yet: output paused until the visible camera delivers" in caplog.text
+    assert "publishing the other camera alone" not in caplog.text
