@@ -36,8 +36,14 @@ class MethodResult:
     skipped: list[str] = field(default_factory=list)
 
     def mean(self, names: Sequence[str]) -> dict[str, float]:
-        """Mean of each metric over the images (NaN where no image was evaluated)."""
-        return {n: float(np.mean([r[n] for r in self.rows.values()])) if self.rows else float("nan") for n in names}
+        """Mean of each metric over the images where it is defined (VIFB averages with ``nanmean``: Qcb is NaN
+        for a constant image); NaN where no image has a value."""
+        means = {}
+        for name in names:
+            values = np.array([row[name] for row in self.rows.values()], dtype=np.float64)
+            defined = values[~np.isnan(values)]
+            means[name] = float(defined.mean()) if defined.size else float("nan")
+        return means
 
 
 def find_fused(folder: Path, stem: str, files: list[Path] | None = None) -> Path | None:
@@ -164,12 +170,14 @@ def fuser_method(fuser) -> Callable[[str, Path, Path], np.ndarray]:
 
 
 def mean_ranks(results: list[MethodResult], names: Sequence[str], better: dict[str, str]) -> dict[str, float]:
-    """Mean over metrics of each method's rank (1 = best, ties share the average rank)."""
+    """Mean over metrics of each method's rank (1 = best, ties share the average rank; a NaN mean, a metric
+    no image of that method defines, ranks last)."""
     means = [r.mean(names) for r in results]
     ranks = np.zeros((len(results), len(names)))
     for j, name in enumerate(names):
         values = np.array([m[name] for m in means])
         keys = -values if better[name] == "higher" else values
+        keys = np.where(np.isnan(keys), np.inf, keys)  # NaN compares false with everything: it ranked first
         for i in range(len(results)):
             ranks[i, j] = 1 + np.sum(keys < keys[i]) + 0.5 * (np.sum(keys == keys[i]) - 1)
     return {r.name: float(ranks[i].mean()) for i, r in enumerate(results)}

@@ -52,6 +52,18 @@ def test_mean_ranks_follow_metric_direction():
     assert ranks == {"a": pytest.approx(1.25), "b": pytest.approx(2.5), "c": pytest.approx(2.25)}
 
 
+def test_a_metric_undefined_on_some_images_is_averaged_over_the_others_and_nan_ranks_last():
+    """One constant fused image (its Qcb is NaN) made the method's mean NaN, and a NaN mean ranked 0.5:
+    ahead of first place."""
+    black = MethodResult("black", {"x": {"Qcb": float("nan")}, "y": {"Qcb": float("nan")}})
+    partly = MethodResult("partly", {"x": {"Qcb": 0.4}, "y": {"Qcb": float("nan")}})
+    good = MethodResult("good", {"x": {"Qcb": 0.6}, "y": {"Qcb": 0.5}})
+    assert partly.mean(["Qcb"])["Qcb"] == pytest.approx(0.4)
+    assert np.isnan(black.mean(["Qcb"])["Qcb"])
+    ranks = mean_ranks([black, partly, good], ["Qcb"], {"Qcb": "higher"})
+    assert ranks == {"good": 1.0, "partly": 2.0, "black": 3.0}
+
+
 def test_eval_single_folder_table_csv_and_skips(eval_folders, tmp_path, capsys, caplog):
     out = tmp_path / "table.csv"
     code = main(["eval", "--ir", str(eval_folders["ir"]), "--vis", str(eval_folders["vis"]), "--fused",
