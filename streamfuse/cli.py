@@ -677,12 +677,18 @@ def cmd_train(args: argparse.Namespace) -> int:
     from streamfuse.train.trainer import Trainer
 
     trainer = Trainer(load_train_config(args.config, args.set), progress=not args.no_progress and sys.stderr.isatty())
+    checkpoint = trainer.output_dir / "last.pt"
     if args.resume and not trainer.resume():
-        log.warning("--resume: no %s yet; training starts at step 0", trainer.output_dir / "last.pt")
+        log.warning("--resume: no %s yet; training starts at step 0", checkpoint)
+    elif not args.resume and checkpoint.exists():
+        raise StreamfuseError(f"output_dir: {checkpoint} holds an earlier run's checkpoint, which this run would "
+                              "replace; continue it with --resume, or train into another output_dir (--set "
+                              "output_dir=PATH) or delete it")
     try:
-        trainer.run()
-    except KeyboardInterrupt:
-        return 130
+        with _sigterm_as_interrupt():  # SIGTERM / SIGHUP save a checkpoint as Ctrl-C does
+            trainer.run()
+    except KeyboardInterrupt as exc:
+        return exc.status if isinstance(exc, Terminated) else 130
     return 0
 
 
@@ -819,7 +825,7 @@ def cmd_subscribe(args: argparse.Namespace) -> int:
                         print(f"no frames from {args.endpoint} in the last second", flush=True)
                     window_start, window_latencies = now, []
     except KeyboardInterrupt as exc:
-        stopped_by = 143 if isinstance(exc, Terminated) else 130  # 128 + SIGTERM / SIGINT
+        stopped_by = exc.status if isinstance(exc, Terminated) else 130  # 128 + the signal
     finally:
         if writer is not None:
             writer.close()
@@ -834,24 +840,32 @@ def cmd_subscribe(args: argparse.Namespace) -> int:
 
 
 class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised like Ctrl-C so that a command finalises its files (exit status 143, not 130)."""
+    """SIGTERM (or SIGHUP), raised like Ctrl-C so that a command finalises its files; ``status`` is the exit
+    status, 128 + the signal (143, 129; Ctrl-C's is 130)."""
+
+    def __init__(self, status: int = 143) -> None:
+        super().__init__()
+        self.status = status
 
 
 @contextlib.contextmanager
 def _sigterm_as_interrupt() -> Iterator[None]:
-    """Within the block, SIGTERM stops the command like Ctrl-C does (so files are finalised)."""
+    """Within the block, SIGTERM (and SIGHUP: the terminal went away) stop the command like Ctrl-C does (so
+    files are finalised)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
-    def interrupt(_signum, _frame) -> None:
-        raise Terminated
+    def interrupt(signum, _frame) -> None:
+        raise Terminated(128 + signum)
 
-    previous = signal.signal(signal.SIGTERM, interrupt)
+    signals = [signal.SIGTERM, *([signal.SIGHUP] if hasattr(signal, "SIGHUP") else [])]
+    previous = {sig: signal.signal(sig, interrupt) for sig in signals}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 # ------------------------------------------------------------------------------------------- parser
@@ -1043,7 +1057,7 @@ def main(argv: list[str] | None = None) -> int:
         return exc.exit_code
     except KeyboardInterrupt as exc:
         print("streamfuse: interrupted", file=sys.stderr)
-        return 143 if isinstance(exc, Terminated) else 130
+        return exc.status if isinstance(exc, Terminated) else 130
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ import torch
 from test_train_data import textured, write
 
 from streamfuse.config import ModelConfig, RefineConfig, TrainConfig, load_train_config
-from streamfuse.errors import ConfigError
+from streamfuse.errors import ConfigError, StreamfuseError
 from streamfuse.models.checkpoint import load_model, save_weights
 from streamfuse.models.network import FusionNet
 from streamfuse.text import load_bank
@@ -162,3 +162,73 @@ def test_the_shipped_weights_path_is_refused_outside_a_source_checkout(data_root
     config.export = "weights/fusionnet.pt"  # anything else is written as given
     Trainer(config).run()
     assert (tmp_path / "weights" / "fusionnet.pt").is_file()
+
+
+def test_a_diverged_run_stops_with_an_error_and_exports_nothing(data_root, tmp_path, monkeypatch):
+    """loss=nan went on to the end and exported NaN weights (which then fused every image black)."""
+    import streamfuse.train.trainer as trainer_module
+
+    config = scratch_config(data_root, tmp_path, 5)
+    config.export = str(tmp_path / "w.pt")
+    monkeypatch.setattr(trainer_module, "fusion_loss",
+                        lambda fused, *_args: ((fused * float("nan")).mean(), {}))
+    with pytest.raises(StreamfuseError, match=r"training diverged at step 1: the loss is nan; nothing was exported"):
+        Trainer(config).run()
+    assert not (tmp_path / "w.pt").exists()
+
+
+def test_weights_holding_nan_are_refused_by_name(tmp_path):
+    model = FusionNet(load_bank().ids, channels=8, token_dim=16, tokens_per_intent=2)
+    with torch.no_grad():
+        model.head.weight.fill_(float("nan"))
+    path = save_weights(model, tmp_path / "nan.pt")
+    with pytest.raises(ConfigError, match=r"nan.pt holds NaN or infinite weights \(a training run that diverged\)"):
+        load_model(path)
+
+
+def test_refining_some_intents_keeps_the_tokens_the_others_were_trained_to(data_root, start_weights, tmp_path):
+    """A refine run sampling two intents reset every other intent's trained tokens to balanced (the fog prompt
+    then did nothing)."""
+    start, _ = load_model(start_weights)
+    exported = Trainer(refine_config(data_root, start_weights, tmp_path)).run()
+    refined, metadata = load_model(exported)
+    fog = refined.intents.index("fog")
+    assert torch.equal(refined.tokens[fog], start.tokens[fog]) and metadata["untrained_intents"] == []
+
+
+def test_an_export_path_that_cannot_be_written_is_refused_before_training(data_root, tmp_path):
+    config = scratch_config(data_root, tmp_path, 1)
+    a_file = tmp_path / "a_file"
+    a_file.write_text("not a folder")
+    for export, message in ((tmp_path, "is a folder; give the weights file"),
+                            (data_root / "roadscene" / "vi" / "w.pt", "lies in the training data"),
+                            (a_file / "w.pt", "cannot write")):
+        config.export = str(export)
+        with pytest.raises(ConfigError, match=rf"^export: ({export} .*{message}|{message} {export} )"):
+            Trainer(config)
+
+
+def test_train_refuses_to_replace_a_checkpoint_and_saves_one_on_sigterm(data_root, tmp_path, capsys):
+    """Without --resume an earlier run's last.pt was overwritten; SIGTERM (or SIGHUP) saved nothing."""
+    import os
+    import signal
+    import threading
+
+    import yaml
+
+    from streamfuse.cli import main
+
+    config = tmp_path / "train.yaml"
+    config.write_text(yaml.safe_dump({"data_root": str(data_root), "crop": 32, "batch_size": 4, "steps": 100000,
+                                      "threads": 1, "output_dir": str(tmp_path / "run"), "export": None,
+                                      "checkpoint_every": 100000, "log_every": 100000,
+                                      "model": {"channels": 8, "token_dim": 16, "tokens_per_intent": 2}}))
+    threading.Timer(3.0, os.kill, (os.getpid(), signal.SIGTERM)).start()
+    assert main(["train", str(config), "--no-progress"]) == 143
+    saved = torch.load(tmp_path / "run" / "last.pt", weights_only=False)["step"]
+    assert saved > 0
+    capsys.readouterr()
+    assert main(["train", str(config), "--no-progress"]) == 1
+    assert "holds an earlier run's checkpoint, which this run would replace; continue it with --resume" in \
+        capsys.readouterr().err
+    assert torch.load(tmp_path / "run" / "last.pt", weights_only=False)["step"] == saved

@@ -69,6 +69,10 @@ def load_model(path: str | Path | None = None, key: str = "fusion.weights") -> t
     except (KeyError, TypeError, RuntimeError) as exc:
         raise ConfigError(f"{key}: {path} does not match the network it describes "
                           f"({_first_line(exc)[:160]})") from None
+    if not all(bool(torch.isfinite(tensor).all()) for tensor in payload["state_dict"].values()
+               if torch.is_tensor(tensor) and tensor.is_floating_point()):
+        raise ConfigError(f"{key}: {path} holds NaN or infinite weights (a training run that diverged); train "
+                          "again with a lower learning_rate")
     return model.eval(), dict(payload.get("metadata", {}))
 
 

@@ -8,6 +8,7 @@ import logging
 import math
 import random
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -16,7 +17,7 @@ import torch
 from tqdm import tqdm
 
 from streamfuse.config import TrainConfig
-from streamfuse.errors import ConfigError
+from streamfuse.errors import ConfigError, StreamfuseError
 from streamfuse.models.bands import rule_fusion
 from streamfuse.models.checkpoint import load_model, save_weights
 from streamfuse.models.network import FusionNet, parameter_count
@@ -30,8 +31,9 @@ log = logging.getLogger(__name__)
 CHECKPOINT = "last.pt"
 
 
-def _check_export(export: str | None) -> None:
-    """Refuse, before any training, an export path that would create a ``streamfuse`` folder here: the
+def _check_export(export: str | None, data_root: str) -> None:
+    """Refuse, before any training, an export path that cannot be written (a folder, a place without write
+    access), that lies in the training data, or that would create a ``streamfuse`` folder here: the
     packaged refine config writes ``streamfuse/models/weights/fusionnet.pt``, the shipped weights' place in
     a source checkout; run anywhere else, that folder would hide the installed package from Python."""
     if export is None:
@@ -41,6 +43,18 @@ def _check_export(export: str | None) -> None:
         raise ConfigError(f"export: {export} is where the shipped weights live in a streamfuse source checkout, "
                           f"and {Path.cwd()} is not one (a streamfuse folder made here would hide the installed "
                           "package); run from the repository root, or --set export=PATH")
+    if path.is_dir():
+        raise ConfigError(f"export: {export} is a folder; give the weights file, e.g. {path / 'fusionnet.pt'}")
+    if Path(data_root).resolve() in path.resolve().parents:
+        raise ConfigError(f"export: {export} lies in the training data (data_root {data_root}); export elsewhere")
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:  # the export's folders are made at the end
+        folder = folder.parent
+    try:
+        tempfile.TemporaryFile(dir=folder).close()
+    except OSError as exc:
+        raise ConfigError(f"export: cannot write {export} ({exc.strerror} in {folder}); choose a place you may "
+                          "write to") from None
 
 
 class Trainer:
@@ -62,7 +76,7 @@ class Trainer:
         if unknown:
             raise ConfigError(f"intents: {unknown[0]!r} is not an intent of the prompt bank "
                               f"({', '.join(self.bank.ids)})")
-        _check_export(config.export)
+        _check_export(config.export, config.data_root)
         root = Path(config.data_root)
         if not root.is_dir():
             raise ConfigError(f"data_root: {root} is not a folder (expected the shared data sets, e.g. ../shared/data)")
@@ -186,6 +200,10 @@ class Trainer:
             targets = distillation_targets(self.teacher, batch["ir_in"], batch["vis_in"], weights, intents,
                                            self.config.refine)
             loss, terms = (fused - targets).abs().mean(), {}
+        if not torch.isfinite(loss):
+            raise StreamfuseError(f"training diverged at step {self.step + 1}: the loss is {float(loss)}; nothing "
+                                  "was exported and the checkpoint in output_dir is from before; lower learning_rate "
+                                  "and train again")
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad], 1.0)
@@ -198,9 +216,13 @@ class Trainer:
         """Give intents that were never sampled (e.g. the medical ones) the balanced intent's tokens.
 
         Their own tokens are still their random initial values, which would steer the network
-        arbitrarily; with the balanced tokens, such a prompt fuses as balanced does. Returns their ids.
+        arbitrarily; with the balanced tokens, such a prompt fuses as balanced does. When refining, an
+        intent this run does not sample keeps the tokens of the initial weights (trained there), unless
+        those were exported untrained too. Returns their ids.
         """
         untrained = [intent for intent in self.bank.ids if intent not in self.intent_ids]
+        if self.init_metadata is not None:  # refining: an intent not sampled now keeps what the initial weights had
+            untrained = [intent for intent in untrained if intent in self.init_metadata.get("untrained_intents", [])]
         balanced = self.model.tokens[self.bank.ids.index("balanced")].clone()
         for intent in untrained:
             self.model.tokens[self.bank.ids.index(intent)] = balanced
