@@ -64,3 +64,28 @@ def test_the_command_refuses_folders_with_no_pair(tmp_path):
     done = subprocess.run([sys.executable, str(TOOLS / "baselines.py"), "--ir", str(tmp_path / "ir"),
                            "--vis", str(tmp_path / "vi"), "-o", str(tmp_path / "out")], capture_output=True, text=True)
     assert done.returncode == 2 and "no image pairs" in done.stderr
+
+
+def test_the_command_refuses_to_write_a_method_folder_over_an_input(tmp_path):
+    """-o one level above an input folder named like a method: the max fusion was written over the inputs."""
+    for side, seed in (("max", 1), ("vi", 2)):
+        (tmp_path / side).mkdir()
+        cv2.imwrite(str(tmp_path / side / "a.png"), (_scene(seed) * 255).astype(np.uint8))
+    before = (tmp_path / "max" / "a.png").read_bytes()
+    done = subprocess.run([sys.executable, str(TOOLS / "baselines.py"), "--ir", str(tmp_path / "max"),
+                           "--vis", str(tmp_path / "vi"), "-o", str(tmp_path)], capture_output=True, text=True)
+    assert done.returncode == 2 and f"its folder {tmp_path / 'max'} is the input --ir" in done.stderr
+    assert (tmp_path / "max" / "a.png").read_bytes() == before
+
+
+def test_the_look_sheet_refuses_an_output_in_its_data_and_names_a_missing_pair(tmp_path):
+    for side in ("ir", "vi"):
+        (tmp_path / "data" / side).mkdir(parents=True)
+        cv2.imwrite(str(tmp_path / "data" / side / "01.png"), (_scene(3) * 255).astype(np.uint8))
+    sheet = [sys.executable, str(TOOLS / "look_sheet.py"), "--data", str(tmp_path / "data")]
+    into_input = subprocess.run([*sheet, "--pairs", "01", "-o", str(tmp_path / "data" / "vi" / "01.png")],
+                                capture_output=True, text=True)
+    assert into_input.returncode == 2 and "would write into the input --data" in into_input.stderr
+    missing = subprocess.run([*sheet, "--pairs", "01", "99", "-o", str(tmp_path / "sheet.jpg")],
+                             capture_output=True, text=True)
+    assert missing.returncode == 2 and "no image 99.* in" in missing.stderr and "Traceback" not in missing.stderr

@@ -103,6 +103,11 @@ def main() -> int:
     except StreamfuseError as error:  # a missing folder, no pairs: one line, not a traceback
         parser.error(str(error))
     for name in args.methods:
+        for flag, folder in (("--ir", args.ir), ("--vis", args.vis)):
+            if (args.output / name).resolve() == folder.resolve():
+                parser.error(f"-o {args.output}: its folder {args.output / name} is the input {flag} {folder}; "
+                             "choose an output outside the inputs (inputs are never overwritten)")
+    for name in args.methods:
         (args.output / name).mkdir(parents=True, exist_ok=True)
     written = 0
     for stem, ir_path, vis_path in pairs:

@@ -18,6 +18,7 @@ import cv2
 import numpy as np
 
 from streamfuse.config import FusionConfig, SyntheticConfig
+from streamfuse.errors import StreamfuseError
 from streamfuse.evaluation import MATCHING_PROMPTS, partially_degraded
 from streamfuse.fusers import build_fuser
 from streamfuse.imageio import read_image
@@ -41,8 +42,15 @@ def data_scenes(folder: Path, stems: list[str]) -> list[tuple[str, np.ndarray, n
         image = read_image(path)
         return image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
 
-    return [(f"{folder.name} {stem}", gray(next((folder / "ir").glob(f"{stem}.*"))),
-             gray(next((folder / "vi").glob(f"{stem}.*")))) for stem in stems]
+    def find(side: str, stem: str) -> Path:
+        found = sorted((folder / side).glob(f"{stem}.*"))
+        if not found:
+            raise StreamfuseError(f"--data {folder}: no image {stem}.* in {folder / side}")
+        return found[0]
+
+    if not stems:
+        raise StreamfuseError("--pairs: name the file stems of --data to show (e.g. --pairs 03 07)")
+    return [(f"{folder.name} {stem}", gray(find("ir", stem)), gray(find("vi", stem))) for stem in stems]
 
 
 def main() -> None:
@@ -52,11 +60,19 @@ def main() -> None:
     parser.add_argument("--pairs", nargs="*", default=[], help="file stems of --data to show")
     parser.add_argument("--width", type=int, default=240, help="width of one cell")
     args = parser.parse_args()
+    if not cv2.haveImageWriter(str(args.output)):
+        parser.error(f"-o {args.output}: not an image file name (use .jpg or .png)")
+    if args.data is not None and args.data.resolve() in args.output.resolve().parents:
+        parser.error(f"-o {args.output}: would write into the input --data {args.data}; choose an output outside "
+                     "the inputs")
+    try:
+        scenes = data_scenes(args.data, args.pairs) if args.data else synthetic_scenes()
+    except StreamfuseError as error:  # a missing folder or image: one line, not a traceback
+        parser.error(str(error))
 
     router = Router(HashingTextEncoder(), load_bank())
     classical = build_fuser(FusionConfig(fuser="classical"))
     model = build_fuser(FusionConfig(fuser="model"))
-    scenes = data_scenes(args.data, args.pairs) if args.data else synthetic_scenes()
     rows = []
     for label, ir, vis in scenes:
         for kind in ("clean", "glare", "fog"):

@@ -17,6 +17,7 @@ import cv2
 import numpy as np
 
 from streamfuse.config import FusionConfig, SyntheticConfig
+from streamfuse.errors import StreamfuseError
 from streamfuse.evaluation import (
     MATCHING_PROMPTS,
     degrade_pair,
@@ -65,9 +66,12 @@ def main() -> None:
     args = parser.parse_args()
 
     router = Router(HashingTextEncoder(), load_bank())
-    model = build_fuser(FusionConfig(fuser="model", weights=args.weights))
+    try:  # a missing data folder or checkpoint: one line, not a traceback
+        model = build_fuser(FusionConfig(fuser="model", weights=args.weights))
+        pairs = load_pairs(args.data)
+    except StreamfuseError as error:
+        parser.error(str(error))
     classical = build_fuser(FusionConfig(fuser="classical"))
-    pairs = load_pairs(args.data)
     name = args.data.resolve().name
     balanced = router.route("")
 
