@@ -625,6 +625,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
         args.fuser = ["model"]
     if args.prompt is not None and not args.fuser:
         raise UsageError("eval: --prompt steers a fuser; it needs --fuser (fused folders are already fused)")
+    if args.weights is not None and "model" not in (args.fuser or []):
+        raise UsageError("eval: --weights is the model fuser's checkpoint; it needs --fuser model")
+    for flag, given in (("--fuser", args.fuser or []), ("--fused", [str(Path(f).resolve()) for f in args.fused or []])):
+        if len(set(given)) < len(given):
+            twice = next(value for value in given if given.count(value) > 1)
+            raise UsageError(f"eval: {flag} {twice} is given twice; each method is one row")
     routing = None
     if args.prompt is not None:
         from streamfuse.text import build_router

@@ -47,13 +47,20 @@ class MethodResult:
 
 
 def find_fused(folder: Path, stem: str, files: list[Path] | None = None) -> Path | None:
-    """The fused file for input ``stem`` in ``folder`` (``stem.*``, else ``stem_*.*``), or None."""
+    """The fused file for input ``stem`` in ``folder`` (``stem.*``, else ``stem_*.*``), or None.
+
+    Raises:
+        StreamfuseError: Two files fit equally (``01.png`` and ``01.jpg``, or ``01_a.png`` and ``01_b.png``):
+            which one was meant would be a guess.
+    """
     files = files if files is not None else list_images(folder)
-    exact = [p for p in files if p.stem == stem]
-    if exact:
-        return exact[0]
-    suffixed = [p for p in files if p.stem.startswith(stem + "_")]
-    return suffixed[0] if suffixed else None
+    for candidates in ([p for p in files if p.stem == stem], [p for p in files if p.stem.startswith(stem + "_")]):
+        if len(candidates) > 1:
+            raise StreamfuseError(f"{folder}: {len(candidates)} files could be the fused {stem!r} "
+                                  f"({', '.join(p.name for p in candidates[:3])}); keep one per input image")
+        if candidates:
+            return candidates[0]
+    return None
 
 
 def input_pairs(ir_dir: str | Path, vis_dir: str | Path) -> tuple[list[tuple[str, Path, Path]], list[str]]:

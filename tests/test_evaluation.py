@@ -162,3 +162,20 @@ def test_eval_on_tno_with_classical(capsys):
     en, sd, sf, ag, mi, scd, vif, qabf, ssim = map(float, mean[1:])
     # a sound classical fusion sits near the published CDDFuse numbers (EN 7.12, SD 46.0, Qabf 0.54, SSIM 1.03)
     assert 6.8 < en < 7.4 and 35 < sd < 55 and 0.45 < qabf < 0.65 and 0.9 < ssim < 1.1
+
+
+def test_eval_refuses_what_it_would_otherwise_guess_or_ignore(eval_folders, capsys):
+    """Two fused files for one image (the first was used), a method given twice (collapsed into one row),
+    --weights with no model fuser (ignored), --fuser model twice (a message about a folder)."""
+    common = ["eval", "--ir", str(eval_folders["ir"]), "--vis", str(eval_folders["vis"]), "--convention", "cddfuse",
+              "--metrics", "EN"]
+    (eval_folders["B"] / "p0_other.png").write_bytes((eval_folders["B"] / "p0_average.png").read_bytes())
+    assert main([*common, "--fused", str(eval_folders["B"])]) == 1
+    assert "2 files could be the fused 'p0' (p0_average.png, p0_other.png); keep one per input image" in \
+        capsys.readouterr().err
+    assert main([*common, "--fused", str(eval_folders["A"]), str(eval_folders["A"])]) == 2
+    assert f"--fused {eval_folders['A'].resolve()} is given twice" in capsys.readouterr().err
+    assert main([*common, "--fuser", "model", "model"]) == 2
+    assert "--fuser model is given twice" in capsys.readouterr().err
+    assert main([*common, "--fuser", "classical", "--weights", "w.pt"]) == 2
+    assert "--weights is the model fuser's checkpoint; it needs --fuser model" in capsys.readouterr().err
