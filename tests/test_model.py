@@ -318,3 +318,16 @@ def test_a_training_runs_resume_state_given_as_weights_says_what_it_is(tmp_path)
     torch.save({"step": 3, "model": {}, "optimizer": {"state": {}}}, state)  # the keys Trainer.save_checkpoint writes
     with pytest.raises(ConfigError, match=r"last.pt is a training run's resume state, not fusion weights; use"):
         load_model(state)
+
+
+def test_a_bare_state_dict_and_a_mismatched_one_say_what_they_are(tmp_path):
+    """A bare state_dict said "holds None"; a mismatch named no key (only "Error(s) in loading state_dict")."""
+    model = FusionNet(load_bank().ids)
+    torch.save(model.state_dict(), tmp_path / "bare.pt")
+    with pytest.raises(ConfigError, match=r"bare.pt holds a dictionary without an architecture \(keys tokens, "):
+        load_model(tmp_path / "bare.pt")
+    payload = torch.load(default_weights_path(), weights_only=True)
+    del payload["state_dict"]["head.weight"]
+    torch.save(payload, tmp_path / "mismatch.pt")
+    with pytest.raises(ConfigError, match=r"does not match the network .*Missing key\(s\) in state_dict: \"head.wei"):
+        load_model(tmp_path / "mismatch.pt")

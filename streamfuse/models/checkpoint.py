@@ -56,19 +56,22 @@ def load_model(path: str | Path | None = None, key: str = "fusion.weights") -> t
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # a foreign file fails in many ways (UnpicklingError, KeyError, EOFError, ...)
         raise ConfigError(f"{key}: {path} is not a readable streamfuse checkpoint "
-                          f"(corrupt or not a torch file: {_first_line(exc)[:120]})") from None
+                          f"(corrupt or not a torch file: {type(exc).__name__}: {_brief(exc, 120)})") from None
     if isinstance(payload, dict) and "optimizer" in payload and "architecture" not in payload:
         raise ConfigError(f"{key}: {path} is a training run's resume state, not fusion weights; use the file the "
                           "run exported (its config's export:, e.g. out/train/fusionnet.pt)")
     if not isinstance(payload, dict) or payload.get("architecture") != ARCHITECTURE:
-        found = payload.get("architecture") if isinstance(payload, dict) else type(payload).__name__
-        raise ConfigError(f"{key}: {path} holds {found!r}, not a {ARCHITECTURE} checkpoint")
+        if isinstance(payload, dict) and "architecture" not in payload:
+            found = f"a dictionary without an architecture (keys {', '.join(map(str, list(payload)[:3]))}, ...)"
+        else:
+            found = repr(payload.get("architecture") if isinstance(payload, dict) else type(payload).__name__)
+        raise ConfigError(f"{key}: {path} holds {found}, not a {ARCHITECTURE} checkpoint (as `streamfuse train` "
+                          "exports)")
     try:
         model = FusionNet(payload["intents"], **payload["config"])
         model.load_state_dict(payload["state_dict"])
     except (KeyError, TypeError, RuntimeError) as exc:
-        raise ConfigError(f"{key}: {path} does not match the network it describes "
-                          f"({_first_line(exc)[:160]})") from None
+        raise ConfigError(f"{key}: {path} does not match the network it describes ({_brief(exc, 240)})") from None
     if not all(bool(torch.isfinite(tensor).all()) for tensor in payload["state_dict"].values()
                if torch.is_tensor(tensor) and tensor.is_floating_point()):
         raise ConfigError(f"{key}: {path} holds NaN or infinite weights (a training run that diverged); train "
@@ -76,6 +79,7 @@ def load_model(path: str | Path | None = None, key: str = "fusion.weights") -> t
     return model.eval(), dict(payload.get("metadata", {}))
 
 
-def _first_line(exc: Exception) -> str:
-    """The first line of an exception's message, or its type when the message is empty."""
-    return (str(exc).splitlines() or [type(exc).__name__])[0]
+def _brief(exc: Exception, limit: int) -> str:
+    """An exception's message on one line (whitespace collapsed), cut at a word before ``limit`` characters."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= limit else text[:limit].rsplit(" ", 1)[0] + " ..."
