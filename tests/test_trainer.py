@@ -208,25 +208,33 @@ def test_an_export_path_that_cannot_be_written_is_refused_before_training(data_r
             Trainer(config)
 
 
-def test_train_refuses_to_replace_a_checkpoint_and_saves_one_on_sigterm(data_root, tmp_path, capsys):
+def test_train_refuses_to_replace_a_checkpoint_and_saves_one_on_sigterm(data_root, tmp_path, capsys, monkeypatch):
     """Without --resume an earlier run's last.pt was overwritten; SIGTERM (or SIGHUP) saved nothing."""
     import os
     import signal
-    import threading
 
     import yaml
 
     from streamfuse.cli import main
+
+    step = Trainer.train_step
+
+    def terminated_at_step_5(self):  # SIGTERM while training (not before the handler is in place)
+        values = step(self)
+        if self.step == 5:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return values
+
+    monkeypatch.setattr(Trainer, "train_step", terminated_at_step_5)
 
     config = tmp_path / "train.yaml"
     config.write_text(yaml.safe_dump({"data_root": str(data_root), "crop": 32, "batch_size": 4, "steps": 100000,
                                       "threads": 1, "output_dir": str(tmp_path / "run"), "export": None,
                                       "checkpoint_every": 100000, "log_every": 100000,
                                       "model": {"channels": 8, "token_dim": 16, "tokens_per_intent": 2}}))
-    threading.Timer(3.0, os.kill, (os.getpid(), signal.SIGTERM)).start()
     assert main(["train", str(config), "--no-progress"]) == 143
     saved = torch.load(tmp_path / "run" / "last.pt", weights_only=False)["step"]
-    assert saved > 0
+    assert saved >= 5
     capsys.readouterr()
     assert main(["train", str(config), "--no-progress"]) == 1
     assert "holds an earlier run's checkpoint, which this run would replace; continue it with --resume" in \

@@ -50,7 +50,7 @@ END_LINGER_MS = 500
 #: queued and the end-of-stream message, in seconds.
 LOSSLESS_END_WAIT_S = 10.0
 #: How often a lossless write retries a full subscriber, in seconds.
-LOSSLESS_RETRY_S = 0.01
+LOSSLESS_RETRY_S = 0.002
 
 
 def wall_clock(perf_time: float) -> float:
