@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
@@ -238,22 +239,29 @@ def test_zmq_lossless_subscriber_gets_every_frame_with_header(free_port):
     assert sink.dropped == 0
 
 
-def test_zmq_live_mode_drops_and_counts(free_port):
-    endpoint = f"tcp://127.0.0.1:{free_port}"
-    sink = ZmqSink(endpoint, encoding="raw", hwm=1, wait_for_subscribers=1, subscriber_timeout_s=5)
+@contextlib.contextmanager
+def stalled_subscriber(endpoint: str):
+    """A subscriber that never reads (receive high-water mark 1): the publisher's pipe to it fills up."""
     context = zmq.Context()
     stalled = context.socket(zmq.SUB)
     stalled.setsockopt(zmq.RCVHWM, 1)
     stalled.setsockopt(zmq.SUBSCRIBE, b"")
     stalled.connect(endpoint)
     try:
+        yield stalled
+    finally:
+        stalled.close(0)
+        context.term()
+
+
+def test_zmq_live_mode_drops_and_counts(free_port):
+    endpoint = f"tcp://127.0.0.1:{free_port}"
+    sink = ZmqSink(endpoint, encoding="raw", hwm=1, wait_for_subscribers=1, subscriber_timeout_s=5)
+    with stalled_subscriber(endpoint):
         big = np.zeros((600, 800, 3), np.uint8)
         run_sink(sink, [fused(i, image=big) for i in range(60)])
         assert sink.dropped > 0
         assert sink.stats.counters()["drops.zmq"] == sink.dropped
-    finally:
-        stalled.close(0)
-        context.term()
 
 
 def test_zmq_live_mode_a_stalled_subscriber_does_not_starve_a_healthy_one(free_port):
@@ -261,36 +269,27 @@ def test_zmq_live_mode_a_stalled_subscriber_does_not_starve_a_healthy_one(free_p
     frame and the end-of-stream message (before, a frame was skipped for everyone, end message included)."""
     endpoint = f"tcp://127.0.0.1:{free_port}"
     sink = ZmqSink(endpoint, encoding="raw", hwm=1, wait_for_subscribers=2, subscriber_timeout_s=5)
-    context = zmq.Context()
-    stalled = context.socket(zmq.SUB)
-    stalled.setsockopt(zmq.RCVHWM, 1)
-    stalled.setsockopt(zmq.SUBSCRIBE, b"")
-    stalled.connect(endpoint)
     received, ended = [], []
-    try:
-        with Subscriber(endpoint, keep="all") as healthy:
-            def read() -> None:
-                while (frame := healthy.receive(timeout=10)) is not None:
-                    received.append(frame.header["index"])
-                ended.append(healthy.ended)
+    with stalled_subscriber(endpoint), Subscriber(endpoint, keep="all") as healthy:
+        def read() -> None:
+            while (frame := healthy.receive(timeout=10)) is not None:
+                received.append(frame.header["index"])
+            ended.append(healthy.ended)
 
-            reader = threading.Thread(target=read)
-            reader.start()
-            big = np.zeros((600, 800, 3), np.uint8)
-            sink.start()
-            for index in range(60):  # paced, so that the healthy subscriber keeps up
-                assert sink.queue.put(fused(index, image=big))
-                time.sleep(0.02)
-            sink.queue.close()
-            sink.join(10)
-            assert sink.error is None, sink.error
-            reader.join(15)
-        assert sink.dropped > 0 and sink.stats.counters()["drops.zmq"] == sink.dropped
-        assert received == list(range(60))
-        assert ended and ended[0] is not None and ended[0]["frames"] == 60
-    finally:
-        stalled.close(0)
-        context.term()
+        reader = threading.Thread(target=read)
+        reader.start()
+        big = np.zeros((600, 800, 3), np.uint8)
+        sink.start()
+        for index in range(60):  # paced, so that the healthy subscriber keeps up
+            assert sink.queue.put(fused(index, image=big))
+            time.sleep(0.02)
+        sink.queue.close()
+        sink.join(10)
+        assert sink.error is None, sink.error
+        reader.join(15)
+    assert sink.dropped > 0 and sink.stats.counters()["drops.zmq"] == sink.dropped
+    assert received == list(range(60))
+    assert ended and ended[0] is not None and ended[0]["frames"] == 60
 
 
 def test_zmq_lossless_stuck_subscriber_interrupted_run_finishes_without_spinning(free_port, monkeypatch):
@@ -299,12 +298,7 @@ def test_zmq_lossless_stuck_subscriber_interrupted_run_finishes_without_spinning
     monkeypatch.setattr("streamfuse.sinks.zmq.LOSSLESS_END_WAIT_S", 1.0)
     endpoint = f"tcp://127.0.0.1:{free_port}"
     sink = ZmqSink(endpoint, encoding="raw", hwm=1, lossless=True, wait_for_subscribers=1, subscriber_timeout_s=5)
-    context = zmq.Context()
-    stuck = context.socket(zmq.SUB)
-    stuck.setsockopt(zmq.RCVHWM, 1)
-    stuck.setsockopt(zmq.SUBSCRIBE, b"")
-    stuck.connect(endpoint)
-    try:
+    with stalled_subscriber(endpoint):
         sink.start()
         big = np.zeros((600, 800, 3), np.uint8)
         index = 0
@@ -319,9 +313,6 @@ def test_zmq_lossless_stuck_subscriber_interrupted_run_finishes_without_spinning
         sink.join(10)
         assert not sink.running and time.monotonic() - started < 5
         assert sink.error is None and sink.dropped > 0
-    finally:
-        stuck.close(0)
-        context.term()
 
 
 def test_zmq_latest_mode_and_jpeg(free_port):

@@ -128,11 +128,11 @@ def test_the_stage_table_says_when_its_count_is_the_window_not_the_run():
 
 
 class SilentSource(ListSource):
-    """A supervised camera that has not delivered yet (``lost``: starting or reconnecting)."""
+    """A supervised camera that has not delivered yet (``lost``: starting or reconnecting) until it is stopped."""
 
     @property
     def lost(self) -> bool:
-        return True
+        return not self._stop.is_set()
 
 
 def test_infrared_alone_before_a_first_pair_says_the_output_is_paused(caplog):
@@ -145,13 +145,18 @@ def test_infrared_alone_before_a_first_pair_says_the_output_is_paused(caplog):
                          registrar=IdentityRegistrar(), defer_warp=lambda _transform: False, output=output,
                          stats=PipelineStats(), stopping=stopping)
     ir.start()
+    vis.start()
     with caplog.at_level(logging.INFO, logger="streamfuse"):
-        worker = threading.Thread(target=stage.run)
+        worker = threading.Thread(target=stage.run, daemon=True)
         worker.start()
         time.sleep(0.5)
+        state, published = stage.state, len(output)
         stopping.set()
+        for source in (vis, ir):
+            source.stop()
         worker.join(5)
     ir.join(5)
-    assert stage.state == "pause" and len(output) == 0
+    assert not worker.is_alive()  # the stage ends when the pipeline stops its sources
+    assert state == "pause" and published == 0
     assert "camera vis not delivering yet: output paused until the visible camera delivers" in caplog.text
     assert "publishing the other camera alone" not in caplog.text
