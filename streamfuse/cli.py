@@ -313,8 +313,8 @@ def _video_pairs(ir: str, vis: str, count: int) -> list[tuple]:
         containers = [stack.enter_context(_opened(path, flag)) for flag, path in inputs]
         streams = [container.streams.video[0] for container in containers]
         lengths = [duration_s(container, stream) for container, stream in zip(containers, streams, strict=True)]
-        shorter = min(frame_count(container, stream) or 0  # 0: a count is unknown
-                      for container, stream in zip(containers, streams, strict=True))
+        shorter = min(frame_count(container, stream, length) or 0  # 0: a count is unknown
+                      for container, stream, length in zip(containers, streams, lengths, strict=True))
         seek = all(lengths) and shorter > SEEK_ABOVE_FRAMES_PER_PAIR * count
         moments = [min(lengths) * (k + 0.5) / count for k in range(count)] if seek else []
         step = max(1, shorter // count)

@@ -55,7 +55,7 @@ def probe(uri: str, *, frames: int = 5) -> dict[str, Any]:
             "resolution": f"{stream.codec_context.width}x{stream.codec_context.height}",
             "pixel format": stream.codec_context.pix_fmt,
             "frame rate": float(rate) if rate else None,
-            "frames": None if is_url(uri) else frame_count(container, stream),
+            "frames": None if is_url(uri) else frame_count(container, stream, duration),
             "duration s": round(duration, 3) if duration else None,
             "time base": str(stream.time_base),
             "first timestamps": timestamps,

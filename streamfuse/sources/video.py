@@ -95,12 +95,14 @@ def nominal_rate(stream: av.video.stream.VideoStream) -> Fraction | None:
     return stream.average_rate or stream.guessed_rate
 
 
-def frame_count(container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> int | None:
+def frame_count(container: av.container.InputContainer, stream: av.video.stream.VideoStream,
+                seconds: float | None = None) -> int | None:
     """Frames in a video file: the header's count, or duration x frame rate where the header has
-    none (fragmented MP4, most MKV; :func:`duration_s`); None for streams of unknown length."""
+    none (fragmented MP4, most MKV; ``seconds``, else :func:`duration_s`, which reads the file's end);
+    None for streams of unknown length."""
     if stream.frames:
         return stream.frames
-    rate, seconds = nominal_rate(stream), duration_s(container, stream)
+    rate, seconds = nominal_rate(stream), seconds if seconds is not None else duration_s(container, stream)
     return round(seconds * float(rate)) if rate and seconds else None
 
 
