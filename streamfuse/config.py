@@ -327,7 +327,8 @@ class RegistrationConfig:
                 raise ConfigError(f"{path}.matrix: required when mode is 'homography' (a 3x3 list of numbers)")
             check_homography(self.matrix, f"{path}.matrix")
         elif self.matrix is not None:
-            raise ConfigError(f"{path}.matrix: only used with mode 'homography' (mode is '{self.mode}')")
+            given = f"{path}.calibration" if self.calibration is not None else f"{path}.matrix"
+            raise ConfigError(f"{given}: only used with mode 'homography' (mode is '{self.mode}')")
 
 
 #: Most frames one forward pass may take (the worker preallocates buffers of ``max_batch`` frames).
@@ -387,6 +388,13 @@ class SinkConfig:
             raise ConfigError(f"{path}.queue_size: must be at least 1, got {self.queue_size}")
 
 
+#: The image files streamfuse reads (sources, ``fuse``) and writes (the images sink, ``fuse``).
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm")
+
+#: x264's speed presets (the video sink's ``preset``), fastest first.
+X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow",
+                "placebo")
+
 #: The containers a video sink writes: they hold H.264 / FFV1 / MPEG-4 with capture timestamps. AVI and WebM
 #: are read but not written (AVI stores a frame rate, not timestamps: players showed 1000 fps; WebM needs VP8/VP9).
 OUTPUT_VIDEO_EXTENSIONS = (".mp4", ".mkv", ".mov", ".m4v", ".ts")
@@ -403,7 +411,7 @@ class VideoSinkConfig(SinkConfig):
     crf: int = 23
     """H.264 quality (lower = better, larger files)."""
     preset: str = "veryfast"
-    """x264 speed preset."""
+    """x264 speed preset (``h264`` only): ultrafast ... placebo."""
     overwrite: bool = False
     fragmented: bool = True
     """MP4/MOV only: write a fragmented MP4 (a fragment per keyframe interval), which plays up to
@@ -436,6 +444,9 @@ class VideoSinkConfig(SinkConfig):
                               f"{', '.join(OUTPUT_VIDEO_EXTENSIONS)}")
         if not 0 <= self.crf <= 51:
             raise ConfigError(f"{path}.crf: must be between 0 and 51, got {self.crf}")
+        if self.preset not in X264_PRESETS:
+            raise ConfigError(f"{path}.preset: unknown x264 preset {self.preset!r} (expected one of: "
+                              f"{', '.join(X264_PRESETS)})")
         if self.segment_minutes is not None:
             _positive(self.segment_minutes, f"{path}.segment_minutes")
         if self.resume_free_mb < 0:
@@ -455,7 +466,8 @@ class ImagesSinkConfig(SinkConfig):
     type: Literal["images"] = "images"
     path: str = ""
     pattern: str = "{index:06d}.png"
-    """File name; fields: ``index``, ``seq``, ``name`` (the visible input's file stem, if any)."""
+    """File name; fields: ``index``, ``seq``, ``name`` (the visible input's file stem, if any); it may name
+    sub-folders. The extension picks the format."""
     overwrite: bool = False
     queue_size: int = 16
 
@@ -470,6 +482,9 @@ class ImagesSinkConfig(SinkConfig):
         if ".." in Path(self.pattern).parts or Path(self.pattern).is_absolute():
             raise ConfigError(f"{path}.pattern: {self.pattern!r} leaves the output folder; name files inside it "
                               "(sub-folders allowed) and choose the folder with path")
+        if Path(self.pattern).suffix.lower() not in IMAGE_EXTENSIONS:
+            raise ConfigError(f"{path}.pattern: {self.pattern!r} does not end in an image extension (one of "
+                              f"{', '.join(IMAGE_EXTENSIONS)}), which picks the format")
 
 
 @dataclass
@@ -520,6 +535,8 @@ class ZmqSinkConfig(SinkConfig):
             raise ConfigError(f"{path}.jpeg_quality: must be between 1 and 100, got {self.jpeg_quality}")
         if self.hwm < 1:
             raise ConfigError(f"{path}.hwm: must be at least 1, got {self.hwm}")
+        if self.wait_for_subscribers < 0:
+            raise ConfigError(f"{path}.wait_for_subscribers: must be 0 or more, got {self.wait_for_subscribers}")
 
 
 
@@ -715,6 +732,50 @@ class Config:
     view: ViewConfig = field(default_factory=ViewConfig)
     stats: StatsConfig = field(default_factory=StatsConfig)
 
+    def _check(self, path: str) -> None:
+        _refuse_shared_outputs(self.sinks)
+        _refuse_shared_ports(self)
+
+
+def _refuse_shared_outputs(sinks: list[SinkConfig]) -> None:
+    """Two sinks writing one file or folder would write over each other's output."""
+    owners: dict[Path, int] = {}
+    for index, sink in enumerate(sinks):
+        if isinstance(sink, (VideoSinkConfig, ImagesSinkConfig)):
+            where = Path(os.path.abspath(Path(sink.path).expanduser()))
+            first = owners.setdefault(where, index)
+            if first != index:
+                raise ConfigError(f"sinks.{index}.path: {sink.path} is written by sinks.{first} too; give each sink "
+                                  "its own file or folder")
+
+
+def _refuse_shared_ports(config: Config) -> None:
+    """Two listeners of one config on one TCP port: the second would fail to start, blaming the port's
+    other user; say which two keys they are instead."""
+    listeners = [(f"sinks.{i}.endpoint", _tcp_port(sink.endpoint)) for i, sink in enumerate(config.sinks)
+                 if isinstance(sink, ZmqSinkConfig) and sink.bind]
+    listeners += [(f"sinks.{i}.port", sink.port) for i, sink in enumerate(config.sinks)
+                  if isinstance(sink, RtspSinkConfig)]
+    if config.control.enabled:
+        listeners.append(("control.endpoint", _tcp_port(config.control.endpoint)))
+    if config.view.enabled:
+        listeners.append(("view.port", config.view.port))
+    if config.health.enabled:
+        listeners.append(("health.port", config.health.port))
+    owners: dict[int, str] = {}
+    for key, port in listeners:
+        if port:  # None: not TCP or any free port; 0: any free port
+            first = owners.setdefault(port, key)
+            if first != key:
+                raise ConfigError(f"{key}: port {port} is also {first}'s; give each its own port")
+
+
+def _tcp_port(endpoint: str) -> int | None:
+    """The port of a ``tcp://host:port`` endpoint (None for other transports and ``*``)."""
+    transport, _, address = endpoint.partition("://")
+    port = address.rpartition(":")[2]
+    return int(port) if transport == "tcp" and port.isdigit() else None
+
 
 # ------------------------------------------------------------------------------------------- loading
 class _Loader(yaml.SafeLoader):
@@ -725,6 +786,29 @@ class _Loader(yaml.SafeLoader):
 _Loader.add_implicit_resolver("tag:yaml.org,2002:float",
                               re.compile(r"^[-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)[eE][-+]?[0-9]+$"),
                               list("-+0123456789."))
+
+
+def _mapping_without_repeated_keys(loader: _Loader, node: yaml.MappingNode) -> dict:
+    """A mapping in which no key is written twice: YAML keeps the last silently, so a second ``sinks:`` or
+    ``fps:`` further down a file would replace the first without a word."""
+    seen: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":
+            continue
+        key = loader.construct_object(key_node, deep=True)
+        try:
+            line = seen.get(key)
+        except TypeError:  # an unhashable key: the mapping constructor says what is wrong with it
+            continue
+        seen[key] = key_node.start_mark.line
+        if line is not None:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"key {_shown(key)} is written twice (also on line {line + 1}); keep one",
+                key_node.start_mark)
+    return loader.construct_mapping(node, deep=True)
+
+
+_Loader.add_constructor("tag:yaml.org,2002:map", _mapping_without_repeated_keys)
 
 
 def parse_yaml(text: str) -> Any:
@@ -838,7 +922,12 @@ def apply_override(data: dict[str, Any], override: str) -> None:
             raise ConfigError(f"--set {where}: {'.'.join(parts[:depth])} is a value, not a section")
 
 
-_ENV_PATTERN = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+_ENV_PATTERN = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}$]*))?\}")
+
+
+class _FromEnvironment(str):
+    """A value that was one ``${VAR}`` as a whole: read as a number or true/false where the key wants one
+    (``port: ${PORT}``), as the text it is elsewhere."""
 
 
 def _substitute_env(node: Any, path: str, env: typing.Mapping[str, str]) -> Any:
@@ -855,8 +944,20 @@ def _substitute_env(node: Any, path: str, env: typing.Mapping[str, str]) -> Any:
                 return default
             raise ConfigError(f"{path}: environment variable {name} is not set (used as ${{{name}}}); "
                               f"export it or write ${{{name}:-default}}")
-        return _ENV_PATTERN.sub(replace, node)
+        if "${" in _ENV_PATTERN.sub("", node):
+            raise ConfigError(f"{path}: {node!r} has a placeholder streamfuse cannot read; write ${{NAME}} or "
+                              "${NAME:-default} (a name of letters, digits and _, a default without $ or })")
+        value = _ENV_PATTERN.sub(replace, node)
+        return _FromEnvironment(value) if _ENV_PATTERN.fullmatch(node) else value
     return node
+
+
+def _environment_scalar(value: _FromEnvironment) -> Any:
+    """What a ``${VAR}`` value means where a number or true/false is expected (its YAML reading)."""
+    try:
+        return parse_yaml(value) if value.strip() else value
+    except yaml.YAMLError:
+        return value
 
 
 def _shown(key: Any) -> str:
@@ -893,6 +994,8 @@ def _build(cls: type, data: Any, path: str) -> Any:
 
 
 def _convert(hint: Any, value: Any, path: str) -> Any:
+    if isinstance(value, _FromEnvironment) and typing.get_origin(hint) not in (Union, types.UnionType):
+        value = _environment_scalar(value) if hint in (bool, int, float) else str(value)
     if hint in _TAGGED:
         return _build_tagged(_TAGGED[hint], value, path)
     origin = typing.get_origin(hint)
@@ -1036,6 +1139,8 @@ def _calibration_content(path: str | Path, key: str) -> dict:
         raise ConfigError(f"{key}: {path}: not a YAML calibration file ({exc})") from None
     if not isinstance(content, dict) or "matrix" not in content:
         raise ConfigError(f"{key}: {path}: no 'matrix' in it (expected a file written by 'streamfuse calibrate')")
+    if not isinstance(content.get("accepted", True), bool):
+        raise ConfigError(f"{key}: {path}: accepted: expected true or false, got {_describe(content['accepted'])}")
     if content.get("accepted") is False:
         raise ConfigError(f"{key}: {path}: this calibration was refused (accepted: false); calibrate again")
     return content

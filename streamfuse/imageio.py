@@ -9,10 +9,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from streamfuse.config import IMAGE_EXTENSIONS
 from streamfuse.errors import SinkError, SourceError
 from streamfuse.gain import stretch
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm")
+__all__ = ["IMAGE_EXTENSIONS", "images_by_stem", "list_images", "natural_key", "read_image"]
 
 
 def natural_key(path: Path | str) -> list:

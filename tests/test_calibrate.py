@@ -476,6 +476,12 @@ def test_run_and_fuse_read_the_calibration_file(tmp_path, capsys):
     refused.write_text("matrix: [[1, 0, 0], [0, 1, 0], [0, 0, 1]]\naccepted: false\n")
     with pytest.raises(ConfigError, match="was refused"):
         config_from_dict({"registration": {"calibration": str(refused)}})
+    refused.write_text("matrix: [[1, 0, 0], [0, 1, 0], [0, 0, 1]]\naccepted: 'false'\n")  # was taken as accepted
+    with pytest.raises(ConfigError, match=r"refused\.yaml: accepted: expected true or false, got 'false' \(str\)"):
+        config_from_dict({"registration": {"calibration": str(refused)}})
+    with pytest.raises(ConfigError, match=r"registration\.calibration: only used with mode 'homography' \(mode is "
+                                          r"'identity'\)"):
+        config_from_dict({"registration": {"calibration": str(calibration), "mode": "identity"}})
 
 
 def test_a_calibration_made_at_another_resolution_is_refused_by_name(tmp_path, capsys):

@@ -73,6 +73,19 @@ def test_empty_config_has_defaults():
     ({"fusion": {"max_batch": 2.5}}, "fusion.max_batch: expected an integer, got 2.5"),
     ({"registration": {"mode": "resize", "matrix": [[1, 0, 0], [0, 1, 0], [0, 0, 1]]}},
      "registration.matrix: only used"),
+    ({"sinks": [{"type": "video", "path": "x.mp4", "preset": "superfast2"}]},
+     "sinks.0.preset: unknown x264 preset 'superfast2' (expected one of: ultrafast, superfast, veryfast"),
+    ({"sinks": [{"type": "images", "path": "o", "pattern": "{index:06d}"}]},
+     "sinks.0.pattern: '{index:06d}' does not end in an image extension"),
+    ({"sinks": [{"type": "zmq", "wait_for_subscribers": -1}]}, "sinks.0.wait_for_subscribers: must be 0 or more"),
+    ({"sinks": [{"type": "video", "path": "rec/a.mp4"}, {"type": "zmq"}, {"type": "video", "path": "./rec/a.mp4"}]},
+     "sinks.2.path: ./rec/a.mp4 is written by sinks.0 too; give each sink its own file or folder"),
+    ({"sinks": [{"type": "images", "path": "frames"}, {"type": "images", "path": "frames/", "pattern": "{seq}.jpg"}]},
+     "sinks.1.path: frames/ is written by sinks.0 too"),
+    ({"sinks": [{"type": "zmq", "endpoint": "tcp://127.0.0.1:5556"}], "control": {"enabled": True}},
+     "control.endpoint: port 5556 is also sinks.0.endpoint's; give each its own port"),
+    ({"view": {"enabled": True, "port": 8080}, "health": {"enabled": True}},
+     "health.port: port 8080 is also view.port's"),
 ])
 def test_errors_name_the_key(data, expected):
     assert expected in error_of(data)
@@ -113,6 +126,39 @@ def test_env_substitution_and_default():
 def test_missing_env_var_names_key_and_variable():
     message = error_of({"sources": {"ir": {"type": "video", "uri": "rtsp://${IR_CAM}/s"}}})
     assert message.startswith("sources.ir.uri: environment variable IR_CAM is not set")
+
+
+def test_a_placeholder_as_a_whole_value_fills_numbers_and_switches():
+    """``port: ${PORT}``: the expansion is read as YAML where the key wants a number or true/false (it was
+    "expected a number, got '5'"); where it wants text, it stays text."""
+    config = config_from_dict({"sync": {"tolerance_ms": "${TOL}"}, "view": {"enabled": "${VIEW:-true}"},
+                               "sinks": [{"type": "video", "path": "${NAME}", "overwrite": "${OVER}"}]},
+                              ["sinks.0.crf=${CRF}"], env={"TOL": "12.5", "NAME": "2024.mp4", "OVER": "yes",
+                                                           "CRF": "30"})
+    assert config.sync.tolerance_ms == 12.5 and config.view.enabled is True
+    assert config.sinks[0].path == "2024.mp4" and config.sinks[0].overwrite is True and config.sinks[0].crf == 30
+    assert type(config.sinks[0].path) is str
+    assert "sync.tolerance_ms: expected a number, got 'fast'" in error_of({"sync": {"tolerance_ms": "${T}"}},
+                                                                         env={"T": "fast"})
+
+
+@pytest.mark.parametrize("value", ["${bad name}/x.mp4", "${OUT:-out/${SUB:-a}}/x.mp4", "${OUT/x.mp4"])
+def test_a_placeholder_streamfuse_cannot_read_is_refused(value):
+    """It was left as literal text and became a folder named ``${bad name}``."""
+    message = error_of({"sinks": [{"type": "video", "path": value}]}, env={"OUT": "o", "SUB": "s", "X": "x"})
+    assert message.startswith(f"sinks.0.path: {value!r} has a placeholder streamfuse cannot read; write ${{NAME}}")
+
+
+def test_a_key_written_twice_in_a_file_is_refused(tmp_path):
+    """YAML keeps the last silently: a second ``sinks:`` further down replaced the first without a word."""
+    config = tmp_path / "twice.yaml"
+    config.write_text("sinks: []\nsync: {tolerance_ms: 10, tolerance_ms: 20}\n")
+    with pytest.raises(ConfigError, match=r"twice\.yaml: invalid YAML: line 2, column \d+: key tolerance_ms is "
+                                          r"written twice \(also on line 2\); keep one"):
+        load_config(config)
+    config.write_text("sinks: []\nstats: {log_every_s: 1}\nsinks: [{type: zmq}]\n")
+    with pytest.raises(ConfigError, match=r"line 3, column 1: key sinks is written twice \(also on line 1\)"):
+        load_config(config)
 
 
 def test_env_variables_in_set_values_are_expanded_like_in_files(tmp_path, capsys, monkeypatch):
