@@ -59,6 +59,19 @@ def test_a_run_without_frames_keeps_the_file_it_would_have_replaced(tmp_path, su
     assert not (tmp_path / f"new{suffix}").exists()  # and none is left behind where there was none
 
 
+def test_an_encoder_refusing_its_settings_keeps_the_earlier_recording(tmp_path):
+    """An x264 option it does not know (a preset set in code; configs check it at load) fails at the first frame:
+    one SinkError, and the file it would have replaced is left as it was (it was deleted first)."""
+    path = tmp_path / "old.mp4"
+    path.write_bytes(b"an earlier recording")
+    writer = VideoWriter(path, overwrite=True, preset="superfast2")
+    with pytest.raises(SinkError, match=r"the h264 encoder refused its settings or frame .*superfast2.*an earlier "
+                                        r"old\.mp4 is left as it was"):
+        writer.write(np.zeros((32, 32, 3), np.uint8), 0.0)
+    writer.close()
+    assert path.read_bytes() == b"an earlier recording"
+
+
 @pytest.mark.parametrize("suffix", [".avi", ".webm"])
 def test_containers_that_cannot_hold_the_stream_are_refused_before_writing(tmp_path, suffix):
     """AVI stores a frame rate, not timestamps (players saw 1000 fps); WebM takes no H.264 (a traceback at frame 1)."""
@@ -173,12 +186,35 @@ def test_images_sink_names_and_overwrite(tmp_path):
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["000000.png", "000001.png", "000002.png"]
     run_sink(ImagesSink(tmp_path / "named", pattern="{name}_fused.png"), [fused(0, name="FLIR_01")])
     assert (tmp_path / "named" / "FLIR_01_fused.png").is_file()
-    sink = ImagesSink(tmp_path / "out")
+    sink = ImagesSink(tmp_path / "named", pattern="{name}_fused.png")  # names from the input: refused as they come
     sink.start()
-    sink.queue.put(fused(0))
+    sink.queue.put(fused(0, name="FLIR_01"))
     sink.queue.close()
     sink.join(5)
     assert "already exists" in str(sink.error)
+    run_sink(ImagesSink(tmp_path / "sub", pattern="{name}/{index:03d}.png"), [fused(0, name="a"), fused(1, name="b")])
+    assert (tmp_path / "sub" / "a" / "000.png").is_file() and (tmp_path / "sub" / "b" / "001.png").is_file()
+    for overwrite in (False, True):  # the second frame said "already exists" of the file the run had just written
+        sink = ImagesSink(tmp_path / "one", pattern="x.png", overwrite=overwrite)
+        sink.start()
+        sink.queue.put(fused(0))
+        sink.queue.put(fused(1))
+        sink.queue.close()
+        sink.join(5)
+        assert "pattern: 'x.png' gives every frame the same file name" in str(sink.error)
+
+
+def test_an_images_sink_refuses_a_folder_of_earlier_frames_before_any_output(tmp_path):
+    """An earlier run's numbered frames: refused at open, before the other sinks replace their files (it
+    failed at the first clashing frame, after a video sink had replaced its recording)."""
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "000005.png").write_bytes(b"an earlier frame")
+    with pytest.raises(SinkError, match=r"out already holds 1 file\(s\) named like '\{index:06d\}\.png' "
+                                        r"\(000005\.png, \.\.\.\); choose another folder"):
+        ImagesSink(tmp_path / "out").open()
+    run_sink(ImagesSink(tmp_path / "out", overwrite=True), [fused(i) for i in range(6)])
+    assert (tmp_path / "out" / "000005.png").read_bytes() != b"an earlier frame"
+    ImagesSink(tmp_path / "out", pattern="run2_{index:06d}.png").open()  # another pattern's names do not clash
 
 
 @pytest.fixture
@@ -405,3 +441,51 @@ def test_header_is_json_with_topic_frame(free_port):
     finally:
         sub.close(0)
         context.term()
+
+
+def test_a_recording_whose_file_is_deleted_stops_with_one_clear_error(tmp_path):
+    """A cleanup job (or rm -rf of the folder) under a running recording: a traceback through os.stat before."""
+    folder = tmp_path / "gone"
+    sink = VideoSink(folder / "x.mp4", fps=25)
+    sink.start()
+    assert sink.queue.put(fused(0))
+    wait_until(lambda: (folder / "x.mp4").exists(), 10, "the recording to start")
+    (folder / "x.mp4").unlink()
+    folder.rmdir()
+    for index in range(1, 5):
+        sink.queue.put(fused(index))
+    sink.queue.close()
+    sink.join(10)
+    assert isinstance(sink.error, SinkError)
+    assert "x.mp4 was deleted or moved while being recorded" in str(sink.error)
+
+
+FILE_SIZE_LIMIT = """
+import resource, sys
+import numpy as np
+from streamfuse.frames import Frame, FramePair, FusedFrame
+from streamfuse.sinks import VideoSink
+resource.setrlimit(resource.RLIMIT_FSIZE, (150_000, 150_000))  # as `ulimit -f`, or a FAT32 drive's 4 GiB
+rng = np.random.default_rng(0)
+sink = VideoSink(sys.argv[1], fps=25, crf=0)
+sink.open()
+for index in range(150):
+    image = rng.integers(0, 256, (64, 64, 3), np.uint8)
+    pair = FramePair(Frame(image, index / 25, index, "ir"), Frame(image, index / 25, index, "vis"), 0.0)
+    sink.write(FusedFrame(image, index, pair, "test", {}))
+sink.close()
+print(sink.segments_started, sink.frames_lost)
+"""
+
+
+def test_a_file_at_the_largest_size_allowed_goes_on_in_a_new_file(tmp_path):
+    """EFBIG (``ulimit -f``, a FAT32 drive's 4 GiB): was a traceback, and "DISK FULL" while the disk had room."""
+    done = subprocess.run([sys.executable, "-c", FILE_SIZE_LIMIT, str(tmp_path / "rec.mp4")], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    segments, lost = map(int, done.stdout.split())
+    assert segments >= 2 and lost <= 2 * 25 + 1, done.stdout
+    assert "the file reached the largest size allowed here" in done.stderr and "Traceback" not in done.stderr
+    files = sorted(tmp_path.glob("rec*.mp4"))
+    assert len(files) == segments
+    assert sum(len(read_video(path)[0]) for path in files) == 150 - lost

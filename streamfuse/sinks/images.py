@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import glob
+import string
 import tempfile
 from pathlib import Path
 
@@ -42,6 +44,7 @@ class ImagesSink(Sink):
         self.pattern = pattern
         self.overwrite = overwrite
         self.key = key
+        self._last_written: Path | None = None
 
     def describe(self) -> str:
         return f"image sink {self.path}"
@@ -58,6 +61,25 @@ class ImagesSink(Sink):
         except OSError as exc:
             raise SinkError(f"{self.key}.path: cannot write into {self.path} ({exc.strerror}); choose a place you "
                             "may write to") from None
+        if not self.overwrite:
+            self._refuse_earlier_frames()
+
+    def _refuse_earlier_frames(self) -> None:
+        """Refuse, before any output is written, a folder already holding files of a numbered pattern (an
+        earlier run's frames): the run would stop at the first name it meets, with other outputs replaced.
+        (Names from ``{name}`` depend on the input, and ``fuse`` checks those itself; a fixed name is checked
+        as it is written.)"""
+        fields = [name for _, name, _, _ in string.Formatter().parse(self.pattern) if name is not None]
+        if "name" in fields or not fields:
+            return
+        shape = "".join(glob.escape(text) + ("*" if name is not None else "")
+                        for text, name, _, _ in string.Formatter().parse(self.pattern))
+        earlier = sorted(self.path.glob(shape))
+        if earlier:
+            raise SinkError(f"{self.key}: {self.path} already holds {len(earlier)} file(s) named like "
+                            f"{self.pattern!r} ({earlier[0].name}, ...); choose another folder, move them away or "
+                            f"allow overwriting (the sink's overwrite: true, on the command line --set "
+                            f"{self.key}.overwrite=true)")
 
     def file_for(self, frame: FusedFrame) -> Path:
         """The output path of ``frame``."""
@@ -66,6 +88,9 @@ class ImagesSink(Sink):
 
     def write(self, frame: FusedFrame) -> None:
         target = self.file_for(frame)
+        if target == self._last_written:  # a pattern without a field: one file, each frame replacing the last
+            raise SinkError(f"{self.key}.pattern: {self.pattern!r} gives every frame the same file name ({target}); "
+                            "put {index}, {seq} or {name} in it (e.g. {index:06d}.png)")
         if target.exists() or target.is_symlink():
             if not self.overwrite:
                 raise SinkError(f"{self.key}: {target} already exists; choose another folder or allow overwriting "
@@ -75,11 +100,17 @@ class ImagesSink(Sink):
                 target.unlink()
             except OSError as exc:
                 raise SinkError(f"{self.key}: cannot replace {target} ({exc.strerror})") from None
+        if target.parent != self.path:  # a pattern with sub-folders
+            try:
+                target.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise SinkError(f"{self.key}: cannot create folder {target.parent} ({exc.strerror})") from None
         image = frame.image
         if image.ndim == 3 and target.suffix.lower() in GRAY_ONLY_EXTENSIONS:  # PGM holds one channel: the luminance
             image = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
         if not cv2.imwrite(str(target), image):
             raise SinkError(f"{self.key}: could not write {target} ({_why_not_written(target)})")
+        self._last_written = target
 
     def close(self) -> None:
         """Nothing to finalise: every file is complete when written."""

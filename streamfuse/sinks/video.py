@@ -47,8 +47,10 @@ fragment so that it can carry the edit list that makes the first frame play at t
 
 MUXER_OVERHEAD_BYTES = 64 * 1024
 """Allowance for what the muxer writes besides the encoded frames (header, fragment boxes, trailer)."""
-DISK_FULL_ERRORS = frozenset({errno.ENOSPC, errno.EDQUOT})
-"""Write errors that mean "no room left" (device full, or the user's quota): recording suspends."""
+DISK_FULL_ERRORS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+"""Write errors that mean "no room left": the device is full or the user's quota used up (recording
+suspends until there is room), or the file reached the largest size allowed (a FAT32 drive's 4 GiB,
+``ulimit -f``: recording goes on in a new file)."""
 
 
 def encoder_input(image: np.ndarray, *, even: bool) -> np.ndarray:
@@ -66,11 +68,13 @@ class DiskFullError(SinkError):
 
     Attributes:
         frames_lost: Frames given to the writer that are not in the file.
+        file_limit: The file reached the largest size allowed, not the disk its end (``EFBIG``).
     """
 
-    def __init__(self, message: str, frames_lost: int) -> None:
+    def __init__(self, message: str, frames_lost: int, *, file_limit: bool = False) -> None:
         super().__init__(message)
         self.frames_lost = frames_lost
+        self.file_limit = file_limit
 
 
 def _path_key(key: str) -> str:
@@ -199,9 +203,8 @@ class VideoWriter:
         given = image.shape[1::-1]  # the size the error names: the encoder's is padded to even sides
         image = encoder_input(image, even=self.codec != "ffv1")
         height, width = image.shape[:2]
-        if self._stream is None:
-            if self._replaces:  # a new file in its place: written through, a link's target would change
-                self.path.unlink()
+        first = self._stream is None
+        if first:
             self._open_stream(width, height)
             self._first_size = given
         elif self._size != (width, height):
@@ -215,8 +218,17 @@ class VideoWriter:
         video_frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="bgr24")
         video_frame.pts = pts
         video_frame.time_base = TIME_BASE
+        try:
+            packets = self._stream.encode(video_frame)
+        except (av.error.FFmpegError, ValueError) as exc:
+            if first:  # nothing to flush at close: the file (or an earlier one) stays as it is
+                self._stream = None
+            raise SinkError(f"{self.key}: the {self.codec} encoder refused its settings or frame ({exc}); an "
+                            f"earlier {self.path.name} is left as it was" if first and self._replaces else
+                            f"{self.key}: the {self.codec} encoder failed ({exc})") from None
+        if first and self._replaces:  # encoding works: a new file in its place (written through, a link's
+            self.path.unlink()        # target would change); the muxer creates it at the first packet
         self.frames_written += 1
-        packets = self._stream.encode(video_frame)
         incoming = sum(packet.size for packet in packets)
         if self._make_room is not None:
             self._make_room(self.bytes_pending + incoming + MUXER_OVERHEAD_BYTES)
@@ -226,7 +238,12 @@ class VideoWriter:
             if exc.errno in DISK_FULL_ERRORS:
                 raise self._cut_after_disk_full(self._container, exc) from exc
             raise
-        size = os.stat(self.path).st_size
+        try:
+            size = os.stat(self.path).st_size
+        except FileNotFoundError:  # the muxer writes on into the removed file, which nobody can read
+            raise SinkError(f"{self.key}: {self.path} was deleted or moved while being recorded (its "
+                            f"{self.frames_written} frames went with it); record into a folder nothing cleans "
+                            "up") from None
         if size != self.bytes_complete:  # a fragment went out: everything before this frame is in the file
             self.bytes_complete, self.frames_complete = size, self.frames_written - 1
             self.bytes_pending = incoming
@@ -253,7 +270,7 @@ class VideoWriter:
         if self._stream is None:  # no frame: the muxer never opened the file; an earlier one stays as it was
             if not self._replaces:
                 self.path.unlink(missing_ok=True)
-        elif self._fragmented and not self._last_fragment_written():
+        elif self._fragmented and self.path.exists() and not self._last_fragment_written():
             # FFmpeg's trailer does not report a failed write: a full disk shows only in the file.
             raise self._cut_after_disk_full(container, OSError(errno.ENOSPC, "the last fragment did not reach "
                                                                "the disk (no space left on device?)"))
@@ -287,7 +304,7 @@ class VideoWriter:
             self.path.unlink(missing_ok=True)
         return DiskFullError(f"{self.path}: {exc.strerror}; the file ends at its last complete fragment "
                              f"({self.frames_complete} frames, {self.bytes_complete / 1e6:.1f} MB)",
-                             self.frames_written - self.frames_complete)
+                             self.frames_written - self.frames_complete, file_limit=exc.errno == errno.EFBIG)
 
     def __enter__(self) -> VideoWriter:
         return self
@@ -431,6 +448,13 @@ class VideoSink(Sink):
 
     def _suspend(self, exc: DiskFullError) -> None:
         self.writer = None
+        if exc.file_limit:  # the disk has room: no need to wait
+            self.frames_lost += exc.frames_lost
+            self.last_error = str(exc)
+            self._open_segment()
+            log.warning("%s: the file reached the largest size allowed here: %s; %d frames lost; recording goes on "
+                        "in %s", self.describe(), exc, exc.frames_lost, self._current)
+            return
         if not self._current.exists():  # cut back to nothing: not a segment of the ring
             self.segments.pop()
         if self.ring and self.segments and self.segments[0] != self._current:
@@ -479,7 +503,8 @@ class VideoSink(Sink):
                 self.writer.close()
             except DiskFullError as exc:
                 self.frames_lost += exc.frames_lost
-                log.error("%s: DISK FULL while finalising: %s; %d frames lost", self.describe(), exc, exc.frames_lost)
+                log.error("%s: no room for the end of the file: %s; %d frames lost", self.describe(), exc,
+                          exc.frames_lost)
         self.state = "closed"
 
 
