@@ -60,6 +60,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     stats = pipeline.run(progress=_progress_wanted(args, pipeline))
     _log_summary(stats)
     _log_inputs(pipeline)
+    _refuse_empty_run(pipeline, stats)
     return pipeline.exit_status
 
 
@@ -289,7 +290,18 @@ def cmd_fuse(args: argparse.Namespace) -> int:
     log.info("wrote %d fused frame(s) to %s (fuser %s, median %.1f ms per frame)", stats.frames_out, args.output,
              pipeline.fuser.name, fuse.p50_ms if fuse else 0.0)
     _log_inputs(pipeline)
+    _refuse_empty_run(pipeline, stats)
     return pipeline.exit_status
+
+
+def _refuse_empty_run(pipeline: Pipeline, stats: PipelineStats) -> None:
+    """A finite run that fused nothing fails (exit 1): its outputs were not written, and a file already at
+    a sink's path is an earlier run's, which a success would pass off as this one's."""
+    if stats.frames_out == 0 and not pipeline.live and pipeline.stop_signal is None:
+        raise StreamfuseError("no frame pair was fused, so nothing was written (an output file already there is "
+                              "from before); see the input lines above: no frames, or none within "
+                              f"{pipeline.pairing.tolerance_s() * 1000:.0f} ms of each other (sync.tolerance_ms, "
+                              "sources.*.time_offset_ms)")
 
 
 # ---------------------------------------------------------------------------------------- calibrate
@@ -790,6 +802,7 @@ def cmd_subscribe(args: argparse.Namespace) -> int:
     check_zmq_endpoint(args.endpoint, "ENDPOINT", "tcp://127.0.0.1:5555")
     keep = "all" if args.save else "latest"
     writer = VideoWriter(args.save, overwrite=args.overwrite, key="--save") if args.save else None
+    clock = RecordingClock()
     all_latencies: list[float] = []
     window_start, window_latencies = time.monotonic(), []
     first: float | None = None
@@ -820,7 +833,7 @@ def cmd_subscribe(args: argparse.Namespace) -> int:
                     all_latencies.append(frame.latency_ms)
                     window_latencies.append(frame.latency_ms)
                     if writer is not None:
-                        writer.write(frame.image, frame.header["timestamp_vis"])
+                        writer.write(frame.image, clock.recording_time(frame.header["timestamp_vis"], now))
                 elif args.idle_timeout is not None and now - last_frame_at >= args.idle_timeout:
                     log.info("no frame for %.1f s (--idle-timeout): stopping", args.idle_timeout)
                     break
@@ -843,6 +856,31 @@ def cmd_subscribe(args: argparse.Namespace) -> int:
         raise StreamfuseError(f"{args.endpoint}: received no frames; check that a pipeline publishes there "
                               "(and its topic and keys)")
     return stopped_by or 0
+
+
+class RecordingClock:
+    """The times ``subscribe --save`` records received frames at: the publisher's capture timestamps, moved on
+    where they go back (a publisher restarted with its clock at 0 was squeezed into 1 ms steps) so that the
+    recording continues from when the frame arrived."""
+
+    #: A step back of more than this (seconds) is a new clock, not jitter.
+    RESTART_S = 0.5
+
+    def __init__(self) -> None:
+        self._offset = 0.0
+        self._last: tuple[float, float] | None = None  # (recording time, arrival) of the latest frame
+
+    def recording_time(self, timestamp: float, arrival: float) -> float:
+        """The recording time of a frame captured at ``timestamp`` (publisher's clock) that arrived at
+        ``arrival`` (``time.monotonic()``)."""
+        if self._last is not None and timestamp + self._offset < self._last[0] - self.RESTART_S:
+            last_time, last_arrival = self._last
+            log.warning("the publisher's timestamps went back by %.1f s (it restarted?): the recording goes on "
+                        "%.1f s after its last frame, when this one arrived",
+                        last_time - timestamp - self._offset, arrival - last_arrival)
+            self._offset = last_time + max(arrival - last_arrival, 1e-3) - timestamp
+        self._last = (timestamp + self._offset, arrival)
+        return self._last[0]
 
 
 class Terminated(KeyboardInterrupt):

@@ -384,3 +384,19 @@ def test_ctrl_c_while_the_command_is_still_loading_is_one_line_and_exit_130(monk
         run()
     assert exited.value.code == 130
     assert capsys.readouterr().err == "streamfuse: interrupted\n"
+
+
+def test_a_run_that_fuses_nothing_fails_and_leaves_the_earlier_output_as_it_was(tmp_path, capsys):
+    """No pair within the tolerance (an offset set wrong): exit 0 with the previous run's video left in place
+    looked like a new recording; now one error (exit 1) that says so."""
+    output = tmp_path / "fused.mp4"
+    output.write_bytes(b"an earlier recording")
+    code, _, err = run_cli(capsys, "-q", "run", "--no-progress", "--set", "synthetic={width: 64, height: 64}",
+                           "--set", "sources.ir={type: synthetic, frames: 5, realtime: false, time_offset_ms: 2000}",
+                           "--set", "sources.vis={type: synthetic, frames: 5, realtime: false}",
+                           "--set", f"sinks=[{{type: video, path: {output}, overwrite: true}}]",
+                           "--set", "fusion.fuser=classical", "--set", "control.enabled=false")
+    assert code == 1
+    assert ("streamfuse: error: no frame pair was fused, so nothing was written (an output file already there is "
+            "from before)") in err
+    assert output.read_bytes() == b"an earlier recording"

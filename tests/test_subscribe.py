@@ -117,3 +117,29 @@ def test_save_to_an_image_file_name_is_one_clear_error(tmp_path, capsys, free_po
     err = capsys.readouterr().err
     assert code == 1 and not target.exists()
     assert f"streamfuse: error: --save: cannot create video {target} (not a video file name)" in err
+
+
+def test_a_recording_goes_on_at_real_speed_across_a_publisher_restart(tmp_path, free_port):
+    """A publisher killed and started again begins its timestamps at 0 again: the recorder squeezed all of its
+    frames into 1 ms steps (370 frames, 12 s, played in 0.37 s); now they keep their spacing after the gap."""
+    endpoint = f"tcp://127.0.0.1:{free_port}"
+    recorder = subscribe(tmp_path, endpoint, "--save", str(tmp_path / "rec.mp4"))
+    first = subprocess.Popen(
+        [sys.executable, "-m", "streamfuse", "run", "--no-progress", "--set", "sinks.0.path=first.mp4",
+         "--set", f"sinks.1.endpoint={endpoint}", "--set", "control.enabled=false",
+         "--set", "synthetic={width: 96, height: 64}", "--set", "fusion.fuser=classical"],
+        cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=python_env())
+    try:
+        wait_until(lambda: "received" in (recorder.stdout.readline() or ""), 60, "the recorder's first report")
+    finally:
+        first.kill()  # no end-of-stream message: the recorder waits for the next publisher
+        first.wait(10)
+    publisher(endpoint, frames=20).run(install_signal_handlers=False)
+    _, err = recorder.communicate(timeout=60)
+    assert recorder.returncode == 0, err
+    assert "the publisher's timestamps went back by" in err
+    _, times = read_video(tmp_path / "rec.mp4")
+    steps = [b - a for a, b in zip(times, times[1:], strict=False)]
+    assert min(steps) > 0
+    assert sorted(steps[-19:])[9] == pytest.approx(1 / 40, abs=0.006)  # the second publisher's 40 fps, not 1 ms
+    assert max(steps) > 0.1  # the gap while no publisher ran is in the timeline
