@@ -277,7 +277,8 @@ def cmd_fuse(args: argparse.Namespace) -> int:
     ir, vis = (args.ir, args.vis) if args.task is None else _medical_slots(args.ir, args.vis, args.task)
     config = fuse_config(ir, vis, args.output, fuser=args.fuser, overwrite=args.overwrite,
                          pair_by=args.pair_by, overrides=args.set, calibration=args.calibration, fps=args.fps)
-    pipeline = Pipeline(_apply_prompt(config, args))
+    flags = {"ir": "--ir", "vis": "--vis"} if ir == args.ir else {"ir": "--vis", "vis": "--ir"}  # --task swaps
+    pipeline = Pipeline(_apply_prompt(config, args), input_names=flags)
     setup_runtime(config.fusion, live=pipeline.live)
     if args.task is not None:  # the medical intents share one rule: how the prompt splits among them is moot
         log.info("--task %s: the medical rule (the medical intents share it, so the prompt's split among them, "

@@ -16,6 +16,11 @@ from streamfuse.gain import stretch
 __all__ = ["IMAGE_EXTENSIONS", "images_by_stem", "list_images", "natural_key", "read_image"]
 
 
+def relative_to_here(path: Path) -> str:
+    """`` (relative to the working directory DIR)`` for a relative path that was not found, else ``""``."""
+    return "" if path.is_absolute() else f" (relative to the working directory {Path.cwd()})"
+
+
 def natural_key(path: Path | str) -> list:
     """Sort key that orders ``frame2`` before ``frame10``."""
     return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", Path(path).name)]
@@ -44,7 +49,7 @@ def list_images(spec: str | Path) -> list[Path]:
         if folder.is_file() and folder.suffix.lower() in IMAGE_EXTENSIONS:
             return [folder]
         if not folder.exists():
-            raise SourceError(f"{folder}: no such folder")
+            raise SourceError(f"{folder}: no such folder{relative_to_here(folder)}")
         if not folder.is_dir():
             raise SourceError(f"{folder}: expected a folder of images (or a glob such as '{folder}/*.png')")
         files = [p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS]

@@ -41,7 +41,7 @@ from streamfuse.config import (
     VideoSinkConfig,
     VideoSourceConfig,
 )
-from streamfuse.errors import ConfigError, PipelineError, StreamfuseError
+from streamfuse.errors import ConfigError, PipelineError, SourceError, StreamfuseError
 from streamfuse.frames import FramePair, FusedFrame
 from streamfuse.fusers import Fuser, build_fuser
 from streamfuse.imageio import glob_folder
@@ -50,7 +50,7 @@ from streamfuse.queues import Closed, StageQueue
 from streamfuse.registration import Registrar, build_registrar
 from streamfuse.registration.online import OnlineRefiner
 from streamfuse.sinks import Sink, build_sink
-from streamfuse.sources import Source, build_scene, build_source, is_url
+from streamfuse.sources import Source, SyntheticScene, build_scene, build_source, is_url
 from streamfuse.stats import END_TO_END, PipelineStats
 from streamfuse.sync import PairingStage
 
@@ -132,15 +132,18 @@ class Pipeline:
         stats: Statistics collector (a new one if None).
         fuser: Use this fuser instead of the one named in the config (e.g. a
             :class:`~streamfuse.fusers.model.ModelFuser` on a worker shared by several pipelines).
+        input_names: How errors about an input name it (default ``sources.ir`` / ``sources.vis``; ``fuse``
+            says ``--ir`` / ``--vis``).
     """
 
     def __init__(self, config: Config, *, max_frames: int | None = None, stats: PipelineStats | None = None,
-                 fuser: Fuser | None = None) -> None:
+                 fuser: Fuser | None = None, input_names: dict[str, str] | None = None) -> None:
         if max_frames is not None and max_frames < 1:
             raise PipelineError(f"--max-frames: must be at least 1, got {max_frames}")
         check_outputs_are_not_inputs(config)
         self.config = config
         self.max_frames = max_frames
+        self._input_names = input_names or {name: f"sources.{name}" for name in ("ir", "vis")}
         self.stats = stats or PipelineStats()
         self.fuser = fuser or build_fuser(config.fusion)
         self.registrar: Registrar = build_registrar(config.registration)
@@ -153,10 +156,7 @@ class Pipeline:
             real = "vis" if synthetic == ["ir"] else "ir"
             log.warning("sources.%s is the synthetic test camera while sources.%s is a real input: is sources.%s "
                         "missing from the config?", synthetic[0], real, synthetic[0])
-        self.sources: dict[str, Source] = {
-            name: build_source(name, getattr(config.sources, name), scene=scene, stats=self.stats)
-            for name in ("ir", "vis")
-        }
+        self.sources: dict[str, Source] = {name: self._build_source(name, scene) for name in ("ir", "vis")}
         self.primary_name = config.sync.primary
         self.secondary_name = "ir" if self.primary_name == "vis" else "vis"
         self.sinks: list[Sink] = []
@@ -197,6 +197,13 @@ class Pipeline:
             self.pairing.sample = self.refiner.offer
 
     # ------------------------------------------------------------------------------------ lifecycle
+    def _build_source(self, name: str, scene: SyntheticScene | None) -> Source:
+        """The source of ``sources.NAME``; an error about its input names that key."""
+        try:
+            return build_source(name, getattr(self.config.sources, name), scene=scene, stats=self.stats)
+        except SourceError as exc:
+            raise SourceError(f"{self._input_names[name]}: {exc}") from None
+
     @property
     def primary(self) -> Source:
         """The source every output frame is timed by (the visible camera by default)."""
@@ -235,8 +242,11 @@ class Pipeline:
         self._started = True
         try:
             self.fuser.start(self.stats, live=self._live)
-            for source in self.sources.values():
-                source.start()
+            for name, source in self.sources.items():
+                try:
+                    source.start()
+                except SourceError as exc:
+                    raise SourceError(f"{self._input_names[name]}: {exc}") from None
             if self.config.control.enabled:
                 from streamfuse.control import ControlServer, pipeline_commands
 

@@ -158,6 +158,12 @@ def test_fuse_roadscene_from_shared_data(tmp_path, capsys):
     (lambda t: ["eval", "--ir", str(t), "--vis", str(t), "--fuser", "classical", "--csv", str(t / "ir.png")],
      "--csv {t}/ir.png: would write over the input --ir {t}"),
     (lambda t: ["probe", str(t / "corrupt.mp4")], "corrupt.mp4: cannot open video"),
+    (lambda t: ["fuse", "--ir", str(t / "corrupt.mp4"), "--vis", str(t / "corrupt.mp4"), "-o", str(t / "o.mp4")],
+     "--ir: {t}/corrupt.mp4: cannot open video"),
+    (lambda t: ["run", "--set", "sources.ir={type: images, path: thermal, fps: 25}"],
+     "sources.ir: thermal: no such folder (relative to the working directory "),
+    (lambda t: ["run", "--set", "sources.vis={type: video, uri: visible.mp4}"],
+     "sources.vis: visible.mp4: no such video file (relative to the working directory "),
 ])
 def test_bad_input_gives_one_clear_line(tmp_path, capsys, make_args, message):
     ir, vis = make_pair(0)

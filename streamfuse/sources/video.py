@@ -13,6 +13,7 @@ import numpy as np
 
 from streamfuse.config import VideoSourceConfig
 from streamfuse.errors import SourceError, TransientSourceError
+from streamfuse.imageio import relative_to_here
 from streamfuse.registry import SOURCES
 from streamfuse.sources.base import Capture, Source, SourceContext, SourceOptions
 
@@ -56,7 +57,7 @@ def check_uri(uri: str) -> None:
     if not is_url(uri):
         path = Path(uri.removeprefix("file://"))
         if not path.exists():
-            raise SourceError(f"{path}: no such video file")
+            raise SourceError(f"{path}: no such video file{relative_to_here(path)}")
         if path.is_dir():
             raise SourceError(f"{path}: is a folder; use a source of type 'images' for a folder of frames")
 
