@@ -189,17 +189,18 @@ def _paired_stems(ir: str, vis: str, *, pair_by: str) -> list[str] | None:
     return sorted(common, key=natural_key)
 
 
-def fuse_config(ir: str, vis: str, output: str, *, fuser: str, overwrite: bool, pair_by: str = "stem",
+def fuse_config(ir: str, vis: str, output: str, *, fuser: str, overwrite: bool, pair_by: str | None = None,
                 overrides: list[str] | None = None, calibration: str | None = None,
                 fps: float | None = None) -> Config:
     """The pipeline config for ``streamfuse fuse``: images, folders or videos in, the matching kind out.
 
-    Two folders are paired by file name (``pair_by="stem"``) or by sorted order (``"order"``), and
+    Two folders are paired by file name (``pair_by="stem"``, the default) or by sorted order (``"order"``), and
     written as a folder of images, or as a video (at ``fps``, default the image sources' 25) when
     ``output`` has a video extension. ``calibration`` names a file from ``streamfuse calibrate`` to
     register with.
     """
     kinds = {_input_kind(ir, "--ir"), _input_kind(vis, "--vis")}
+    _check_pair_by(pair_by, kinds)
     if fps is not None and kinds == {"video"}:
         raise UsageError("--fps: videos keep their own timing; --fps sets the rate of folders of images")
     if fps is not None and not fps > 0:
@@ -238,7 +239,7 @@ def fuse_config(ir: str, vis: str, output: str, *, fuser: str, overwrite: bool, 
             if section["type"] == "images":
                 section["fps"] = fps
     if kinds <= {"image", "folder"}:
-        stems = _paired_stems(ir, vis, pair_by=pair_by if "folder" in kinds else "order")
+        stems = _paired_stems(ir, vis, pair_by=pair_by or ("stem" if "folder" in kinds else "order"))
         if stems is not None:
             for section in sources.values():
                 section["stems"] = stems
@@ -421,7 +422,14 @@ def _stream_pairs(ir: str, vis: str, count: int) -> list[tuple]:
     return list(zip(ir_frames, vis_frames, strict=True))
 
 
-def calibration_pairs(ir: str, vis: str, *, max_pairs: int, pair_by: str = "stem") -> list[tuple]:
+def _check_pair_by(pair_by: str | None, kinds: set[str]) -> None:
+    """``--pair-by`` given for inputs that are not two folders would be ignored without a word."""
+    if pair_by is not None and kinds != {"folder"}:
+        raise UsageError(f"--pair-by {pair_by}: pairs the images of two folders; these inputs are "
+                         f"{' and '.join(sorted(kinds))} (videos pair by time, two images are one pair)")
+
+
+def calibration_pairs(ir: str, vis: str, *, max_pairs: int, pair_by: str | None = None) -> list[tuple]:
     """Frame pairs ``(ir, vis)`` for calibration from two images, folders (paired like ``fuse``), videos
     or live stream URLs.
 
@@ -436,6 +444,7 @@ def calibration_pairs(ir: str, vis: str, *, max_pairs: int, pair_by: str = "stem
                                   "stream URLs, two videos, two folders or two images")
         return _stream_pairs(ir, vis, max_pairs)
     kinds = (_input_kind(ir, "--ir"), _input_kind(vis, "--vis"))
+    _check_pair_by(pair_by, set(kinds))
     if kinds == ("video", "video"):
         return _video_pairs(ir, vis, max_pairs)
     if "video" in kinds or len(set(kinds)) != 1:
@@ -443,7 +452,7 @@ def calibration_pairs(ir: str, vis: str, *, max_pairs: int, pair_by: str = "stem
                               "images, two folders or two videos")
     if kinds == ("image", "image"):
         return [(read_image(ir), read_image(vis))]
-    stems = _paired_stems(ir, vis, pair_by=pair_by)
+    stems = _paired_stems(ir, vis, pair_by=pair_by or "stem")
     files = [list_images(path) for path in (ir, vis)]
     if stems is not None:
         files = [[f for f in group if f.stem in set(stems)] for group in files]
@@ -956,7 +965,7 @@ def build_parser() -> argparse.ArgumentParser:
     fuse.add_argument("-o", "--output", required=True, help="output image, folder or video (matching the inputs)")
     fuse.add_argument("--fuser", default="model", help=f"fuser name ({', '.join(FUSERS)}; default model)")
     fuse.add_argument("-y", "--overwrite", action="store_true", help="replace existing output files")
-    fuse.add_argument("--pair-by", choices=["stem", "order"], default="stem",
+    fuse.add_argument("--pair-by", choices=["stem", "order"], default=None,
                       help="pair two folders' images by file name (default) or by sorted order")
     guidance = fuse.add_mutually_exclusive_group()
     guidance.add_argument("--prompt", help="what the fusion should favour, in words")
@@ -982,7 +991,7 @@ def build_parser() -> argparse.ArgumentParser:
     cal.add_argument("--vis", help="visible image, folder, video or live stream URL, taken at the same moments")
     cal.add_argument("--max-pairs", type=int, default=8,
                      help="frame pairs used from folders, videos or live streams (default 8)")
-    cal.add_argument("--pair-by", choices=["stem", "order"], default="stem",
+    cal.add_argument("--pair-by", choices=["stem", "order"], default=None,
                      help="pair two folders' images by file name (default) or by sorted order")
     cal.add_argument("-o", "--output", default="calibration.yaml",
                      help="calibration file to write (default calibration.yaml); a refused estimate writes nothing")

@@ -224,6 +224,18 @@ def test_folders_with_no_name_in_common_are_refused_unless_paired_by_order(image
     assert len(list((tmp_path / "out").iterdir())) == 12
 
 
+def test_pair_by_for_inputs_other_than_two_folders_is_an_argument_error(tmp_path, capsys):
+    """Two videos pair by time and two images are one pair: --pair-by was ignored without a word."""
+    ir, vis = make_pair(0)
+    cv2.imwrite(str(tmp_path / "ir.png"), ir)
+    cv2.imwrite(str(tmp_path / "vis.png"), vis)
+    for command in (["fuse", "-o", str(tmp_path / "o.png")], ["calibrate"]):
+        code, _, err = run_cli(capsys, *command, "--ir", str(tmp_path / "ir.png"), "--vis", str(tmp_path / "vis.png"),
+                               "--pair-by", "order")
+        assert code == 2
+        assert "--pair-by order: pairs the images of two folders; these inputs are image" in err
+
+
 def test_a_truncated_jpeg_is_an_error_naming_the_file(image_folders, tmp_path, capsys):
     ir_dir, _ = image_folders
     vis_dir = tmp_path / "vis_jpg"
