@@ -259,16 +259,18 @@ def fuse_config(ir: str, vis: str, output: str, *, fuser: str, overwrite: bool, 
                                           "sources.vis.path": "--vis", "sources.vis.uri": "--vis"})
     written = config.sinks[0]
     if "folder" in kinds and kinds <= {"image", "folder"} and isinstance(written, ImagesSinkConfig) \
-            and not written.overwrite and written.pattern == "{name}.png":
-        _check_no_output_exists(Path(written.path), config.sources.vis.stems or
+            and not written.overwrite:
+        _check_no_output_exists(Path(written.path), written.pattern, config.sources.vis.stems or
                                 [path.stem for path in list_images(vis)])
     return config
 
 
-def _check_no_output_exists(folder: Path, stems: list[str]) -> None:
-    """Before any work: none of the ``{stem}.png`` files ``fuse`` will write into ``folder`` exists yet (the
-    sink refuses each one as it comes, which on a large batch is after hours of work)."""
-    existing = [folder / f"{stem}.png" for stem in stems if (folder / f"{stem}.png").exists()]
+def _check_no_output_exists(folder: Path, pattern: str, stems: list[str]) -> None:
+    """Before any work: none of the files ``fuse`` will write into ``folder`` (``pattern``, ``{name}.png`` unless
+    ``--set`` changed it, filled in for each pair) exists yet (the sink refuses each one as it comes, which on a
+    large batch is after hours of work)."""
+    names = [folder / pattern.format(index=index, seq=index, name=stem) for index, stem in enumerate(stems)]
+    existing = [path for path in names if path.exists()]
     if existing:
         raise SinkError(f"-o {folder}: {len(existing)} of the {len(stems)} output file(s) already exist (e.g. "
                         f"{existing[0]}); choose another folder or pass -y/--overwrite to replace them")

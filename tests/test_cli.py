@@ -74,6 +74,11 @@ def test_fuse_into_a_folder_that_holds_one_of_its_outputs_is_refused_before_any_
     assert f"-o {fused}: 1 of the 12 output file(s) already exist (e.g. {fused / 'f11.png'})" in err
     assert [p.name for p in (tmp_path / "fused").iterdir()] == ["f11.png"]
     assert (tmp_path / "fused" / "f11.png").read_bytes() == b"kept"
+    (tmp_path / "fused" / "f3_fused.jpg").write_bytes(b"kept")  # a pattern given with --set: checked alike
+    code, _, err = run_cli(capsys, "fuse", "--ir", str(ir_dir), "--vis", str(vis_dir), "-o", str(tmp_path / "fused"),
+                           "--fuser", "classical", "--no-progress", "--set", "sinks.0.pattern={name}_fused.jpg")
+    assert code == 1 and f"(e.g. {fused / 'f3_fused.jpg'})" in err
+    assert sorted(p.name for p in (tmp_path / "fused").iterdir()) == ["f11.png", "f3_fused.jpg"]
 
 
 def test_fuse_fps_sets_the_rate_of_a_folder_beside_a_video(image_folders, tmp_path, capsys):
