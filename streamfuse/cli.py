@@ -512,6 +512,9 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
                                   "or choose another -o")
     grid = calibrate.parse_grid(args.grid) if args.target else None
     pairs = calibration_pairs(args.ir, args.vis, max_pairs=args.max_pairs, pair_by=args.pair_by) if args.ir else []
+    if pairs and has_colour(pairs[0][0]) and not has_colour(pairs[0][1]):
+        log.warning("--ir %s is in colour and --vis %s is gray: are they the other way round? (--ir takes the "
+                    "thermal camera's image; swapped, the matrix maps the wrong way)", args.ir, args.vis)
     started = time.perf_counter()
     if args.points:
         ir_points, vis_points, lines = calibrate.load_points(args.points)
@@ -557,6 +560,9 @@ def _print_calibration(result, output: Path, overlay_path: Path | None, seconds:
               f"{result.reprojection_error_px['max']:.3f} px over {used} of {given} points")
         if result.details.get("outlier_lines"):
             print(f"outliers (RANSAC, not used): line(s) {', '.join(map(str, result.details['outlier_lines']))}")
+        if result.details.get("checked") is False:
+            print("not checked: four points fit exactly whatever they are (a mis-clicked one too); give 6 or more "
+                  "to have the error measured and a wrong point left out")
     if result.method == "automatic":
         pairs, distinct = result.details["pairs"], result.details["distinct_pairs"]
         agree = (f" ({distinct} distinct, {result.details['agreeing_pairs']} agree, "
@@ -570,7 +576,8 @@ def _print_calibration(result, output: Path, overlay_path: Path | None, seconds:
             print(f"overlay (infrared edges in red over the visible image; before | after): {overlay_path}")
     else:
         others = [kind for kind in STRUCTURES if kind != result.details.get("structure", kind)]
-        print(f"REFUSED: {result.reason}; {output} left unchanged. Use --points or --target, or more frame pairs "
+        kept = f"{output} left unchanged" if output.exists() else f"nothing written to {output}"
+        print(f"REFUSED: {result.reason}; {kept}. Use --points or --target, or more frame pairs "
               "of a scene with clear structure at a distance"
               + (f" (or try --structure {' or '.join(others)})" if others else ""))
 

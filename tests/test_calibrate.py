@@ -72,6 +72,37 @@ def test_points_csv_gives_the_rig_with_its_error_and_names_the_outlier(tmp_path,
     assert corner_error(np.array(stored["matrix"]), RIG) < 1.0
 
 
+def test_five_points_with_a_wrong_one_are_refused_not_fitted_through_it(tmp_path, capsys):
+    """RANSAC on five points: any four fit exactly, so it kept the wrong point and dropped a right one (accepted
+    at rms 0.0, 32 px off on average). Four agreeing points are no check: refused, naming the others."""
+    ir, vis = rig_points(5, seed=3, noise=0.0)
+    vis[0] += (15, -10)  # line 2, after the header
+    points = write_points(tmp_path / "points.csv", ir, vis)
+    code, _, err = run_cli(capsys, "calibrate", "--points", str(points), "-o", str(tmp_path / "c.yaml"))
+    assert code == 1 and "only 4 of the 5 points agree on one homography" in err
+    assert "give 6 or more points" in err and not (tmp_path / "c.yaml").exists()
+    ir, vis = rig_points(6, seed=3, noise=0.0)
+    vis[0] += (15, -10)
+    points = write_points(tmp_path / "points.csv", ir, vis)  # six: the wrong one is found and left out
+    code, out, err = run_cli(capsys, "calibrate", "--points", str(points), "-o", str(tmp_path / "c.yaml"))
+    assert code == 0, err
+    assert "outliers (RANSAC, not used): line(s) 2" in out
+    assert corner_error(np.array(yaml.safe_load((tmp_path / "c.yaml").read_text())["matrix"]), RIG) < 0.05
+
+
+def test_four_points_say_that_nothing_was_checked(tmp_path, capsys):
+    """An exact fit printed "rms 0.000 px" and nothing else, as if it had been measured."""
+    ir, vis = rig_points(4, seed=2)
+    points = write_points(tmp_path / "points.csv", ir, vis)
+    code, out, err = run_cli(capsys, "calibrate", "--points", str(points), "-o", str(tmp_path / "c.yaml"))
+    assert code == 0, err
+    assert "not checked: four points fit exactly whatever they are" in out
+    code, out, err = run_cli(capsys, "calibrate", "--points", str(points), "-o", str(tmp_path / "c.yaml"), "-y",
+                             "--json")
+    assert code == 0, err
+    assert json.loads(out)["checked"] is False
+
+
 def test_points_yaml_and_json_output(tmp_path, capsys):
     ir, vis = rig_points(6, seed=1, noise=0.0)
     doc = {"points": [{"ir": [float(a), float(b)], "vis": [float(c), float(d)]}
@@ -136,6 +167,11 @@ def test_a_malformed_points_file_names_the_file_and_line(tmp_path):
         load_points(bad_yaml)
     with pytest.raises(CalibrationError, match="no such file"):
         load_points(tmp_path / "missing.csv")
+    semicolons = tmp_path / "semicolons.csv"  # its first line was taken for a header and dropped without a word
+    semicolons.write_text("182.1;106.9;190.2;100.4\n12,8,20,4\n")
+    with pytest.raises(CalibrationError, match=r"semicolons.csv, line 1: expected four numbers 'ir_x, ir_y, vis_x, "
+                                               r"vis_y' \(separated by commas, not semicolons\)"):
+        load_points(semicolons)
     second_header = tmp_path / "second_header.csv"  # only one header line; a second was dropped silently
     second_header.write_text("ir_x,ir_y,vis_x,vis_y\na,b,c,d\n1,2,3,4\n")
     with pytest.raises(CalibrationError, match=r"second_header.csv, line 2: expected four numbers"):

@@ -112,10 +112,13 @@ def _csv_points(path: Path, text: str) -> list[tuple[list[float], int]]:
         try:
             values = [float(f) for f in fields]
         except ValueError:
-            if not rows and not header and all(f and not _is_number(f) for f in fields):
-                header = True  # one header line, before the first point
+            if not rows and not header and len(fields) == 4 and not any(_is_number(f) for f in fields):
+                header = True  # one header line of four names, before the first point
                 continue
-            raise CalibrationError(f"{path}, line {number}: expected four numbers 'ir_x, ir_y, vis_x, vis_y', "
+            other = next((name for mark, name in ((";", "semicolons"), ("\t", "tabs"), (" ", "spaces"))
+                          if len(fields) == 1 and mark in fields[0]), None)
+            hint = f" (separated by commas, not {other})" if other else ""
+            raise CalibrationError(f"{path}, line {number}: expected four numbers 'ir_x, ir_y, vis_x, vis_y'{hint}, "
                                    f"got {','.join(fields)!r}") from None
         if len(values) != 4:
             raise CalibrationError(f"{path}, line {number}: expected four numbers 'ir_x, ir_y, vis_x, vis_y', "
@@ -243,6 +246,13 @@ def from_points(ir: np.ndarray, vis: np.ndarray, *, lines: Sequence[int] | None 
     if matrix is None or mask is None or int(mask.sum()) < 4:
         raise CalibrationError(f"{origin}: no homography fits these points (RANSAC found no consistent set of 4); "
                                "check that each line pairs the same physical point in both images")
+    if len(ir) > 4 and int(mask.sum()) == 4:
+        # Any four points fit exactly: a set of four that agrees checks nothing, and with five points a wrong one
+        # and a right one cannot be told apart (RANSAC dropped a right point and fitted the wrong one exactly).
+        left_out = [line for line, keep in zip(lines, mask.ravel(), strict=True) if not keep]
+        raise CalibrationError(f"{origin}: only 4 of the {len(ir)} points agree on one homography (line(s) "
+                               f"{', '.join(map(str, left_out))} do not), and four points fit exactly whatever they "
+                               "are, so nothing shows which are right; check those lines and give 6 or more points")
     if not np.all(np.isfinite(matrix)) or np.linalg.cond(matrix / matrix[2, 2]) > MAX_CONDITION:
         raise CalibrationError(f"{origin}: the fitted homography is near-singular; the points are close to "
                                "degenerate (spread them over the image)")
@@ -253,6 +263,8 @@ def from_points(ir: np.ndarray, vis: np.ndarray, *, lines: Sequence[int] | None 
                             - vis[inlier], axis=1)
     outliers = [line for line, keep in zip(lines, inlier, strict=True) if not keep]
     details = {"outlier_lines": outliers} if outliers else {}
+    if len(ir) == 4:
+        details["checked"] = False  # an exact fit: its reprojection error is 0 whatever the points are
     return Calibration(matrix, "points", reprojection_error_px={"rms": float(np.sqrt(np.mean(errors ** 2))),
                                                                 "max": float(errors.max())},
                        inliers=(int(inlier.sum()), len(ir)), details=details)
