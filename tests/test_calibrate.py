@@ -591,3 +591,18 @@ def test_two_videos_give_frame_pairs_from_the_same_moments(tmp_path):
     write_video(tmp_path / "vis.mp4", numbered(80), fps=25)
     pairs = calibration_pairs(str(tmp_path / "ir.mp4"), str(tmp_path / "vis.mp4"), max_pairs=4)
     assert [(number(ir), number(vis)) for ir, vis in pairs] == [(0, 0), (15, 15), (30, 30), (45, 45)]
+
+
+def test_an_infrared_image_in_colour_beside_a_gray_visible_one_is_warned_about(tmp_path, capsys, caplog):
+    """--ir and --vis swapped: accepted at confidence 1.0 with a matrix that maps the wrong way (17 px on MURF's
+    landmarks against 9 px for doing nothing); the colour of the images tells."""
+    vis = render_target("checkerboard", (9, 6))
+    cv2.imwrite(str(tmp_path / "colour.png"), cv2.applyColorMap(vis, cv2.COLORMAP_JET))
+    cv2.imwrite(str(tmp_path / "gray.png"), thermal_view(vis, invert=False))
+    run_cli(capsys, "calibrate", "--ir", str(tmp_path / "colour.png"), "--vis", str(tmp_path / "gray.png"),
+            "-o", str(tmp_path / "c.yaml"), "--json")
+    assert "colour.png is in colour and --vis" in caplog.text and "are they the other way round?" in caplog.text
+    caplog.clear()
+    run_cli(capsys, "calibrate", "--ir", str(tmp_path / "gray.png"), "--vis", str(tmp_path / "colour.png"),
+            "-o", str(tmp_path / "d.yaml"), "--json")
+    assert "other way round" not in caplog.text
