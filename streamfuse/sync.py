@@ -232,8 +232,7 @@ class PairingStage:
         ir_gray = as_gray(ir.image)
         if self.sample is not None:
             self.sample(ir_gray, vis.image)
-        transform = self.registrar.transform
-        transform.check_frames(ir_gray.shape[:2], vis.image.shape[:2])
+        transform = self.registrar.transform_for(ir_gray.shape[:2], vis.image.shape[:2])
         if self.defer_warp(transform):
             warped, valid, deferred = ir_gray, None, transform
         else:

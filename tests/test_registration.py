@@ -75,6 +75,31 @@ def test_homography_that_misses_the_image_is_a_clear_error():
         registrar.apply(pattern(), (120, 160))
 
 
+def test_a_transform_set_while_running_is_checked_against_the_frames_paired_so_far():
+    """set_matrix / set_transform accepted anything: a matrix mapping the infrared image off the visible one, or a
+    bare array, failed at the next pair and stopped the pipeline (a live stream, for one bad estimate)."""
+    registrar = IdentityRegistrar()  # set_matrix on a registrar that started without one (AttributeError before)
+    ir = pattern()
+    registrar.transform_for(ir.shape, (120, 160))
+    registrar.set_matrix([[1, 0, 4], [0, 1, 0], [0, 0, 1]])
+    assert registrar.transform.matrix[0, 2] == 4
+    current = registrar.transform
+    with pytest.raises(PipelineError, match=r"set_matrix: the homography maps the infrared image entirely outside"):
+        registrar.set_matrix([[1, 0, 5000], [0, 1, 0], [0, 0, 1]])
+    with pytest.raises(TypeError, match=r"set_transform: expected a Transform .* got ndarray; set_matrix takes"):
+        registrar.set_transform(np.eye(3))
+    with pytest.raises(ConfigError, match="set_matrix: matrix is singular"):
+        registrar.set_matrix([[1, 2, 3], [2, 4, 6], [0, 0, 1]])
+    assert registrar.transform is current  # each refused: the current transform stays
+
+
+def test_set_matrix_keeps_the_resolution_the_calibration_holds_for():
+    registrar = HomographyRegistrar(np.eye(3), frame_sizes=((160, 120), (160, 120)))
+    registrar.set_matrix([[1, 0, 2], [0, 1, 0], [0, 0, 1]])
+    with pytest.raises(PipelineError, match="calibrated on 160x120 infrared and 160x120 visible frames"):
+        registrar.transform_for((240, 320), (240, 320))
+
+
 def test_build_registrar_and_invalid_matrix():
     assert isinstance(build_registrar(RegistrationConfig()), IdentityRegistrar)
     with pytest.raises(ConfigError, match="registration.matrix"):

@@ -40,8 +40,7 @@ def homography_maps(matrix: np.ndarray, ir_shape: tuple[int, int],
     behind = (source[2] <= 0).reshape(height, width)
     inside = (map_x >= 0) & (map_x <= ir_shape[1] - 1) & (map_y >= 0) & (map_y <= ir_shape[0] - 1) & ~behind
     if not inside.any():
-        raise PipelineError("registration.matrix (or the registration.calibration file it was read from): the "
-                            "homography maps the infrared image entirely outside the visible image; check the "
+        raise PipelineError("the homography maps the infrared image entirely outside the visible image; check the "
                             "calibration (it maps IR pixels to VIS pixels)")
     map_x[~inside] = -1e6
     map_y[~inside] = -1e6
@@ -93,7 +92,7 @@ class Homography(Transform):
         checked.flags.writeable = False
         self._matrix = checked
         self._key = key
-        self._frame_sizes = frame_sizes
+        self.frame_sizes = frame_sizes
         self._maps: dict[tuple, tuple[np.ndarray, np.ndarray, np.ndarray | None]] = {}
         self._lock = threading.Lock()
 
@@ -103,11 +102,11 @@ class Homography(Transform):
         return self._matrix
 
     def check_frames(self, ir_shape: tuple[int, int], vis_shape: tuple[int, int]) -> None:
-        if self._frame_sizes is None:
+        if self.frame_sizes is None:
             return
         given = ((ir_shape[1], ir_shape[0]), (vis_shape[1], vis_shape[0]))
-        if given != self._frame_sizes:
-            (ir_w, ir_h), (vis_w, vis_h) = self._frame_sizes
+        if given != self.frame_sizes:
+            (ir_w, ir_h), (vis_w, vis_h) = self.frame_sizes
             raise PipelineError(
                 f"{self._key}: calibrated on {ir_w}x{ir_h} infrared and {vis_w}x{vis_h} visible frames, but these are "
                 f"{given[0][0]}x{given[0][1]} and {given[1][0]}x{given[1][1]}: a homography holds for one resolution; "
@@ -120,11 +119,18 @@ class Homography(Transform):
         with self._lock:
             maps = self._maps.get(key)
         if maps is None:
-            map_x, map_y, inside = homography_maps(self._matrix, *key)
+            try:
+                map_x, map_y, inside = homography_maps(self._matrix, *key)
+            except PipelineError as exc:
+                raise PipelineError(f"{self._key}: {exc}") from None
             maps = (*cv2.convertMaps(map_x, map_y, cv2.CV_16SC2), None if inside.all() else inside.astype(np.uint8))
             with self._lock:
                 self._maps[key] = maps
         return maps
+
+    def prepare(self, ir_shape: tuple[int, int], vis_shape: tuple[int, int]) -> None:
+        self.check_frames(ir_shape, vis_shape)
+        self.maps(ir_shape, vis_shape)
 
     def apply(self, ir: np.ndarray, vis_shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray | None]:
         map1, map2, valid = self.maps(ir.shape[:2], vis_shape)
@@ -151,7 +157,7 @@ class ResizeRegistrar(Registrar):
 
 
 class HomographyRegistrar(Registrar):
-    """A calibrated :class:`Homography`, replaceable while running with :meth:`set_matrix`.
+    """A calibrated :class:`Homography`, replaceable while running with :meth:`~Registrar.set_matrix`.
 
     Args:
         matrix: The 3x3 homography (IR -> VIS).
@@ -167,10 +173,6 @@ class HomographyRegistrar(Registrar):
     def matrix(self) -> np.ndarray:
         """The current homography (read-only)."""
         return self.transform.matrix
-
-    def set_matrix(self, matrix) -> None:
-        """Replace the homography (for example with a new estimate) from the next pair on, on every path."""
-        self.set_transform(Homography(matrix))
 
 
 @REGISTRATIONS.register("identity")
