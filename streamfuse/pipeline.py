@@ -123,8 +123,9 @@ def _same_file(a: Path, b: Path) -> bool:
 class Pipeline:
     """A running fusion pipeline built from a :class:`~streamfuse.config.Config`.
 
-    Usable as a context manager: leaving the block stops it (aborts it on an exception) and waits
-    for every thread, so outputs are finalised.
+    Usable as a context manager: entering does not start it (call :meth:`start`, or :meth:`run`, inside);
+    leaving the block stops it (aborts it on an exception) and waits for every thread, so outputs are
+    finalised.
 
     Args:
         config: The pipeline description.
@@ -139,7 +140,7 @@ class Pipeline:
     def __init__(self, config: Config, *, max_frames: int | None = None, stats: PipelineStats | None = None,
                  fuser: Fuser | None = None, input_names: dict[str, str] | None = None) -> None:
         if max_frames is not None and max_frames < 1:
-            raise PipelineError(f"--max-frames: must be at least 1, got {max_frames}")
+            raise PipelineError(f"max_frames (--max-frames): must be at least 1, got {max_frames}")
         check_outputs_are_not_inputs(config)
         self.config = config
         self.max_frames = max_frames
@@ -331,7 +332,8 @@ class Pipeline:
                 sink.close()
 
     def stop(self) -> None:
-        """Stop capturing; everything already captured is still fused and written."""
+        """Stop capturing; every pair that the frames already captured make is still fused and written (a last
+        frame whose partner was not captured yet is counted as unpaired)."""
         self._stopping.set()
         if self.refiner is not None:
             self.refiner.stop(timeout=0)

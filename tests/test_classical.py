@@ -166,6 +166,30 @@ def test_batch_preserves_order_and_validates():
         fuser.fuse(pairs[0][0].astype(np.float32), pairs[0][1])
 
 
+
+@pytest.mark.parametrize(("ir", "vis", "message"), [
+    (None, np.zeros((8, 8, 3), np.uint8), "the infrared frame must be a numpy array, got NoneType"),
+    (np.zeros((8, 8), np.uint8), np.zeros((0, 8, 3), np.uint8), "the visible frame is empty"),
+    (np.zeros((8, 8), np.uint8), np.zeros((8, 8, 4), np.uint8), "the visible frame has 4 channels (BGRA)"),
+    (np.zeros((8, 8, 2), np.uint8), np.zeros((8, 8), np.uint8), "must be gray (H, W) or BGR (H, W, 3), got shape"),
+])
+def test_a_frame_a_fuser_cannot_take_is_one_value_error_naming_it(ir, vis, message):
+    """From code: a None, an empty array or a (H, W, 1) visible frame gave an AttributeError or a multi-line
+    cv2.error, and BGRA was taken without a word."""
+    with pytest.raises(ValueError) as raised:
+        ClassicalFuser().fuse(ir, vis)
+    assert message in str(raised.value)
+
+
+def test_single_channel_frames_and_a_mask_of_another_size():
+    ir, vis = make_pair(2)
+    gray = cv2.cvtColor(vis, cv2.COLOR_BGR2GRAY)
+    fuser = ClassicalFuser()
+    assert np.array_equal(fuser.fuse(ir[:, :, None], gray[:, :, None]), fuser.fuse(ir, gray))
+    with pytest.raises(ValueError, match=r"the valid mask is \(4, 4\) but the frames are \(48, 64\)"):
+        fuser.fuse(ir, vis, np.ones((4, 4), np.uint8))
+
+
 def test_bgr_infrared_is_reduced_to_luminance():
     ir, vis = make_pair(3)
     fuser = ClassicalFuser()

@@ -113,14 +113,18 @@ class Fuser(abc.ABC):
                 output follows the visible frame.
 
         Raises:
-            ValueError: The infrared and visible frames differ in size, or are not 8-bit images.
+            ValueError: A frame that is not a gray ``(H, W)``, ``(H, W, 1)`` or BGR ``(H, W, 3)`` array of 8-bit
+                values, frames of different sizes, or a ``valid`` mask of another size.
         """
+        ir, vis = (_image(image, which) for image, which in ((ir, "infrared"), (vis, "visible")))
         ir = as_gray(ir)
         if ir.shape[:2] != vis.shape[:2]:
             raise ValueError(f"infrared frame is {ir.shape[1]}x{ir.shape[0]} but visible frame is "
                              f"{vis.shape[1]}x{vis.shape[0]}; register them first (registration.mode)")
         if ir.dtype != np.uint8 or vis.dtype != np.uint8:
             raise ValueError(f"expected uint8 images, got infrared {ir.dtype} and visible {vis.dtype}")
+        if valid is not None and np.shape(valid)[:2] != ir.shape[:2]:
+            raise ValueError(f"the valid mask is {np.shape(valid)} but the frames are {ir.shape[:2]}")
         return self._fuse(ir, vis, valid)
 
     def fuse_batch(self, irs: Sequence[np.ndarray], viss: Sequence[np.ndarray],
@@ -134,3 +138,19 @@ class Fuser(abc.ABC):
     @abc.abstractmethod
     def _fuse(self, ir: np.ndarray, vis: np.ndarray, valid: np.ndarray | None) -> np.ndarray:
         """Fuse validated inputs (``ir`` gray, same size as ``vis``)."""
+
+
+def _image(image: np.ndarray, which: str) -> np.ndarray:
+    """``image`` as a fuser takes it (``(H, W, 1)`` as ``(H, W)``), or a ValueError naming what is wrong with it."""
+    if not isinstance(image, np.ndarray):
+        raise ValueError(f"the {which} frame must be a numpy array, got {type(image).__name__}")
+    if image.size == 0:
+        raise ValueError(f"the {which} frame is empty (shape {image.shape})")
+    if image.ndim == 3 and image.shape[2] == 1:
+        return image[:, :, 0]
+    if image.ndim == 3 and image.shape[2] == 4:
+        raise ValueError(f"the {which} frame has 4 channels (BGRA); give it as BGR, e.g. "
+                         "cv2.cvtColor(frame, cv2.COLOR_BGRA2BGR)")
+    if image.ndim != 2 and not (image.ndim == 3 and image.shape[2] == 3):
+        raise ValueError(f"the {which} frame must be gray (H, W) or BGR (H, W, 3), got shape {image.shape}")
+    return image

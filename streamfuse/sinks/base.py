@@ -39,8 +39,10 @@ class Sink(ThreadedStage):
     frame is processed); :meth:`write` runs on the sink's thread; :meth:`close` always runs when the
     thread ends, whatever the reason, so files are finalised on every exit path.
 
+    The class attribute ``stage`` names the stage its write latency is reported under (``encode``,
+    ``publish``, ``write``).
+
     Args:
-        stage: Name under which write latency is reported (``encode``, ``publish``, ``write``).
         queue_size: Fused frames buffered for this sink.
         policy: When the buffer is full, ``wait`` (the fuser waits: nothing is lost) or ``drop_oldest``
             (a live view: the oldest frame is dropped, the fuser never waits).
