@@ -1,8 +1,11 @@
 """Exceptions that carry a message meant for the user.
 
-Anything a user can cause (a bad config key, a missing file, a busy port) is raised as a
-:class:`StreamfuseError` subclass whose message names the thing and says what to do. The CLI prints
-that message as one line and exits non-zero; it never shows a traceback for these.
+Anything a user can cause through a config, an input, an output or the command line (a bad config key, a
+missing file, a busy port) is raised as a :class:`StreamfuseError` subclass whose message names the thing
+and says what to do; a program can catch that one class. The CLI prints that message as one line and exits
+non-zero; it never shows a traceback for these. Wrong arguments to a Python function (an array of the
+wrong shape given to ``Fuser.fuse``, a value out of range) raise ``ValueError`` or ``TypeError``, as
+documented on the function.
 """
 
 from __future__ import annotations
