@@ -58,9 +58,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     setup_runtime(config.fusion, live=pipeline.live)
     _log_setup(pipeline, args.config or "packaged demo config")
     stats = pipeline.run(progress=_progress_wanted(args, pipeline))
-    _log_summary(stats)
-    _log_inputs(pipeline)
-    _refuse_empty_run(pipeline, stats)
+    with _signals_ignored_once_stopped(pipeline):
+        _log_summary(stats)
+        _log_inputs(pipeline)
+        _refuse_empty_run(pipeline, stats)
     return pipeline.exit_status
 
 
@@ -86,6 +87,22 @@ def _log_summary(stats: PipelineStats) -> None:
     log.info("done: %s", stats.summary_line())
     for line in stats.table().splitlines():
         log.info("%s", line)
+
+
+@contextlib.contextmanager
+def _signals_ignored_once_stopped(pipeline: Pipeline) -> Iterator[None]:
+    """After a run stopped by a signal (its outputs finalised), a second one while the summary is printed
+    killed the process and changed its exit status from the first signal's: ignore them meanwhile."""
+    if pipeline.stop_signal is None or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    names = [name for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)]
+    previous = {name: signal.signal(getattr(signal, name), signal.SIG_IGN) for name in names}
+    try:
+        yield
+    finally:
+        for name, handler in previous.items():
+            signal.signal(getattr(signal, name), handler)
 
 
 def _log_inputs(pipeline: Pipeline) -> None:
@@ -290,11 +307,12 @@ def cmd_fuse(args: argparse.Namespace) -> int:
         log.info("prompt %r -> %s (encoder %s)", pipeline.routing.prompt, pipeline.routing.summary(),
                  pipeline.routing.encoder)
     stats = pipeline.run(progress=_progress_wanted(args, pipeline))
-    fuse = stats.stages().get("fuse")
-    log.info("wrote %d fused frame(s) to %s (fuser %s, median %.1f ms per frame)", stats.frames_out, args.output,
-             pipeline.fuser.name, fuse.p50_ms if fuse else 0.0)
-    _log_inputs(pipeline)
-    _refuse_empty_run(pipeline, stats)
+    with _signals_ignored_once_stopped(pipeline):
+        fuse = stats.stages().get("fuse")
+        log.info("wrote %d fused frame(s) to %s (fuser %s, median %.1f ms per frame)", stats.frames_out,
+                 args.output, pipeline.fuser.name, fuse.p50_ms if fuse else 0.0)
+        _log_inputs(pipeline)
+        _refuse_empty_run(pipeline, stats)
     return pipeline.exit_status
 
 

@@ -411,3 +411,24 @@ def test_a_run_that_fuses_nothing_fails_and_leaves_the_earlier_output_as_it_was(
     assert ("streamfuse: error: no frame pair was fused, so nothing was written (an output file already there is "
             "from before)") in err
     assert output.read_bytes() == b"an earlier recording"
+
+
+def test_a_second_signal_while_the_summary_is_printed_keeps_the_first_ones_exit_status():
+    """SIGINT, then SIGTERM 0.3 s later while the summary was printed: killed by the second (exit 143, not 130)."""
+    import os
+    import signal
+    import types
+
+    from streamfuse.cli import _signals_ignored_once_stopped
+
+    received = []
+    previous = signal.signal(signal.SIGTERM, lambda signum, _frame: received.append(signum))
+    try:
+        with _signals_ignored_once_stopped(types.SimpleNamespace(stop_signal=signal.SIGINT)):
+            os.kill(os.getpid(), signal.SIGTERM)
+        assert received == []
+        with _signals_ignored_once_stopped(types.SimpleNamespace(stop_signal=None)):  # a run no signal stopped
+            os.kill(os.getpid(), signal.SIGTERM)
+        assert received == [signal.SIGTERM]
+    finally:
+        signal.signal(signal.SIGTERM, previous)
