@@ -605,7 +605,8 @@ class Pipeline:
         return True
 
     def _deliver(self, image, pair: FramePair, routing, fuse_ms: float) -> bool:
-        """Hand a fused frame to every sink; False when a sink stopped accepting (failed or aborted)."""
+        """Hand a fused frame to every sink; False when none accepts any more (failed or aborted) or the run has its
+        ``max_frames``."""
         self.stats.record_latency("fuse", fuse_ms)
         fused = FusedFrame(image, self.frames_fused, pair, self.fuser.name, {**pair.latency, "fuse": fuse_ms}, routing)
         self.frames_fused += 1
@@ -614,9 +615,10 @@ class Pipeline:
         if not self.sinks:
             self.stats.record_latency(END_TO_END, (time.perf_counter() - fused.created) * 1000)
             self.stats.record_output()
-        delivered = all(sink.queue.put(fused) for sink in self.sinks)
+        # Every sink, even after one refused (failed): the others get the frames that drain after a failure.
+        accepted = [sink.queue.put(fused) for sink in self.sinks]
         if self.max_frames is not None and self.frames_fused >= self.max_frames:
             self.stop()
             return False
-        return delivered
+        return not self.sinks or any(accepted)
 

@@ -122,6 +122,18 @@ def test_failing_sink_open_closes_sources(tmp_path):
     wait_until(lambda: not pipeline.running, 5, "every stage to end")
 
 
+def test_a_failing_sink_does_not_cut_off_the_frames_the_others_still_get(tmp_path):
+    """``all(put ...)`` stopped at the failed sink: the others missed that frame, and the frames in flight were
+    thrown away. Now every fused frame reaches the healthy sink while the run drains."""
+    sinks = [{"type": "images", "path": str(tmp_path / "one"), "pattern": "x.png"},  # fails at its second frame
+             {"type": "video", "path": str(tmp_path / "kept.mp4")}]
+    pipeline = Pipeline(config_from_dict(synthetic(200, sinks=sinks)))
+    with pytest.raises(Exception, match="gives every frame the same file name"):
+        pipeline.run(install_signal_handlers=False)
+    assert pipeline.frames_fused >= 2
+    assert len(read_video(tmp_path / "kept.mp4")[0]) == pipeline.frames_fused
+
+
 def test_tno_sequence_from_shared_data(tmp_path):
     sequence = shared_data("tno_video_sequences", "Nato_camp_sequence")
     config = config_from_dict({
