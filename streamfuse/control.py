@@ -61,15 +61,17 @@ class _RateLimit:
         self.capacity = max(1.0, rate)
         self.tokens = self.capacity
         self.updated = time.monotonic()
+        self._lock = threading.Lock()  # the web view asks from several server threads at once
 
     def allow(self) -> bool:
-        now = time.monotonic()
-        self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.rate)
-        self.updated = now
-        if self.tokens < 1.0:
-            return False
-        self.tokens -= 1.0
-        return True
+        with self._lock:
+            now = time.monotonic()
+            self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.rate)
+            self.updated = now
+            if self.tokens < 1.0:
+                return False
+            self.tokens -= 1.0
+            return True
 
 
 class CommandHandler:

@@ -205,7 +205,8 @@ class PairingStage:
                         break
                     if other is not None:
                         matcher.add_secondary(other)
-                if secondary.lost:
+                if secondary.lost:  # lost while this frame waited for its partner
+                    self.stats.count("unpaired")
                     continue
                 t0 = time.perf_counter()
                 match = matcher.match(frame)

@@ -599,3 +599,17 @@ def test_cuda_half_precision_close_to_fp32(net, cuda_frames, precision):
         results = run_jobs(half, cuda_frames)
     worst, mean = report(f"cuda {precision} vs fp32", results, expected)
     assert mean < 1.0 and worst <= 24
+
+
+def test_a_forgotten_stream_is_not_waited_for_by_the_batching(net):
+    """The model fuser's warm-up ran on a stream of its own that the batching counted as active for a second, so
+    the first frames of a batching worker waited max_wait_ms each for a partner that never came; forget() now
+    drops it (and the fuser forgets its warm-up stream)."""
+    ir, vis = make_pair(5)
+    with make_worker(net, max_batch=2, max_wait_ms=500.0) as worker:
+        worker.submit(-1, ir, vis).result(timeout=30)  # a warm-up on its own stream
+        worker.forget(-1)
+        worker.submit(0, ir, vis).result(timeout=30)
+        assert worker.stats.queue_ms[-1] < 250, list(worker.stats.queue_ms)
+        worker.submit(1, ir, vis).result(timeout=30)  # stream 0 is still active: this one waits for it
+        assert worker.stats.queue_ms[-1] >= 400, list(worker.stats.queue_ms)

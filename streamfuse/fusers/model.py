@@ -91,6 +91,8 @@ class ModelFuser(Fuser):
         """Run a black pair of ``pair``'s shapes (and warp) through the worker, on its own stream."""
         ir, vis = np.zeros_like(pair.ir.image), np.zeros_like(pair.vis.image)
         self.worker.submit(WARM_UP_STREAM, ir, vis, homography=pair.transform).result()
+        # Counted as an active stream for a second, the batching would wait for its next frame in vain.
+        self.worker.forget(WARM_UP_STREAM)
         return True
 
     def submit(self, pair: FramePair, routing) -> concurrent.futures.Future:

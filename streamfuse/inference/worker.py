@@ -213,6 +213,8 @@ class InferenceWorker:
         with self._cond:
             self._weights.pop(stream, None)
             self._homographies.pop(stream, None)
+            for streams in self._recent.values():  # no longer counted as active by the batching
+                streams.pop(stream, None)
         self._backend.forget(stream)
 
     def submit(self, stream: int, ir: np.ndarray, vis: np.ndarray, *,

@@ -103,7 +103,7 @@ class OnlineRefiner:
                        f"{self.max_change_px}); recalibrate with 'streamfuse calibrate' if a camera moved")
         else:
             current = blend(current, estimate.matrix, self.smoothing, ir_shape)
-            self.registrar.set_transform(Homography(current, key="registration (online estimate)"))
+            self.registrar.set_matrix(current, key="registration (online estimate)")  # keeps the calibrated size
             report["applied"] += 1
             outcome = f"applied ({change:.1f} px change, smoothing {self.smoothing})"
         report["quality"] = round(alignment_quality(pairs, current), 4)

@@ -255,10 +255,10 @@ class VideoWriter:
         if self._container is None:
             return
         container, self._container = self._container, None
-        if self._make_room is not None and self._stream is not None:
-            self._make_room(self.bytes_pending + MUXER_OVERHEAD_BYTES)  # the last fragment and the trailer
         try:
             try:
+                if self._make_room is not None and self._stream is not None:
+                    self._make_room(self.bytes_pending + MUXER_OVERHEAD_BYTES)  # the last fragment and the trailer
                 if self._stream is not None:
                     container.mux(self._stream.encode(None))
             finally:
