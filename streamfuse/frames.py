@@ -47,7 +47,7 @@ class FramePair:
 
     Attributes:
         ir: The infrared frame, gray; after registration on the visible grid (unless ``transform`` is set).
-        vis: The visible (primary) frame.
+        vis: The visible frame (the output's grid and timing, whichever camera is ``sync.primary``).
         skew: ``ir.timestamp - vis.timestamp`` in seconds, after time offsets.
         valid: ``uint8`` mask (1 where the registered infrared image has data), or None when all
             pixels are valid.
@@ -74,7 +74,7 @@ class FramePair:
 
     @property
     def seq(self) -> int:
-        """The sequence number of the primary (visible) frame."""
+        """The sequence number of the visible frame."""
         return self.vis.seq
 
 

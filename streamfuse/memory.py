@@ -12,10 +12,11 @@ drop every 30 s while the memory in use stayed flat.
 after the first frames (blocks up to :data:`MMAP_THRESHOLD` from the arenas, no automatic trimming
 below :data:`TRIM_THRESHOLD`), so it no longer changes while the run goes on, and limits the
 arenas to :data:`ARENAS`; :func:`release_free_memory` returns free pages to the OS
-(``malloc_trim``). The pipeline calls the first when it starts on live inputs and the second every
-:data:`TRIM_EVERY_S`. Both do nothing where the C library is not glibc. (A low fixed mmap threshold
-such as glibc's initial 128 KiB also keeps the arenas flat, but makes every large torch tensor a
-fresh mapping: the model fuser ran 2.5x slower.)
+(``malloc_trim``). :func:`streamfuse.runtime.setup_runtime` calls the first for live inputs (the CLI
+calls it before a run), and the pipeline the second every :data:`TRIM_EVERY_S` on live inputs. Both do
+nothing where the C library is not glibc. (A low fixed mmap threshold such as glibc's initial 128 KiB
+also keeps the arenas flat, but makes every large torch tensor a fresh mapping: the model fuser ran
+2.5x slower.)
 """
 
 from __future__ import annotations

@@ -308,10 +308,11 @@ class Pipeline:
         only picks up the finished result, so no frame waits for it, is dropped or re-ordered.
 
         Raises:
-            PipelineError: The pipeline has no text router (no prompt and no control socket configured).
+            PipelineError: The pipeline has no text router (no prompt, control socket or web view configured).
         """
         if self.router is None:
-            raise PipelineError("this pipeline has no text guidance; set a prompt or control.enabled in the config")
+            raise PipelineError("this pipeline has no text guidance; set a prompt, control.enabled or view.enabled in "
+                                "the config")
         routing = self.router.route(prompt)
         self.routing = routing
         log.info("prompt %r -> %s (encoder %s)", prompt, routing.summary(), routing.encoder)

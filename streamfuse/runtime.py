@@ -1,7 +1,7 @@
 """Process-wide settings, made in one explicit call: library objects never change them on their own.
 
-The ``streamfuse`` command calls :func:`setup_runtime` once before it builds its pipelines; an
-application embedding streamfuse may call it too (or make its own choices).
+The ``streamfuse`` command calls :func:`setup_runtime` once, after building its pipeline and before running
+it; an application embedding streamfuse may call it too (or make its own choices).
 """
 
 from __future__ import annotations

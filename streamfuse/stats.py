@@ -63,7 +63,6 @@ class PipelineStats:
         self._gauges: dict[str, float] = {}
         self._skew_ms: collections.deque[float] = collections.deque(maxlen=window)
         self._output_times: collections.deque[float] = collections.deque(maxlen=window)
-        self.started = time.perf_counter()
         self.frames_out = 0
 
     def record_latency(self, stage: str, ms: float) -> None:
@@ -117,7 +116,7 @@ class PipelineStats:
             return dict(self._counters)
 
     def fps(self) -> float:
-        """Average output frames per second since the first output frame."""
+        """Average output frames per second over the last ``window`` output frames."""
         with self._lock:
             if len(self._output_times) < 2:
                 return 0.0

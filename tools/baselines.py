@@ -32,11 +32,19 @@ from streamfuse.errors import StreamfuseError
 from streamfuse.evaluation import input_pairs
 from streamfuse.fusers.colour import as_gray
 from streamfuse.imageio import read_image
-from streamfuse.models.rule import guided_filter
 
 PYRAMID_LEVELS = 4
 GFF_BASE_SIZE, GFF_SALIENCE = 31, (5, 5.0)  # mean filter size; Gaussian radius and sigma
 GFF_BASE_GUIDE, GFF_DETAIL_GUIDE = (45, 0.3), (7, 1e-6)
+
+
+def guided_filter(guide: np.ndarray, image: np.ndarray, radius: int, eps: float,
+                  box_filter: Callable[[np.ndarray, int], np.ndarray]) -> np.ndarray:
+    """``image`` smoothed along the edges of ``guide`` (He, Sun and Tang, TPAMI 2013): locally ``a * guide + b``."""
+    mean_guide, mean_image = box_filter(guide, radius), box_filter(image, radius)
+    a = ((box_filter(guide * image, radius) - mean_guide * mean_image)
+         / (box_filter(guide * guide, radius) - mean_guide * mean_guide + eps))
+    return box_filter(a, radius) * guide + box_filter(mean_image - a * mean_guide, radius)
 
 
 def average(ir: np.ndarray, vis: np.ndarray) -> np.ndarray:

@@ -78,6 +78,8 @@ PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat
 ACTIVE_STREAM_S = 1.0
 
 def resolve_device(device: str) -> torch.device:
+    """``auto`` (CUDA when available, else the CPU), ``cpu``, ``cuda`` or ``cuda:N`` as an indexed torch device;
+    a ``ValueError`` for a name torch does not know or a device this machine does not have."""
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"  # resolved below to an indexed device
     try:

@@ -106,15 +106,6 @@ def guided_chain(half: Array, guided_smooth: Callable[[Array, int, float], Array
     return coarse
 
 
-def guided_filter(guide: Array, image: Array, radius: int, eps: float,
-                  box_filter: Callable[[Array, int], Array]) -> Array:
-    """``image`` smoothed along the edges of ``guide`` (He, Sun and Tang, TPAMI 2013): locally ``a * guide + b``."""
-    mean_guide, mean_image = box_filter(guide, radius), box_filter(image, radius)
-    a = ((box_filter(guide * image, radius) - mean_guide * mean_image)
-         / (box_filter(guide * guide, radius) - mean_guide * mean_guide + eps))
-    return box_filter(a, radius) * guide + box_filter(mean_image - a * mean_guide, radius)
-
-
 def guided_filter_pair(guide_a: Array, guide_b: Array, image: Array, radius: int, eps: float,
                        box_filter: Callable[[Array, int], Array]) -> Array:
     """``image`` smoothed along the edges of either guide: locally ``a1 * guide_a + a2 * guide_b + b``

@@ -14,7 +14,8 @@ KINDS = ("fused", "ir", "vis")
 
 
 def picture(frame: FusedFrame, kind: str) -> np.ndarray:
-    """The ``kind`` image of ``frame`` (``fused``, ``ir``: the infrared frame as fused, ``vis``)."""
+    """The ``kind`` image of ``frame`` (``fused``, ``ir``: the infrared frame as paired, registered unless the
+    fuser warps it itself, ``vis``)."""
     if kind == "fused":
         return frame.image
     return frame.pair.ir.image if kind == "ir" else frame.pair.vis.image
