@@ -201,7 +201,7 @@ class Trainer:
                                            self.config.refine)
             loss, terms = (fused - targets).abs().mean(), {}
         if not torch.isfinite(loss):
-            raise StreamfuseError(f"training diverged at step {self.step + 1}: the loss is {float(loss)}; nothing "
+            raise StreamfuseError(f"training diverged at step {self.step + 1}: the loss is {loss.item()}; nothing "
                                   "was exported and the checkpoint in output_dir is from before; lower learning_rate "
                                   "and train again")
         self.optimizer.zero_grad(set_to_none=True)
