@@ -18,9 +18,9 @@ from typing import Any
 
 import numpy as np
 
+from streamfuse.colour import as_gray
 from streamfuse.config import Config, SyntheticConfig, config_from_dict
 from streamfuse.fusers import Fuser
-from streamfuse.fusers.colour import as_gray
 from streamfuse.pipeline import Pipeline
 from streamfuse.probe import describe_machine
 from streamfuse.runtime import setup_runtime

@@ -19,6 +19,7 @@ from typing import NoReturn
 from tqdm import tqdm
 
 from streamfuse import __version__
+from streamfuse.colour import has_colour
 from streamfuse.config import (
     Config,
     ImagesSinkConfig,
@@ -29,7 +30,6 @@ from streamfuse.config import (
 )
 from streamfuse.errors import SinkError, StreamfuseError, UsageError
 from streamfuse.fusers import FUSERS
-from streamfuse.fusers.colour import has_colour
 from streamfuse.imageio import IMAGE_EXTENSIONS, images_by_stem, list_images, natural_key, read_image
 from streamfuse.pipeline import Pipeline, check_outputs_are_not_inputs
 from streamfuse.probe import probe

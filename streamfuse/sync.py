@@ -24,9 +24,9 @@ from typing import TYPE_CHECKING
 import cv2
 import numpy as np
 
+from streamfuse.colour import as_gray
 from streamfuse.config import SyncConfig
 from streamfuse.frames import Frame, FramePair
-from streamfuse.fusers.colour import as_gray
 from streamfuse.queues import Closed, StageQueue
 from streamfuse.registration import Registrar, Transform
 from streamfuse.stats import PipelineStats

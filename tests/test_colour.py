@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import torch
 
-from streamfuse.fusers.colour import fitting_chroma, merge_luminance, split_luminance
+from streamfuse.colour import fitting_chroma, merge_luminance, split_luminance
 
 
 def luminance(bgr: np.ndarray) -> np.ndarray:

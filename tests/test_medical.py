@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from streamfuse.cli import main
+from streamfuse.colour import has_colour
 from streamfuse.config import FusionConfig
 from streamfuse.fusers import build_fuser
-from streamfuse.fusers.colour import has_colour
 from streamfuse.text import HashingTextEncoder, Router, load_bank
 
 

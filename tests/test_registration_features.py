@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from conftest import shared_data
+from streamfuse.colour import as_gray
 from streamfuse.errors import ConfigError
-from streamfuse.fusers.colour import as_gray
 from streamfuse.imageio import list_images, read_image
 from streamfuse.registration.estimate import displacement_px, estimate_homography
 from streamfuse.registration.features import (

@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from conftest import shared_data
+from streamfuse.colour import as_gray
 from streamfuse.config import FusionConfig, SyntheticConfig
 from streamfuse.evaluation import to_rgb
 from streamfuse.fusers import build_fuser
-from streamfuse.fusers.colour import as_gray
 from streamfuse.imageio import list_images, read_image
 from streamfuse.inference import InferenceWorker
 from streamfuse.metrics.temporal import FlickerMeter

@@ -28,9 +28,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from streamfuse.colour import as_gray
 from streamfuse.errors import StreamfuseError
 from streamfuse.evaluation import input_pairs
-from streamfuse.fusers.colour import as_gray
 from streamfuse.imageio import read_image
 
 PYRAMID_LEVELS = 4

@@ -17,10 +17,10 @@ import argparse
 
 import numpy as np
 
+from streamfuse.colour import as_gray
 from streamfuse.config import FusionConfig
 from streamfuse.evaluation import to_rgb
 from streamfuse.fusers import build_fuser
-from streamfuse.fusers.colour import as_gray
 from streamfuse.imageio import list_images, read_image
 from streamfuse.inference import build_worker
 from streamfuse.metrics import vifb

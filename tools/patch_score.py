@@ -21,9 +21,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from streamfuse.colour import as_gray
 from streamfuse.errors import StreamfuseError
 from streamfuse.evaluation import find_fused, input_pairs
-from streamfuse.fusers.colour import as_gray
 from streamfuse.imageio import list_images, read_image
 from streamfuse.metrics.qabf import artifact_share
 from streamfuse.metrics.vifb import qabf_edges

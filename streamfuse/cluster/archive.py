@@ -41,11 +41,11 @@ from pathlib import Path
 import av
 
 from streamfuse.cluster import require_ray
+from streamfuse.colour import as_gray
 from streamfuse.config import Config
 from streamfuse.errors import StreamfuseError, UsageError
 from streamfuse.frames import Frame
 from streamfuse.fusers import build_fuser
-from streamfuse.fusers.colour import as_gray
 from streamfuse.registration import build_registrar
 from streamfuse.sinks.video import VideoWriter
 from streamfuse.sources.video import (

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from streamfuse.fusers.colour import as_gray
+from streamfuse.colour import as_gray
 
 if TYPE_CHECKING:
     from streamfuse.frames import FramePair

@@ -21,8 +21,8 @@ import os
 
 import numpy as np
 
+from streamfuse.colour import merge_luminance, split_luminance
 from streamfuse.fusers.base import Fuser
-from streamfuse.fusers.colour import merge_luminance, split_luminance
 from streamfuse.models import bands_cv
 from streamfuse.models.rule import LOCAL_INTENTS, MEDICAL_INTENTS, damage_gates
 

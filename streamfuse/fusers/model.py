@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from streamfuse.colour import as_gray, merge_luminance, split_luminance
 from streamfuse.config import FusionConfig
 from streamfuse.frames import FramePair
 from streamfuse.fusers.base import Fuser
-from streamfuse.fusers.colour import as_gray, merge_luminance, split_luminance
 from streamfuse.inference import InferenceWorker, build_worker
 from streamfuse.models.checkpoint import load_model
 from streamfuse.models.cpu import fuse_on_cpu

@@ -22,7 +22,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from streamfuse.fusers.colour import merge_luminance, split_luminance
+from streamfuse.colour import merge_luminance, split_luminance
 from streamfuse.inference.batches import Request, Resolver, batch_error
 from streamfuse.models.cpu import Decided, compose_on_cpu, decide_on_cpu
 from streamfuse.models.network import FusionNet

@@ -7,7 +7,7 @@ machine without a GPU:
 * :func:`bgr_to_ycrcb` / :func:`ycrcb_to_bgr` reproduce ``cv2.cvtColor`` (``COLOR_BGR2YCrCb`` and
   back) with OpenCV's 14-bit fixed-point BT.601 coefficients, so the network sees exactly the
   luminance the CPU path gives it and the chroma comes back exactly as on the CPU (shrunk where it does
-  not fit at the fused luminance, :func:`~streamfuse.fusers.colour.fitting_chroma`).
+  not fit at the fused luminance, :func:`~streamfuse.colour.fitting_chroma`).
 * :func:`remap_table` / :func:`remap` reproduce :class:`~streamfuse.registration.Homography`
   (``cv2.remap`` with ``CV_16SC2`` maps, bilinear, constant 0 border): coordinates are rounded to
   1/32 pixel and the four taps weighted with integer weights summing to 2**15, as OpenCV does.
@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from streamfuse.fusers.colour import CB2B, CB2G, CHROMA_DELTA, CR2G, CR2R, fitting_chroma
+from streamfuse.colour import CB2B, CB2G, CHROMA_DELTA, CR2G, CR2R, fitting_chroma
 from streamfuse.registration.homography import homography_maps
 
 # OpenCV's fixed-point BT.601 coefficients for 8-bit YCrCb (imgproc color_yuv: yuv_shift = 14).

@@ -61,9 +61,9 @@ import time
 import numpy as np
 import torch
 
+from streamfuse.colour import as_gray
 from streamfuse.config import FusionConfig
 from streamfuse.errors import ConfigError
-from streamfuse.fusers.colour import as_gray
 from streamfuse.inference.batches import Key, Request, Resolver, batch_error, settle
 from streamfuse.inference.cpu import CpuBackend
 from streamfuse.inference.stats import WorkerStats

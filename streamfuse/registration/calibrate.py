@@ -22,9 +22,9 @@ import cv2
 import numpy as np
 import yaml
 
+from streamfuse.colour import as_gray
 from streamfuse.config import check_homography, yaml_problem
 from streamfuse.errors import StreamfuseError, UsageError
-from streamfuse.fusers.colour import as_gray
 
 #: RANSAC inlier threshold (px) for point correspondences.
 RANSAC_PX = 3.0

@@ -46,7 +46,7 @@ from collections.abc import Callable, Sequence
 import cv2
 import numpy as np
 
-from streamfuse.fusers.colour import as_gray
+from streamfuse.colour import as_gray
 from streamfuse.registration.features import learned_structure
 
 #: Width (pixels) the structure images are computed at; heights keep the visible aspect ratio.

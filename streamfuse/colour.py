@@ -1,4 +1,4 @@
-"""Colour handling shared by fusers: luminance extraction and chroma restoration (YCrCb)."""
+"""Colour handling shared by the pipeline stages: luminance extraction and chroma restoration (YCrCb)."""
 
 from __future__ import annotations
 
