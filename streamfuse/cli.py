@@ -262,7 +262,9 @@ def fuse_config(ir: str, vis: str, output: str, *, fuser: str, overwrite: bool, 
                 section["stems"] = stems
     data = {
         "sources": sources,
-        "fusion": {"fuser": fuser},
+        # Images are fused each on its own: the model's temporal smoothing (video) carried decisions from one
+        # image to the next (medical slices, similar pairs of a data set) unless they differed like a scene cut.
+        "fusion": {"fuser": fuser, **({"temporal_smoothing": 0.0} if "video" not in kinds else {})},
         **({"registration": {"calibration": calibration}} if calibration else {}),
         "sinks": [sink],
         "stats": {"log_every_s": 0},
