@@ -143,10 +143,11 @@ def _medical_slots(ir: str, vis: str, task: str) -> tuple[str, str]:
     keeps. For PET and SPECT the functional image is the one in colour, whichever flag names it; for
     CT (both gray) the flags are taken as given: ``--ir`` MRI, ``--vis`` CT.
     """
-    if "video" in {_input_kind(ir, "--ir"), _input_kind(vis, "--vis")}:
-        return ir, vis
-    # Any image in colour, not the first one only: a folder may start with gray slices.
-    ir_colour, vis_colour = (any(has_colour(read_image(image)) for image in list_images(path)) for path in (ir, vis))
+    kinds = (_input_kind(ir, "--ir"), _input_kind(vis, "--vis"))
+    # Any image in colour, not the first one only: a folder may start with gray slices (a video: its first frame).
+    ir_colour, vis_colour = (_first_frame_in_colour(path, flag) if kind == "video" else
+                             any(has_colour(read_image(image)) for image in list_images(path))
+                             for path, flag, kind in ((ir, "--ir", kinds[0]), (vis, "--vis", kinds[1])))
     if task == "mri_ct":
         if ir_colour or vis_colour:
             log.warning("--task mri_ct: %s has images in colour, but MRI and CT are gray; their luminance is fused "
@@ -158,10 +159,29 @@ def _medical_slots(ir: str, vis: str, task: str) -> tuple[str, str]:
                  "visible slot, which keeps its colour, and %s as the MRI", task, ir, vis)
         return vis, ir
     if ir_colour == vis_colour:
-        log.warning("--task %s: %s; expected the MRI in gray and the %s in colour", task,
+        log.warning("--task %s: %s; expected the MRI in gray and the %s in colour (taken as given: --ir the MRI, "
+                    "--vis the %s, whose colour the output keeps)", task,
                     "both inputs are in colour" if ir_colour else "neither input is in colour",
-                    task.split("_")[1].upper())
+                    task.split("_")[1].upper(), task.split("_")[1].upper())
     return ir, vis
+
+
+def _first_frame_in_colour(uri: str, flag: str) -> bool:
+    """Whether the first frame of the video at ``uri`` is in colour."""
+    import av
+
+    from streamfuse.sources.video import decode_from, to_array
+
+    container = _opened(uri, flag)
+    try:
+        stream = container.streams.video[0]
+        for _, frame in decode_from(container, stream, 0.0):
+            return has_colour(to_array(frame))
+        raise StreamfuseError(f"{flag} {uri}: no frames")
+    except av.error.FFmpegError as exc:
+        raise StreamfuseError(f"{flag} {uri}: not a readable video ({exc})") from None
+    finally:
+        container.close()
 
 
 def _input_kind(path: str, flag: str) -> str:
@@ -296,6 +316,8 @@ def _check_no_output_exists(folder: Path, pattern: str, stems: list[str]) -> Non
 
 
 def cmd_fuse(args: argparse.Namespace) -> int:
+    if args.task is not None and any(override.partition("=")[0].strip() == "prompt" for override in args.set or []):
+        raise UsageError(f"--set prompt=...: --task {args.task} sets the prompt (its medical intent); leave one out")
     ir, vis = (args.ir, args.vis) if args.task is None else _medical_slots(args.ir, args.vis, args.task)
     config = fuse_config(ir, vis, args.output, fuser=args.fuser, overwrite=args.overwrite,
                          pair_by=args.pair_by, overrides=args.set, calibration=args.calibration, fps=args.fps)

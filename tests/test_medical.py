@@ -8,6 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
+from media import read_video, write_video
 from streamfuse.cli import main
 from streamfuse.colour import has_colour
 from streamfuse.config import FusionConfig
@@ -108,6 +109,23 @@ def test_task_and_prompt_are_exclusive(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["fuse", "--ir", "a", "--vis", "b", "-o", str(tmp_path), "--task", "mri_ct", "--prompt", "x"])
     assert "not allowed with argument" in capsys.readouterr().err
+    # the prompt given with --set was dropped without a word
+    assert main(["fuse", "--ir", "a", "--vis", "b", "-o", str(tmp_path), "--task", "mri_ct", "--set", "prompt=x"]) == 2
+    assert "--set prompt=...: --task mri_ct sets the prompt" in capsys.readouterr().err
+
+
+def test_a_functional_video_given_as_ir_keeps_its_colour(tmp_path):
+    """Videos were taken as given: PET as --ir went to the infrared slot and came out gray, without a word."""
+    mri, _, pet = head_phantom()
+    write_video(tmp_path / "pet.mp4", [pet] * 4)
+    write_video(tmp_path / "mri.mp4", [cv2.cvtColor(mri, cv2.COLOR_GRAY2BGR)] * 4)
+    for ir, vis, out in (("mri", "pet", "given.mp4"), ("pet", "mri", "swapped.mp4")):
+        assert main(["fuse", "--task", "mri_pet", "--ir", str(tmp_path / f"{ir}.mp4"), "--vis",
+                     str(tmp_path / f"{vis}.mp4"), "-o", str(tmp_path / out), "--fuser", "classical",
+                     "--no-progress"]) == 0
+    given, swapped = (read_video(tmp_path / out)[0][0] for out in ("given.mp4", "swapped.mp4"))
+    assert has_colour(given) and has_colour(swapped)
+    assert np.abs(given.astype(int) - swapped.astype(int)).max() <= 2
 
 
 def test_a_folder_of_slices_is_fused_slice_by_slice(tmp_path):
