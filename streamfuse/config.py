@@ -572,6 +572,8 @@ class RtspSinkConfig(SinkConfig):
         _positive(self.max_clients, f"{path}.max_clients")
         if (self.user is None) != (self.password is None):
             raise ConfigError(f"{path}: set both user and password, or neither")
+        if self.password is not None and not self.password:
+            raise ConfigError(f"{path}.password: must not be empty (anyone who knows the user name would get in)")
         if not is_loopback(self.bind) and self.password is None:
             raise ConfigError(f"{path}.bind: {self.bind} is reachable from the network; set {path}.user and "
                               f"{path}.password, or bind 127.0.0.1")

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import logging
+import re
+import socket
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -40,16 +43,18 @@ class WebServer:
                 answer(self)
 
             def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - http.server's signature
-                log.debug(section + ": " + format, *args)
+                log.debug(section + ": " + format, *(_without_token(str(arg)) for arg in args))
 
+        server = ThreadingHTTPServer if ":" not in host else _ThreadingHTTPServer6  # an IPv6 address: ::1, ::
         try:
-            self._http = ThreadingHTTPServer((host, port), Handler)
+            self._http = server((host, port), Handler)
         except OSError as exc:
-            raise StreamfuseError(f"{section}: cannot listen on {host}:{port} ({exc.strerror}); choose another "
-                                  f"{section}.port (0 picks a free one) or set {section}.enabled: false") from None
+            raise StreamfuseError(f"{section}: cannot listen on {host}:{port} ({exc.strerror}); "
+                                  f"{listen_advice(exc, f'{section}.bind', f'{section}.port')} or set "
+                                  f"{section}.enabled: false") from None
         self._http.daemon_threads = True
         self.port = self._http.server_address[1]
-        self.url = f"http://{host}:{self.port}"
+        self.url = f"http://{url_host(host)}:{self.port}"
         self._thread = threading.Thread(target=self._http.serve_forever, kwargs={"poll_interval": 0.2},
                                         name=section, daemon=True)
         self._thread.start()
@@ -70,3 +75,25 @@ def respond(request: BaseHTTPRequestHandler, code: int, body: bytes, kind: str, 
         request.send_header(name.replace("_", "-"), value)
     request.end_headers()
     request.wfile.write(body)
+
+
+def _without_token(text: str) -> str:
+    """``text`` with the value of a ``token=`` query parameter masked (a request line in the debug log)."""
+    return re.sub(r"([?&]token=)[^&\s]*", r"\1...", text)
+
+
+def listen_advice(exc: OSError, bind_key: str, port_key: str) -> str:
+    """What to change after a failed ``bind``: the address when this machine has no such one (or its name is
+    unknown), else the port."""
+    if exc.errno in (errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT) or isinstance(exc, socket.gaierror):
+        return f"choose an address of this machine for {bind_key} (127.0.0.1, or 0.0.0.0 for every interface)"
+    return f"choose another {port_key} (0 picks a free one)"
+
+
+class _ThreadingHTTPServer6(ThreadingHTTPServer):
+    address_family = socket.AF_INET6
+
+
+def url_host(host: str) -> str:
+    """``host`` as it is written in a URL (an IPv6 address in brackets)."""
+    return f"[{host}]" if ":" in host else host

@@ -202,3 +202,78 @@ def test_rtsp_settings_are_checked():
         with pytest.raises(ConfigError, match=problem):
             config_from_dict({**base, "sinks": [{**base["sinks"][0], **rtsp}]})
     config_from_dict({**base, "sinks": [{"type": "rtsp", "bind": "0.0.0.0", "user": "a", "password": "b"}]})
+
+
+def play(sink, sock: socket.socket, reader) -> None:
+    """SETUP and PLAY on a raw connection (interleaved RTP over the RTSP connection)."""
+    status, headers, _ = rtsp_exchange(sock, reader, f"SETUP {sink.url}/track1 RTSP/1.0\r\nCSeq: 1\r\n"
+                                                     "Transport: RTP/AVP/TCP;unicast;interleaved=0-1\r\n\r\n")
+    assert status == "RTSP/1.0 200 OK", status
+    session = headers["session"].split(";")[0]
+    status, _, _ = rtsp_exchange(sock, reader, f"PLAY {sink.url} RTSP/1.0\r\nCSeq: 2\r\nSession: {session}\r\n\r\n")
+    assert status == "RTSP/1.0 200 OK", status
+
+
+def next_frame_timestamp(reader) -> int:
+    """Read RTP packets up to the end of a frame (the marker bit); its RTP timestamp."""
+    while True:
+        _, _, length = struct.unpack("!cBH", reader.read(4))
+        packet = reader.read(length)
+        if packet[1] & 0x80:
+            return struct.unpack("!I", packet[4:8])[0]
+
+
+def test_a_viewer_that_stopped_reading_comes_back_to_live_not_seconds_behind():
+    """The system's send buffer held seconds of a small stream, so a viewer that paused (or whose network
+    stalled) for 20 s stayed 20 s behind for good, the per-client backlog never filling. Now a client whose
+    unreceived data is over a second old skips to the next keyframe once it has caught up."""
+    with serving(rtsp_config()) as pipeline:
+        sink = pipeline.sinks[0]
+        with socket.socket() as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # the buffering is then on the server's side
+            sock.settimeout(10)
+            sock.connect(("127.0.0.1", sink.port))
+            with sock.makefile("rb") as reader:
+                play(sink, sock, reader)
+                for _ in range(10):
+                    next_frame_timestamp(reader)
+                time.sleep(4)  # paused
+                ages, resumed = [], time.monotonic()
+                while time.monotonic() - resumed < 4:  # then read as a player does, at the stream's rate
+                    captured = sink.captured_at.get(next_frame_timestamp(reader))
+                    if captured is not None:
+                        ages.append(time.time() - captured)
+                    time.sleep(1 / 30)
+    assert pipeline.stats.counters().get("drops.rtsp", 0) > 0
+    assert ages and max(ages[-10:]) < 1.5, ages[-10:]
+
+
+def test_connections_that_never_play_do_not_lock_viewers_out():
+    """max_clients counted every connection, and a silent one was held for 90 s: a few sockets that never log in
+    kept every viewer out. Now it counts clients playing; a further PLAY gets 503."""
+    with serving(rtsp_config(rtsp={"max_clients": 1})) as pipeline:
+        sink = pipeline.sinks[0]
+        idle = [socket.create_connection(("127.0.0.1", sink.port), timeout=10) for _ in range(3)]
+        try:
+            with socket.create_connection(("127.0.0.1", sink.port), timeout=10) as sock, \
+                    sock.makefile("rb") as reader:
+                play(sink, sock, reader)
+                next_frame_timestamp(reader)
+                with socket.create_connection(("127.0.0.1", sink.port), timeout=10) as other, \
+                        other.makefile("rb") as other_reader:
+                    status, headers, _ = rtsp_exchange(other, other_reader, f"SETUP {sink.url}/track1 RTSP/1.0\r\n"
+                                                       "CSeq: 1\r\nTransport: RTP/AVP/TCP;unicast;interleaved=0-1"
+                                                       "\r\n\r\n")
+                    session = headers["session"].split(";")[0]
+                    status, _, _ = rtsp_exchange(other, other_reader, f"PLAY {sink.url} RTSP/1.0\r\nCSeq: 2\r\n"
+                                                                     f"Session: {session}\r\n\r\n")
+                    assert status == "RTSP/1.0 503 Service Unavailable"
+        finally:
+            for connection in idle:
+                connection.close()
+
+
+def test_an_empty_rtsp_password_is_refused():
+    base = rtsp_config()
+    with pytest.raises(ConfigError, match=r"sinks\.0\.password: must not be empty"):
+        config_from_dict({**base, "sinks": [{"type": "rtsp", "bind": "0.0.0.0", "user": "op", "password": ""}]})

@@ -261,3 +261,33 @@ def test_chromium_plays_the_page_and_its_prompt_box_steers_the_fusion(tmp_path):
     image = cv2.imdecode(np.frombuffer(shot, np.uint8), cv2.IMREAD_COLOR)
     assert image.shape[1] == 1280 and image.shape[0] > 600 and image.std() > 10
     print(f"screenshot: {tmp_path / 'view.png'}")
+
+
+def test_the_token_stays_out_of_the_debug_log_and_an_address_error_names_the_address(caplog):
+    """`-v` logged every request line with its ?token=...; a bind address this machine lacks was told to change
+    the port."""
+    from streamfuse.errors import StreamfuseError
+    from streamfuse.webserver import WebServer
+
+    token = "Secr3tTokenValue_0123456789"
+
+    def answer(request):
+        request.send_response(200)
+        request.send_header("Content-Length", "0")
+        request.end_headers()
+
+    server = WebServer("127.0.0.1", 0, answer, section="view")
+    try:
+        with caplog.at_level("DEBUG", logger="streamfuse"):
+            assert http_get(f"{server.url}/api/status?token={token}&x=1")[0] == 200
+    finally:
+        server.close()
+    assert "/api/status?token=...&x=1" in caplog.text and token not in caplog.text
+    with pytest.raises(StreamfuseError, match=r"view: cannot listen on 192\.0\.2\.77:0 \(.*\); choose an address of "
+                                              r"this machine for view\.bind"):
+        WebServer("192.0.2.77", 0, answer, section="view")  # TEST-NET-1: no interface has it
+    server = WebServer("::1", 0, answer, section="view")  # IPv6 loopback: refused as an address family before
+    try:
+        assert server.url.startswith("http://[::1]:")
+    finally:
+        server.close()

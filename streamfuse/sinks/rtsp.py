@@ -21,11 +21,18 @@ import os
 import socket
 import struct
 import threading
+import time
 from dataclasses import dataclass, field
 from fractions import Fraction
 
 import av
 import numpy as np
+
+try:  # how much of a socket's send buffer is still unsent (Linux and other POSIX systems)
+    import fcntl
+    import termios
+except ImportError:
+    fcntl = termios = None
 
 from streamfuse.config import RtspSinkConfig
 from streamfuse.errors import SinkError
@@ -35,6 +42,7 @@ from streamfuse.sinks.base import Sink, SinkContext
 from streamfuse.sinks.video import encoder_input
 from streamfuse.sinks.zmq import wall_clock
 from streamfuse.stats import PipelineStats
+from streamfuse.webserver import listen_advice, url_host
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +52,15 @@ PAYLOAD_TYPE = 96
 MAX_PAYLOAD = 1400
 #: Frames waiting for one client before it is considered too slow and skips to the next keyframe.
 CLIENT_BACKLOG = 30
+#: Seconds the oldest frame a client has not received yet (in the system's send buffer, which holds many
+#: seconds of a small stream) may lag before the client skips to the next keyframe: a viewer that paused
+#: or lost the network for a while comes back to live, not that many seconds behind.
+CLIENT_MAX_LAG_S = 1.0
+#: Seconds a connection has to log in and start playing; until then it does not count towards
+#: ``max_clients`` (connections that never log in locked every viewer out for 90 s).
+LOGIN_TIMEOUT_S = 10.0
+#: Connections not playing yet, beyond which new ones are refused.
+MAX_PENDING = 32
 #: How long DESCRIBE waits for the first frame (the SPS/PPS depend on its size).
 DESCRIBE_WAIT_S = 10.0
 MAX_REQUEST_BYTES = 16 * 1024
@@ -144,10 +161,27 @@ class _Client:
     closed: bool = False
     first_timestamp: int | None = None
     """The RTP timestamp of the first frame sent (clients count presentation times from it)."""
+    bytes_sent: int = 0
+    sent: collections.deque = field(default_factory=collections.deque)
+    """``(end offset in the byte stream, when queued)`` of the frames sent and maybe not received yet."""
 
     def send(self, data: bytes) -> None:
         with self.write_lock:
             self.connection.sendall(data)
+
+    def lag_s(self, now: float) -> float:
+        """How long ago the oldest frame the client has not received yet was queued (0 when none, or where the
+        system does not say how much of the send buffer is left)."""
+        if fcntl is None:
+            return 0.0
+        try:
+            unsent = struct.unpack("i", fcntl.ioctl(self.connection.fileno(), termios.TIOCOUTQ, b"\0" * 4))[0]
+        except (OSError, AttributeError):
+            return 0.0
+        received = self.bytes_sent - unsent
+        while self.sent and self.sent[0][0] <= received:
+            self.sent.popleft()
+        return now - self.sent[0][1] if self.sent else 0.0
 
 
 class RtspSink(Sink):
@@ -161,7 +195,8 @@ class RtspSink(Sink):
         crf: H.264 quality.
         keyframe_interval_s: Seconds between keyframes.
         user, password: Basic authentication (both None: none).
-        max_clients: Connections beyond this many are refused.
+        max_clients: Clients playing at once; a further PLAY gets 503 Service Unavailable. A connection has
+            :data:`LOGIN_TIMEOUT_S` to log in and play.
         key: Config key path used in error messages.
         queue_size: Fused frames buffered for this sink (the oldest is dropped when it is full).
         stats: Where encode latency and drops are recorded.
@@ -196,7 +231,7 @@ class RtspSink(Sink):
     @property
     def url(self) -> str:
         """The stream's URL."""
-        return f"rtsp://{self.bind}:{self.port}/{self.path}"
+        return f"rtsp://{url_host(self.bind)}:{self.port}/{self.path}"
 
     def describe(self) -> str:
         return f"rtsp sink {self.url}"
@@ -208,8 +243,8 @@ class RtspSink(Sink):
             listener.bind((self.bind, self.port))
         except OSError as exc:
             listener.close()
-            raise SinkError(f"{self.key}.port: cannot listen on {self.bind}:{self.port} ({exc.strerror}); choose "
-                            "another port (0 picks a free one)") from None
+            raise SinkError(f"{self.key}: cannot listen on {self.bind}:{self.port} ({exc.strerror}); "
+                            f"{listen_advice(exc, f'{self.key}.bind', f'{self.key}.port')}") from None
         listener.listen(8)
         listener.settimeout(0.2)
         self._listener = listener
@@ -267,21 +302,31 @@ class RtspSink(Sink):
         with client.wake:
             if client.needs_keyframe and not is_key:
                 return
-            if len(client.backlog) >= CLIENT_BACKLOG:  # too slow: start again from the next keyframe
-                dropped = len(client.backlog)
-                client.backlog.clear()
-                client.needs_keyframe = True
-                self.stats.count("drops.rtsp", dropped)
-                with self._clients_lock:
-                    self._want_keyframe = True
-                log.warning("%s: client %s is too slow; %d frames dropped, it resumes at the next keyframe",
-                            self.describe(), client.address, dropped)
-                return
-            client.needs_keyframe = False
-            if client.first_timestamp is None:
-                client.first_timestamp = timestamp
-            client.backlog.append((units, timestamp))
-            client.wake.notify()
+            too_slow = len(client.backlog) >= CLIENT_BACKLOG
+            if not too_slow:
+                client.needs_keyframe = False
+                if client.first_timestamp is None:
+                    client.first_timestamp = timestamp
+                client.backlog.append((units, timestamp, time.monotonic()))
+                client.wake.notify()
+        if too_slow:  # start again from the next keyframe
+            self._skip_to_keyframe(client, "is too slow")
+            self._request_keyframe()
+
+    def _skip_to_keyframe(self, client: _Client, why: str) -> None:
+        """Drop what waits for ``client``: it resumes at the next keyframe."""
+        with client.wake:
+            dropped = len(client.backlog)
+            client.backlog.clear()
+            client.needs_keyframe = True
+        self.stats.count("drops.rtsp", dropped)
+        log.warning("%s: client %s %s; %d frames dropped, it resumes at the next keyframe", self.describe(),
+                    client.address, why, dropped)
+
+    def _request_keyframe(self) -> None:
+        """Have the next frame encoded as a keyframe."""
+        with self._clients_lock:
+            self._want_keyframe = True
 
     def _send_loop(self, client: _Client) -> None:
         """Sends the client's frames as interleaved RTP packets until it leaves."""
@@ -290,11 +335,22 @@ class RtspSink(Sink):
                 client.wake.wait_for(lambda: client.backlog or client.closed)
                 if client.closed:
                     return
-                units, timestamp = client.backlog.popleft()
+                units, timestamp, queued_at = client.backlog.popleft()
+            lag = client.lag_s(time.monotonic())
+            if lag > CLIENT_MAX_LAG_S:  # paused, or its network stalled: what it has not received yet is old
+                self.stats.count("drops.rtsp")
+                self._skip_to_keyframe(client, f"has not received what was sent {lag:.1f} s ago")
+                while not client.closed and client.lag_s(time.monotonic()) > CLIENT_MAX_LAG_S / 2:
+                    time.sleep(0.05)  # a keyframe now would only wait in the send buffer too
+                self._request_keyframe()
+                continue
             packets = packetize(units, timestamp, client.seq, self.ssrc)
             client.seq = (client.seq + len(packets)) & 0xFFFF
+            data = b"".join(struct.pack("!cBH", b"$", client.channel, len(p)) + p for p in packets)
+            client.bytes_sent += len(data)
+            client.sent.append((client.bytes_sent, queued_at))
             try:
-                client.send(b"".join(struct.pack("!cBH", b"$", client.channel, len(p)) + p for p in packets))
+                client.send(data)
             except OSError:
                 self._drop(client)
                 return
@@ -309,12 +365,12 @@ class RtspSink(Sink):
             except OSError:
                 return
             with self._clients_lock:
-                full = len(self._clients) >= self.max_clients
-            if full:
-                log.warning("%s: refused %s (max_clients %d reached)", self.describe(), address[0], self.max_clients)
+                pending = sum(1 for client in self._clients if not client.playing)
+            if pending >= MAX_PENDING:
+                log.warning("%s: refused %s (%d connections not playing yet)", self.describe(), address[0], pending)
                 connection.close()
                 continue
-            connection.settimeout(SESSION_TIMEOUT_S * 1.5)  # silent past its session, or not reading: dropped
+            connection.settimeout(LOGIN_TIMEOUT_S)  # to log in and play; then its session's
             connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             client = _Client(connection, f"{address[0]}:{address[1]}")
             with self._clients_lock:
@@ -365,12 +421,21 @@ class RtspSink(Sink):
             self._reply(client, cseq, "200 OK", Session=f"{client.session};timeout={SESSION_TIMEOUT_S}",
                         Transport=f"RTP/AVP/TCP;unicast;interleaved={channels[0]}-{channels[1]};ssrc={self.ssrc:08X}")
         elif method == "PLAY":
-            self._reply(client, cseq, "200 OK", Session=client.session, Range="npt=0.000-")
             if not client.playing:
-                client.playing = True
                 with self._clients_lock:
-                    self._want_keyframe = True
+                    full = sum(1 for other in self._clients if other.playing) >= self.max_clients
+                    client.playing = not full
+                if full:
+                    log.warning("%s: refused %s (max_clients %d playing)", self.describe(), client.address,
+                                self.max_clients)
+                    self._reply(client, cseq, "503 Service Unavailable")
+                    return False
+                client.connection.settimeout(SESSION_TIMEOUT_S * 1.5)  # silent past its session, or not reading
+                self._reply(client, cseq, "200 OK", Session=client.session, Range="npt=0.000-")
+                self._request_keyframe()
                 threading.Thread(target=self._send_loop, args=(client,), name="rtsp-send", daemon=True).start()
+            else:
+                self._reply(client, cseq, "200 OK", Session=client.session, Range="npt=0.000-")
         elif method == "TEARDOWN":
             self._reply(client, cseq, "200 OK", Session=client.session)
             return False
