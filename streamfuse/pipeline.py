@@ -199,9 +199,15 @@ class Pipeline:
 
     # ------------------------------------------------------------------------------------ lifecycle
     def _build_source(self, name: str, scene: SyntheticScene | None) -> Source:
-        """The source of ``sources.NAME``; an error about its input names that key."""
-        try:
+        """The source of ``sources.NAME``."""
+        with self._naming_input(name):
             return build_source(name, getattr(self.config.sources, name), scene=scene, stats=self.stats)
+
+    @contextlib.contextmanager
+    def _naming_input(self, name: str) -> Iterator[None]:
+        """A :class:`SourceError` raised inside names the input it is about (its key, or ``fuse``'s flag)."""
+        try:
+            yield
         except SourceError as exc:
             raise SourceError(f"{self._input_names[name]}: {exc}") from None
 
@@ -244,10 +250,8 @@ class Pipeline:
         try:
             self.fuser.start(self.stats, live=self._live)
             for name, source in self.sources.items():
-                try:
+                with self._naming_input(name):
                     source.start()
-                except SourceError as exc:
-                    raise SourceError(f"{self._input_names[name]}: {exc}") from None
             if self.config.control.enabled:
                 from streamfuse.control import ControlServer, pipeline_commands
 

@@ -69,11 +69,11 @@ class ImagesSink(Sink):
         earlier run's frames): the run would stop at the first name it meets, with other outputs replaced.
         (Names from ``{name}`` depend on the input, and ``fuse`` checks those itself; a fixed name is checked
         as it is written.)"""
-        fields = [name for _, name, _, _ in string.Formatter().parse(self.pattern) if name is not None]
+        parts = list(string.Formatter().parse(self.pattern))
+        fields = [name for _, name, _, _ in parts if name is not None]
         if "name" in fields or not fields:
             return
-        shape = "".join(glob.escape(text) + ("*" if name is not None else "")
-                        for text, name, _, _ in string.Formatter().parse(self.pattern))
+        shape = "".join(glob.escape(text) + ("*" if name is not None else "") for text, name, _, _ in parts)
         earlier = sorted(self.path.glob(shape))
         if earlier:
             raise SinkError(f"{self.key}: {self.path} already holds {len(earlier)} file(s) named like "

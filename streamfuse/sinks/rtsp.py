@@ -421,7 +421,8 @@ class RtspSink(Sink):
             self._reply(client, cseq, "200 OK", Session=f"{client.session};timeout={SESSION_TIMEOUT_S}",
                         Transport=f"RTP/AVP/TCP;unicast;interleaved={channels[0]}-{channels[1]};ssrc={self.ssrc:08X}")
         elif method == "PLAY":
-            if not client.playing:
+            starts = not client.playing
+            if starts:
                 with self._clients_lock:
                     full = sum(1 for other in self._clients if other.playing) >= self.max_clients
                     client.playing = not full
@@ -431,11 +432,10 @@ class RtspSink(Sink):
                     self._reply(client, cseq, "503 Service Unavailable")
                     return False
                 client.connection.settimeout(SESSION_TIMEOUT_S * 1.5)  # silent past its session, or not reading
-                self._reply(client, cseq, "200 OK", Session=client.session, Range="npt=0.000-")
+            self._reply(client, cseq, "200 OK", Session=client.session, Range="npt=0.000-")
+            if starts:  # after the reply: the first RTP packet may not come before it
                 self._request_keyframe()
                 threading.Thread(target=self._send_loop, args=(client,), name="rtsp-send", daemon=True).start()
-            else:
-                self._reply(client, cseq, "200 OK", Session=client.session, Range="npt=0.000-")
         elif method == "TEARDOWN":
             self._reply(client, cseq, "200 OK", Session=client.session)
             return False
