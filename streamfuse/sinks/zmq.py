@@ -427,22 +427,23 @@ class Subscriber:
         self.received += 1
         return frame
 
-    def _newest_message(self, timeout: float) -> list[bytes] | None:
-        """The newest frame message that has arrived (older ones are skipped unread), waiting up to
-        ``timeout`` s; the end-of-stream message sets :attr:`ended` and ends the reading."""
+    def _newest_message(self, timeout: float) -> tuple[list[bytes] | None, int]:
+        """The newest frame message that has arrived (older ones are skipped unread) and how many frame
+        messages were read, waiting up to ``timeout`` s; the end-of-stream message sets :attr:`ended` and ends
+        the reading."""
         if not self._socket.poll(int(timeout * 1000), zmq.POLLIN):
-            return None
-        newest = None
+            return None, 0
+        newest, count = None, 0
         while True:
             try:
                 parts = self._socket.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
-                return newest
+                return newest, count
             end = end_of_stream_header(parts)
             if end is not None:
                 self.ended = end
-                return newest
-            self.received += 1
+                return newest, count
+            count += 1
             if newest is not None:
                 self.skipped += 1
             newest = parts
@@ -463,19 +464,22 @@ class Subscriber:
         try:
             while not self._stop.is_set():
                 try:
-                    parts = self._newest_message(0.1)
-                    frame = None if parts is None else decode_message(parts)
-                except StreamfuseError as exc:
-                    log.warning("%s: skipped a message: %s", self.endpoint, exc)
-                    continue
+                    parts, count = self._newest_message(0.1)
                 except zmq.ZMQError:
                     break  # socket closed
-                if frame is not None and self._fresh(frame):
-                    with self._condition:
+                try:
+                    frame = None if parts is None else decode_message(parts)
+                except StreamfuseError as exc:
+                    self.received += count
+                    log.warning("%s: skipped a message: %s", self.endpoint, exc)
+                    continue
+                with self._condition:
+                    if frame is not None and self._fresh(frame):
                         if self._newest is not None:
                             self.skipped += 1
                         self._newest = frame
                         self._condition.notify_all()
+                    self.received += count  # counted once the newest of them can be taken (latest())
                 if self.ended is not None:
                     with self._condition:
                         self._condition.notify_all()
