@@ -47,7 +47,7 @@ class FramePair:
 
     Attributes:
         ir: The infrared frame, gray; after registration on the visible grid (unless ``transform`` is set).
-        vis: The visible frame (the output's grid and timing, whichever camera is ``sync.primary``).
+        vis: The visible frame (the output's grid, whichever camera is ``sync.primary``).
         skew: ``ir.timestamp - vis.timestamp`` in seconds, after time offsets.
         valid: ``uint8`` mask (1 where the registered infrared image has data), or None when all
             pixels are valid.
@@ -61,6 +61,8 @@ class FramePair:
             the fusion); None when ``ir`` is already on the visible grid.
         registration_quality: The registrar's quality when the pair was made (online refinement's
             alignment score; None without it).
+        primary: The camera whose frames are all kept and that times the output (``sync.primary``):
+            ``"vis"`` or ``"ir"``.
     """
 
     ir: Frame
@@ -71,11 +73,17 @@ class FramePair:
     mode: str = "fused"
     transform: Transform | None = None
     registration_quality: float | None = None
+    primary: str = "vis"
+
+    @property
+    def timed_by(self) -> Frame:
+        """The primary frame: its timestamp, sequence number and name are the output frame's."""
+        return self.ir if self.primary == "ir" else self.vis
 
     @property
     def seq(self) -> int:
-        """The sequence number of the visible frame."""
-        return self.vis.seq
+        """The sequence number of the primary frame."""
+        return self.timed_by.seq
 
 
 @dataclass(slots=True)
@@ -100,8 +108,8 @@ class FusedFrame:
 
     @property
     def timestamp(self) -> float:
-        """Capture timestamp of the visible frame, which drives output timing."""
-        return self.pair.vis.timestamp
+        """Capture timestamp of the primary frame (``sync.primary``), which drives output timing."""
+        return self.pair.timed_by.timestamp
 
     @property
     def created(self) -> float:

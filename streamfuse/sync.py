@@ -245,7 +245,7 @@ class PairingStage:
                 self._last_paired[frame.source] = frame.seq
                 self.stats.count(f"paired.{frame.source}")
         pair = FramePair(registered, vis, skew, valid, {"sync": (t1 - t0) * 1000, "warp": (t2 - t1) * 1000},
-                         transform=deferred, registration_quality=self.registrar.quality)
+                         transform=deferred, registration_quality=self.registrar.quality, primary=primary.source)
         self._paired_once = True
         self.stats.record_pair(skew)
         self.stats.record_latency("sync", pair.latency["sync"])

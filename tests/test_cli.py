@@ -94,6 +94,39 @@ def test_fuse_fps_sets_the_rate_of_a_folder_beside_a_video(image_folders, tmp_pa
     assert code == 2 and "--fps: videos keep their own timing" in err
 
 
+def test_infrared_as_primary_times_the_output_and_names_its_frames(tmp_path, capsys):
+    """With sync.primary ir, every thermal frame is kept and the output takes its time and name (it took
+    the reused visible frame's: a 30 fps thermal video beside a 10 fps visible one came out in bursts of
+    three frames 1 ms apart, and an images sink's {name} repeated the visible frame's name)."""
+    write_video(tmp_path / "ir.mp4", [make_pair(i)[0] for i in range(12)], fps=30)
+    write_video(tmp_path / "vis.mp4", [make_pair(i)[1] for i in range(4)], fps=10)
+    code, _, err = run_cli(capsys, "fuse", "--ir", str(tmp_path / "ir.mp4"), "--vis", str(tmp_path / "vis.mp4"),
+                           "-o", str(tmp_path / "fused.mp4"), "--fuser", "classical", "--set", "sync.primary=ir",
+                           "--no-progress")
+    assert code == 0, err
+    _, times = read_video(tmp_path / "fused.mp4")
+    assert len(times) >= 10
+    assert np.allclose(np.diff(times), 1 / 30, atol=0.002), times
+    ir_dir, vis_dir = tmp_path / "ir", tmp_path / "vis"
+    ir_dir.mkdir(), vis_dir.mkdir()
+    for i in range(6):
+        cv2.imwrite(str(ir_dir / f"t{i}.png"), make_pair(i)[0])
+    for i in range(2):
+        cv2.imwrite(str(vis_dir / f"v{i}.png"), make_pair(i)[1])
+    config = tmp_path / "run.yaml"
+    config.write_text(f"""
+sources:
+  ir: {{type: images, path: {ir_dir}, fps: 30}}
+  vis: {{type: images, path: {vis_dir}, fps: 10}}
+sync: {{primary: ir}}
+fusion: {{fuser: classical}}
+sinks: [{{type: images, path: {tmp_path / "out"}, pattern: "{{name}}.png"}}]
+""")
+    code, _, err = run_cli(capsys, "run", str(config))
+    assert code == 0, err
+    assert sorted(path.name for path in (tmp_path / "out").iterdir()) == [f"t{i}.png" for i in range(6)]
+
+
 def test_fuse_folders_into_a_video(image_folders, tmp_path, capsys):
     ir_dir, vis_dir = image_folders
     code, _, err = run_cli(capsys, "fuse", "--ir", str(ir_dir), "--vis", str(vis_dir), "-o",

@@ -83,7 +83,7 @@ class ImagesSink(Sink):
 
     def file_for(self, frame: FusedFrame) -> Path:
         """The output path of ``frame``."""
-        name = frame.pair.vis.meta.get("name", f"{frame.index:06d}")
+        name = frame.pair.timed_by.meta.get("name", f"{frame.index:06d}")
         return self.path / self.pattern.format(index=frame.index, seq=frame.pair.seq, name=name)
 
     def write(self, frame: FusedFrame) -> None:
