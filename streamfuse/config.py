@@ -414,7 +414,7 @@ class VideoSinkConfig(SinkConfig):
     """x264 speed preset (``h264`` only): ultrafast ... placebo."""
     overwrite: bool = False
     fragmented: bool = True
-    """MP4/MOV only: write a fragmented MP4 (a fragment per keyframe interval), which plays up to
+    """MP4/MOV/M4V only: write a fragmented MP4 (a fragment per keyframe interval), which plays up to
     its last fragment even after a crash or power loss and keeps no growing index in memory. false
     writes a classic MP4, whose index is written on close (a killed process leaves no playable file)."""
     queue_size: int = 16

@@ -43,6 +43,8 @@ SUSPENDED_REMINDER_S = 60.0
 FRAGMENTED_MP4 = {"movflags": "frag_keyframe+empty_moov+delay_moov+default_base_moof", "flush_packets": "1"}
 """Muxer options of a fragmented MP4: a fragment per keyframe interval; the header waits for the first
 fragment so that it can carry the edit list that makes the first frame play at time 0."""
+#: Extensions of the MP4 family (ISO base media files), written fragmented by default.
+MP4_FAMILY = (".mp4", ".mov", ".m4v")
 
 
 MUXER_OVERHEAD_BYTES = 64 * 1024
@@ -118,7 +120,7 @@ class VideoWriter:
     or column is repeated. :meth:`close` flushes the encoder and finalises the file; as a context
     manager, the writer closes on leaving the block, whatever the exit.
 
-    MP4 and MOV files are fragmented by default (a fragment per keyframe interval of 2 s, index in
+    MP4, MOV and M4V files are fragmented by default (a fragment per keyframe interval of 2 s, index in
     each fragment): everything up to the last fragment plays even if the process is killed, and the
     muxer does not hold a growing sample index in memory (~3-5 MB per hour of 15 fps video for a
     classic MP4, written only at the end).
@@ -134,7 +136,7 @@ class VideoWriter:
         preset: x264 preset.
         fps: Nominal frame rate written in the stream header.
         overwrite: Replace an existing file.
-        fragmented: Fragment MP4/MOV files (ignored for other containers); False writes a classic
+        fragmented: Fragment MP4/MOV/M4V files (ignored for other containers); False writes a classic
             MP4 whose index is written on close.
         key: Config key path used in error messages.
         make_room: Called before each write with the bytes that may go out with it (the fragment
@@ -165,7 +167,7 @@ class VideoWriter:
         self._replaces = self.path.exists() or self.path.is_symlink()
         prepare_output_file(self.path, overwrite, key)
         try:
-            self._fragmented = fragmented and self.path.suffix.lower() in (".mp4", ".mov")
+            self._fragmented = fragmented and self.path.suffix.lower() in MP4_FAMILY
             self._container = av.open(str(self.path), mode="w", options=FRAGMENTED_MP4 if self._fragmented else {})
         except (av.error.FFmpegError, ValueError) as exc:
             raise SinkError(f"{_path_key(key)}: cannot create video {self.path} ({exc}); "
