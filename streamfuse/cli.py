@@ -35,7 +35,7 @@ from streamfuse.pipeline import Pipeline, check_outputs_are_not_inputs
 from streamfuse.probe import probe
 from streamfuse.registration.estimate import STRUCTURES, estimate_homography
 from streamfuse.runtime import setup_runtime
-from streamfuse.sinks.video import OUTPUT_VIDEO_EXTENSIONS
+from streamfuse.sinks.video import OUTPUT_VIDEO_EXTENSIONS, VideoSink
 from streamfuse.sources.video import VIDEO_EXTENSIONS
 from streamfuse.stats import END_TO_END, PipelineStats
 
@@ -333,11 +333,21 @@ def cmd_fuse(args: argparse.Namespace) -> int:
     stats = pipeline.run(progress=_progress_wanted(args, pipeline))
     with _signals_ignored_once_stopped(pipeline):
         fuse = stats.stages().get("fuse")
-        log.info("wrote %d fused frame(s) to %s (fuser %s, median %.1f ms per frame)", stats.frames_out,
-                 args.output, pipeline.fuser.name, fuse.p50_ms if fuse else 0.0)
+        if stats.frames_out:
+            log.info("wrote %d fused frame(s) to %s (fuser %s, median %.1f ms per frame)", stats.frames_out,
+                     _written_to(pipeline, args.output), pipeline.fuser.name, fuse.p50_ms if fuse else 0.0)
         _log_inputs(pipeline)
         _refuse_empty_run(pipeline, stats)
     return pipeline.exit_status
+
+
+def _written_to(pipeline: Pipeline, output: str) -> str:
+    """What ``fuse`` wrote: ``-o``, or the files a video sink split it into (``segment_minutes``, a full disk)."""
+    for sink in pipeline.sinks:
+        if isinstance(sink, VideoSink) and list(sink.segments) != [Path(output)] and sink.segments:
+            first, last = sink.segments[0], sink.segments[-1]
+            return str(first) if first == last else f"{len(sink.segments)} files, {first} ... {last}"
+    return output
 
 
 def _refuse_empty_run(pipeline: Pipeline, stats: PipelineStats) -> None:

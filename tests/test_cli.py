@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 import sys
 
@@ -444,6 +445,25 @@ def test_a_run_that_fuses_nothing_fails_and_leaves_the_earlier_output_as_it_was(
     assert ("streamfuse: error: no frame pair was fused, so nothing was written (an output file already there is "
             "from before)") in err
     assert output.read_bytes() == b"an earlier recording"
+
+
+def test_fuse_names_the_files_it_wrote(tmp_path, capsys, caplog):
+    """Segmented output was reported as written to -o, a file that does not exist; a run that fused nothing
+    said 'wrote 0 fused frame(s) to' a file it did not write, before its error."""
+    caplog.set_level(logging.INFO)
+    for name, index in (("ir", 0), ("vis", 1)):
+        write_video(tmp_path / f"{name}.mp4", [make_pair(i)[index] for i in range(40)], fps=25)
+    inputs = ("--ir", str(tmp_path / "ir.mp4"), "--vis", str(tmp_path / "vis.mp4"), "--fuser", "classical",
+              "--no-progress")
+    code, _, err = run_cli(capsys, "fuse", *inputs, "-o", str(tmp_path / "s.mp4"),
+                           "--set", "sinks.0.segment_minutes=0.01")
+    assert code == 0, err
+    first, last = tmp_path / "s-00000.mp4", tmp_path / "s-00002.mp4"
+    assert f"wrote 40 fused frame(s) to 3 files, {first} ... {last}" in caplog.text
+    caplog.clear()
+    code, _, err = run_cli(capsys, "fuse", *inputs, "-o", str(tmp_path / "none.mp4"),
+                           "--set", "sources.ir.time_offset_ms=100000")
+    assert code == 1 and "no frame pair was fused" in err and "wrote" not in caplog.text
 
 
 def test_a_second_signal_while_the_summary_is_printed_keeps_the_first_ones_exit_status():
