@@ -7,6 +7,7 @@ import contextlib
 import itertools
 import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -1173,6 +1174,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt as exc:
         print("streamfuse: interrupted", file=sys.stderr)
         return exc.status if isinstance(exc, Terminated) else 130
+    except BrokenPipeError:  # the reader of stdout went away (`streamfuse probe x | head -1`): stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the exit's flush would fail again
+        return 141  # as a shell reports a command ended by SIGPIPE
 
 
 if __name__ == "__main__":

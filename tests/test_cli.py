@@ -447,6 +447,16 @@ def test_a_run_that_fuses_nothing_fails_and_leaves_the_earlier_output_as_it_was(
     assert output.read_bytes() == b"an earlier recording"
 
 
+def test_a_closed_stdout_ends_the_command_without_a_traceback(tmp_path):
+    """`streamfuse probe video | head -1`: a BrokenPipeError traceback when head had gone."""
+    write_video(tmp_path / "v.mp4", [make_pair(i)[1] for i in range(5)], fps=25)
+    process = subprocess.Popen([sys.executable, "-m", "streamfuse", "probe", str(tmp_path / "v.mp4")],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=python_env())
+    process.stdout.close()  # the reader is gone before the first line
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 141 and b"Traceback" not in err, err.decode()
+
+
 def test_fuse_names_the_files_it_wrote(tmp_path, capsys, caplog):
     """Segmented output was reported as written to -o, a file that does not exist; a run that fused nothing
     said 'wrote 0 fused frame(s) to' a file it did not write, before its error."""
