@@ -113,17 +113,20 @@ def _log_inputs(pipeline: Pipeline) -> None:
     # Frames read ahead of a stop were never offered to the pairing: "unpaired" would blame the inputs.
     labels = {"passed_through": "published alone (the other camera lost)",
               "not_read": "not read (the run ended first)" if stopped_early else "not read (the other input ended)",
+              "missing": "missing at its end (fewer frames than its header gives: cut off?)",
               **({"unpaired": "unpaired or read ahead of the stop"} if stopped_early else {})}
     for name, count in counts.items():
         log.info("input %s (%s): %s", name, pipeline.sources[name].describe(),
                  ", ".join(f"{value} {labels.get(key, key)}" for key, value in count.items()
-                           if value or key not in ("passed_through", "not_read")))
-    lost = {name: count for name, count in counts.items() if count["unpaired"] or count["dropped"] or count["not_read"]}
+                           if value or key not in ("passed_through", "not_read", "missing")))
+    lost = {name: count for name, count in counts.items()
+            if count["unpaired"] or count["dropped"] or count["not_read"] or count["missing"]}
     if lost and not pipeline.live and not stopped_early:
         log.warning("not every input frame was fused (%s); the inputs differ in length or timing, or frames "
                     "were undecodable (see the warnings above); pairing tolerance %.0f ms (sync.tolerance_ms)",
                     "; ".join(f"{name}: {count['unpaired']} unpaired, {count['dropped']} dropped of "
                               f"{count['read']} read" + (f", {count['not_read']} not read" if count["not_read"] else "")
+                              + (f", {count['missing']} missing at its end" if count["missing"] else "")
                               for name, count in lost.items()),
                     pipeline.pairing.tolerance_s() * 1000)
 

@@ -404,7 +404,8 @@ class Pipeline:
         passthrough``); ``unpaired`` (read but in no pair: no partner within the tolerance, or past the
         end of the shorter input); ``dropped`` (by the drop policy, or undecodable and skipped);
         ``not_read`` (frames of a file or folder of known length never read: the run ended first, when
-        the other input ended or at a stop)."""
+        the other input ended or at a stop); ``missing`` (the input ended short of the length its header
+        gives: a file cut off)."""
         counters = self.stats.counters()
         counts = {}
         for name, source in self.sources.items():
@@ -413,7 +414,9 @@ class Pipeline:
             counts[name] = {"read": source.frames_read, "paired": paired, "passed_through": alone,
                             "unpaired": source.frames_read - paired - alone - source.queue.dropped,
                             "dropped": source.queue.dropped + counters.get(f"undecodable.{name}", 0),
-                            "not_read": max(0, (source.expected_frames or 0) - source.frames_read)}
+                            **dict.fromkeys(("missing", "not_read"), 0)}
+            short = max(0, (source.expected_frames or 0) - source.frames_read)
+            counts[name]["missing" if source.reached_end else "not_read"] = short
         return counts
 
     def queue_depths(self) -> dict[str, int]:

@@ -156,6 +156,20 @@ def test_inputs_of_different_lengths_are_reported_not_cut_silently(tmp_path, cap
     assert "not every input frame was fused (vis: 6 unpaired, 0 dropped of 16 read)" in log
 
 
+def test_a_cut_off_file_is_said_to_be_short_not_blamed_on_the_other_input(tmp_path, capsys, caplog):
+    """A recording cut off half way (its header still gives the full length): its missing frames were
+    reported as 'not read (the other input ended)', although the other input was read to its end."""
+    path = write_video(tmp_path / "ir.mkv", [cv2.cvtColor(make_pair(i)[0], cv2.COLOR_GRAY2BGR) for i in range(60)],
+                       fps=10)
+    path.write_bytes(path.read_bytes()[:path.stat().st_size // 2])
+    write_video(tmp_path / "vis.mp4", [make_pair(i)[1] for i in range(60)], fps=10)
+    code, log = fuse_videos(capsys, caplog, path, tmp_path / "vis.mp4", tmp_path / "out.mp4")
+    assert code == 0
+    line = next(line for line in log.splitlines() if "input ir (video " in line)
+    assert "missing at its end (fewer frames than its header gives: cut off?)" in line, line
+    assert "not read" not in line
+
+
 def test_frames_of_the_longer_input_never_read_are_counted(tmp_path, capsys, caplog):
     """The run ends with the shorter input: the longer one's remaining frames were in no count."""
     write_video(tmp_path / "ir.mp4", [cv2.cvtColor(make_pair(i)[0], cv2.COLOR_GRAY2BGR) for i in range(100)], fps=10)

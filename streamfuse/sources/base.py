@@ -144,6 +144,8 @@ class Source(ThreadedStage):
         """Maps the 16-bit frames that :meth:`read` may return to 8 bits (16-bit thermal cameras)."""
         self.error: Exception | None = None
         self.frames_read = 0
+        self.reached_end = False
+        """True once a finite input delivered its last frame (it ended on its own, not stopped)."""
         self.thread_name = f"capture-{name}"
         self.state = SourceState.STARTING
         self.last_error: str | None = None
@@ -289,6 +291,7 @@ class Source(ThreadedStage):
                 raise TransientSourceError("stalled: reconnecting (frames the silent connection still "
                                            "delivers are stale)")
             if capture is None:
+                self.reached_end = True
                 return
             image = self.gain(capture.image)
             now = time.perf_counter()
