@@ -173,6 +173,8 @@ class Pipeline:
         self.frames_fused = 0
         self.stop_signal: int | None = None
         """The signal (SIGINT, SIGTERM or SIGHUP) that first asked the pipeline to stop, if one did."""
+        self._signals_pending: list[int] = []
+        """Signals the handler noted and the main thread has not acted on yet (:meth:`_act_on_signals`)."""
         self.router = None
         self.routing = None
         """The active prompt routing; replaced as a whole (atomically) by :meth:`set_prompt`."""
@@ -485,7 +487,7 @@ class Pipeline:
                 self.abort()
                 raise
             finally:
-                self.join(30)
+                self._join_acting_on_signals(30)
                 bar.close()
         errors = self.errors()
         if errors:
@@ -500,6 +502,7 @@ class Pipeline:
         shown = 0
         while self.running:
             time.sleep(_POLL_S)
+            self._act_on_signals()
             if self.errors() and not self._stopping.is_set():
                 self.stop()
             if self._live and time.monotonic() >= next_trim:
@@ -523,15 +526,11 @@ class Pipeline:
             yield
             return
         def handle(signum, _frame) -> None:
+            # Only note it: the handler runs in the main thread between any two bytecodes, so stopping here
+            # took locks the interrupted code (or the handler of a first signal) could hold: a deadlock that
+            # only SIGKILL ended, the recording unfinalised. The main thread acts on it (_act_on_signals).
             self.stop_signal = self.stop_signal or signum
-            if self._stopping.is_set():
-                log.warning("second interrupt: dropping frames in flight, finalising outputs")
-                self.abort()
-            else:
-                log.warning("interrupted: finishing frames in flight (interrupt again to stop now)")
-                self.stop()
-                for sink in self.sinks:
-                    sink.finish_soon()
+            self._signals_pending.append(signum)
         # SIGHUP: the terminal or SSH session that started the run went away; finish as for Ctrl-C.
         hangup = (signal.SIGHUP,) if hasattr(signal, "SIGHUP") else ()
         previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGINT, signal.SIGTERM, *hangup)}
@@ -540,6 +539,28 @@ class Pipeline:
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+
+    def _act_on_signals(self) -> None:
+        """Stop for each signal noted since the last call; a signal while stopping already aborts."""
+        while self._signals_pending:
+            self._signals_pending.pop()
+            if self._stopping.is_set():
+                log.warning("second interrupt: dropping frames in flight, finalising outputs")
+                self.abort()
+            else:
+                log.warning("interrupted: finishing frames in flight (interrupt again to stop now)")
+                self.stop()
+                for sink in self.sinks:
+                    sink.finish_soon()
+
+    def _join_acting_on_signals(self, timeout: float) -> None:
+        """:meth:`join`, still acting on signals while the threads finish (Ctrl-C then aborts)."""
+        deadline = time.monotonic() + timeout
+        while self.running and time.monotonic() < deadline:
+            self._act_on_signals()
+            time.sleep(_POLL_S)
+        self._act_on_signals()
+        self.join(max(0.0, deadline - time.monotonic()))
 
     # ---------------------------------------------------------------------------------------- stages
     def _guard(self, name: str, target) -> None:

@@ -3,6 +3,7 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import cv2
@@ -167,6 +168,30 @@ def test_stop_signal_leaves_a_playable_file_and_exits_128_plus_the_signal(tmp_pa
     images, times = read_video(output)
     assert len(images) >= 10
     assert all(b > a for a, b in zip(times, times[1:], strict=False))
+
+
+def test_the_signal_handler_only_notes_the_signal_and_the_main_thread_stops():
+    """The handler stopped the pipeline itself, taking locks: a second signal while the first one's handler
+    held a source queue's lock re-entered it in the same thread, which then waited for that lock for ever
+    (`timeout` sends its signal twice; so does a double Ctrl-C): only SIGKILL ended the run, its recording
+    unfinalised. Now the handler takes no lock, even with the queues' locks held where the signal lands."""
+    pipeline = Pipeline(config_from_dict(synthetic()))
+    with pipeline._signals_handled(True):
+        handler = signal.getsignal(signal.SIGINT)
+        queue_lock = pipeline.sources["ir"].queue._lock
+        queue_lock.acquire()  # as the interrupted code may hold it
+        watchdog = threading.Timer(5, queue_lock.release)  # a handler waiting for it fails the test, not hangs
+        watchdog.start()
+        try:
+            handler(signal.SIGINT, None)
+            handler(signal.SIGTERM, None)
+        finally:
+            watchdog.cancel()
+            if queue_lock.locked():
+                queue_lock.release()
+        assert not pipeline._stopping.is_set() and pipeline.stop_signal == signal.SIGINT
+        pipeline._act_on_signals()  # the main thread's supervision loop, next poll
+        assert pipeline._stopping.is_set() and not pipeline._signals_pending
 
 
 @pytest.mark.parametrize("fusion", [{"fuser": "model", "device": "cpu", "max_batch": 4}, {"fuser": "classical"}],
