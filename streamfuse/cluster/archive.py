@@ -32,7 +32,6 @@ import csv
 import logging
 import math
 import os
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -437,11 +436,12 @@ class ArchiveJob:
         self.settings = (f"fuser {fusion.fuser}, weights {fusion.weights or 'shipped'}, prompt {config.prompt!r}, "
                          f"codec {codec}, crf {crf}")
         """What a segment's video was made with: one made otherwise is fused again, not skipped."""
-        self._stopping = threading.Event()
+        self._stopping = False  # a plain flag, not an Event: stop() is called from signal handlers
 
     def stop(self) -> None:
-        """Submit no more segments; those already running finish and are recorded. Safe from any thread."""
-        self._stopping.set()
+        """Submit no more segments; those already running finish and are recorded. Safe from any thread and from
+        a signal handler (it takes no lock)."""
+        self._stopping = True
 
     def run(self, on_result: Callable[[dict], None] | None = None) -> ArchiveSummary:
         """Plan, skip what is done, fuse the rest; returns the summary (the manifest holds the details).
@@ -475,7 +475,7 @@ class ArchiveJob:
             self._fuse(ray, todo, summary, record)
         summary.not_started = len(todo) - summary.done - (len(summary.failed) - failed_in_planning)
         summary.over_budget = len(summary.failed) > self.max_errors
-        summary.stopped = summary.over_budget or self._stopping.is_set()
+        summary.stopped = summary.over_budget or self._stopping
         self.manifest.compact()
         summary.seconds = time.perf_counter() - t0
         return summary
@@ -510,8 +510,8 @@ class ArchiveJob:
         running: dict = {}
         queue = list(reversed(todo))
         try:
-            while running or (queue and not self._stopping.is_set()):
-                while idle and queue and not self._stopping.is_set():
+            while running or (queue and not self._stopping):
+                while idle and queue and not self._stopping:
                     worker, segment = idle.pop(), queue.pop()
                     running[worker.process.remote(segment)] = (worker, segment)
                 ready, _ = ray.wait(list(running), num_returns=1, timeout=0.5)
@@ -528,9 +528,9 @@ class ArchiveJob:
                         summary.done += 1
                         summary.frames += result["frames"]
                     record(manifest_row(segment, {**result, "settings": self.settings}))
-                    if len(summary.failed) > self.max_errors and not self._stopping.is_set():
+                    if len(summary.failed) > self.max_errors and not self._stopping:
                         log.error("more than %d failure(s) (--max-errors): stopping", self.max_errors)
-                        self._stopping.set()
+                        self._stopping = True
         finally:
             for worker in idle + [w for w, _ in running.values()]:
                 ray.kill(worker)

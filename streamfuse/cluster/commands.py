@@ -6,7 +6,6 @@ import argparse
 import json
 import logging
 import signal
-import threading
 import time
 from pathlib import Path
 
@@ -34,12 +33,12 @@ def cmd_cluster_fuse(args: argparse.Namespace) -> int:
     job = ArchiveJob(recordings, args.output, config, segment_s=args.segment_s, actors=args.actors,
                      gpu_share=args.gpu_share, max_errors=args.max_errors, codec=args.codec)
     _connect(args)
-    interrupted = threading.Event()
+    interrupted: list[int] = []  # not an Event: a handler that takes a lock can deadlock the thread it interrupts
 
-    def interrupt(_signum, _frame) -> None:
-        if interrupted.is_set():
+    def interrupt(signum, _frame) -> None:
+        if interrupted:
             raise KeyboardInterrupt
-        interrupted.set()
+        interrupted.append(signum)
         log.warning("interrupted: finishing the segments in progress (interrupt again to stop now)")
         job.stop()
 
@@ -56,7 +55,7 @@ def cmd_cluster_fuse(args: argparse.Namespace) -> int:
         raise StreamfuseError(f"{len(summary.failed)} recording(s) or segment(s) failed, more than --max-errors "
                               f"{args.max_errors}; see {job.manifest.path} (a rerun retries them and skips what is "
                               "done)")
-    return 130 if interrupted.is_set() else 0
+    return 130 if interrupted else 0
 
 
 def cmd_cluster_run(args: argparse.Namespace) -> int:
@@ -79,18 +78,19 @@ def cmd_cluster_run(args: argparse.Namespace) -> int:
         log.info("deployed; 'streamfuse cluster status' shows its health, 'streamfuse cluster stop' ends it")
         return 0
     stopped_by: list[int] = []
-    stop = threading.Event()
 
-    def on_signal(signum, _frame) -> None:
+    def on_signal(signum, _frame) -> None:  # only note it: a handler that takes a lock (Event.set) can deadlock
         stopped_by.append(signum)
-        stop.set()
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     path = Path(args.fleet)
     seen = path.stat().st_mtime
     next_report = time.monotonic() + args.health_every
     try:
-        while not stop.wait(1.0):
+        while not stopped_by:
+            time.sleep(1.0)
+            if stopped_by:
+                break
             if path.stat().st_mtime != seen:
                 seen = path.stat().st_mtime
                 try:
