@@ -185,7 +185,7 @@ class PairingStage:
                     if not self._while_lost(lost):
                         return
                     continue
-                if self.state != "paired":  # both cameras are back: start pairing afresh
+                if self.state != "paired" and not (primary.ended or secondary.ended):  # both back: pair afresh
                     matcher = self._new_matcher()
                     self.state = "paired"
                     if self._paired_once:

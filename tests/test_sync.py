@@ -9,11 +9,13 @@ import time
 import numpy as np
 import pytest
 
+from conftest import wait_until
 from streamfuse.config import SyncConfig
 from streamfuse.frames import Frame
 from streamfuse.queues import Closed, StageQueue
 from streamfuse.registration import IdentityRegistrar
 from streamfuse.sources import Capture, Source
+from streamfuse.sources.base import SourceState
 from streamfuse.stats import PipelineStats
 from streamfuse.sync import PairingStage, PairMatcher
 
@@ -160,3 +162,41 @@ def test_infrared_alone_before_a_first_pair_says_the_output_is_paused(caplog):
     assert state == "pause" and published == 0
     assert "camera vis not delivering yet: output paused until the visible camera delivers" in caplog.text
     assert "publishing the other camera alone" not in caplog.text
+
+
+class GivesUpSource(ListSource):
+    """A supervised camera lost for a moment that then gives up: it is no longer ``lost`` but ended."""
+
+    def __init__(self, name: str, lost_for_s: float) -> None:
+        super().__init__(name, [])
+        self.lost_until = time.monotonic() + lost_for_s
+
+    @property
+    def lost(self) -> bool:
+        return time.monotonic() < self.lost_until
+
+
+def test_a_camera_that_gives_up_is_not_taken_for_one_that_came_back(caplog):
+    """A lost camera out of reconnect attempts is no longer 'lost': the stage logged "both cameras delivering
+    again: pairing resumed" (and counted a resync) right before the run failed on that camera."""
+    ir, vis = GivesUpSource("ir", 0.3), ListSource("vis", times(30, 1000))
+    output: StageQueue = StageQueue(100, "wait")
+    stopping = threading.Event()
+    stage = PairingStage(vis, ir, config=SyncConfig(), offsets_s={"ir": 0.0, "vis": 0.0},
+                         registrar=IdentityRegistrar(), defer_warp=lambda _transform: False, output=output,
+                         stats=PipelineStats(), stopping=stopping)
+    stage._paired_once = True  # the cameras had delivered before the loss
+    ir.start()
+    vis.start()
+    with caplog.at_level(logging.INFO, logger="streamfuse"):
+        worker = threading.Thread(target=stage.run, daemon=True)
+        worker.start()
+        wait_until(lambda: not ir.lost and ir.state is SourceState.STOPPED, 5, "the camera to give up")
+        time.sleep(0.3)
+        stopping.set()
+        for source in (vis, ir):
+            source.stop()
+        worker.join(5)
+    assert not worker.is_alive()
+    assert "pairing resumed" not in caplog.text and stage.state == "pause"
+    assert stage.stats.counters().get("resyncs", 0) == 0

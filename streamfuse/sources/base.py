@@ -222,6 +222,11 @@ class Source(ThreadedStage):
         """True while a supervised source is down but may come back (starting or reconnecting)."""
         return self.reconnect is not None and not self._stop.is_set() and self.state in LOST_STATES
 
+    @property
+    def ended(self) -> bool:
+        """True once the source stopped for good: its input finished, it was stopped, or it gave up."""
+        return self.state in (SourceState.STOPPED, SourceState.FAILED)
+
     def health(self) -> dict[str, Any]:
         """State and counters for the health endpoint (JSON-ready)."""
         now = time.monotonic()
