@@ -258,6 +258,18 @@ def test_clock_named_segments_of_faster_than_real_time_input_never_overwrite_eac
     assert [len(read_video(f)[0]) for f in files] == [30, 30, 15]
 
 
+def test_a_segment_whose_name_exists_goes_to_a_numbered_name_and_the_run_goes_on(tmp_path):
+    """Another recorder's file (or a clock stepped back) at the next segment's name stopped the whole pipeline
+    mid-run ('already exists'), live outputs included; the existing file is kept and the segment numbered."""
+    (tmp_path / "cam-001.mp4").write_bytes(b"another camera's footage")
+    sinks = [{"type": "video", "path": str(tmp_path / "cam-{segment:03d}.mp4"), "segment_minutes": 1 / 60}]
+    stats = Pipeline(config_from_dict(synthetic(75, sinks=sinks))).run(install_signal_handlers=False)
+    assert stats.frames_out == 75
+    assert (tmp_path / "cam-001.mp4").read_bytes() == b"another camera's footage"
+    files = [tmp_path / name for name in ("cam-000.mp4", "cam-001-1.mp4", "cam-002.mp4")]
+    assert [len(read_video(f)[0]) for f in files] == [30, 30, 15]
+
+
 @pytest.mark.parametrize(("limit", "kept"), [({"max_segments": 2}, ["cam-003.mp4", "cam-004.mp4"]),
                                              ({"max_mb": 0.001}, ["cam-004.mp4"])])
 def test_a_ring_of_segments_deletes_the_oldest_first(tmp_path, limit, kept):

@@ -388,7 +388,8 @@ class VideoSink(Sink):
 
     def _open_segment(self) -> None:
         index = self.segments_started
-        self._current = self._not_yet_written(segment_path(self.path, index) if self.segment_s or index else self.path)
+        self._current = self._free_name(segment_path(self.path, index) if self.segment_s or index else self.path,
+                                        mid_run=index > 0)
         self.writer = VideoWriter(self._current, **self._writer_options,
                                   make_room=self._make_room if self.ring else None)
         self.segments_started += 1
@@ -397,13 +398,23 @@ class VideoSink(Sink):
         while len(self.segments) > 1 and self._ring_too_big():
             self._delete_oldest("ring full")
 
-    def _not_yet_written(self, path: Path) -> Path:
+    def _free_name(self, path: Path, mid_run: bool) -> Path:
         """``path``, or ``path`` with ``-1``, ``-2``, ... before its suffix when this run already wrote a file of
-        that name: a clock-named pattern repeats when video comes in faster than real time (from files)."""
+        that name (a clock-named pattern repeats when video comes in faster than real time, from files) or,
+        ``mid_run`` (a new segment) without ``overwrite``, when a file of that name exists: another recorder's,
+        or a clock stepped back. That stopped the whole pipeline at a segment change; the first file of a run
+        is still refused at start."""
+        def taken(candidate: Path) -> bool:
+            exists = candidate.exists() or candidate.is_symlink()
+            return candidate in self._written or (mid_run and exists and not self._writer_options["overwrite"])
+
         candidate, number = path, 0
-        while candidate in self._written:
+        while taken(candidate):
             number += 1
             candidate = path.with_name(f"{path.stem}-{number}{path.suffix}")
+        if candidate != path and path not in self._written:
+            log.warning("%s: %s already exists (not written by this run); the segment goes to %s instead",
+                        self.describe(), path, candidate.name)
         self._written.add(candidate)
         return candidate
 
