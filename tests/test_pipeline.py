@@ -258,6 +258,18 @@ def test_clock_named_segments_of_faster_than_real_time_input_never_overwrite_eac
     assert [len(read_video(f)[0]) for f in files] == [30, 30, 15]
 
 
+def test_frames_an_overwriting_run_did_not_replace_are_reported(tmp_path, caplog):
+    """A 10-frame run over a 20-frame run's folder (overwrite: true) left frames 10-19 of the earlier run
+    beside its own without a word: two runs mixed in one folder."""
+    sinks = [{"type": "images", "path": str(tmp_path / "frames"), "overwrite": True}]
+    Pipeline(config_from_dict(synthetic(20, sinks=sinks))).run(install_signal_handlers=False)
+    Pipeline(config_from_dict(synthetic(10, sinks=sinks))).run(install_signal_handlers=False)
+    assert "10 file(s) of an earlier run are still there (000010.png, ...)" in caplog.text
+    caplog.clear()
+    Pipeline(config_from_dict(synthetic(20, sinks=sinks))).run(install_signal_handlers=False)
+    assert "earlier run" not in caplog.text  # all replaced
+
+
 def test_a_segment_whose_name_exists_goes_to_a_numbered_name_and_the_run_goes_on(tmp_path):
     """Another recorder's file (or a clock stepped back) at the next segment's name stopped the whole pipeline
     mid-run ('already exists'), live outputs included; the existing file is kept and the segment numbered."""

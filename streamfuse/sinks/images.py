@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import glob
+import logging
 import string
 import tempfile
 from pathlib import Path
@@ -19,13 +20,15 @@ from streamfuse.stats import PipelineStats
 #: Image formats with a single channel: a colour fused frame is written as its luminance.
 GRAY_ONLY_EXTENSIONS = (".pgm",)
 
+log = logging.getLogger(__name__)
+
 
 class ImagesSink(Sink):
     """Writes each fused frame as an image file in a folder.
 
     Args:
         path: Output folder (created if missing).
-        pattern: File name pattern with fields ``index``, ``seq`` and ``name`` (the visible input's
+        pattern: File name pattern with fields ``index``, ``seq`` and ``name`` (the primary input's
             file stem when the input is a folder of images, otherwise the index). The extension
             picks the format (.png by default).
         overwrite: Replace existing files of the same name.
@@ -45,6 +48,8 @@ class ImagesSink(Sink):
         self.overwrite = overwrite
         self.key = key
         self._last_written: Path | None = None
+        self._not_replaced: set[Path] = set()
+        """Files of an earlier run that this run's frames have not replaced (yet)."""
 
     def describe(self) -> str:
         return f"image sink {self.path}"
@@ -61,25 +66,25 @@ class ImagesSink(Sink):
         except OSError as exc:
             raise SinkError(f"{self.key}.path: cannot write into {self.path} ({exc.strerror}); choose a place you "
                             "may write to") from None
-        if not self.overwrite:
-            self._refuse_earlier_frames()
-
-    def _refuse_earlier_frames(self) -> None:
-        """Refuse, before any output is written, a folder already holding files of a numbered pattern (an
-        earlier run's frames): the run would stop at the first name it meets, with other outputs replaced.
-        (Names from ``{name}`` depend on the input, and ``fuse`` checks those itself; a fixed name is checked
-        as it is written.)"""
-        parts = list(string.Formatter().parse(self.pattern))
-        fields = [name for _, name, _, _ in parts if name is not None]
-        if "name" in fields or not fields:
-            return
-        shape = "".join(glob.escape(text) + ("*" if name is not None else "") for text, name, _, _ in parts)
-        earlier = sorted(self.path.glob(shape))
-        if earlier:
+        earlier = self._earlier_frames()
+        if earlier and not self.overwrite:
             raise SinkError(f"{self.key}: {self.path} already holds {len(earlier)} file(s) named like "
                             f"{self.pattern!r} ({earlier[0].name}, ...); choose another folder, move them away or "
                             f"allow overwriting (the sink's overwrite: true, on the command line --set "
                             f"{self.key}.overwrite=true)")
+        self._not_replaced = set(earlier)
+
+    def _earlier_frames(self) -> list[Path]:
+        """Files in the folder already named like a numbered pattern (an earlier run's frames). Without
+        ``overwrite`` they are refused before any output is written: the run would stop at the first name it
+        meets, with other outputs replaced. (Names from ``{name}`` depend on the input, and ``fuse`` checks
+        those itself; a fixed name is checked as it is written.)"""
+        parts = list(string.Formatter().parse(self.pattern))
+        fields = [name for _, name, _, _ in parts if name is not None]
+        if "name" in fields or not fields:
+            return []
+        shape = "".join(glob.escape(text) + ("*" if name is not None else "") for text, name, _, _ in parts)
+        return sorted(self.path.glob(shape))
 
     def file_for(self, frame: FusedFrame) -> Path:
         """The output path of ``frame``."""
@@ -111,9 +116,15 @@ class ImagesSink(Sink):
         if not cv2.imwrite(str(target), image):
             raise SinkError(f"{self.key}: could not write {target} ({_why_not_written(target)})")
         self._last_written = target
+        self._not_replaced.discard(target)
 
     def close(self) -> None:
-        """Nothing to finalise: every file is complete when written."""
+        """Every file is complete when written; says so when an earlier run's frames remain beside this run's."""
+        if self._not_replaced:
+            left = sorted(self._not_replaced)
+            log.warning("%s: %d file(s) of an earlier run are still there (%s, ...), named like this run's: "
+                        "overwrite replaces the files it writes and deletes none", self.describe(), len(left),
+                        left[0].name)
 
 
 def _why_not_written(target: Path) -> str:
