@@ -657,6 +657,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from streamfuse import bench
 
     _at_least_one(args.streams, "--streams")
+    if args.frames < 2:  # a rate is frames over the time between the first and the last: 1 frame gave 0.0 fps
+        raise UsageError(f"--frames: must be at least 2 to measure a frame rate, got {args.frames}")
     if args.live is not None and args.live <= 0:
         raise UsageError(f"--live: must be a positive frame rate, got {args.live:g} (leave it out for throughput)")
     if args.json:

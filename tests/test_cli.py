@@ -185,6 +185,7 @@ def test_fuse_roadscene_from_shared_data(tmp_path, capsys):
     (lambda t: ["run", str(t / "nope.yaml")], "nope.yaml: config file not found"),
     (lambda t: ["bench", "--size", "big"], "--size big: expected WIDTHxHEIGHT"),
     (lambda t: ["bench", "--streams", "0"], "--streams: must be at least 1, got 0"),
+    (lambda t: ["bench", "--frames", "1"], "--frames: must be at least 2 to measure a frame rate, got 1"),
     (lambda t: ["subscribe", "tcp://127.0.0.1:1", "--duration", "0"], "--duration: must be positive, got 0"),
     (lambda t: ["bench", "--live", "0"], "--live: must be a positive frame rate, got 0"),
     (lambda t: ["probe", str(t / "ir.png"), "--frames", "0"], "--frames: must be at least 1, got 0"),
