@@ -1170,7 +1170,10 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point: parse arguments, run the command, map user errors to one line and an exit code."""
     args = build_parser().parse_args(argv)
     level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
-    logging.basicConfig(level=level, format="%(asctime)s streamfuse: %(message)s", datefmt="%H:%M:%S")
+    # Other libraries' information lines (torch's exit-time cache statistics) stay out of streamfuse's log.
+    logging.basicConfig(level=max(level, logging.WARNING), format="%(asctime)s streamfuse: %(message)s",
+                        datefmt="%H:%M:%S")
+    logging.getLogger("streamfuse").setLevel(level)
     try:
         return args.handler(args)
     except StreamfuseError as exc:

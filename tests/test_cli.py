@@ -458,6 +458,20 @@ def test_a_closed_stdout_ends_the_command_without_a_traceback(tmp_path):
     assert process.returncode == 141 and b"Traceback" not in err, err.decode()
 
 
+def test_other_libraries_information_lines_stay_out_of_the_log(tmp_path):
+    """torch logs its cache statistics at exit at INFO level: they came out as 'streamfuse: FakeTensor cache
+    stats' lines at the end of some runs."""
+    write_video(tmp_path / "v.mp4", [make_pair(i)[1] for i in range(3)], fps=25)
+    script = ("import atexit, logging, sys\n"
+              "atexit.register(lambda: logging.getLogger('torch._subclasses').info('FakeTensor cache stats'))\n"
+              "from streamfuse.cli import main\n"
+              f"sys.exit(main(['probe', {str(tmp_path / 'v.mp4')!r}]))\n")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                            env=python_env())
+    assert result.returncode == 0, result.stderr
+    assert "FakeTensor" not in result.stderr
+
+
 def test_fuse_names_the_files_it_wrote(tmp_path, capsys, caplog):
     """Segmented output was reported as written to -o, a file that does not exist; a run that fused nothing
     said 'wrote 0 fused frame(s) to' a file it did not write, before its error."""
