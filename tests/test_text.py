@@ -131,6 +131,39 @@ def test_cache_avoids_a_second_encode_also_after_restart(tmp_path):
     assert restarted.texts == 1  # bank phrasings came from disk
 
 
+@pytest.mark.parametrize("damage", ["{}", '"x"', '{"prompt": "fog"}', "shape", "nan"])
+def test_cache_entries_of_the_wrong_shape_are_ignored_like_unreadable_ones(tmp_path, caplog, damage):
+    """Valid JSON or NumPy files with the wrong content (an entry edited or replaced by hand) crashed prompt
+    explain, fuse and run with a KeyError / TypeError / broadcasting traceback."""
+    import numpy as np
+
+    first = Router(HashingTextEncoder(), load_bank(), cache=EmbeddingCache(tmp_path)).route("fog over the harbour")
+    if damage in ("shape", "nan"):  # the embeddings are read only when the routing is not cached
+        for path in tmp_path.rglob("*.json"):
+            path.unlink()
+    for path in sorted(tmp_path.rglob("*.json" if damage[0] in "{\"" else "*.npy")):
+        if damage == "shape":  # one entry replaced (the others are the encoder's length)
+            np.save(path, np.random.default_rng(0).random(7).astype(np.float32))
+            break
+        elif damage == "nan":
+            np.save(path, np.full(np.load(path).shape, np.nan, np.float32))
+        else:
+            path.write_text(damage)
+    with caplog.at_level(logging.WARNING):
+        again = Router(HashingTextEncoder(), load_bank(), cache=EmbeddingCache(tmp_path)).route("fog over the harbour")
+    assert again.weights == first.weights and again.similarity == first.similarity
+    assert "text cache: ignoring unreadable entry" in caplog.text
+
+
+def test_a_prompt_the_terminal_could_not_decode_is_routed_not_a_traceback():
+    """A Latin-1 terminal's 'é' reaches Python as a surrogate: hashing the cache key failed (UnicodeEncodeError)."""
+    result = subprocess.run([sys.executable, "-m", "streamfuse", "-q", "prompt", "explain", "--json",
+                             b"brouillard \xe9pais sur le quai", "--set", "text.encoder=hashing"],
+                            capture_output=True, timeout=120, env=python_env())
+    assert result.returncode == 0, result.stderr.decode()
+    assert "fog" in json.loads(result.stdout)["weights"]
+
+
 def test_unwritable_cache_dir_degrades_to_memory(tmp_path, caplog):
     blocker = tmp_path / "file"
     blocker.write_text("x")

@@ -6,10 +6,12 @@ prompt and encoder does not run the text encoder again, and changing either inva
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import json
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,12 @@ import numpy as np
 from streamfuse.text.encoders import TextEncoder
 
 log = logging.getLogger(__name__)
+
+
+def _is_embedding(vector: Any) -> bool:
+    """A usable cached embedding: a non-empty 1-D array of finite floats."""
+    return (isinstance(vector, np.ndarray) and vector.ndim == 1 and vector.size > 0
+            and vector.dtype.kind == "f" and bool(np.isfinite(vector).all()))
 
 
 def _save_array(path: Path, array: np.ndarray) -> None:
@@ -48,7 +56,8 @@ class EmbeddingCache:
 
     @staticmethod
     def _digest(key: str) -> str:
-        return hashlib.sha256(key.encode()).hexdigest()
+        # surrogateescape: a prompt from a terminal that is not UTF-8 keeps its undecodable bytes as surrogates
+        return hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()
 
     def _path(self, digest: str, suffix: str) -> Path | None:
         return None if self.directory is None else self.directory / digest[:2] / f"{digest}{suffix}"
@@ -76,12 +85,26 @@ class EmbeddingCache:
             path = self._path(digest, ".npy")
             if path is not None and path.is_file():
                 try:
-                    found[index] = self._memory[digest] = np.load(path)
+                    vector = np.load(path)
                 except (OSError, ValueError):
+                    vector = None
+                if _is_embedding(vector):
+                    found[index] = self._memory[digest] = vector
+                else:
                     log.warning("text cache: ignoring unreadable entry %s", path)
+        # Entries of another length than the others (a file replaced by hand, another encoder's) are encoded again.
+        sizes = collections.Counter(vector.shape[0] for vector in found.values())
+        if len(sizes) > 1:
+            size = sizes.most_common(1)[0][0]
+            for index in [index for index, vector in found.items() if vector.shape[0] != size]:
+                log.warning("text cache: ignoring unreadable entry %s (%d numbers, the others have %d)",
+                            self._path(digests[index], ".npy"), found.pop(index).shape[0], size)
         missing = [i for i in range(len(texts)) if i not in found]
         if missing:
             encoded = encoder.encode([texts[i] for i in missing]).numpy().astype(np.float32)
+            if found and encoded.shape[1] != next(iter(found.values())).shape[0]:  # all cached ones were wrong
+                missing, found = list(range(len(texts))), {}
+                encoded = encoder.encode(texts).numpy().astype(np.float32)
             self.encoded_texts += len(missing)
             for row, index in enumerate(missing):
                 vector = encoded[row]
@@ -89,18 +112,22 @@ class EmbeddingCache:
                 self._write(self._path(digests[index], ".npy"), lambda p, v=vector: _save_array(p, v))
         return np.stack([found[i] for i in range(len(texts))])
 
-    def get_json(self, key: str) -> Any | None:
-        """A cached JSON value, or None."""
+    def get_json(self, key: str, load: Callable[[Any], Any] = lambda value: value) -> Any | None:
+        """A cached value: ``load`` of the stored JSON (None when there is none, or ``load`` fails on it with a
+        KeyError, TypeError or ValueError: an entry of another shape is ignored like an unreadable one)."""
         digest = self._digest(key)
         if digest in self._memory:
-            return self._memory[digest]
+            return load(self._memory[digest])
         path = self._path(digest, ".json")
         if path is not None and path.is_file():
             try:
-                value = self._memory[digest] = json.loads(path.read_text())
-                return value
-            except (OSError, ValueError):
+                stored = json.loads(path.read_text())
+                value = load(stored)
+            except (OSError, ValueError, KeyError, TypeError):
                 log.warning("text cache: ignoring unreadable entry %s", path)
+                return None
+            self._memory[digest] = stored
+            return value
         return None
 
     def put_json(self, key: str, value: Any) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 from dataclasses import dataclass, field
 from importlib import resources
@@ -252,11 +253,18 @@ class Router:
     def route(self, prompt: str) -> Routing:
         """The routing of ``prompt`` (cached by encoder, bank version, floor and text; a hit loads no model)."""
         key = f"route|{self.encoder.id}|{self.bank.version}|{self.floor}|{prompt}"
-        cached = self.cache.get_json(key)
+        cached = self.cache.get_json(key, self._cached_routing)
         if cached is not None:
-            return Routing.from_dict(cached)
+            return cached
         routing = self._route(prompt)
         self.cache.put_json(key, routing.as_dict())
+        return routing
+
+    def _cached_routing(self, data: Any) -> Routing:
+        """A cached routing, checked: its weights name this bank's intents and are finite (ValueError if not)."""
+        routing = Routing.from_dict(data)
+        if set(routing.weights) != set(self.bank.ids) or not all(math.isfinite(w) for w in routing.weights.values()):
+            raise ValueError("not a routing over this bank's intents")
         return routing
 
     def _route(self, prompt: str) -> Routing:
