@@ -200,7 +200,14 @@ def test_open_clip_encoder_loads_a_local_checkpoint(tmp_path):
     assert vectors.shape == (2, 32)
     assert torch.allclose(vectors.norm(dim=1), torch.ones(2), atol=1e-5)
     assert torch.allclose(vectors[:1], expected, atol=1e-5)  # the saved weights, not a fresh random init
-    assert encoder.id == "open_clip:streamfuse-tiny-clip:tiny.bin"
+    assert encoder.id.startswith("open_clip:streamfuse-tiny-clip:tiny.bin:")
+    # Keyed by the file, not its name: another file of that name, or this one replaced, gets its own cache
+    # entries (the cache served the first weights' routings to the second).
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "tiny.bin").write_bytes(weights.read_bytes())
+    assert OpenClipTextEncoder("streamfuse-tiny-clip", str(other / "tiny.bin"),
+                               model_config=str(config_path)).id != encoder.id
     routing = Router(encoder, load_bank()).route("fog, trust thermal")
     assert top(routing) == "fog"  # an exact bank phrasing matches itself under any encoder
 

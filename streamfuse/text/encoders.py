@@ -209,8 +209,16 @@ class OpenClipTextEncoder(TextEncoder):
 
 
 def open_clip_id(model: str, pretrained: str) -> str:
-    """The encoder id of an open_clip model: ``open_clip:MODEL:TAG`` or ``open_clip:MODEL:FILENAME``."""
-    return f"open_clip:{model}:{pretrained if not Path(pretrained).exists() else Path(pretrained).name}"
+    """The encoder id of an open_clip model: ``open_clip:MODEL:TAG``, or ``open_clip:MODEL:FILENAME:FINGERPRINT``
+    for a weights file, the fingerprint naming the file's full path, size and modification time: cached
+    embeddings and routings are keyed by the id, and two folders' ``open_clip_model.safetensors``, or a file
+    replaced in place, gave the other weights' cached routings."""
+    path = Path(pretrained)
+    if not path.exists():
+        return f"open_clip:{model}:{pretrained}"
+    status = path.stat()
+    fingerprint = hashlib.sha256(f"{path.resolve()}|{status.st_size}|{status.st_mtime_ns}".encode()).hexdigest()[:8]
+    return f"open_clip:{model}:{path.name}:{fingerprint}"
 
 
 def _hub_cache() -> Path:
