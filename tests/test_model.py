@@ -331,3 +331,24 @@ def test_a_bare_state_dict_and_a_mismatched_one_say_what_they_are(tmp_path):
     torch.save(payload, tmp_path / "mismatch.pt")
     with pytest.raises(ConfigError, match=r"does not match the network .*Missing key\(s\) in state_dict: \"head.wei"):
         load_model(tmp_path / "mismatch.pt")
+
+
+@pytest.mark.parametrize("fuser", ["model", "classical"])
+def test_an_intent_the_fusers_do_not_know_counts_as_balanced_with_a_warning(fuser, caplog):
+    """A bank of the user's own may add intents: 'find the boats' was routed and reported as boats 1.00, then
+    fused as balanced without a word (and by the model 'boats 0.71, visible_detail 0.29' as visible_detail
+    alone, the unknown share dropped and the rest renormalised)."""
+    from streamfuse.text import Routing
+
+    weights = {"boats": 0.71, "visible_detail": 0.29, "balanced": 0.0}
+    known = {"visible_detail": 0.29, "balanced": 0.71}
+    built = build_fuser(FusionConfig(fuser=fuser, device="cpu"))
+    with caplog.at_level("WARNING"):
+        built.condition(Routing("find the boats, keep the colours", "test", weights, {}, {}, False))
+    assert "intent 'boats' (0.71 of the prompt) means nothing to the " + fuser in caplog.text
+    ir, vis = make_pair(3, (96, 64))
+    prompted = built.fuse(ir, vis)
+    built.condition(Routing("the same, in known intents", "test", known, {}, {}, False))
+    assert np.array_equal(prompted, built.fuse(ir, vis))
+    if fuser == "model":
+        assert torch.equal(built.network.intent_weights(weights), built.network.intent_weights(known))

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import abc
 import concurrent.futures
-from collections.abc import Sequence
+import logging
+from collections.abc import Collection, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from streamfuse.colour import as_gray
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from streamfuse.frames import FramePair
@@ -154,3 +157,17 @@ def _image(image: np.ndarray, which: str) -> np.ndarray:
     if image.ndim != 2 and not (image.ndim == 3 and image.shape[2] == 3):
         raise ValueError(f"the {which} frame must be gray (H, W) or BGR (H, W, 3), got shape {image.shape}")
     return image
+
+
+def warn_of_unknown_intents(fuser: str, weights: dict[str, float], known: Collection[str]) -> None:
+    """Warn once per intent that a routing weighs but ``fuser`` has no behaviour for (an intent a bank of the
+    user's own adds): it was routed and reported, then silently fused as something else."""
+    for intent, weight in weights.items():
+        if weight > 0 and intent not in known and (fuser, intent) not in _WARNED_INTENTS:
+            _WARNED_INTENTS.add((fuser, intent))
+            log.warning("intent %r (%.2f of the prompt) means nothing to the %s fuser, which knows %s: that share "
+                        "of the prompt is fused as balanced; a new intent needs a fuser trained for it",
+                        intent, weight, fuser, ", ".join(sorted(known)))
+
+
+_WARNED_INTENTS: set[tuple[str, str]] = set()

@@ -22,7 +22,7 @@ import os
 import numpy as np
 
 from streamfuse.colour import merge_luminance, split_luminance
-from streamfuse.fusers.base import Fuser
+from streamfuse.fusers.base import Fuser, warn_of_unknown_intents
 from streamfuse.models import bands_cv
 from streamfuse.models.rule import LOCAL_INTENTS, MEDICAL_INTENTS, damage_gates
 
@@ -102,6 +102,8 @@ class ClassicalFuser(Fuser):
 
     def condition(self, routing) -> None:
         """Lean towards infrared or visible by the routed intents' :data:`INTENT_LEAN`."""
+        if routing is not None:
+            warn_of_unknown_intents(self.name, routing.weights, {"balanced", *INTENT_LEAN, *MEDICAL_INTENTS})
         self.weights = dict(routing.weights) if routing is not None else {}
 
     def start(self, stats=None, *, live: bool = False) -> None:

@@ -12,7 +12,7 @@ import torch
 from streamfuse.colour import as_gray, merge_luminance, split_luminance
 from streamfuse.config import FusionConfig
 from streamfuse.frames import FramePair
-from streamfuse.fusers.base import Fuser
+from streamfuse.fusers.base import Fuser, warn_of_unknown_intents
 from streamfuse.inference import InferenceWorker, build_worker
 from streamfuse.models.checkpoint import load_model
 from streamfuse.models.cpu import fuse_on_cpu
@@ -55,6 +55,8 @@ class ModelFuser(Fuser):
 
     def condition(self, routing) -> None:
         """Use the routing's intent weights (None: balanced) from the next frame on."""
+        if routing is not None:
+            warn_of_unknown_intents(self.name, routing.weights, self.network.intents)
         self._intent_weights = self.network.intent_weights(routing.weights if routing is not None else {})
         if self.worker is not None:
             self.worker.set_weights(self.stream, self._intent_weights)

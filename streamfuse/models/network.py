@@ -165,8 +165,10 @@ class FusionNet(nn.Module):
         self.register_buffer("_rule_under_balanced", under_balanced, persistent=False)
 
     def intent_weights(self, weights: dict[str, float]) -> torch.Tensor:
-        """A ``(1, K)`` weight tensor from ``{intent_id: weight}`` (unknown ids are ignored)."""
+        """A ``(1, K)`` weight tensor from ``{intent_id: weight}``; ids the network does not know (a bank of the
+        user's own may add intents) count as balanced, as in the classical fuser."""
         vector = torch.tensor([[float(weights.get(i, 0.0)) for i in self.intents]])
+        vector[0, self._balanced] += sum(float(w) for i, w in weights.items() if i not in self.intents)
         total = vector.sum()
         if total <= 0:
             vector[0, self._balanced] = 1.0
