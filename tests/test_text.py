@@ -218,9 +218,18 @@ def test_open_clip_config_errors(tmp_path):
         OpenClipTextEncoder("streamfuse-tiny-clip", str(tmp_path / "missing.bin"), model_config=str(config_path))
     with pytest.raises(ConfigError, match="unknown open_clip model"):
         OpenClipTextEncoder("no-such-model", str(weights))
-    (tmp_path / "garbage.bin").write_bytes(b"not a checkpoint")
-    with pytest.raises(ConfigError, match="does not load into streamfuse-tiny-clip"):
-        OpenClipTextEncoder("streamfuse-tiny-clip", str(tmp_path / "garbage.bin"), model_config=str(config_path))
+    with pytest.raises(ConfigError, match="unknown open_clip model 'ViT-B-32x'"):  # blamed the tag 'openai'
+        OpenClipTextEncoder("ViT-B-32x", "openai")
+    with pytest.raises(WeightsNotFound, match="is a folder; give the weights file in it"):
+        OpenClipTextEncoder("streamfuse-tiny-clip", str(tmp_path), model_config=str(config_path))
+    (tmp_path / "garbage.pt").write_bytes(bytes(range(256)) * 8)
+    with pytest.raises(ConfigError, match="does not load into streamfuse-tiny-clip") as raised:
+        OpenClipTextEncoder("streamfuse-tiny-clip", str(tmp_path / "garbage.pt"), model_config=str(config_path))
+    assert "weights_only" not in str(raised.value)  # torch's advice to load it unsafely
+    torch.save({"not": torch.zeros(2)}, tmp_path / "other.pt")
+    with pytest.raises(ConfigError, match="does not load into streamfuse-tiny-clip") as raised:
+        OpenClipTextEncoder("streamfuse-tiny-clip", str(tmp_path / "other.pt"), model_config=str(config_path))
+    assert not str(raised.value).endswith(":"), str(raised.value)  # the keys after the header are named
 
 
 def test_auto_falls_back_with_one_warning_and_strict_fails(tmp_path, monkeypatch, caplog):

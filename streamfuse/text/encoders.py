@@ -15,6 +15,7 @@ import abc
 import hashlib
 import logging
 import os
+import pickle
 import re
 import threading
 from collections.abc import Callable
@@ -137,11 +138,17 @@ def resolve_pretrained(model: str, pretrained: str) -> tuple[str, bool]:
     """
     path = Path(os.path.expanduser(pretrained))
     if path.suffix in (".bin", ".pt", ".pth", ".safetensors") or path.exists():
+        if path.is_dir():
+            raise WeightsNotFound(f"text.open_clip.pretrained: {path} is a folder; give the weights file in it "
+                                  "(open_clip_model.safetensors or open_clip_pytorch_model.bin)")
         if not path.is_file():
             raise WeightsNotFound(f"text.open_clip.pretrained: no such weights file {path}")
         return str(path), False
     import open_clip
 
+    if model not in open_clip.list_models():  # said "has no pretrained tag 'openai' (tags: none)" for a typo
+        raise WeightsNotFound(f"text.open_clip.model: unknown open_clip model {model!r} (e.g. ViT-B-32, "
+                              "ViT-B-16, ViT-L-14; or register one with text.open_clip.model_config)")
     config = open_clip.get_pretrained_cfg(model, pretrained)
     if not config:
         raise WeightsNotFound(f"text.open_clip: {model!r} has no pretrained tag {pretrained!r} "
@@ -190,7 +197,7 @@ class OpenClipTextEncoder(TextEncoder):
             clip = open_clip.create_model(model, pretrained=weights, device=device, force_quick_gelu=quick_gelu)
         except Exception as exc:  # torch/open_clip raise many types for a bad file; all mean the same to a user
             raise ConfigError(f"text.open_clip.pretrained: {weights} does not load into {model}: "
-                              f"{str(exc).splitlines()[0]}") from None
+                              f"{_load_failure(exc)}") from None
         clip.eval()
         if hasattr(clip, "visual"):
             clip.visual = None  # text tower only: free the image encoder
@@ -206,6 +213,19 @@ class OpenClipTextEncoder(TextEncoder):
             tokens = self._tokenizer(texts).to(self._device)
             features = self._model.encode_text(tokens).float()
             return torch.nn.functional.normalize(features, dim=-1).cpu()
+
+
+def _load_failure(exc: Exception) -> str:
+    """What went wrong loading a weights file, in a line: torch's unpickling error advises loading with
+    ``weights_only=False``, which is wrong for a damaged file and unsafe for an untrusted one; a state-dict
+    mismatch puts its first missing or unexpected keys on the lines after its header."""
+    text = str(exc).strip()
+    if "weights_only" in text or "Unpickl" in text or isinstance(exc, pickle.UnpicklingError):
+        return "not a checkpoint that can be read safely (damaged, or not PyTorch or safetensors weights)"
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if not lines:
+        return type(exc).__name__
+    return " ".join(lines[:2])[:300]
 
 
 def open_clip_id(model: str, pretrained: str) -> str:
