@@ -86,3 +86,32 @@ class ITI(nn.Module):
         attended = (attention @ self.value(tokens)).transpose(1, 2).reshape(b, c, h, w)
         gamma, beta = self.film(tokens.mean(dim=1)).chunk(2, dim=-1)
         return (x + attended) * (1 + gamma[:, :, None, None]) + beta[:, :, None, None]
+
+
+def _paired(first: nn.Module, second: nn.Module, name: str) -> torch.Tensor:
+    """The parameter ``name`` of two modules stacked along the output channels (a grouped layer's)."""
+    return torch.cat([getattr(first, name), getattr(second, name)])
+
+
+def paired_conv(x: torch.Tensor, first: nn.Conv2d, second: nn.Conv2d) -> torch.Tensor:
+    """``first`` on the first half of ``x``'s channels and ``second`` on the other half, as one grouped
+    convolution (the outputs stacked the same way)."""
+    return F.conv2d(x, _paired(first, second, "weight"), _paired(first, second, "bias"),
+                    stride=first.stride, padding=first.padding, groups=2)
+
+
+def paired_dafe(x: torch.Tensor, first: DAFE, second: DAFE) -> torch.Tensor:
+    """Two :class:`DAFE` blocks, ``first`` on the first half of ``x``'s channels and ``second`` on the
+    other, in one pass of grouped operations: the same result as each block on its half, with half as many
+    operations (small feature maps on a CPU are bound by their number, not their size)."""
+    batch, channels, height, width = x.shape
+    y = paired_conv(F.leaky_relu(paired_conv(x, first.conv1, second.conv1), 0.1), first.conv2, second.conv2)
+    mlp_a, mlp_b = first.channel.mlp, second.channel.mlp
+    pooled = torch.cat([F.adaptive_avg_pool2d(y, 1), F.adaptive_max_pool2d(y, 1)])
+    pooled = paired_conv(F.relu(paired_conv(pooled, mlp_a[0], mlp_b[0])), mlp_a[2], mlp_b[2])
+    y = y * torch.sigmoid(pooled[:batch] + pooled[batch:])
+    groups = y.view(batch, 2, channels // 2, height, width)
+    maps = torch.stack([groups.mean(dim=2), groups.amax(dim=2)], dim=2).view(batch, 4, height, width)
+    spatial = torch.sigmoid(paired_conv(maps, first.spatial.conv, second.spatial.conv))
+    y = (groups * spatial.view(batch, 2, 1, height, width)).view(batch, channels, height, width)
+    return F.leaky_relu(x + y, 0.1)

@@ -41,7 +41,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from streamfuse.models import bands
-from streamfuse.models.layers import DAFE, ITI, conv3x3
+from streamfuse.models.layers import DAFE, ITI, conv3x3, paired_conv, paired_dafe
 from streamfuse.models.rule import LOCAL_INTENTS, MEDICAL_INTENTS, damage_gates
 
 ARCHITECTURE = "streamfuse-fusionnet-v5"
@@ -269,10 +269,14 @@ class FusionNet(nn.Module):
         quarter, detail, rule = features
         dtype = self.head.weight.dtype
         channels_last = torch.channels_last  # several times faster for these small convolutions on CPU
-        inputs_ir = torch.cat([quarter[:, :1], detail[:, :1]], dim=1).to(dtype, memory_format=channels_last)
-        inputs_vis = torch.cat([quarter[:, 1:], detail[:, 1:]], dim=1).to(dtype, memory_format=channels_last)
-        return self.merge(torch.cat([self.stem_ir(inputs_ir), self.stem_vis(inputs_vis),
-                                     (rule / bands.RULE_STEEPNESS).to(dtype, memory_format=channels_last)], dim=1))
+        inputs = torch.cat([quarter[:, :1], detail[:, :1], quarter[:, 1:], detail[:, 1:]], dim=1)
+        # Both stems (conv3x3, LeakyReLU, DAFE) in one pass of grouped operations: the first half of the
+        # channels is the infrared stem's, the second the visible one's.
+        stems = F.leaky_relu(paired_conv(inputs.to(dtype, memory_format=channels_last), self.stem_ir[0],
+                                         self.stem_vis[0]), self.stem_ir[1].negative_slope)
+        stems = paired_dafe(stems, self.stem_ir[2], self.stem_vis[2])
+        rule = (rule / bands.RULE_STEEPNESS).to(dtype, memory_format=channels_last)
+        return self.merge(torch.cat([stems, rule], dim=1))
 
     def _balanced_keeps_the_rule(self, residual: torch.Tensor, share: torch.Tensor) -> torch.Tensor:
         """Scale the residual of the :data:`RULE_UNDER_BALANCED` maps by ``share`` (``(B, 1)``), the prompt's
