@@ -12,12 +12,12 @@ import numpy as np
 
 from streamfuse.colour import as_gray
 
-log = logging.getLogger(__name__)
-
 if TYPE_CHECKING:
     from streamfuse.frames import FramePair
     from streamfuse.registration import Transform
     from streamfuse.stats import PipelineStats
+
+log = logging.getLogger(__name__)
 
 
 class Fuser(abc.ABC):
@@ -159,6 +159,10 @@ def _image(image: np.ndarray, which: str) -> np.ndarray:
     return image
 
 
+#: (fuser, intent) pairs already warned about by :func:`warn_of_unknown_intents`.
+_WARNED_INTENTS: set[tuple[str, str]] = set()
+
+
 def warn_of_unknown_intents(fuser: str, weights: dict[str, float], known: Collection[str]) -> None:
     """Warn once per intent that a routing weighs but ``fuser`` has no behaviour for (an intent a bank of the
     user's own adds): it was routed and reported, then silently fused as something else."""
@@ -168,6 +172,3 @@ def warn_of_unknown_intents(fuser: str, weights: dict[str, float], known: Collec
             log.warning("intent %r (%.2f of the prompt) means nothing to the %s fuser, which knows %s: that share "
                         "of the prompt is fused as balanced; a new intent needs a fuser trained for it",
                         intent, weight, fuser, ", ".join(sorted(known)))
-
-
-_WARNED_INTENTS: set[tuple[str, str]] = set()
