@@ -174,6 +174,7 @@ class Pipeline:
         self.stop_signal: int | None = None
         """The signal (SIGINT, SIGTERM or SIGHUP) that first asked the pipeline to stop, if one did."""
         self._signals_pending: list[int] = []
+        self._signals_acted_on = 0
         """Signals the handler noted and the main thread has not acted on yet (:meth:`_act_on_signals`)."""
         self.router = None
         self.routing = None
@@ -541,10 +542,12 @@ class Pipeline:
                 signal.signal(sig, handler)
 
     def _act_on_signals(self) -> None:
-        """Stop for each signal noted since the last call; a signal while stopping already aborts."""
+        """Stop for each signal noted since the last call; the second signal aborts (a run that is already
+        stopping at --max-frames or at the end of its input still gets the gentle stop first)."""
         while self._signals_pending:
             self._signals_pending.pop()
-            if self._stopping.is_set():
+            self._signals_acted_on += 1
+            if self._signals_acted_on > 1:  # not _stopping: --max-frames or the end of input stop the run too
                 log.warning("second interrupt: dropping frames in flight, finalising outputs")
                 self.abort()
             else:

@@ -194,6 +194,20 @@ def test_the_signal_handler_only_notes_the_signal_and_the_main_thread_stops():
         assert pipeline._stopping.is_set() and not pipeline._signals_pending
 
 
+def test_one_signal_after_max_frames_is_a_first_interrupt_not_a_second(caplog):
+    """--max-frames (or the end of input) stops the run; one Ctrl-C while it finishes was taken for a second
+    one: 'dropping frames in flight', the lossless subscriber's frames given up at once."""
+    pipeline = Pipeline(config_from_dict(synthetic()))
+    pipeline.stop()  # what reaching --max-frames does
+    with pipeline._signals_handled(True), caplog.at_level("WARNING"):
+        signal.getsignal(signal.SIGINT)(signal.SIGINT, None)
+        pipeline._act_on_signals()
+        assert "interrupted: finishing frames in flight" in caplog.text and "second interrupt" not in caplog.text
+        signal.getsignal(signal.SIGINT)(signal.SIGINT, None)
+        pipeline._act_on_signals()
+        assert "second interrupt: dropping frames in flight" in caplog.text
+
+
 @pytest.mark.parametrize("fusion", [{"fuser": "model", "device": "cpu", "max_batch": 4}, {"fuser": "classical"}],
                          ids=["model", "classical"])
 def test_abort_drops_the_fusers_frames_in_flight_without_an_error(tmp_path, fusion):
