@@ -259,6 +259,11 @@ class PairingStage:
         # the output is on the visible grid: infrared alone needs its size from an earlier pair
         alone = self.config.on_camera_loss == "passthrough" and survivor is not None and (
             survivor.name == "vis" or self._output_shape is not None)
+        if survivor is not None and survivor.ended and not (alone and len(survivor.queue)):
+            # A file, folder or synthetic camera ended (its frames published alone, if passthrough): that ends
+            # the run, as it does with both cameras up; waiting for the lost one kept the run going for ever.
+            log.info("input %s ended while camera %s is lost: the run ends", survivor.name, " and ".join(names))
+            return False
         if self.state == "paired" or names != self._lost_names:  # log every change of which cameras are down
             self.state = "passthrough" if alone else "pause"
             self._lost_names = names
