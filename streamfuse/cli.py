@@ -910,7 +910,7 @@ def cmd_subscribe(args: argparse.Namespace) -> int:
                     all_latencies.append(frame.latency_ms)
                     window_latencies.append(frame.latency_ms)
                     if writer is not None:
-                        writer.write(frame.image, clock.recording_time(frame.header["timestamp_vis"], now))
+                        writer.write(frame.image, clock.recording_time(output_time(frame.header), now))
                 elif args.idle_timeout is not None and now - last_frame_at >= args.idle_timeout:
                     log.info("no frame for %.1f s (--idle-timeout): stopping", args.idle_timeout)
                     break
@@ -933,6 +933,12 @@ def cmd_subscribe(args: argparse.Namespace) -> int:
         raise StreamfuseError(f"{args.endpoint}: received no frames; check that a pipeline publishes there "
                               "(and its topic and keys)")
     return stopped_by or 0
+
+
+def output_time(header: dict) -> float:
+    """The capture time a received frame is timed by: its header's ``timestamp`` (the primary camera's, or the
+    surviving camera's while one is published alone; a publisher before that field: ``timestamp_vis``)."""
+    return header["timestamp"] if header.get("timestamp") is not None else header["timestamp_vis"]
 
 
 class RecordingClock:

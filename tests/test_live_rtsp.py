@@ -218,6 +218,9 @@ def test_passthrough_publishes_the_surviving_camera_marked_in_the_header(tmp_pat
     first = modes.index("passthrough_vis")
     last = len(modes) - 1 - modes[::-1].index("passthrough_vis")
     assert set(modes[first:last + 1]) == {"passthrough_vis"}  # one contiguous outage
+    alone = run.headers[first]  # the lost camera's fields were copies of the survivor's
+    assert alone["seq_ir"] is None and alone["timestamp_ir"] is None and alone["skew_ms"] is None
+    assert alone["timestamp"] == alone["timestamp_vis"] is not None
     counts = run.pipeline.input_counts()["vis"]  # published alone is not "unpaired" in the summary
     assert counts["passed_through"] >= modes.count("passthrough_vis") > 0
     assert counts["unpaired"] < counts["passed_through"]

@@ -269,7 +269,7 @@ def test_zmq_lossless_subscriber_gets_every_frame_with_header(free_port):
         starter.join(10)
     assert [f.header["index"] for f in received] == list(range(40))
     header = received[7].header
-    assert header["seq"] == 7 and header["timestamp_vis"] == pytest.approx(7 / 25)
+    assert header["seq"] == 7 and header["timestamp_vis"] == header["timestamp"] == pytest.approx(7 / 25)
     assert (header["width"], header["height"], header["channels"], header["dtype"]) == (64, 48, 3, "uint8")
     assert header["encoding"] == "raw" and header["fuser"] == "test" and "fuse" in header["latency_ms"]
     assert header["published_at"] >= header["captured_at"]

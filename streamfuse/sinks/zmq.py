@@ -72,17 +72,22 @@ def make_header(frame: FusedFrame, image: np.ndarray, encoding: str, topic: str)
     """
     pair = frame.pair
     routing = frame.routing
+    # Published alone (passthrough), a pair holds the surviving camera's frame in both places: the lost
+    # camera's fields are null, not copies of the survivor's.
+    vis = None if pair.mode == "passthrough_ir" else pair.vis
+    ir = None if pair.mode == "passthrough_vis" else pair.ir
     return {
         "version": HEADER_VERSION,
         "type": "frame",
         "topic": topic,
         "index": frame.index,
-        "seq": pair.vis.seq,
+        "seq": vis.seq if vis else None,
         "mode": pair.mode,
-        "seq_ir": pair.ir.seq,
-        "timestamp_vis": pair.vis.timestamp,
-        "timestamp_ir": pair.ir.timestamp,
-        "skew_ms": pair.skew * 1000.0,
+        "seq_ir": ir.seq if ir else None,
+        "timestamp": frame.timestamp,
+        "timestamp_vis": vis.timestamp if vis else None,
+        "timestamp_ir": ir.timestamp if ir else None,
+        "skew_ms": pair.skew * 1000.0 if vis and ir else None,
         "captured_at": wall_clock(frame.created),
         "published_at": time.time(),
         "width": int(image.shape[1]),
