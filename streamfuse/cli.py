@@ -996,13 +996,6 @@ def _sigterm_as_interrupt() -> Iterator[None]:
 
 
 # ------------------------------------------------------------------------------------------- parser
-def prompt_text(value: str) -> str:
-    """A prompt from the command line as valid text: bytes that the terminal's encoding could not decode
-    (a Latin-1 terminal's 'é'; Python keeps them as surrogates, which failed later with a traceback) become
-    U+FFFD, the replacement character."""
-    return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-
-
 class _Parser(argparse.ArgumentParser):
     """Argument errors as one line, like every other error (``streamfuse: error: ...``), exit status 2."""
 
@@ -1035,8 +1028,7 @@ def build_parser() -> argparse.ArgumentParser:
     run = add(commands, "run", help="run a pipeline from a config file (default: the synthetic demo)")
     run.add_argument("config", nargs="?", help="YAML config (default: the packaged configs/demo.yaml)")
     run.add_argument("--max-frames", type=int, help="stop after N fused frames")
-    run.add_argument("--prompt", type=prompt_text,
-                     help="what the fusion should favour, in words (overrides the config's prompt)")
+    run.add_argument("--prompt", help="what the fusion should favour, in words (overrides the config's prompt)")
     common(run)
     run.set_defaults(handler=cmd_run)
 
@@ -1049,7 +1041,7 @@ def build_parser() -> argparse.ArgumentParser:
     fuse.add_argument("--pair-by", choices=["stem", "order"], default=None,
                       help="pair two folders' images by file name (default) or by sorted order")
     guidance = fuse.add_mutually_exclusive_group()
-    guidance.add_argument("--prompt", type=prompt_text, help="what the fusion should favour, in words")
+    guidance.add_argument("--prompt", help="what the fusion should favour, in words")
     guidance.add_argument("--task", choices=sorted(MEDICAL_TASKS),
                           help="medical pair: MRI with CT, PET or SPECT (the colour of PET / SPECT is kept, "
                                "whichever of --ir / --vis names it); see docs/medical.md")
@@ -1119,7 +1111,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--convention", choices=["vifb", "cddfuse"], default="vifb", help="metric definitions")
     ev.add_argument("--metrics", nargs="+", metavar="NAME", help="only these metrics")
     ev.add_argument("--csv", metavar="FILE", help="also write the per-image values as CSV")
-    ev.add_argument("--prompt", type=prompt_text, help="steer the --fuser fusers with this prompt")
+    ev.add_argument("--prompt", help="steer the --fuser fusers with this prompt")
     ev.add_argument("--weights", metavar="FILE", help="checkpoint for the model fuser (default: the shipped one)")
     ev.add_argument("--no-progress", action="store_true", help="no progress bar")
     ev.set_defaults(handler=cmd_eval)
@@ -1139,7 +1131,7 @@ def build_parser() -> argparse.ArgumentParser:
     prompt = add(commands, "prompt", help="explain a prompt's routing, or change/read it in a running pipeline")
     prompt_actions = prompt.add_subparsers(dest="action", required=True, metavar="ACTION")
     explain = add(prompt_actions, "explain", help="which intents a prompt activates, and why")
-    explain.add_argument("text", type=prompt_text)
+    explain.add_argument("text")
     explain.add_argument("--config", help="take the text section (encoder, bank) from this config")
     explain.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
     explain.add_argument("--json", action="store_true", help="print JSON")
@@ -1147,7 +1139,7 @@ def build_parser() -> argparse.ArgumentParser:
                               ("stats", "show its statistics"), ("health", "show its health report")):
         remote = add(prompt_actions, action, help=text_help)
         if action == "set":
-            remote.add_argument("text", type=prompt_text)
+            remote.add_argument("text")
         remote.add_argument("--control", default="tcp://127.0.0.1:5556", help="the pipeline's control endpoint")
         remote.add_argument("--timeout", type=float, default=30.0, metavar="S",
                             help="how long to wait for the reply (default 30 s: a pipeline that has not loaded "

@@ -56,8 +56,7 @@ class EmbeddingCache:
 
     @staticmethod
     def _digest(key: str) -> str:
-        # surrogateescape: a prompt from a terminal that is not UTF-8 keeps its undecodable bytes as surrogates
-        return hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()
+        return hashlib.sha256(key.encode()).hexdigest()
 
     def _path(self, digest: str, suffix: str) -> Path | None:
         return None if self.directory is None else self.directory / digest[:2] / f"{digest}{suffix}"

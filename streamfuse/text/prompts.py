@@ -252,6 +252,9 @@ class Router:
 
     def route(self, prompt: str) -> Routing:
         """The routing of ``prompt`` (cached by encoder, bank version, floor and text; a hit loads no model)."""
+        # Bytes that could not be decoded as UTF-8 reach Python as surrogates (a Latin-1 terminal's 'é' on the
+        # command line), which failed later with a traceback: they become U+FFFD, the replacement character.
+        prompt = prompt.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
         key = f"route|{self.encoder.id}|{self.bank.version}|{self.floor}|{prompt}"
         cached = self.cache.get_json(key, self._cached_routing)
         if cached is not None:
