@@ -13,7 +13,9 @@ from streamfuse.probe import probe
 from streamfuse.queues import Closed
 from streamfuse.sources import (
     CameraSource,
+    Capture,
     ImagesSource,
+    Source,
     SourceOptions,
     SyntheticScene,
     SyntheticSource,
@@ -173,6 +175,33 @@ def test_drop_oldest_counts_drops_with_a_slow_consumer():
     kept = drain(source)
     assert source.queue.dropped == 58
     assert [f.seq for f in kept] == [58, 59]  # the freshest frames survive, sequence numbers show the gap
+
+
+class StallingSource(Source):
+    """Blank frames paced at ``fps``; reading frame ``stall_at`` takes ``stall_s`` (a busy host)."""
+
+    def __init__(self, fps: float, frames: int, stall_at: int, stall_s: float) -> None:
+        super().__init__("ir", pace_fps=fps, options=SourceOptions(queue_size=64))
+        self.frames, self.stall_at, self.stall_s = frames, stall_at, stall_s
+
+    def open(self) -> None:
+        pass
+
+    def read(self) -> Capture | None:
+        if self.frames_read >= self.frames:
+            return None
+        if self.frames_read == self.stall_at:
+            time.sleep(self.stall_s)
+        return Capture(np.zeros((4, 4), np.uint8), float(self.frames_read))
+
+
+def test_a_paced_source_that_fell_behind_goes_on_at_its_pace_without_a_burst_of_late_frames():
+    source = StallingSource(fps=20, frames=10, stall_at=3, stall_s=0.4)
+    source.start()
+    created = [frame.created for frame in drain(source)]
+    assert len(created) == 10
+    gaps_after_the_stall = np.diff(created[3:])
+    assert gaps_after_the_stall.min() > 0.03  # 0.05 s apart; catching up, 8 frames were due at once
 
 
 def test_synthetic_pair_and_masks():

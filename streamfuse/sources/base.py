@@ -124,7 +124,8 @@ class Source(ThreadedStage):
         name: ``"ir"`` or ``"vis"``; used in messages and statistics.
         options: Drop policy, queue size, statistics and supervision (defaults if None).
         pace_fps: If set, frames are released no faster than this rate (simulating a live camera
-            or playing a file at its own speed).
+            or playing a file at its own speed); after a delay the pace goes on from then, without
+            a burst of the frames that were due meanwhile.
         live: The input is live: without a drop policy in ``options``, ``drop_oldest`` (the
             freshest frame matters) instead of ``wait`` (never lose a frame).
     """
@@ -287,7 +288,10 @@ class Source(ThreadedStage):
         count = 0
         while not self._stop.is_set():
             if self.pace_fps:
-                delay = started + count / self.pace_fps - time.perf_counter()
+                interval = 1.0 / self.pace_fps
+                if time.perf_counter() - (started + count * interval) > interval:  # fell behind (a slow read,
+                    started, count = time.perf_counter(), 1  # a busy host): on at the pace, no catch-up burst
+                delay = started + count * interval - time.perf_counter()
                 if delay > 0 and self._stop.wait(delay):
                     return
             t0 = time.perf_counter()
