@@ -127,7 +127,8 @@ class PairingStage:
     swapped while running applies from the next pair on.
 
     **Camera loss** (supervised sources only). While a source is lost, :attr:`state` is
-    ``sync.on_camera_loss``: ``pause`` queues nothing; ``passthrough`` queues the surviving camera's
+    ``sync.on_camera_loss``: ``pause`` queues nothing (the surviving camera's frames are read and
+    dropped, counted as unpaired); ``passthrough`` queues the surviving camera's
     frames, in output form, as ``passthrough_*`` pairs (infrared alone only once an earlier pair
     gave the output size). When both deliver again, pairing starts afresh (counted as ``resyncs``).
 
@@ -259,8 +260,8 @@ class PairingStage:
         # the output is on the visible grid: infrared alone needs its size from an earlier pair
         alone = self.config.on_camera_loss == "passthrough" and survivor is not None and (
             survivor.name == "vis" or self._output_shape is not None)
-        if survivor is not None and survivor.ended and not (alone and len(survivor.queue)):
-            # A file, folder or synthetic camera ended (its frames published alone, if passthrough): that ends
+        if survivor is not None and survivor.ended and not len(survivor.queue):
+            # A file, folder or synthetic camera ended (its frames published alone or dropped): that ends
             # the run, as it does with both cameras up; waiting for the lost one kept the run going for ever.
             log.info("input %s ended while camera %s is lost: the run ends", survivor.name, " and ".join(names))
             return False
@@ -274,21 +275,29 @@ class PairingStage:
             log.log(logging.WARNING if self._paired_once else logging.INFO, "camera %s %s: %s", " and ".join(names),
                     "lost" if self._paired_once else "not delivering yet",
                     "publishing the other camera alone" if alone else waiting)
-        if self.state == "passthrough" and survivor is not None:
-            pair = self._passthrough_pair(survivor)
-            return pair is None or self.output.put(pair)
-        self.stopping.wait(POLL_S)
+        if survivor is None:
+            self.stopping.wait(POLL_S)
+            return True
+        frame = self._next_frame(survivor)
+        if frame is None:
+            return True
+        if self.state == "passthrough":
+            return self.output.put(self._passthrough_pair(survivor, frame))
+        # Paused: the survivor's frames have no partner. Read and drop them, as a live camera's queue would,
+        # so that a file or folder reaches its end (which ends the run) instead of waiting on a full queue.
+        self.stats.count("unpaired")
         return True
 
-    def _passthrough_pair(self, survivor: Source) -> FramePair | None:
-        """The next frame of the surviving camera, in output form, as a ``passthrough_*`` pair (None: none yet)."""
+    def _next_frame(self, survivor: Source) -> Frame | None:
+        """The surviving camera's next frame (None: none within a poll)."""
         try:
-            frame = survivor.queue.get(timeout=POLL_S)
+            return survivor.queue.get(timeout=POLL_S)
         except Closed:
-            self.stopping.wait(POLL_S)  # the pipeline is ending; the main loop notices
+            self.stopping.wait(POLL_S)  # the input or the pipeline is ending; the main loop notices
             return None
-        if frame is None:
-            return None
+
+    def _passthrough_pair(self, survivor: Source, frame: Frame) -> FramePair:
+        """The surviving camera's ``frame`` in output form, as a ``passthrough_*`` pair."""
         image = frame.image
         if survivor.name == "ir":
             image, _ = self.registrar.apply(as_gray(image), self._output_shape or image.shape[:2])

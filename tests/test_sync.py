@@ -202,15 +202,17 @@ def test_a_camera_that_gives_up_is_not_taken_for_one_that_came_back(caplog):
     assert stage.stats.counters().get("resyncs", 0) == 0
 
 
-def test_a_finite_input_that_ends_while_the_other_camera_is_lost_ends_the_run():
+@pytest.mark.parametrize("on_camera_loss", ["passthrough", "pause"])
+def test_a_finite_input_that_ends_while_the_other_camera_is_lost_ends_the_run(on_camera_loss):
     """A synthetic camera's or a file's end is the end of the run; with the other camera down the stage kept
-    waiting for it, so the run went on until it was killed. (With the pause policy a finite input still
-    waits: nothing reads its frames, so it never reaches its end; not fixed.)"""
+    waiting for it, so the run went on until it was killed. With ``pause`` nothing read the finite input's
+    frames, so it waited on its full queue and never reached its end."""
     vis, ir = ListSource("vis", times(30, 20)), SilentSource("ir", [])
     output: StageQueue = StageQueue(100, "wait")
-    stage = PairingStage(vis, ir, config=SyncConfig(on_camera_loss="passthrough"), offsets_s={"ir": 0.0, "vis": 0.0},
+    stats = PipelineStats()
+    stage = PairingStage(vis, ir, config=SyncConfig(on_camera_loss=on_camera_loss), offsets_s={"ir": 0.0, "vis": 0.0},
                          registrar=IdentityRegistrar(), defer_warp=lambda _transform: False, output=output,
-                         stats=PipelineStats(), stopping=threading.Event())
+                         stats=stats, stopping=threading.Event())
     vis.start()
     ir.start()
     worker = threading.Thread(target=stage.run, daemon=True)
@@ -220,4 +222,7 @@ def test_a_finite_input_that_ends_while_the_other_camera_is_lost_ends_the_run():
     ir.stop()
     worker.join(5)
     assert ended, "the stage still waited for the lost camera after the visible input ended"
-    assert len(output) == 20  # every visible frame published alone
+    if on_camera_loss == "passthrough":
+        assert len(output) == 20  # every visible frame published alone
+    else:
+        assert len(output) == 0 and stats.counters()["unpaired"] == 20
