@@ -24,6 +24,8 @@ from streamfuse.text.minilm import MiniLMTextEncoder, package_model_dir
 PARAPHRASES = yaml.safe_load((Path(__file__).parent / "paraphrases.yaml").read_text())
 #: Written after the bank and router were final and before they were run on these: not tuned on.
 HELD_OUT = yaml.safe_load((Path(__file__).parent / "paraphrases_heldout.yaml").read_text())
+#: An operator's words for a shift (intruders, workers near machines, hot equipment), written before bank version 3.
+OPERATOR = yaml.safe_load((Path(__file__).parent / "paraphrases_operator.yaml").read_text())
 
 
 @pytest.fixture(scope="module")
@@ -75,6 +77,14 @@ def test_held_out_paraphrases_route_by_meaning(router):
     missed = [case["prompt"] for case in HELD_OUT
               if not routes_right(router.route(case["prompt"]).weights, case["intents"])]
     assert len(HELD_OUT) - len(missed) >= 21, missed  # 23 of 24 when written
+
+
+def test_an_operators_prompts_route_to_what_they_ask_for(router):
+    """Bank version 2 sent "intruder climbing the fence", "person loitering near the gate" and four more of
+    these to balanced (under the fall-back floor): the prompt then did nothing (10 of 18 routed right)."""
+    missed = [case["prompt"] for case in OPERATOR
+              if not routes_right(router.route(case["prompt"]).weights, case["intents"])]
+    assert len(OPERATOR) - len(missed) >= 14, missed  # 15 of 18 with bank version 3
 
 
 @pytest.mark.parametrize("prompt", ["hello", "what time is it", "turn it on", "thanks, that's all"])
