@@ -307,7 +307,9 @@ class FusionNet(nn.Module):
         tokens = torch.einsum("bk,ktd->btd", weights, self.tokens.to(weights.dtype)).expand(skip.shape[0], -1, -1)
         low = self.low(self.iti(self.down(skip), tokens))
         up = F.interpolate(low, size=skip.shape[-2:], mode="bilinear", align_corners=False)
-        return self.head(self.decode(torch.cat([skip, up], dim=1)))
+        # Out of channels-last for the maps' arithmetic: on a CPU, slicing, concatenating and broadcasting
+        # channels-last maps is several times slower (the trunk about 5% faster overall).
+        return self.head(self.decode(torch.cat([skip, up], dim=1))).contiguous()
 
     @staticmethod
     def _prompt_acts(gate: torch.Tensor) -> bool:
