@@ -107,7 +107,8 @@ def _signals_ignored_once_stopped(pipeline: Pipeline) -> Iterator[None]:
 
 
 def _log_inputs(pipeline: Pipeline) -> None:
-    """One line per input (read, paired, unpaired, dropped); a warning when frames of a finite run were lost."""
+    """One line per input (read, paired, unpaired, dropped), one on pairs dropped before fusion; a warning when
+    frames of a finite run were lost."""
     counts = pipeline.input_counts()
     stopped_early = pipeline.stop_signal is not None or pipeline.max_frames is not None
     # Frames read ahead of a stop were never offered to the pairing: "unpaired" would blame the inputs.
@@ -119,6 +120,10 @@ def _log_inputs(pipeline: Pipeline) -> None:
         log.info("input %s (%s): %s", name, pipeline.sources[name].describe(),
                  ", ".join(f"{value} {labels.get(key, key)}" for key, value in count.items()
                            if value or key not in ("passed_through", "not_read", "missing")))
+    dropped_pairs = pipeline.stats.counters().get("drops.pairs", 0)
+    if dropped_pairs:  # live inputs: the pairs queue keeps the freshest pair when fusion falls behind
+        log.info("pairs: %d fused, %d dropped before fusion (the fuser fell behind the cameras and takes the "
+                 "freshest pair; `streamfuse bench` measures how fast it fuses)", pipeline.frames_fused, dropped_pairs)
     lost = {name: count for name, count in counts.items()
             if count["unpaired"] or count["dropped"] or count["not_read"] or count["missing"]}
     if lost and not pipeline.live and not stopped_early:

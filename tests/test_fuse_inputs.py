@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 from pathlib import Path
 
 import cv2
@@ -195,6 +196,21 @@ def test_frames_read_ahead_of_max_frames_are_not_blamed_on_the_inputs(tmp_path, 
     assert code == 0, err
     assert "unpaired or read ahead of the stop" in caplog.text
     assert "not every input frame was fused" not in caplog.text
+
+
+def test_pairs_dropped_because_fusion_fell_behind_live_cameras_are_reported(tmp_path, capsys, caplog):
+    """The inputs' lines said "300 paired, 0 dropped" while a fifth of the pairs never reached the output."""
+    camera = "{type: synthetic, fps: 2000, frames: 400}"
+    with caplog.at_level(logging.INFO, logger="streamfuse"):
+        code, _, err = run_cli(capsys, "run", "demo", "--set", f"sources.ir={camera}", "--set", f"sources.vis={camera}",
+                               "--set", "synthetic.width=160", "--set", "synthetic.height=128",
+                               "--set", "control.enabled=false", "--set", "stats.log_every_s=0",
+                               "--set", f"sinks=[{{type: video, path: '{tmp_path / 'out.mp4'}'}}]", "--no-progress")
+    assert code == 0, err
+    written = len(read_video(tmp_path / "out.mp4")[0])
+    assert written < 400  # 2000 pairs a second: the model cannot keep up
+    dropped = re.search(rf"pairs: {written} fused, (\d+) dropped before fusion", caplog.text)
+    assert dropped and int(dropped[1]) > 0
 
 
 def test_a_decode_error_mid_file_is_a_warning_and_counted(tmp_path, capsys, caplog):
