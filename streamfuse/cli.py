@@ -280,6 +280,9 @@ def fuse_config(ir: str, vis: str, output: str, *, fuser: str, overwrite: bool, 
         return {"type": "images", "path": path}
 
     sources = {"ir": source(ir), "vis": source(vis)}
+    if "video" not in kinds:  # images are fused each on its own: a 16-bit image's gain is its own, too
+        for section in sources.values():
+            section["gain"] = {"smoothing": 0.0}
     if fps is not None:  # the folders' rate (beside a video too: it keeps its own timing)
         for section in sources.values():
             if section["type"] == "images":

@@ -87,8 +87,9 @@ class GainConfig:
     counts_per_kelvin: float = 100.0
     """``radiometric`` mode: raw value per kelvin (100 for cameras that send centikelvin, e.g. FLIR TLinear)."""
     smoothing: float = 0.95
-    """``percentile`` mode: weight of the previous frames' range in each frame's range (0: per frame;
-    higher: steadier, slower to adapt). A scene cut restarts it."""
+    """``percentile`` mode: weight of the previous frames' range in each frame's range (0: each frame's
+    own range, ``max_change`` then does not apply: ``fuse`` uses it for images; higher: steadier, slower to
+    adapt). A scene cut restarts it."""
     max_change: float = 0.02
     """``percentile`` mode: the most each end of the range moves per frame, as a share of the range (a
     warm object entering the view then dims the background gradually instead of at once)."""

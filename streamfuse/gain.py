@@ -5,8 +5,9 @@ A 14-bit thermal camera sends values such as 7000-11080. Scaling the whole 16-bi
 fusion then sees a flat thermal image. :class:`AutoGain` maps a *range* of raw values to 0-255
 instead:
 
-- ``percentile`` (default): the range between two percentiles of each frame (0.1 % and 99.9 %), so a
-  few hot or dead pixels do not set it while a warm person covering 1 % of the view keeps its detail.
+- ``percentile`` (default): the range between two percentiles of each frame (0.1 % and 99.9 %) after a
+  3x3 median, so hot or dead pixels, and hot or dead columns or rows one pixel wide, do not set it
+  while a warm person covering 1 % of the view keeps its detail.
   Over a video the range is smoothed (an exponential moving average whose ends move by at most
   ``max_change`` of the range per frame), so a warm object entering the view dims the background
   gradually instead of making the image jump from frame to frame ("pumping"); a scene cut (most
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import logging
 
+import cv2
 import numpy as np
 
 from streamfuse.config import GainConfig
@@ -37,8 +39,11 @@ _STRIDE = 4
 
 
 def percentile_range(image: np.ndarray, low: float = 0.1, high: float = 99.9) -> tuple[float, float]:
-    """The ``low`` and ``high`` percentiles of a 16-bit image's values (sampled on a grid), as ``(low, high)``."""
-    sample = image[::_STRIDE, ::_STRIDE] if min(image.shape[:2]) >= 16 * _STRIDE else image
+    """The ``low`` and ``high`` percentiles of a 16-bit image's values, as ``(low, high)``: of a 3x3 median of
+    the image (sampled on a grid), so that single defective pixels, and defective columns or rows one pixel
+    wide, do not count (one dead column is 0.16 % of a 640x512 sensor: it set the low end)."""
+    cleaned = cv2.medianBlur(image, 3) if min(image.shape[:2]) >= 3 else image
+    sample = cleaned[::_STRIDE, ::_STRIDE] if min(image.shape[:2]) >= 16 * _STRIDE else cleaned
     counts = np.cumsum(np.bincount(sample.ravel(), minlength=1))
     total = counts[-1]
     lo = int(np.searchsorted(counts, total * low / 100.0, side="left"))
@@ -79,6 +84,8 @@ class AutoGain:
         """Times the percentile range restarted because the scene changed."""
         self._previous: np.ndarray | None = None
         self._warned = False
+        self.frames = 0
+        """16-bit frames seen (the warning names the frame it fired on, counting from 0)."""
 
     def __call__(self, image: np.ndarray) -> np.ndarray:
         """``image`` in 8 bits: ``uint16`` frames through the gain, ``uint8`` unchanged."""
@@ -88,12 +95,18 @@ class AutoGain:
             raise ValueError(f"sources.{self.name}: unsupported pixel type {image.dtype} (expected 8 or 16 bits)")
         self.range = self._next_range(image)
         out = apply_range(image, *self.range)
+        self.frames += 1
         if not self._warned and grey_levels(out) < self.config.min_levels:
             self._warned = True
             low, high = self.range
-            log.warning("sources.%s: the 16-bit frames keep only %d grey levels after the gain (%s range %.0f-%.0f); "
-                        "warm targets may vanish: check sources.%s.gain (mode percentile adapts to the scene)",
-                        self.name, grey_levels(out), self.config.mode, low, high, self.name)
+            advice = ("the scene fills a small part of the range between the percentiles: pixels outside the "
+                      "scene's values (a defect wider than one pixel, a hot lamp) set an end; narrow "
+                      f"sources.{self.name}.gain.percentiles or use mode fixed" if self.config.mode == "percentile"
+                      else f"check sources.{self.name}.gain ({self.config.mode} range wider than the scene?; mode "
+                      "percentile adapts to each frame)")
+            log.warning("sources.%s: the 16-bit frames keep only %d grey levels after the gain (%s range %.0f-%.0f, "
+                        "frame %d); warm targets may vanish: %s", self.name, grey_levels(out), self.config.mode, low,
+                        high, self.frames - 1, advice)
         return out
 
     def _next_range(self, image: np.ndarray) -> tuple[float, float]:
@@ -105,6 +118,8 @@ class AutoGain:
             return ((coldest + KELVIN_AT_0C) * config.counts_per_kelvin,
                     (hottest + KELVIN_AT_0C) * config.counts_per_kelvin)
         measured = percentile_range(image, *config.percentiles)
+        if config.smoothing == 0:  # each frame's own range (still images)
+            return measured
         sample = image[::_STRIDE, ::_STRIDE].astype(np.int32)
         previous, self._previous = self._previous, sample
         if self.range is None or previous is None or previous.shape != sample.shape:

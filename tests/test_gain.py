@@ -135,6 +135,45 @@ def test_a_scene_cut_restarts_the_range_at_once(tmp_path):
     assert after_cut.min() <= 5 and after_cut.max() >= 250  # the new scene fills the range on its first frame
 
 
+@pytest.mark.parametrize(("column", "value"), [(100, 0), (101, 0), (200, 16383)])
+def test_a_dead_or_hot_column_does_not_set_the_range(column, value):
+    """A column of 0 (dead) or 16383 (hot) in a 640x512 frame is 0.16 % of it, over the 0.1 % percentile; on a
+    sampled column (x a multiple of 4) it was 1 % of the sample: the scene went to grey 208-255."""
+    scene = np.tile(np.linspace(7000, 9000, 640), (512, 1)).astype(np.uint16)
+    scene[:, column] = value
+    out = AutoGain(GainConfig(), "ir")(scene)
+    assert np.delete(out, column, axis=1).min() <= 2 and np.delete(out, column, axis=1).max() >= 253
+
+
+def test_smoothing_0_gives_each_frame_its_own_range():
+    """max_change still held each end of the range within 2 % of the previous frame's."""
+    first = np.tile(np.linspace(7000, 8000, 128), (96, 1)).astype(np.uint16)
+    second = np.tile(np.linspace(7200, 7600, 128), (96, 1)).astype(np.uint16)  # no scene cut: most pixels stay close
+    gain = AutoGain(GainConfig(smoothing=0.0), "ir")
+    gain(first)
+    assert gain(second).min() <= 2 and gain.range[1] <= 7600
+
+
+def test_fuse_gives_each_16bit_image_of_a_folder_its_own_gain(tmp_path, capsys):
+    """A folder of unrelated images: the second one's range was smoothed from the first's (up to 176 grey levels
+    from fusing it alone)."""
+    from streamfuse.cli import main
+
+    scene = SyntheticScene(*SIZE, seed=3, time_of_day="night", people=3, vehicles=0)
+    for name in ("ir", "vis", "alone_ir", "alone_vis"):
+        (tmp_path / name).mkdir()
+    for index, (low, step) in enumerate(((7000, 16), (7400, 6))):  # two scenes, two ranges, no scene cut
+        ir = (low + scene.render_ir(index).astype(np.uint16) * step).astype(np.uint16)
+        cv2.imwrite(str(tmp_path / "ir" / f"t{index}.png"), ir)
+        cv2.imwrite(str(tmp_path / "vis" / f"t{index}.png"), scene.render_vis(index))
+    for side in ("ir", "vis"):
+        (tmp_path / f"alone_{side}" / "t1.png").write_bytes((tmp_path / side / "t1.png").read_bytes())
+    for ir, vis, out in (("ir", "vis", "both"), ("alone_ir", "alone_vis", "alone")):
+        assert main(["fuse", "--ir", str(tmp_path / ir), "--vis", str(tmp_path / vis), "-o", str(tmp_path / out),
+                     "--fuser", "classical", "--no-progress", "-q"]) == 0
+    assert np.array_equal(cv2.imread(str(tmp_path / "both" / "t1.png")), cv2.imread(str(tmp_path / "alone" / "t1.png")))
+
+
 @pytest.mark.parametrize(("config", "expected"), [
     (GainConfig(mode="fixed", range=[7000, 11080]), (0, 255)),
     # a radiometric camera in centikelvin: 10 C background, 30 C person, span 0-40 C
