@@ -105,7 +105,9 @@ def read_image(path: str | Path, *, keep_16bit: bool = False) -> np.ndarray:
         raise SourceError(f"{path}: truncated JPEG (the file ends before the image does; OpenCV would decode "
                           "only its top part); copy or export it again")
     if image.dtype not in (np.uint8, np.uint16):
-        raise SourceError(f"{path}: unsupported pixel type {image.dtype}; convert it to 8 or 16 bits")
+        hint = (" (temperatures as floating point: write them as 16-bit centikelvin, round((t + 273.15) * 100), and "
+                "set gain.mode radiometric)" if image.dtype.kind == "f" else "")
+        raise SourceError(f"{path}: unsupported pixel type {image.dtype}; convert it to 8 or 16 bits{hint}")
     if image.ndim == 3 and image.shape[2] == 4:
         image = cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
     elif image.ndim == 3 and image.shape[2] == 1:

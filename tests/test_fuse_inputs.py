@@ -213,6 +213,19 @@ def test_pairs_dropped_because_fusion_fell_behind_live_cameras_are_reported(tmp_
     assert dropped and int(dropped[1]) > 0
 
 
+def test_a_floating_point_thermal_image_is_one_error_with_what_to_do(image_folders, capsys, caplog):
+    """The source's state change logged the error, then the command printed it again."""
+    ir_dir, vis_dir = image_folders
+    (ir_dir / "f3.png").unlink()
+    cv2.imwrite(str(ir_dir / "f3.tiff"), np.full((48, 64), 21.5, np.float32))  # degrees Celsius
+    with caplog.at_level(logging.INFO, logger="streamfuse"):
+        code, _, err = run_cli(capsys, "fuse", "--ir", str(ir_dir), "--vis", str(vis_dir), "-o",
+                               str(ir_dir.parent / "out"), "--fuser", "classical", "--no-progress")
+    assert code == 1
+    said = (caplog.text + err).count("f3.tiff: unsupported pixel type float32")
+    assert said == 1 and "16-bit centikelvin" in err
+
+
 def test_a_decode_error_mid_file_is_a_warning_and_counted(tmp_path, capsys, caplog):
     write_video(tmp_path / "ir.mp4", [np.zeros((48, 64, 3), np.uint8)] * 40, fps=25)
     broken = write_png_mov(tmp_path / "vis.mov", 40, broken=(20,))

@@ -255,7 +255,7 @@ class Source(ThreadedStage):
                 log.warning("source %s (%s): still %s (%s); retrying", self.name, self.describe(), state.value, error)
             return
         level = logging.WARNING if state in (SourceState.RECONNECTING, SourceState.FAILED) else logging.INFO
-        if self.reconnect is not None or state is SourceState.FAILED:
+        if self.reconnect is not None:  # an unsupervised source's failure ends the run, which reports its error
             log.log(level, "source %s (%s): %s -> %s%s", self.name, self.describe(), previous.value, state.value,
                     f" ({error})" if error else "")
 
