@@ -263,7 +263,10 @@ def test_probe_video_and_folder(tmp_path, capsys, image_folders):
     code, out, _ = run_cli(capsys, "probe", str(one_image), "--json")
     report = json.loads(out)  # a still image, not a 25 fps "video file" (FFmpeg's image reader)
     assert code == 0 and report["kind"] == "image" and report["frames"] == 1 and "frame rate" not in report
-    assert report["resolution"] == "64x48"
+    assert report["resolution"] == "64x48" and report["bits"] == 8
+    cv2.imwrite(str(tmp_path / "thermal16.png"), np.full((48, 64), 7500, np.uint16))
+    code, out, _ = run_cli(capsys, "probe", str(tmp_path / "thermal16.png"), "--json")
+    assert code == 0 and json.loads(out)["bits"] == 16  # it said only "channels: 1"
 
 
 def test_bench_prints_stage_table_and_json(tmp_path, capsys):
