@@ -3,6 +3,7 @@ from __future__ import annotations
 import logging
 import time
 
+import cv2
 import numpy as np
 import pytest
 
@@ -65,6 +66,18 @@ def test_images_source_glob(image_folders):
 def test_images_source_open_errors(tmp_path, setup, message):
     with pytest.raises(SourceError, match=message):
         ImagesSource("ir", str(setup(tmp_path))).start()
+
+
+def test_a_folder_mixing_8_and_16_bit_images_is_warned_about_once(tmp_path, caplog):
+    for index in range(4):
+        depth = np.uint16 if index % 2 == 0 else np.uint8  # it was accepted without a word
+        cv2.imwrite(str(tmp_path / f"f{index}.png"), np.arange(64).reshape(8, 8).astype(depth) * 3)
+    with caplog.at_level(logging.WARNING, logger="streamfuse"):
+        source = ImagesSource("ir", str(tmp_path))
+        source.start()
+        assert len(drain(source)) == 4
+    warnings = [r.getMessage() for r in caplog.records if "the folder's first image" in r.getMessage()]
+    assert len(warnings) == 1 and "f1.png is 8-bit, the folder's first image 16-bit (f0.png)" in warnings[0]
 
 
 def test_unreadable_image_stops_the_source_with_a_clear_error(image_folders):

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import logging
+
 from streamfuse.config import ImagesSourceConfig
 from streamfuse.errors import SourceError
 from streamfuse.imageio import list_images, read_image
 from streamfuse.registry import SOURCES
 from streamfuse.sources.base import Capture, Source, SourceContext, SourceOptions
+
+log = logging.getLogger(__name__)
 
 
 class ImagesSource(Source):
@@ -28,6 +32,8 @@ class ImagesSource(Source):
         self.stems = stems
         self.fps = fps
         self.files = []
+        self._bits: int | None = None
+        self._warned_of_depth = False
 
     def open(self) -> None:
         self.files = list_images(self.path)
@@ -44,7 +50,16 @@ class ImagesSource(Source):
         if index >= len(self.files):
             return None
         file = self.files[index]
-        return Capture(read_image(file, keep_16bit=True), index / self.fps, {"name": file.stem, "path": str(file)})
+        image = read_image(file, keep_16bit=True)
+        bits = image.itemsize * 8
+        if self._bits is None:
+            self._bits = bits
+        elif bits != self._bits and not self._warned_of_depth:  # an export mix-up, or two cameras in one folder
+            self._warned_of_depth = True
+            log.warning("sources.%s: %s is %d-bit, the folder's first image %d-bit (%s); each is used as it is "
+                        "(a 16-bit one through sources.%s.gain): check the export", self.name, file, bits, self._bits,
+                        self.files[0].name, self.name)
+        return Capture(image, index / self.fps, {"name": file.stem, "path": str(file)})
 
     @property
     def expected_frames(self) -> int | None:
