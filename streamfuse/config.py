@@ -111,6 +111,10 @@ class GainConfig:
         elif self.span_c is None or len(self.span_c) != 2 or not self.span_c[0] < self.span_c[1]:
             raise ConfigError(f"{path}.span_c: mode 'radiometric' needs [coldest, hottest] in degrees Celsius, "
                               f"got {self.span_c}")
+        for key, mode in (("range", "fixed"), ("span_c", "radiometric")):
+            if getattr(self, key) is not None and self.mode != mode:  # set, and silently ignored
+                raise ConfigError(f"{path}.{key}: applies to mode '{mode}' only, and the mode is '{self.mode}': set "
+                                  f"{path}.mode to {mode}, or leave {key} out")
         _positive(self.counts_per_kelvin, f"{path}.counts_per_kelvin")
         if not 0.0 <= self.smoothing < 1.0:
             raise ConfigError(f"{path}.smoothing: must be in [0, 1), got {self.smoothing}")

@@ -213,6 +213,8 @@ def test_few_grey_levels_left_is_a_warning_naming_the_key(caplog):
     ({"mode": "radiometric"}, "sources.ir.gain.span_c: mode 'radiometric' needs"),
     ({"percentiles": [99, 1]}, "sources.ir.gain.percentiles"),
     ({"smoothing": 1.0}, "sources.ir.gain.smoothing"),
+    ({"range": [7000, 9000]}, "sources.ir.gain.range: applies to mode 'fixed' only, and the mode is 'percentile'"),
+    ({"mode": "fixed", "range": [0, 9], "span_c": [0, 40]}, "sources.ir.gain.span_c: applies to mode 'radiometric'"),
 ])
 def test_bad_gain_settings_name_the_key(gain, message):
     with pytest.raises(ConfigError, match=message):
