@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import logging
 import math
 import random
+import signal
 import sys
 import tempfile
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -55,6 +59,28 @@ def _check_export(export: str | None, data_root: str) -> None:
     except OSError as exc:
         raise ConfigError(f"export: cannot write {export} ({exc.strerror} in {folder}); choose a place you may "
                           "write to") from None
+
+
+@contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    """Within the block, SIGINT, SIGTERM and SIGHUP are held, then raised again for the handlers there were
+    (Ctrl-C's KeyboardInterrupt, the command's checkpoint-saving stop): a signal in the middle of a training
+    step stopped it half done (random states advanced, possibly the optimiser), and the checkpoint saved on it
+    did not resume to the weights of an uninterrupted run. Only in the main thread, where handlers run."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held: list[int] = []
+    wanted = [getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)]
+    previous = {sig: signal.signal(sig, lambda signum, _frame: held.append(signum)) for sig in wanted}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            if handler is not None:  # None: a handler installed outside Python, which cannot be put back
+                signal.signal(sig, handler)
+        if held:
+            signal.raise_signal(held[0])
 
 
 class Trainer:
@@ -243,7 +269,8 @@ class Trainer:
         started, start_step = time.perf_counter(), self.step
         try:
             while self.step < config.steps:
-                values = self.train_step()
+                with _signals_held():  # a stop comes between steps: a checkpoint holds whole steps
+                    values = self.train_step()
                 running = {k: 0.9 * running.get(k, v) + 0.1 * v for k, v in values.items()}
                 bar.update()
                 if self.step % config.log_every == 0 or self.step == config.steps:
