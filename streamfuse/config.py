@@ -1225,7 +1225,9 @@ class TrainConfig:
     checkpoint_every: int = 250
     log_every: int = 50
     export: str | None = None
-    """Where the final weights are written (the shipped file is streamfuse/models/weights/fusionnet.pt)."""
+    """Where the final weights are written (the shipped file is streamfuse/models/weights/fusionnet.pt);
+    ``{output_dir}`` stands for ``output_dir`` (the packaged train config's ``{output_dir}/fusionnet.pt``
+    follows ``--set output_dir=...``, so a second run does not replace the first one's weights)."""
     model: ModelConfig = field(default_factory=ModelConfig)
     """Size of a network trained from scratch (ignored with ``init_weights``: the checkpoint's size is used)."""
     init_weights: str | None = None

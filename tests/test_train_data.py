@@ -70,6 +70,16 @@ def test_find_pair_folders_picks_training_sets_only(data_root):
     assert not any("tno_cddfuse" in str(s.ir_dir) or "medical" in s.name or "murf" in s.name for s in sources)
 
 
+def test_a_folder_of_ones_own_pairs_is_a_training_set(tmp_path):
+    """Only folders named like the shared data sets were found: ir/ + vi/ of one's own gave "no IR-VIS training
+    sets found"."""
+    write(tmp_path / "mine" / "ir" / "a.png", textured(1))
+    write(tmp_path / "mine" / "vi" / "a.png", textured(2))
+    sources = find_pair_folders(tmp_path / "mine")
+    assert [(s.name, s.ir_dir, s.vis_dir) for s in sources] == [("mine", tmp_path / "mine" / "ir",
+                                                                  tmp_path / "mine" / "vi")]
+
+
 def test_find_pair_folders_without_sets_names_the_root(tmp_path):
     (tmp_path / "tno_cddfuse" / "ir").mkdir(parents=True)
     with pytest.raises(ValueError, match=str(tmp_path)):

@@ -4,6 +4,7 @@ output with the range-restored balanced fusion)."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -235,6 +236,40 @@ def test_an_export_path_that_cannot_be_written_is_refused_before_training(data_r
         config.export = str(export)
         with pytest.raises(ConfigError, match=rf"^export: ({export} .*{message}|{message} {export} )"):
             Trainer(config)
+
+
+def test_an_output_dir_that_cannot_be_written_or_data_without_a_pair_is_refused_before_training(data_root,
+                                                                                                tmp_path):
+    """Both trained every step first, then ended in a FileExistsError or PermissionError traceback (nothing
+    saved); data with no usable pair ended in a ValueError traceback."""
+    config = scratch_config(data_root, tmp_path, 1)
+    config.output_dir = str(data_root / "roadscene" / "ir" / "0.png")
+    with pytest.raises(ConfigError, match=r"^output_dir: .*0\.png is a file; give a folder"):
+        Trainer(config)
+    config.output_dir = str(tmp_path / "run")
+    for name in ("ir", "vi"):  # no common names, and one image more on one side
+        for index, path in enumerate(sorted((data_root / "roadscene" / name).iterdir())):
+            path.rename(path.with_name(f"{name}_{index}.png"))
+    write(data_root / "roadscene" / "vi" / "extra.png", textured(7, (80, 96)))
+    with pytest.raises(ConfigError, match=r"^data_root: .*: no usable IR-VIS pair"):
+        Trainer(config)
+
+
+def test_the_packaged_configs_export_follows_output_dir(data_root, tmp_path):
+    """It was out/train/fusionnet.pt whatever output_dir said: a second run replaced the first one's weights."""
+    config = load_train_config("train", [f"data_root={data_root}", f"output_dir={tmp_path / 'run1'}", "crop=32"])
+    assert Trainer(config).export == str(tmp_path / "run1" / "fusionnet.pt")
+
+
+def test_pairs_by_position_whose_numbers_differ_are_warned_about(data_root, tmp_path, caplog):
+    """thermal_1 .. 5 beside visible_5 .. 1 trained on wrong pairs without a word."""
+    for name, numbers in (("ir", (1, 2, 3)), ("vi", (1, 5, 6))):
+        for number, path in zip(numbers, sorted((data_root / "roadscene" / name).iterdir()), strict=True):
+            path.rename(path.with_name(f"{name}_{number}.png"))
+    with caplog.at_level(logging.WARNING, logger="streamfuse"):
+        Trainer(scratch_config(data_root, tmp_path, 1))
+    assert "paired by sorted position, and the numbers in 2 pair(s) differ (e.g. ir_2.png with vi_5.png)" in \
+        caplog.text
 
 
 def test_train_refuses_to_replace_a_checkpoint_and_saves_one_on_sigterm(data_root, tmp_path, capsys, monkeypatch):

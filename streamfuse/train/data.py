@@ -13,6 +13,7 @@ Note that some training images are copies (or neighbouring video frames) of held
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,9 +73,10 @@ def _image_files(folder: Path) -> list[Path]:
 def find_pair_folders(root: Path) -> list[PairSource]:
     """Find the registered IR-VIS training sets under a data root.
 
-    Looks for :data:`IR_VI_SETS` (``ir/`` + ``vi/``; for the SuperFusion sets the aligned ``ir/``, not
-    ``ir_warp/``) and for every sequence in ``tno_video_sequences/`` (``thermal/`` + ``visual/``). Anything else
-    is ignored, in particular :data:`EXCLUDED_SETS`. Sets that are missing or hold no images are skipped.
+    Looks for ``ir/`` + ``vi/`` in ``root`` itself (the user's own pairs), for :data:`IR_VI_SETS` (``ir/`` +
+    ``vi/``; for the SuperFusion sets the aligned ``ir/``, not ``ir_warp/``) and for every sequence in
+    ``tno_video_sequences/`` (``thermal/`` + ``visual/``). Anything else is ignored, in particular
+    :data:`EXCLUDED_SETS`. Sets that are missing or hold no images are skipped.
 
     Args:
         root: The data root (e.g. ``shared/data``).
@@ -87,6 +89,8 @@ def find_pair_folders(root: Path) -> list[PairSource]:
     """
     root = Path(root)
     sources: list[PairSource] = []
+    if _has_images(root / "ir") and _has_images(root / "vi"):  # a folder of the user's own pairs
+        sources.append(PairSource(root.resolve().name, root / "ir", root / "vi"))
     for name in IR_VI_SETS:
         ir_dir, vis_dir = root / name / "ir", root / name / "vi"
         if _has_images(ir_dir) and _has_images(vis_dir):
@@ -100,8 +104,9 @@ def find_pair_folders(root: Path) -> list[PairSource]:
             if _has_images(ir_dir) and _has_images(vis_dir):
                 sources.append(PairSource(f"{TNO_SEQUENCES}/{folder.name}", ir_dir, vis_dir))
     if not sources:
-        raise ValueError(f"{root}: no IR-VIS training sets found (expected any of {', '.join(IR_VI_SETS)} with "
-                         f"ir/ and vi/ folders, or {TNO_SEQUENCES}/<sequence>/ with thermal/ and visual/)")
+        raise ValueError(f"{root}: no IR-VIS training sets found (expected ir/ and vi/ folders of your own pairs "
+                         f"in it, or any of {', '.join(IR_VI_SETS)} with ir/ and vi/ folders, or "
+                         f"{TNO_SEQUENCES}/<sequence>/ with thermal/ and visual/)")
     return sources
 
 
@@ -119,7 +124,15 @@ def _match_files(source: PairSource) -> list[tuple[Path, Path]]:
         logger.warning("%s: no common file names and %d IR vs %d visible images; cannot pair them, skipped",
                        source.name, len(ir_files), len(vis_files))
         return []
-    return list(zip(ir_files, vis_files, strict=True))
+    pairs = list(zip(ir_files, vis_files, strict=True))
+    # By position, as the TNO sequences need (1800i.bmp with 1800v.bmp): their numbers should agree.
+    differing = [(ir, vis) for ir, vis in pairs if re.sub(r"\D", "", ir.stem) != re.sub(r"\D", "", vis.stem)]
+    if differing:
+        ir, vis = differing[0]
+        logger.warning("%s: no common file names, so the images are paired by sorted position, and the numbers in "
+                       "%d pair(s) differ (e.g. %s with %s): check that they show the same moment, or name each "
+                       "pair's files alike", source.name, len(differing), ir.name, vis.name)
+    return pairs
 
 
 def _luminance(image: np.ndarray) -> np.ndarray:

@@ -83,6 +83,20 @@ def _signals_held() -> Iterator[None]:
             signal.raise_signal(held[0])
 
 
+def _check_output_dir(output_dir: str) -> None:
+    """Make ``output_dir`` before any training, or refuse it (a file, a place without write access): the first
+    checkpoint found out, after the training it was to save."""
+    path = Path(output_dir)
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"output_dir: {output_dir} is a file; give a folder for the checkpoints")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=path).close()
+    except OSError as exc:
+        raise ConfigError(f"output_dir: cannot write in {output_dir} ({exc.strerror}); choose a folder you may "
+                          "write to") from None
+
+
 class Trainer:
     """Owns the model, optimiser, data sampler and checkpoints of one training run.
 
@@ -102,7 +116,11 @@ class Trainer:
         if unknown:
             raise ConfigError(f"intents: {unknown[0]!r} is not an intent of the prompt bank "
                               f"({', '.join(self.bank.ids)})")
-        _check_export(config.export, config.data_root)
+        self.export = None if config.export is None else config.export.replace("{output_dir}", config.output_dir)
+        _check_export(self.export, config.data_root)
+        if self.export is not None and Path(self.export).is_file():
+            log.warning("export: %s exists and will be replaced by this run's weights at the end (another "
+                        "--set export=PATH keeps it)", self.export)
         root = Path(config.data_root)
         if not root.is_dir():
             raise ConfigError(f"data_root: {root} is not a folder (expected the shared data sets, e.g. ../shared/data)")
@@ -111,6 +129,10 @@ class Trainer:
             self.pairs = load_training_pairs(root)
         except ValueError as exc:
             raise ConfigError(f"data_root: {exc}") from None
+        if not self.pairs:
+            raise ConfigError(f"data_root: {root}: no usable IR-VIS pair (see the warnings above for why each set "
+                              "was skipped)")
+        _check_output_dir(config.output_dir)
         self.sampler = CropSampler(self.pairs, crop=config.crop, seed=config.seed)
         self.teacher: FusionNet | None = None
         self.init_metadata: dict | None = None
@@ -289,7 +311,7 @@ class Trainer:
         finally:
             bar.close()
         self.save_checkpoint()
-        if config.export is None:
+        if self.export is None:
             return None
         untrained = self._untrained_intents_follow_balanced()
         metadata = {
@@ -303,6 +325,6 @@ class Trainer:
         if self.teacher is not None:
             metadata["refined_from"] = {"weights": config.init_weights, "refine": vars(config.refine),
                                         "metadata": self.init_metadata}
-        path = save_weights(self.model.to(memory_format=torch.contiguous_format), config.export, metadata)
+        path = save_weights(self.model.to(memory_format=torch.contiguous_format), self.export, metadata)
         log.info("exported weights to %s", path)
         return path
