@@ -330,9 +330,13 @@ def _check_no_output_exists(folder: Path, pattern: str, stems: list[str]) -> Non
 def cmd_fuse(args: argparse.Namespace) -> int:
     if args.task is not None and any(override.partition("=")[0].strip() == "prompt" for override in args.set or []):
         raise UsageError(f"--set prompt=...: --task {args.task} sets the prompt (its medical intent); leave one out")
+    if args.weights is not None and args.fuser != "model":
+        raise UsageError(f"fuse: --weights is the model fuser's weights; --fuser is {args.fuser}")
     ir, vis = (args.ir, args.vis) if args.task is None else _medical_slots(args.ir, args.vis, args.task)
     config = fuse_config(ir, vis, args.output, fuser=args.fuser, overwrite=args.overwrite,
                          pair_by=args.pair_by, overrides=args.set, calibration=args.calibration, fps=args.fps)
+    if args.weights is not None:
+        config.fusion.weights = args.weights
     flags = {"ir": "--ir", "vis": "--vis"} if ir == args.ir else {"ir": "--vis", "vis": "--ir"}  # --task swaps
     pipeline = Pipeline(_apply_prompt(config, args), input_names=flags)
     setup_runtime(config.fusion, live=pipeline.live)
@@ -1053,6 +1057,8 @@ def build_parser() -> argparse.ArgumentParser:
     guidance.add_argument("--task", choices=sorted(MEDICAL_TASKS),
                           help="medical pair: MRI with CT, PET or SPECT (the colour of PET / SPECT is kept, "
                                "whichever of --ir / --vis names it); see docs/medical.md")
+    fuse.add_argument("--weights", metavar="FILE",
+                      help="weights for the model fuser, e.g. from 'streamfuse train' (default: the shipped ones)")
     fuse.add_argument("--calibration", metavar="FILE",
                       help="register the infrared images with this file from 'streamfuse calibrate'")
     fuse.add_argument("--fps", type=float, metavar="N",

@@ -56,6 +56,31 @@ def test_fuse_single_images(tmp_path, capsys):
     assert gray.shape == (60, 80) and np.abs(gray.astype(int) - cv2.cvtColor(colour, cv2.COLOR_BGR2GRAY)).max() <= 1
 
 
+def test_fuse_weights_uses_trained_weights(tmp_path, capsys):
+    """fuse had no --weights (eval has): 'unrecognized arguments'; --set fusion.weights=... was the only way."""
+    import torch
+
+    from streamfuse.models.checkpoint import save_weights
+    from streamfuse.models.network import FusionNet
+    from streamfuse.text import load_bank
+
+    ir, vis = make_pair(1, (80, 64))
+    cv2.imwrite(str(tmp_path / "ir.png"), ir)
+    cv2.imwrite(str(tmp_path / "vis.png"), vis)
+    torch.manual_seed(0)
+    model = FusionNet(load_bank().ids, channels=8, token_dim=16, tokens_per_intent=2)
+    with torch.no_grad():
+        model.head.bias.fill_(3.0)  # inject much more infrared than the shipped network
+    weights = save_weights(model, tmp_path / "mine.pt", {"steps": 1})
+    inputs = ["--ir", str(tmp_path / "ir.png"), "--vis", str(tmp_path / "vis.png")]
+    assert run_cli(capsys, "fuse", *inputs, "-o", str(tmp_path / "shipped.png"))[0] == 0
+    assert run_cli(capsys, "fuse", *inputs, "-o", str(tmp_path / "mine.png"), "--weights", str(weights))[0] == 0
+    assert not np.array_equal(cv2.imread(str(tmp_path / "mine.png")), cv2.imread(str(tmp_path / "shipped.png")))
+    code, _, err = run_cli(capsys, "fuse", *inputs, "-o", str(tmp_path / "c.png"), "--weights", str(weights),
+                           "--fuser", "classical")
+    assert code == 2 and "--weights is the model fuser's weights" in err
+
+
 def test_fuse_folders(image_folders, tmp_path, capsys):
     ir_dir, vis_dir = image_folders
     code, _, err = run_cli(capsys, "fuse", "--ir", str(ir_dir), "--vis", str(vis_dir), "-o", str(tmp_path / "fused"))
