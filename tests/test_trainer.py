@@ -94,6 +94,18 @@ def test_a_run_stopped_by_ctrl_c_mid_step_resumes_to_the_weights_of_an_uninterru
         assert torch.equal(a, b), name
 
 
+def test_resuming_past_steps_or_with_another_network_size_is_one_clear_error(data_root, tmp_path):
+    """A checkpoint past steps was exported as it was (its metadata saying so); another network size gave
+    "cannot resume from this checkpoint (Error(s) in loading state_dict for FusionNet:)"."""
+    Trainer(scratch_config(data_root, tmp_path, 4)).run()
+    with pytest.raises(ConfigError, match=r"^steps: 2, and the checkpoint .*last\.pt is already at step 4"):
+        Trainer(scratch_config(data_root, tmp_path, 2)).resume()
+    wider = scratch_config(data_root, tmp_path, 6)
+    wider.model = ModelConfig(channels=12, token_dim=16, tokens_per_intent=2)
+    with pytest.raises(ConfigError, match=r"size mismatch.*resume with the settings it was saved with"):
+        Trainer(wider).resume()
+
+
 def test_restore_thermal_range_stretches_edges_but_not_noise():
     flat = torch.full((1, 1, 24, 24), 0.4)
     assert torch.allclose(restore_thermal_range(flat, 2.0, 3.0, 0.03), flat)

@@ -202,8 +202,13 @@ class Trainer:
             self.model.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
         except Exception as exc:  # any failure here means the same thing to the user
-            raise ConfigError(f"{path}: cannot resume from this checkpoint ({str(exc).splitlines()[0][:160]}); "
-                              "delete it or choose another output_dir") from None
+            reason = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+            reason = reason if len(reason) <= 300 else reason[:297] + "..."
+            raise ConfigError(f"{path}: cannot resume from this checkpoint ({reason}); resume with the settings it "
+                              "was saved with (model.*), or train into another output_dir") from None
+        if int(state["step"]) > self.config.steps:
+            raise ConfigError(f"steps: {self.config.steps}, and the checkpoint {path} is already at step "
+                              f"{int(state['step'])}; set steps to that or more, or train into another output_dir")
         self.step = int(state["step"])
         torch.set_rng_state(state["torch_rng"])
         self.rng.bit_generator.state = json.loads(state["numpy_rng"])
