@@ -1194,6 +1194,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=max(level, logging.WARNING), format="%(asctime)s streamfuse: %(message)s",
                         datefmt="%H:%M:%S")
     logging.getLogger("streamfuse").setLevel(level)
+    if not args.verbose:  # OpenCV's own lines about a broken file repeat what streamfuse's error says, in its terms
+        import cv2
+
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_FATAL)
     try:
         return args.handler(args)
     except StreamfuseError as exc:

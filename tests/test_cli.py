@@ -81,6 +81,17 @@ def test_fuse_weights_uses_trained_weights(tmp_path, capsys):
     assert code == 2 and "--weights is the model fuser's weights" in err
 
 
+def test_a_corrupt_image_is_streamfuses_one_error_without_opencvs_lines(tmp_path, capfd):
+    """OpenCV printed '[ERROR:0@2.752] global grfmt_png.cpp:296 readHeader IHDR chunk shall be first' beside it."""
+    ir, vis = make_pair(1, (80, 64))
+    (tmp_path / "ir.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 20)
+    cv2.imwrite(str(tmp_path / "vis.png"), vis)
+    code = main(["fuse", "--ir", str(tmp_path / "ir.png"), "--vis", str(tmp_path / "vis.png"), "-o",
+                 str(tmp_path / "out.png"), "--fuser", "classical", "-q"])
+    err = capfd.readouterr().err
+    assert code == 1 and "ir.png: not a readable image" in err and "grfmt_png" not in err
+
+
 def test_fuse_folders(image_folders, tmp_path, capsys):
     ir_dir, vis_dir = image_folders
     code, _, err = run_cli(capsys, "fuse", "--ir", str(ir_dir), "--vis", str(vis_dir), "-o", str(tmp_path / "fused"))

@@ -273,6 +273,14 @@ def test_the_packaged_configs_export_follows_output_dir(data_root, tmp_path):
     assert Trainer(config).export == str(tmp_path / "run1" / "fusionnet.pt")
 
 
+def test_a_missing_relative_data_root_names_the_folder_it_is_relative_to(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    config = TrainConfig(data_root="no/such/data", output_dir=str(tmp_path / "run"))
+    with pytest.raises(ConfigError, match=rf"^data_root: no/such/data is not a folder \(relative to the working "
+                                          rf"directory {tmp_path}\)"):
+        Trainer(config)
+
+
 def test_pairs_by_position_whose_numbers_differ_are_warned_about(data_root, tmp_path, caplog):
     """thermal_1 .. 5 beside visible_5 .. 1 trained on wrong pairs without a word."""
     for name, numbers in (("ir", (1, 2, 3)), ("vi", (1, 5, 6))):

@@ -123,7 +123,9 @@ class Trainer:
                         "--set export=PATH keeps it)", self.export)
         root = Path(config.data_root)
         if not root.is_dir():
-            raise ConfigError(f"data_root: {root} is not a folder (expected the shared data sets, e.g. ../shared/data)")
+            where = "" if root.is_absolute() else f" (relative to the working directory {Path.cwd()})"
+            raise ConfigError(f"data_root: {root} is not a folder{where}; expected the shared data sets (e.g. "
+                              "../shared/data from a source checkout) or a folder of your own ir/ and vi/ pairs")
         try:
             self.sources = find_pair_folders(root)
             self.pairs = load_training_pairs(root)
