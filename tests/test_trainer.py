@@ -255,6 +255,10 @@ def test_an_output_dir_that_cannot_be_written_or_data_without_a_pair_is_refused_
     """Both trained every step first, then ended in a FileExistsError or PermissionError traceback (nothing
     saved); data with no usable pair ended in a ValueError traceback."""
     config = scratch_config(data_root, tmp_path, 1)
+    config.crop = 104  # the images are 96x80: a step asked for gigabytes at crop=4000
+    with pytest.raises(ConfigError, match=r"^crop: 104 px is larger than every training image \(the largest is 96"):
+        Trainer(config)
+    config.crop = 32
     config.output_dir = str(data_root / "roadscene" / "ir" / "0.png")
     with pytest.raises(ConfigError, match=r"^output_dir: .*0\.png is a file; give a folder"):
         Trainer(config)

@@ -134,6 +134,10 @@ class Trainer:
         if not self.pairs:
             raise ConfigError(f"data_root: {root}: no usable IR-VIS pair (see the warnings above for why each set "
                               "was skipped)")
+        largest = max(max(ir.shape) for ir, _, _ in self.pairs)
+        if config.crop > largest:  # every crop mostly mirror padding, and memory growing with its square
+            raise ConfigError(f"crop: {config.crop} px is larger than every training image (the largest is "
+                              f"{largest} px on its longer side as loaded); at most {largest}")
         _check_output_dir(config.output_dir)
         self.sampler = CropSampler(self.pairs, crop=config.crop, seed=config.seed)
         self.teacher: FusionNet | None = None
