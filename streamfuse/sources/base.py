@@ -289,10 +289,10 @@ class Source(ThreadedStage):
         while not self._stop.is_set():
             if self.pace_fps:
                 interval = 1.0 / self.pace_fps
-                if time.perf_counter() - (started + count * interval) > interval:  # fell behind (a slow read,
-                    started, count = time.perf_counter(), 1  # a busy host): on at the pace, no catch-up burst
                 delay = started + count * interval - time.perf_counter()
-                if delay > 0 and self._stop.wait(delay):
+                if delay < -interval:  # fell behind (a slow read, a busy host): this frame now, the pace on
+                    started, count = time.perf_counter(), 0  # from it; no burst of the frames due meanwhile
+                elif delay > 0 and self._stop.wait(delay):
                     return
             t0 = time.perf_counter()
             capture = self.read()
