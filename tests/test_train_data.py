@@ -78,6 +78,13 @@ def test_a_folder_of_ones_own_pairs_is_a_training_set(tmp_path):
     sources = find_pair_folders(tmp_path / "mine")
     assert [(s.name, s.ir_dir, s.vis_dir) for s in sources] == [("mine", tmp_path / "mine" / "ir",
                                                                   tmp_path / "mine" / "vi")]
+    write(tmp_path / "tno_cddfuse" / "ir" / "a.png", textured(3))  # a held-out set given as one's own
+    write(tmp_path / "tno_cddfuse" / "vi" / "a.png", textured(4))
+    with pytest.raises(ValueError, match=r"tno_cddfuse, held out for evaluation"):
+        find_pair_folders(tmp_path / "tno_cddfuse")
+    write(tmp_path / "mine" / "ir" / "b.png", textured(3))  # a copy of the held-out image beside it
+    write(tmp_path / "mine" / "vi" / "b.png", textured(5))
+    assert [name for _, _, name in load_training_pairs(tmp_path / "mine")] == ["mine:a"]
 
 
 def test_find_pair_folders_without_sets_names_the_root(tmp_path):

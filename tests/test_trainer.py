@@ -94,6 +94,23 @@ def test_a_run_stopped_by_ctrl_c_mid_step_resumes_to_the_weights_of_an_uninterru
         assert torch.equal(a, b), name
 
 
+def test_a_step_that_fails_while_a_signal_is_held_ends_with_its_own_error(data_root, tmp_path, monkeypatch):
+    """The held Ctrl-C was raised in place of the step's error (a diverged run said 'interrupted')."""
+    import os
+    import signal
+
+    trainer = Trainer(scratch_config(data_root, tmp_path, 3))
+
+    def diverges(*_args, **_kwargs):
+        os.kill(os.getpid(), signal.SIGINT)
+        raise StreamfuseError("training diverged")
+
+    monkeypatch.setattr(trainer.sampler, "batch", diverges)
+    with pytest.raises(StreamfuseError, match="training diverged"):
+        trainer.run()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
 def test_resuming_past_steps_or_with_another_network_size_is_one_clear_error(data_root, tmp_path):
     """A checkpoint past steps was exported as it was (its metadata saying so); another network size gave
     "cannot resume from this checkpoint (Error(s) in loading state_dict for FusionNet:)"."""

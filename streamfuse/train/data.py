@@ -90,6 +90,9 @@ def find_pair_folders(root: Path) -> list[PairSource]:
     root = Path(root)
     sources: list[PairSource] = []
     if _has_images(root / "ir") and _has_images(root / "vi"):  # a folder of the user's own pairs
+        if root.resolve().name in EXCLUDED_SETS:
+            raise ValueError(f"{root} is {root.resolve().name}, held out for evaluation (or not infrared-visible): "
+                             "never trained on; give a folder of other pairs, or the folder of the shared data sets")
         sources.append(PairSource(root.resolve().name, root / "ir", root / "vi"))
     for name in IR_VI_SETS:
         ir_dir, vis_dir = root / name / "ir", root / name / "vi"
@@ -245,15 +248,18 @@ def load_training_pairs(root: Path, *, max_side: int = 640,
     """All training pairs under a data root, without copies of the held-out evaluation images.
 
     :func:`find_pair_folders` followed by :func:`load_pairs` with the IR folders of :data:`HELDOUT_SETS`
-    (where present) as ``holdout_dirs``. In ``shared/data`` that drops ``m3fd_tardal_samples:TNO_028``
-    (= ``tno_cddfuse/11``), ``Nato_camp_sequence:1816i`` (= ``19``) and ``Tree_sequence:4915i`` (= ``20``);
-    with ``drop_sources_with_copies`` the whole m3fd sample set and both TNO sequences go.
+    (where present, in ``root`` or beside it) as ``holdout_dirs``. In ``shared/data`` that drops
+    ``m3fd_tardal_samples:TNO_028`` (= ``tno_cddfuse/11``), ``Nato_camp_sequence:1816i`` (= ``19``) and
+    ``Tree_sequence:4915i`` (= ``20``); with ``drop_sources_with_copies`` the whole m3fd sample set and both
+    TNO sequences go.
 
     Raises:
         ValueError: No training set under ``root``.
     """
     root = Path(root)
-    holdout = [root / name / "ir" for name in HELDOUT_SETS if (root / name / "ir").is_dir()]
+    # The held-out sets beside a folder of one's own pairs count too (a copy of one of their images in it).
+    holdout = [folder / name / "ir" for folder in dict.fromkeys((root, root.resolve().parent))
+               for name in HELDOUT_SETS if (folder / name / "ir").is_dir()]
     return load_pairs(find_pair_folders(root), max_side=max_side, holdout_dirs=holdout,
                       drop_sources_with_copies=drop_sources_with_copies)
 

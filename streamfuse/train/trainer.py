@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -71,16 +72,23 @@ def _signals_held() -> Iterator[None]:
         yield
         return
     held: list[int] = []
-    wanted = [getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)]
+    # A handler installed outside Python (getsignal None) could not be put back: such a signal is left alone.
+    wanted = [sig for name in ("SIGINT", "SIGTERM", "SIGHUP")
+              if (sig := getattr(signal, name, None)) is not None and signal.getsignal(sig) is not None]
     previous = {sig: signal.signal(sig, lambda signum, _frame: held.append(signum)) for sig in wanted}
     try:
         yield
-    finally:
-        for sig, handler in previous.items():
-            if handler is not None:  # None: a handler installed outside Python, which cannot be put back
-                signal.signal(sig, handler)
-        if held:
-            signal.raise_signal(held[0])
+    except BaseException:  # the step failed (a diverged loss): that error ends the run, not a held signal
+        _restore_handlers(previous)
+        raise
+    _restore_handlers(previous)
+    if held:
+        signal.raise_signal(held[0])
+
+
+def _restore_handlers(handlers: dict[int, Any]) -> None:
+    for sig, handler in handlers.items():
+        signal.signal(sig, handler)
 
 
 def _check_output_dir(output_dir: str) -> None:
@@ -118,9 +126,6 @@ class Trainer:
                               f"({', '.join(self.bank.ids)})")
         self.export = None if config.export is None else config.export.replace("{output_dir}", config.output_dir)
         _check_export(self.export, config.data_root)
-        if self.export is not None and Path(self.export).is_file():
-            log.warning("export: %s exists and will be replaced by this run's weights at the end (another "
-                        "--set export=PATH keeps it)", self.export)
         root = Path(config.data_root)
         if not root.is_dir():
             where = "" if root.is_absolute() else f" (relative to the working directory {Path.cwd()})"
@@ -137,7 +142,7 @@ class Trainer:
         largest = max(max(ir.shape) for ir, _, _ in self.pairs)
         if config.crop > largest:  # every crop mostly mirror padding, and memory growing with its square
             raise ConfigError(f"crop: {config.crop} px is larger than every training image (the largest is "
-                              f"{largest} px on its longer side as loaded); at most {largest}")
+                              f"{largest} px on its longer side as loaded); at most {largest - largest % 8}")
         _check_output_dir(config.output_dir)
         self.sampler = CropSampler(self.pairs, crop=config.crop, seed=config.seed)
         self.teacher: FusionNet | None = None
@@ -297,6 +302,9 @@ class Trainer:
                  type(self.model).__name__, sum(p.numel() for p in self.model.parameters()),
                  parameter_count(self.model), len(self.pairs),
                  ", ".join(s.name for s in self.sources), config.steps, config.batch_size, config.crop)
+        if self.export is not None and Path(self.export).is_file():
+            log.warning("export: %s exists and will be replaced by this run's weights at the end (another "
+                        "--set export=PATH keeps it)", self.export)
         bar = tqdm(total=config.steps, initial=self.step, disable=not self.progress, unit="step", file=sys.stderr)
         running: dict[str, float] = {}
         started, start_step = time.perf_counter(), self.step
