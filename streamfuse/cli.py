@@ -1194,10 +1194,27 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=max(level, logging.WARNING), format="%(asctime)s streamfuse: %(message)s",
                         datefmt="%H:%M:%S")
     logging.getLogger("streamfuse").setLevel(level)
-    if not args.verbose:  # OpenCV's own lines about a broken file repeat what streamfuse's error says, in its terms
-        import cv2
+    with _opencv_quiet(not args.verbose):
+        return _run_handler(args)
 
+
+@contextlib.contextmanager
+def _opencv_quiet(quiet: bool) -> Iterator[None]:
+    """OpenCV's own log lines off within the block (unless not ``quiet``): about a broken file they repeat what
+    streamfuse's error says, in OpenCV's terms. The level before is put back (a library user's, a later ``-v``)."""
+    import cv2
+
+    previous = cv2.utils.logging.getLogLevel()
+    if quiet:
         cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_FATAL)
+    try:
+        yield
+    finally:
+        cv2.utils.logging.setLogLevel(previous)
+
+
+def _run_handler(args: argparse.Namespace) -> int:
+    """The command's handler, with user errors as one line and an exit code."""
     try:
         return args.handler(args)
     except StreamfuseError as exc:

@@ -258,3 +258,22 @@ def test_y16_camera_frames_keep_16_bits_for_the_gain(tmp_path, monkeypatch):
     assert capture.image.dtype == np.uint16 and capture.image.shape == (24, 32)
     assert capture.image[0, 1] == 7005
     assert grey_levels(camera.gain(capture.image)) > 200
+
+
+class FixedModeCamera(FakeY16Camera):
+    """A camera that keeps its one mode, 32x24, whatever it is asked for."""
+
+    def set(self, prop: int, value: float) -> bool:
+        if prop in (cv2.CAP_PROP_FRAME_WIDTH, cv2.CAP_PROP_FRAME_HEIGHT):
+            return False
+        return super().set(prop, value)
+
+
+def test_a_camera_that_cannot_give_the_asked_size_is_warned_about(tmp_path, monkeypatch, caplog):
+    """Only OpenCV's own warning said so, and the command line turns OpenCV's log off."""
+    device = tmp_path / "video9"
+    device.touch()
+    monkeypatch.setattr("streamfuse.sources.camera.cv2.VideoCapture", FixedModeCamera)
+    with caplog.at_level(logging.WARNING, logger="streamfuse"):
+        CameraSource("ir", str(device), width=640, height=480, pixel_format="Y16").open()
+    assert "camera '" in caplog.text and "runs at width 32 (asked 640), height 24 (asked 480)" in caplog.text

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
 from pathlib import Path
@@ -13,6 +14,8 @@ from streamfuse.config import CameraSourceConfig
 from streamfuse.errors import SourceError, TransientSourceError
 from streamfuse.registry import SOURCES
 from streamfuse.sources.base import Capture, Source, SourceContext, SourceOptions
+
+log = logging.getLogger(__name__)
 
 
 class CameraSource(Source):
@@ -56,6 +59,12 @@ class CameraSource(Source):
         for prop, value in self.requested.items():
             if value is not None:
                 capture.set(prop, value)
+        names = {cv2.CAP_PROP_FRAME_WIDTH: "width", cv2.CAP_PROP_FRAME_HEIGHT: "height", cv2.CAP_PROP_FPS: "fps"}
+        differ = [f"{names[prop]} {capture.get(prop):g} (asked {value:g})" for prop, value in self.requested.items()
+                  if value is not None and abs(capture.get(prop) - value) > 0.5]
+        if differ:  # the driver picked its nearest mode (OpenCV's own warning is off outside -v)
+            log.warning("sources.%s: camera %r runs at %s; list the modes it supports with "
+                        "'v4l2-ctl --list-formats-ext'", self.name, self.device, ", ".join(differ))
         self._capture = capture
 
     def read(self) -> Capture | None:
