@@ -214,14 +214,19 @@ class PairingStage:
                 if match.partner is None:
                     self.stats.count("unpaired")
                     continue
-                if not self.output.put(self._register(frame, match, t0)):
+                if not self._put(self._register(frame, match, t0)):
                     return
-                if self.output.dropped:
-                    self.stats.set_counter("drops.pairs", self.output.dropped)
         finally:
             self.output.close()
             primary.queue.abort()
             secondary.queue.abort()
+
+    def _put(self, pair: FramePair) -> bool:
+        """Queue a pair for fusion (False: the output stopped accepting pairs); counts the pairs it dropped."""
+        accepted = self.output.put(pair)
+        if self.output.dropped:
+            self.stats.set_counter("drops.pairs", self.output.dropped)
+        return accepted
 
     def _register(self, primary: Frame, match: Match, t0: float) -> FramePair:
         """The registered pair of a match (``t0``: when matching began)."""
@@ -282,7 +287,7 @@ class PairingStage:
         if frame is None:
             return True
         if self.state == "passthrough":
-            return self.output.put(self._passthrough_pair(survivor, frame))
+            return self._put(self._passthrough_pair(survivor, frame))
         # Paused: the survivor's frames have no partner. Read and drop them, as a live camera's queue would,
         # so that a file or folder reaches its end (which ends the run) instead of waiting on a full queue.
         self.stats.count("unpaired")

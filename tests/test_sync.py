@@ -226,3 +226,22 @@ def test_a_finite_input_that_ends_while_the_other_camera_is_lost_ends_the_run(on
         assert len(output) == 20  # every visible frame published alone
     else:
         assert len(output) == 0 and stats.counters()["unpaired"] == 20
+
+
+def test_pairs_dropped_while_one_camera_is_published_alone_are_counted():
+    """drops.pairs was updated after fused pairs only: the run's summary under-reported."""
+    vis, ir = ListSource("vis", times(30, 20)), SilentSource("ir", [])
+    output: StageQueue = StageQueue(1, "drop_oldest")  # a live pipeline's: fusion keeps the freshest pair
+    stats = PipelineStats()
+    stage = PairingStage(vis, ir, config=SyncConfig(on_camera_loss="passthrough"), offsets_s={"ir": 0.0, "vis": 0.0},
+                         registrar=IdentityRegistrar(), defer_warp=lambda _transform: False, output=output,
+                         stats=stats, stopping=threading.Event())
+    vis.start()
+    ir.start()
+    worker = threading.Thread(target=stage.run, daemon=True)
+    worker.start()
+    worker.join(10)
+    ir.stop()
+    worker.join(5)
+    assert not worker.is_alive()
+    assert stats.counters()["drops.pairs"] == 19 == output.dropped
