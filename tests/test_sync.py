@@ -202,13 +202,9 @@ def test_a_camera_that_gives_up_is_not_taken_for_one_that_came_back(caplog):
     assert stage.stats.counters().get("resyncs", 0) == 0
 
 
-@pytest.mark.parametrize("on_camera_loss", ["passthrough", "pause"])
-def test_a_finite_input_that_ends_while_the_other_camera_is_lost_ends_the_run(on_camera_loss):
-    """A synthetic camera's or a file's end is the end of the run; with the other camera down the stage kept
-    waiting for it, so the run went on until it was killed. With ``pause`` nothing read the finite input's
-    frames, so it waited on its full queue and never reached its end."""
+def run_with_the_infrared_camera_lost(on_camera_loss: str, output: StageQueue) -> tuple[bool, PipelineStats]:
+    """20 visible frames while the infrared camera never delivers; whether the stage ended by itself, and its stats."""
     vis, ir = ListSource("vis", times(30, 20)), SilentSource("ir", [])
-    output: StageQueue = StageQueue(100, "wait")
     stats = PipelineStats()
     stage = PairingStage(vis, ir, config=SyncConfig(on_camera_loss=on_camera_loss), offsets_s={"ir": 0.0, "vis": 0.0},
                          registrar=IdentityRegistrar(), defer_warp=lambda _transform: False, output=output,
@@ -221,6 +217,16 @@ def test_a_finite_input_that_ends_while_the_other_camera_is_lost_ends_the_run(on
     ended = not worker.is_alive()
     ir.stop()
     worker.join(5)
+    return ended, stats
+
+
+@pytest.mark.parametrize("on_camera_loss", ["passthrough", "pause"])
+def test_a_finite_input_that_ends_while_the_other_camera_is_lost_ends_the_run(on_camera_loss):
+    """A synthetic camera's or a file's end is the end of the run; with the other camera down the stage kept
+    waiting for it, so the run went on until it was killed. With ``pause`` nothing read the finite input's
+    frames, so it waited on its full queue and never reached its end."""
+    output: StageQueue = StageQueue(100, "wait")
+    ended, stats = run_with_the_infrared_camera_lost(on_camera_loss, output)
     assert ended, "the stage still waited for the lost camera after the visible input ended"
     if on_camera_loss == "passthrough":
         assert len(output) == 20  # every visible frame published alone
@@ -230,18 +236,6 @@ def test_a_finite_input_that_ends_while_the_other_camera_is_lost_ends_the_run(on
 
 def test_pairs_dropped_while_one_camera_is_published_alone_are_counted():
     """drops.pairs was updated after fused pairs only: the run's summary under-reported."""
-    vis, ir = ListSource("vis", times(30, 20)), SilentSource("ir", [])
     output: StageQueue = StageQueue(1, "drop_oldest")  # a live pipeline's: fusion keeps the freshest pair
-    stats = PipelineStats()
-    stage = PairingStage(vis, ir, config=SyncConfig(on_camera_loss="passthrough"), offsets_s={"ir": 0.0, "vis": 0.0},
-                         registrar=IdentityRegistrar(), defer_warp=lambda _transform: False, output=output,
-                         stats=stats, stopping=threading.Event())
-    vis.start()
-    ir.start()
-    worker = threading.Thread(target=stage.run, daemon=True)
-    worker.start()
-    worker.join(10)
-    ir.stop()
-    worker.join(5)
-    assert not worker.is_alive()
-    assert stats.counters()["drops.pairs"] == 19 == output.dropped
+    ended, stats = run_with_the_infrared_camera_lost("passthrough", output)
+    assert ended and stats.counters()["drops.pairs"] == 19 == output.dropped
