@@ -1193,9 +1193,14 @@ def main(argv: list[str] | None = None) -> int:
     # Other libraries' information lines (torch's exit-time cache statistics) stay out of streamfuse's log.
     logging.basicConfig(level=max(level, logging.WARNING), format="%(asctime)s streamfuse: %(message)s",
                         datefmt="%H:%M:%S")
-    logging.getLogger("streamfuse").setLevel(level)
-    with _opencv_quiet(not args.verbose):
-        return _run_handler(args)
+    own_log = logging.getLogger("streamfuse")
+    previous_level = own_log.level
+    own_log.setLevel(level)
+    try:
+        with _opencv_quiet(not args.verbose):
+            return _run_handler(args)
+    finally:  # a library user calling main (or the tests) keeps its own level
+        own_log.setLevel(previous_level)
 
 
 @contextlib.contextmanager

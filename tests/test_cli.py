@@ -86,10 +86,13 @@ def test_a_corrupt_image_is_streamfuses_one_error_without_opencvs_lines(tmp_path
     ir, vis = make_pair(1, (80, 64))
     (tmp_path / "ir.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 20)
     cv2.imwrite(str(tmp_path / "vis.png"), vis)
+    level_before = logging.getLogger("streamfuse").level
     code = main(["fuse", "--ir", str(tmp_path / "ir.png"), "--vis", str(tmp_path / "vis.png"), "-o",
                  str(tmp_path / "out.png"), "--fuser", "classical", "-q"])
     err = capfd.readouterr().err
     assert code == 1 and "ir.png: not a readable image" in err and "grfmt_png" not in err
+    # -q stayed in force after main returned: a later in-process user (a test) lost streamfuse's information lines
+    assert logging.getLogger("streamfuse").level == level_before
 
 
 def test_fuse_folders(image_folders, tmp_path, capsys):
