@@ -63,6 +63,7 @@ def test_a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(data_root, 
     resumed.run()
     for (name, a), b in zip(straight.model.state_dict().items(), resumed.model.state_dict().values(), strict=True):
         assert torch.equal(a, b), name
+    assert resumed.running_loss == straight.running_loss  # the logged loss restarted its average on --resume
 
 
 def test_a_run_stopped_by_ctrl_c_mid_step_resumes_to_the_weights_of_an_uninterrupted_one(data_root, tmp_path,

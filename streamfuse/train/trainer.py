@@ -159,6 +159,8 @@ class Trainer:
         groups = [{"params": rest, "weight_decay": 0.0}, {"params": head, "weight_decay": config.head_decay}]
         self.optimizer = torch.optim.AdamW([g for g in groups if g["params"]], lr=config.learning_rate)
         self.step = 0
+        self.running_loss: dict[str, float] = {}
+        """The loss and its terms, averaged over recent steps (what the log shows; kept in checkpoints)."""
         self.output_dir = Path(config.output_dir)
         self.intent_ids = list(config.intents)
         self.intent_probabilities = np.array([config.intents[i] for i in self.intent_ids], dtype=np.float64)
@@ -197,6 +199,7 @@ class Trainer:
             "torch_rng": torch.get_rng_state(),
             "numpy_rng": json.dumps(self.rng.bit_generator.state),
             "sampler_rng": json.dumps(self.sampler.rng.bit_generator.state),
+            "running_loss": json.dumps(self.running_loss),
         }
         tmp = path.with_suffix(".tmp")
         torch.save(state, tmp)
@@ -224,6 +227,7 @@ class Trainer:
         torch.set_rng_state(state["torch_rng"])
         self.rng.bit_generator.state = json.loads(state["numpy_rng"])
         self.sampler.rng.bit_generator.state = json.loads(state["sampler_rng"])
+        self.running_loss = json.loads(state.get("running_loss", "{}"))  # older checkpoints: start afresh
         log.info("resumed from %s at step %d", path, self.step)
         return True
 
@@ -306,19 +310,18 @@ class Trainer:
             log.warning("export: %s exists and will be replaced by this run's weights at the end (another "
                         "--set export=PATH keeps it)", self.export)
         bar = tqdm(total=config.steps, initial=self.step, disable=not self.progress, unit="step", file=sys.stderr)
-        running: dict[str, float] = {}
         started, start_step = time.perf_counter(), self.step
         try:
             while self.step < config.steps:
                 with _signals_held():  # a stop comes between steps: a checkpoint holds whole steps
                     values = self.train_step()
-                running = {k: 0.9 * running.get(k, v) + 0.1 * v for k, v in values.items()}
+                self.running_loss = {k: 0.9 * self.running_loss.get(k, v) + 0.1 * v for k, v in values.items()}
                 bar.update()
                 if self.step % config.log_every == 0 or self.step == config.steps:
                     rate = (self.step - start_step) / (time.perf_counter() - started)
                     eta = (config.steps - self.step) / rate if rate else 0.0
-                    terms = " ".join(f"{t}={v:.4f}" for t, v in running.items() if t != "loss")
-                    message = (f"step {self.step}/{config.steps} loss={running['loss']:.4f} {terms} "
+                    terms = " ".join(f"{t}={v:.4f}" for t, v in self.running_loss.items() if t != "loss")
+                    message = (f"step {self.step}/{config.steps} loss={self.running_loss['loss']:.4f} {terms} "
                                f"lr={self.learning_rate():.5f} {rate:.2f} steps/s eta {eta / 60:.1f} min")
                     bar.write(message, file=sys.stderr) if self.progress else log.info(message)
                 if self.step % config.checkpoint_every == 0:
