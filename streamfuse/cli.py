@@ -332,6 +332,8 @@ def cmd_fuse(args: argparse.Namespace) -> int:
         raise UsageError(f"--set prompt=...: --task {args.task} sets the prompt (its medical intent); leave one out")
     if args.weights is not None and args.fuser != "model":
         raise UsageError(f"fuse: --weights is the model fuser's weights; --fuser is {args.fuser}")
+    if args.weights is not None and any(o.partition("=")[0].strip() == "fusion.weights" for o in args.set or []):
+        raise UsageError("fuse: --weights and --set fusion.weights=... name the weights twice; leave one out")
     ir, vis = (args.ir, args.vis) if args.task is None else _medical_slots(args.ir, args.vis, args.task)
     config = fuse_config(ir, vis, args.output, fuser=args.fuser, overwrite=args.overwrite,
                          pair_by=args.pair_by, overrides=args.set, calibration=args.calibration, fps=args.fps)

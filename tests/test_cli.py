@@ -79,6 +79,9 @@ def test_fuse_weights_uses_trained_weights(tmp_path, capsys):
     code, _, err = run_cli(capsys, "fuse", *inputs, "-o", str(tmp_path / "c.png"), "--weights", str(weights),
                            "--fuser", "classical")
     assert code == 2 and "--weights is the model fuser's weights" in err
+    code, _, err = run_cli(capsys, "fuse", *inputs, "-o", str(tmp_path / "d.png"), "--weights", str(weights),
+                           "--set", f"fusion.weights={weights}")
+    assert code == 2 and "name the weights twice" in err  # --weights quietly won
 
 
 def test_a_corrupt_image_is_streamfuses_one_error_without_opencvs_lines(tmp_path, capfd):
