@@ -327,12 +327,17 @@ def _check_no_output_exists(folder: Path, pattern: str, stems: list[str]) -> Non
                         f"{existing[0]}); choose another folder or pass -y/--overwrite to replace them")
 
 
+def _sets(args: argparse.Namespace, key: str) -> bool:
+    """Whether a ``--set`` override names ``key``."""
+    return any(override.partition("=")[0].strip() == key for override in args.set or [])
+
+
 def cmd_fuse(args: argparse.Namespace) -> int:
-    if args.task is not None and any(override.partition("=")[0].strip() == "prompt" for override in args.set or []):
+    if args.task is not None and _sets(args, "prompt"):
         raise UsageError(f"--set prompt=...: --task {args.task} sets the prompt (its medical intent); leave one out")
     if args.weights is not None and args.fuser != "model":
         raise UsageError(f"fuse: --weights is the model fuser's weights; --fuser is {args.fuser}")
-    if args.weights is not None and any(o.partition("=")[0].strip() == "fusion.weights" for o in args.set or []):
+    if args.weights is not None and _sets(args, "fusion.weights"):
         raise UsageError("fuse: --weights and --set fusion.weights=... name the weights twice; leave one out")
     ir, vis = (args.ir, args.vis) if args.task is None else _medical_slots(args.ir, args.vis, args.task)
     config = fuse_config(ir, vis, args.output, fuser=args.fuser, overwrite=args.overwrite,

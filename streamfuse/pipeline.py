@@ -174,8 +174,9 @@ class Pipeline:
         self.stop_signal: int | None = None
         """The signal (SIGINT, SIGTERM or SIGHUP) that first asked the pipeline to stop, if one did."""
         self._signals_pending: list[int] = []
-        self._signals_acted_on = 0
         """Signals the handler noted and the main thread has not acted on yet (:meth:`_act_on_signals`)."""
+        self._signals_acted_on = 0
+        """Signals the main thread has acted on: the first stops gently, the next ones abort."""
         self.router = None
         self.routing = None
         """The active prompt routing; replaced as a whole (atomically) by :meth:`set_prompt`."""

@@ -7,8 +7,6 @@ import platform
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from streamfuse.errors import SourceError
 from streamfuse.imageio import IMAGE_EXTENSIONS, list_images, read_image
 from streamfuse.sources.video import duration_s, frame_count, is_url, nominal_rate, open_container, redact
@@ -32,7 +30,7 @@ def probe(uri: str, *, frames: int = 5) -> dict[str, Any]:
         report = {"input": uri, "kind": "image" if one_image else "image sequence", "frames": len(files),
                   "resolution": f"{first.shape[1]}x{first.shape[0]}",
                   "channels": 1 if first.ndim == 2 else first.shape[2],
-                  "bits": 16 if first.dtype == np.uint16 else 8}  # 16: through sources.<name>.gain
+                  "bits": first.itemsize * 8}  # 8 or 16 (through sources.<name>.gain)
         if not one_image:  # a still image has no frame rate: FFmpeg's image reader would say 25
             report["first files"] = ", ".join(f.name for f in files[:frames])
         return report

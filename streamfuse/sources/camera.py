@@ -60,8 +60,9 @@ class CameraSource(Source):
             if value is not None:
                 capture.set(prop, value)
         names = {cv2.CAP_PROP_FRAME_WIDTH: "width", cv2.CAP_PROP_FRAME_HEIGHT: "height", cv2.CAP_PROP_FPS: "fps"}
-        differ = [f"{names[prop]} {capture.get(prop):g} (asked {value:g})" for prop, value in self.requested.items()
-                  if value is not None and abs(capture.get(prop) - value) > 0.5]
+        actual = {prop: capture.get(prop) for prop in names}
+        differ = [f"{names[prop]} {actual[prop]:g} (asked {value:g})" for prop, value in self.requested.items()
+                  if value is not None and abs(actual[prop] - value) > 0.5]
         if differ:  # the driver picked its nearest mode (OpenCV's own warning is off outside -v)
             log.warning("sources.%s: camera %r runs at %s; list the modes it supports with "
                         "'v4l2-ctl --list-formats-ext'", self.name, self.device, ", ".join(differ))
