@@ -243,15 +243,15 @@ def load_pairs(sources: Sequence[PairSource], *, max_side: int = 640, holdout_di
     return pairs
 
 
-def load_training_pairs(root: Path, *, max_side: int = 640,
-                        drop_sources_with_copies: bool = False) -> list[tuple[np.ndarray, np.ndarray, str]]:
+def load_training_pairs(root: Path, *, max_side: int = 640, drop_sources_with_copies: bool = False,
+                        sources: Sequence[PairSource] | None = None) -> list[tuple[np.ndarray, np.ndarray, str]]:
     """All training pairs under a data root, without copies of the held-out evaluation images.
 
     :func:`find_pair_folders` followed by :func:`load_pairs` with the IR folders of :data:`HELDOUT_SETS`
     (where present, in ``root`` or beside it) as ``holdout_dirs``. In ``shared/data`` that drops
     ``m3fd_tardal_samples:TNO_028`` (= ``tno_cddfuse/11``), ``Nato_camp_sequence:1816i`` (= ``19``) and
     ``Tree_sequence:4915i`` (= ``20``); with ``drop_sources_with_copies`` the whole m3fd sample set and both
-    TNO sequences go.
+    TNO sequences go. ``sources``: what :func:`find_pair_folders` already found under ``root`` (None: look).
 
     Raises:
         ValueError: No training set under ``root``.
@@ -260,7 +260,7 @@ def load_training_pairs(root: Path, *, max_side: int = 640,
     # The held-out sets beside a folder of one's own pairs count too (a copy of one of their images in it).
     holdout = [folder / name / "ir" for folder in dict.fromkeys((root, root.resolve().parent))
                for name in HELDOUT_SETS if (folder / name / "ir").is_dir()]
-    return load_pairs(find_pair_folders(root), max_side=max_side, holdout_dirs=holdout,
+    return load_pairs(find_pair_folders(root) if sources is None else sources, max_side=max_side, holdout_dirs=holdout,
                       drop_sources_with_copies=drop_sources_with_copies)
 
 

@@ -133,7 +133,7 @@ class Trainer:
                               "../shared/data from a source checkout) or a folder of your own ir/ and vi/ pairs")
         try:
             self.sources = find_pair_folders(root)
-            self.pairs = load_training_pairs(root)
+            self.pairs = load_training_pairs(root, sources=self.sources)
         except ValueError as exc:
             raise ConfigError(f"data_root: {exc}") from None
         if not self.pairs:
