@@ -621,10 +621,11 @@ class Pipeline:
                 pending.append((future, pair, routing, submitted))
             while pending and (pending[0][0].done() or len(pending) >= window or pair is None):
                 future, done_pair, routing, submitted = pending.popleft()
-                if future.cancelled():  # dropped by abort() (a second Ctrl-C) before it was fused
-                    self.stats.count("drops.aborted")
+                try:
+                    image = future.result()  # a fusion error here is this stage's error
+                except concurrent.futures.CancelledError:  # dropped by abort() (a second Ctrl-C) before it was
+                    self.stats.count("drops.aborted")  # fused, also while this loop was waiting on it
                     continue
-                image = future.result()  # a fusion error here is this stage's error
                 if not self._deliver(image, done_pair, routing, (time.perf_counter() - submitted) * 1000):
                     return
 
