@@ -54,20 +54,22 @@ def fuse_luminance(ir: np.ndarray, vis: np.ndarray, valid: np.ndarray | None = N
     if medical:
         logits = [logit + medical * (other - logit) for logit, other in zip(logits, bands_cv.medical_logits(bands),
                                                                             strict=True)]
-    lean = _lean_map(bands, weights)
+    lean, repair = _lean_map(bands, weights)
     injection = [1 / (1 + np.exp(-(logit + lean))) for logit in logits]
-    fused = bands_cv.compose(bands, injection)
+    fused = bands_cv.compose(bands, injection, repair=repair)
     if valid is not None:
         fused = np.where(valid.astype(bool), fused, vis)
     return fused
 
 
-def _lean_map(bands: bands_cv.Split, weights: dict[str, float]) -> np.ndarray | float:
-    """The prompt's offset of the injection logits: global intents everywhere, damage intents where the damage is.
+def _lean_map(bands: bands_cv.Split, weights: dict[str, float]) -> tuple[np.ndarray | float, np.ndarray | None]:
+    """The prompt's offset of the injection logits (global intents everywhere, damage intents where the damage
+    is), and where its damage intents repair the visible image (None: nowhere).
 
     The damage gates are computed only when the prompt has a damage intent.
     """
     lean: np.ndarray | float = 0.0
+    repair = None
     gates = None
     for intent, weight in weights.items():
         amount = weight * INTENT_LEAN.get(intent, 0.0)
@@ -76,9 +78,10 @@ def _lean_map(bands: bands_cv.Split, weights: dict[str, float]) -> np.ndarray | 
         if intent in LOCAL_INTENTS:
             gates = gates if gates is not None else damage_gates(*bands_cv.quarter(bands), bands_cv.box_filter)
             lean = lean + amount * gates[LOCAL_INTENTS[intent]]
+            repair = (0 if repair is None else repair) + weight * gates[LOCAL_INTENTS[intent]]
         else:
             lean = lean + amount
-    return lean
+    return lean, repair
 
 
 class ClassicalFuser(Fuser):

@@ -181,7 +181,7 @@ def strongest(fine: torch.Tensor) -> torch.Tensor:
 
 
 def compose(bands: Bands, injection: torch.Tensor, ir_gain: torch.Tensor | None = None,
-            fine_gain: torch.Tensor | None = None) -> torch.Tensor:
+            fine_gain: torch.Tensor | None = None, repair: torch.Tensor | None = None) -> torch.Tensor:
     """The fused image from the bands and the maps (formula in the module docstring).
 
     Args:
@@ -189,6 +189,8 @@ def compose(bands: Bands, injection: torch.Tensor, ir_gain: torch.Tensor | None 
         injection: ``(B, COARSE_BANDS, H/4, W/4)`` infrared weights in [0, 1] per coarse band.
         ir_gain: ``(B, 1, H/4, W/4)`` gain ``g`` on the infrared detail bands (None: 1).
         fine_gain: ``(B, 1, H/4, W/4)`` gain on the finest band (None: 1).
+        repair: ``(B, 1, H/4, W/4)``: where a damage prompt repairs the visible image (None: nowhere; see
+            :func:`~streamfuse.models.rule.base_step_correction`).
 
     Returns:
         ``(B, 1, H, W)`` fused image, not clamped.
@@ -196,7 +198,8 @@ def compose(bands: Bands, injection: torch.Tensor, ir_gain: torch.Tensor | None 
     maps = upsample(injection if ir_gain is None else torch.cat([injection, ir_gain], dim=1))
     gain = 1.0 if ir_gain is None else maps[:, -1:]
     base = F.avg_pool2d(bands.coarse[-1], 2)
-    steps = base_step_correction(base[:, :1], base[:, 1:], injection[:, -1:], screened_poisson, box_filter)
+    steps = base_step_correction(base[:, :1], base[:, 1:], injection[:, -1:], screened_poisson, box_filter,
+                                 repair)
     half = bands.half[:, 1:] + upsample(steps)
     for level, band in enumerate(bands.coarse):
         band_ir = band[:, :1] if level == COARSE_BANDS - 1 else gain * band[:, :1]

@@ -154,7 +154,7 @@ def quarter(bands: Split) -> tuple[np.ndarray, np.ndarray]:
 
 
 def compose(bands: Split, injection: list[np.ndarray], ir_gain: np.ndarray | None = None,
-            fine_gain: np.ndarray | None = None) -> np.ndarray:
+            fine_gain: np.ndarray | None = None, repair: np.ndarray | None = None) -> np.ndarray:
     """The fused luminance (``uint8``, the input's size) from the bands and quarter-resolution maps.
 
     Args:
@@ -162,11 +162,13 @@ def compose(bands: Split, injection: list[np.ndarray], ir_gain: np.ndarray | Non
         injection: One infrared weight map in [0, 1] per coarse band.
         ir_gain: Gain on the infrared detail bands (None: 1).
         fine_gain: Gain on the finest band (None: 1).
+        repair: Where a damage prompt repairs the visible image (None: nowhere; see
+            :func:`~streamfuse.models.rule.base_step_correction`).
     """
     coarse_ir, coarse_vis = bands.coarse
     gain = None if ir_gain is None else double(ir_gain)
     steps = rule.base_step_correction(half(coarse_ir[-1]), half(coarse_vis[-1]), injection[-1], screened_poisson,
-                                      box_filter)
+                                      box_filter, repair)
     fused_half = bands.half[1] + double(steps)
     for level, (band_ir, band_vis, weight) in enumerate(zip(coarse_ir, coarse_vis, injection, strict=True)):
         if gain is not None and level < len(coarse_ir) - 1:

@@ -33,6 +33,8 @@ class Decided(NamedTuple):
     """``(B, 1, h, w)`` infrared detail gain."""
     fine_gain: np.ndarray
     """``(B, 1, h, w)`` finest-band gain."""
+    repair: np.ndarray | None
+    """``(B, 1, h, w)``: where the prompt's damage intents repair the visible image (None: nowhere)."""
 
 
 @torch.inference_mode()
@@ -52,14 +54,17 @@ def decide_on_cpu(network: FusionNet, irs: Sequence[np.ndarray], lumas: Sequence
                                      lambda: _stack([bands_cv.medical_logits(split) for split in splits])))
     maps = network.decide(features, weights.float(), memory, momentum)
     injection, ir_gain, fine_gain = (value.numpy() for value in activations(maps))
+    repair = network.repair(features.quarter, weights.float())
     new_memory = None if memory is None else torch.cat([maps, features.quarter], dim=1)
-    return Decided(splits, injection, ir_gain, fine_gain), new_memory
+    return Decided(splits, injection, ir_gain, fine_gain, None if repair is None else repair.numpy()), new_memory
 
 
 def compose_on_cpu(decided: Decided) -> list[np.ndarray]:
     """The fused ``uint8`` luminance images of a decided batch (OpenCV only: another thread can run it
     beside the next batch's trunk)."""
-    return [bands_cv.compose(split, list(decided.injection[i]), decided.ir_gain[i, 0], decided.fine_gain[i, 0])
+    repair = decided.repair
+    return [bands_cv.compose(split, list(decided.injection[i]), decided.ir_gain[i, 0], decided.fine_gain[i, 0],
+                             None if repair is None else repair[i, 0])
             for i, split in enumerate(decided.splits)]
 
 

@@ -220,7 +220,8 @@ class FusionNet(nn.Module):
         rule = self.rule_for_prompt(bands.rule_logits(split), weights.float(), lambda: bands.medical_logits(split))
         features = band_features(split, rule)
         maps = self.decide(features, weights.float(), None if memory is None else memory.float(), momentum)
-        fused = bands.compose(split, *activations(maps))[..., :height, :width].clamp(0.0, 1.0).to(ir.dtype)
+        fused = bands.compose(split, *activations(maps), repair=self.repair(features.quarter, weights.float()))
+        fused = fused[..., :height, :width].clamp(0.0, 1.0).to(ir.dtype)
         if memory is None:
             return fused
         return fused, torch.cat([maps, features.quarter], dim=1).to(memory.dtype)
@@ -324,12 +325,9 @@ class FusionNet(nn.Module):
         The prompt's non-balanced intents are averaged (by their weights) with gate 1 for intents that
         act on the whole frame and :func:`damage_gates` for :data:`LOCAL_INTENTS`.
         """
-        local = self._local
-        if weights.device.type == "cpu":  # on a GPU, always blend: no host synchronisation, and CUDA graphs stay valid
-            local = [(index, kind) for index, kind in local if bool((weights[:, index] > 0).any())]
+        local, gates = self._local_damage(quarter, weights)
         if not local:
             return None
-        gates = damage_gates(quarter[:, :1], quarter[:, 1:], bands.box_filter, {kind for _, kind in local})
         others = weights.clone()
         others[:, self._balanced] = 0
         total = others.sum(dim=1)
@@ -337,6 +335,27 @@ class FusionNet(nn.Module):
         for index, kind in local:
             gate = gate + weights[:, index, None, None, None] * gates[kind]
         return gate / total.clamp(min=1e-6)[:, None, None, None]
+
+    def repair(self, quarter: torch.Tensor, weights: torch.Tensor) -> torch.Tensor | None:
+        """Where the prompt's damage intents repair the visible image: ``(B, 1, h, w)`` in [0, 1], each
+        :data:`LOCAL_INTENTS` intent's weight times its damage gate; None when the prompt has none.
+
+        The composition keeps the base steps drawn there (``repair`` of :func:`bands.compose`).
+        """
+        local, gates = self._local_damage(quarter, weights)
+        if not local:
+            return None
+        return sum(weights[:, index, None, None, None] * gates[kind] for index, kind in local)
+
+    def _local_damage(self, quarter: torch.Tensor, weights: torch.Tensor
+                      ) -> tuple[list[tuple[int, str]], dict[str, torch.Tensor]]:
+        """The prompt's :data:`LOCAL_INTENTS` as ``(intent index, kind of damage)`` and their damage gates."""
+        local = self._local
+        if weights.device.type == "cpu":  # on a GPU, always blend: no host synchronisation, and CUDA graphs stay valid
+            local = [(index, kind) for index, kind in local if bool((weights[:, index] > 0).any())]
+        if not local:
+            return [], {}
+        return local, damage_gates(quarter[:, :1], quarter[:, 1:], bands.box_filter, {kind for _, kind in local})
 
     @staticmethod
     def memory_shape(height: int, width: int) -> tuple[int, int, int]:

@@ -125,7 +125,7 @@ def guided_filter_pair(guide_a: Array, guide_b: Array, image: Array, radius: int
 
 def base_step_correction(base_ir: Array, base_vis: Array, weight: Array,
                          screened_poisson: Callable[[Array, Array, float], Array],
-                         box_filter: Callable[[Array, int], Array]) -> Array:
+                         box_filter: Callable[[Array, int], Array], repair: Array | None = None) -> Array:
     """What to add to the fused base ``base_vis + weight (base_ir - base_vis)`` to take out the steps that
     the weight's changes draw where both bases are smooth (:data:`BASE_STEP_EDGE`).
 
@@ -133,7 +133,10 @@ def base_step_correction(base_ir: Array, base_vis: Array, weight: Array,
     gradient is those steps, held to zero at large scales (``screened_poisson(flux_rows, flux_cols,
     screening)`` of the inputs' kind solves ``(screening - Laplacian) C = div(flux)`` with no flux across
     the borders); the corrected base stays between the two bases at every cell, so a region black in
-    both stays black. ``box_filter(image, radius)`` of the inputs' kind.
+    both stays black. ``box_filter(image, radius)`` of the inputs' kind. ``repair`` (None: 0 everywhere)
+    is where, in [0, 1], a damage prompt replaces the visible image (:func:`damage_gates`): the steps its
+    weight draws there are the repair itself and stay (taken out, they put a smoke cloud's or a bloom's
+    brightness back over the thermal base the prompt chose).
     """
     if min(base_ir.shape[-2:]) < 2:  # a frame of a few pixels: no neighbours to step between
         return 0 * weight
@@ -144,6 +147,8 @@ def base_step_correction(base_ir: Array, base_vis: Array, weight: Array,
         edge = _ramp(abs(step(base_ir)) + abs(step(base_vis)), *BASE_STEP_EDGE)
         # An edge line across the clearance box covers a fifth of it: then the link is not corrected at all.
         clear = 1 - (10 * box_filter(edge, BASE_STEP_CLEARANCE)).clip(0, 1)
+        if repair is not None:
+            clear = clear * (1 - mean(repair))
         fluxes.append(mean(difference) * step(weight) * clear)
     correction = screened_poisson(*fluxes, BASE_STEP_SCREENING)
     spread = abs(difference)
