@@ -403,6 +403,18 @@ X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium"
 #: The containers a video sink writes: they hold H.264 / FFV1 / MPEG-4 with capture timestamps. AVI and WebM
 #: are read but not written (AVI stores a frame rate, not timestamps: players showed 1000 fps; WebM needs VP8/VP9).
 OUTPUT_VIDEO_EXTENSIONS = (".mp4", ".mkv", ".mov", ".m4v", ".ts")
+#: The containers that carry a codec as video, where not all of them do: FFmpeg refuses FFV1 in MOV and M4V
+#: and stores it in MPEG-TS as a data stream that nothing plays.
+CODEC_CONTAINERS = {"ffv1": (".mkv", ".mp4")}
+
+
+def codec_container_problem(codec: str, path: str | Path) -> str | None:
+    """Why a ``codec`` video cannot be written to ``path`` (by its extension), or None when it can."""
+    suffix = Path(path).suffix.lower()
+    containers = CODEC_CONTAINERS.get(codec)
+    if containers is None or suffix not in OUTPUT_VIDEO_EXTENSIONS or suffix in containers:
+        return None
+    return f"a {suffix} file cannot hold {codec} video; end the path in {' or '.join(containers)}"
 
 
 @dataclass
@@ -412,7 +424,7 @@ class VideoSinkConfig(SinkConfig):
     type: Literal["video"] = "video"
     path: str = ""
     codec: Literal["h264", "ffv1", "mpeg4"] = "h264"
-    """``h264`` (yuv420p, plays in browsers), ``ffv1`` (lossless; use .mkv) or ``mpeg4``."""
+    """``h264`` (yuv420p, plays in browsers), ``ffv1`` (lossless; .mkv or .mp4 only) or ``mpeg4``."""
     crf: int = 23
     """H.264 quality (lower = better, larger files)."""
     preset: str = "veryfast"
@@ -447,6 +459,9 @@ class VideoSinkConfig(SinkConfig):
         if Path(self.path).suffix.lower() not in OUTPUT_VIDEO_EXTENSIONS:
             raise ConfigError(f"{path}.path: {self.path}: not a video file streamfuse writes; end it in one of "
                               f"{', '.join(OUTPUT_VIDEO_EXTENSIONS)}")
+        problem = codec_container_problem(self.codec, self.path)
+        if problem:
+            raise ConfigError(f"{path}.codec: {problem} (or choose codec h264 or mpeg4)")
         if not 0 <= self.crf <= 51:
             raise ConfigError(f"{path}.crf: must be between 0 and 51, got {self.crf}")
         if self.preset not in X264_PRESETS:

@@ -15,7 +15,8 @@ import zmq
 
 from conftest import make_pair, wait_until
 from media import read_video
-from streamfuse.errors import SinkError
+from streamfuse.config import config_from_dict
+from streamfuse.errors import ConfigError, SinkError
 from streamfuse.frames import Frame, FramePair, FusedFrame
 from streamfuse.sinks import ImagesSink, Subscriber, VideoSink, VideoWriter, ZmqSink
 from streamfuse.sources import VideoSource
@@ -79,6 +80,30 @@ def test_containers_that_cannot_hold_the_stream_are_refused_before_writing(tmp_p
                                         r"write\); use one of \.mp4, \.mkv, \.mov"):
         VideoWriter(tmp_path / f"out{suffix}")
     assert not (tmp_path / f"out{suffix}").exists()
+
+
+@pytest.mark.parametrize("suffix", [".mov", ".m4v", ".ts"])
+def test_lossless_video_in_a_container_that_cannot_carry_it_is_refused_before_writing(tmp_path, suffix):
+    """MOV and M4V refused FFV1 at the first frame (a traceback); MPEG-TS stored it as a data stream that nothing
+    plays, and the run reported success."""
+    with pytest.raises(SinkError, match=rf"codec: .*out{suffix}: a {suffix} file cannot hold ffv1 video; end the "
+                                        r"path in \.mkv or \.mp4"):
+        VideoWriter(tmp_path / f"out{suffix}", codec="ffv1")
+    assert not (tmp_path / f"out{suffix}").exists()
+    with pytest.raises(ConfigError, match=rf"sinks.0.codec: a {suffix} file cannot hold ffv1 video"):
+        config_from_dict({"sinks": [{"type": "video", "path": f"out{suffix}", "codec": "ffv1"}]})
+
+
+@pytest.mark.parametrize("suffix", [".mkv", ".mp4"])
+def test_lossless_video_round_trips_in_the_containers_that_carry_it(tmp_path, suffix):
+    path = tmp_path / f"lossless{suffix}"
+    frames = [make_pair(k)[1] for k in range(3)]
+    with VideoWriter(path, codec="ffv1", fps=30) as writer:
+        for k, frame in enumerate(frames):
+            writer.write(frame, k / 30)
+    with av.open(str(path)) as container:
+        decoded = [frame.to_ndarray(format="bgr24") for frame in container.decode(video=0)]
+    assert len(decoded) == 3 and np.array_equal(decoded[2], frames[2])
 
 
 def test_video_pts_follow_capture_time_across_drops(tmp_path):

@@ -18,7 +18,7 @@ import av
 import cv2
 import numpy as np
 
-from streamfuse.config import OUTPUT_VIDEO_EXTENSIONS, VideoSinkConfig
+from streamfuse.config import OUTPUT_VIDEO_EXTENSIONS, VideoSinkConfig, codec_container_problem
 from streamfuse.errors import SinkError
 from streamfuse.frames import FusedFrame
 from streamfuse.registry import SINKS
@@ -149,6 +149,9 @@ class VideoWriter:
                  key: str = "sinks.video", make_room: Callable[[int], None] | None = None) -> None:
         if codec not in CODECS:
             raise SinkError(f"{key}.codec: unknown codec {codec!r} (available: {', '.join(CODECS)})")
+        problem = codec_container_problem(codec, path)
+        if problem:
+            raise SinkError(f"{key}.codec: {path}: {problem}")
         self.path = Path(path)
         self.codec = codec
         self.crf = crf
