@@ -52,9 +52,8 @@ def decide_on_cpu(network: FusionNet, irs: Sequence[np.ndarray], lumas: Sequence
                        for split in splits]),
         rule=network.rule_for_prompt(_stack([bands_cv.rule_logits(split) for split in splits]), weights.float(),
                                      lambda: _stack([bands_cv.medical_logits(split) for split in splits])))
-    maps = network.decide(features, weights.float(), memory, momentum)
+    maps, repair = network.decide_with_repair(features, weights.float(), memory, momentum)
     injection, ir_gain, fine_gain = (value.numpy() for value in activations(maps))
-    repair = network.repair(features.quarter, weights.float())
     new_memory = None if memory is None else torch.cat([maps, features.quarter], dim=1)
     return Decided(splits, injection, ir_gain, fine_gain, None if repair is None else repair.numpy()), new_memory
 

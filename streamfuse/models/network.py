@@ -219,8 +219,9 @@ class FusionNet(nn.Module):
         split = bands.decompose(sources)
         rule = self.rule_for_prompt(bands.rule_logits(split), weights.float(), lambda: bands.medical_logits(split))
         features = band_features(split, rule)
-        maps = self.decide(features, weights.float(), None if memory is None else memory.float(), momentum)
-        fused = bands.compose(split, *activations(maps), repair=self.repair(features.quarter, weights.float()))
+        maps, repair = self.decide_with_repair(features, weights.float(), None if memory is None else memory.float(),
+                                               momentum)
+        fused = bands.compose(split, *activations(maps), repair=repair)
         fused = fused[..., :height, :width].clamp(0.0, 1.0).to(ir.dtype)
         if memory is None:
             return fused
@@ -236,10 +237,18 @@ class FusionNet(nn.Module):
         (:meth:`rule_for_prompt`). The convolutional trunk runs in the network's own precision (fp16 on a
         GPU, for instance).
         """
+        return self.decide_with_repair(features, weights, memory, momentum)[0]
+
+    def decide_with_repair(self, features: BandFeatures, weights: torch.Tensor, memory: torch.Tensor | None = None,
+                           momentum: float = 0.0) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """:meth:`decide`, and where the prompt's damage intents repair the visible image: ``(B, 1, H/4, W/4)`` in
+        [0, 1], each :data:`LOCAL_INTENTS` intent's weight times its damage gate (None when the prompt has none),
+        for the composition, which keeps the base steps drawn there (``repair`` of :func:`bands.compose`).
+        """
         quarter, rule = features.quarter, features.rule
         factor = trunk_factor(4 * quarter.shape[-2], 4 * quarter.shape[-1], self.config["trunk_scale"])
         skip = self._merged_features(features if factor == 1 else _pooled(features, factor))
-        gate = self._damage_gate(quarter, weights)
+        gate, repair = self._damage_gate(quarter, weights)
         acts = gate is not None and self._prompt_acts(gate)
         if gate is None:
             residual = self._text_residual(skip, weights.to(skip.dtype)).float()
@@ -263,7 +272,7 @@ class FusionNet(nn.Module):
         maps = torch.cat([rule, torch.zeros_like(rule[:, :2])], dim=1) + residual
         if memory is not None:
             maps = self._blend_with_memory(maps, quarter, memory, momentum)
-        return maps
+        return maps, repair
 
     def _merged_features(self, features: BandFeatures) -> torch.Tensor:
         """Both modalities' stems merged with the rule's logits."""
@@ -319,43 +328,27 @@ class FusionNet(nn.Module):
         what balanced fusion costs; elsewhere always, as checking would need a host synchronisation."""
         return gate.device.type != "cpu" or bool(gate.any())
 
-    def _damage_gate(self, quarter: torch.Tensor, weights: torch.Tensor) -> torch.Tensor | None:
-        """Per pixel, how much of the prompt's effect applies: ``(B, 1, h, w)``, or None for everywhere.
+    def _damage_gate(self, quarter: torch.Tensor, weights: torch.Tensor
+                     ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """Per pixel, how much of the prompt's effect applies, and how much of it is repair of damage: two
+        ``(B, 1, h, w)`` maps, or None, None when the prompt has no damage intent (its effect applies everywhere).
 
         The prompt's non-balanced intents are averaged (by their weights) with gate 1 for intents that
-        act on the whole frame and :func:`damage_gates` for :data:`LOCAL_INTENTS`.
+        act on the whole frame and :func:`damage_gates` for :data:`LOCAL_INTENTS`; the repair is the sum of the
+        local intents' weights times their gates.
         """
-        local, gates = self._local_damage(quarter, weights)
-        if not local:
-            return None
-        others = weights.clone()
-        others[:, self._balanced] = 0
-        total = others.sum(dim=1)
-        gate = (total - sum(weights[:, index] for index, _ in local))[:, None, None, None].expand_as(quarter[:, :1])
-        for index, kind in local:
-            gate = gate + weights[:, index, None, None, None] * gates[kind]
-        return gate / total.clamp(min=1e-6)[:, None, None, None]
-
-    def repair(self, quarter: torch.Tensor, weights: torch.Tensor) -> torch.Tensor | None:
-        """Where the prompt's damage intents repair the visible image: ``(B, 1, h, w)`` in [0, 1], each
-        :data:`LOCAL_INTENTS` intent's weight times its damage gate; None when the prompt has none.
-
-        The composition keeps the base steps drawn there (``repair`` of :func:`bands.compose`).
-        """
-        local, gates = self._local_damage(quarter, weights)
-        if not local:
-            return None
-        return sum(weights[:, index, None, None, None] * gates[kind] for index, kind in local)
-
-    def _local_damage(self, quarter: torch.Tensor, weights: torch.Tensor
-                      ) -> tuple[list[tuple[int, str]], dict[str, torch.Tensor]]:
-        """The prompt's :data:`LOCAL_INTENTS` as ``(intent index, kind of damage)`` and their damage gates."""
         local = self._local
         if weights.device.type == "cpu":  # on a GPU, always blend: no host synchronisation, and CUDA graphs stay valid
             local = [(index, kind) for index, kind in local if bool((weights[:, index] > 0).any())]
         if not local:
-            return [], {}
-        return local, damage_gates(quarter[:, :1], quarter[:, 1:], bands.box_filter, {kind for _, kind in local})
+            return None, None
+        gates = damage_gates(quarter[:, :1], quarter[:, 1:], bands.box_filter, {kind for _, kind in local})
+        repair = sum(weights[:, index, None, None, None] * gates[kind] for index, kind in local)
+        others = weights.clone()
+        others[:, self._balanced] = 0
+        total = others.sum(dim=1)
+        whole_frame = (total - sum(weights[:, index] for index, _ in local))[:, None, None, None]
+        return (whole_frame + repair) / total.clamp(min=1e-6)[:, None, None, None], repair
 
     @staticmethod
     def memory_shape(height: int, width: int) -> tuple[int, int, int]:
