@@ -37,7 +37,7 @@ from streamfuse.probe import probe
 from streamfuse.registration.estimate import STRUCTURES, estimate_homography
 from streamfuse.runtime import setup_runtime
 from streamfuse.sinks.video import OUTPUT_VIDEO_EXTENSIONS, VideoSink
-from streamfuse.sources.video import VIDEO_EXTENSIONS
+from streamfuse.sources.video import VIDEO_EXTENSIONS, is_url
 from streamfuse.stats import END_TO_END, PipelineStats
 
 log = logging.getLogger("streamfuse")
@@ -114,7 +114,7 @@ def _log_inputs(pipeline: Pipeline) -> None:
     # Frames read ahead of a stop were never offered to the pairing: "unpaired" would blame the inputs.
     labels = {"passed_through": "published alone (the other camera lost)",
               "not_read": "not read (the run ended first)" if stopped_early else "not read (the other input ended)",
-              "missing": "missing at its end (fewer frames than its header gives: cut off?)",
+              "missing": "missing at its end (it ends before the length its header states: cut off?)",
               **({"unpaired": "unpaired or read ahead of the stop"} if stopped_early else {})}
     for name, count in counts.items():
         log.info("input %s (%s): %s", name, pipeline.sources[name].describe(),
@@ -127,12 +127,14 @@ def _log_inputs(pipeline: Pipeline) -> None:
     lost = {name: count for name, count in counts.items()
             if count["unpaired"] or count["dropped"] or count["not_read"] or count["missing"]}
     if lost and not pipeline.live and not stopped_early:
-        log.warning("not every input frame was fused (%s); the inputs differ in length or timing, or frames "
-                    "were undecodable (see the warnings above); pairing tolerance %.0f ms (sync.tolerance_ms)",
+        undecodable = any(pipeline.stats.counters().get(f"undecodable.{name}") for name in lost)
+        log.warning("not every input frame was fused (%s); the inputs differ in length or timing%s; pairing "
+                    "tolerance %.0f ms (sync.tolerance_ms)",
                     "; ".join(f"{name}: {count['unpaired']} unpaired, {count['dropped']} dropped of "
                               f"{count['read']} read" + (f", {count['not_read']} not read" if count["not_read"] else "")
                               + (f", {count['missing']} missing at its end" if count["missing"] else "")
                               for name, count in lost.items()),
+                    ", or frames were undecodable (see the warnings above)" if undecodable else "",
                     pipeline.pairing.tolerance_s() * 1000)
 
 
@@ -246,6 +248,9 @@ def fuse_config(ir: str, vis: str, output: str, *, fuser: str, overwrite: bool, 
     register with.
     """
     kinds = {_input_kind(ir, "--ir"), _input_kind(vis, "--vis")}
+    if not is_url(ir) and Path(ir).resolve() == Path(vis).resolve():
+        raise UsageError(f"--ir and --vis both name {vis}: give the infrared input and the visible one (streamfuse "
+                         "reads the first video stream of a file; split a recording that holds both cameras first)")
     _check_pair_by(pair_by, kinds)
     if fps is not None and kinds == {"video"}:
         raise UsageError("--fps: videos keep their own timing; --fps sets the rate of folders of images")
@@ -432,20 +437,24 @@ def _opened(uri: str, flag: str):
 
 def _frame_at(container, stream, moment: float, flag: str, path: str):
     """The frame shown ``moment`` seconds into the video: seek to the keyframe before it, decode forward."""
-    from streamfuse.sources.video import decode_from, nominal_rate
+    from streamfuse.sources.video import as_displayed, decode_from, nominal_rate, pixel_aspect
 
     rate = nominal_rate(stream)
     half_frame = 0.5 / float(rate) if rate else 0.0
     for seconds, frame in decode_from(container, stream, moment):
         if seconds is not None and seconds >= moment - half_frame:
-            return frame.to_ndarray(format="bgr24")
+            return as_displayed(frame.to_ndarray(format="bgr24"), frame.rotation, pixel_aspect(stream))
     raise StreamfuseError(f"{flag} {path}: no frame at {moment:.1f} s")
 
 
 def _frames_in_order(container, stream, count: int, step: int, flag: str, path: str) -> list:
     """Up to ``count`` frames of a short video, every ``step``-th (decoded in order)."""
+    from streamfuse.sources.video import as_displayed, pixel_aspect
+
     every = itertools.islice(container.decode(stream), 0, None, step)
-    frames = [frame.to_ndarray(format="bgr24") for frame in itertools.islice(every, count)]
+    aspect = pixel_aspect(stream)
+    frames = [as_displayed(frame.to_ndarray(format="bgr24"), frame.rotation, aspect)
+              for frame in itertools.islice(every, count)]
     if not frames:
         raise StreamfuseError(f"{flag} {path}: no frames")
     return frames
@@ -513,8 +522,6 @@ def calibration_pairs(ir: str, vis: str, *, max_pairs: int, pair_by: str | None 
     At most ``max_pairs``, spread evenly over the inputs; two videos at the same moments in both; two live
     streams are read at the same time, one frame pair per :data:`STREAM_SPACING_S`.
     """
-    from streamfuse.sources.video import is_url
-
     if is_url(ir) or is_url(vis):
         if not (is_url(ir) and is_url(vis)):
             raise StreamfuseError(f"--ir {ir} and --vis {vis}: one is a stream URL and the other is not; give two "

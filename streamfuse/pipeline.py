@@ -409,7 +409,7 @@ class Pipeline:
         end of the shorter input); ``dropped`` (by the drop policy, or undecodable and skipped);
         ``not_read`` (frames of a file or folder of known length never read: the run ended first, when
         the other input ended or at a stop); ``missing`` (the input ended short of the length its header
-        gives: a file cut off)."""
+        gives: a file cut off; :attr:`Source.frames_short`)."""
         counters = self.stats.counters()
         counts = {}
         for name, source in self.sources.items():
@@ -419,8 +419,7 @@ class Pipeline:
                             "unpaired": source.frames_read - paired - alone - source.queue.dropped,
                             "dropped": source.queue.dropped + counters.get(f"undecodable.{name}", 0),
                             **dict.fromkeys(("missing", "not_read"), 0)}
-            short = max(0, (source.expected_frames or 0) - source.frames_read)
-            counts[name]["missing" if source.reached_end else "not_read"] = short
+            counts[name]["missing" if source.reached_end else "not_read"] = source.frames_short
         return counts
 
     def queue_depths(self) -> dict[str, int]:

@@ -9,7 +9,15 @@ from typing import Any
 
 from streamfuse.errors import SourceError
 from streamfuse.imageio import IMAGE_EXTENSIONS, list_images, read_image
-from streamfuse.sources.video import duration_s, frame_count, is_url, nominal_rate, open_container, redact
+from streamfuse.sources.video import (
+    duration_s,
+    frame_count,
+    is_url,
+    nominal_rate,
+    open_container,
+    pixel_aspect,
+    redact,
+)
 
 
 def probe(uri: str, *, frames: int = 5) -> dict[str, Any]:
@@ -40,9 +48,10 @@ def probe(uri: str, *, frames: int = 5) -> dict[str, Any]:
         rate = nominal_rate(stream)
         duration = (float(container.duration) / 1e6 if container.duration else None) if is_url(uri) else \
             duration_s(container, stream)
-        timestamps = []
+        timestamps, rotation = [], 0
         try:
             for frame in container.decode(stream):
+                rotation = rotation or round(frame.rotation / 90) % 4 * 90
                 timestamps.append(round(float(frame.time), 6) if frame.time is not None else None)
                 if len(timestamps) >= frames:
                     break
@@ -57,6 +66,11 @@ def probe(uri: str, *, frames: int = 5) -> dict[str, Any]:
             "pixel format": stream.codec_context.pix_fmt,
             "frame rate": float(rate) if rate else None,
             "frames": None if is_url(uri) else frame_count(container, stream, duration),
+            "frames from": None if is_url(uri) else "the header" if stream.frames else
+            "duration x frame rate (an estimate: wrong for a variable rate or a recording with pauses)",
+            "video streams": len(container.streams.video),
+            "pixel aspect": f"{aspect.numerator}:{aspect.denominator}" if (aspect := pixel_aspect(stream)) else "1:1",
+            "rotation": rotation,
             "duration s": round(duration, 3) if duration else None,
             "time base": str(stream.time_base),
             "first timestamps": timestamps,

@@ -11,12 +11,19 @@ import numpy as np
 
 
 def write_video(path: Path, frames: list[np.ndarray], fps: int = 25, codec: str = "libx264",
-                gop: int | None = None, start_s: float = 0.0) -> Path:
+                gop: int | None = None, start_s: float = 0.0, *, times: list[float] | None = None,
+                rotation: int = 0, pixel_aspect: Fraction | None = None) -> Path:
     """Encode BGR or gray ``uint8`` frames into a video file (a keyframe every ``gop`` frames if given; the
-    first frame's timestamp at ``start_s``, as a recorder that keeps a camera's clock writes it)."""
+    first frame's timestamp at ``start_s``, as a recorder that keeps a camera's clock writes it; or each
+    frame at its ``times`` in seconds: a variable rate, pauses). ``rotation``: the display rotation the file
+    states (degrees counter-clockwise); ``pixel_aspect``: its sample aspect ratio."""
     with av.open(str(path), "w") as container:
         stream = container.add_stream(codec, rate=Fraction(fps))
         stream.height, stream.width = frames[0].shape[:2]
+        if rotation:
+            stream.set_display_rotation(rotation)
+        if pixel_aspect is not None:
+            stream.codec_context.sample_aspect_ratio = pixel_aspect
         if gop is not None:
             stream.codec_context.gop_size = gop
             stream.options = {"x264-params": f"keyint={gop}:min-keyint={gop}:scenecut=0"}
@@ -25,7 +32,9 @@ def write_video(path: Path, frames: list[np.ndarray], fps: int = 25, codec: str 
         for index, image in enumerate(frames):
             fmt = "gray" if image.ndim == 2 else "bgr24"
             frame = av.VideoFrame.from_ndarray(image, format=fmt)
-            if first:
+            if times is not None:
+                frame.pts, frame.time_base = round(times[index] * 1000), Fraction(1, 1000)
+            elif first:
                 frame.pts, frame.time_base = first + index, Fraction(1, fps)
             container.mux(stream.encode(frame))
         container.mux(stream.encode(None))

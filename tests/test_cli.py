@@ -132,7 +132,8 @@ def test_fuse_fps_sets_the_rate_of_a_folder_beside_a_video(image_folders, tmp_pa
                            str(tmp_path / "fused.mp4"), "--fuser", "classical", "--fps", "10", "--no-progress")
     assert code == 0, err
     assert len(read_video(tmp_path / "fused.mp4")[0]) == 12  # at the default 25 fps only some frames meet
-    code, _, err = run_cli(capsys, "fuse", "--ir", str(tmp_path / "vis.mp4"), "--vis", str(tmp_path / "vis.mp4"),
+    write_video(tmp_path / "ir.mp4", [make_pair(i)[1] for i in range(12)], fps=10)
+    code, _, err = run_cli(capsys, "fuse", "--ir", str(tmp_path / "ir.mp4"), "--vis", str(tmp_path / "vis.mp4"),
                            "-o", str(tmp_path / "other.mp4"), "--fps", "10")
     assert code == 2 and "--fps: videos keep their own timing" in err
 
@@ -218,7 +219,7 @@ def test_fuse_roadscene_from_shared_data(tmp_path, capsys):
      "infrared frames are 32x24 but visible frames are 64x48; set registration.mode"),
     (lambda t: ["fuse", "--ir", str(t / "ir.png"), "--vis", str(t / "vis.png"), "-o", str(t / "o.png"),
                 "--fuser", "magic"], "fusion.fuser: unknown fuser 'magic'"),
-    (lambda t: ["fuse", "--ir", str(t / "corrupt.mp4"), "--vis", str(t / "corrupt.mp4"), "-o", str(t / "o.mp4")],
+    (lambda t: ["fuse", "--ir", str(t / "corrupt.mp4"), "--vis", str(t / "corrupt2.mp4"), "-o", str(t / "o.mp4")],
      "corrupt.mp4: cannot open video"),
     (lambda t: ["fuse", "--ir", str(t / "ir.png"), "--vis", str(t / "vis.png"), "-o", str(t / "o.png"),
                 "--set", "registration.matrix=[[1,0,0],[0,0,0],[0,0,1]]"], "registration.matrix: matrix is singular"),
@@ -240,7 +241,7 @@ def test_fuse_roadscene_from_shared_data(tmp_path, capsys):
     (lambda t: ["eval", "--ir", str(t), "--vis", str(t), "--fuser", "classical", "--csv", str(t / "ir.png")],
      "--csv {t}/ir.png: would write over the input --ir {t}"),
     (lambda t: ["probe", str(t / "corrupt.mp4")], "corrupt.mp4: cannot open video"),
-    (lambda t: ["fuse", "--ir", str(t / "corrupt.mp4"), "--vis", str(t / "corrupt.mp4"), "-o", str(t / "o.mp4")],
+    (lambda t: ["fuse", "--ir", str(t / "corrupt.mp4"), "--vis", str(t / "corrupt2.mp4"), "-o", str(t / "o.mp4")],
      "--ir: {t}/corrupt.mp4: cannot open video"),
     (lambda t: ["run", "--set", "sources.ir={type: images, path: thermal, fps: 25}"],
      "sources.ir: thermal: no such folder (relative to the working directory "),
@@ -255,6 +256,7 @@ def test_bad_input_gives_one_clear_line(tmp_path, capsys, make_args, message):
     (tmp_path / "notes.png").write_text("not an image")
     # fixed bytes: about 1 in 300 random ones open as a (lyrics) file
     (tmp_path / "corrupt.mp4").write_bytes(np.random.default_rng(0).bytes(4000))
+    (tmp_path / "corrupt2.mp4").write_bytes(np.random.default_rng(0).bytes(4000))
     code, _, err = run_cli(capsys, *make_args(tmp_path))
     assert code != 0
     assert message.format(t=tmp_path) in err

@@ -5,8 +5,10 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
+from fractions import Fraction
 from pathlib import Path
 
+import av
 import cv2
 import numpy as np
 import pytest
@@ -167,8 +169,74 @@ def test_a_cut_off_file_is_said_to_be_short_not_blamed_on_the_other_input(tmp_pa
     code, log = fuse_videos(capsys, caplog, path, tmp_path / "vis.mp4", tmp_path / "out.mp4")
     assert code == 0
     line = next(line for line in log.splitlines() if "input ir (video " in line)
-    assert "missing at its end (fewer frames than its header gives: cut off?)" in line, line
+    assert "missing at its end (it ends before the length its header states: cut off?)" in line, line
     assert "not read" not in line
+
+
+@pytest.mark.parametrize("times", [[i / 10 for i in range(10)] + [6 + i / 10 for i in range(10)],  # a pause
+                                   [i / 10 + (0.03 if i % 3 else 0) for i in range(20)]],  # a variable rate
+                         ids=["paused", "variable-rate"])
+def test_an_intact_recording_with_pauses_or_a_variable_rate_is_not_called_cut_off(tmp_path, capsys, caplog, times):
+    """Matroska states no frame count: the count estimated from its length at the nominal rate said 60 frames
+    of a 20-frame recording with a pause were 'missing at its end (cut off?)'."""
+    for side, index in (("ir", 0), ("vis", 1)):
+        frames = [cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR) if frame.ndim == 2 else frame
+                  for frame in (make_pair(i)[index] for i in range(20))]
+        write_video(tmp_path / f"{side}.mkv", frames, fps=10, times=times)
+    code, log = fuse_videos(capsys, caplog, tmp_path / "ir.mkv", tmp_path / "vis.mkv", tmp_path / "out.mp4")
+    assert code == 0
+    assert "20 read, 20 paired, 0 unpaired, 0 dropped\n" in log.replace("dropped ", "dropped\n")
+    assert "missing" not in log and "not every input frame was fused" not in log
+
+
+def test_undecodable_frames_are_counted_once(tmp_path, capsys, caplog):
+    """Skipped frames of a file whose header counts them were reported as dropped and, again, as missing."""
+    ir = write_png_mov(tmp_path / "ir.mov", 12, broken=(4, 5))
+    write_video(tmp_path / "vis.mp4", [make_pair(i)[1] for i in range(12)], fps=25)
+    code, log = fuse_videos(capsys, caplog, ir, tmp_path / "vis.mp4", tmp_path / "out.mp4")
+    assert code == 0
+    line = next(line for line in log.splitlines() if "input ir (video " in line)
+    assert "10 read" in line and "2 dropped" in line and "missing" not in line, line
+    assert "or frames were undecodable (see the warnings above)" in log
+
+
+def test_a_rotated_or_non_square_pixel_recording_is_fused_as_players_show_it(tmp_path, capsys, caplog):
+    """The display rotation a phone or a turned camera records, and non-square pixels, were ignored: a sideways
+    picture, or one squeezed to half its width, with no word about it."""
+    frames = [np.full((48, 64, 3), 40, np.uint8) for _ in range(5)]
+    for frame in frames:
+        frame[:16, :16] = 230  # a bright block in the top left corner
+    for name, options, size in (("turned", {"rotation": 90}, (48, 64)), ("wide", {"pixel_aspect": Fraction(2)},
+                                                                            (128, 48))):
+        ir = write_video(tmp_path / f"{name}_ir.mkv", frames, fps=10, **options)
+        vis = write_video(tmp_path / f"{name}_vis.mkv", frames, fps=10, **options)
+        code, log = fuse_videos(capsys, caplog, ir, vis, tmp_path / f"{name}.mp4")
+        assert code == 0, log
+        images, _ = read_video(tmp_path / f"{name}.mp4")
+        assert images[0].shape[1::-1] == size, name
+        assert f"{name}_ir.mkv is to be shown" in log
+    fused = cv2.cvtColor(read_video(tmp_path / "turned.mp4")[0][2], cv2.COLOR_BGR2GRAY)
+    assert fused[52:, :12].min() > 180 and fused[:12, :12].max() < 90  # counter-clockwise, as FFmpeg's players turn it
+
+
+def test_a_file_with_two_video_streams_is_warned_about_and_cannot_be_both_inputs(tmp_path, capsys, caplog):
+    path = tmp_path / "both.mkv"
+    with av.open(str(path), "w") as container:
+        streams = [container.add_stream("libx264", rate=10) for _ in range(2)]
+        for stream in streams:
+            stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        for i in range(5):
+            for stream, index in zip(streams, (1, 0), strict=True):
+                image = make_pair(i)[index]
+                frame = av.VideoFrame.from_ndarray(image, format="gray" if image.ndim == 2 else "bgr24")
+                container.mux(stream.encode(frame))
+        for stream in streams:
+            container.mux(stream.encode(None))
+    code, _, err = run_cli(capsys, "fuse", "--ir", str(path), "--vis", str(path), "-o", str(tmp_path / "out.mp4"))
+    assert code == 2 and f"--ir and --vis both name {path}" in err
+    write_video(tmp_path / "ir.mp4", [make_pair(i)[1] for i in range(5)], fps=10)
+    code, log = fuse_videos(capsys, caplog, tmp_path / "ir.mp4", path, tmp_path / "out.mp4")
+    assert code == 0 and "both.mkv has 2 video streams; streamfuse reads the first (64x48)" in log
 
 
 def test_frames_of_the_longer_input_never_read_are_counted(tmp_path, capsys, caplog):

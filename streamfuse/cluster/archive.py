@@ -52,6 +52,7 @@ from streamfuse.sources.video import (
     decode_from,
     nominal_rate,
     open_container,
+    pixel_aspect,
     stream_origin,
     to_array,
 )
@@ -286,6 +287,7 @@ def _decode_range(container, name: str, start_s: float, end_s: float | None) -> 
     from its first frame), seeking to the keyframe at or before ``start_s`` first."""
     stream = container.streams.video[0]
     stream.thread_type = "AUTO"
+    aspect = pixel_aspect(stream)
     try:
         for seq, (t, frame) in enumerate(decode_from(container, stream, start_s)):
             if t is None:
@@ -294,7 +296,7 @@ def _decode_range(container, name: str, start_s: float, end_s: float | None) -> 
                 continue
             if end_s is not None and t >= end_s - _EPS_S:
                 return
-            yield Frame(to_array(frame), t, seq, name)
+            yield Frame(to_array(frame, aspect), t, seq, name)
     except av.error.FFmpegError as exc:  # name the file: a segment has two
         raise StreamfuseError(f"{container.name} ({name}): cannot decode: {type(exc).__name__}: {exc}") from exc
 

@@ -188,6 +188,12 @@ class Source(ThreadedStage):
         return None
 
     @property
+    def frames_short(self) -> int:
+        """Frames of a finite input of known length that it has not delivered (nor skipped as undecodable): not
+        read yet, or, once it has reached its end, missing from it (a file cut off)."""
+        return max(0, (self.expected_frames or 0) - self.frames_read)
+
+    @property
     def nominal_fps(self) -> float | None:
         """The input's nominal frame rate, if known."""
         return self.pace_fps

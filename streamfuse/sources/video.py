@@ -9,6 +9,7 @@ from fractions import Fraction
 from pathlib import Path
 
 import av
+import cv2
 import numpy as np
 
 from streamfuse.config import VideoSourceConfig
@@ -107,6 +108,15 @@ def frame_count(container: av.container.InputContainer, stream: av.video.stream.
     return round(seconds * float(rate)) if rate and seconds else None
 
 
+def stated_length_s(container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> float | None:
+    """Seconds from a video file's first frame to its end as its header states them (the stream's duration, else
+    the container's, which Matroska counts from 0); None where the header has neither. Unlike
+    :func:`duration_s`, never measured at the file's last packets: a file cut off still states its full length."""
+    if stream.duration and stream.time_base:
+        return float(stream.duration * stream.time_base)
+    return container.duration / 1e6 - stream_origin(stream) if container.duration else None
+
+
 def duration_s(container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> float | None:
     """Seconds from a video file's first frame to the end of its last: the stream's own duration where the
     file states it, else measured at its last packets (the container's duration where they carry no time).
@@ -158,13 +168,32 @@ def decode_from(container: av.container.InputContainer, stream: av.video.stream.
         yield (None if frame.time is None else frame.time - origin), frame
 
 
-def to_array(frame: av.VideoFrame) -> np.ndarray:
-    """A decoded frame as an array: ``uint16`` gray for gray video deeper than 8 bits (``gray16le``,
-    ``gray12le``, ...: radiometric or raw thermal, for the source's gain), else ``uint8`` BGR."""
+def to_array(frame: av.VideoFrame, aspect: Fraction | None = None) -> np.ndarray:
+    """A decoded frame as an array, as players show it (:func:`as_displayed`; ``aspect``: the stream's
+    :func:`pixel_aspect`): ``uint16`` gray for gray video deeper than 8 bits (``gray16le``, ``gray12le``,
+    ...: radiometric or raw thermal, for the source's gain), else ``uint8`` BGR."""
     components = frame.format.components
-    if len(components) == 1 and components[0].bits > 8:
-        return frame.to_ndarray(format="gray16le")
-    return frame.to_ndarray(format="bgr24")
+    deep_gray = len(components) == 1 and components[0].bits > 8
+    return as_displayed(frame.to_ndarray(format="gray16le" if deep_gray else "bgr24"), frame.rotation, aspect)
+
+
+def pixel_aspect(stream: av.video.stream.VideoStream) -> Fraction | None:
+    """The stream's sample (pixel) aspect ratio where its pixels are not square, else None."""
+    aspect = stream.codec_context.sample_aspect_ratio
+    return Fraction(aspect) if aspect and aspect != 1 else None
+
+
+def as_displayed(image: np.ndarray, rotation: float, aspect: Fraction | None) -> np.ndarray:
+    """A decoded image as players show it: non-square pixels (``aspect``, width over height of a pixel)
+    resampled to square ones along the width, then turned by the display ``rotation`` (degrees counter-clockwise,
+    to the nearest quarter turn) that phones and some cameras record instead of turning the pixels."""
+    if aspect is not None:
+        height, width = image.shape[:2]
+        display_width = max(1, round(width * aspect))
+        image = cv2.resize(image, (display_width, height),
+                           interpolation=cv2.INTER_AREA if display_width < width else cv2.INTER_LINEAR)
+    turns = round(rotation / 90) % 4
+    return np.ascontiguousarray(np.rot90(image, turns)) if turns else image
 
 
 class VideoSource(Source):
@@ -195,6 +224,11 @@ class VideoSource(Source):
         self._first_time: float | None = None
         self._rate: Fraction | None = None
         self._count: int | None = None
+        self._count_stated = False
+        """The file's header states its frame count (else :attr:`_count` is its length times its frame rate)."""
+        self._stated_length_s: float | None = None
+        self._last_timestamp: float | None = None
+        self._aspect: Fraction | None = None
         self._live = live
         self.decode_errors = 0
         """Frames of a file skipped because they could not be decoded (each one a warning)."""
@@ -217,10 +251,19 @@ class VideoSource(Source):
             raise SourceError(f"sources.{self.name}: {exc}: the server answers but has no stream at that path; "
                               "check the path in the URI") from None
         self._reached = True
-        stream = self._container.streams.video[0]
+        videos = self._container.streams.video
+        if len(videos) > 1 and not self._live:
+            log.warning("sources.%s: %s has %d video streams; streamfuse reads the first (%dx%d) and ignores the "
+                        "others. A recording that holds both cameras must be split first, e.g. `ffmpeg -i FILE -map "
+                        "0:v:1 -c copy second.mkv`", self.name, redact(self.uri), len(videos),
+                        videos[0].codec_context.width, videos[0].codec_context.height)
+        stream = videos[0]
+        self._aspect = pixel_aspect(stream)
         stream.thread_type = "AUTO"
         self._rate = nominal_rate(stream)
         self._count = None if self._live else frame_count(self._container, stream)
+        self._count_stated = bool(stream.frames)
+        self._stated_length_s = None if self._live else stated_length_s(self._container, stream)
         if self.realtime and not self._live and self._rate:
             self.pace_fps = float(self._rate)
         self._frames = self._decode(stream)
@@ -262,7 +305,19 @@ class VideoSource(Source):
             timestamp = frame.time - self._first_time
         else:
             timestamp = self.frames_read / float(self._rate or 25)
-        return Capture(to_array(frame), timestamp, {})
+        self._last_timestamp = timestamp
+        if self.frames_read == 0:
+            self._log_display_form(frame.rotation)
+        return Capture(to_array(frame, self._aspect), timestamp, {})
+
+    def _log_display_form(self, rotation: float) -> None:
+        """Say once when the frames are resampled to square pixels or turned (:func:`as_displayed`)."""
+        turns = round(rotation / 90) % 4
+        changes = ([f"with {self._aspect.numerator}:{self._aspect.denominator} pixels (resampled to square ones)"]
+                   if self._aspect is not None else []) + ([f"rotated by {turns * 90} degrees (turned to match)"]
+                                                          if turns else [])
+        if changes:
+            log.info("sources.%s: %s is to be shown %s", self.name, redact(self.uri), " and ".join(changes))
 
     def close(self) -> None:
         if self._container is not None:
@@ -272,6 +327,21 @@ class VideoSource(Source):
     @property
     def expected_frames(self) -> int | None:
         return self._count
+
+    @property
+    def frames_short(self) -> int:
+        """As :attr:`Source.frames_short`; the undecodable frames skipped are not short. A file whose header
+        states no frame count (most MKV, fragmented MP4) is short at its end only when its last frame comes
+        more than a frame interval before the length the header states: a variable frame rate or a pause in
+        the recording makes the count estimated from that length wrong, not the file short."""
+        if self._live:
+            return 0
+        if self._count_stated or not self.reached_end:
+            return max(0, (self._count or 0) - self.frames_read - self.decode_errors)
+        if self._stated_length_s is None or self._last_timestamp is None or not self._rate:
+            return 0
+        short = round((self._stated_length_s - self._last_timestamp) * float(self._rate)) - 1
+        return short if short >= 2 else 0  # one frame interval of slack: timestamps jitter
 
     @property
     def nominal_fps(self) -> float | None:
