@@ -234,6 +234,44 @@ def test_a_paced_source_whose_reads_are_slower_than_its_pace_reads_back_to_back(
     assert time.perf_counter() - started < 0.95  # 10 reads of 60 ms back to back; 1.1 s with a wait after each
 
 
+def test_live_synthetic_cameras_started_apart_take_their_frames_of_one_moment_together():
+    """Each camera paced from its own start: a camera started 60 ms late delivered every frame 60 ms after
+    its partner's frame of the same time, and pairing held the early camera's frames (a constant extra latency
+    that changed from run to run with the threads' start order)."""
+    scene = SyntheticScene(96, 64, seed=3)
+    options = SourceOptions(queue_size=64, drop_policy="wait")
+    ir = SyntheticSource("ir", scene, fps=20, frames=8, realtime=True, options=options)
+    vis = SyntheticSource("vis", scene, fps=20, frames=8, realtime=True, options=options)
+    ir.start()
+    time.sleep(0.06)
+    vis.start()
+    ir_frames, vis_frames = drain(ir), drain(vis)
+    vis_by_time = {round(f.timestamp, 6): f for f in vis_frames}
+    together = [(f, vis_by_time[round(f.timestamp, 6)]) for f in ir_frames if round(f.timestamp, 6) in vis_by_time]
+    assert len(together) >= 5
+    assert max(abs(a.created - b.created) for a, b in together) < 0.025  # half an interval: the same moment
+
+
+def test_a_live_synthetic_camera_after_a_stall_shows_the_present_not_the_frames_it_missed():
+    scene = SyntheticScene(96, 64, seed=3)
+    ir = SyntheticSource("ir", scene, fps=20, frames=8, realtime=True,
+                         options=SourceOptions(queue_size=64, drop_policy="wait"))
+    render = scene.render_ir
+
+    def render_slowly_once(t):
+        if t == 0.1:
+            time.sleep(0.3)
+        return render(t)
+
+    scene.render_ir = render_slowly_once
+    ir.start()
+    frames = drain(ir)
+    times = [f.timestamp for f in frames]
+    assert times[:3] == [0.0, 0.05, 0.1] and times[3] >= 0.35  # the frames of the stall were never taken
+    lag = [f.created - scene.live_start() - f.timestamp for f in frames[3:]]
+    assert max(lag) < 0.05  # then on time again: no lag carried behind the live scene
+
+
 def test_synthetic_pair_and_masks():
     scene = SyntheticScene(96, 64, seed=3)
     ir = SyntheticSource("ir", scene, fps=10, frames=3, realtime=False)

@@ -124,8 +124,9 @@ class Source(ThreadedStage):
         name: ``"ir"`` or ``"vis"``; used in messages and statistics.
         options: Drop policy, queue size, statistics and supervision (defaults if None).
         pace_fps: If set, frames are released no faster than this rate (simulating a live camera
-            or playing a file at its own speed); after a delay the pace goes on from then, without
-            a burst of the frames that were due meanwhile.
+            or playing a file at its own speed), on the grid that :meth:`pace_start` starts; after
+            a delay the frame due now comes at once and the pace goes on, without a burst of the
+            frames that were due meanwhile.
         live: The input is live: without a drop policy in ``options``, ``drop_oldest`` (the
             freshest frame matters) instead of ``wait`` (never lose a frame).
     """
@@ -290,14 +291,14 @@ class Source(ThreadedStage):
 
     def _pump(self) -> None:
         """Read and queue frames until the input ends (returns) or fails (raises)."""
-        started = time.perf_counter()
+        started = self.pace_start()
         count = 0
         while not self._stop.is_set():
             if self.pace_fps:
                 interval = 1.0 / self.pace_fps
                 delay = started + count * interval - time.perf_counter()
-                if delay < -interval:  # fell behind (a slow read, a busy host): this frame now, the pace on
-                    started, count = time.perf_counter(), 0  # from it; no burst of the frames due meanwhile
+                if delay < -interval:  # fell behind (a slow read, a busy host): this frame now, then on at the
+                    count = int((time.perf_counter() - started) / interval)  # pace, no burst of those due meanwhile
                 elif delay > 0 and self._stop.wait(delay):
                     return
             t0 = time.perf_counter()
@@ -324,6 +325,14 @@ class Source(ThreadedStage):
                 if self._stop.is_set() or self.queue.closed:
                     return
             self.stats.set_counter(f"drops.{self.name}", self.queue.dropped)
+
+    def pace_start(self) -> float:
+        """When the pacing grid starts (``time.perf_counter()``): frame k is due ``k / pace_fps`` later.
+
+        Now, for a source paced on its own; a camera pair sharing a clock returns the shared start,
+        so that both take their frames at the same moments.
+        """
+        return time.perf_counter()
 
     def _supervise(self) -> None:
         """Open, pump, and on a transient loss close and retry with backoff, until stopped or failed."""

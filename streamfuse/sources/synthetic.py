@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 
 from streamfuse.config import SyntheticConfig, SyntheticSourceConfig
@@ -22,6 +24,10 @@ def build_scene(config: SyntheticConfig) -> SyntheticScene:
 
 class SyntheticSource(Source):
     """One camera (``ir`` or ``vis``) of a :class:`SyntheticScene`; frame ``i`` shows time ``i / fps``.
+
+    A ``realtime`` camera is live: it takes its frames on the scene's shared clock
+    (:meth:`SyntheticScene.live_start`), so both cameras' frames of one moment carry the same time,
+    and frames it had no time to deliver (a busy host) are skipped as a real camera's would be.
 
     The visible camera attaches the ground-truth object mask (0 background, 1 person, 2 vehicle,
     visible-grid coordinates) as ``frame.meta["mask"]`` when ``with_masks`` is set.
@@ -44,14 +50,22 @@ class SyntheticSource(Source):
         self.fps = fps
         self.frames = frames
         self.with_masks = with_masks and name != "ir"
+        self._next_index = 0
 
     def open(self) -> None:
         """Nothing to open: the scene is procedural."""
 
+    def pace_start(self) -> float:
+        return self.scene.live_start()
+
     def read(self) -> Capture | None:
         if self.frames is not None and self.frames_read >= self.frames:
             return None
-        t = self.frames_read / self.fps
+        index = self.frames_read
+        if self.pace_fps:  # live: the frame of this moment (after a stall, those missed are gone)
+            index = max(self._next_index, round((time.perf_counter() - self.scene.live_start()) * self.fps))
+        self._next_index = index + 1
+        t = index / self.fps
         if self.name == "ir":
             return Capture(self.scene.render_ir(t), t, {})
         meta = {"mask": self.scene.object_mask(t)} if self.with_masks else {}

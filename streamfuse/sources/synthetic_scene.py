@@ -20,6 +20,8 @@ operations, so rendering a 640x512 frame takes a fraction of a millisecond.
 from __future__ import annotations
 
 import math
+import threading
+import time
 from dataclasses import dataclass
 
 import cv2
@@ -1042,6 +1044,19 @@ class SyntheticScene:
                 vis_noise_rng, self.width, self.height, 3, self.noise * _VIS_NOISE_SIGMA[time_of_day]
             )
             self._ir_noise = _NoiseBank(ir_noise_rng, self.ir_width, self.ir_height, 1, self.noise * _IR_NOISE_SIGMA)
+        self._live_start: float | None = None
+        self._live_start_lock = threading.Lock()
+
+    def live_start(self) -> float:
+        """When the scene's live cameras started (``time.perf_counter()``; the first to ask sets it).
+
+        Live cameras show scene time ``now - live_start()``, so the thermal and the visible frame
+        taken at one moment carry the same time and pair at once, whichever camera started first.
+        """
+        with self._live_start_lock:
+            if self._live_start is None:
+                self._live_start = time.perf_counter()
+            return self._live_start
 
     def _draw_movers(self, image: np.ndarray, t: float, palette: str, line_type: int) -> None:
         """Draws every moving object, far ones first, with the colours of ``palette``."""
