@@ -257,6 +257,9 @@ def fuse_config(ir: str, vis: str, output: str, *, fuser: str, overwrite: bool, 
     if fps is not None and not fps > 0:
         raise UsageError(f"--fps: must be positive, got {fps:g}")
     out = Path(output)
+    if out.suffix.lower() in VIDEO_EXTENSIONS and out.suffix.lower() not in OUTPUT_VIDEO_EXTENSIONS:
+        raise UsageError(f"-o {output}: a video format streamfuse reads but does not write; use one of "
+                         f"{', '.join(OUTPUT_VIDEO_EXTENSIONS)}")
     if "video" in kinds:
         if out.suffix.lower() not in OUTPUT_VIDEO_EXTENSIONS:
             raise UsageError(f"-o {output}: a video input needs a video output "
@@ -268,9 +271,6 @@ def fuse_config(ir: str, vis: str, output: str, *, fuser: str, overwrite: bool, 
         sink = {"type": "images", "path": str(out.parent), "pattern": out.name.replace("{", "{{").replace("}", "}}"),
                 "overwrite": overwrite}
     elif out.suffix.lower() in VIDEO_EXTENSIONS:
-        if out.suffix.lower() not in OUTPUT_VIDEO_EXTENSIONS:
-            raise UsageError(f"-o {output}: a video format streamfuse reads but does not write; use one of "
-                             f"{', '.join(OUTPUT_VIDEO_EXTENSIONS)}")
         sink = {"type": "video", "path": output, "overwrite": overwrite}
     else:
         if out.suffix.lower() in IMAGE_EXTENSIONS:
@@ -569,10 +569,28 @@ def _at_least_one(value: int, flag: str) -> None:
         raise UsageError(f"{flag}: must be at least 1, got {value}")
 
 
+#: calibrate's defaults, applied where an option applies (given where it does not, it is refused).
+CALIBRATION_GRID = "9x6"
+CALIBRATION_MAX_PAIRS = 8
+
+
+def _refuse_unused_calibrate_options(args: argparse.Namespace) -> None:
+    """A calibrate option that the chosen way of calibrating does not read is a usage error, not ignored."""
+    automatic = not (args.points or args.target)
+    with_images = args.ir is not None
+    for flag, value, applies, where in (
+        ("--grid", args.grid, args.target is not None, "--target"),
+        ("--structure", args.structure, automatic, "automatic estimation (--ir and --vis without --target)"),
+        ("--max-pairs", args.max_pairs, with_images, "--ir and --vis"),
+        ("--pair-by", args.pair_by, with_images, "--ir and --vis"),
+    ):
+        if value is not None and not applies:
+            raise UsageError(f"calibrate: {flag} applies only to {where}; drop it or calibrate that way")
+
+
 def cmd_calibrate(args: argparse.Namespace) -> int:
     from streamfuse.registration import calibrate
 
-    _at_least_one(args.max_pairs, "--max-pairs")
     modes = [name for name, given in (("--points", args.points), ("--target", args.target)) if given]
     if len(modes) > 1:
         raise UsageError("calibrate: give --points or --target (or neither, for automatic), not both")
@@ -581,6 +599,12 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     if not args.points and args.ir is None:
         raise UsageError("calibrate: give --points FILE, or --ir and --vis (with --target for a calibration "
                          "target, without it for automatic estimation)")
+    _refuse_unused_calibrate_options(args)
+    if args.max_pairs is None:
+        args.max_pairs = CALIBRATION_MAX_PAIRS
+    _at_least_one(args.max_pairs, "--max-pairs")
+    args.grid = args.grid or CALIBRATION_GRID
+    args.structure = args.structure or STRUCTURES[0]
     output = Path(args.output)
     overlay_path = output.with_name(output.stem + "_overlay.png")
     inputs = [("--points", args.points), ("--ir", args.ir), ("--vis", args.vis)]
@@ -1085,19 +1109,19 @@ def build_parser() -> argparse.ArgumentParser:
     cal.add_argument("--points", metavar="FILE", help="corresponding points, CSV 'ir_x,ir_y,vis_x,vis_y' or YAML")
     cal.add_argument("--target", choices=["checkerboard", "circles", "acircles"],
                      help="a calibration target seen by both cameras in --ir/--vis (heated or cooled)")
-    cal.add_argument("--grid", default="9x6",
+    cal.add_argument("--grid", default=None,
                      help="target size COLUMNSxROWS: inner corners of a checkerboard, or circles (default 9x6)")
     cal.add_argument("--ir", help="infrared image, folder, video or live stream URL (the target, or the scene for "
                                   "automatic)")
     cal.add_argument("--vis", help="visible image, folder, video or live stream URL, taken at the same moments")
-    cal.add_argument("--max-pairs", type=int, default=8,
+    cal.add_argument("--max-pairs", type=int, default=None,
                      help="frame pairs used from folders, videos or live streams (default 8)")
     cal.add_argument("--pair-by", choices=["stem", "order"], default=None,
                      help="pair two folders' images by file name (default) or by sorted order")
     cal.add_argument("-o", "--output", default="calibration.yaml",
                      help="calibration file to write (default calibration.yaml); a refused estimate writes nothing")
     cal.add_argument("-y", "--overwrite", action="store_true", help="replace an existing calibration file")
-    cal.add_argument("--structure", choices=STRUCTURES, default=STRUCTURES[0],
+    cal.add_argument("--structure", choices=STRUCTURES, default=None,
                      help="automatic: what the estimator aligns, the shipped networks' learned structure images "
                           "(default) or hand-made edge images")
     cal.add_argument("--json", action="store_true", help="print the result as JSON (no overlay image)")

@@ -474,6 +474,12 @@ def test_calibrate_arguments_are_checked(tmp_path, capsys):
     code, _, err = run_cli(capsys, "calibrate", "--target", "checkerboard", "--grid", "9by6", "--ir", str(tmp_path),
                            "--vis", str(tmp_path))
     assert code == 2 and err == "streamfuse: error: --grid '9by6': expected COLUMNSxROWS, e.g. 9x6\n"
+    code, _, err = run_cli(capsys, "calibrate", "--grid", "7x5", "--ir", str(tmp_path), "--vis", str(tmp_path))
+    assert code == 2 and "--grid applies only to --target" in err  # was ignored: an automatic estimate instead
+    code, _, err = run_cli(capsys, "calibrate", "--points", "p.csv", "--structure", "edges")
+    assert code == 2 and "--structure applies only to automatic estimation" in err
+    code, _, err = run_cli(capsys, "calibrate", "--points", "p.csv", "--max-pairs", "3")
+    assert code == 2 and "--max-pairs applies only to --ir and --vis" in err
     existing = tmp_path / "c.yaml"
     existing.write_text("matrix: [[1, 0, 0], [0, 1, 0], [0, 0, 1]]\n")
     code, _, err = run_cli(capsys, "calibrate", "--points", "p.csv", "-o", str(existing))

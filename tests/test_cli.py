@@ -248,7 +248,8 @@ def test_fuse_roadscene_from_shared_data(tmp_path, capsys):
     (lambda t: ["run", "--set", "sources.vis={type: video, uri: visible.mp4}"],
      "sources.vis: visible.mp4: no such video file (relative to the working directory "),
 ])
-def test_bad_input_gives_one_clear_line(tmp_path, capsys, make_args, message):
+def test_bad_input_gives_one_clear_line(tmp_path, capsys, monkeypatch, make_args, message):
+    monkeypatch.chdir(tmp_path)  # the relative paths above name nothing there
     ir, vis = make_pair(0)
     cv2.imwrite(str(tmp_path / "ir.png"), ir)
     cv2.imwrite(str(tmp_path / "vis.png"), vis)
@@ -442,7 +443,8 @@ def test_argument_errors_are_one_line_with_status_2(capsys, argv, message):
 @pytest.mark.parametrize("inputs, output, message", [
     (("ir.png", "vis.png"), "out.txt", "an image input needs an image output"),
     (("ir", "vis"), "out.avi", "a video format streamfuse reads but does not write"),
-    (("ir.mp4", "vis.mp4"), "out.avi", "a video input needs a video output"),
+    (("ir.mp4", "vis.mp4"), "out.avi", "a video format streamfuse reads but does not write"),
+    (("ir.mp4", "vis.mp4"), "out.txt", "a video input needs a video output"),
 ])
 def test_an_output_of_the_wrong_kind_is_an_argument_error(tmp_path, capsys, inputs, output, message):
     """-o with an extension fuse cannot write exits 2 like the other argument errors (it exited 1)."""

@@ -215,7 +215,7 @@ class VideoWriter:
         elif self._size != (width, height):
             raise SinkError(f"{self.path}: frame size changed from {self._first_size[0]}x{self._first_size[1]} to "
                             f"{given[0]}x{given[1]}; a video file needs one size (it keeps the {self.frames_written} "
-                            "frame(s) before; inputs of mixed sizes go to a folder of images)")
+                            "frame(s) before)")
         if self._first_timestamp is None:
             self._first_timestamp = timestamp
         pts = max(int(round((timestamp - self._first_timestamp) * 1000)), self._last_pts + 1)
