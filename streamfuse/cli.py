@@ -74,9 +74,6 @@ def _log_setup(pipeline: Pipeline, origin: str) -> None:
     if pipeline.routing is not None:
         log.info("prompt %r -> %s (encoder %s)", pipeline.routing.prompt, pipeline.routing.summary(),
                  pipeline.routing.encoder)
-    if pipeline.config.control.enabled:
-        log.info("control socket: %s (streamfuse prompt set TEXT --control %s)", pipeline.config.control.endpoint,
-                 pipeline.config.control.endpoint)
     for index, sink in enumerate(pipeline.config.sinks):
         log.info("sink %d: %s", index, sink.type + " " + (getattr(sink, "path", "") or getattr(sink, "endpoint", "")))
     if not pipeline.config.sinks and not pipeline.config.view.enabled:

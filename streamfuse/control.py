@@ -153,6 +153,7 @@ class ControlServer:
                 raise
             raise StreamfuseError(f"control.endpoint: cannot bind {self.endpoint} ({exc.strerror}); choose another "
                                   "port or disable the control socket (control.enabled: false)") from None
+        log.info("control socket: %s (streamfuse prompt set TEXT --control %s)", self.endpoint, self.endpoint)
         if not is_local_endpoint(self.endpoint) and not config.curve.enabled:
             log.warning("control socket %s is reachable from the network without CURVE keys "
                         "(control.allow_insecure_remote): anyone who can connect can change the prompt", self.endpoint)
