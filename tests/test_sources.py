@@ -239,7 +239,7 @@ def test_live_synthetic_cameras_started_apart_take_their_frames_of_one_moment_to
     its partner's frame of the same time, and pairing held the early camera's frames (a constant extra latency
     that changed from run to run with the threads' start order)."""
     scene = SyntheticScene(96, 64, seed=3)
-    options = SourceOptions(queue_size=64, drop_policy="wait")
+    options = SourceOptions(queue_size=64)
     ir = SyntheticSource("ir", scene, fps=20, frames=8, realtime=True, options=options)
     vis = SyntheticSource("vis", scene, fps=20, frames=8, realtime=True, options=options)
     ir.start()
@@ -254,8 +254,7 @@ def test_live_synthetic_cameras_started_apart_take_their_frames_of_one_moment_to
 
 def test_a_live_synthetic_camera_after_a_stall_shows_the_present_not_the_frames_it_missed():
     scene = SyntheticScene(96, 64, seed=3)
-    ir = SyntheticSource("ir", scene, fps=20, frames=8, realtime=True,
-                         options=SourceOptions(queue_size=64, drop_policy="wait"))
+    ir = SyntheticSource("ir", scene, fps=20, frames=8, realtime=True, options=SourceOptions(queue_size=64))
     render = scene.render_ir
 
     def render_slowly_once(t):
@@ -270,6 +269,11 @@ def test_a_live_synthetic_camera_after_a_stall_shows_the_present_not_the_frames_
     assert times[:3] == [0.0, 0.05, 0.1] and times[3] >= 0.35  # the frames of the stall were never taken
     lag = [f.created - scene.live_start() - f.timestamp for f in frames[3:]]
     assert max(lag) < 0.05  # then on time again: no lag carried behind the live scene
+
+    every_frame = SyntheticSource("ir", scene, fps=20, frames=5, realtime=True,
+                                  options=SourceOptions(queue_size=64, drop_policy="wait"))
+    every_frame.start()
+    assert [f.timestamp for f in drain(every_frame)] == [0.0, 0.05, 0.1, 0.15, 0.2]  # 'wait': none skipped
 
 
 def test_synthetic_pair_and_masks():

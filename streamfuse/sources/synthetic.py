@@ -27,7 +27,8 @@ class SyntheticSource(Source):
 
     A ``realtime`` camera is live: it takes its frames on the scene's shared clock
     (:meth:`SyntheticScene.live_start`), so both cameras' frames of one moment carry the same time,
-    and frames it had no time to deliver (a busy host) are skipped as a real camera's would be.
+    and a frame it had no time to deliver (a read more than an interval late) is skipped as a real
+    camera's would be, unless its drop policy is ``wait`` (every frame, however late).
 
     The visible camera attaches the ground-truth object mask (0 background, 1 person, 2 vehicle,
     visible-grid coordinates) as ``frame.meta["mask"]`` when ``with_masks`` is set.
@@ -62,8 +63,8 @@ class SyntheticSource(Source):
         if self.frames is not None and self.frames_read >= self.frames:
             return None
         index = self.frames_read
-        if self.pace_fps:  # live: the frame of this moment (after a stall, those missed are gone)
-            index = max(self._next_index, round((time.perf_counter() - self.scene.live_start()) * self.fps))
+        if self.pace_fps and self.drop_policy != "wait":  # live: the frame of this moment (a stall's are gone)
+            index = max(self._next_index, int((time.perf_counter() - self.scene.live_start()) * self.fps))
         self._next_index = index + 1
         t = index / self.fps
         if self.name == "ir":
