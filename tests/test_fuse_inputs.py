@@ -239,6 +239,20 @@ def test_a_file_with_two_video_streams_is_warned_about_and_cannot_be_both_inputs
     assert code == 0 and "both.mkv has 2 video streams; streamfuse reads the first (64x48)" in log
 
 
+def test_a_video_whose_size_changes_part_way_is_refused_at_that_frame(tmp_path, capsys, caplog):
+    """Two recordings joined into one MPEG-TS file: the error came from registration ('infrared frames are
+    80x60 but ...') without saying which file or frame."""
+    first = write_video(tmp_path / "a.ts", [make_pair(i)[0] for i in range(5)], fps=10)
+    second = write_video(tmp_path / "b.ts", [cv2.resize(make_pair(i)[0], (80, 60)) for i in range(5)], fps=10,
+                         start_s=0.5)
+    joined = tmp_path / "joined.ts"
+    joined.write_bytes(first.read_bytes() + second.read_bytes())  # MPEG-TS files concatenate into one
+    vis = write_video(tmp_path / "vis.ts", [make_pair(i)[1] for i in range(10)], fps=10)
+    code, log = fuse_videos(capsys, caplog, joined, vis, tmp_path / "out.mp4")
+    assert code == 1
+    assert "joined.ts: frame 5 is 80x60 where the frames before it are 64x48; re-encode the file" in log
+
+
 def test_frames_of_the_longer_input_never_read_are_counted(tmp_path, capsys, caplog):
     """The run ends with the shorter input: the longer one's remaining frames were in no count."""
     write_video(tmp_path / "ir.mp4", [cv2.cvtColor(make_pair(i)[0], cv2.COLOR_GRAY2BGR) for i in range(100)], fps=10)
