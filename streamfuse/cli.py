@@ -634,7 +634,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
             details={"pairs": estimate.pairs, "distinct_pairs": estimate.distinct_pairs,
                      "agreeing_pairs": estimate.agreeing_pairs, "disagreeing_pairs": estimate.disagreeing_pairs,
                      "structure": args.structure,
-                     "alignment_score": round(estimate.score, 4), "identity_score": round(estimate.identity_score, 4)})
+                     "alignment_score": round(estimate.score, 3), "identity_score": round(estimate.identity_score, 3)})
     seconds = time.perf_counter() - started
     sizes = {}
     if pairs:
