@@ -83,7 +83,7 @@ def worker_threads() -> list[str]:
 
 
 def make_worker(net, device: str = "cpu", **kwargs) -> InferenceWorker:
-    """A worker; on CUDA without graphs, so that a patched ``decide`` is called for every batch."""
+    """A worker; on CUDA without graphs, so that a patched ``decide_with_repair`` is called for every batch."""
     return InferenceWorker(net, device=device, **({"cuda_graphs": False} if device == "cuda" else {}), **kwargs)
 
 
@@ -185,14 +185,15 @@ def test_fusing_a_then_b_never_leaks_a_into_b(net, reference, device, colour):
 
 # -------------------------------------------------------------------------------------------- shutdown
 def slow_forward(worker: InferenceWorker, monkeypatch, seconds: float = 0.02) -> None:
-    """Make every batch's network pass slower (``decide``: the trunk, which the CPU and CUDA paths both run)."""
-    original = worker.network.decide
+    """Make every batch's network pass slower (``decide_with_repair``: the trunk, which the CPU and CUDA paths
+    both run)."""
+    original = worker.network.decide_with_repair
 
     def decide(*args, **kwargs):
         time.sleep(seconds)
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(worker.network, "decide", decide)
+    monkeypatch.setattr(worker.network, "decide_with_repair", decide)
 
 
 def test_close_with_frames_in_flight_resolves_every_future(net, device, monkeypatch):
@@ -258,7 +259,7 @@ def test_cpu_finishing_runs_beside_the_next_network_pass_while_frames_wait(net, 
 
     pairs = [make_pair(i) for i in range(8)]
     with make_worker(net, queue_size=6) as worker:
-        monkeypatch.setattr(worker.network, "decide", timed("fuse", worker.network.decide))
+        monkeypatch.setattr(worker.network, "decide_with_repair", timed("fuse", worker.network.decide_with_repair))
         monkeypatch.setattr("streamfuse.inference.cpu.merge_luminance",
                             timed("colour", streamfuse.inference.cpu.merge_luminance))
         monkeypatch.setattr("streamfuse.inference.cpu.compose_on_cpu",
@@ -306,7 +307,7 @@ def test_a_failing_forward_pass_fails_only_its_frames(net, reference, device, mo
     pairs = [make_pair(i) for i in range(6)]
     with make_worker(net, device, queue_size=8) as worker:
         first = worker.submit(7, *pairs[0]).result(timeout=60)  # warmed up: one forward per frame from here
-        original, calls = worker.network.decide, []
+        original, calls = worker.network.decide_with_repair, []
 
         def decide(*args, **kwargs):
             calls.append(1)
@@ -314,7 +315,7 @@ def test_a_failing_forward_pass_fails_only_its_frames(net, reference, device, mo
                 raise RuntimeError("CUDA out of memory (simulated)")
             return original(*args, **kwargs)
 
-        monkeypatch.setattr(worker.network, "decide", decide)
+        monkeypatch.setattr(worker.network, "decide_with_repair", decide)
         futures = [worker.submit(7, ir, vis) for ir, vis in pairs]
         for future in futures:
             future.exception(timeout=60)
