@@ -1107,12 +1107,13 @@ def build_parser() -> argparse.ArgumentParser:
     cal.add_argument("--target", choices=["checkerboard", "circles", "acircles"],
                      help="a calibration target seen by both cameras in --ir/--vis (heated or cooled)")
     cal.add_argument("--grid", default=None,
-                     help="target size COLUMNSxROWS: inner corners of a checkerboard, or circles (default 9x6)")
+                     help="target size COLUMNSxROWS: inner corners of a checkerboard, or circles (default "
+                          f"{CALIBRATION_GRID})")
     cal.add_argument("--ir", help="infrared image, folder, video or live stream URL (the target, or the scene for "
                                   "automatic)")
     cal.add_argument("--vis", help="visible image, folder, video or live stream URL, taken at the same moments")
     cal.add_argument("--max-pairs", type=int, default=None,
-                     help="frame pairs used from folders, videos or live streams (default 8)")
+                     help=f"frame pairs used from folders, videos or live streams (default {CALIBRATION_MAX_PAIRS})")
     cal.add_argument("--pair-by", choices=["stem", "order"], default=None,
                      help="pair two folders' images by file name (default) or by sorted order")
     cal.add_argument("-o", "--output", default="calibration.yaml",

@@ -16,6 +16,7 @@ from streamfuse.sources.video import (
     nominal_rate,
     open_container,
     pixel_aspect,
+    quarter_turns,
     redact,
 )
 
@@ -51,7 +52,7 @@ def probe(uri: str, *, frames: int = 5) -> dict[str, Any]:
         timestamps, rotation = [], 0
         try:
             for frame in container.decode(stream):
-                rotation = rotation or round(frame.rotation / 90) % 4 * 90
+                rotation = rotation or quarter_turns(frame.rotation) * 90
                 timestamps.append(round(float(frame.time), 6) if frame.time is not None else None)
                 if len(timestamps) >= frames:
                     break

@@ -183,6 +183,11 @@ def pixel_aspect(stream: av.video.stream.VideoStream) -> Fraction | None:
     return Fraction(aspect) if aspect and aspect != 1 else None
 
 
+def quarter_turns(rotation: float) -> int:
+    """A display ``rotation`` in degrees (counter-clockwise) as quarter turns, 0 to 3, to the nearest one."""
+    return round(rotation / 90) % 4
+
+
 def as_displayed(image: np.ndarray, rotation: float, aspect: Fraction | None) -> np.ndarray:
     """A decoded image as players show it: non-square pixels (``aspect``, width over height of a pixel)
     resampled to square ones along the width, then turned by the display ``rotation`` (degrees counter-clockwise,
@@ -192,7 +197,7 @@ def as_displayed(image: np.ndarray, rotation: float, aspect: Fraction | None) ->
         display_width = max(1, round(width * aspect))
         image = cv2.resize(image, (display_width, height),
                            interpolation=cv2.INTER_AREA if display_width < width else cv2.INTER_LINEAR)
-    turns = round(rotation / 90) % 4
+    turns = quarter_turns(rotation)
     return np.ascontiguousarray(np.rot90(image, turns)) if turns else image
 
 
@@ -326,7 +331,7 @@ class VideoSource(Source):
 
     def _log_display_form(self, rotation: float) -> None:
         """Say once when the frames are resampled to square pixels or turned (:func:`as_displayed`)."""
-        turns = round(rotation / 90) % 4
+        turns = quarter_turns(rotation)
         changes = ([f"with {self._aspect.numerator}:{self._aspect.denominator} pixels (resampled to square ones)"]
                    if self._aspect is not None else []) + ([f"rotated by {turns * 90} degrees (turned to match)"]
                                                           if turns else [])
