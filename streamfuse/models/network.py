@@ -231,11 +231,11 @@ class FusionNet(nn.Module):
                momentum: float = 0.0) -> torch.Tensor:
         """The ``(B, MAPS, H/4, W/4)`` decisions (fp32, before :func:`activations`): rule plus learned residual.
 
-        The part of :meth:`forward` between the bands and the composition, for callers that split
-        and compose the bands themselves (the OpenCV CPU path of the ``model`` fuser). ``memory`` and
-        ``momentum`` as for :meth:`forward`. ``features.rule`` holds the rule logits for the prompt
+        The part of :meth:`forward` between the bands and the composition. ``memory`` and ``momentum`` as
+        for :meth:`forward`. ``features.rule`` holds the rule logits for the prompt
         (:meth:`rule_for_prompt`). The convolutional trunk runs in the network's own precision (fp16 on a
-        GPU, for instance).
+        GPU, for instance). Callers that compose the bands themselves (the OpenCV CPU path of the ``model``
+        fuser) need the repair map as well: :meth:`decide_with_repair`.
         """
         return self.decide_with_repair(features, weights, memory, momentum)[0]
 
