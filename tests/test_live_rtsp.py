@@ -139,6 +139,29 @@ def test_camera_dropped_mid_run_then_restarted_on_the_same_port(tmp_path, stream
     assert_playable(run.output, paused_at + 10)
 
 
+def test_a_camera_restarted_at_another_resolution_is_scaled_back_and_the_run_goes_on(tmp_path, streaming, caplog):
+    """An operator switches the thermal camera to a lower resolution (it restarts its stream): the run failed
+    with registration's 'infrared frames are 80x64 but visible frames are 160x128'."""
+    caplog.set_level(logging.INFO, logger="streamfuse")
+    with LiveRun(tmp_path, streaming["ir"].url, streaming["vis"].url) as run:
+        wait_until(lambda: run.frames > 10, 15, "steady output")
+        for size in ((80, 64), (160, 128)):  # switched down, then back
+            streaming["ir"].kill()
+            wait_until(lambda: run.source("ir")["state"] == "reconnecting", 5, "the loss to be noticed")
+            streaming["ir"].size = size
+            streaming["ir"].start()
+            before = run.frames
+            wait_until(lambda b=before: run.frames > b + 10, 15, f"output at {size}")
+            assert run.source("ir")["state"] == "running" and run.error is None
+    assert run.error is None
+    messages = [r.getMessage() for r in caplog.records if "80x64" in r.getMessage() or "back at" in r.getMessage()]
+    assert len(messages) == 2, messages
+    assert "now delivers 80x64 frames where it started at 160x128; scaling them to 160x128" in messages[0]
+    assert "aspect ratio" not in messages[0] and messages[1].endswith("is back at 160x128")
+    assert run.pipeline.stats.counters()["rescaled.ir"] > 10
+    assert_playable(run.output, before + 10)
+
+
 def test_stalled_camera_is_detected_and_recovers(tmp_path, streaming):
     with LiveRun(tmp_path, streaming["ir"].url, streaming["vis"].url) as run:
         wait_until(lambda: run.frames > 15, 15, "steady output")

@@ -234,6 +234,41 @@ def test_a_paced_source_whose_reads_are_slower_than_its_pace_reads_back_to_back(
     assert time.perf_counter() - started < 0.95  # 10 reads of 60 ms back to back; 1.1 s with a wait after each
 
 
+class ResizingSource(Source):
+    """Frames of the given ``(width, height)`` sizes, one each, each filled with its index."""
+
+    def __init__(self, sizes: list[tuple[int, int]], *, live: bool) -> None:
+        super().__init__("ir", live=live, options=SourceOptions(drop_policy="wait", queue_size=64))
+        self.sizes = sizes
+
+    def open(self) -> None:
+        pass
+
+    def read(self) -> Capture | None:
+        if self.frames_read >= len(self.sizes):
+            return None
+        width, height = self.sizes[self.frames_read]
+        return Capture(np.full((height, width), self.frames_read, np.uint8), float(self.frames_read))
+
+
+def test_a_live_source_that_changes_aspect_ratio_is_scaled_back_with_a_warning_to_recalibrate(caplog):
+    source = ResizingSource([(64, 48), (64, 36), (64, 36), (64, 48)], live=True)
+    source.start()
+    frames = drain(source)
+    assert [f.image.shape for f in frames] == [(48, 64)] * 4 and [int(f.image[0, 0]) for f in frames] == [0, 1, 2, 3]
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "now delivers 64x36 frames where it started at 64x48" in warnings[0]
+    assert "the aspect ratio changed too" in warnings[0] and "calibrate at the new size" in warnings[0]
+    assert source.stats.counters()["rescaled.ir"] == 2
+
+
+def test_a_recorded_input_keeps_the_sizes_it_has():
+    """Only live inputs are scaled back; a file's size change is its reader's to refuse."""
+    source = ResizingSource([(64, 48), (32, 24)], live=False)
+    source.start()
+    assert [f.image.shape for f in drain(source)] == [(48, 64), (24, 32)]
+
+
 def test_live_synthetic_cameras_started_apart_take_their_frames_of_one_moment_together():
     """Each camera paced from its own start: a camera started 60 ms late delivered every frame 60 ms after
     its partner's frame of the same time, and pairing held the early camera's frames (a constant extra latency

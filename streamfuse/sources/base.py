@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import cv2
 import numpy as np
 
 from streamfuse.config import GainConfig, ReconnectConfig, SourceConfig, SyntheticConfig
@@ -128,13 +129,16 @@ class Source(ThreadedStage):
             a delay the frame due now comes at once and the pace goes on, without a burst of the
             frames that were due meanwhile.
         live: The input is live: without a drop policy in ``options``, ``drop_oldest`` (the
-            freshest frame matters) instead of ``wait`` (never lose a frame).
+            freshest frame matters) instead of ``wait`` (never lose a frame); and a frame size that
+            changes part-way (a camera switched to another resolution) is scaled back to the first
+            frame's size, which registration was set up for, with a warning per new size.
     """
 
     def __init__(self, name: str, *, options: SourceOptions | None = None, pace_fps: float | None = None,
                  live: bool = False) -> None:
         options = options or SourceOptions()
         self.name = name
+        self.live = live
         self.drop_policy = options.drop_policy or ("drop_oldest" if live else "wait")
         queue_size = options.queue_size or (2 if self.drop_policy == "drop_oldest" else 8)
         self.queue: StageQueue[Frame] = StageQueue(queue_size, self.drop_policy, name=f"source {name}")
@@ -167,6 +171,10 @@ class Source(ThreadedStage):
         self._watchdog: threading.Thread | None = None
         self._stalled = threading.Event()
         """Set by the watchdog when it finds the open connection silent: that connection is abandoned."""
+        self._live_size: tuple[int, int] | None = None
+        """``(width, height)`` of a live source's first frame: the size its frames are delivered at."""
+        self._other_size: tuple[int, int] | None = None
+        """The size a live source last switched to, once warned about."""
 
     # ----------------------------------------------------------------------------- for subclasses
     @abc.abstractmethod
@@ -309,7 +317,7 @@ class Source(ThreadedStage):
             if capture is None:
                 self.reached_end = True
                 return
-            image = self.gain(capture.image)
+            image = self._at_live_size(self.gain(capture.image))
             now = time.perf_counter()
             self._last_frame_at = time.monotonic()
             self._recent_frames.append(self._last_frame_at)
@@ -325,6 +333,31 @@ class Source(ThreadedStage):
                 if self._stop.is_set() or self.queue.closed:
                     return
             self.stats.set_counter(f"drops.{self.name}", self.queue.dropped)
+
+    def _at_live_size(self, image: np.ndarray) -> np.ndarray:
+        """A live source's frame at the size of its first frame (see ``live``); other inputs' frames as read."""
+        if not self.live:
+            return image
+        size = (image.shape[1], image.shape[0])
+        if self._live_size is None:
+            self._live_size = size
+        if size == self._live_size:
+            if self._other_size is not None:
+                self._other_size = None
+                log.info("source %s (%s) is back at %dx%d", self.name, self.describe(), *size)
+            return image
+        if size != self._other_size:
+            self._other_size = size
+            (width, height), (new_width, new_height) = self._live_size, size
+            stretched = abs(new_width * height - width * new_height) > max(width, height)
+            log.warning("source %s (%s) now delivers %dx%d frames where it started at %dx%d; scaling them to %dx%d "
+                        "for the registration set up at that size%s", self.name, self.describe(), new_width,
+                        new_height, width, height, width, height,
+                        ": the aspect ratio changed too, so the picture is stretched and the registration may no "
+                        "longer hold; restart the run (and calibrate at the new size)" if stretched else "")
+        self.stats.count(f"rescaled.{self.name}")
+        shrink = size[0] * size[1] > self._live_size[0] * self._live_size[1]
+        return cv2.resize(image, self._live_size, interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
 
     def pace_start(self) -> float:
         """When the pacing grid starts (``time.perf_counter()``): frame k is due ``k / pace_fps`` later.

@@ -235,7 +235,6 @@ class VideoSource(Source):
         self._stated_length_s: float | None = None
         self._last_timestamp: float | None = None
         self._aspect: Fraction | None = None
-        self._live = live
         self.decode_errors = 0
         """Frames of a file skipped because they could not be decoded (each one a warning)."""
         self._reached = False
@@ -258,7 +257,7 @@ class VideoSource(Source):
                               "check the path in the URI") from None
         self._reached = True
         videos = self._container.streams.video
-        if len(videos) > 1 and not self._live:
+        if len(videos) > 1 and not self.live:
             log.warning("sources.%s: %s has %d video streams; streamfuse reads the first (%dx%d) and ignores the "
                         "others. A recording that holds both cameras must be split first, e.g. `ffmpeg -i FILE -map "
                         "0:v:1 -c copy second.mkv`", self.name, redact(self.uri), len(videos),
@@ -267,10 +266,10 @@ class VideoSource(Source):
         self._aspect = pixel_aspect(stream)
         stream.thread_type = "AUTO"
         self._rate = nominal_rate(stream)
-        self._count = None if self._live else frame_count(self._container, stream)
+        self._count = None if self.live else frame_count(self._container, stream)
         self._count_stated = bool(stream.frames)
-        self._stated_length_s = None if self._live else stated_length_s(self._container, stream)
-        if self.realtime and not self._live and self._rate:
+        self._stated_length_s = None if self.live else stated_length_s(self._container, stream)
+        if self.realtime and not self.live and self._rate:
             self.pace_fps = float(self._rate)
         self._frames = self._decode(stream)
 
@@ -282,7 +281,7 @@ class VideoSource(Source):
             try:
                 frames = packet.decode()
             except av.error.FFmpegError as exc:
-                if self._live or failures + 1 >= MAX_CONSECUTIVE_DECODE_ERRORS:
+                if self.live or failures + 1 >= MAX_CONSECUTIVE_DECODE_ERRORS:
                     raise
                 failures += 1
                 log.warning("sources.%s: %s: frame %d cannot be decoded (%s); skipped", self.name,
@@ -299,11 +298,11 @@ class VideoSource(Source):
         except StopIteration:
             return None
         except av.error.FFmpegError as exc:
-            if self._live:
+            if self.live:
                 raise TransientSourceError(f"{redact(self.uri)}: stream lost ({exc.strerror or exc})") from None
             raise SourceError(f"sources.{self.name}: {redact(self.uri)}: corrupt or broken video after "
                               f"{self.frames_read} frames ({exc.strerror or exc})") from None
-        if self._live:
+        if self.live:
             timestamp = time.monotonic()
         elif frame.time is not None:
             if self._first_time is None:
@@ -319,11 +318,12 @@ class VideoSource(Source):
         return Capture(image, timestamp, {})
 
     def _check_size(self, image: np.ndarray) -> None:
-        """A file whose frame size changes part-way is refused at that frame, by number (a stream is not checked)."""
+        """A file whose frame size changes part-way is refused at that frame, by number (a stream
+        is scaled back to its first size instead: :class:`~streamfuse.sources.base.Source`)."""
         size = (image.shape[1], image.shape[0])
         if self.frames_read == 0:
             self._first_size = size
-        elif size != self._first_size and not self._live:
+        elif size != self._first_size and not self.live:
             raise SourceError(f"sources.{self.name}: {redact(self.uri)}: frame {self.frames_read} is {size[0]}x"
                               f"{size[1]} where the frames before it are {self._first_size[0]}x"
                               f"{self._first_size[1]}; re-encode the file at one size (e.g. ffmpeg -i IN -vf "
@@ -353,7 +353,7 @@ class VideoSource(Source):
         states no frame count (most MKV, fragmented MP4) is short at its end only when its last frame comes
         more than a frame interval before the length the header states: a variable frame rate or a pause in
         the recording makes the count estimated from that length wrong, not the file short."""
-        if self._live:
+        if self.live:
             return 0
         if self._count_stated or not self.reached_end:
             return max(0, (self._count or 0) - self.frames_read - self.decode_errors)
