@@ -31,7 +31,7 @@ from streamfuse.config import (
 )
 from streamfuse.errors import SinkError, StreamfuseError, UsageError
 from streamfuse.fusers import FUSERS
-from streamfuse.imageio import IMAGE_EXTENSIONS, images_by_stem, list_images, natural_key, read_image
+from streamfuse.imageio import IMAGE_EXTENSIONS, image_size, images_by_stem, list_images, natural_key, read_image
 from streamfuse.pipeline import Pipeline, check_outputs_are_not_inputs
 from streamfuse.probe import probe
 from streamfuse.registration.estimate import STRUCTURES, estimate_homography
@@ -152,6 +152,7 @@ def _medical_slots(ir: str, vis: str, task: str) -> tuple[str, str]:
     CT (both gray) the flags are taken as given: ``--ir`` MRI, ``--vis`` CT.
     """
     kinds = (_input_kind(ir, "--ir"), _input_kind(vis, "--vis"))
+    _check_two_inputs(ir, vis, task)
     # Any image in colour, not the first one only: a folder may start with gray slices (a video: its first frame).
     ir_colour, vis_colour = (_first_frame_in_colour(path, flag) if kind == "video" else
                              any(has_colour(read_image(image)) for image in list_images(path))
@@ -172,6 +173,17 @@ def _medical_slots(ir: str, vis: str, task: str) -> tuple[str, str]:
                     "both inputs are in colour" if ir_colour else "neither input is in colour",
                     task.split("_")[1].upper(), task.split("_")[1].upper())
     return ir, vis
+
+
+def _check_two_inputs(ir: str, vis: str, task: str | None = None) -> None:
+    """``--ir`` and ``--vis`` name two inputs, not one file or folder twice."""
+    if is_url(ir) or Path(ir).resolve() != Path(vis).resolve():
+        return
+    if task is not None:
+        raise UsageError(f"--ir and --vis both name {vis}: --task {task} fuses the MRI with the "
+                         f"{task.split('_')[1].upper()} image; give each its own input")
+    raise UsageError(f"--ir and --vis both name {vis}: give the infrared input and the visible one (streamfuse "
+                     "reads the first video stream of a file; split a recording that holds both cameras first)")
 
 
 def _first_frame_in_colour(uri: str, flag: str) -> bool:
@@ -245,9 +257,7 @@ def fuse_config(ir: str, vis: str, output: str, *, fuser: str, overwrite: bool, 
     register with.
     """
     kinds = {_input_kind(ir, "--ir"), _input_kind(vis, "--vis")}
-    if not is_url(ir) and Path(ir).resolve() == Path(vis).resolve():
-        raise UsageError(f"--ir and --vis both name {vis}: give the infrared input and the visible one (streamfuse "
-                         "reads the first video stream of a file; split a recording that holds both cameras first)")
+    _check_two_inputs(ir, vis)
     _check_pair_by(pair_by, kinds)
     if fps is not None and kinds == {"video"}:
         raise UsageError("--fps: videos keep their own timing; --fps sets the rate of folders of images")
@@ -315,7 +325,28 @@ def fuse_config(ir: str, vis: str, output: str, *, fuser: str, overwrite: bool, 
             and not written.overwrite:
         _check_no_output_exists(Path(written.path), written.pattern, config.sources.vis.stems or
                                 [path.stem for path in list_images(vis)])
+    if _input_kind(vis, "--vis") == "folder" and not isinstance(written, ImagesSinkConfig):
+        _check_one_size(vis, config.sources.vis.stems, output)
     return config
+
+
+def _check_one_size(vis: str, stems: list[str] | None, output: str) -> None:
+    """Before any work: the visible images a video is made of (the output is on their grid) have one size (the
+    video sink refuses the first image of another size, which on a large folder comes late)."""
+    files = list_images(vis)
+    if stems is not None:
+        wanted = set(stems)
+        files = [path for path in files if path.stem in wanted]
+    sizes: dict[tuple[int, int], Path] = {}
+    for path in files:
+        size = image_size(path)
+        if size is not None:
+            sizes.setdefault(size, path)
+    if len(sizes) > 1:
+        examples = ", ".join(f"{path.name} {width}x{height}" for (width, height), path in list(sizes.items())[:3])
+        raise UsageError(f"-o {output}: the images of --vis {vis} have {len(sizes)} different sizes ({examples}"
+                         f"{', ...' if len(sizes) > 3 else ''}) and a video has one; write a folder of images instead "
+                         "(-o FOLDER), or fuse the images of each size into their own video")
 
 
 def _check_no_output_exists(folder: Path, pattern: str, stems: list[str]) -> None:

@@ -13,7 +13,7 @@ from streamfuse.config import IMAGE_EXTENSIONS
 from streamfuse.errors import SinkError, SourceError
 from streamfuse.gain import stretch
 
-__all__ = ["IMAGE_EXTENSIONS", "images_by_stem", "list_images", "natural_key", "read_image"]
+__all__ = ["IMAGE_EXTENSIONS", "image_size", "images_by_stem", "list_images", "natural_key", "read_image"]
 
 
 def relative_to_here(path: Path) -> str:
@@ -83,6 +83,41 @@ def _truncated_jpeg(path: Path) -> bool:
             return False
         file.seek(max(0, path.stat().st_size - 64))
         return b"\xff\xd9" not in file.read()
+
+
+#: JPEG start-of-frame markers (the ones that state the image size; C4, C8 and CC are other segments).
+_JPEG_FRAME_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+
+
+def _header_size(head: bytes, file) -> tuple[int, int] | None:
+    """``(width, height)`` from a PNG, BMP or JPEG file's header (``head``: its first 32 bytes), else None."""
+    if head.startswith(b"\x89PNG\r\n\x1a\n") and head[12:16] == b"IHDR":
+        return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+    if head.startswith(b"BM") and len(head) >= 26:
+        return int.from_bytes(head[18:22], "little", signed=True), abs(int.from_bytes(head[22:26], "little",
+                                                                                       signed=True))
+    if not head.startswith(b"\xff\xd8"):
+        return None
+    file.seek(2)
+    while (marker := file.read(2)) and len(marker) == 2 and marker[0] == 0xFF:
+        length = int.from_bytes(file.read(2), "big")
+        if marker[1] in _JPEG_FRAME_MARKERS:
+            segment = file.read(5)
+            return (int.from_bytes(segment[3:5], "big"), int.from_bytes(segment[1:3], "big")) if len(segment) == 5 \
+                else None
+        file.seek(length - 2, 1)
+    return None
+
+
+def image_size(path: str | Path) -> tuple[int, int] | None:
+    """``(width, height)`` of an image file as :func:`read_image` reads it, from its header where it can (PNG,
+    JPEG, BMP: without decoding it); None when it is not a readable image."""
+    with Path(path).open("rb") as file:
+        size = _header_size(file.read(32), file)
+    if size is not None:
+        return size
+    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    return None if image is None else (image.shape[1], image.shape[0])
 
 
 def read_image(path: str | Path, *, keep_16bit: bool = False) -> np.ndarray:

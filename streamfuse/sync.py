@@ -26,6 +26,7 @@ import numpy as np
 
 from streamfuse.colour import as_gray
 from streamfuse.config import SyncConfig
+from streamfuse.errors import PipelineError
 from streamfuse.frames import Frame, FramePair
 from streamfuse.queues import Closed, StageQueue
 from streamfuse.registration import Registrar, Transform
@@ -239,11 +240,17 @@ class PairingStage:
         ir_gray = as_gray(ir.image)
         if self.sample is not None:
             self.sample(ir_gray, vis.image)
-        transform = self.registrar.transform_for(ir_gray.shape[:2], vis.image.shape[:2])
-        if self.defer_warp(transform):
-            warped, valid, deferred = ir_gray, None, transform
-        else:
-            (warped, valid), deferred = transform.apply(ir_gray, vis.image.shape[:2]), None
+        try:
+            transform = self.registrar.transform_for(ir_gray.shape[:2], vis.image.shape[:2])
+            if self.defer_warp(transform):
+                warped, valid, deferred = ir_gray, None, transform
+            else:
+                (warped, valid), deferred = transform.apply(ir_gray, vis.image.shape[:2]), None
+        except PipelineError as exc:
+            files = [frame.meta.get("path") for frame in (ir, vis)]
+            if None in files:
+                raise
+            raise PipelineError(f"{files[0]} and {files[1]}: {exc}") from None
         t2 = time.perf_counter()
         registered = Frame(warped, ir.timestamp, ir.seq, ir.source, ir.created, ir.meta)
         for frame in (ir, vis):  # a reused secondary frame is counted once (reuse is consecutive)

@@ -19,7 +19,7 @@ from streamfuse.cli import main
 from streamfuse.config import config_from_dict
 from streamfuse.errors import ConfigError, SourceError
 from streamfuse.fusers import ClassicalFuser
-from streamfuse.imageio import read_image
+from streamfuse.imageio import image_size, read_image
 from streamfuse.pipeline import Pipeline
 
 
@@ -405,3 +405,48 @@ def test_a_real_camera_paired_with_the_default_synthetic_one_is_warned_about(inp
     with caplog.at_level(logging.WARNING):
         Pipeline(config)
     assert "sources.vis is the synthetic test camera while sources.ir is a real input" in caplog.text
+
+
+def test_images_of_several_sizes_into_one_video_are_refused_before_any_work(tmp_path, capsys):
+    """The video sink refused the first image of another size, after fusing the ones before (with -y, over a
+    good earlier video)."""
+    for folder in ("ir", "vis"):
+        (tmp_path / folder).mkdir()
+    for index, size in enumerate([(64, 48), (64, 48), (80, 60)]):
+        ir, vis = (cv2.resize(image, size) for image in make_pair(index))
+        cv2.imwrite(str(tmp_path / "ir" / f"f{index}.png"), ir)
+        cv2.imwrite(str(tmp_path / "vis" / f"f{index}.jpg"), vis)
+    earlier = write_video(tmp_path / "out.mp4", [make_pair(i)[1] for i in range(8)], fps=10)
+    before = earlier.read_bytes()
+    code, _, err = run_cli(capsys, "fuse", "--ir", str(tmp_path / "ir"), "--vis", str(tmp_path / "vis"), "-o",
+                           str(earlier), "-y", "--fuser", "classical", "--no-progress")
+    assert code == 2 and earlier.read_bytes() == before
+    assert (f"the images of --vis {tmp_path / 'vis'} have 2 different sizes (f0.jpg 64x48, f2.jpg 80x60) and a "
+            "video has one; write a folder of images instead") in err
+    code, _, _ = run_cli(capsys, "fuse", "--ir", str(tmp_path / "ir"), "--vis", str(tmp_path / "vis"), "-o",
+                         str(tmp_path / "folder"), "--fuser", "classical", "--no-progress")
+    assert code == 0 and len(list((tmp_path / "folder").iterdir())) == 3
+
+
+def test_a_pair_of_images_registration_refuses_is_named_by_its_files(tmp_path, capsys):
+    for folder in ("ir", "vis"):
+        (tmp_path / folder).mkdir()
+    for index in range(2):
+        ir, vis = make_pair(index)
+        cv2.imwrite(str(tmp_path / "ir" / f"a{index}.png"), ir if index == 0 else cv2.resize(ir, (80, 60)))
+        cv2.imwrite(str(tmp_path / "vis" / f"b{index}.png"), vis)
+    code, _, err = run_cli(capsys, "fuse", "--ir", str(tmp_path / "ir"), "--vis", str(tmp_path / "vis"), "-o",
+                           str(tmp_path / "out"), "--pair-by", "order", "--fuser", "classical", "--no-progress")
+    assert code == 1
+    assert (f"{tmp_path / 'ir' / 'a1.png'} and {tmp_path / 'vis' / 'b1.png'}: registration: infrared frames are "
+            "80x60 but visible frames are 64x48") in err
+    assert (tmp_path / "out" / "b0.png").exists()  # the pair before it is kept
+
+
+@pytest.mark.parametrize("suffix", [".png", ".jpg", ".bmp", ".tif"])
+def test_image_size_reads_the_size_read_image_gives(tmp_path, suffix):
+    path = tmp_path / f"a{suffix}"
+    cv2.imwrite(str(path), cv2.resize(make_pair(0)[1], (70, 38)))
+    assert image_size(path) == (70, 38) == read_image(path).shape[1::-1]
+    (tmp_path / "not.png").write_bytes(b"garbage")
+    assert image_size(tmp_path / "not.png") is None

@@ -114,6 +114,18 @@ def test_task_and_prompt_are_exclusive(tmp_path, capsys):
     assert "--set prompt=...: --task mri_ct sets the prompt" in capsys.readouterr().err
 
 
+def test_one_folder_given_twice_to_a_task_is_one_error_about_the_task(tmp_path, capsys, caplog):
+    """It warned that neither input was in colour, then refused the folder as infrared and visible input."""
+    mri, _, _ = head_phantom()
+    (tmp_path / "mri").mkdir()
+    cv2.imwrite(str(tmp_path / "mri" / "a.png"), mri)
+    assert main(["fuse", "--task", "mri_pet", "--ir", str(tmp_path / "mri"), "--vis", str(tmp_path / "mri"),
+                 "-o", str(tmp_path / "out"), "--no-progress"]) == 2
+    assert (f"--ir and --vis both name {tmp_path / 'mri'}: --task mri_pet fuses the MRI with the PET image; give "
+            "each its own input") in capsys.readouterr().err
+    assert "colour" not in caplog.text
+
+
 def test_a_functional_video_given_as_ir_keeps_its_colour(tmp_path):
     """Videos were taken as given: PET as --ir went to the infrared slot and came out gray, without a word."""
     mri, _, pet = head_phantom()
