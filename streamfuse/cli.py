@@ -807,9 +807,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.csv:
         check_output_file(args.csv, "--csv", [("--ir", args.ir), ("--vis", args.vis),
                                                *(("--fused", folder) for folder in args.fused or [])])
-    pairs, problems = evaluation.input_pairs(args.ir, args.vis)
+    names = evaluation.metric_names(args.convention, args.metrics)
+    pairs, problems = evaluation.input_pairs(args.ir, args.vis, pair_by=args.pair_by)
     methods = {}
     for folder in args.fused or []:
+        if Path(folder).is_file():
+            raise UsageError(f"--fused {folder}: a file; --fused takes folders of fused images, each named like "
+                             "its visible image")
         if not Path(folder).is_dir():
             raise StreamfuseError(f"--fused {folder}: no such folder")
     for label, folder in zip(evaluation.folder_labels(args.fused or []), args.fused or [], strict=True):
@@ -822,7 +826,6 @@ def cmd_eval(args: argparse.Namespace) -> int:
         fuser.condition(routing)
         methods[name] = evaluation.fuser_method(fuser)
     module = convention_module(args.convention)
-    names = args.metrics or list(module.NAMES)
     results = evaluation.evaluate(pairs, methods, convention=args.convention, metrics=names,
                                   progress=not args.no_progress and sys.stderr.isatty())
     for problem in problems + [f"{r.name}: {p}" for r in results for p in r.skipped]:
@@ -1185,6 +1188,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev = add(commands, "eval", help="fusion quality metrics for fused folders or fusers")
     ev.add_argument("--ir", required=True, help="folder of infrared images")
     ev.add_argument("--vis", required=True, help="folder of visible images (same file stems)")
+    ev.add_argument("--pair-by", choices=["stem", "order"], default="stem",
+                    help="pair the folders' images by file name (default) or by sorted order")
     ev.add_argument("--fused", nargs="+", metavar="DIR", help="folders of fused images (stem or stem_suffix)")
     ev.add_argument("--fuser", nargs="+", metavar="NAME",
                     help=f"fuse with these fusers ({', '.join(FUSERS)}), ranked with any --fused folders "

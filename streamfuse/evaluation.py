@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from streamfuse.errors import StreamfuseError
+from streamfuse.errors import StreamfuseError, UsageError
 from streamfuse.imageio import images_by_stem, list_images, read_image
 from streamfuse.metrics import convention_module
 
@@ -63,8 +63,19 @@ def find_fused(folder: Path, stem: str, files: list[Path] | None = None) -> Path
     return None
 
 
-def input_pairs(ir_dir: str | Path, vis_dir: str | Path) -> tuple[list[tuple[str, Path, Path]], list[str]]:
-    """``(stem, ir_path, vis_path)`` for every visible image with a same-stem infrared image, and the problems."""
+def input_pairs(ir_dir: str | Path, vis_dir: str | Path, *,
+                pair_by: str = "stem") -> tuple[list[tuple[str, Path, Path]], list[str]]:
+    """``(stem, ir_path, vis_path)`` for every visible image with an infrared partner, and the problems.
+
+    ``pair_by="stem"`` pairs files of the same name; ``"order"`` pairs by sorted position (equal counts
+    needed), as ``streamfuse fuse --pair-by order`` does, which names its outputs after the visible images.
+    """
+    if pair_by == "order":
+        ir_files, vis_files = list_images(ir_dir), list_images(vis_dir)
+        if len(ir_files) != len(vis_files):
+            raise UsageError(f"--ir {ir_dir} has {len(ir_files)} images but --vis {vis_dir} has {len(vis_files)}; "
+                             "images paired by sorted order need the same number")
+        return [(vis.stem, ir, vis) for ir, vis in zip(ir_files, vis_files, strict=True)], []
     ir_by_stem = images_by_stem(ir_dir)
     pairs, problems = [], []
     for vis_path in images_by_stem(vis_dir).values():
@@ -74,8 +85,21 @@ def input_pairs(ir_dir: str | Path, vis_dir: str | Path) -> tuple[list[tuple[str
         else:
             pairs.append((vis_path.stem, ir_path, vis_path))
     if not pairs:
-        raise StreamfuseError(f"no image pairs: no file in {vis_dir} has a same-name partner in {ir_dir}")
+        raise StreamfuseError(f"no image pairs: no file in {vis_dir} has a same-name partner in {ir_dir}; images "
+                              "are paired by name: pass --pair-by order to pair them by sorted order")
     return pairs, problems
+
+
+def metric_names(convention: str, requested: Sequence[str] | None) -> list[str]:
+    """The convention's spelling of the ``requested`` metric names (any case; None: all of them)."""
+    names = convention_module(convention).NAMES
+    if requested is None:
+        return list(names)
+    by_lower = {name.lower(): name for name in names}
+    unknown = [name for name in requested if name.lower() not in by_lower]
+    if unknown:
+        raise UsageError(f"--metrics: unknown {convention} metric {unknown[0]!r} (available: {', '.join(names)})")
+    return [by_lower[name.lower()] for name in requested]
 
 
 def to_rgb(image: np.ndarray) -> np.ndarray:
@@ -92,15 +116,11 @@ def evaluate(pairs: list[tuple[str, Path, Path]], methods: dict[str, Callable[[s
         methods: Method name -> function ``(stem, ir_path, vis_path)`` returning the fused image (a
             path, or an RGB/gray array) or None when it has no result for that pair (reported).
         convention: ``vifb`` or ``cddfuse``.
-        metrics: Subset of metric names (default: all of the convention).
+        metrics: Subset of metric names, in any case (default: all of the convention).
         progress: Show a progress bar.
     """
     module = convention_module(convention)
-    names = list(metrics or module.NAMES)
-    unknown = [n for n in names if n not in module.NAMES]
-    if unknown:
-        raise StreamfuseError(f"--metrics: unknown {convention} metric {unknown[0]!r} "
-                              f"(available: {', '.join(module.NAMES)})")
+    names = metric_names(convention, metrics)
     results = [MethodResult(name) for name in methods]
     bar = tqdm(total=len(pairs) * len(methods), unit="image", disable=not progress, file=sys.stderr)
     for stem, ir_path, vis_path in pairs:

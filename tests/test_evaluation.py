@@ -142,15 +142,35 @@ def test_eval_refuses_a_fuser_and_a_folder_of_the_same_name(eval_folders, tmp_pa
     assert code != 0 and "--fuser classical and the --fused folder labelled 'classical'" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    (["--fused", "nowhere"], "--fused nowhere: no such folder"),
-    (["--fuser", "classical", "--metrics", "Sharpness"], "unknown vifb metric 'Sharpness'"),
-    (["--fused", "A", "--prompt", "fog"], "--prompt steers a fuser"),
+@pytest.mark.parametrize(("args", "message", "status"), [
+    (["--fused", "nowhere"], "--fused nowhere: no such folder", 1),
+    (["--fuser", "classical", "--metrics", "Sharpness"], "unknown vifb metric 'Sharpness'", 2),
+    (["--fused", "A", "--prompt", "fog"], "--prompt steers a fuser", 2),
+    (["--fused", "A/p0.png"], "A/p0.png: a file; --fused takes folders of fused images", 2),
 ])
-def test_eval_errors(eval_folders, capsys, args, message):
-    args = [str(eval_folders[a]) if a in eval_folders else a for a in args]
+def test_eval_errors(eval_folders, capsys, args, message, status):
+    args = [str(eval_folders["A"] / "p0.png") if a == "A/p0.png" else str(eval_folders[a]) if a in eval_folders
+            else a for a in args]
     code = main(["eval", "--ir", str(eval_folders["ir"]), "--vis", str(eval_folders["vis"]), *args])
-    assert code != 0 and message in capsys.readouterr().err
+    assert code == status and message in capsys.readouterr().err
+
+
+def test_eval_takes_metric_names_in_any_case_and_pairs_by_order_as_fuse_does(eval_folders, tmp_path, capsys):
+    """Names differ in case between the conventions (VIFB Ssim, CDDFuse SSIM); folders of sequences named
+    4900i / 4900v are fused with --pair-by order, which eval did not have."""
+    (tmp_path / "seq_ir").mkdir()
+    for index, image in enumerate(sorted(eval_folders["ir"].iterdir())):
+        (tmp_path / "seq_ir" / f"{index}i.png").write_bytes(image.read_bytes())
+    (eval_folders["vis"] / "lonely.png").unlink()
+    common = ["eval", "--vis", str(eval_folders["vis"]), "--fused", str(eval_folders["A"]), "--metrics", "ssim",
+              "qabf", "--convention", "cddfuse", "--no-progress"]
+    assert main([*common, "--ir", str(eval_folders["ir"])]) == 0
+    by_stem = capsys.readouterr().out
+    assert "SSIM" in by_stem and "Qabf" in by_stem
+    assert main([*common, "--ir", str(tmp_path / "seq_ir")]) == 1
+    assert "has a same-name partner" in (err := capsys.readouterr().err) and "pass --pair-by order" in err
+    assert main([*common, "--ir", str(tmp_path / "seq_ir"), "--pair-by", "order"]) == 0
+    assert capsys.readouterr().out.splitlines()[1:] == by_stem.splitlines()[1:]
 
 
 def test_eval_on_tno_with_classical(capsys):
