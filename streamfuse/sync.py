@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -67,6 +68,14 @@ class Match:
     skew: float
 
 
+#: Timestamps closer than this are the same moment (an offset of whole frame intervals, 0.1 s at 30 fps, gives
+#: sums that differ in the last bits: the matcher waited a frame more for a partner it had, and paired in bursts).
+SAME_TIME_S = 1e-6
+
+#: The frame rate assumed for a live source that states none before it is opened, when sizing its queue.
+ASSUMED_LIVE_FPS = 30.0
+
+
 class PairMatcher:
     """The pairing rule without threads: feed secondary frames, then match primary frames in order.
 
@@ -96,7 +105,8 @@ class PairMatcher:
 
     def ready(self, primary: Frame) -> bool:
         """True when no secondary frame still to come can be nearer to ``primary`` than a buffered one."""
-        return bool(self._buffer) and self.secondary_time(self._buffer[-1]) >= self.primary_time(primary)
+        return bool(self._buffer) and (self.secondary_time(self._buffer[-1])
+                                       >= self.primary_time(primary) - SAME_TIME_S)
 
     def match(self, primary: Frame) -> Match:
         """Pair ``primary`` with the nearest buffered secondary frame within tolerance.
@@ -162,6 +172,12 @@ class PairingStage:
         self.state = "paired"
         """``paired``; or while a camera is lost, ``pause`` or ``passthrough`` (``sync.on_camera_loss``)."""
         self._output_shape: tuple[int, int] | None = None
+        spread_s = abs(offsets_s[primary.name] - offsets_s[secondary.name])
+        for source in (primary, secondary) if spread_s else ():
+            # The frames of one camera wait in its queue for the other's that come up to spread_s later: a live
+            # (drop_oldest) queue gets room for them, or it drops half of them with an offset of 0.1 s.
+            if source.queue.policy == "drop_oldest":
+                source.queue.maxsize += math.ceil(spread_s * (source.nominal_fps or ASSUMED_LIVE_FPS) - SAME_TIME_S)
         self._paired_once = False
         self._last_paired: dict[str, int] = {}
         self._lost_names: list[str] = []
