@@ -119,6 +119,16 @@ def test_save_to_an_image_file_name_is_one_clear_error(tmp_path, capsys, free_po
     assert f"streamfuse: error: --save: cannot create video {target} (not a video file name)" in err
 
 
+def test_save_onto_an_existing_file_points_to_subscribes_own_flag(tmp_path, capsys, free_port):
+    """It advised '--set --save.overwrite=true', an option subscribe does not have."""
+    target = tmp_path / "rec.mp4"
+    target.write_bytes(b"an earlier recording")
+    code = main(["subscribe", f"tcp://127.0.0.1:{free_port}", "--save", str(target), "--duration", "0.2"])
+    err = capsys.readouterr().err
+    assert code == 1 and target.read_bytes() == b"an earlier recording"
+    assert f"--save: {target} already exists; choose another path or pass -y/--overwrite to replace it" in err
+
+
 def test_a_recording_goes_on_at_real_speed_across_a_publisher_restart(tmp_path, free_port):
     """A publisher killed and started again begins its timestamps at 0 again: the recorder squeezed all of its
     frames into 1 ms steps (370 frames, 12 s, played in 0.37 s); now they keep their spacing after the gap."""

@@ -16,6 +16,15 @@ from streamfuse.stats import END_TO_END, PipelineStats
 log = logging.getLogger(__name__)
 
 
+def overwrite_hint(key: str) -> str:
+    """How to let the output named by ``key`` (a config key, or a command-line flag such as ``--save``) replace
+    files that exist."""
+    if key.startswith("-"):
+        return "pass -y/--overwrite to replace it"
+    return (f"allow overwriting (the sink's overwrite: true, on the command line --set {key}.overwrite=true; "
+            "fuse -y/--overwrite)")
+
+
 @dataclass(frozen=True)
 class SinkContext:
     """What :func:`~streamfuse.sinks.build_sink` hands every sink factory besides the sink's config.

@@ -14,7 +14,7 @@ from streamfuse.config import ImagesSinkConfig
 from streamfuse.errors import SinkError
 from streamfuse.frames import FusedFrame
 from streamfuse.registry import SINKS
-from streamfuse.sinks.base import Sink, SinkContext
+from streamfuse.sinks.base import Sink, SinkContext, overwrite_hint
 from streamfuse.stats import PipelineStats
 
 #: Image formats with a single channel: a colour fused frame is written as its luminance.
@@ -70,8 +70,7 @@ class ImagesSink(Sink):
         if earlier and not self.overwrite:
             raise SinkError(f"{self.key}: {self.path} already holds {len(earlier)} file(s) named like "
                             f"{self.pattern!r} ({earlier[0].name}, ...); choose another folder, move them away or "
-                            f"allow overwriting (the sink's overwrite: true, on the command line --set "
-                            f"{self.key}.overwrite=true)")
+                            f"{overwrite_hint(self.key)}")
         self._not_replaced = set(earlier)
 
     def _earlier_frames(self) -> list[Path]:
@@ -98,9 +97,8 @@ class ImagesSink(Sink):
                             "put {index}, {seq} or {name} in it (e.g. {index:06d}.png)")
         if target.exists() or target.is_symlink():
             if not self.overwrite:
-                raise SinkError(f"{self.key}: {target} already exists; choose another folder or allow overwriting "
-                                f"(the sink's overwrite: true, on the command line --set {self.key}.overwrite=true; "
-                                "fuse -y/--overwrite)")
+                raise SinkError(f"{self.key}: {target} already exists; choose another folder or "
+                                f"{overwrite_hint(self.key)}")
             try:  # a new file in its place: written through, a (hard or symbolic) link's target would change
                 target.unlink()
             except OSError as exc:

@@ -22,7 +22,7 @@ from streamfuse.config import OUTPUT_VIDEO_EXTENSIONS, VideoSinkConfig, codec_co
 from streamfuse.errors import SinkError
 from streamfuse.frames import FusedFrame
 from streamfuse.registry import SINKS
-from streamfuse.sinks.base import Sink, SinkContext
+from streamfuse.sinks.base import Sink, SinkContext, overwrite_hint
 from streamfuse.sources.video import VIDEO_EXTENSIONS
 from streamfuse.stats import PipelineStats
 
@@ -95,9 +95,7 @@ def prepare_output_file(path: Path, overwrite: bool, key: str) -> None:
         raise SinkError(f"{_path_key(key)}: cannot create video {path} ({why}); use one of "
                         f"{', '.join(OUTPUT_VIDEO_EXTENSIONS)}")
     if path.exists() and not overwrite:
-        raise SinkError(f"{key}: {path} already exists; choose another path or allow overwriting "
-                        f"(the sink's overwrite: true, on the command line --set {key}.overwrite=true; "
-                        "fuse -y/--overwrite)")
+        raise SinkError(f"{key}: {path} already exists; choose another path or {overwrite_hint(key)}")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
