@@ -883,6 +883,7 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | No
     Raises:
         ConfigError: A missing/unreadable file, invalid YAML, unknown key, wrong type or bad value.
     """
+    given = path
     path = config_path(path) if path is not None else default_config_path()
     try:
         text = path.read_text(encoding="utf-8")
@@ -896,6 +897,11 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | No
         raise ConfigError(f"{path}: invalid YAML: {yaml_problem(exc)}") from None
     if data is not None and not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level (key: value lines), got {type(data).__name__}")
+    training_keys = sorted(set(data or {}) & {f.name for f in dataclasses.fields(TrainConfig)}
+                           - {f.name for f in dataclasses.fields(Config)})
+    if training_keys:
+        raise ConfigError(f"{path}: a training config (it sets {', '.join(training_keys[:3])}); train with it: "
+                          f"streamfuse train {given}")
     return config_from_dict(data if data is not None else {}, overrides, env=env)
 
 

@@ -30,6 +30,13 @@ def test_packaged_demo_config_loads():
     assert config.sinks and isinstance(config.sinks[0], VideoSinkConfig)
 
 
+def test_running_a_training_config_says_to_train_with_it(capsys):
+    """It said 'data_root: unknown key (expected one of: sources, ...)'."""
+    assert main(["run", "train", "--max-frames", "5"]) == 2
+    assert "train.yaml: a training config (it sets batch_size, checkpoint_every, crop); train with it: streamfuse " \
+           "train train" in capsys.readouterr().err
+
+
 def test_empty_config_has_defaults():
     config = config_from_dict({})
     assert config.sync.primary == "vis"
