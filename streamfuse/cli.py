@@ -82,7 +82,7 @@ def _log_setup(pipeline: Pipeline, origin: str) -> None:
 
 
 def _log_summary(stats: PipelineStats) -> None:
-    log.info("done: %s", stats.summary_line())
+    log.info("done: %s", stats.summary_line(final=True))
     for line in stats.table().splitlines():
         log.info("%s", line)
 

@@ -63,6 +63,7 @@ class PipelineStats:
         self._gauges: dict[str, float] = {}
         self._skew_ms: collections.deque[float] = collections.deque(maxlen=window)
         self._output_times: collections.deque[float] = collections.deque(maxlen=window)
+        self._first_output_at: float | None = None
         self.frames_out = 0
 
     def record_latency(self, stage: str, ms: float) -> None:
@@ -87,7 +88,10 @@ class PipelineStats:
         """Count one fused frame delivered to the sinks (drives the fps figures)."""
         with self._lock:
             self.frames_out += 1
-            self._output_times.append(time.perf_counter())
+            now = time.perf_counter()
+            if self._first_output_at is None:
+                self._first_output_at = now
+            self._output_times.append(now)
 
     def set_counter(self, name: str, value: int) -> None:
         """Set a counter to an absolute value (for counts owned by another object, such as queue drops)."""
@@ -123,6 +127,13 @@ class PipelineStats:
             first, last = self._output_times[0], self._output_times[-1]
             return (len(self._output_times) - 1) / (last - first) if last > first else 0.0
 
+    def run_fps(self) -> float:
+        """Output frames per second from the first output frame to the last (the whole run's rate)."""
+        with self._lock:
+            if self.frames_out < 2 or self._output_times[-1] <= self._first_output_at:
+                return 0.0
+            return (self.frames_out - 1) / (self._output_times[-1] - self._first_output_at)
+
     def live_fps(self) -> float:
         """Output frames per second over the last :data:`LIVE_RATE_WINDOW_S` (0 soon after output stops);
         :meth:`fps` is the throughput over the frames kept."""
@@ -135,12 +146,13 @@ class PipelineStats:
         with self._lock:
             return Percentiles.of([abs(s) for s in self._skew_ms])
 
-    def summary_line(self) -> str:
-        """One log line: fps, end-to-end latency, drops and skew."""
+    def summary_line(self, *, final: bool = False) -> str:
+        """One log line: fps (of the last seconds; ``final``: of the whole run), end-to-end latency, drops and skew."""
         e2e = self.stages().get(END_TO_END, Percentiles.of([]))
         counters = self.counters()
         drops = " ".join(f"{k.split('.', 1)[1]}={v}" for k, v in sorted(counters.items()) if k.startswith("drops."))
-        return (f"frames={self.frames_out} fps={self.live_fps():.1f} latency p50={e2e.p50_ms:.1f}ms "
+        fps = self.run_fps() if final else self.live_fps()
+        return (f"frames={self.frames_out} fps={fps:.1f} latency p50={e2e.p50_ms:.1f}ms "
                 f"p95={e2e.p95_ms:.1f}ms drops[{drops or 'none'}] unpaired={counters.get('unpaired', 0)} "
                 f"skew p95={self.skew().p95_ms:.1f}ms")
 

@@ -108,6 +108,11 @@ class PairMatcher:
         return bool(self._buffer) and (self.secondary_time(self._buffer[-1])
                                        >= self.primary_time(primary) - SAME_TIME_S)
 
+    def exhausted(self, primary: Frame) -> bool:
+        """True when no buffered secondary frame can be the partner of ``primary`` or of a later primary frame
+        (once the secondary stream has ended, nothing more will pair)."""
+        return not self._buffer or self.secondary_time(self._buffer[-1]) < self.primary_time(primary) - self.tolerance_s
+
     def match(self, primary: Frame) -> Match:
         """Pair ``primary`` with the nearest buffered secondary frame within tolerance.
 
@@ -226,6 +231,11 @@ class PairingStage:
                 if secondary.lost:  # lost while this frame waited for its partner
                     self.stats.count("unpaired")
                     continue
+                if secondary_done and matcher.exhausted(frame):
+                    log.info("input %s ended: pairing ends (no %s frame after it has a partner)", secondary.name,
+                             primary.name)
+                    self.stats.count("unpaired")
+                    return
                 t0 = time.perf_counter()
                 match = matcher.match(frame)
                 if match.partner is None:

@@ -92,7 +92,9 @@ def test_unmatched_primary_frames_are_dropped_and_counted():
     pairs, stats = run(0.03, times(30, 30), times(5, 5))
     matched = [p for p in pairs if p[1] is not None]
     assert 0 < len(matched) < len(pairs)
-    assert stats.counters()["unpaired"] == len(pairs) - len(matched)
+    # Pairing ends at the first visible frame beyond the last thermal one (0.8 s) by more than the tolerance:
+    # frame 25 (0.833 s); the four after it are not offered.
+    assert stats.counters()["unpaired"] == len([p for p in pairs[:26] if p[1] is None])
     for vis_seq, ir_seq in matched:
         assert abs(ir_seq / 5 - vis_seq / 30) <= 0.03
 
@@ -130,6 +132,19 @@ def test_live_cameras_a_time_offset_apart_lose_no_frame_to_it(offset_ms):
     drops = sum(counters.get(f"drops.{name}", 0) for name in ("ir", "vis", "pairs"))
     # The first or last 0.1 s of one camera has no partner (3 frames); a busy test host may cost a frame or two.
     assert drops <= 2 and pipeline.frames_fused >= 45 - 3 - 2, (counters, pipeline.frames_fused)
+
+
+def test_pairing_ends_when_the_other_input_has_ended_and_nothing_more_can_pair(caplog):
+    """A finite thermal input of 5 frames beside 300 visible ones: the run went on for 10 s pairing nothing."""
+    caplog.set_level(logging.INFO, logger="streamfuse")
+    pipeline = Pipeline(config_from_dict({
+        "synthetic": {"width": 64, "height": 48},
+        "sources": {"ir": {"type": "synthetic", "frames": 5}, "vis": {"type": "synthetic", "frames": 300}},
+        "fusion": {"fuser": "classical"}, "sinks": [], "control": {"enabled": False}}))
+    pipeline.run(install_signal_handlers=False)
+    assert pipeline.frames_fused == 5
+    assert "input ir ended: pairing ends (no vis frame after it has a partner)" in caplog.text
+    assert pipeline.input_counts()["vis"]["not_read"] > 250
 
 
 def test_infrared_as_primary_keeps_the_skew_infrared_minus_visible():
@@ -268,3 +283,14 @@ def test_pairs_dropped_while_one_camera_is_published_alone_are_counted():
     output: StageQueue = StageQueue(1, "drop_oldest")  # a live pipeline's: fusion keeps the freshest pair
     ended, stats = run_with_the_infrared_camera_lost("passthrough", output)
     assert ended and stats.counters()["drops.pairs"] == 19 == output.dropped
+
+
+def test_the_final_summary_gives_the_runs_frame_rate_not_that_of_its_last_seconds(monkeypatch):
+    """A run whose output stopped before it ended said 'done: frames=4 fps=0.0'."""
+    clock = iter([*(index / 10 for index in range(11)), 100.0, 100.0])
+    monkeypatch.setattr("streamfuse.stats.time.perf_counter", lambda: next(clock))
+    stats = PipelineStats()
+    for _ in range(11):
+        stats.record_output()
+    assert "frames=11 fps=0.0 " in stats.summary_line()
+    assert "frames=11 fps=10.0 " in stats.summary_line(final=True)
