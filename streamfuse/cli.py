@@ -117,10 +117,16 @@ def _log_inputs(pipeline: Pipeline) -> None:
         log.info("input %s (%s): %s", name, pipeline.sources[name].describe(),
                  ", ".join(f"{value} {labels.get(key, key)}" for key, value in count.items()
                            if value or key not in ("passed_through", "not_read", "missing")))
-    dropped_pairs = pipeline.stats.counters().get("drops.pairs", 0)
+    counters = pipeline.stats.counters()
+    dropped_pairs = counters.get("drops.pairs", 0)
     if dropped_pairs:  # live inputs: the pairs queue keeps the freshest pair when fusion falls behind
-        log.info("pairs: %d fused, %d dropped before fusion (the fuser fell behind the cameras and takes the "
-                 "freshest pair; `streamfuse bench` measures how fast it fuses)", pipeline.frames_fused, dropped_pairs)
+        stalls = counters.get("stalls.zmq", 0)
+        why = (f"a lossless ZeroMQ publisher waited for a subscriber that took no frames ({stalls} time(s), see the "
+               "warnings above)" if stalls else
+               "the fuser (or an output that blocks it) fell behind the cameras; `streamfuse bench` measures how "
+               "fast it fuses")
+        log.info("pairs: %d fused, %d dropped before fusion, the freshest pair taken instead (%s)",
+                 pipeline.frames_fused, dropped_pairs, why)
     lost = {name: count for name, count in counts.items()
             if count["unpaired"] or count["dropped"] or count["not_read"] or count["missing"]}
     if lost and not pipeline.live and not stopped_early:

@@ -355,10 +355,12 @@ def test_zmq_live_mode_a_stalled_subscriber_does_not_starve_a_healthy_one(free_p
     assert ended and ended[0] is not None and ended[0]["frames"] == 60
 
 
-def test_zmq_lossless_stuck_subscriber_interrupted_run_finishes_without_spinning(free_port, monkeypatch):
+def test_zmq_lossless_stuck_subscriber_interrupted_run_finishes_without_spinning(free_port, monkeypatch, caplog):
     """A lossless publisher whose subscriber stopped reading: after an interrupt (finish_soon) it gives the
-    stuck subscriber up after the wait and closes; meanwhile it sleeps (it spun a core polling the socket)."""
+    stuck subscriber up after the wait and closes; meanwhile it sleeps (it spun a core polling the socket).
+    The stall is said in the log (the pipeline stood still without a word), and so is the wait at the end."""
     monkeypatch.setattr("streamfuse.sinks.zmq.LOSSLESS_END_WAIT_S", 1.0)
+    monkeypatch.setattr("streamfuse.sinks.zmq.LOSSLESS_STUCK_WARNING_S", 0.3)
     endpoint = f"tcp://127.0.0.1:{free_port}"
     sink = ZmqSink(endpoint, encoding="raw", hwm=1, lossless=True, wait_for_subscribers=1, subscriber_timeout_s=5)
     with stalled_subscriber(endpoint):
@@ -371,11 +373,14 @@ def test_zmq_lossless_stuck_subscriber_interrupted_run_finishes_without_spinning
         cpu = time.process_time()
         time.sleep(1.0)
         assert time.process_time() - cpu < 0.5  # a spinning loop uses the whole second
+        assert "a subscriber has taken no frame for 0.3 s; with lossless: true the pipeline waits for it" in caplog.text
+        assert sink.stats.counters()["stalls.zmq"] == 1
         started = time.monotonic()
         sink.finish_soon()
         sink.join(10)
         assert not sink.running and time.monotonic() - started < 5
         assert sink.error is None and sink.dropped > 0
+    assert "waiting up to 1 s for a slow subscriber to take the frames still queued" in caplog.text
 
 
 def test_zmq_latest_mode_and_jpeg(free_port):

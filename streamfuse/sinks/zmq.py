@@ -51,6 +51,8 @@ END_LINGER_MS = 500
 LOSSLESS_END_WAIT_S = 10.0
 #: How often a lossless write retries a full subscriber, in seconds.
 LOSSLESS_RETRY_S = 0.002
+#: A lossless write waiting this long for a full subscriber is warned about (it holds the whole pipeline).
+LOSSLESS_STUCK_WARNING_S = 2.0
 
 
 def wall_clock(perf_time: float) -> float:
@@ -166,6 +168,8 @@ class ZmqSink(Sink):
         self._closing = threading.Event()
         self._give_up_at: float | None = None  # set when the pipeline is interrupted (finish_soon)
         self._gave_up = False  # a lossless write gave a frame up: a subscriber is stuck
+        self._waiting_since: float | None = None  # a lossless write waits for a full subscriber since then
+        self._warned_stuck = False
 
     def describe(self) -> str:
         return f"zmq sink {self.endpoint}"
@@ -223,17 +227,38 @@ class ZmqSink(Sink):
         while True:
             try:
                 self._socket.send_multipart(message, flags=zmq.NOBLOCK, copy=False)
+                self._no_longer_waiting()
                 return
             except zmq.Again:  # a subscriber is at its high-water mark
                 if self.lossless and not self._giving_up():
+                    self._waiting()
                     # XPUB reports no room for the full pipe by poll (it returns at once): wait, then retry.
                     self._closing.wait(LOSSLESS_RETRY_S)
                     continue
+                self._no_longer_waiting()
                 self.dropped += 1
                 self.stats.count("drops.zmq")
                 self._gave_up = self._gave_up or self.lossless
                 self._send_to_those_with_room(message)
                 return
+
+    def _waiting(self) -> None:
+        """A lossless write found a subscriber full: warn once it has waited :data:`LOSSLESS_STUCK_WARNING_S`."""
+        now = time.monotonic()
+        if self._waiting_since is None:
+            self._waiting_since = now
+        elif not self._warned_stuck and now - self._waiting_since >= LOSSLESS_STUCK_WARNING_S:
+            self._warned_stuck = True
+            self.stats.count("stalls.zmq")
+            log.warning("%s: a subscriber has taken no frame for %.1f s; with lossless: true the pipeline waits for "
+                        "it (a recorder that stopped reading?); set lossless: false to drop frames for a slow "
+                        "subscriber instead", self.describe(), now - self._waiting_since)
+
+    def _no_longer_waiting(self) -> None:
+        if self._warned_stuck:
+            log.info("%s: the slow subscriber takes frames again after %.1f s", self.describe(),
+                     time.monotonic() - self._waiting_since)
+        self._waiting_since, self._warned_stuck = None, False
 
     def _giving_up(self) -> bool:
         """A lossless write stops waiting: an abort, or past the interrupted pipeline's deadline."""
@@ -251,6 +276,9 @@ class ZmqSink(Sink):
     def finish_soon(self) -> None:
         """The pipeline was interrupted: a lossless write waits at most :data:`LOSSLESS_END_WAIT_S` more."""
         self._give_up_at = time.monotonic() + LOSSLESS_END_WAIT_S
+        if self._waiting_since is not None:
+            log.warning("%s: waiting up to %.0f s for a slow subscriber to take the frames still queued (lossless: "
+                        "true; interrupt again to stop now)", self.describe(), LOSSLESS_END_WAIT_S)
 
     def _send_end_of_stream(self) -> None:
         """Tell subscribers the stream is over and how many frames it published. In lossless mode a
