@@ -22,6 +22,7 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import contextlib
+import importlib
 import logging
 import os
 import signal
@@ -251,6 +252,10 @@ class Pipeline:
         if self._started:
             raise PipelineError("the pipeline was already started")
         self._started = True
+        if (self.config.control.enabled or self.config.view.enabled) and self.config.text.encoder != "hashing":
+            # The text encoder's warm-up (below) needs torch. Imported on that thread it held the interpreter for
+            # about 2 s (the classical fuser imports no torch), and the first frames stalled: 6-13 pairs dropped.
+            importlib.import_module("torch")
         try:
             self.fuser.start(self.stats, live=self._live)
             for name, source in self.sources.items():
