@@ -118,15 +118,18 @@ def _log_inputs(pipeline: Pipeline) -> None:
                  ", ".join(f"{value} {labels.get(key, key)}" for key, value in count.items()
                            if value or key not in ("passed_through", "not_read", "missing")))
     counters = pipeline.stats.counters()
-    dropped_pairs = counters.get("drops.pairs", 0)
-    if dropped_pairs:  # live inputs: the pairs queue keeps the freshest pair when fusion falls behind
-        stalls = counters.get("stalls.zmq", 0)
-        why = (f"a lossless ZeroMQ publisher waited for a subscriber that took no frames ({stalls} time(s), see the "
-               "warnings above)" if stalls else
-               "the fuser (or an output that blocks it) fell behind the cameras; `streamfuse bench` measures how "
-               "fast it fuses")
-        log.info("pairs: %d fused, %d dropped before fusion, the freshest pair taken instead (%s)",
-                 pipeline.frames_fused, dropped_pairs, why)
+    dropped_pairs, warm_up = counters.get("drops.pairs", 0), counters.get("drops.warm_up", 0)
+    if dropped_pairs or warm_up:  # live inputs: the pairs queue keeps the freshest pair when fusion falls behind
+        stalls, alone = counters.get("stalls.zmq", 0), counters.get("published_alone", 0)
+        why = [f"{warm_up} while the fuser warmed up"] if warm_up else []
+        if dropped_pairs:
+            why.append(f"a lossless ZeroMQ publisher waited for a subscriber that took no frames ({stalls} time(s), "
+                       "see the warnings above)" if stalls else
+                       "the fuser (or an output that blocks it) fell behind the cameras; `streamfuse bench` measures "
+                       "how fast it fuses")
+        log.info("pairs: %d fused%s, %d dropped before fusion, the freshest pair taken instead (%s)",
+                 pipeline.frames_fused - alone, f", {alone} frames published alone" if alone else "",
+                 dropped_pairs + warm_up, "; ".join(why))
     lost = {name: count for name, count in counts.items()
             if count["unpaired"] or count["dropped"] or count["not_read"] or count["missing"]}
     if lost and not pipeline.live and not stopped_early:

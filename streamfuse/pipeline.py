@@ -648,6 +648,8 @@ class Pipeline:
         self.stats.record_latency("fuse", fuse_ms)
         fused = FusedFrame(image, self.frames_fused, pair, self.fuser.name, {**pair.latency, "fuse": fuse_ms}, routing)
         self.frames_fused += 1
+        if pair.mode != "fused":
+            self.stats.count("published_alone")
         if self.view is not None:
             self.view.board.publish(fused)
         if not self.sinks:

@@ -247,6 +247,10 @@ def test_passthrough_publishes_the_surviving_camera_marked_in_the_header(tmp_pat
     counts = run.pipeline.input_counts()["vis"]  # published alone is not "unpaired" in the summary
     assert counts["passed_through"] >= modes.count("passthrough_vis") > 0
     assert counts["unpaired"] < counts["passed_through"]
+    # the summary's "pairs: N fused" counted the frames published alone as fused
+    alone_published = run.pipeline.stats.counters()["published_alone"]
+    assert alone_published >= modes.count("passthrough_vis")
+    assert run.pipeline.frames_fused - alone_published >= modes.count("fused")  # the last few may not be sent
     assert run.error is None
     assert_playable(run.output, len(modes) - 5)
 
