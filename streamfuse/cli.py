@@ -24,6 +24,7 @@ from streamfuse.colour import has_colour
 from streamfuse.config import (
     Config,
     ImagesSinkConfig,
+    check_prompt,
     check_zmq_endpoint,
     config_from_dict,
     load_config,
@@ -45,6 +46,7 @@ log = logging.getLogger("streamfuse")
 # ---------------------------------------------------------------------------------------------- run
 def _apply_prompt(config: Config, args: argparse.Namespace) -> Config:
     if getattr(args, "prompt", None) is not None:
+        check_prompt(args.prompt, "--prompt")
         config.prompt = args.prompt  # taken verbatim, not parsed as YAML like --set values
     elif getattr(args, "task", None) is not None:
         config.prompt = MEDICAL_TASKS[args.task]
@@ -924,7 +926,7 @@ def cmd_prompt(args: argparse.Namespace) -> int:
     message = {"cmd": command, "prompt": args.text} if args.action == "set" else {"cmd": command}
     if args.timeout <= 0:
         raise UsageError(f"--timeout: must be positive, got {args.timeout:g}")
-    check_zmq_endpoint(args.control, "--control", "tcp://127.0.0.1:5556")
+    check_zmq_endpoint(args.control, "--control", "tcp://127.0.0.1:5556", binds=False)
     reply = request(args.control, message, timeout_s=args.timeout, client_key=args.client_key,
                     server_key=args.server_key)
     if not reply.get("ok"):
@@ -966,7 +968,7 @@ def cmd_subscribe(args: argparse.Namespace) -> int:
     for flag, value in limits:
         if value is not None and value <= 0:
             raise UsageError(f"{flag}: must be positive, got {value:g} (leave it out for no limit)")
-    check_zmq_endpoint(args.endpoint, "ENDPOINT", "tcp://127.0.0.1:5555")
+    check_zmq_endpoint(args.endpoint, "ENDPOINT", "tcp://127.0.0.1:5555", binds=False)
     keep = "all" if args.save else "latest"
     writer = VideoWriter(args.save, overwrite=args.overwrite, key="--save") if args.save else None
     clock = RecordingClock()

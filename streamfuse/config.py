@@ -550,13 +550,14 @@ class ZmqSinkConfig(SinkConfig):
 
     def _check(self, path: str) -> None:
         super()._check(path)
-        check_zmq_endpoint(self.endpoint, f"{path}.endpoint", "tcp://127.0.0.1:5555")
+        check_zmq_endpoint(self.endpoint, f"{path}.endpoint", "tcp://127.0.0.1:5555", binds=self.bind)
         if not 1 <= self.jpeg_quality <= 100:
             raise ConfigError(f"{path}.jpeg_quality: must be between 1 and 100, got {self.jpeg_quality}")
         if self.hwm < 1:
             raise ConfigError(f"{path}.hwm: must be at least 1, got {self.hwm}")
         if self.wait_for_subscribers < 0:
             raise ConfigError(f"{path}.wait_for_subscribers: must be 0 or more, got {self.wait_for_subscribers}")
+        _positive(self.subscriber_timeout_s, f"{path}.subscriber_timeout_s")
 
 
 
@@ -649,9 +650,9 @@ class ControlConfig:
         _positive(self.max_requests_per_s, f"{path}.max_requests_per_s")
 
 
-def check_zmq_endpoint(endpoint: str, key: str, example: str) -> None:
-    """Refuse anything but ``transport://address``, and a TCP port outside 1-65535 (or ``*``, any free port):
-    ZeroMQ takes a larger number modulo 65536 and binds another port without a word.
+def check_zmq_endpoint(endpoint: str, key: str, example: str, *, binds: bool = True) -> None:
+    """Refuse anything but ``transport://address``, and a TCP port outside 1-65535 (or ``*``, any free port, where
+    the endpoint ``binds``): ZeroMQ takes a larger number modulo 65536 and binds another port without a word.
 
     Raises:
         ConfigError: Naming ``key`` and an ``example`` of a valid endpoint.
@@ -660,9 +661,9 @@ def check_zmq_endpoint(endpoint: str, key: str, example: str) -> None:
     if not (transport and separator and address):
         raise ConfigError(f"{key}: expected a ZeroMQ endpoint such as {example}, got {endpoint!r}")
     port = address.rpartition(":")[2]
-    if transport == "tcp" and port != "*" and not (port.isdigit() and 1 <= int(port) <= 65535):
-        raise ConfigError(f"{key}: {endpoint!r} needs a TCP port from 1 to 65535 (or * for any free port), "
-                          f"e.g. {example}")
+    if transport == "tcp" and not (port == "*" and binds) and not (port.isdigit() and 1 <= int(port) <= 65535):
+        free = " (or * for any free port)" if binds else " to connect to"
+        raise ConfigError(f"{key}: {endpoint!r} needs a TCP port from 1 to 65535{free}, e.g. {example}")
 
 
 def is_local_endpoint(endpoint: str) -> bool:
@@ -755,8 +756,20 @@ class Config:
     stats: StatsConfig = field(default_factory=StatsConfig)
 
     def _check(self, path: str) -> None:
+        check_prompt(self.prompt, _join(path, "prompt"))
         _refuse_shared_outputs(self.sinks)
         _refuse_shared_ports(self)
+
+
+#: The longest prompt taken (from a config, the command line, the control socket or the web view).
+MAX_PROMPT_CHARS = 1000
+
+
+def check_prompt(prompt: str, key: str) -> None:
+    """Refuse a prompt longer than :data:`MAX_PROMPT_CHARS` (a file pasted by mistake, or a flood)."""
+    if len(prompt) > MAX_PROMPT_CHARS:
+        raise ConfigError(f"{key}: at most {MAX_PROMPT_CHARS} characters, got {len(prompt)}; say in a sentence what "
+                          "the fusion should favour")
 
 
 def _refuse_shared_outputs(sinks: list[SinkConfig]) -> None:

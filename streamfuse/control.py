@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import zmq
 
-from streamfuse.config import ControlConfig, is_local_endpoint
+from streamfuse.config import MAX_PROMPT_CHARS, ControlConfig, is_local_endpoint
 from streamfuse.errors import ConfigError, StreamfuseError
 from streamfuse.security import secure_client, secure_server
 from streamfuse.sinks.zmq import bound_endpoint
@@ -201,8 +201,8 @@ class ControlServer:
 def pipeline_commands(pipeline: Pipeline) -> dict[str, Command]:
     """The commands a running pipeline answers: set_prompt, get_prompt, get_stats, get_health."""
     def set_prompt(request: dict) -> dict:
-        if len(request["prompt"]) > 1000:
-            raise ValueError("set_prompt: 'prompt' must be at most 1000 characters")
+        if len(request["prompt"]) > MAX_PROMPT_CHARS:
+            raise ValueError(f"set_prompt: 'prompt' must be at most {MAX_PROMPT_CHARS} characters")
         return {"routing": pipeline.set_prompt(request["prompt"]).as_dict()}
 
     return {

@@ -550,13 +550,17 @@ class Pipeline:
         """Stop for each signal noted since the last call; the second signal aborts (a run that is already
         stopping at --max-frames or at the end of its input still gets the gentle stop first)."""
         while self._signals_pending:
-            self._signals_pending.pop()
+            signum = self._signals_pending.pop()
             self._signals_acted_on += 1
             if self._signals_acted_on > 1:  # not _stopping: --max-frames or the end of input stop the run too
                 log.warning("second interrupt: dropping frames in flight, finalising outputs")
                 self.abort()
-            else:
+            elif signum == signal.SIGINT:
                 log.warning("interrupted: finishing frames in flight (interrupt again to stop now)")
+                self.stop()
+            else:
+                log.warning("%s: finishing frames in flight (send it again, or Ctrl-C, to stop now)",
+                            signal.Signals(signum).name)
                 self.stop()
                 for sink in self.sinks:
                     sink.finish_soon()

@@ -208,6 +208,16 @@ def test_one_signal_after_max_frames_is_a_first_interrupt_not_a_second(caplog):
         assert "second interrupt: dropping frames in flight" in caplog.text
 
 
+def test_a_termination_signal_is_named_as_such_not_as_an_interrupt(caplog):
+    """SIGTERM said 'interrupted ... (interrupt again to stop now)'."""
+    pipeline = Pipeline(config_from_dict(synthetic()))
+    with pipeline._signals_handled(True), caplog.at_level("WARNING"):
+        signal.getsignal(signal.SIGTERM)(signal.SIGTERM, None)
+        pipeline._act_on_signals()
+    assert "SIGTERM: finishing frames in flight (send it again, or Ctrl-C, to stop now)" in caplog.text
+    assert "interrupted" not in caplog.text
+
+
 @pytest.mark.parametrize("fusion", [{"fuser": "model", "device": "cpu", "max_batch": 4}, {"fuser": "classical"}],
                          ids=["model", "classical"])
 def test_abort_drops_the_fusers_frames_in_flight_without_an_error(tmp_path, fusion):

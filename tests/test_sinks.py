@@ -448,6 +448,12 @@ def test_a_slow_live_subscriber_never_gets_a_frame_older_than_a_second(free_port
     assert result["skipped"] > 0 and sink.error is None
 
 
+def test_zmq_endpoint_on_a_host_that_is_not_this_one_says_what_to_bind_to():
+    with pytest.raises(SinkError, match="sinks.zmq.endpoint: cannot bind tcp://nohost.invalid:5555: no such address "
+                                        "or interface on this host; bind to one of its addresses"):
+        ZmqSink("tcp://nohost.invalid:5555").start()
+
+
 def test_zmq_endpoint_in_use(free_port):
     endpoint = f"tcp://127.0.0.1:{free_port}"
     first = ZmqSink(endpoint)

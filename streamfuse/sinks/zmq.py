@@ -120,6 +120,10 @@ def _socket_error(key: str, endpoint: str, exc: zmq.ZMQError) -> SinkError:
     if exc.errno == errno.EADDRINUSE:
         return SinkError(f"{key}.endpoint: {endpoint} is already in use; stop the other program or choose "
                          "another port")
+    if exc.errno == errno.ENODEV:  # bind to a host name or interface this machine does not have
+        return SinkError(f"{key}.endpoint: cannot bind {endpoint}: no such address or interface on this host; bind "
+                         "to one of its addresses (tcp://127.0.0.1:PORT for this host only, tcp://0.0.0.0:PORT for "
+                         f"every network), or set {key}.bind: false to connect to a subscriber that binds")
     return SinkError(f"{key}.endpoint: cannot use {endpoint} ({exc.strerror}); expected e.g. tcp://127.0.0.1:5555")
 
 
