@@ -1163,9 +1163,18 @@ def calibrated_frame_sizes(path: str | Path, key: str) -> tuple[tuple[int, int],
     """The infrared and visible frame sizes ``((width, height), (width, height))`` a calibration file was
     made with (``ir_size``, ``vis_size``), or None when it does not say (points files, older files)."""
     content = _calibration_content(path, key)
-    sizes = content.get("ir_size"), content.get("vis_size")
-    valid = all(isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) for v in size) for size in sizes)
-    return (tuple(sizes[0]), tuple(sizes[1])) if valid else None
+    given = [name for name in ("ir_size", "vis_size") if content.get(name) is not None]
+    if not given:
+        return None
+    if len(given) == 1:
+        raise ConfigError(f"{key}: {path}: {given[0]} without {({'ir_size', 'vis_size'} - set(given)).pop()}; a "
+                          "calibration states both frame sizes or neither (calibrate again, or remove it)")
+    for name in given:
+        size = content[name]
+        if not (isinstance(size, list) and len(size) == 2
+                and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in size)):
+            raise ConfigError(f"{key}: {path}: {name}: expected [width, height] in pixels, got {_describe(size)}")
+    return tuple(content["ir_size"]), tuple(content["vis_size"])
 
 
 def _calibration_content(path: str | Path, key: str) -> dict:
@@ -1280,6 +1289,10 @@ class TrainConfig:
             raise ConfigError(f"{_join(path, 'learning_rate')}: must be positive, got {self.learning_rate}")
         if not self.intents or min(self.intents.values()) < 0 or sum(self.intents.values()) <= 0:
             raise ConfigError(f"{_join(path, 'intents')}: needs non-negative weights with a positive sum")
+        if self.seed < 0:
+            raise ConfigError(f"{_join(path, 'seed')}: must be 0 or more, got {self.seed}")
+        if Path(self.output_dir).exists() and not Path(self.output_dir).is_dir():
+            raise ConfigError(f"{_join(path, 'output_dir')}: {self.output_dir} is a file; name a folder")
 
 
 def load_train_config(path: str | os.PathLike, overrides: list[str] | None = None) -> TrainConfig:

@@ -13,7 +13,7 @@ import yaml
 from conftest import REPO, shared_data, static_rig
 from media import write_video
 from streamfuse.cli import REFUSED, main
-from streamfuse.config import config_from_dict
+from streamfuse.config import calibrated_frame_sizes, config_from_dict
 from streamfuse.errors import ConfigError
 from streamfuse.imageio import list_images, read_image
 from streamfuse.pipeline import Pipeline
@@ -524,6 +524,14 @@ def test_run_and_fuse_read_the_calibration_file(tmp_path, capsys):
     with pytest.raises(ConfigError, match=r"registration\.calibration: only used with mode 'homography' \(mode is "
                                           r"'identity'\)"):
         config_from_dict({"registration": {"calibration": str(calibration), "mode": "identity"}})
+    # frame sizes that cannot be read turned the resolution check off without a word
+    for sizes, message in (("ir_size: [480, 384]\nvis_size: abc\n", r"vis_size: expected \[width, height\] in "
+                                                                      r"pixels, got 'abc' \(str\)"),
+                           ("ir_size: [10]\nvis_size: [640, 480]\n", r"ir_size: expected \[width, height\]"),
+                           ("ir_size: [480, 384]\n", "ir_size without vis_size; a calibration states both")):
+        refused.write_text("matrix: [[1, 0, 0], [0, 1, 0], [0, 0, 1]]\n" + sizes)
+        with pytest.raises(ConfigError, match=message):
+            calibrated_frame_sizes(refused, "registration.calibration")
 
 
 def test_a_calibration_made_at_another_resolution_is_refused_by_name(tmp_path, capsys):

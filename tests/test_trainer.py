@@ -181,6 +181,10 @@ def test_refinement_settings_are_checked(data_root, start_weights, tmp_path):
         load_train_config(path, ["refine.own_share=0.5", "learning_rate=-1"])
     with pytest.raises(ConfigError, match="model.channels: must be at least 1, got 0"):
         load_train_config(path, ["refine.own_share=0.5", "model.channels=0"])
+    with pytest.raises(ConfigError, match="seed: must be 0 or more, got -1"):  # a traceback from NumPy
+        load_train_config(path, ["refine.own_share=0.5", "seed=-1"])
+    with pytest.raises(ConfigError, match=f"output_dir: {path} is a file; name a folder"):  # it blamed 'export'
+        load_train_config(path, ["refine.own_share=0.5", f"output_dir={path}"])
 
 
 def test_intents_never_sampled_are_exported_with_the_balanced_tokens(data_root, tmp_path):
