@@ -176,6 +176,21 @@ def test_a_malformed_points_file_names_the_file_and_line(tmp_path):
     second_header.write_text("ir_x,ir_y,vis_x,vis_y\na,b,c,d\n1,2,3,4\n")
     with pytest.raises(CalibrationError, match=r"second_header.csv, line 2: expected four numbers"):
         load_points(second_header)
+    boolean = tmp_path / "boolean.yaml"  # true was read as 1: 'the infrared points lie on one line'
+    boolean.write_text("points:\n  - {ir: [1, 2], vis: [3, 4]}\n  - {ir: [true, 2], vis: [3, 4]}\n")
+    with pytest.raises(CalibrationError, match=r"boolean.yaml, line 3: expected \{ir: \[x, y\], vis: \[x, y\]\} with "
+                                               "numbers"):
+        load_points(boolean)
+
+
+def test_a_points_csv_saved_by_a_spreadsheet_with_a_byte_order_mark_is_read(tmp_path):
+    """A spreadsheet's 'CSV UTF-8' starts with a BOM, which made the first point line unreadable."""
+    ir, vis = rig_points(6)
+    plain = write_points(tmp_path / "plain.csv", ir, vis)
+    lines = [line for line in plain.read_text().splitlines() if line[:1].isdigit()]  # no header
+    (tmp_path / "bom.csv").write_bytes("\n".join(lines).encode("utf-8-sig"))
+    ir_read, vis_read, _ = load_points(tmp_path / "bom.csv")
+    assert np.allclose(ir_read, ir, atol=0.01) and np.allclose(vis_read, vis, atol=0.01)
 
 
 def test_a_near_singular_fit_is_refused():

@@ -95,7 +95,7 @@ def load_points(path: str | Path) -> tuple[np.ndarray, np.ndarray, list[int]]:
     path = Path(path)
     if not path.is_file():
         raise CalibrationError(f"--points {path}: no such file")
-    text = path.read_text(encoding="utf-8", errors="replace")
+    text = path.read_text(encoding="utf-8-sig", errors="replace")  # -sig: a spreadsheet's UTF-8 CSV starts with a BOM
     rows = _yaml_points(path, text) if path.suffix.lower() in (".yaml", ".yml") else _csv_points(path, text)
     if not rows:
         raise CalibrationError(f"{path}: no point correspondences found (expected lines 'ir_x, ir_y, vis_x, vis_y')")
@@ -154,9 +154,13 @@ def _yaml_points(path: Path, text: str) -> list[tuple[list[float], int]]:
         line = node.start_mark.line + 1
         item = yaml.safe_load(yaml.serialize(node))
         try:
-            values = [float(v) for v in (*item["ir"], *item["vis"])]
+            coordinates = (*item["ir"], *item["vis"])
+            if any(isinstance(v, bool) for v in coordinates):  # float(True) is 1.0
+                raise TypeError
+            values = [float(v) for v in coordinates]
         except (TypeError, KeyError, ValueError):
-            raise CalibrationError(f"{path}, line {line}: expected {{ir: [x, y], vis: [x, y]}}, got {item!r}") from None
+            raise CalibrationError(f"{path}, line {line}: expected {{ir: [x, y], vis: [x, y]}} with numbers, got "
+                                   f"{item!r}") from None
         if len(values) != 4 or not np.all(np.isfinite(values)):
             raise CalibrationError(f"{path}, line {line}: ir and vis must each be two finite numbers [x, y]")
         rows.append((values, line))
