@@ -4,6 +4,7 @@ Loading it takes a moment (torch, OpenCV, PyAV); Ctrl-C meanwhile ends the comma
 with one line and exit status 130, not a traceback through the imports.
 """
 
+import signal
 import sys
 
 
@@ -14,7 +15,11 @@ def run() -> None:
     except KeyboardInterrupt:
         print("streamfuse: interrupted", file=sys.stderr)
         sys.exit(130)
-    sys.exit(main())
+    status = main()
+    # The command is done (a checkpoint saved, outputs finalised): a Ctrl-C while the interpreter shuts down
+    # interrupted torch's exit handlers with a traceback (`train`, interrupted twice).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    sys.exit(status)
 
 
 if __name__ == "__main__":

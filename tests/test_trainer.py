@@ -95,6 +95,32 @@ def test_a_run_stopped_by_ctrl_c_mid_step_resumes_to_the_weights_of_an_uninterru
         assert torch.equal(a, b), name
 
 
+def test_a_second_ctrl_c_while_the_checkpoint_is_saved_waits_for_it(data_root, tmp_path, monkeypatch):
+    """Ctrl-C twice: the second one interrupted the saving of the checkpoint the first one asked for."""
+    import os
+    import signal
+
+    stopped = Trainer(scratch_config(data_root, tmp_path, 5))
+    draw, save = stopped.sampler.batch, stopped.save_checkpoint
+
+    def interrupted_in_step_3(*args, **kwargs):
+        if stopped.step == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+        return draw(*args, **kwargs)
+
+    def save_interrupted_again() -> None:
+        os.kill(os.getpid(), signal.SIGINT)  # lands before the file is written
+        save()
+
+    monkeypatch.setattr(stopped.sampler, "batch", interrupted_in_step_3)
+    monkeypatch.setattr(stopped, "save_checkpoint", save_interrupted_again)
+    with pytest.raises(KeyboardInterrupt):
+        stopped.run()
+    resumed = Trainer(scratch_config(data_root, tmp_path, 5))
+    assert resumed.resume() and resumed.step == stopped.step
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
 def test_a_step_that_fails_while_a_signal_is_held_ends_with_its_own_error(data_root, tmp_path, monkeypatch):
     """The held Ctrl-C was raised in place of the step's error (a diverged run said 'interrupted')."""
     import os

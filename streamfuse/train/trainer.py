@@ -327,8 +327,9 @@ class Trainer:
                 if self.step % config.checkpoint_every == 0:
                     self.save_checkpoint()
         except KeyboardInterrupt:
-            log.warning("interrupted at step %d: checkpoint saved, continue with --resume", self.step)
-            self.save_checkpoint()
+            with _signals_held():  # a second Ctrl-C is taken after the checkpoint is whole
+                self.save_checkpoint()
+                log.warning("interrupted at step %d: checkpoint saved, continue with --resume", self.step)
             raise
         finally:
             bar.close()
