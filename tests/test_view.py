@@ -48,9 +48,12 @@ def running(config: dict):
                             is not None, "the first frame")
 
 
-def post(url: str, body: bytes) -> tuple[int, dict]:
+def post(url: str, body: bytes, **headers: str) -> tuple[int, dict]:
+    """POST ``body`` as JSON (as the page does), with extra ``headers``; the status and the JSON reply."""
+    request_ = urllib.request.Request(url, data=body, method="POST",
+                                      headers={"Content-Type": "application/json", **headers})
     try:
-        with urllib.request.urlopen(urllib.request.Request(url, data=body, method="POST"), timeout=10) as response:
+        with urllib.request.urlopen(request_, timeout=10) as response:
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as exc:
         return exc.code, json.loads(exc.read())
@@ -94,6 +97,7 @@ def test_prompt_errors_are_the_control_sockets(tmp_path):
             connection = http.client.HTTPConnection(host, int(port), timeout=5)
             connection.putrequest("POST", f"/api/control?token={TOKEN}")
             connection.putheader("Content-Length", length)
+            connection.putheader("Content-Type", "application/json")
             connection.endheaders()
             assert connection.getresponse().status == 411, length
             connection.close()
@@ -291,3 +295,32 @@ def test_the_token_stays_out_of_the_debug_log_and_an_address_error_names_the_add
         assert server.url.startswith("http://[::1]:")
     finally:
         server.close()
+
+
+def test_other_sites_in_the_operators_browser_cannot_steer_or_watch_a_view_without_a_token():
+    """A page on another site could POST a prompt as text/plain (no preflight) to the loopback view, and a
+    DNS-rebinding page (its own name resolving to 127.0.0.1) could read the snapshot."""
+    (publish,) = free_ports(1)
+    with running(view_config(publish, token=None)) as pipeline:
+        url = f"{pipeline.view.url}/api/control"
+        prompt = json.dumps({"cmd": "set_prompt", "prompt": "glare"}).encode()
+        for headers in ({"Content-Type": "text/plain;charset=UTF-8", "Origin": "http://evil.example"},
+                        {"Content-Type": "text/plain"},
+                        {"Origin": "http://evil.example"}):
+            status, reply = post(url, prompt, **headers)
+            assert status == 403 and "a control request is JSON" in reply["error"], headers
+        assert pipeline.routing.prompt == "find the people"
+        port = pipeline.view.port
+        for host in (f"evil.example:{port}", "evil.example"):
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+            connection.request("GET", "/snapshot.png", headers={"Host": host})
+            response = connection.getresponse()
+            assert response.status == 403 and f"the request named {host!r}" in response.read().decode()
+            connection.close()
+        for host in (f"127.0.0.1:{port}", f"localhost:{port}"):
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+            connection.request("GET", "/snapshot.png", headers={"Host": host})
+            assert connection.getresponse().status == 200, host
+            connection.close()
+        status, reply = post(url, prompt, Origin=pipeline.view.url)  # the view's own page
+        assert status == 200 and reply["ok"] and pipeline.routing.prompt == "glare"

@@ -12,6 +12,11 @@ answer is an empty 403):
 - ``POST /api/control``: a control request (``{"cmd": "set_prompt", "prompt": "..."}``), checked and
   executed by the same :class:`~streamfuse.control.CommandHandler` as the control socket, so it
   gets the same reply; HTTP 200 when ``ok``, else 400 (413 over the size limit).
+
+Other sites the operator's browser visits must not reach it: without a token (loopback only) a request
+must name a loopback host (``Host``: a DNS-rebinding page names its own), and a control request must be
+``application/json`` (a cross-site page cannot send that without a preflight, which is not answered)
+from no other origin (``Origin``, when the browser sends one, must be the view's own).
 """
 
 from __future__ import annotations
@@ -79,6 +84,12 @@ class ViewServer:
             request.close_connection = True
             respond(request, 403, b"", "text/plain")
             return
+        if self._token is None and not _names_loopback(request.headers.get("Host", "")):
+            request.close_connection = True
+            respond(request, 403, json.dumps({"error": f"this view answers at {self.url} (the request named "
+                                                       f"{request.headers.get('Host')!r})"}).encode(),
+                    "application/json")
+            return
         route = (request.command, url.path)
         if route == ("GET", "/"):
             respond(request, 200, self._page, "text/html; charset=utf-8", Cache_Control="no-store")
@@ -95,6 +106,13 @@ class ViewServer:
             respond(request, 404, b'{"error": "not found; open / for the page"}', "application/json")
 
     def _control(self, request: BaseHTTPRequestHandler) -> None:
+        origin, host = request.headers.get("Origin"), request.headers.get("Host")
+        kind = request.headers.get("Content-Type", "").split(";")[0].strip().lower()
+        if kind != "application/json" or (origin is not None and urlsplit(origin).netloc != host):
+            request.close_connection = True
+            respond(request, 403, b'{"ok": false, "error": "a control request is JSON (Content-Type: application/json) '
+                                  b'from the view\'s own page or a client without an Origin"}', "application/json")
+            return
         try:
             size = int(request.headers.get("Content-Length", ""))
             if size < 0:
@@ -147,6 +165,12 @@ class ViewServer:
         """End every stream and release the port."""
         self.board.close()
         self._web.close()
+
+
+def _names_loopback(host_header: str) -> bool:
+    """Whether a ``Host`` header (``name[:port]``) names this machine's loopback interface."""
+    name = host_header.rsplit(":", 1)[0] if not host_header.endswith("]") else host_header
+    return name.strip("[]").lower() in ("127.0.0.1", "localhost", "::1") or name.startswith("127.")
 
 
 def status_report(pipeline: Any) -> dict[str, Any]:
