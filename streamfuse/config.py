@@ -708,6 +708,10 @@ class ViewConfig:
         if self.token is not None and len(self.token) < 16:
             raise ConfigError(f"{path}.token: must be at least 16 characters (e.g. from `python -c "
                               f"\"import secrets; print(secrets.token_urlsafe())\"`), got {len(self.token)}")
+        if self.token is not None and not re.fullmatch(r"[A-Za-z0-9._~-]+", self.token):
+            raise ConfigError(f"{path}.token: use letters, digits and . _ ~ - only (it goes into the page's URL as "
+                              "?token=, where + / = and others change meaning); e.g. `python -c \"import secrets; "
+                              "print(secrets.token_urlsafe())\"`")
         if not is_loopback(self.bind) and self.token is None:
             raise ConfigError(f"{path}.bind: {self.bind} is reachable from the network; set {path}.token "
                               "(16 characters or more), or bind 127.0.0.1")

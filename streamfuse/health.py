@@ -17,7 +17,7 @@ from typing import Any
 
 from streamfuse.errors import ConfigError
 from streamfuse.sources.base import SourceState
-from streamfuse.webserver import WebServer, respond
+from streamfuse.webserver import WebServer, refuse_method, respond
 
 Report = Callable[[], dict[str, Any]]
 
@@ -52,8 +52,8 @@ class HealthServer:
 
     def _answer(self, request: BaseHTTPRequestHandler) -> None:
         path = request.path.split("?", 1)[0]
-        if request.command != "GET":
-            respond(request, 405, b'{"error": "only GET"}', "application/json")
+        if request.command not in ("GET", "HEAD"):  # HEAD: uptime monitors that only check the status
+            refuse_method(request, "GET, HEAD")
         elif path == "/health":
             report = self.report()
             respond(request, 503 if report.get("status") == "failed" else 200, json.dumps(report).encode(),
@@ -96,7 +96,8 @@ def _prometheus_renderer() -> Callable[[dict[str, Any]], bytes]:
         fps.add_metric([], float(report["fps"]))
         latency = GaugeMetricFamily("streamfuse_latency_ms", "End-to-end latency percentiles (ms)", labels=["quantile"])
         for quantile in ("p50", "p95", "p99"):
-            latency.add_metric([quantile], float(report["latency_ms"][quantile]))
+            if report["latency_ms"][quantile] is not None:  # absent before the first frame (0 would read as fast)
+                latency.add_metric([quantile], float(report["latency_ms"][quantile]))
         families += [frames, fps, latency]
         suspended = GaugeMetricFamily("streamfuse_recording_suspended", "1 while the recording is suspended "
                                       "(disk full), else 0", labels=["sink"])

@@ -41,6 +41,7 @@ from streamfuse.config import (
     SyntheticSourceConfig,
     VideoSinkConfig,
     VideoSourceConfig,
+    is_loopback,
 )
 from streamfuse.errors import ConfigError, PipelineError, SourceError, StreamfuseError
 from streamfuse.frames import FramePair, FusedFrame
@@ -271,6 +272,10 @@ class Pipeline:
                 health = self.config.health
                 self.health_server = HealthServer(health.host, health.port, self.health, metrics=health.metrics)
                 log.info("health endpoint %s/health", self.health_server.url)
+                if not is_loopback(health.host):  # a monitoring host may need it; the view and control refuse this
+                    log.warning("health.host %s: the health endpoint has no credentials; anyone who can reach it "
+                                "reads the run's status and camera health (bind 127.0.0.1 unless a monitoring host "
+                                "needs it, and firewall the port)", health.host)
             if self.config.view.enabled:
                 self.view = self._open_view()
             fps = self.primary.nominal_fps or 30.0
@@ -399,7 +404,8 @@ class Pipeline:
         return {
             "status": status, "pair_state": self.pair_state, "uptime_s": round(time.monotonic() - self._started_at, 3),
             "frames": self.frames_fused, "fps": round(self.stats.live_fps(), 2),
-            "latency_ms": {q: round(getattr(e2e, f"{q}_ms"), 2) if e2e else 0.0 for q in ("p50", "p95", "p99")},
+            "latency_ms": {q: round(getattr(e2e, f"{q}_ms"), 2) if e2e and e2e.count else None
+                           for q in ("p50", "p95", "p99")},  # None before the first frame: no latency, not 0
             "counters": self.stats.counters(), "sources": sources, "recording": recording,
             "queues": self.queue_depths(),
             "registration": {"mode": self.config.registration.mode,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import json
 import logging
 import re
 import socket
@@ -22,7 +23,8 @@ IDLE_TIMEOUT_S = 30.0
 
 
 class WebServer:
-    """Answers every GET and POST with ``answer(request)``, one thread per connection, in the background.
+    """Answers every request (any method: ``answer`` refuses the ones a route does not take) with
+    ``answer(request)``, one thread per connection, in the background.
 
     Args:
         host: Address to bind (``127.0.0.1`` keeps it local).
@@ -39,8 +41,8 @@ class WebServer:
             def do_GET(self) -> None:  # noqa: N802 - http.server's naming
                 answer(self)
 
-            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
-                answer(self)
+            # http.server answers a method without a do_ method with its own HTML 501, past the token check
+            do_POST = do_HEAD = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_GET  # noqa: N815
 
             def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - http.server's signature
                 log.debug(section + ": " + format, *(_without_token(str(arg)) for arg in args))
@@ -67,14 +69,21 @@ class WebServer:
 
 
 def respond(request: BaseHTTPRequestHandler, code: int, body: bytes, kind: str, **headers: str) -> None:
-    """Send a whole response: status, ``Content-Type``, ``Content-Length``, extra headers, body."""
+    """Send a whole response: status, ``Content-Type``, ``Content-Length``, extra headers, body (not to HEAD)."""
     request.send_response(code)
     request.send_header("Content-Type", kind)
     request.send_header("Content-Length", str(len(body)))
     for name, value in headers.items():
         request.send_header(name.replace("_", "-"), value)
     request.end_headers()
-    request.wfile.write(body)
+    if request.command != "HEAD":
+        request.wfile.write(body)
+
+
+def refuse_method(request: BaseHTTPRequestHandler, allowed: str) -> None:
+    """405 for a route that exists but does not take this method."""
+    respond(request, 405, json.dumps({"error": f"{request.command} not allowed here; use {allowed}"}).encode(),
+            "application/json", Allow=allowed)
 
 
 def _without_token(text: str) -> str:

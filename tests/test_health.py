@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import re
 import threading
@@ -57,6 +58,14 @@ def test_health_and_metrics_endpoints_report_a_live_pipeline(tmp_path):
         assert 'streamfuse_recording_suspended{sink="sinks.0"} 0.0' in text
         assert exported_metric_names(text) == documented_metric_names()
         assert http_get(f"{url}/secrets")[0] == 404
+        host, port = url.removeprefix("http://").split(":")
+        for method, status in (("HEAD", 200), ("PUT", 405), ("DELETE", 405)):  # HEAD was 501 (uptime monitors)
+            connection = http.client.HTTPConnection(host, int(port), timeout=5)
+            connection.request(method, "/health")
+            response = connection.getresponse()
+            assert response.status == status and (response.read() == b"") == (method == "HEAD"), method
+            assert status == 200 or response.getheader("Allow") == "GET, HEAD"
+            connection.close()
     finally:
         pipeline.stop()
         runner.join(10)
@@ -95,3 +104,14 @@ def test_a_pipeline_that_stopped_delivering_reports_zero_fps(tmp_path):
         stopped = pipeline.health()
     assert live["fps"] > 0 and stopped["fps"] == 0.0
     assert all(source["fps"] == 0.0 for source in stopped["sources"].values())
+
+
+def test_no_latency_is_reported_before_the_first_frame():
+    """It said 0 ms (p50, p95, p99) while nothing had come out: a dashboard read that as perfectly fast."""
+    pipeline = Pipeline(config_from_dict({"synthetic": {"width": 64, "height": 48}, "fusion": {"fuser": "classical"},
+                                          "sinks": []}))
+    assert pipeline.health()["latency_ms"] == {"p50": None, "p95": None, "p99": None}
+    pytest.importorskip("prometheus_client")
+    from streamfuse.health import _prometheus_renderer
+
+    assert "streamfuse_latency_ms{" not in _prometheus_renderer()(pipeline.health()).decode()

@@ -74,6 +74,19 @@ def test_wrong_or_missing_token_gets_403_and_nothing_else():
         assert pipeline.routing.prompt == "find the people"  # the refused request changed nothing
         status, page = http_get(f"{base}/?token={TOKEN}")
         assert status == 200 and "prompt-form" in page
+        for method, path, token, expected in (
+                ("PUT", "/api/control", "", 403), ("OPTIONS", "/", "", 403), ("DELETE", "/api/control", TOKEN, 405),
+                ("GET", "/api/control", TOKEN, 405), ("POST", "/api/status", TOKEN, 405),
+                ("HEAD", "/api/status", TOKEN, 200)):
+            connection = http.client.HTTPConnection("127.0.0.1", pipeline.view.port, timeout=5)
+            connection.request(method, f"{path}?token={token}")  # other methods got http.server's HTML 501, unchecked
+            response = connection.getresponse()
+            assert response.status == expected, (method, path)
+            assert response.read() == b"" or expected == 405
+            connection.close()
+        request_ = urllib.request.Request(f"{base}/api/status", headers={"Authorization": f"bearer {TOKEN}"})
+        with urllib.request.urlopen(request_, timeout=5) as response:  # the scheme in any case
+            assert response.status == 200
         request_ = urllib.request.Request(f"{base}/api/status", headers={"Authorization": f"Bearer {TOKEN}"})
         with urllib.request.urlopen(request_, timeout=5) as response:
             assert json.loads(response.read())["routing"]["prompt"] == "find the people"
@@ -181,6 +194,8 @@ def test_view_settings_are_checked():
     base = view_config(5555)
     for view, problem in (({"bind": "0.0.0.0", "token": None}, "view.bind: 0.0.0.0 is reachable from the network"),
                           ({"token": "short"}, "view.token: must be at least 16 characters"),
+                          # base64 (openssl rand -base64): a raw '+' in ?token= reads as a space, and it was refused
+                          ({"token": "Ab+cD/eF==gh1234xyZ+"}, r"view.token: use letters, digits and \. _ ~ - only"),
                           ({"port": 70000}, "view.port: must be a TCP port"),
                           ({"jpeg_quality": 0}, "view.jpeg_quality")):
         with pytest.raises(ConfigError, match=problem):

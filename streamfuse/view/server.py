@@ -37,7 +37,7 @@ from streamfuse.control import MAX_REQUEST_BYTES, CommandHandler, too_large
 from streamfuse.imageio import encode_image
 from streamfuse.sinks.zmq import wall_clock
 from streamfuse.view.board import KINDS, FrameBoard
-from streamfuse.webserver import WebServer, respond
+from streamfuse.webserver import WebServer, refuse_method, respond
 
 log = logging.getLogger(__name__)
 
@@ -73,9 +73,9 @@ class ViewServer:
         if self._token is None:
             return True
         given = query.get("token", [""])[0]
-        bearer = request.headers.get("Authorization", "")
-        if bearer.startswith("Bearer "):
-            given = bearer[len("Bearer "):]
+        scheme, _, credentials = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() == "bearer":  # schemes are case-insensitive (RFC 9110)
+            given = credentials.strip()
         return hmac.compare_digest(given.encode(), self._token.encode())
 
     def _answer(self, request: BaseHTTPRequestHandler) -> None:
@@ -90,20 +90,24 @@ class ViewServer:
                                                        f"{request.headers.get('Host')!r})"}).encode(),
                     "application/json")
             return
-        route = (request.command, url.path)
-        if route == ("GET", "/"):
+        streams = {f"/stream/{kind}.mjpg" for kind in KINDS}
+        allowed = "POST" if url.path == "/api/control" else "GET" if url.path in streams else "GET, HEAD"
+        method = "GET" if request.command == "HEAD" and allowed == "GET, HEAD" else request.command
+        if url.path not in {"/", "/snapshot.png", "/api/status", "/api/control", *streams}:
+            respond(request, 404, b'{"error": "not found; open / for the page"}', "application/json")
+        elif method not in allowed.split(", "):
+            refuse_method(request, allowed)
+        elif url.path == "/":
             respond(request, 200, self._page, "text/html; charset=utf-8", Cache_Control="no-store")
-        elif request.command == "GET" and url.path in {f"/stream/{kind}.mjpg" for kind in KINDS}:
+        elif url.path in streams:
             self._stream(request, url.path.removeprefix("/stream/").removesuffix(".mjpg"))
-        elif route == ("GET", "/snapshot.png"):
+        elif url.path == "/snapshot.png":
             self._snapshot(request)
-        elif route == ("GET", "/api/status"):
+        elif url.path == "/api/status":
             body = json.dumps({**self.status(), "viewers": self.viewers}).encode()
             respond(request, 200, body, "application/json", Cache_Control="no-store")
-        elif route == ("POST", "/api/control"):
-            self._control(request)
         else:
-            respond(request, 404, b'{"error": "not found; open / for the page"}', "application/json")
+            self._control(request)
 
     def _control(self, request: BaseHTTPRequestHandler) -> None:
         origin, host = request.headers.get("Origin"), request.headers.get("Host")
