@@ -78,6 +78,11 @@ def _log_setup(pipeline: Pipeline, origin: str) -> None:
                  pipeline.routing.encoder)
     for index, sink in enumerate(pipeline.config.sinks):
         log.info("sink %d: %s", index, sink.type + " " + (getattr(sink, "path", "") or getattr(sink, "endpoint", "")))
+    cameras = (pipeline.config.sources.ir, pipeline.config.sources.vis)
+    if pipeline.config.view.enabled and pipeline.max_frames is None and all(
+            camera.type == "synthetic" and camera.frames is not None for camera in cameras):
+        log.info("the view shows this run, whose synthetic cameras stop after %d frames; for one that runs until "
+                 "Ctrl-C, --set sources.ir.frames=null --set sources.vis.frames=null", pipeline.expected_frames)
     if not pipeline.config.sinks and not pipeline.config.view.enabled:
         log.warning("no sinks and no view: the fused frames are neither written nor shown (add sinks: [...] to the "
                     "config, or --set view.enabled=true)")
