@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import make_pair, wait_until
+from conftest import make_pair, python_env, wait_until
 from media import read_video, write_png_mov, write_video
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -187,6 +187,34 @@ def test_cluster_fuse_command(tmp_path, ray_cluster, caplog):
     assert main([*command, "--max-errors", "1"]) == 0
     assert "2 segment(s) fused (20 frames" in caplog.text and "failed: broken/plan" in caplog.text
     assert sorted(p.name for p in (tmp_path / "out" / "day").iterdir()) == ["day_00000.mp4", "day_00001.mp4"]
+
+
+def test_a_gpu_share_no_node_has_is_refused_instead_of_waiting_for_ever(tmp_path, ray_cluster, capsys):
+    """Ray's autoscaler repeated 'No available node types can fulfill resource request' without end."""
+    write_recording(tmp_path / "archive", "day", frames=4)
+    code = main(["cluster", "fuse", str(tmp_path / "archive"), "-o", str(tmp_path / "out"), "--fuser", "classical",
+                 "--gpu-share", "2"])
+    assert code == 2
+    assert "--gpu-share 2: no node of this cluster has 2 GPU for one worker (the most on one node: 0)" in \
+        capsys.readouterr().err
+
+
+def test_cluster_fuse_refuses_settings_it_would_ignore_and_an_output_inside_the_archive(tmp_path, capsys):
+    write_recording(tmp_path / "archive", "day", frames=4)
+    archive = str(tmp_path / "archive")
+    assert main(["cluster", "fuse", archive, "-o", str(tmp_path / "out"), "--set", "view.enabled=true"]) == 2
+    assert "--set view...: cluster fuse takes only sync, registration, fusion, prompt, text settings" in \
+        capsys.readouterr().err
+    assert main(["cluster", "fuse", archive, "-o", archive]) == 2  # it wrote its manifest into the archive
+    assert f"-o {archive}: inside the archive {archive}" in capsys.readouterr().err
+
+
+def test_an_address_nothing_answers_at_is_one_error_at_once():
+    """Ray retried for ever, printing only its own warnings. In a process of its own: this one may have joined
+    the session's local cluster already."""
+    run = subprocess.run([sys.executable, "-m", "streamfuse", "cluster", "status", "--address", "127.0.0.1:1"],
+                         capture_output=True, text=True, timeout=60, env=python_env())
+    assert run.returncode == 1 and "--address 127.0.0.1:1: nothing answers there" in run.stderr, run.stderr
 
 
 @pytest.mark.parametrize("cpus", ["0", "-1"])  # 0 waited forever for a CPU, -1 was Ray's traceback

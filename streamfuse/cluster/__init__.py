@@ -6,6 +6,8 @@ imports it, and inside it only :func:`require_ray` does, when a cluster command 
 
 from __future__ import annotations
 
+import socket
+
 from streamfuse.errors import StreamfuseError
 
 
@@ -30,9 +32,28 @@ def connect(address: str | None, *, num_cpus: int | None = None) -> None:
     ray = require_ray()
     if ray.is_initialized():
         return
+    _check_reachable(address)
     try:
         ray.init(address=address or "local", num_cpus=num_cpus if address is None else None,
                  include_dashboard=False, log_to_driver=True)
     except ConnectionError as exc:
         raise StreamfuseError(f"--address {address}: cannot reach a Ray cluster ({exc}); start one with "
                               "'ray start --head' or omit --address for a local one") from None
+
+
+#: How long joining a cluster waits for its address to answer before it says it cannot.
+REACH_TIMEOUT_S = 5.0
+
+
+def _check_reachable(address: str | None) -> None:
+    """Refuse a ``host:port`` (or ``ray://host:port``) nothing answers at: Ray itself retried for ever, printing
+    only its own warnings."""
+    host, _, port = (address or "").removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        return  # None, auto, local: Ray finds (or starts) the cluster itself
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=REACH_TIMEOUT_S).close()
+    except OSError as exc:
+        raise StreamfuseError(f"--address {address}: nothing answers there ({exc.strerror or exc}); check the "
+                              "head node's address and port ('ray status' on it), or omit --address for a local "
+                              "cluster") from None

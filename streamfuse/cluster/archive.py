@@ -498,6 +498,11 @@ class ArchiveJob:
         actors = min(segments, self.actors or max(1, int(resources.get("CPU", 1))))
         gpus = resources.get("GPU", 0)
         share = self.gpu_share if self.gpu_share is not None else (min(1.0, gpus / actors) if gpus else 0.0)
+        most = max((node["Resources"].get("GPU", 0) for node in ray.nodes() if node.get("Alive")), default=0)
+        if share > most:  # Ray would wait for such a node for ever
+            raise UsageError(f"--gpu-share {share:g}: no node of this cluster has {share:g} GPU for one worker (the "
+                             f"most on one node: {most:g}); give a share of at most {most:g}"
+                             + (" (0 fuses on the CPU)" if not most else ""))
         return actors, share
 
     def _fuse(self, ray, todo: list[Segment], summary: ArchiveSummary, record: Callable[[dict], None]) -> None:

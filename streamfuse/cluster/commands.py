@@ -16,6 +16,9 @@ from streamfuse.registry import FUSERS
 
 log = logging.getLogger("streamfuse")
 
+#: The config keys ``cluster fuse --set`` takes (the rest: sources, sinks, view, ... are its own).
+CLUSTER_FUSE_SECTIONS = ("sync", "registration", "fusion", "prompt", "text")
+
 
 def _connect(args: argparse.Namespace) -> None:
     if args.num_cpus is not None and args.num_cpus < 1:  # 0 waits forever for a CPU; Ray rejects < 0 with a traceback
@@ -27,6 +30,14 @@ def cmd_cluster_fuse(args: argparse.Namespace) -> int:
     """Fuse an archive of recording pairs; 0 when nothing failed, 1 over the error budget, 130 interrupted."""
     from streamfuse.cluster.archive import ArchiveJob, find_recordings, job_summary_lines
 
+    ignored = sorted({key for override in args.set or []
+                      if (key := override.partition("=")[0].strip().split(".")[0]) not in CLUSTER_FUSE_SECTIONS})
+    if ignored:
+        raise UsageError(f"--set {ignored[0]}...: cluster fuse takes only {', '.join(CLUSTER_FUSE_SECTIONS)} "
+                         "settings (each segment is fused into a video of its own)")
+    source, output = Path(args.source).resolve(), Path(args.output).resolve()
+    if output == source or source in output.parents:
+        raise UsageError(f"-o {args.output}: inside the archive {args.source}; write the fused archive elsewhere")
     config = config_from_dict({"fusion": {"fuser": args.fuser}, "sinks": []}, args.set)
     FUSERS.find(config.fusion.fuser, key="fusion.fuser")  # here, not as tracebacks from every Ray worker
     recordings = find_recordings(args.source)
@@ -190,7 +201,8 @@ def add_parser(add, commands) -> None:
                       help="failed recordings/segments tolerated before the job stops (default 0)")
     fuse.add_argument("--codec", choices=["h264", "ffv1", "mpeg4"], default="h264", help="output codec (default h264)")
     fuse.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                      help="override a sync, registration or fusion setting, e.g. --set fusion.device=cpu")
+                      help="override a sync, registration, fusion, prompt or text setting, e.g. --set "
+                           "fusion.device=cpu")
     connection(fuse)
     fuse.set_defaults(handler=cmd_cluster_fuse)
 
