@@ -559,12 +559,14 @@ def _check_pair_by(pair_by: str | None, kinds: set[str]) -> None:
                          f"{' and '.join(sorted(kinds))} (videos pair by time, two images are one pair)")
 
 
-def calibration_pairs(ir: str, vis: str, *, max_pairs: int, pair_by: str | None = None) -> list[tuple]:
+def calibration_pairs(ir: str, vis: str, *, max_pairs: int, pair_by: str | None = None,
+                      files: list[tuple[Path, Path]] | None = None) -> list[tuple]:
     """Frame pairs ``(ir, vis)`` for calibration from two images, folders (paired like ``fuse``), videos
     or live stream URLs.
 
     At most ``max_pairs``, spread evenly over the inputs; two videos at the same moments in both; two live
-    streams are read at the same time, one frame pair per :data:`STREAM_SPACING_S`.
+    streams are read at the same time, one frame pair per :data:`STREAM_SPACING_S`. For two folders the
+    image files of each pair are appended to ``files`` when it is given (for messages naming them).
     """
     if is_url(ir) or is_url(vis):
         if not (is_url(ir) and is_url(vis)):
@@ -581,12 +583,15 @@ def calibration_pairs(ir: str, vis: str, *, max_pairs: int, pair_by: str | None 
     if kinds == ("image", "image"):
         return [(read_image(ir), read_image(vis))]
     stems = _paired_stems(ir, vis, pair_by=pair_by or "stem")
-    files = [list_images(path) for path in (ir, vis)]
+    folders = [list_images(path) for path in (ir, vis)]
     if stems is not None:
-        files = [[f for f in group if f.stem in set(stems)] for group in files]
-        files = [sorted(group, key=lambda f: stems.index(f.stem)) for group in files]
-    step = max(1, len(files[0]) // max_pairs)
-    return [(read_image(a), read_image(b)) for a, b in list(zip(*files, strict=True))[::step][:max_pairs]]
+        folders = [[f for f in group if f.stem in set(stems)] for group in folders]
+        folders = [sorted(group, key=lambda f: stems.index(f.stem)) for group in folders]
+    step = max(1, len(folders[0]) // max_pairs)
+    chosen = list(zip(*folders, strict=True))[::step][:max_pairs]
+    if files is not None:
+        files.extend(chosen)
+    return [(read_image(a), read_image(b)) for a, b in chosen]
 
 
 def check_output_file(path: str, flag: str, inputs: list[tuple[str, str | None]]) -> None:
@@ -661,7 +666,9 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
             raise StreamfuseError(f"-o {output}: its overlay {overlay_path} already exists; pass -y to replace it, "
                                   "or choose another -o")
     grid = calibrate.parse_grid(args.grid) if args.target else None
-    pairs = calibration_pairs(args.ir, args.vis, max_pairs=args.max_pairs, pair_by=args.pair_by) if args.ir else []
+    files: list[tuple[Path, Path]] = []
+    pairs = calibration_pairs(args.ir, args.vis, max_pairs=args.max_pairs, pair_by=args.pair_by,
+                              files=files) if args.ir else []
     if pairs and has_colour(pairs[0][0]) and not has_colour(pairs[0][1]):
         log.warning("--ir %s is in colour and --vis %s is gray: are they the other way round? (--ir takes the "
                     "thermal camera's image; swapped, the matrix maps the wrong way)", args.ir, args.vis)
@@ -671,7 +678,10 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         sizes = {"ir_size": pairs[0][0].shape[1::-1], "vis_size": pairs[0][1].shape[1::-1]} if pairs else {}
         result = calibrate.from_points(ir_points, vis_points, lines=lines, origin=args.points, **sizes)
     elif args.target:
-        result = calibrate.from_target(pairs, args.target, grid, names=(f"--ir {args.ir}", f"--vis {args.vis}"))
+        frames = [f" (pair {index + 1})" if len(pairs) > 1 else "" for index in range(len(pairs))]
+        names = [(str(ir), str(vis)) for ir, vis in files] or [(f"--ir {args.ir}{at}", f"--vis {args.vis}{at}")
+                                                               for at in frames]
+        result = calibrate.from_target(pairs, args.target, grid, names=names)
     else:
         quiet = args.json or args.no_progress or not sys.stderr.isatty() or len(pairs) < 2
         with tqdm(total=len(pairs), desc="estimating", unit="pair", disable=quiet) as bar:

@@ -294,6 +294,14 @@ def test_a_target_missing_in_one_camera_is_one_clear_error(tmp_path, capsys):
     code, _, err = run_cli(capsys, "calibrate", "--target", "checkerboard", "--grid", "7x7", "--ir",
                            str(tmp_path / "vis.png"), "--vis", str(tmp_path / "vis.png"), "-o", str(tmp_path / "c"))
     assert code == 1 and "no 7x7 checkerboard found" in err
+    for folder in ("ir", "vis"):  # folders: the image is named (it was '--ir FOLDER (pair 2)')
+        (tmp_path / folder).mkdir()
+        cv2.imwrite(str(tmp_path / folder / "a.png"), vis)
+    cv2.imwrite(str(tmp_path / "vis" / "b.png"), vis)
+    cv2.imwrite(str(tmp_path / "ir" / "b.png"), np.full(IR_SIZE[::-1], 90, np.uint8))
+    code, _, err = run_cli(capsys, "calibrate", "--target", "checkerboard", "--ir", str(tmp_path / "ir"),
+                           "--vis", str(tmp_path / "vis"), "-o", str(tmp_path / "c.yaml"))
+    assert code == 1 and f"{tmp_path / 'ir' / 'b.png'}: no 9x6 checkerboard found" in err, err
 
 
 # ---------------------------------------------------------------------------------------- automatic

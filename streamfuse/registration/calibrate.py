@@ -301,10 +301,11 @@ def detect_target(image: np.ndarray, kind: str, grid: tuple[int, int]) -> np.nda
 
 
 def from_target(pairs: Sequence[tuple[np.ndarray, np.ndarray]], kind: str, grid: tuple[int, int], *,
-                names: tuple[str, str] = ("infrared image", "visible image")) -> Calibration:
+                names: Sequence[tuple[str, str]] | None = None) -> Calibration:
     """Fit a homography to a calibration target's grid points detected in every ``(ir, vis)`` pair.
 
     Several views of the target (moved between them) cover more of the image and give a better fit.
+    ``names``: what each pair's images are called in errors (their files); default "infrared image", ...
 
     Raises:
         CalibrationError: The target is not found in one of the images, or the fit is degenerate.
@@ -314,10 +315,11 @@ def from_target(pairs: Sequence[tuple[np.ndarray, np.ndarray]], kind: str, grid:
     ir_points, vis_points = [], []
     for index, pair in enumerate(pairs):
         found = []
-        for image, name in zip(pair, names, strict=True):
+        pair_names = names[index] if names is not None else ("infrared image", "visible image")
+        for image, name in zip(pair, pair_names, strict=True):
             points = detect_target(image, kind, grid)
             if points is None:
-                where = f"{name} (pair {index + 1})" if len(pairs) > 1 else name
+                where = f"{name} (pair {index + 1})" if len(pairs) > 1 and names is None else name
                 raise CalibrationError(f"{where}: no {grid[0]}x{grid[1]} {kind} found (both polarities tried); "
                                        "check --grid (inner corners for a checkerboard, circles for a grid), that "
                                        "the whole target is in view and, for the thermal camera, that it is heated "
