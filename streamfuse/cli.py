@@ -792,9 +792,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
           f"frames, sink {args.sink}, {mode}, {device}, {where}")
     print(stats.table())
     e2e = stats.stages().get(END_TO_END)
-    drops = {k: v for k, v in stats.counters().items() if k.startswith("drops.") and v}
+    drops = " ".join(f"{key.removeprefix('drops.')}={value}" for key, value in sorted(stats.counters().items())
+                     if key.startswith("drops.") and value)
     batch = f", mean batch {info['mean_batch']:.2f}" if "mean_batch" in info else ""
-    print(f"end-to-end: {result['fps']:.1f} fps, latency p50 {e2e.p50_ms:.1f} ms, p95 {e2e.p95_ms:.1f} ms "
+    print(f"end-to-end: {result['fps']:.1f} fps (from the first output frame to the last; {stats.frames_out} frames "
+          f"in {info['wall_s']:.2f} s with start-up), latency p50 {e2e.p50_ms:.1f} ms, p95 {e2e.p95_ms:.1f} ms "
           f"(includes queueing), drops: {drops or 'none'}{batch}")
     if model is not None:
         per_batch = ", ".join(f"batch {b}: {ms:.2f}" for b, ms in model["ms_per_frame_by_batch"].items())

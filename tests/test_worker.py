@@ -515,6 +515,19 @@ def test_stats_percentiles():
         stats.percentiles("fuse")
 
 
+def test_the_warm_up_frame_is_not_in_the_statistics(net, device):
+    """Its one-off start-up cost was a sample of every stage (31 samples for 30 frames in `bench`)."""
+    from streamfuse.inference.batches import WARM_UP_STREAM
+
+    ir, vis = make_pair(0)
+    with make_worker(net, device, max_batch=1) as worker:
+        worker.submit(WARM_UP_STREAM, ir, vis).result(timeout=60)
+        worker.forget(WARM_UP_STREAM)
+        assert worker.stats.frames == 0 and not worker.stats.model_ms and not worker.stats.total_ms
+        worker.submit(0, ir, vis).result(timeout=60)
+        assert worker.stats.frames == 1 and len(worker.stats.model_ms) == len(worker.stats.total_ms) == 1
+
+
 # ------------------------------------------------------------------------------------------------ CUDA
 @pytest.fixture
 def cuda_frames() -> list[tuple[int, np.ndarray, np.ndarray]]:

@@ -14,13 +14,11 @@ from streamfuse.config import FusionConfig
 from streamfuse.frames import FramePair
 from streamfuse.fusers.base import Fuser, warn_of_unknown_intents
 from streamfuse.inference import InferenceWorker, build_worker
+from streamfuse.inference.batches import WARM_UP_STREAM
 from streamfuse.models.checkpoint import load_model
 from streamfuse.models.cpu import fuse_on_cpu
 from streamfuse.registration import Homography, Transform
 from streamfuse.stats import PipelineStats
-
-#: Stream id of the dummy frame that warms the inference worker up (never a real stream's id).
-WARM_UP_STREAM = -1
 
 
 class ModelFuser(Fuser):

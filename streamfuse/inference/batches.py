@@ -15,6 +15,10 @@ from streamfuse.errors import PipelineError
 from streamfuse.inference.stats import WorkerStats
 from streamfuse.registration.homography import Homography
 
+#: Stream id of the dummy frame that warms the inference worker up (never a real stream's id): fused, but
+#: not counted in the worker's statistics (its one-off start-up cost is no frame's latency).
+WARM_UP_STREAM = -1
+
 Key = tuple[tuple[int, ...], tuple[int, int], bool]
 """Batching key: visible shape, infrared shape, whether the infrared frame is warped."""
 
@@ -70,11 +74,15 @@ class Resolver:
         self.stats = stats
 
     def done(self, batch: list[Request], results: list[np.ndarray], stages_ms: tuple[float, float, float]) -> None:
-        """Record statistics and resolve a successful batch's futures in order."""
-        self.stats.record_batch(len(batch), *stages_ms)
+        """Record statistics (not of a warm-up) and resolve a successful batch's futures in order."""
+        counted = any(request.stream != WARM_UP_STREAM for request in batch)
+        if counted:
+            self.stats.record_batch(len(batch), *stages_ms)
         for request, result in zip(batch, results, strict=True):
             now = time.perf_counter()
-            self.stats.record_frame((request.dispatched - request.submitted) * 1000, (now - request.submitted) * 1000)
+            if counted:
+                self.stats.record_frame((request.dispatched - request.submitted) * 1000,
+                                        (now - request.submitted) * 1000)
             settle(request.future, result)
 
     def failed(self, batch: list[Request], error: BaseException) -> None:
