@@ -154,6 +154,14 @@ def test_a_killed_fragmented_mp4_loses_at_most_its_last_two_seconds(tmp_path, fr
     assert times == pytest.approx([i / 25 for i in range(len(images))], abs=0.002)
 
 
+@pytest.mark.parametrize("suffix", [".mkv", ".ts"])
+def test_a_killed_mkv_or_ts_recording_loses_at_most_its_last_two_seconds(tmp_path, suffix):
+    """They stayed empty for 15-25 s (the muxer's 256 KiB write buffer) and a kill lost everything."""
+    kill_a_writer(tmp_path / f"killed{suffix}", False, 160)
+    images, _ = read_video(tmp_path / f"killed{suffix}")
+    assert (160 - len(images)) / 25 <= 2.0, f"{len(images)} of 160 frames play"
+
+
 def test_fragmented_mp4_reports_its_length(tmp_path):
     """Its header holds no frame count: the duration gives it (progress bars, probe)."""
     path = tmp_path / "frag.mp4"

@@ -45,6 +45,21 @@ FRAGMENTED_MP4 = {"movflags": "frag_keyframe+empty_moov+delay_moov+default_base_
 fragment so that it can carry the edit list that makes the first frame play at time 0."""
 #: Extensions of the MP4 family (ISO base media files), written fragmented by default.
 MP4_FAMILY = (".mp4", ".mov", ".m4v")
+STREAMED_CONTAINERS = {
+    ".mkv": {"flush_packets": "1", "cluster_time_limit": str(int(KEYFRAME_INTERVAL_S * 1000))},
+    ".ts": {"flush_packets": "1"},
+}
+"""Muxer options that put MKV and MPEG-TS recordings into the file as they go (a Matroska cluster per 2 s,
+TS packets at once): the muxer's 256 KiB write buffer left them empty for 15-25 s at 160x128, and a kill
+then lost everything."""
+
+
+def container_options(path: Path, *, fragmented: bool) -> dict[str, str]:
+    """The muxer options for a recording at ``path`` (see :data:`FRAGMENTED_MP4`, :data:`STREAMED_CONTAINERS`)."""
+    suffix = path.suffix.lower()
+    if suffix in MP4_FAMILY:
+        return FRAGMENTED_MP4 if fragmented else {}
+    return STREAMED_CONTAINERS.get(suffix, {})
 
 
 MUXER_OVERHEAD_BYTES = 64 * 1024
@@ -121,7 +136,8 @@ class VideoWriter:
     MP4, MOV and M4V files are fragmented by default (a fragment per keyframe interval of 2 s, index in
     each fragment): everything up to the last fragment plays even if the process is killed, and the
     muxer does not hold a growing sample index in memory (~3-5 MB per hour of 15 fps video for a
-    classic MP4, written only at the end).
+    classic MP4, written only at the end). MKV files get a cluster per 2 s and MPEG-TS packets as they
+    come, both written out at once, so a kill loses as little of them.
 
     When the disk fills up, :meth:`write` or :meth:`close` closes the file, cuts it back to the end
     of its last complete fragment (a fragmented MP4 then plays to that point, with no broken frame at
@@ -169,7 +185,8 @@ class VideoWriter:
         prepare_output_file(self.path, overwrite, key)
         try:
             self._fragmented = fragmented and self.path.suffix.lower() in MP4_FAMILY
-            self._container = av.open(str(self.path), mode="w", options=FRAGMENTED_MP4 if self._fragmented else {})
+            self._container = av.open(str(self.path), mode="w",
+                                      options=container_options(self.path, fragmented=self._fragmented))
         except (av.error.FFmpegError, ValueError) as exc:
             raise SinkError(f"{_path_key(key)}: cannot create video {self.path} ({exc}); "
                             "use a known extension such as .mp4 or .mkv") from None
