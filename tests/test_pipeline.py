@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import logging
 import signal
 import subprocess
 import sys
@@ -308,12 +309,14 @@ def test_a_segment_whose_name_exists_goes_to_a_numbered_name_and_the_run_goes_on
 
 @pytest.mark.parametrize(("limit", "kept"), [({"max_segments": 2}, ["cam-003.mp4", "cam-004.mp4"]),
                                              ({"max_mb": 0.001}, ["cam-004.mp4"])])
-def test_a_ring_of_segments_deletes_the_oldest_first(tmp_path, limit, kept):
+def test_a_ring_of_segments_deletes_the_oldest_first(tmp_path, limit, kept, caplog):
     pattern = tmp_path / "cam-{segment:03d}.mp4"
     sinks = [{"type": "video", "path": str(pattern), "segment_minutes": 1 / 60, **limit}]  # 1 s of video per file
-    with Pipeline(config_from_dict(synthetic(150, sinks=sinks))) as pipeline:
+    with Pipeline(config_from_dict(synthetic(150, sinks=sinks))) as pipeline, caplog.at_level(logging.INFO):
         pipeline.run(install_signal_handlers=False)
     assert sorted(f.name for f in tmp_path.glob("cam-*.mp4")) == kept
+    key, value = next(iter(limit.items()))
+    assert f"deleted the oldest segment cam-000.mp4 (ring full: {key} {value:g})" in caplog.text
     assert pipeline.health()["recording"]["sinks.0"]["segments_deleted"] == 5 - len(kept)
     assert all(len(read_video(tmp_path / name)[0]) == 30 for name in kept)
 

@@ -398,6 +398,10 @@ class VideoSink(Sink):
 
     def open(self) -> None:
         self._open_segment()
+        if self.ring and self._free_bytes() < self.resume_free_bytes:
+            log.warning("%s: the disk has %.0f MB free, less than resume_free_mb (%g): the ring keeps only the newest "
+                        "segment; lower resume_free_mb for a small disk", self.describe(), self._free_bytes() / 1e6,
+                        self.resume_free_bytes / 1e6)
 
     @property
     def ring(self) -> bool:
@@ -413,8 +417,8 @@ class VideoSink(Sink):
         self.segments_started += 1
         self.segments.append(self._current)
         self._segment_start = None
-        while len(self.segments) > 1 and self._ring_too_big():
-            self._delete_oldest("ring full")
+        while len(self.segments) > 1 and (reason := self._ring_too_big()):
+            self._delete_oldest(reason)
 
     def _free_name(self, path: Path, mid_run: bool) -> Path:
         """``path``, or ``path`` with ``-1``, ``-2``, ... before its suffix when this run already wrote a file of
@@ -436,12 +440,16 @@ class VideoSink(Sink):
         self._written.add(candidate)
         return candidate
 
-    def _ring_too_big(self) -> bool:
+    def _ring_too_big(self) -> str | None:
+        """Why the ring must lose its oldest segment (None: it need not)."""
         if self.ring and self._free_bytes() < self.resume_free_bytes:
-            return True
+            return (f"less than resume_free_mb {self.resume_free_bytes / 1e6:g} MB free on the disk; lower it for a "
+                    "small disk")
         if self.max_segments is not None and len(self.segments) > self.max_segments:
-            return True
-        return self.max_bytes is not None and sum(_file_size(path) for path in self.segments) > self.max_bytes
+            return f"ring full: max_segments {self.max_segments}"
+        if self.max_bytes is not None and sum(_file_size(path) for path in self.segments) > self.max_bytes:
+            return f"ring full: max_mb {self.max_bytes / 1e6:g}"
+        return None
 
     def _make_room(self, needed_bytes: int) -> None:
         """Delete the oldest finished segments until ``needed_bytes`` (what the writer may write next) fit:
