@@ -250,6 +250,10 @@ def test_an_images_sink_refuses_a_folder_of_earlier_frames_before_any_output(tmp
     run_sink(ImagesSink(tmp_path / "out", overwrite=True), [fused(i) for i in range(6)])
     assert (tmp_path / "out" / "000005.png").read_bytes() != b"an earlier frame"
     ImagesSink(tmp_path / "out", pattern="run2_{index:06d}.png").open()  # another pattern's names do not clash
+    (tmp_path / "notes").mkdir()  # any .png was refused: names the pattern never writes clash with nothing
+    for name in ("notes.png", "123.png", "4900v.png"):
+        (tmp_path / "notes" / name).write_bytes(b"not a frame")
+    ImagesSink(tmp_path / "notes").open()
 
 
 @pytest.fixture

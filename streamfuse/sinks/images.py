@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import glob
 import logging
+import re
 import string
 import tempfile
 from pathlib import Path
@@ -21,6 +22,12 @@ from streamfuse.stats import PipelineStats
 GRAY_ONLY_EXTENSIONS = (".pgm",)
 
 log = logging.getLogger(__name__)
+
+
+def _digits(spec: str | None) -> str:
+    """The regular expression of a number formatted with ``spec`` (``06d``: at least six digits)."""
+    width = re.fullmatch(r"0?(\d+)d", spec or "")
+    return rf"-?\d{{{width.group(1)},}}" if width else r"-?\d+"
 
 
 class ImagesSink(Sink):
@@ -83,7 +90,10 @@ class ImagesSink(Sink):
         if "name" in fields or not fields:
             return []
         shape = "".join(glob.escape(text) + ("*" if name is not None else "") for text, name, _, _ in parts)
-        return sorted(self.path.glob(shape))
+        # Numbers as the pattern writes them ({index:06d}: six digits or more): not any file of that extension.
+        names = re.compile("".join(re.escape(text) + (_digits(spec) if name is not None else "")
+                                   for text, name, spec, _ in parts))
+        return sorted(path for path in self.path.glob(shape) if names.fullmatch(path.relative_to(self.path).as_posix()))
 
     def file_for(self, frame: FusedFrame) -> Path:
         """The output path of ``frame``."""
