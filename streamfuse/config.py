@@ -477,6 +477,11 @@ class VideoSinkConfig(SinkConfig):
             if self.segment_minutes is None:
                 raise ConfigError(f"{path}.{name}: needs segment_minutes (a ring of segments)")
             _positive(getattr(self, name), f"{path}.{name}")
+        if self.segment_minutes is None and re.search(r"%[A-Za-z]|\{segment", self.path):
+            raise ConfigError(f"{path}.path: {self.path}: date codes and {{segment}} name the files of a recording "
+                              "in segments; set segment_minutes too (the file was named with them as they are)")
+        if self.codec == "mpeg4" and self.crf != 23:
+            raise ConfigError(f"{path}.crf: sets H.264's quality; codec mpeg4 does not read it (it was ignored)")
 
 
 @dataclass
