@@ -24,6 +24,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import zmq
@@ -153,7 +154,10 @@ class ControlServer:
                 raise
             raise StreamfuseError(f"control.endpoint: cannot bind {self.endpoint} ({exc.strerror}); choose another "
                                   "port or disable the control socket (control.enabled: false)") from None
-        log.info("control socket: %s (streamfuse prompt set TEXT --control %s)", self.endpoint, self.endpoint)
+        client = self.endpoint.replace("tcp://0.0.0.0:", "tcp://127.0.0.1:").replace("tcp://*:", "tcp://127.0.0.1:")
+        server_public = Path(config.curve.server_secret_key or "server").with_suffix(".key")
+        keys = f" --client-key CLIENT.key_secret --server-key {server_public}" if config.curve.enabled else ""
+        log.info("control socket: %s (streamfuse prompt set TEXT --control %s%s)", self.endpoint, client, keys)
         if not is_local_endpoint(self.endpoint) and not config.curve.enabled:
             log.warning("control socket %s is reachable from the network without CURVE keys "
                         "(control.allow_insecure_remote): anyone who can connect can change the prompt", self.endpoint)

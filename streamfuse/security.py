@@ -61,7 +61,11 @@ class _AllowList:
     """ZAP credentials provider: allow the public keys found in a folder, log every refusal."""
 
     def __init__(self, folder: Path, socket_name: str) -> None:
-        self.keys = set(zmq.auth.load_certificates(folder))
+        try:
+            self.keys = set(zmq.auth.load_certificates(folder))
+        except (ValueError, OSError) as exc:  # one file that is no key file
+            raise ConfigError(f"{socket_name}.authorized_keys: {exc}; keep only the clients' public .key files "
+                              "(from `streamfuse keys`) in that folder") from None
         self.socket_name = socket_name
 
     def callback(self, domain: str, key: bytes) -> bool:

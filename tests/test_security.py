@@ -47,6 +47,7 @@ def test_curve_admits_authorised_clients_only(keys, caplog):
     pipeline = Pipeline(config_from_dict(secured_config(keys, publish, control)))
     runner = threading.Thread(target=pipeline.run, kwargs={"install_signal_handlers": False})
     caplog.set_level(logging.WARNING, logger="streamfuse.security")
+    caplog.set_level(logging.INFO, logger="streamfuse.control")
     runner.start()
     try:
         publisher, controller = f"tcp://127.0.0.1:{publish}", f"tcp://127.0.0.1:{control}"
@@ -75,6 +76,9 @@ def test_curve_admits_authorised_clients_only(keys, caplog):
         pipeline.stop()
         runner.join(10)
     assert any("unknown CURVE key" in r.getMessage() for r in caplog.records)  # the refusals were logged
+    # the command the log suggests carries the key options a secured socket needs (it answered nothing without)
+    assert f"--control tcp://127.0.0.1:{control} --client-key CLIENT.key_secret --server-key " \
+           f"{keys['server_public']})" in caplog.text
 
 
 def test_curve_misconfiguration_is_named(keys, tmp_path):
@@ -88,6 +92,13 @@ def test_curve_misconfiguration_is_named(keys, tmp_path):
     data = secured_config(keys, publish, control)
     data["control"]["curve"]["authorized_keys"] = str(tmp_path / "nowhere")
     with pytest.raises(ConfigError, match="control.curve.authorized_keys: .*nowhere is not a folder"):
+        Pipeline(config_from_dict(data)).run(install_signal_handlers=False)
+    junk = tmp_path / "junk_clients"  # a file that is no key among them was a ValueError traceback
+    junk.mkdir()
+    (junk / "x.key").write_text("junk\n")
+    data = secured_config(keys, publish, control)
+    data["control"]["curve"]["authorized_keys"] = str(junk)
+    with pytest.raises(ConfigError, match=r"control.curve.authorized_keys: No public key found in .*x\.key; keep only"):
         Pipeline(config_from_dict(data)).run(install_signal_handlers=False)
 
 
