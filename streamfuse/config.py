@@ -632,6 +632,11 @@ class TextConfig:
     cache_dir: str | None = "default"
     """Disk cache for embeddings and routings: ``default`` (~/.cache/streamfuse), a folder, or null (memory only)."""
 
+    def _check(self, path: str) -> None:
+        if self.cache_dir is not None and not self.cache_dir.strip():  # it filled the working directory
+            raise ConfigError(f"{path}.cache_dir: empty; give default (~/.cache/streamfuse), a folder, or null "
+                              "(memory only)")
+
 
 @dataclass
 class ControlConfig:

@@ -89,6 +89,7 @@ def test_empty_config_has_defaults():
     ({"sinks": [{"type": "zmq", "bind": False, "endpoint": "tcp://127.0.0.1:*"}]},
      "sinks.0.endpoint: 'tcp://127.0.0.1:*' needs a TCP port from 1 to 65535 to connect to"),
     ({"prompt": "fog " * 300}, "prompt: at most 1000 characters, got 1200"),
+    ({"text": {"cache_dir": ""}}, "text.cache_dir: empty; give default"),
     ({"sinks": [{"type": "video", "path": "rec-%Y%m%d.mp4"}]}, "sinks.0.path: rec-%Y%m%d.mp4: date codes and "
                                                                "{segment} name the files of a recording in segments"),
     ({"sinks": [{"type": "video", "path": "rec.mp4", "codec": "mpeg4", "crf": 40}]},
