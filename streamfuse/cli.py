@@ -33,7 +33,7 @@ from streamfuse.config import (
 from streamfuse.errors import SinkError, StreamfuseError, UsageError
 from streamfuse.fusers import FUSERS
 from streamfuse.imageio import IMAGE_EXTENSIONS, image_size, images_by_stem, list_images, natural_key, read_image
-from streamfuse.pipeline import Pipeline, check_outputs_are_not_inputs
+from streamfuse.pipeline import Pipeline, check_outputs_are_not_inputs, warn_of_medical_routing
 from streamfuse.probe import probe
 from streamfuse.registration.estimate import STRUCTURES, estimate_homography
 from streamfuse.runtime import setup_runtime
@@ -76,6 +76,7 @@ def _log_setup(pipeline: Pipeline, origin: str) -> None:
     if pipeline.routing is not None:
         log.info("prompt %r -> %s (encoder %s)", pipeline.routing.prompt, pipeline.routing.summary(),
                  pipeline.routing.encoder)
+        warn_of_medical_routing(pipeline.routing)
     for index, sink in enumerate(pipeline.config.sinks):
         log.info("sink %d: %s", index, sink.type + " " + (getattr(sink, "path", "") or getattr(sink, "endpoint", "")))
     cameras = (pipeline.config.sources.ir, pipeline.config.sources.vis)
@@ -402,6 +403,7 @@ def cmd_fuse(args: argparse.Namespace) -> int:
     elif pipeline.routing is not None:
         log.info("prompt %r -> %s (encoder %s)", pipeline.routing.prompt, pipeline.routing.summary(),
                  pipeline.routing.encoder)
+        warn_of_medical_routing(pipeline.routing)
     stats = pipeline.run(progress=_progress_wanted(args, pipeline))
     with _signals_ignored_once_stopped(pipeline):
         fuse = stats.stages().get("fuse")

@@ -48,6 +48,7 @@ from streamfuse.frames import FramePair, FusedFrame
 from streamfuse.fusers import Fuser, build_fuser
 from streamfuse.imageio import glob_folder
 from streamfuse.memory import TRIM_EVERY_S, release_free_memory
+from streamfuse.models.rule import MEDICAL_INTENTS
 from streamfuse.queues import Closed, StageQueue
 from streamfuse.registration import Registrar, build_registrar
 from streamfuse.registration.online import OnlineRefiner
@@ -74,6 +75,16 @@ def _input_paths(config: Config) -> dict[str, Path]:
                 path = Path(glob_folder(source.path))
             found[f"sources.{name}.path"] = path.resolve()
     return found
+
+
+def warn_of_medical_routing(routing) -> None:
+    """Say when a prompt for camera footage routed to the medical intents, whose rule fuses MRI with CT, PET or SPECT
+    (a weak keyword match can: 'I need to spot the deer' took the PET intent with the keyword encoder)."""
+    share = sum(routing.weights.get(intent, 0.0) for intent in MEDICAL_INTENTS)
+    if share > 0:
+        log.warning("prompt %r routes %.0f%% to the medical intents (%s): their rule fuses MRI with CT, PET or SPECT, "
+                    "not thermal with visible footage; for medical images use streamfuse fuse --task, for camera "
+                    "footage say what to favour in other words", routing.prompt, share * 100, routing.summary())
 
 
 def check_outputs_are_not_inputs(config: Config, flags: dict[str, str] | None = None) -> None:
@@ -334,6 +345,7 @@ class Pipeline:
         routing = self.router.route(prompt)
         self.routing = routing
         log.info("prompt %r -> %s (encoder %s)", prompt, routing.summary(), routing.encoder)
+        warn_of_medical_routing(routing)
         return routing
 
     def _shutdown_after_failed_start(self) -> None:

@@ -126,6 +126,21 @@ def test_one_folder_given_twice_to_a_task_is_one_error_about_the_task(tmp_path, 
     assert "colour" not in caplog.text
 
 
+def test_a_prompt_that_routes_camera_footage_to_the_medical_rule_is_warned_about(tmp_path, caplog):
+    """'I need to spot the deer' took the PET intent with the keyword encoder and changed the output silently."""
+    mri, _, pet = head_phantom()
+    cv2.imwrite(str(tmp_path / "a.png"), mri)
+    cv2.imwrite(str(tmp_path / "b.png"), pet)
+    common = ["fuse", "--ir", str(tmp_path / "a.png"), "--vis", str(tmp_path / "b.png"), "--fuser", "classical",
+              "--no-progress", "-y"]
+    with caplog.at_level(logging.WARNING):
+        assert main([*common, "-o", str(tmp_path / "x.png"), "--prompt", "fuse MRI and PET"]) == 0
+        assert "routes 100% to the medical intents" in caplog.text and "use streamfuse fuse --task" in caplog.text
+        caplog.clear()
+        assert main([*common, "-o", str(tmp_path / "y.png"), "--task", "mri_pet"]) == 0
+        assert "medical intents (" not in caplog.text
+
+
 def test_a_functional_video_given_as_ir_keeps_its_colour(tmp_path):
     """Videos were taken as given: PET as --ir went to the infrared slot and came out gray, without a word."""
     mri, _, pet = head_phantom()

@@ -131,7 +131,7 @@ def test_cache_avoids_a_second_encode_also_after_restart(tmp_path):
     assert restarted.texts == 1  # bank phrasings came from disk
 
 
-@pytest.mark.parametrize("damage", ["{}", '"x"', '{"prompt": "fog"}', "shape", "nan"])
+@pytest.mark.parametrize("damage", ["{}", '"x"', '{"prompt": "fog"}', "shape", "nan", "weights"])
 def test_cache_entries_of_the_wrong_shape_are_ignored_like_unreadable_ones(tmp_path, caplog, damage):
     """Valid JSON or NumPy files with the wrong content (an entry edited or replaced by hand) crashed prompt
     explain, fuse and run with a KeyError / TypeError / broadcasting traceback."""
@@ -141,18 +141,33 @@ def test_cache_entries_of_the_wrong_shape_are_ignored_like_unreadable_ones(tmp_p
     if damage in ("shape", "nan"):  # the embeddings are read only when the routing is not cached
         for path in tmp_path.rglob("*.json"):
             path.unlink()
-    for path in sorted(tmp_path.rglob("*.json" if damage[0] in "{\"" else "*.npy")):
+    for path in sorted(tmp_path.rglob("*.json" if damage[0] in "{\"" or damage == "weights" else "*.npy")):
         if damage == "shape":  # one entry replaced (the others are the encoder's length)
             np.save(path, np.random.default_rng(0).random(7).astype(np.float32))
             break
         elif damage == "nan":
             np.save(path, np.full(np.load(path).shape, np.nan, np.float32))
+        elif damage == "weights":  # a negative share, the rest over 1: it was used as it was
+            routing = json.loads(path.read_text())
+            routing["weights"] = {name: -5.0 if name == "fog" else 6.0 if name == "thermal_targets" else 0.0
+                                  for name in routing["weights"]}
+            path.write_text(json.dumps(routing))
         else:
             path.write_text(damage)
     with caplog.at_level(logging.WARNING):
         again = Router(HashingTextEncoder(), load_bank(), cache=EmbeddingCache(tmp_path)).route("fog over the harbour")
     assert again.weights == first.weights and again.similarity == first.similarity
     assert "text cache: ignoring unreadable entry" in caplog.text
+
+
+def test_a_negation_in_a_prompt_is_warned_about(router, caplog):
+    """'no fog' routes to fog: routing follows the topic, and it said nothing."""
+    with caplog.at_level(logging.WARNING):
+        routing = router.route("no fog today")
+        router.route("fog everywhere, trust thermal")
+    assert routing.weights["fog"] > 0.5
+    assert len(caplog.records) == 1
+    assert "prompt 'no fog today' says 'no': routing follows what a prompt is about, not a negation" in caplog.text
 
 
 def test_a_prompt_the_terminal_could_not_decode_is_routed_not_a_traceback():

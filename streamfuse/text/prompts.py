@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 import re
 from dataclasses import dataclass, field
@@ -19,6 +20,11 @@ from streamfuse.text.cache import EmbeddingCache
 from streamfuse.text.encoders import TextEncoder
 
 #: Intents every bank must define (the fusion network and the training recipes refer to them).
+log = logging.getLogger(__name__)
+
+#: Words that turn a prompt's topic around ("no fog", "not dark", "avoid glare"): routing follows the topic.
+NEGATION = re.compile(r"\b(no|not|never|without|avoid|don'?t|do not|less|stop)\b", re.IGNORECASE)
+
 REQUIRED_INTENTS = ("balanced", "thermal_targets", "visible_detail", "low_light", "glare", "fog", "noise",
                     "low_contrast_thermal", "mri_ct", "mri_pet", "mri_spect")
 
@@ -256,17 +262,22 @@ class Router:
         # command line), which failed later with a traceback: they become U+FFFD, the replacement character.
         prompt = prompt.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
         key = f"route|{self.encoder.id}|{self.bank.version}|{self.floor}|{prompt}"
-        cached = self.cache.get_json(key, self._cached_routing)
-        if cached is not None:
-            return cached
-        routing = self._route(prompt)
-        self.cache.put_json(key, routing.as_dict())
+        routing = self.cache.get_json(key, self._cached_routing)
+        if routing is None:
+            routing = self._route(prompt)
+            self.cache.put_json(key, routing.as_dict())
+        if (negation := NEGATION.search(prompt)) is not None:
+            log.warning("prompt %r says %r: routing follows what a prompt is about, not a negation (here: %s); if "
+                        "that is what you meant to avoid, say what to favour instead, e.g. 'trust the visible camera' "
+                        "rather than 'no thermal'", prompt, negation.group(0), routing.summary())
         return routing
 
     def _cached_routing(self, data: Any) -> Routing:
         """A cached routing, checked: its weights name this bank's intents and are finite (ValueError if not)."""
         routing = Routing.from_dict(data)
-        if set(routing.weights) != set(self.bank.ids) or not all(math.isfinite(w) for w in routing.weights.values()):
+        weights = list(routing.weights.values())
+        if set(routing.weights) != set(self.bank.ids) or not all(math.isfinite(w) and w >= 0 for w in weights) \
+                or abs(sum(weights) - 1.0) > 1e-3:  # routings are shares of the prompt: none negative, sum 1
             raise ValueError("not a routing over this bank's intents")
         return routing
 
