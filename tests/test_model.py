@@ -346,6 +346,16 @@ def test_an_intent_the_fusers_do_not_know_counts_as_balanced_with_a_warning(fuse
     with caplog.at_level("WARNING"):
         built.condition(Routing("find the boats, keep the colours", "test", weights, {}, {}, False))
     assert "intent 'boats' (0.71 of the prompt) means nothing to the " + fuser in caplog.text
+    assert "an intent added to the bank needs a fuser trained for it" in caplog.text
+    if fuser == "classical":  # a built-in intent it has no rule for was called "a new intent" too
+        from streamfuse.fusers import base
+
+        base._WARNED_INTENTS.discard(("classical", "noise"))  # warned once per process: maybe by an earlier test
+        with caplog.at_level("WARNING"):
+            built.condition(Routing("reduce noise", "test", {"noise": 1.0, "balanced": 0.0}, {}, {}, False))
+        assert "intent 'noise' (1.00 of the prompt) means nothing to the classical fuser" in caplog.text
+        assert "(the model fuser has it)" in caplog.text
+        built.condition(Routing("the same, in known intents", "test", known, {}, {}, False))
     ir, vis = make_pair(3, (96, 64))
     prompted = built.fuse(ir, vis)
     built.condition(Routing("the same, in known intents", "test", known, {}, {}, False))

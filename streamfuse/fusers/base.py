@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from streamfuse.colour import as_gray
+from streamfuse.text.prompts import REQUIRED_INTENTS
 
 if TYPE_CHECKING:
     from streamfuse.frames import FramePair
@@ -169,6 +170,8 @@ def warn_of_unknown_intents(fuser: str, weights: dict[str, float], known: Collec
     for intent, weight in weights.items():
         if weight > 0 and intent not in known and (fuser, intent) not in _WARNED_INTENTS:
             _WARNED_INTENTS.add((fuser, intent))
+            remedy = ("the model fuser has it" if intent in REQUIRED_INTENTS else
+                      "an intent added to the bank needs a fuser trained for it")
             log.warning("intent %r (%.2f of the prompt) means nothing to the %s fuser, which knows %s: that share "
-                        "of the prompt is fused as balanced; a new intent needs a fuser trained for it",
-                        intent, weight, fuser, ", ".join(sorted(known)))
+                        "of the prompt is fused as balanced (%s)", intent, weight, fuser, ", ".join(sorted(known)),
+                        remedy)
