@@ -245,6 +245,10 @@ def test_open_clip_config_errors(tmp_path):
     with pytest.raises(ConfigError, match="does not load into streamfuse-tiny-clip") as raised:
         OpenClipTextEncoder("streamfuse-tiny-clip", str(tmp_path / "other.pt"), model_config=str(config_path))
     assert not str(raised.value).endswith(":"), str(raised.value)  # the keys after the header are named
+    (tmp_path / "text.pt").write_text("hello world, not weights\n")  # it said "... does not load into ...: 101"
+    with pytest.raises(ConfigError, match=r"text.pt does not load into streamfuse-tiny-clip: not a checkpoint of this "
+                                          r"model \(\w+Error: .*\); give open_clip weights") as raised:
+        OpenClipTextEncoder("streamfuse-tiny-clip", str(tmp_path / "text.pt"), model_config=str(config_path))
 
 
 def test_auto_falls_back_with_one_warning_and_strict_fails(tmp_path, monkeypatch, caplog):

@@ -223,8 +223,9 @@ def _load_failure(exc: Exception) -> str:
     if "weights_only" in text or "Unpickl" in text or isinstance(exc, pickle.UnpicklingError):
         return "not a checkpoint that can be read safely (damaged, or not PyTorch or safetensors weights)"
     lines = [line.strip() for line in text.splitlines() if line.strip()]
-    if not lines:
-        return type(exc).__name__
+    if not lines or isinstance(exc, (KeyError, IndexError)) or len(text) < 12:  # a bare key or number says nothing
+        return (f"not a checkpoint of this model ({type(exc).__name__}: {text or 'no message'}); give open_clip "
+                "weights of that model (.safetensors or .bin)")
     return " ".join(lines[:2])[:300]
 
 
