@@ -163,7 +163,7 @@ def machine() -> dict[str, Any]:
 def report(stats: PipelineStats, info: dict[str, Any], **fields: Any) -> dict[str, Any]:
     """The JSON report: end-to-end fps, per-stage percentiles and everything in ``fields``."""
     return {
-        "fps": stats.fps(),
+        "fps": stats.run_fps(),  # the whole run: from the first output frame to the last
         "frames": stats.frames_out,
         **info,
         **fields,

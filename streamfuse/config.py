@@ -477,7 +477,11 @@ class VideoSinkConfig(SinkConfig):
             if self.segment_minutes is None:
                 raise ConfigError(f"{path}.{name}: needs segment_minutes (a ring of segments)")
             _positive(getattr(self, name), f"{path}.{name}")
-        if self.segment_minutes is None and re.search(r"%[A-Za-z]|\{segment", self.path):
+        codes = re.compile(r"%[A-Za-z]|\{segment")
+        if codes.search(str(Path(self.path).parent)):
+            raise ConfigError(f"{path}.path: {self.path}: date codes and {{segment}} fill in the file name only, "
+                              "not its folders (a folder was created with them as they are)")
+        if self.segment_minutes is None and codes.search(Path(self.path).name):
             raise ConfigError(f"{path}.path: {self.path}: date codes and {{segment}} name the files of a recording "
                               "in segments; set segment_minutes too (the file was named with them as they are)")
         if self.codec == "mpeg4" and self.crf != 23:
@@ -897,6 +901,11 @@ def config_path(name_or_path: str | os.PathLike) -> Path:
     return path
 
 
+#: Top-level keys only a training config has (``threads``, ``model``, ``seed`` could be a pipeline key misplaced).
+TRAINING_ONLY_KEYS = frozenset({"data_root", "learning_rate", "batch_size", "checkpoint_every", "head_decay",
+                                "mix_with_balanced", "init_weights"})
+
+
 def load_config(path: str | os.PathLike | None = None, overrides: list[str] | None = None,
                 *, env: dict[str, str] | None = None) -> Config:
     """Read a YAML config file into a :class:`Config`.
@@ -924,8 +933,7 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | No
         raise ConfigError(f"{path}: invalid YAML: {yaml_problem(exc)}") from None
     if data is not None and not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level (key: value lines), got {type(data).__name__}")
-    training_keys = sorted(set(data or {}) & {f.name for f in dataclasses.fields(TrainConfig)}
-                           - {f.name for f in dataclasses.fields(Config)})
+    training_keys = sorted(set(data or {}) & TRAINING_ONLY_KEYS)
     if training_keys:
         raise ConfigError(f"{path}: a training config (it sets {', '.join(training_keys[:3])}); train with it: "
                           f"streamfuse train {given}")

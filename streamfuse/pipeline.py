@@ -573,12 +573,12 @@ class Pipeline:
             if self._signals_acted_on > 1:  # not _stopping: --max-frames or the end of input stop the run too
                 log.warning("second interrupt: dropping frames in flight, finalising outputs")
                 self.abort()
-            elif signum == signal.SIGINT:
-                log.warning("interrupted: finishing frames in flight (interrupt again to stop now)")
-                self.stop()
             else:
-                log.warning("%s: finishing frames in flight (send it again, or Ctrl-C, to stop now)",
-                            signal.Signals(signum).name)
+                if signum == signal.SIGINT:
+                    log.warning("interrupted: finishing frames in flight (interrupt again to stop now)")
+                else:
+                    log.warning("%s: finishing frames in flight (send it again, or Ctrl-C, to stop now)",
+                                signal.Signals(signum).name)
                 self.stop()
                 for sink in self.sinks:
                     sink.finish_soon()

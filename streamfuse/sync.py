@@ -178,11 +178,12 @@ class PairingStage:
         """``paired``; or while a camera is lost, ``pause`` or ``passthrough`` (``sync.on_camera_loss``)."""
         self._output_shape: tuple[int, int] | None = None
         spread_s = abs(offsets_s[primary.name] - offsets_s[secondary.name])
-        for source in (primary, secondary) if spread_s else ():
-            # The frames of one camera wait in its queue for the other's that come up to spread_s later: a live
-            # (drop_oldest) queue gets room for them, or it drops half of them with an offset of 0.1 s.
-            if source.queue.policy == "drop_oldest":
-                source.queue.maxsize += math.ceil(spread_s * (source.nominal_fps or ASSUMED_LIVE_FPS) - SAME_TIME_S)
+        # The camera with the larger offset delivers each moment spread_s before the other: its frames wait in its
+        # queue for their partners, so a live (drop_oldest) one gets room for them (it dropped half of them with
+        # an offset of 0.1 s). A camera that states no rate before it opens is taken for 30 fps.
+        earlier = max((primary, secondary), key=lambda source: offsets_s[source.name])
+        if spread_s and earlier.queue.policy == "drop_oldest":
+            earlier.queue.maxsize += math.ceil(spread_s * (earlier.nominal_fps or ASSUMED_LIVE_FPS) - SAME_TIME_S)
         self._paired_once = False
         self._last_paired: dict[str, int] = {}
         self._lost_names: list[str] = []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import ipaddress
 import json
 import logging
 import re
@@ -38,11 +39,12 @@ class WebServer:
             protocol_version = "HTTP/1.1"
             timeout = IDLE_TIMEOUT_S  # a client that stops sending or reading is disconnected
 
-            def do_GET(self) -> None:  # noqa: N802 - http.server's naming
-                answer(self)
-
-            # http.server answers a method without a do_ method with its own HTML 501, past the token check
-            do_POST = do_HEAD = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_GET  # noqa: N815
+            def __getattr__(self, name: str) -> Callable[[], None]:
+                # Every method (do_GET, do_POST, do_TRACE, ...) is answered here: http.server answers one it
+                # finds no do_ method for with its own HTML 501, past the token check and routing.
+                if name.startswith("do_"):
+                    return lambda: answer(self)
+                raise AttributeError(name)
 
             def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - http.server's signature
                 log.debug(section + ": " + format, *(_without_token(str(arg)) for arg in args))
@@ -81,7 +83,9 @@ def respond(request: BaseHTTPRequestHandler, code: int, body: bytes, kind: str, 
 
 
 def refuse_method(request: BaseHTTPRequestHandler, allowed: str) -> None:
-    """405 for a route that exists but does not take this method."""
+    """405 for a route that exists but does not take this method (the connection closes: a body sent with it is
+    not read, and would be taken for the next request)."""
+    request.close_connection = True
     respond(request, 405, json.dumps({"error": f"{request.command} not allowed here; use {allowed}"}).encode(),
             "application/json", Allow=allowed)
 
@@ -106,3 +110,15 @@ class _ThreadingHTTPServer6(ThreadingHTTPServer):
 def url_host(host: str) -> str:
     """``host`` as it is written in a URL (an IPv6 address in brackets)."""
     return f"[{host}]" if ":" in host else host
+
+
+def names_loopback(host_header: str) -> bool:
+    """Whether a ``Host`` header (``name[:port]``) names this machine's loopback interface: ``localhost`` or a
+    loopback address, not a name that merely starts like one (``127.0.0.1.attacker.example``)."""
+    name = (host_header.rsplit(":", 1)[0] if not host_header.endswith("]") else host_header).strip("[]").lower()
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False

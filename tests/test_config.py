@@ -33,8 +33,8 @@ def test_packaged_demo_config_loads():
 def test_running_a_training_config_says_to_train_with_it(capsys):
     """It said 'data_root: unknown key (expected one of: sources, ...)'."""
     assert main(["run", "train", "--max-frames", "5"]) == 2
-    assert "train.yaml: a training config (it sets batch_size, checkpoint_every, crop); train with it: streamfuse " \
-           "train train" in capsys.readouterr().err
+    assert ("train.yaml: a training config (it sets batch_size, checkpoint_every, data_root); train with it: "
+            "streamfuse train train") in capsys.readouterr().err
 
 
 def test_empty_config_has_defaults():
@@ -92,6 +92,8 @@ def test_empty_config_has_defaults():
     ({"text": {"cache_dir": ""}}, "text.cache_dir: empty; give default"),
     ({"sinks": [{"type": "video", "path": "rec-%Y%m%d.mp4"}]}, "sinks.0.path: rec-%Y%m%d.mp4: date codes and "
                                                                "{segment} name the files of a recording in segments"),
+    ({"sinks": [{"type": "video", "path": "rec/%Y-%m/cam.mp4", "segment_minutes": 10}]},
+     "sinks.0.path: rec/%Y-%m/cam.mp4: date codes and {segment} fill in the file name only, not its folders"),
     ({"sinks": [{"type": "video", "path": "rec.mp4", "codec": "mpeg4", "crf": 40}]},
      "sinks.0.crf: sets H.264's quality; codec mpeg4 does not read it"),
     ({"sinks": [{"type": "video", "path": "rec/a.mp4"}, {"type": "zmq"}, {"type": "video", "path": "./rec/a.mp4"}]},

@@ -59,6 +59,10 @@ def test_health_and_metrics_endpoints_report_a_live_pipeline(tmp_path):
         assert exported_metric_names(text) == documented_metric_names()
         assert http_get(f"{url}/secrets")[0] == 404
         host, port = url.removeprefix("http://").split(":")
+        connection = http.client.HTTPConnection(host, int(port), timeout=5)  # a DNS-rebinding page's own name
+        connection.request("GET", "/health", headers={"Host": f"127.0.0.1.attacker.example:{port}"})
+        assert connection.getresponse().status == 403
+        connection.close()
         for method, status in (("HEAD", 200), ("PUT", 405), ("DELETE", 405)):  # HEAD was 501 (uptime monitors)
             connection = http.client.HTTPConnection(host, int(port), timeout=5)
             connection.request(method, "/health")

@@ -209,14 +209,24 @@ def test_one_signal_after_max_frames_is_a_first_interrupt_not_a_second(caplog):
         assert "second interrupt: dropping frames in flight" in caplog.text
 
 
-def test_a_termination_signal_is_named_as_such_not_as_an_interrupt(caplog):
-    """SIGTERM said 'interrupted ... (interrupt again to stop now)'."""
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_first_signal_stops_gently_and_tells_the_sinks_to_finish_soon(caplog, signum):
+    """SIGTERM said 'interrupted ... (interrupt again to stop now)'; and a lossless publisher must get the
+    signal's deadline for a stuck subscriber on either signal."""
+    from streamfuse.sinks.zmq import ZmqSink
+
     pipeline = Pipeline(config_from_dict(synthetic()))
+    publisher = ZmqSink("tcp://127.0.0.1:5599", lossless=True)  # not started: only its deadline is looked at
+    pipeline.sinks.append(publisher)
     with pipeline._signals_handled(True), caplog.at_level("WARNING"):
-        signal.getsignal(signal.SIGTERM)(signal.SIGTERM, None)
+        signal.getsignal(signum)(signum, None)
         pipeline._act_on_signals()
-    assert "SIGTERM: finishing frames in flight (send it again, or Ctrl-C, to stop now)" in caplog.text
-    assert "interrupted" not in caplog.text
+    assert pipeline._stopping.is_set() and publisher._give_up_at is not None
+    if signum == signal.SIGTERM:
+        assert "SIGTERM: finishing frames in flight (send it again, or Ctrl-C, to stop now)" in caplog.text
+        assert "interrupted" not in caplog.text
+    else:
+        assert "interrupted: finishing frames in flight (interrupt again to stop now)" in caplog.text
 
 
 @pytest.mark.parametrize("fusion", [{"fuser": "model", "device": "cpu", "max_batch": 4}, {"fuser": "classical"}],
@@ -361,4 +371,4 @@ def test_the_model_fuser_warms_up_on_the_first_pair_of_a_live_feed_too():
     assert pipeline.live
     stats = pipeline.run(install_signal_handlers=False)
     assert stats.counters()["drops.warm_up"] == 1
-    assert pipeline.fuser.worker.stats.frames == pipeline.frames_fused + 1  # + the warm-up frame
+    assert pipeline.fuser.worker.stats.frames == pipeline.frames_fused  # the warm-up frame is no sample of its stages

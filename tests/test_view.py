@@ -75,7 +75,8 @@ def test_wrong_or_missing_token_gets_403_and_nothing_else():
         status, page = http_get(f"{base}/?token={TOKEN}")
         assert status == 200 and "prompt-form" in page
         for method, path, token, expected in (
-                ("PUT", "/api/control", "", 403), ("OPTIONS", "/", "", 403), ("DELETE", "/api/control", TOKEN, 405),
+                ("PUT", "/api/control", "", 403), ("OPTIONS", "/", "", 403), ("TRACE", "/", "", 403),
+                ("DELETE", "/api/control", TOKEN, 405),
                 ("GET", "/api/control", TOKEN, 405), ("POST", "/api/status", TOKEN, 405),
                 ("HEAD", "/api/status", TOKEN, 200)):
             connection = http.client.HTTPConnection("127.0.0.1", pipeline.view.port, timeout=5)
@@ -326,7 +327,7 @@ def test_other_sites_in_the_operators_browser_cannot_steer_or_watch_a_view_witho
             assert status == 403 and "a control request is JSON" in reply["error"], headers
         assert pipeline.routing.prompt == "find the people"
         port = pipeline.view.port
-        for host in (f"evil.example:{port}", "evil.example"):
+        for host in (f"evil.example:{port}", "evil.example", f"127.0.0.1.attacker.example:{port}"):
             connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
             connection.request("GET", "/snapshot.png", headers={"Host": host})
             response = connection.getresponse()

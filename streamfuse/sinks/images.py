@@ -25,9 +25,10 @@ log = logging.getLogger(__name__)
 
 
 def _digits(spec: str | None) -> str:
-    """The regular expression of a number formatted with ``spec`` (``06d``: at least six digits)."""
-    width = re.fullmatch(r"0?(\d+)d", spec or "")
-    return rf"-?\d{{{width.group(1)},}}" if width else r"-?\d+"
+    """The regular expression of a number formatted with ``spec`` (``06d``: at least six digits; ``6d`` pads with
+    spaces)."""
+    padded = re.fullmatch(r"0(\d+)d", spec or "")
+    return rf"-?\d{{{max(1, int(padded.group(1)))},}}" if padded else r" *-?\d+"
 
 
 class ImagesSink(Sink):

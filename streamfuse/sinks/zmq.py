@@ -231,7 +231,7 @@ class ZmqSink(Sink):
         while True:
             try:
                 self._socket.send_multipart(message, flags=zmq.NOBLOCK, copy=False)
-                self._no_longer_waiting()
+                self._no_longer_waiting(sent=True)
                 return
             except zmq.Again:  # a subscriber is at its high-water mark
                 if self.lossless and not self._giving_up():
@@ -239,7 +239,7 @@ class ZmqSink(Sink):
                     # XPUB reports no room for the full pipe by poll (it returns at once): wait, then retry.
                     self._closing.wait(LOSSLESS_RETRY_S)
                     continue
-                self._no_longer_waiting()
+                self._no_longer_waiting(sent=False)
                 self.dropped += 1
                 self.stats.count("drops.zmq")
                 self._gave_up = self._gave_up or self.lossless
@@ -258,8 +258,9 @@ class ZmqSink(Sink):
                         "it (a recorder that stopped reading?); set lossless: false to drop frames for a slow "
                         "subscriber instead", self.describe(), now - self._waiting_since)
 
-    def _no_longer_waiting(self) -> None:
-        if self._warned_stuck:
+    def _no_longer_waiting(self, *, sent: bool) -> None:
+        """A write ended: ``sent`` (the slow subscriber took it) or gave the frame up."""
+        if self._warned_stuck and sent:
             log.info("%s: the slow subscriber takes frames again after %.1f s", self.describe(),
                      time.monotonic() - self._waiting_since)
         self._waiting_since, self._warned_stuck = None, False

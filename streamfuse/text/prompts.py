@@ -19,12 +19,13 @@ from streamfuse.errors import ConfigError
 from streamfuse.text.cache import EmbeddingCache
 from streamfuse.text.encoders import TextEncoder
 
-#: Intents every bank must define (the fusion network and the training recipes refer to them).
 log = logging.getLogger(__name__)
 
-#: Words that turn a prompt's topic around ("no fog", "not dark", "avoid glare"): routing follows the topic.
-NEGATION = re.compile(r"\b(no|not|never|without|avoid|don'?t|do not|less|stop)\b", re.IGNORECASE)
+#: Words that turn a prompt's topic around ("no fog", "not dark", "don't use thermal"): routing follows the topic.
+#: ("avoid glare", "less noise" ask for what the glare and noise intents do, and are not warned about.)
+NEGATION = re.compile(r"\b(no|not|never|without|don'?t|do not)\b", re.IGNORECASE)
 
+#: Intents every bank must define (the fusion network and the training recipes refer to them).
 REQUIRED_INTENTS = ("balanced", "thermal_targets", "visible_detail", "low_light", "glare", "fog", "noise",
                     "low_contrast_thermal", "mri_ct", "mri_pet", "mri_spect")
 

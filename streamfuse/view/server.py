@@ -37,7 +37,7 @@ from streamfuse.control import MAX_REQUEST_BYTES, CommandHandler, too_large
 from streamfuse.imageio import encode_image
 from streamfuse.sinks.zmq import wall_clock
 from streamfuse.view.board import KINDS, FrameBoard
-from streamfuse.webserver import WebServer, refuse_method, respond
+from streamfuse.webserver import WebServer, names_loopback, refuse_method, respond
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +84,7 @@ class ViewServer:
             request.close_connection = True
             respond(request, 403, b"", "text/plain")
             return
-        if self._token is None and not _names_loopback(request.headers.get("Host", "")):
+        if self._token is None and not names_loopback(request.headers.get("Host", "")):
             request.close_connection = True
             respond(request, 403, json.dumps({"error": f"this view answers at {self.url} (the request named "
                                                        f"{request.headers.get('Host')!r})"}).encode(),
@@ -94,6 +94,7 @@ class ViewServer:
         allowed = "POST" if url.path == "/api/control" else "GET" if url.path in streams else "GET, HEAD"
         method = "GET" if request.command == "HEAD" and allowed == "GET, HEAD" else request.command
         if url.path not in {"/", "/snapshot.png", "/api/status", "/api/control", *streams}:
+            request.close_connection = True  # a body sent with it is not read
             respond(request, 404, b'{"error": "not found; open / for the page"}', "application/json")
         elif method not in allowed.split(", "):
             refuse_method(request, allowed)
@@ -169,12 +170,6 @@ class ViewServer:
         """End every stream and release the port."""
         self.board.close()
         self._web.close()
-
-
-def _names_loopback(host_header: str) -> bool:
-    """Whether a ``Host`` header (``name[:port]``) names this machine's loopback interface."""
-    name = host_header.rsplit(":", 1)[0] if not host_header.endswith("]") else host_header
-    return name.strip("[]").lower() in ("127.0.0.1", "localhost", "::1") or name.startswith("127.")
 
 
 def status_report(pipeline: Any) -> dict[str, Any]:
