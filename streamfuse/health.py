@@ -18,7 +18,7 @@ from typing import Any
 from streamfuse.config import is_loopback
 from streamfuse.errors import ConfigError
 from streamfuse.sources.base import SourceState
-from streamfuse.webserver import WebServer, names_loopback, refuse_method, respond
+from streamfuse.webserver import WebServer, refuse_method, respond
 
 Report = Callable[[], dict[str, Any]]
 
@@ -47,17 +47,13 @@ class HealthServer:
     def __init__(self, host: str, port: int, report: Report, *, metrics: bool = False) -> None:
         self.report = report
         self._metrics = _prometheus_renderer() if metrics else None
-        self._loopback = is_loopback(host)
-        self._web = WebServer(host, port, self._answer, section="health")
+        self._web = WebServer(host, port, self._answer, section="health", loopback_only=is_loopback(host))
         self.port = self._web.port
         self.url = self._web.url
 
     def _answer(self, request: BaseHTTPRequestHandler) -> None:
         path = request.path.split("?", 1)[0]
-        if self._loopback and not names_loopback(request.headers.get("Host", "")):  # a DNS-rebinding page
-            request.close_connection = True
-            respond(request, 403, b'{"error": "this endpoint answers at a loopback address"}', "application/json")
-        elif request.command not in ("GET", "HEAD"):  # HEAD: uptime monitors that only check the status
+        if request.command not in ("GET", "HEAD"):  # HEAD: uptime monitors that only check the status
             refuse_method(request, "GET, HEAD")
         elif path == "/health":
             report = self.report()

@@ -32,9 +32,13 @@ class WebServer:
         port: TCP port (0 picks a free one; see :attr:`port`).
         answer: Writes the response to the request (``request.path``, ``request.command``, ...).
         section: The config section serving it (``health``, ``view``), named in errors and logs.
+        loopback_only: Refuse (403) a request whose ``Host`` names no loopback address: a DNS-rebinding page
+            in the browser of someone on this machine names its own host (for a server without credentials).
     """
 
-    def __init__(self, host: str, port: int, answer: Answer, *, section: str) -> None:
+    def __init__(self, host: str, port: int, answer: Answer, *, section: str, loopback_only: bool = False) -> None:
+        web = self
+
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
             timeout = IDLE_TIMEOUT_S  # a client that stops sending or reading is disconnected
@@ -43,7 +47,7 @@ class WebServer:
                 # Every method (do_GET, do_POST, do_TRACE, ...) is answered here: http.server answers one it
                 # finds no do_ method for with its own HTML 501, past the token check and routing.
                 if name.startswith("do_"):
-                    return lambda: answer(self)
+                    return lambda: web._dispatch(self, answer, loopback_only)
                 raise AttributeError(name)
 
             def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - http.server's signature
@@ -62,6 +66,15 @@ class WebServer:
         self._thread = threading.Thread(target=self._http.serve_forever, kwargs={"poll_interval": 0.2},
                                         name=section, daemon=True)
         self._thread.start()
+
+    def _dispatch(self, request: BaseHTTPRequestHandler, answer: Answer, loopback_only: bool) -> None:
+        host = request.headers.get("Host", "")
+        if loopback_only and not _names_loopback(host):
+            request.close_connection = True
+            respond(request, 403, json.dumps({"error": f"this endpoint answers at {self.url} (the request named "
+                                                       f"{host!r})"}).encode(), "application/json")
+            return
+        answer(request)
 
     def close(self) -> None:
         """Stop accepting requests and release the port."""
@@ -112,7 +125,7 @@ def url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
-def names_loopback(host_header: str) -> bool:
+def _names_loopback(host_header: str) -> bool:
     """Whether a ``Host`` header (``name[:port]``) names this machine's loopback interface: ``localhost`` or a
     loopback address, not a name that merely starts like one (``127.0.0.1.attacker.example``)."""
     name = (host_header.rsplit(":", 1)[0] if not host_header.endswith("]") else host_header).strip("[]").lower()

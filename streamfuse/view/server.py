@@ -37,7 +37,7 @@ from streamfuse.control import MAX_REQUEST_BYTES, CommandHandler, too_large
 from streamfuse.imageio import encode_image
 from streamfuse.sinks.zmq import wall_clock
 from streamfuse.view.board import KINDS, FrameBoard
-from streamfuse.webserver import WebServer, names_loopback, refuse_method, respond
+from streamfuse.webserver import WebServer, refuse_method, respond
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,8 @@ class ViewServer:
         self._token = config.token
         self._viewers_lock = threading.Lock()
         self._page = resources.files("streamfuse.view").joinpath("page.html").read_bytes()
-        self._web = WebServer(config.bind, config.port, self._answer, section="view")
+        self._web = WebServer(config.bind, config.port, self._answer, section="view",
+                              loopback_only=config.token is None)  # without a token the view is on loopback
         self.port = self._web.port
         self.url = self._web.url
 
@@ -83,12 +84,6 @@ class ViewServer:
         if not self._allowed(request, parse_qs(url.query)):
             request.close_connection = True
             respond(request, 403, b"", "text/plain")
-            return
-        if self._token is None and not names_loopback(request.headers.get("Host", "")):
-            request.close_connection = True
-            respond(request, 403, json.dumps({"error": f"this view answers at {self.url} (the request named "
-                                                       f"{request.headers.get('Host')!r})"}).encode(),
-                    "application/json")
             return
         streams = {f"/stream/{kind}.mjpg" for kind in KINDS}
         allowed = "POST" if url.path == "/api/control" else "GET" if url.path in streams else "GET, HEAD"
