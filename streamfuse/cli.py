@@ -33,7 +33,7 @@ from streamfuse.config import (
 from streamfuse.errors import SinkError, StreamfuseError, UsageError
 from streamfuse.fusers import FUSERS
 from streamfuse.imageio import IMAGE_EXTENSIONS, image_size, images_by_stem, list_images, natural_key, read_image
-from streamfuse.pipeline import Pipeline, check_outputs_are_not_inputs, warn_of_medical_routing
+from streamfuse.pipeline import Pipeline, announce_routing, check_outputs_are_not_inputs
 from streamfuse.probe import probe
 from streamfuse.registration.estimate import STRUCTURES, estimate_homography
 from streamfuse.runtime import setup_runtime
@@ -74,9 +74,7 @@ def _log_setup(pipeline: Pipeline, origin: str) -> None:
         log.info("source %s: %s (drop policy %s)", name, source.describe(), source.drop_policy)
     log.info("registration: %s; fuser: %s", pipeline.registrar.name, pipeline.fuser.name)
     if pipeline.routing is not None:
-        log.info("prompt %r -> %s (encoder %s)", pipeline.routing.prompt, pipeline.routing.summary(),
-                 pipeline.routing.encoder)
-        warn_of_medical_routing(pipeline.routing)
+        announce_routing(pipeline.routing)
     for index, sink in enumerate(pipeline.config.sinks):
         log.info("sink %d: %s", index, sink.type + " " + (getattr(sink, "path", "") or getattr(sink, "endpoint", "")))
     cameras = (pipeline.config.sources.ir, pipeline.config.sources.vis)
@@ -141,7 +139,7 @@ def _log_inputs(pipeline: Pipeline) -> None:
     lost = {name: count for name, count in counts.items()
             if count["unpaired"] or count["dropped"] or count["not_read"] or count["missing"]}
     if lost and not pipeline.live and not stopped_early:
-        undecodable = any(pipeline.stats.counters().get(f"undecodable.{name}") for name in lost)
+        undecodable = any(counters.get(f"undecodable.{name}") for name in lost)
         log.warning("not every input frame was fused (%s); the inputs differ in length or timing%s; pairing "
                     "tolerance %.0f ms (sync.tolerance_ms)",
                     "; ".join(f"{name}: {count['unpaired']} unpaired, {count['dropped']} dropped of "
@@ -401,9 +399,7 @@ def cmd_fuse(args: argparse.Namespace) -> int:
         log.info("--task %s: the medical rule (the medical intents share it, so the prompt's split among them, "
                  "%s, changes nothing)", args.task, pipeline.routing.summary())
     elif pipeline.routing is not None:
-        log.info("prompt %r -> %s (encoder %s)", pipeline.routing.prompt, pipeline.routing.summary(),
-                 pipeline.routing.encoder)
-        warn_of_medical_routing(pipeline.routing)
+        announce_routing(pipeline.routing)
     stats = pipeline.run(progress=_progress_wanted(args, pipeline))
     with _signals_ignored_once_stopped(pipeline):
         fuse = stats.stages().get("fuse")

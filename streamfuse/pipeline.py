@@ -77,9 +77,11 @@ def _input_paths(config: Config) -> dict[str, Path]:
     return found
 
 
-def warn_of_medical_routing(routing) -> None:
-    """Say when a prompt for camera footage routed to the medical intents, whose rule fuses MRI with CT, PET or SPECT
-    (a weak keyword match can: 'I need to spot the deer' took the PET intent with the keyword encoder)."""
+def announce_routing(routing) -> None:
+    """Log a prompt's routing, and say when a prompt for camera footage went to the medical intents, whose rule fuses
+    MRI with CT, PET or SPECT (a weak keyword match can: 'I need to spot the deer' took the PET intent with the
+    keyword encoder)."""
+    log.info("prompt %r -> %s (encoder %s)", routing.prompt, routing.summary(), routing.encoder)
     share = sum(routing.weights.get(intent, 0.0) for intent in MEDICAL_INTENTS)
     if share > 0:
         log.warning("prompt %r routes %.0f%% to the medical intents (%s): their rule fuses MRI with CT, PET or SPECT, "
@@ -344,8 +346,7 @@ class Pipeline:
                                 "the config")
         routing = self.router.route(prompt)
         self.routing = routing
-        log.info("prompt %r -> %s (encoder %s)", prompt, routing.summary(), routing.encoder)
-        warn_of_medical_routing(routing)
+        announce_routing(routing)
         return routing
 
     def _shutdown_after_failed_start(self) -> None:
