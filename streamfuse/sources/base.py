@@ -171,8 +171,8 @@ class Source(ThreadedStage):
         self._watchdog: threading.Thread | None = None
         self._stalled = threading.Event()
         """Set by the watchdog when it finds the open connection silent: that connection is abandoned."""
-        self._live_size: tuple[int, int] | None = None
-        """``(width, height)`` of a live source's first frame: the size its frames are delivered at."""
+        self.first_size: tuple[int, int] | None = None
+        """``(width, height)`` of the first frame delivered (a live source delivers all of its frames at it)."""
         self._other_size: tuple[int, int] | None = None
         """The size a live source last switched to, once warned about."""
 
@@ -317,7 +317,7 @@ class Source(ThreadedStage):
             if capture is None:
                 self.reached_end = True
                 return
-            image = self._at_live_size(self.gain(capture.image))
+            image = self._at_first_size(self.gain(capture.image))
             now = time.perf_counter()
             self._last_frame_at = time.monotonic()
             self._recent_frames.append(self._last_frame_at)
@@ -334,21 +334,21 @@ class Source(ThreadedStage):
                     return
             self.stats.set_counter(f"drops.{self.name}", self.queue.dropped)
 
-    def _at_live_size(self, image: np.ndarray) -> np.ndarray:
+    def _at_first_size(self, image: np.ndarray) -> np.ndarray:
         """A live source's frame at the size of its first frame (see ``live``); other inputs' frames as read."""
+        size = (image.shape[1], image.shape[0])
+        if self.first_size is None:
+            self.first_size = size
         if not self.live:
             return image
-        size = (image.shape[1], image.shape[0])
-        if self._live_size is None:
-            self._live_size = size
-        if size == self._live_size:
+        if size == self.first_size:
             if self._other_size is not None:
                 self._other_size = None
                 log.info("source %s (%s) is back at %dx%d", self.name, self.describe(), *size)
             return image
         if size != self._other_size:
             self._other_size = size
-            (width, height), (new_width, new_height) = self._live_size, size
+            (width, height), (new_width, new_height) = self.first_size, size
             stretched = abs(new_width * height - width * new_height) > max(width, height)
             log.warning("source %s (%s) now delivers %dx%d frames where it started at %dx%d; scaling them to %dx%d "
                         "for the registration set up at that size%s", self.name, self.describe(), new_width,
@@ -356,8 +356,8 @@ class Source(ThreadedStage):
                         ": the aspect ratio changed too, so the picture is stretched and the registration may no "
                         "longer hold; restart the run (and calibrate at the new size)" if stretched else "")
         self.stats.count(f"rescaled.{self.name}")
-        shrink = size[0] * size[1] > self._live_size[0] * self._live_size[1]
-        return cv2.resize(image, self._live_size, interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+        shrink = size[0] * size[1] > self.first_size[0] * self.first_size[1]
+        return cv2.resize(image, self.first_size, interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
 
     def pace_start(self) -> float:
         """When the pacing grid starts (``time.perf_counter()``): frame k is due ``k / pace_fps`` later.

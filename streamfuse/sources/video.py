@@ -227,7 +227,6 @@ class VideoSource(Source):
         self._container: av.container.InputContainer | None = None
         self._frames = None
         self._first_time: float | None = None
-        self._first_size: tuple[int, int] | None = None
         self._rate: Fraction | None = None
         self._count: int | None = None
         self._count_stated = False
@@ -320,14 +319,11 @@ class VideoSource(Source):
     def _check_size(self, image: np.ndarray) -> None:
         """A file whose frame size changes part-way is refused at that frame, by number (a stream
         is scaled back to its first size instead: :class:`~streamfuse.sources.base.Source`)."""
-        size = (image.shape[1], image.shape[0])
-        if self.frames_read == 0:
-            self._first_size = size
-        elif size != self._first_size and not self.live:
+        size, first = (image.shape[1], image.shape[0]), self.first_size
+        if first is not None and size != first and not self.live:
             raise SourceError(f"sources.{self.name}: {redact(self.uri)}: frame {self.frames_read} is {size[0]}x"
-                              f"{size[1]} where the frames before it are {self._first_size[0]}x"
-                              f"{self._first_size[1]}; re-encode the file at one size (e.g. ffmpeg -i IN -vf "
-                              f"scale={self._first_size[0]}:{self._first_size[1]} OUT)")
+                              f"{size[1]} where the frames before it are {first[0]}x{first[1]}; re-encode the file "
+                              f"at one size (e.g. ffmpeg -i IN -vf scale={first[0]}:{first[1]} OUT)")
 
     def _log_display_form(self, rotation: float) -> None:
         """Say once when the frames are resampled to square pixels or turned (:func:`as_displayed`)."""
