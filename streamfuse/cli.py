@@ -745,12 +745,12 @@ def cmd_probe(args: argparse.Namespace) -> int:
     _at_least_one(args.frames, "--frames")
     if not args.uri.strip():
         raise StreamfuseError("probe: the input is empty; give a video file, stream URL or image folder")
-    report = probe(args.uri, frames=args.frames)
+    report = probe(args.uri, frames=args.frames, count=args.count)
     if args.json:
         print(json.dumps(report, indent=2))
     else:
         for key, value in report.items():
-            print(f"{key:>16}: {value}")
+            print(f"{key:>18}: {value}")
     return 0
 
 
@@ -1189,6 +1189,9 @@ def build_parser() -> argparse.ArgumentParser:
     probe_cmd = add(commands, "probe", help="describe a video file, stream URL or image folder")
     probe_cmd.add_argument("uri")
     probe_cmd.add_argument("--frames", type=int, default=5, help="how many first timestamps to show")
+    probe_cmd.add_argument("--count", action="store_true",
+                           help="count a video file's frames by reading it through (exact where the header states "
+                                "no count: MKV, fragmented MP4, a recording with pauses)")
     probe_cmd.add_argument("--json", action="store_true", help="print JSON")
     probe_cmd.set_defaults(handler=cmd_probe)
 

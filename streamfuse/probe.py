@@ -21,12 +21,14 @@ from streamfuse.sources.video import (
 )
 
 
-def probe(uri: str, *, frames: int = 5) -> dict[str, Any]:
+def probe(uri: str, *, frames: int = 5, count: bool = False) -> dict[str, Any]:
     """Describe ``uri``: codec, resolution, frame rate, frame count or duration, first timestamps.
 
     Args:
         uri: A video file, a stream URL, an image file, or a folder/glob of images.
         frames: How many frames to decode for the first timestamps.
+        count: Count a video file's frames by reading all its packets (the whole file, no decoding)
+            instead of taking the header's count or estimating it from the duration.
 
     Raises:
         SourceError: The input cannot be opened or decoded.
@@ -58,7 +60,10 @@ def probe(uri: str, *, frames: int = 5) -> dict[str, Any]:
                     break
         except Exception as exc:
             raise SourceError(f"{redact(uri)}: the video opens but its frames do not decode ({exc})") from None
-        return {
+        if count and not is_url(uri):
+            container.seek(0)
+            counted = sum(1 for packet in container.demux(stream) if packet.size)
+        report = {
             "input": redact(uri),
             "kind": "stream" if is_url(uri) else "video file",
             "container": container.format.name,
@@ -66,9 +71,11 @@ def probe(uri: str, *, frames: int = 5) -> dict[str, Any]:
             "resolution": f"{stream.codec_context.width}x{stream.codec_context.height}",
             "pixel format": stream.codec_context.pix_fmt,
             "frame rate": float(rate) if rate else None,
-            "frames": None if is_url(uri) else frame_count(container, stream, duration),
-            "frames from": None if is_url(uri) else "the header" if stream.frames else
-            "duration x frame rate (an estimate: wrong for a variable rate or a recording with pauses)",
+            "frames": None if is_url(uri) else counted if count else frame_count(container, stream, duration),
+            "frames from": None if is_url(uri) else "counted (every packet read)" if count else
+            "the header" if stream.frames else
+            "duration x frame rate (an estimate: wrong for a variable rate or a recording with pauses; "
+            "--count counts them)",
             "video streams": len(container.streams.video),
             "pixel aspect": f"{aspect.numerator}:{aspect.denominator}" if (aspect := pixel_aspect(stream)) else "1:1",
             "rotation": rotation,
@@ -76,6 +83,9 @@ def probe(uri: str, *, frames: int = 5) -> dict[str, Any]:
             "time base": str(stream.time_base),
             "first timestamps": timestamps,
         }
+        if count and not is_url(uri) and duration:
+            report["average frame rate"] = round(counted / duration, 3)
+        return report
     finally:
         container.close()
 

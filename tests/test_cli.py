@@ -316,6 +316,24 @@ def test_probe_video_and_folder(tmp_path, capsys, image_folders):
     assert code == 0 and json.loads(out)["bits"] == 16  # it said only "channels: 1"
 
 
+def test_probe_counts_the_frames_of_a_recording_slower_than_its_stated_rate(tmp_path, capsys):
+    """A live recording whose frames came at 8 fps into a file stating 30 fps: the header has no count
+    (Matroska), so the estimate from the duration is ~3x too high; --count reads the packets through."""
+    from streamfuse.sinks.video import VideoWriter
+
+    with VideoWriter(tmp_path / "slow.mkv", fps=30) as writer:
+        for i in range(12):
+            writer.write(make_pair(i)[1], i / 8)
+    code, out, _ = run_cli(capsys, "probe", str(tmp_path / "slow.mkv"), "--json")
+    estimate = json.loads(out)
+    assert code == 0 and estimate["frames"] > 30 and "--count" in estimate["frames from"]
+    code, out, _ = run_cli(capsys, "probe", str(tmp_path / "slow.mkv"), "--json", "--count")
+    counted = json.loads(out)
+    assert code == 0 and counted["frames"] == 12 and counted["frames from"].startswith("counted")
+    assert counted["average frame rate"] == pytest.approx(8, rel=0.1)
+    assert counted["first timestamps"] == estimate["first timestamps"]
+
+
 def test_bench_prints_stage_table_and_json(tmp_path, capsys):
     report_path = tmp_path / "bench.json"
     code, out, _ = run_cli(capsys, "bench", "--size", "160x128", "--frames", "30", "--fuser", "classical",
