@@ -106,6 +106,20 @@ def test_video_source_reads_frames_and_pts(tmp_path):
         assert int(np.argmin(errors)) == index
 
 
+def test_a_realtime_video_file_plays_at_its_recorded_timing(tmp_path):
+    """A recording stating 20 fps whose frames came in bursts with a pause: each frame is released when its own
+    timestamp is due (it was released on the 20 fps grid: the 0.5 s pause vanished and the frames after it came
+    0.5 s early against the other camera's file)."""
+    times = [0.0, 0.05, 0.1, 0.6, 0.65, 0.7]
+    path = write_video(tmp_path / "paused.mkv", [make_pair(i, (64, 48))[1] for i in range(6)], fps=20, times=times)
+    source = VideoSource("vis", str(path), realtime=True)
+    source.start()
+    got = drain(source)
+    assert [round(f.timestamp, 3) for f in got] == times
+    released = np.array([f.created for f in got]) - got[0].created
+    assert np.allclose(released, times, atol=0.04), released
+
+
 @pytest.mark.parametrize("suffix", [".mkv", ".mp4"])
 def test_a_recording_whose_timestamps_start_late_counts_its_own_frames(tmp_path, suffix):
     """Matroska states when the file ends, not its length: 20 frames from 60 s were counted as 1,220 (probe

@@ -100,6 +100,9 @@ class SourceState(enum.StrEnum):
 
 #: States in which a source delivers no frames but may come back.
 LOST_STATES = (SourceState.STARTING, SourceState.RECONNECTING)
+MAX_TIMESTAMP_GAP_S = 10.0
+"""A file played at its recorded timing waits at most this long for one frame (a longer gap is a clock jump or
+a recording resumed much later, not worth waiting for)."""
 
 
 class Source(ThreadedStage):
@@ -143,6 +146,10 @@ class Source(ThreadedStage):
         queue_size = options.queue_size or (2 if self.drop_policy == "drop_oldest" else 8)
         self.queue: StageQueue[Frame] = StageQueue(queue_size, self.drop_policy, name=f"source {name}")
         self.pace_fps = pace_fps
+        self.paces_by_timestamp = False
+        """Release each frame when its own timestamp is due (a file played at its recorded timing, pauses and
+        a variable rate included) instead of on the ``pace_fps`` grid, which then only tells how late is late."""
+        self._timestamp_clock: float | None = None
         self.stats = options.stats or PipelineStats()
         reconnect = options.reconnect
         self.reconnect = reconnect if reconnect is not None and reconnect.enabled else None
@@ -301,8 +308,9 @@ class Source(ThreadedStage):
         """Read and queue frames until the input ends (returns) or fails (raises)."""
         started = self.pace_start()
         count = 0
+        self._timestamp_clock = None
         while not self._stop.is_set():
-            if self.pace_fps:
+            if self.pace_fps and not self.paces_by_timestamp:
                 interval = 1.0 / self.pace_fps
                 delay = started + count * interval - time.perf_counter()
                 if delay < -interval:  # fell behind (a slow read, a busy host): this frame now, then on at the
@@ -317,6 +325,11 @@ class Source(ThreadedStage):
             if capture is None:
                 self.reached_end = True
                 return
+            if self.paces_by_timestamp:
+                read_s = time.perf_counter() - t0
+                if self._wait_until_due(capture.timestamp):
+                    return
+                t0 = time.perf_counter() - read_s  # the wait is not capture time
             image = self._at_first_size(self.gain(capture.image))
             now = time.perf_counter()
             self._last_frame_at = time.monotonic()
@@ -358,6 +371,22 @@ class Source(ThreadedStage):
         self.stats.count(f"rescaled.{self.name}")
         shrink = size[0] * size[1] > self.first_size[0] * self.first_size[1]
         return cv2.resize(image, self.first_size, interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+
+    def _wait_until_due(self, timestamp: float) -> bool:
+        """Wait until ``timestamp`` is due on the wall clock that the first frame started (True when stopped
+        meanwhile). A frame more than an interval late re-starts the clock at it (no burst of the frames due
+        meanwhile); a gap of more than ``MAX_TIMESTAMP_GAP_S`` in the timestamps is skipped with a note."""
+        now = time.perf_counter()
+        if self._timestamp_clock is None:
+            self._timestamp_clock = now - timestamp
+        delay = self._timestamp_clock + timestamp - now
+        if delay > MAX_TIMESTAMP_GAP_S or delay < -1.0 / (self.pace_fps or 10.0):
+            if delay > 0:
+                log.info("source %s (%s): its timestamps jump %.1f s ahead at frame %d; playing on without the "
+                         "pause", self.name, self.describe(), delay, self.frames_read)
+            self._timestamp_clock = now - timestamp
+            return False
+        return delay > 0 and self._stop.wait(delay)
 
     def pace_start(self) -> float:
         """When the pacing grid starts (``time.perf_counter()``): frame k is due ``k / pace_fps`` later.

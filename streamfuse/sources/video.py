@@ -215,7 +215,8 @@ class VideoSource(Source):
     Args:
         name: Source name (``ir``/``vis``).
         uri: A file path or a URL (``rtsp://``, ``http://``, ...).
-        realtime: For files, release frames at the stream's own frame rate.
+        realtime: For files, release each frame when its timestamp is due (the recorded timing: pauses and a
+            variable rate played as recorded).
         options: Drop policy (None: ``drop_oldest`` for a URL), queue size, statistics, supervision.
     """
 
@@ -268,8 +269,9 @@ class VideoSource(Source):
         self._count = None if self.live else frame_count(self._container, stream)
         self._count_stated = bool(stream.frames)
         self._stated_length_s = None if self.live else stated_length_s(self._container, stream)
-        if self.realtime and not self.live and self._rate:
-            self.pace_fps = float(self._rate)
+        if self.realtime and not self.live:
+            self.pace_fps = float(self._rate) if self._rate else None
+            self.paces_by_timestamp = True
         self._frames = self._decode(stream)
 
     def _decode(self, stream: av.video.stream.VideoStream) -> Iterator[av.VideoFrame]:
