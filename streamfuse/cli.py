@@ -336,6 +336,9 @@ def fuse_config(ir: str, vis: str, output: str, *, fuser: str, overwrite: bool, 
     check_outputs_are_not_inputs(config, {"sinks.0.path": "-o", "sources.ir.path": "--ir", "sources.ir.uri": "--ir",
                                           "sources.vis.path": "--vis", "sources.vis.uri": "--vis"})
     written = config.sinks[0]
+    if sink["type"] == "video" or kinds == {"image"}:  # one output file (the sink's own refusal names sinks.0)
+        if (out.exists() or out.is_symlink()) and not out.is_dir() and not written.overwrite:
+            raise SinkError(f"-o {output}: already exists; pass -y/--overwrite to replace it")
     if "folder" in kinds and kinds <= {"image", "folder"} and isinstance(written, ImagesSinkConfig) \
             and not written.overwrite:
         _check_no_output_exists(Path(written.path), written.pattern, config.sources.vis.stems or

@@ -49,7 +49,8 @@ def test_fuse_single_images(tmp_path, capsys):
     assert cv2.imread(str(tmp_path / "out" / "fused.png")).shape == (60, 80, 3)
     code, _, err = run_cli(capsys, "fuse", "--ir", str(tmp_path / "ir.png"), "--vis", str(tmp_path / "vis.jpg"),
                            "-o", str(tmp_path / "out" / "fused.png"))
-    assert code == 1 and "already exists" in err and "--overwrite" in err
+    assert code == 1 and f"-o {tmp_path / 'out' / 'fused.png'}: already exists; pass -y/--overwrite" in err
+    assert "sinks.0" not in err and "folder" not in err  # the sink's words, about a config and a folder
     code, _, err = run_cli(capsys, "fuse", "--ir", str(tmp_path / "ir.png"), "--vis", str(tmp_path / "vis.jpg"),
                            "-o", str(tmp_path / "out" / "fused.pgm"))  # PGM holds gray: the fused luminance
     assert code == 0, err
