@@ -67,13 +67,19 @@ def test_14bit_thermal_person_is_as_visible_as_from_the_8bit_frames(tmp_path, fu
         assert contrast14 >= 0.9 * contrast8, (contrast14, contrast8)  # ... and as much from 14 bits
 
 
-def write_gray16_video(path: Path, frames: list[np.ndarray], fps: int = 30) -> None:
+def write_gray16_video(path: Path, frames: list[np.ndarray], fps: int = 30, pix_fmt: str = "gray16le") -> None:
+    """FFV1 video of ``uint16`` gray frames, stored as ``pix_fmt`` (``gray12le``: the raw counts of a 12-bit
+    camera, 0-4095, as they are, in its 12-bit samples)."""
     with av.open(str(path), "w") as container:
         stream = container.add_stream("ffv1", rate=fps)
         stream.height, stream.width = frames[0].shape
-        stream.pix_fmt = "gray16le"
+        stream.pix_fmt = pix_fmt
         for image in frames:
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="gray16le")))
+            frame = av.VideoFrame(image.shape[1], image.shape[0], pix_fmt)
+            rows = np.zeros((image.shape[0], frame.planes[0].line_size // 2), "<u2")
+            rows[:, :image.shape[1]] = image
+            frame.planes[0].update(rows.tobytes())
+            container.mux(stream.encode(frame))
         container.mux(stream.encode())
 
 
@@ -123,6 +129,20 @@ def test_16bit_video_is_read_as_16_bits_and_the_gain_does_not_pump(tmp_path):
     assert np.abs(np.diff(steady)).max() < 5
     # ... to the same level once the range has adapted
     assert abs(steady[-1] - per_frame[-1]) < 10
+
+
+@pytest.mark.parametrize(("pix_fmt", "low", "high"), [("gray12le", 2000, 2400), ("gray10le", 600, 1000),
+                                                      ("gray16le", 2000, 2400)])
+def test_deep_gray_video_keeps_its_raw_counts_for_a_fixed_range(tmp_path, pix_fmt, low, high):
+    """A 12-bit camera's counts 2000-2400 reached the gain as 32000-38000 (FFmpeg's conversion to gray16le scales
+    12 bits up to 16), so a fixed range in raw counts washed the thermal image out to white."""
+    ramp = np.tile(np.linspace(low, high, 64), (48, 1)).astype(np.uint16)
+    write_gray16_video(tmp_path / "raw.mkv", [ramp] * 3, pix_fmt=pix_fmt)
+    gain = GainConfig(mode="fixed", range=(low, high))
+    frames = read_all(VideoSource("ir", str(tmp_path / "raw.mkv"), options=SourceOptions(gain=gain)))
+    assert len(frames) == 3
+    assert frames[0][:, 0].max() < 5 and frames[0][:, -1].min() > 250  # the ramp spans the 8 bits
+    assert np.abs(np.diff(frames[0][0].astype(int))).max() <= 5
 
 
 def test_a_scene_cut_restarts_the_range_at_once(tmp_path):

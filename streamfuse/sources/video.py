@@ -171,9 +171,15 @@ def decode_from(container: av.container.InputContainer, stream: av.video.stream.
 def to_array(frame: av.VideoFrame, aspect: Fraction | None = None) -> np.ndarray:
     """A decoded frame as an array, as players show it (:func:`as_displayed`; ``aspect``: the stream's
     :func:`pixel_aspect`): ``uint16`` gray for gray video deeper than 8 bits (``gray16le``, ``gray12le``,
-    ...: radiometric or raw thermal, for the source's gain), else ``uint8`` BGR."""
+    ...: radiometric or raw thermal, for the source's gain; the raw counts, not scaled to 16 bits), else
+    ``uint8`` BGR."""
     components = frame.format.components
     deep_gray = len(components) == 1 and components[0].bits > 8
+    if deep_gray and components[0].bits < 16:  # raw counts: a conversion to gray16le scales 12 bits up to 16
+        plane = frame.planes[0]
+        dtype = np.dtype("<u2" if frame.format.name.endswith("le") else ">u2")
+        raw = np.frombuffer(plane, dtype).reshape(frame.height, plane.line_size // 2)[:, :frame.width]
+        return as_displayed(raw.astype(np.uint16), frame.rotation, aspect)
     return as_displayed(frame.to_ndarray(format="gray16le" if deep_gray else "bgr24"), frame.rotation, aspect)
 
 
