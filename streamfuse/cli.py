@@ -32,7 +32,16 @@ from streamfuse.config import (
 )
 from streamfuse.errors import SinkError, StreamfuseError, UsageError
 from streamfuse.fusers import FUSERS
-from streamfuse.imageio import IMAGE_EXTENSIONS, image_size, images_by_stem, list_images, natural_key, read_image
+from streamfuse.imageio import (
+    IMAGE_EXTENSIONS,
+    image_size,
+    images_by_stem,
+    is_pattern,
+    list_images,
+    natural_key,
+    read_image,
+    stem_of,
+)
 from streamfuse.pipeline import Pipeline, announce_routing, check_outputs_are_not_inputs
 from streamfuse.probe import probe
 from streamfuse.registration.estimate import STRUCTURES, estimate_homography
@@ -223,7 +232,7 @@ def _input_kind(path: str, flag: str) -> str:
     if "://" in path:
         return "video"
     p = Path(path)
-    if any(ch in path for ch in "*?["):
+    if is_pattern(path):
         return "folder"
     if not p.exists():
         raise StreamfuseError(f"{flag} {path}: no such file or folder")
@@ -253,7 +262,8 @@ def _paired_stems(ir: str, vis: str, *, pair_by: str) -> list[str] | None:
         raise StreamfuseError(f"--ir {ir} and --vis {vis} have no file name in common (e.g. {ir_files[0].name} "
                               f"and {vis_files[0].name}); images are paired by name: name each pair alike, or "
                               "pass --pair-by order to pair them by sorted order")
-    unmatched = [f for f in ir_files if f.stem not in vis_stems] + [f for f in vis_files if f.stem not in ir_stems]
+    unmatched = ([f for f in ir_files if stem_of(f) not in vis_stems]
+                 + [f for f in vis_files if stem_of(f) not in ir_stems])
     if not unmatched:
         return None
     log.warning("%d image(s) have no partner of the same name and are skipped: %s%s", len(unmatched),
@@ -342,7 +352,7 @@ def fuse_config(ir: str, vis: str, output: str, *, fuser: str, overwrite: bool, 
     if "folder" in kinds and kinds <= {"image", "folder"} and isinstance(written, ImagesSinkConfig) \
             and not written.overwrite:
         _check_no_output_exists(Path(written.path), written.pattern, config.sources.vis.stems or
-                                [path.stem for path in list_images(vis)])
+                                [stem_of(path) for path in list_images(vis)])
     if _input_kind(vis, "--vis") == "folder" and not isinstance(written, ImagesSinkConfig):
         _check_one_size(vis, config.sources.vis.stems, output)
     return config
@@ -354,7 +364,7 @@ def _check_one_size(vis: str, stems: list[str] | None, output: str) -> None:
     files = list_images(vis)
     if stems is not None:
         wanted = set(stems)
-        files = [path for path in files if path.stem in wanted]
+        files = [path for path in files if stem_of(path) in wanted]
     sizes: dict[tuple[int, int], Path] = {}
     for path in files:
         size = image_size(path)
@@ -586,8 +596,8 @@ def calibration_pairs(ir: str, vis: str, *, max_pairs: int, pair_by: str | None 
     stems = _paired_stems(ir, vis, pair_by=pair_by or "stem")
     folders = [list_images(path) for path in (ir, vis)]
     if stems is not None:
-        folders = [[f for f in group if f.stem in set(stems)] for group in folders]
-        folders = [sorted(group, key=lambda f: stems.index(f.stem)) for group in folders]
+        folders = [[f for f in group if stem_of(f) in set(stems)] for group in folders]
+        folders = [sorted(group, key=lambda f: stems.index(stem_of(f))) for group in folders]
     step = max(1, len(folders[0]) // max_pairs)
     chosen = list(zip(*folders, strict=True))[::step][:max_pairs]
     if files is not None:
@@ -846,7 +856,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         if not Path(folder).is_dir():
             raise StreamfuseError(f"--fused {folder}: no such folder")
     for label, folder in zip(evaluation.folder_labels(args.fused or []), args.fused or [], strict=True):
-        methods[label] = evaluation.folder_method(folder)
+        methods[label] = evaluation.folder_method(folder, [stem for stem, _, _ in pairs])
     for name in args.fuser or []:
         if name in methods:
             raise UsageError(f"eval: --fuser {name} and the --fused folder labelled {name!r} would share a row; "
@@ -855,9 +865,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
         fuser.condition(routing)
         methods[name] = evaluation.fuser_method(fuser)
     module = convention_module(args.convention)
-    results = evaluation.evaluate(pairs, methods, convention=args.convention, metrics=names,
-                                  progress=not args.no_progress and sys.stderr.isatty())
-    for problem in problems + [f"{r.name}: {p}" for r in results for p in r.skipped]:
+    results, pair_problems = evaluation.evaluate(pairs, methods, convention=args.convention, metrics=names,
+                                                 progress=not args.no_progress and sys.stderr.isatty())
+    for problem in problems + pair_problems + [f"{r.name}: {p}" for r in results for p in r.skipped]:
         log.warning("skipped %s", problem)
     for result in results:
         if not result.rows:

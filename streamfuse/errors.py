@@ -34,6 +34,12 @@ class SourceError(StreamfuseError):
     """A source could not be opened or failed while reading (missing file, corrupt video, no camera)."""
 
 
+class UnreadableImageError(SourceError):
+    """An image file that cannot be decoded (corrupt, truncated, not an image at all): one such file in a folder
+    is skipped with a warning; an image of a kind streamfuse does not take (floating point) is a plain
+    :class:`SourceError`, as the folder's other images are likely the same."""
+
+
 class TransientSourceError(SourceError):
     """A live source was lost in a way that may heal: refused or timed-out connection, a stalled or
     ended stream. A source with reconnects enabled retries after these; any other

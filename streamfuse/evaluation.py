@@ -21,7 +21,7 @@ import numpy as np
 from tqdm import tqdm
 
 from streamfuse.errors import StreamfuseError, UsageError
-from streamfuse.imageio import images_by_stem, list_images, read_image
+from streamfuse.imageio import images_by_stem, list_images, read_image, stem_of
 from streamfuse.metrics import convention_module
 
 log = logging.getLogger(__name__)
@@ -46,15 +46,23 @@ class MethodResult:
         return means
 
 
-def find_fused(folder: Path, stem: str, files: list[Path] | None = None) -> Path | None:
-    """The fused file for input ``stem`` in ``folder`` (``stem.*``, else ``stem_*.*``), or None.
+def find_fused(folder: Path, stem: str, files: list[Path] | None = None,
+               stems: Sequence[str] = ()) -> Path | None:
+    """The fused file for input ``stem`` in ``folder`` (``stem.*``, else ``stem_*.*``), or None. ``stems``: all
+    input stems, so that ``a_b_x.png`` is the fused ``a_b`` when both ``a`` and ``a_b`` are inputs.
 
     Raises:
         StreamfuseError: Two files fit equally (``01.png`` and ``01.jpg``, or ``01_a.png`` and ``01_b.png``):
             which one was meant would be a guess.
     """
     files = files if files is not None else list_images(folder)
-    for candidates in ([p for p in files if p.stem == stem], [p for p in files if p.stem.startswith(stem + "_")]):
+    longer = [other for other in stems if other.startswith(stem + "_")]
+
+    def owned_by_longer(name: str) -> bool:
+        return any(name == other or name.startswith(other + "_") for other in longer)
+
+    for candidates in ([p for p in files if stem_of(p) == stem],
+                       [p for p in files if stem_of(p).startswith(stem + "_") and not owned_by_longer(stem_of(p))]):
         if len(candidates) > 1:
             raise StreamfuseError(f"{folder}: {len(candidates)} files could be the fused {stem!r} "
                                   f"({', '.join(p.name for p in candidates[:3])}); keep one per input image")
@@ -75,15 +83,17 @@ def input_pairs(ir_dir: str | Path, vis_dir: str | Path, *,
         if len(ir_files) != len(vis_files):
             raise UsageError(f"--ir {ir_dir} has {len(ir_files)} images but --vis {vis_dir} has {len(vis_files)}; "
                              "images paired by sorted order need the same number")
-        return [(vis.stem, ir, vis) for ir, vis in zip(ir_files, vis_files, strict=True)], []
-    ir_by_stem = images_by_stem(ir_dir)
+        return [(stem_of(vis), ir, vis) for ir, vis in zip(ir_files, vis_files, strict=True)], []
+    ir_by_stem, vis_by_stem = images_by_stem(ir_dir), images_by_stem(vis_dir)
     pairs, problems = [], []
-    for vis_path in images_by_stem(vis_dir).values():
-        ir_path = ir_by_stem.get(vis_path.stem)
+    for stem, vis_path in vis_by_stem.items():
+        ir_path = ir_by_stem.get(stem)
         if ir_path is None:
-            problems.append(f"{vis_path.name}: no infrared image with stem {vis_path.stem!r} in {ir_dir}")
+            problems.append(f"{vis_path.name}: no infrared image with stem {stem!r} in {ir_dir}")
         else:
-            pairs.append((vis_path.stem, ir_path, vis_path))
+            pairs.append((stem, ir_path, vis_path))
+    problems += [f"{ir_path.name}: no visible image with stem {stem!r} in {vis_dir}"
+                 for stem, ir_path in ir_by_stem.items() if stem not in vis_by_stem]
     if not pairs:
         raise StreamfuseError(f"no image pairs: no file in {vis_dir} has a same-name partner in {ir_dir}; images "
                               "are paired by name: pass --pair-by order to pair them by sorted order")
@@ -99,7 +109,7 @@ def metric_names(convention: str, requested: Sequence[str] | None) -> list[str]:
     unknown = [name for name in requested if name.lower() not in by_lower]
     if unknown:
         raise UsageError(f"--metrics: unknown {convention} metric {unknown[0]!r} (available: {', '.join(names)})")
-    return [by_lower[name.lower()] for name in requested]
+    return list(dict.fromkeys(by_lower[name.lower()] for name in requested))  # each once: a repeat would weigh twice
 
 
 def to_rgb(image: np.ndarray) -> np.ndarray:
@@ -108,8 +118,10 @@ def to_rgb(image: np.ndarray) -> np.ndarray:
 
 
 def evaluate(pairs: list[tuple[str, Path, Path]], methods: dict[str, Callable[[str, Path, Path], object]],
-             *, convention: str, metrics: Sequence[str] | None = None, progress: bool = False) -> list[MethodResult]:
-    """Compute metrics for every pair and method.
+             *, convention: str, metrics: Sequence[str] | None = None,
+             progress: bool = False) -> tuple[list[MethodResult], list[str]]:
+    """Compute metrics for every pair and method: the results, and the pairs whose own images could not be scored
+    (unreadable, or the two of different sizes), once each; a method's own misses are in its ``skipped``.
 
     Args:
         pairs: From :func:`input_pairs`.
@@ -122,21 +134,22 @@ def evaluate(pairs: list[tuple[str, Path, Path]], methods: dict[str, Callable[[s
     module = convention_module(convention)
     names = metric_names(convention, metrics)
     results = [MethodResult(name) for name in methods]
+    problems = []
     bar = tqdm(total=len(pairs) * len(methods), unit="image", disable=not progress, file=sys.stderr)
     for stem, ir_path, vis_path in pairs:
         try:
             ir, vis = module.load(ir_path), module.load(vis_path)
         except ValueError as exc:  # not a readable 8-bit image
-            for result in results:
-                result.skipped.append(str(exc))
+            problems.append(str(exc))
+            bar.update(len(results))
+            continue
+        if ir.shape[:2] != vis.shape[:2]:
+            problems.append(f"{stem}: infrared is {ir.shape[1]}x{ir.shape[0]} but visible is "
+                            f"{vis.shape[1]}x{vis.shape[0]}")
             bar.update(len(results))
             continue
         for result, fuse in zip(results, methods.values(), strict=True):
             bar.update()
-            if ir.shape[:2] != vis.shape[:2]:
-                result.skipped.append(f"{stem}: infrared is {ir.shape[1]}x{ir.shape[0]} but visible is "
-                                      f"{vis.shape[1]}x{vis.shape[0]}")
-                continue
             fused = fuse(stem, ir_path, vis_path)
             if fused is None:
                 result.skipped.append(f"{stem}: no fused image")
@@ -152,12 +165,14 @@ def evaluate(pairs: list[tuple[str, Path, Path]], methods: dict[str, Callable[[s
                 continue
             result.rows[stem] = module.compute(ir, vis, fused, names)
     bar.close()
-    return results
+    return results, problems
 
 
 def on_common_images(results: list[MethodResult]) -> tuple[list[MethodResult], list[str]]:
-    """The results restricted to the images every method scored, so that means and ranks compare like with
-    like, and what was left out (``"method: stem, stem"``). Raises when no image was scored by all."""
+    """The results restricted to the images every method scored, and each metric to the images where it is
+    defined for every method (a constant image's Qcb is NaN: its method's mean would cover fewer images), so that
+    means and ranks compare like with like; and what was left out (``"method: stem, stem"``, ``"Qcb: stem (NaN
+    for method)"``). Raises when no image was scored by all."""
     common = set.intersection(*(set(result.rows) for result in results))
     if not common:
         raise StreamfuseError("eval: no image pair was scored for every method: "
@@ -167,8 +182,16 @@ def on_common_images(results: list[MethodResult]) -> tuple[list[MethodResult], l
         extra = [stem for stem in result.rows if stem not in common]
         if extra:
             left_out.append(f"{result.name}: {', '.join(extra)}")
-        trimmed.append(MethodResult(result.name, {stem: row for stem, row in result.rows.items() if stem in common},
-                                    result.skipped))
+        trimmed.append(MethodResult(result.name, {stem: dict(row) for stem, row in result.rows.items()
+                                                  if stem in common}, result.skipped))
+    if len(trimmed) > 1:
+        for stem in sorted(common):
+            for name in trimmed[0].rows[stem]:
+                undefined = [r.name for r in trimmed if np.isnan(r.rows[stem][name])]
+                if undefined and len(undefined) < len(trimmed):
+                    left_out.append(f"{name}: {stem} (undefined for {', '.join(undefined)})")
+                    for result in trimmed:
+                        result.rows[stem][name] = float("nan")
     return trimmed, left_out
 
 
@@ -185,10 +208,11 @@ def folder_labels(folders: Sequence[str | Path]) -> list[str]:
     return labels
 
 
-def folder_method(folder: str | Path) -> Callable[[str, Path, Path], Path | None]:
-    """A method that looks up already fused files in ``folder`` (see the pairing rule)."""
+def folder_method(folder: str | Path, stems: Sequence[str] = ()) -> Callable[[str, Path, Path], Path | None]:
+    """A method that looks up already fused files in ``folder`` (see the pairing rule; ``stems``: all input
+    stems, as for :func:`find_fused`)."""
     files = list_images(folder)
-    return lambda stem, _ir, _vis: find_fused(Path(folder), stem, files)
+    return lambda stem, _ir, _vis: find_fused(Path(folder), stem, files, stems)
 
 
 def fuser_method(fuser) -> Callable[[str, Path, Path], np.ndarray]:
@@ -213,24 +237,28 @@ def mean_ranks(results: list[MethodResult], names: Sequence[str], better: dict[s
 def format_table(results: list[MethodResult], names: Sequence[str], better: dict[str, str]) -> str:
     """Per-image table for one method; per-method comparison (means + mean rank) for several."""
     arrows = {n: "↑" if better[n] == "higher" else "↓" for n in names}
-    width = max(8, *(len(n) + 2 for n in names))  # the name, its arrow and a space
-    header_cells = [f"{n}{arrows[n]}".rjust(width) for n in names]
     if len(results) == 1:
         result = results[0]
-        label = max([4, *(len(s) for s in result.rows)])
-        lines = [f"{'image':<{label}}" + "".join(header_cells)]
-        for stem, row in result.rows.items():
-            lines.append(f"{stem:<{label}}" + "".join(f"{row[n]:>{width}.4f}" for n in names))
-        mean = result.mean(names)
-        lines.append(f"{'mean':<{label}}" + "".join(f"{mean[n]:>{width}.4f}" for n in names))
-        return "\n".join(lines)
+        rows = [(stem, row) for stem, row in result.rows.items()] + [("mean", result.mean(names))]
+        return _columns("image", rows, names, arrows)
     ranks = mean_ranks(results, names, better)
-    label = max(6, *(len(r.name) for r in results))
-    lines = [f"{'method':<{label}}" + "".join(header_cells) + "mean rank".rjust(11)]
-    for result in results:
-        mean = result.mean(names)
-        lines.append(f"{result.name:<{label}}" + "".join(f"{mean[n]:>{width}.4f}" for n in names)
-                     + f"{ranks[result.name]:>11.2f}")
+    rows = [(r.name, {**r.mean(names), "mean rank": ranks[r.name]}) for r in results]
+    return _columns("method", rows, names, arrows, rank_column=True)
+
+
+def _columns(title: str, rows: list[tuple[str, dict[str, float]]], names: Sequence[str], arrows: dict[str, str],
+             rank_column: bool = False) -> str:
+    """Rows of values (4 decimals; the mean rank 2) under their headers, each column as wide as its widest cell
+    plus two spaces (a Qcv of 2040.0177 ran into the column before it)."""
+    columns = [(f"{n}{arrows[n]}", n, 4) for n in names] + ([("mean rank", "mean rank", 2)] if rank_column else [])
+    label = max(len(title), *(len(label) for label, _ in rows))
+    widths = [2 + max(len(header), *(len(f"{row[key]:.{digits}f}") for _, row in rows))
+              for header, key, digits in columns]
+    headers = (header.rjust(width) for (header, _, _), width in zip(columns, widths, strict=True))
+    lines = [f"{title:<{label}}" + "".join(headers)]
+    for name, row in rows:
+        lines.append(f"{name:<{label}}" + "".join(f"{row[key]:>{width}.{digits}f}"
+                                                  for (_, key, digits), width in zip(columns, widths, strict=True)))
     return "\n".join(lines)
 
 

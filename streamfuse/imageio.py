@@ -3,17 +3,28 @@
 from __future__ import annotations
 
 import glob
+import logging
 import re
+import unicodedata
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from streamfuse.config import IMAGE_EXTENSIONS
-from streamfuse.errors import SinkError, SourceError
+from streamfuse.errors import SinkError, SourceError, UnreadableImageError
 from streamfuse.gain import stretch
 
-__all__ = ["IMAGE_EXTENSIONS", "image_size", "images_by_stem", "list_images", "natural_key", "read_image"]
+log = logging.getLogger(__name__)
+
+__all__ = ["IMAGE_EXTENSIONS", "image_size", "images_by_stem", "is_pattern", "list_images", "natural_key", "read_image",
+           "stem_of"]
+
+
+#: How images are read: 8 or 16 bits as stored, gray or colour as stored (an alpha channel dropped), a JPEG's EXIF
+#: orientation applied (``IMREAD_UNCHANGED`` would keep alpha and ignore the orientation: phone photos sideways).
+READ_FLAGS = cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR
+_warned_of_pages: set[Path] = set()
 
 
 def relative_to_here(path: Path) -> str:
@@ -24,6 +35,12 @@ def relative_to_here(path: Path) -> str:
 def natural_key(path: Path | str) -> list:
     """Sort key that orders ``frame2`` before ``frame10``."""
     return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", Path(path).name)]
+
+
+def is_pattern(spec: str) -> bool:
+    """Whether ``spec`` is a glob pattern: it has a wildcard (``*``, ``?``, ``[``) and names no existing file or
+    folder (``night [1]/`` that exists is a folder, not a pattern)."""
+    return any(ch in spec for ch in "*?[") and not Path(spec).exists()
 
 
 def glob_folder(pattern: str) -> str:
@@ -40,8 +57,8 @@ def list_images(spec: str | Path) -> list[Path]:
         SourceError: The folder does not exist or holds no images, or the glob matches nothing.
     """
     text = str(spec)
-    if any(ch in text for ch in "*?["):
-        files = [Path(p) for p in glob.glob(text) if Path(p).suffix.lower() in IMAGE_EXTENSIONS]
+    if is_pattern(text):
+        files = [Path(p) for p in glob.glob(text) if is_image_file(Path(p))]
         if not files:
             raise SourceError(f"{text}: the pattern matches no image files ({', '.join(IMAGE_EXTENSIONS)})")
     else:
@@ -52,10 +69,22 @@ def list_images(spec: str | Path) -> list[Path]:
             raise SourceError(f"{folder}: no such folder{relative_to_here(folder)}")
         if not folder.is_dir():
             raise SourceError(f"{folder}: expected a folder of images (or a glob such as '{folder}/*.png')")
-        files = [p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS]
+        files = [p for p in folder.iterdir() if p.is_file() and is_image_file(p)]
         if not files:
             raise SourceError(f"{folder}: the folder holds no image files ({', '.join(IMAGE_EXTENSIONS)})")
     return sorted(files, key=natural_key)
+
+
+def is_image_file(path: Path) -> bool:
+    """An image by its extension, and not one of the ``._NAME`` files macOS writes beside each file on drives
+    without its metadata (they carry the extension but hold no image)."""
+    return path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith("._")
+
+
+def stem_of(path: Path) -> str:
+    """A file's name without its suffix, in one Unicode form (NFC): macOS writes ``ü`` as ``u`` + a combining
+    mark (NFD), Linux and Windows as one character; the same name from both pairs up."""
+    return unicodedata.normalize("NFC", path.stem)
 
 
 def images_by_stem(spec: str | Path) -> dict[str, Path]:
@@ -67,11 +96,12 @@ def images_by_stem(spec: str | Path) -> dict[str, Path]:
     """
     by_stem: dict[str, Path] = {}
     for path in list_images(spec):
-        if path.stem in by_stem:
-            raise SourceError(f"{spec}: two images are named {path.stem!r} ({by_stem[path.stem].name} and "
+        stem = stem_of(path)
+        if stem in by_stem:
+            raise SourceError(f"{spec}: two images are named {stem!r} ({by_stem[stem].name} and "
                               f"{path.name}); images are paired by name: keep one of them, or pair by sorted order "
                               "(fuse --pair-by order)")
-        by_stem[path.stem] = path
+        by_stem[stem] = path
     return by_stem
 
 
@@ -99,13 +129,32 @@ def _header_size(head: bytes, file) -> tuple[int, int] | None:
     if not head.startswith(b"\xff\xd8"):
         return None
     file.seek(2)
+    turned = False
     while (marker := file.read(2)) and len(marker) == 2 and marker[0] == 0xFF:
         length = int.from_bytes(file.read(2), "big")
+        if marker[1] == 0xE1:  # APP1: the EXIF orientation, 5-8 showing the image turned a quarter
+            turned = _exif_orientation(file.read(length - 2)) in (5, 6, 7, 8)
+            continue
         if marker[1] in _JPEG_FRAME_MARKERS:
             segment = file.read(5)
-            return (int.from_bytes(segment[3:5], "big"), int.from_bytes(segment[1:3], "big")) if len(segment) == 5 \
-                else None
+            if len(segment) != 5:
+                return None
+            width, height = int.from_bytes(segment[3:5], "big"), int.from_bytes(segment[1:3], "big")
+            return (height, width) if turned else (width, height)
         file.seek(length - 2, 1)
+    return None
+
+
+def _exif_orientation(segment: bytes) -> int | None:
+    """The orientation tag (1-8) of a JPEG's APP1 segment (``Exif`` and a TIFF header), or None."""
+    if not segment.startswith(b"Exif\0\0") or segment[6:8] not in (b"II", b"MM"):
+        return None
+    tiff, order = segment[6:], "little" if segment[6:8] == b"II" else "big"
+    ifd = int.from_bytes(tiff[4:8], order)
+    for entry in range(int.from_bytes(tiff[ifd:ifd + 2], order)):
+        at = ifd + 2 + 12 * entry
+        if int.from_bytes(tiff[at:at + 2], order) == 0x0112:
+            return int.from_bytes(tiff[at + 8:at + 10], order)
     return None
 
 
@@ -116,37 +165,44 @@ def image_size(path: str | Path) -> tuple[int, int] | None:
         size = _header_size(file.read(32), file)
     if size is not None:
         return size
-    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    image = cv2.imread(str(path), READ_FLAGS)
     return None if image is None else (image.shape[1], image.shape[0])
 
 
 def read_image(path: str | Path, *, keep_16bit: bool = False) -> np.ndarray:
     """Read an image as ``uint8``: gray ``(H, W)`` or BGR ``(H, W, 3)``.
 
-    16-bit images (radiometric thermal) are stretched to 8 bits over their 0.1-99.9 percentile
+    16-bit gray images (radiometric thermal) are stretched to 8 bits over their 0.1-99.9 percentile
     range (:func:`streamfuse.gain.stretch`), or returned as ``uint16`` with ``keep_16bit`` (for a
-    source, whose gain is steady over time); an alpha channel is dropped.
+    source, whose gain is steady over time); 16-bit colour images (a visible camera's) keep their exposure
+    (divided by 257); an alpha channel is dropped; a JPEG's EXIF orientation is applied, as viewers show it.
+    A multi-page TIFF gives its first page (with a warning).
 
     Raises:
-        SourceError: The file is missing, is not a readable image, or is a truncated JPEG.
+        UnreadableImageError: The file is missing, is not a readable image, or is a truncated JPEG.
+        SourceError: A pixel type other than 8 or 16 bits (floating point).
     """
     path = Path(path)
     if not path.is_file():
-        raise SourceError(f"{path}: no such image file")
-    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+        raise UnreadableImageError(f"{path}: no such image file")
+    image = cv2.imread(str(path), READ_FLAGS)
     if image is None:
-        raise SourceError(f"{path}: not a readable image (corrupt file or unsupported format)")
+        raise UnreadableImageError(f"{path}: not a readable image (corrupt file or unsupported format)")
+    if path.suffix.lower() in (".tif", ".tiff") and path not in _warned_of_pages and cv2.imcount(str(path)) > 1:
+        _warned_of_pages.add(path)
+        log.warning("%s holds %d pages (a multi-page TIFF); only the first is read: save the frames as one file "
+                    "each (or as a video) to fuse them all", path, cv2.imcount(str(path)))
     if _truncated_jpeg(path):
-        raise SourceError(f"{path}: truncated JPEG (the file ends before the image does; OpenCV would decode "
+        raise UnreadableImageError(f"{path}: truncated JPEG (the file ends before the image does; OpenCV would decode "
                           "only its top part); copy or export it again")
     if image.dtype not in (np.uint8, np.uint16):
         hint = (" (temperatures as floating point: write them as 16-bit centikelvin, round((t + 273.15) * 100), and "
                 "set gain.mode radiometric)" if image.dtype.kind == "f" else "")
         raise SourceError(f"{path}: unsupported pixel type {image.dtype}; convert it to 8 or 16 bits{hint}")
-    if image.ndim == 3 and image.shape[2] == 4:
-        image = cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
-    elif image.ndim == 3 and image.shape[2] == 1:
+    if image.ndim == 3 and image.shape[2] == 1:
         image = image[:, :, 0]
+    if image.dtype == np.uint16 and image.ndim == 3:  # a visible photo: its exposure, not a thermal range
+        image = ((image.astype(np.uint32) + 128) // 257).astype(np.uint8)
     if image.dtype == np.uint16 and not keep_16bit:
         image = stretch(image)
     return image

@@ -46,7 +46,7 @@ from streamfuse.config import (
 from streamfuse.errors import ConfigError, PipelineError, SourceError, StreamfuseError
 from streamfuse.frames import FramePair, FusedFrame
 from streamfuse.fusers import Fuser, build_fuser
-from streamfuse.imageio import glob_folder
+from streamfuse.imageio import glob_folder, is_pattern
 from streamfuse.memory import TRIM_EVERY_S, release_free_memory
 from streamfuse.models.rule import MEDICAL_INTENTS
 from streamfuse.queues import Closed, StageQueue
@@ -71,7 +71,7 @@ def _input_paths(config: Config) -> dict[str, Path]:
             found[f"sources.{name}.uri"] = Path(source.uri.removeprefix("file://")).resolve()
         elif isinstance(source, ImagesSourceConfig):
             path = Path(source.path)
-            if any(ch in source.path for ch in "*?["):  # a glob reads files of the folder it names
+            if is_pattern(source.path):  # a glob reads files of the folder it names
                 path = Path(glob_folder(source.path))
             found[f"sources.{name}.path"] = path.resolve()
     return found

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from streamfuse.errors import SourceError
-from streamfuse.imageio import IMAGE_EXTENSIONS, list_images, read_image
+from streamfuse.imageio import IMAGE_EXTENSIONS, is_pattern, list_images, read_image
 from streamfuse.sources.video import (
     duration_s,
     frame_count,
@@ -35,7 +35,7 @@ def probe(uri: str, *, frames: int = 5, count: bool = False) -> dict[str, Any]:
     """
     path = Path(uri)
     one_image = path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS
-    if not is_url(uri) and (one_image or path.is_dir() or any(ch in uri for ch in "*?[")):
+    if not is_url(uri) and (one_image or path.is_dir() or is_pattern(uri)):
         files = list_images(uri)
         first = read_image(files[0], keep_16bit=True)
         report = {"input": uri, "kind": "image" if one_image else "image sequence", "frames": len(files),

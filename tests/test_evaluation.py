@@ -8,7 +8,7 @@ import pytest
 
 from conftest import make_pair, shared_data
 from streamfuse.cli import main
-from streamfuse.evaluation import MethodResult, find_fused, folder_labels, mean_ranks
+from streamfuse.evaluation import MethodResult, find_fused, folder_labels, format_table, mean_ranks, on_common_images
 
 
 @pytest.fixture
@@ -36,6 +36,37 @@ def test_find_fused_rule(tmp_path):
     assert find_fused(tmp_path, "2", files).name == "2_method.png"
     assert find_fused(tmp_path, "10", files).name == "10_x.png"
     assert find_fused(tmp_path, "3", files) is None
+
+
+def test_a_fused_name_goes_to_the_longest_input_stem_it_fits(tmp_path):
+    """Inputs a and a_b, fused a_x and a_b_x: a_b_x was a candidate for a too, and eval refused the folder."""
+    for name in ("a_x.png", "a_b_x.png"):
+        (tmp_path / name).write_bytes(b"")
+    files = sorted(tmp_path.iterdir())
+    assert find_fused(tmp_path, "a", files, ["a", "a_b"]).name == "a_x.png"
+    assert find_fused(tmp_path, "a_b", files, ["a", "a_b"]).name == "a_b_x.png"
+
+
+def test_a_metric_undefined_for_one_method_on_an_image_leaves_that_image_out_of_that_metric_for_all():
+    """A constant fused image (Qcb NaN) gave its method a mean over 4 images against the others' 5: a blank
+    output ranked first on Qcb."""
+    blank = MethodResult("blank", {"x": {"Qcb": float("nan"), "Qabf": 0.1}, "y": {"Qcb": 0.7, "Qabf": 0.5}})
+    good = MethodResult("good", {"x": {"Qcb": 0.4, "Qabf": 0.6}, "y": {"Qcb": 0.6, "Qabf": 0.6}})
+    (blank_kept, good_kept), left_out = on_common_images([blank, good])
+    assert left_out == ["Qcb: x (undefined for blank)"]
+    assert good_kept.mean(["Qcb"])["Qcb"] == pytest.approx(0.6) and blank_kept.mean(["Qcb"])["Qcb"] == 0.7
+    assert good_kept.mean(["Qabf"])["Qabf"] == pytest.approx(0.6)  # the other metrics keep the image
+    assert np.isnan(good.rows["x"]["Qcb"]) is np.False_  # the inputs are not changed
+
+
+def test_the_table_keeps_wide_values_apart():
+    results = [MethodResult("f_vis", {"x": {"Qabf": 0.556, "Qcv": 916.9004}}),
+               MethodResult("classical", {"x": {"Qabf": 0.5669, "Qcv": 2040.0177}})]
+    table = format_table(results, ["Qabf", "Qcv"], {"Qabf": "higher", "Qcv": "lower"})
+    rows = {line.split()[0]: line.split()[1:] for line in table.splitlines()[1:]}
+    assert rows == {"f_vis": ["0.5560", "916.9004", "1.50"], "classical": ["0.5669", "2040.0177", "1.50"]}
+    single = format_table(results[1:], ["Qcv"], {"Qcv": "lower"})
+    assert single.splitlines()[1].split() == ["x", "2040.0177"]
 
 
 def test_folder_labels_are_names_unless_two_share_one():
@@ -66,12 +97,14 @@ def test_a_metric_undefined_on_some_images_is_averaged_over_the_others_and_nan_r
 
 def test_eval_single_folder_table_csv_and_skips(eval_folders, tmp_path, capsys, caplog):
     out = tmp_path / "table.csv"
+    cv2.imwrite(str(eval_folders["ir"] / "alone.png"), make_pair(8)[0])  # no visible partner: named too
     code = main(["eval", "--ir", str(eval_folders["ir"]), "--vis", str(eval_folders["vis"]), "--fused",
                  str(eval_folders["B"]), "--convention", "cddfuse", "--csv", str(out)])
     text = capsys.readouterr().out
     assert code == 0
     assert "p0" in text and "mean" in text and "p2" not in text.split("mean")[0].split("image", 1)[1]
     assert "lonely.png: no infrared image" in caplog.text and "p2: no fused image" in caplog.text
+    assert "alone.png: no visible image with stem 'alone'" in caplog.text
     rows = list(csv.DictReader(out.open()))
     assert [r["image"] for r in rows] == ["p0", "p1", "p3", "mean"]
     assert set(rows[0]) >= {"method", "EN", "SD", "SF", "AG", "MI", "SCD", "VIF", "Qabf", "SSIM"}
@@ -119,7 +152,8 @@ def test_eval_fuser_and_size_mismatch(eval_folders, capsys, caplog):
     code = main(["eval", "--ir", str(eval_folders["ir"]), "--vis", str(eval_folders["vis"]), "--fuser", "classical",
                  "--metrics", "Qabf", "Entropy"])
     assert code == 0
-    assert "p3: infrared is 10x10 but visible is 64x48" in caplog.text
+    assert "skipped p3: infrared is 10x10 but visible is 64x48" in caplog.text  # the pair's, not the fuser's
+    assert "classical: p3" not in caplog.text
     assert "Qabf" in capsys.readouterr().out
 
 
@@ -163,10 +197,10 @@ def test_eval_takes_metric_names_in_any_case_and_pairs_by_order_as_fuse_does(eva
         (tmp_path / "seq_ir" / f"{index}i.png").write_bytes(image.read_bytes())
     (eval_folders["vis"] / "lonely.png").unlink()
     common = ["eval", "--vis", str(eval_folders["vis"]), "--fused", str(eval_folders["A"]), "--metrics", "ssim",
-              "qabf", "--convention", "cddfuse", "--no-progress"]
+              "qabf", "QABF", "--convention", "cddfuse", "--no-progress"]
     assert main([*common, "--ir", str(eval_folders["ir"])]) == 0
     by_stem = capsys.readouterr().out
-    assert "SSIM" in by_stem and "Qabf" in by_stem
+    assert "SSIM" in by_stem and by_stem.count("Qabf") == 1  # a repeated name once: it weighed twice in the rank
     assert main([*common, "--ir", str(tmp_path / "seq_ir")]) == 1
     assert "has a same-name partner" in (err := capsys.readouterr().err) and "pass --pair-by order" in err
     assert main([*common, "--ir", str(tmp_path / "seq_ir"), "--pair-by", "order"]) == 0

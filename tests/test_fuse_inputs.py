@@ -366,7 +366,7 @@ def test_pair_by_for_inputs_other_than_two_folders_is_an_argument_error(tmp_path
         assert "--pair-by order: pairs the images of two folders; these inputs are image" in err
 
 
-def test_a_truncated_jpeg_is_an_error_naming_the_file(image_folders, tmp_path, capsys):
+def test_a_truncated_jpeg_in_a_folder_is_skipped_naming_the_file(image_folders, tmp_path, capsys, caplog):
     ir_dir, _ = image_folders
     vis_dir = tmp_path / "vis_jpg"
     vis_dir.mkdir()
@@ -377,8 +377,12 @@ def test_a_truncated_jpeg_is_an_error_naming_the_file(image_folders, tmp_path, c
     assert cv2.imread(str(cut)) is not None  # OpenCV decodes the top part without complaint
     code, _, err = run_cli(capsys, "fuse", "--ir", str(ir_dir), "--vis", str(vis_dir), "-o", str(tmp_path / "out"),
                            "--fuser", "classical", "--no-progress")
-    assert code == 1
-    assert f"streamfuse: error: {cut}: truncated JPEG" in err and "Traceback" not in err
+    assert code == 0 and "Traceback" not in err
+    assert f"{cut}: truncated JPEG" in caplog.text and "skipped" in caplog.text
+    assert sorted(p.stem for p in (tmp_path / "out").iterdir()) == sorted(f"f{i}" for i in range(12) if i != 3)
+    single = ["fuse", "--ir", str(ir_dir / "f3.png"), "--vis", str(cut), "-o", str(tmp_path / "one.png")]
+    code, _, err = run_cli(capsys, *single, "--fuser", "classical")  # one image given: an error, as before
+    assert code == 1 and f"streamfuse: error: {cut}: truncated JPEG" in err
 
 
 def test_two_images_of_one_name_in_a_folder_are_an_error_not_a_guess(image_folders, tmp_path, capsys):
@@ -455,3 +459,79 @@ def test_image_size_reads_the_size_read_image_gives(tmp_path, suffix):
     assert image_size(path) == (70, 38) == read_image(path).shape[1::-1]
     (tmp_path / "not.png").write_bytes(b"garbage")
     assert image_size(tmp_path / "not.png") is None
+
+
+def with_exif_orientation(jpeg: bytes, orientation: int) -> bytes:
+    """A JPEG file's bytes with an EXIF segment stating ``orientation`` (6: turn 90 degrees clockwise to show it),
+    as phones write it instead of turning the pixels."""
+    ifd = (1).to_bytes(2, "little") + (0x0112).to_bytes(2, "little") + (3).to_bytes(2, "little") \
+        + (1).to_bytes(4, "little") + orientation.to_bytes(2, "little") + bytes(2) + bytes(4)
+    segment = b"Exif\0\0" + b"II*\0" + (8).to_bytes(4, "little") + ifd
+    return jpeg[:2] + b"\xff\xe1" + (len(segment) + 2).to_bytes(2, "big") + segment + jpeg[2:]
+
+
+def test_a_jpeg_is_read_turned_as_its_exif_orientation_says(tmp_path):
+    """Phone photos were fused sideways (or refused: 'infrared frames are 320x210 but visible frames are 210x320')."""
+    upright = make_pair(3, (64, 48))[1]
+    ok, data = cv2.imencode(".jpg", cv2.rotate(upright, cv2.ROTATE_90_COUNTERCLOCKWISE), [cv2.IMWRITE_JPEG_QUALITY, 98])
+    (tmp_path / "phone.jpg").write_bytes(with_exif_orientation(data.tobytes(), 6))
+    image = read_image(tmp_path / "phone.jpg")
+    assert np.array_equal(image, cv2.rotate(cv2.imdecode(data, cv2.IMREAD_COLOR), cv2.ROTATE_90_CLOCKWISE))
+    assert image_size(tmp_path / "phone.jpg") == (64, 48)  # the header size, turned alike
+    (tmp_path / "plain.jpg").write_bytes(with_exif_orientation(data.tobytes(), 1))
+    assert read_image(tmp_path / "plain.jpg").shape == (64, 48, 3) and image_size(tmp_path / "plain.jpg") == (48, 64)
+
+
+def test_a_16bit_colour_image_keeps_its_exposure(tmp_path):
+    """It was stretched like a thermal image (0.1-99.9 percentiles to 0-255): the visible picture's mean went
+    from 173 to 111, blacks crushed."""
+    vis = make_pair(2)[1]
+    cv2.imwrite(str(tmp_path / "vis16.png"), vis.astype(np.uint16) * 257)
+    assert np.array_equal(read_image(tmp_path / "vis16.png"), vis)
+    assert np.array_equal(read_image(tmp_path / "vis16.png", keep_16bit=True), vis)
+
+
+def test_a_multipage_tiff_is_warned_about(tmp_path, caplog):
+    pages = [np.full((24, 32), 40 * index, np.uint8) for index in range(1, 4)]
+    assert cv2.imwritemulti(str(tmp_path / "stack.tif"), pages)
+    with caplog.at_level(logging.WARNING, logger="streamfuse"):
+        assert np.array_equal(read_image(tmp_path / "stack.tif"), pages[0])
+    assert "stack.tif holds 3 pages (a multi-page TIFF); only the first is read" in caplog.text
+
+
+def test_paths_with_wildcard_characters_that_exist_are_used_as_they_are(tmp_path, capsys):
+    """'night [1]/' and 'clip [1].mp4' were taken as glob patterns: 'the pattern matches no image files'."""
+    folder = tmp_path / "night [1]"
+    for name in ("ir", "vi"):
+        (folder / name).mkdir(parents=True)
+    for index in range(3):
+        ir, vis = make_pair(index)
+        cv2.imwrite(str(folder / "ir" / f"a{index}.png"), ir)
+        cv2.imwrite(str(folder / "vi" / f"a{index}.png"), vis)
+    code, _, err = run_cli(capsys, "fuse", "--ir", str(folder / "ir"), "--vis", str(folder / "vi"), "-o",
+                           str(tmp_path / "out"), "--fuser", "classical", "--no-progress")
+    assert code == 0, err
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a0.png", "a1.png", "a2.png"]
+    write_video(tmp_path / "clip [1].mp4", [make_pair(i)[1] for i in range(4)], fps=10)
+    code, out, err = run_cli(capsys, "probe", str(tmp_path / "clip [1].mp4"), "--json")
+    assert code == 0 and '"frames": 4' in out, err
+    code, _, err = run_cli(capsys, "fuse", "--ir", str(folder / "ir" / "a[01].png"), "--vis",  # a real pattern
+                           str(folder / "vi" / "a[01].png"), "-o", str(tmp_path / "two"), "--fuser", "classical")
+    assert code == 1 and "the pattern matches no image files" in err  # [ in the folder name is a pattern too
+
+
+def test_names_in_either_unicode_form_pair_up(tmp_path, capsys):
+    """macOS writes 'ü' as 'u' and a combining mark (NFD): 'no file name in common (e.g. Straße_müde.png and
+    Straße_müde.png)'."""
+    import unicodedata
+
+    for name, form in (("ir", "NFC"), ("vis", "NFD")):
+        (tmp_path / name).mkdir()
+        for index, (ir, vis) in enumerate(make_pair(i) for i in range(2)):
+            stem = unicodedata.normalize(form, f"Straße_müde_{index}")
+            cv2.imwrite(str(tmp_path / name / f"{stem}.png"), ir if name == "ir" else vis)
+    code, _, err = run_cli(capsys, "fuse", "--ir", str(tmp_path / "ir"), "--vis", str(tmp_path / "vis"), "-o",
+                           str(tmp_path / "out"), "--fuser", "classical", "--no-progress")
+    assert code == 0, err
+    assert sorted(unicodedata.normalize("NFC", p.stem) for p in (tmp_path / "out").iterdir()) == \
+        ["Straße_müde_0", "Straße_müde_1"]

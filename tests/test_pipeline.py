@@ -105,12 +105,14 @@ def test_thermal_at_lower_rate_is_reused():
 
 def test_source_error_stops_with_message_and_keeps_written_output(image_folders, tmp_path):
     ir_dir, vis_dir = image_folders
-    (vis_dir / "f6.png").write_bytes(b"broken")
+    for index in range(6, 36):  # the copy broke off after f5: every later file is garbage
+        (vis_dir / f"f{index}.png").write_bytes(b"broken")
+        (ir_dir / f"f{index}.png").write_bytes((ir_dir / "f0.png").read_bytes())
     config = config_from_dict({
         "sources": {"ir": {"type": "images", "path": str(ir_dir)}, "vis": {"type": "images", "path": str(vis_dir)}},
         "sinks": [{"type": "video", "path": str(tmp_path / "out.mp4")}],
     })
-    with pytest.raises(SourceError, match="f6.png: not a readable image"):
+    with pytest.raises(SourceError, match="25 images in a row cannot be read, the last .*f30.png: not a readable"):
         Pipeline(config).run(install_signal_handlers=False)
     assert len(read_video(tmp_path / "out.mp4")[0]) == 6
 

@@ -80,15 +80,31 @@ def test_a_folder_mixing_8_and_16_bit_images_is_warned_about_once(tmp_path, capl
     assert len(warnings) == 1 and "f1.png is 8-bit, the folder's first image 16-bit (f0.png)" in warnings[0]
 
 
-def test_unreadable_image_stops_the_source_with_a_clear_error(image_folders):
+def test_an_unreadable_image_in_a_folder_is_skipped_with_a_warning(image_folders, caplog):
+    """One corrupt file stopped a batch part-way (the rest never fused); the ._NAME files macOS writes beside
+    each image on a USB drive stopped it at the first file."""
     ir_dir, _ = image_folders
     (ir_dir / "f5.png").write_bytes(b"this is not a png")
-    source = ImagesSource("ir", str(ir_dir))
+    (ir_dir / "._f0.png").write_bytes(b"\x00\x05\x16\x07 AppleDouble")
+    source = ImagesSource("ir", str(ir_dir), fps=10)
+    with caplog.at_level(logging.WARNING, logger="streamfuse"):
+        source.start()
+        frames = drain(source)
+    assert source.error is None
+    assert [f.meta["name"] for f in frames] == [f"f{i}" for i in range(12) if i != 5]
+    assert frames[5].timestamp == pytest.approx(0.6)  # f6 keeps its time: its partner still pairs with it
+    assert source.unreadable == 1 and source.stats.counters()["undecodable.ir"] == 1 and source.frames_short == 0
+    assert "f5.png: not a readable image" in caplog.text and "skipped" in caplog.text
+    assert "._f0" not in caplog.text
+
+
+def test_a_folder_of_unreadable_images_stops_the_source_with_a_clear_error(tmp_path):
+    for index in range(30):
+        (tmp_path / f"f{index}.png").write_bytes(b"not a png")
+    source = ImagesSource("ir", str(tmp_path))
     source.start()
-    frames = drain(source)
-    assert len(frames) == 5
-    assert isinstance(source.error, SourceError)
-    assert "f5.png: not a readable image" in str(source.error)
+    assert drain(source) == []
+    assert isinstance(source.error, SourceError) and "25 images in a row cannot be read" in str(source.error)
 
 
 def test_video_source_reads_frames_and_pts(tmp_path):
@@ -337,3 +353,28 @@ def test_synthetic_pair_and_masks():
     assert ir_frames[0].image.ndim == 2 and vis_frames[0].image.shape == (64, 96, 3)
     assert vis_frames[1].meta["mask"].shape == (64, 96)
     assert np.array_equal(ir_frames[2].image, scene.render_ir(0.2))
+
+
+def test_an_mkv_whose_sound_goes_on_after_the_video_is_not_said_to_be_cut_off(tmp_path):
+    """The container's length is its longest stream's: 1 s of video beside 3 s of sound was '20 missing at its
+    end (cut off?)'."""
+    import av
+
+    path = tmp_path / "with_sound.mkv"
+    with av.open(str(path), "w") as container:
+        video = container.add_stream("mpeg4", rate=10)
+        video.width, video.height, video.pix_fmt = 64, 48, "yuv420p"
+        sound = container.add_stream("aac", rate=8000)
+        for index in range(10):
+            container.mux(video.encode(av.VideoFrame.from_ndarray(make_pair(index, (64, 48))[1], format="bgr24")))
+        container.mux(video.encode())
+        for start in range(0, 24000, 1024):
+            chunk = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+            chunk.sample_rate, chunk.pts = 8000, start
+            container.mux(sound.encode(chunk))
+        container.mux(sound.encode())
+    assert probe(str(path))["duration s"] < 1.5
+    source = VideoSource("vis", str(path))
+    source.start()
+    assert len(drain(source)) == 10 and source.reached_end
+    assert source.frames_short == 0

@@ -100,6 +100,9 @@ class SourceState(enum.StrEnum):
 
 #: States in which a source delivers no frames but may come back.
 LOST_STATES = (SourceState.STARTING, SourceState.RECONNECTING)
+#: A file whose frames (or a folder whose images) fail to decode this many times in a row is broken, not damaged in
+#: places.
+MAX_CONSECUTIVE_DECODE_ERRORS = 25
 MAX_TIMESTAMP_GAP_S = 10.0
 """A file played at its recorded timing waits at most this long for one frame (a longer gap is a clock jump or
 a recording resumed much later, not worth waiting for)."""

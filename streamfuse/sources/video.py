@@ -16,7 +16,7 @@ from streamfuse.config import VideoSourceConfig
 from streamfuse.errors import SourceError, TransientSourceError
 from streamfuse.imageio import relative_to_here
 from streamfuse.registry import SOURCES
-from streamfuse.sources.base import Capture, Source, SourceContext, SourceOptions
+from streamfuse.sources.base import MAX_CONSECUTIVE_DECODE_ERRORS, Capture, Source, SourceContext, SourceOptions
 
 log = logging.getLogger(__name__)
 
@@ -26,9 +26,6 @@ NETWORK_TIMEOUT_S = (10.0, 5.0)
 
 #: File name extensions taken for videos (by ``streamfuse fuse`` and the archive jobs).
 VIDEO_EXTENSIONS = (".mp4", ".mkv", ".avi", ".mov", ".webm", ".ts", ".m4v")
-
-#: A file whose frames fail to decode this many times in a row is broken, not damaged in places.
-MAX_CONSECUTIVE_DECODE_ERRORS = 25
 
 #: Errors that will not heal by retrying: a wrong scheme, credentials or option.
 _CONFIGURATION_ERRORS = (av.error.ProtocolNotFoundError, av.error.HTTPUnauthorizedError, av.error.HTTPForbiddenError,
@@ -114,6 +111,8 @@ def stated_length_s(container: av.container.InputContainer, stream: av.video.str
     :func:`duration_s`, never measured at the file's last packets: a file cut off still states its full length."""
     if stream.duration and stream.time_base:
         return float(stream.duration * stream.time_base)
+    if len(container.streams) > 1:  # the container's length is its longest stream's: audio may go on after the video
+        return None
     return container.duration / 1e6 - stream_origin(stream) if container.duration else None
 
 
