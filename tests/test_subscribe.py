@@ -21,13 +21,13 @@ from streamfuse.pipeline import Pipeline
 from streamfuse.sinks import Subscriber
 
 
-def publisher(endpoint: str, frames: int | None, fps: float = 40) -> Pipeline:
+def publisher(endpoint: str, frames: int | None, fps: float = 40, **zmq_sink) -> Pipeline:
     camera = {"type": "synthetic", "fps": fps, "frames": frames, "realtime": True, "drop_policy": "wait"}
     return Pipeline(config_from_dict({
         "synthetic": {"width": 96, "height": 64}, "sources": {"ir": dict(camera), "vis": dict(camera)},
         "fusion": {"fuser": "classical"}, "stats": {"log_every_s": 0},
         "sinks": [{"type": "zmq", "endpoint": endpoint, "encoding": "raw", "lossless": True,
-                   "wait_for_subscribers": 1, "subscriber_timeout_s": 30}]}))
+                   "wait_for_subscribers": 1, "subscriber_timeout_s": 30, **zmq_sink}]}))
 
 
 def subscribe(tmp_path: Path, *args: str) -> subprocess.Popen:
@@ -47,6 +47,29 @@ def test_the_client_sees_the_end_of_the_stream(free_port):
         runner.join(10)
     assert len(frames) == 12 and frames[0].header["type"] == "frame"
     assert subscriber.ended == {"version": 1, "topic": "fused", "type": "end", "frames": 12}
+
+
+@pytest.mark.parametrize("keep", ["all", "latest"])
+def test_a_subscriber_of_two_publishers_ends_when_both_have_ended(free_port, keep):
+    """Two cameras' pipelines connect to one binding subscriber, each on its own topic: the first one's end
+    ended the subscriber, which then missed most of the other's frames."""
+    endpoint = f"tcp://127.0.0.1:{free_port}"
+    pipelines = [publisher(endpoint, frames=frames, bind=False, topic=topic)
+                 for frames, topic in ((8, "cam1"), (24, "cam2"))]
+    with Subscriber(endpoint, keep=keep, bind=True, topic="cam", max_age_s=None) as subscriber:
+        runners = [threading.Thread(target=p.run, kwargs={"install_signal_handlers": False}) for p in pipelines]
+        for runner in runners:
+            runner.start()
+        frames = []
+        while (frame := (subscriber.receive if keep == "all" else subscriber.latest)(timeout=10)) is not None:
+            frames.append(frame.header)
+        for runner in runners:
+            runner.join(10)
+    if keep == "all":
+        assert [h["topic"] for h in frames].count("cam1") == 8 and [h["topic"] for h in frames].count("cam2") == 24
+    else:  # the newest frame at each call: cam2's last ones come after cam1 has ended
+        assert frames[-1]["topic"] == "cam2" and frames[-1]["index"] >= 20
+    assert subscriber.ended == {"version": 1, "topic": "cam2", "type": "end", "frames": 24}
 
 
 def test_a_recorder_ends_with_the_stream_and_its_file_is_complete(tmp_path, free_port):

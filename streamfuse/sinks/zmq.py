@@ -421,7 +421,9 @@ class Subscriber:
         self.received = 0
         self.skipped = 0
         self.ended: dict[str, Any] | None = None
-        """The publisher's end-of-stream header once it arrived; no frame comes after it."""
+        """The end-of-stream header once every stream this subscriber received frames from has ended (several
+        publishers, each its own topic, may connect to a binding subscriber); nothing is read after it."""
+        self._open_topics: set[str] = set()
         self.stale = 0
         self._offset: float | None = None
         self._stop = threading.Event()
@@ -453,17 +455,20 @@ class Subscriber:
             self._thread.start()
 
     def _receive_once(self, timeout: float | None) -> ReceivedFrame | None:
-        if self.ended is not None or not self._socket.poll(None if timeout is None else int(timeout * 1000),
-                                                            zmq.POLLIN):
-            return None
-        parts = self._socket.recv_multipart()
-        end = end_of_stream_header(parts)
-        if end is not None:
-            self.ended = end
-            return None
-        frame = decode_message(parts)
-        self.received += 1
-        return frame
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.ended is None:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if not self._socket.poll(None if left is None else int(left * 1000), zmq.POLLIN):
+                return None
+            parts = self._socket.recv_multipart()
+            end = end_of_stream_header(parts)
+            if end is None:
+                self._open_topics.add(parts[0].decode(errors="replace"))
+                frame = decode_message(parts)
+                self.received += 1
+                return frame
+            self._stream_ended(end)  # another topic may still be going: read on
+        return None
 
     def _newest_message(self, timeout: float) -> tuple[list[bytes] | None, int]:
         """The newest frame message that has arrived (older ones are skipped unread) and how many frame
@@ -479,12 +484,23 @@ class Subscriber:
                 return newest, count
             end = end_of_stream_header(parts)
             if end is not None:
-                self.ended = end
-                return newest, count
+                if self._stream_ended(end):
+                    return newest, count
+                continue
+            self._open_topics.add(parts[0].decode(errors="replace"))
             count += 1
             if newest is not None:
                 self.skipped += 1
             newest = parts
+
+    def _stream_ended(self, end: dict[str, Any]) -> bool:
+        """Take an end-of-stream message: True (and :attr:`ended` set) when no other topic this subscriber has
+        received frames from is still going."""
+        self._open_topics.discard(str(end.get("topic")))
+        if self._open_topics:
+            return False
+        self.ended = end
+        return True
 
     def age_s(self, frame: ReceivedFrame) -> float:
         """Seconds from ``frame``'s capture to now, with the publisher's clock offset taken out."""
