@@ -295,6 +295,7 @@ class Pipeline:
             for index, sink_config in enumerate(self.config.sinks):
                 sink = build_sink(sink_config, key=f"sinks.{index}", fps=fps, stats=self.stats)
                 sink.reports_output = index == 0
+                sink.stop_requested = lambda: bool(self._signals_pending) or self._stopping.is_set()
                 sink.start()
                 self.sinks.append(sink)
         except BaseException:

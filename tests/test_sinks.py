@@ -329,6 +329,49 @@ def stalled_subscriber(endpoint: str):
         context.term()
 
 
+def test_waiting_for_subscribers_ends_when_the_run_is_interrupted(free_port):
+    """The wait ran in open() on the main thread, which held Ctrl-C and SIGTERM until subscriber_timeout_s had
+    passed (60 s: a supervisor's SIGKILL came first and the recording was left unfinalised)."""
+    sink = ZmqSink(f"tcp://127.0.0.1:{free_port}", encoding="raw", wait_for_subscribers=1, subscriber_timeout_s=60)
+    started = time.monotonic()
+    sink.start()
+    assert time.monotonic() - started < 1  # start() does not wait: the first frame does
+    sink.queue.put(fused(0))
+    time.sleep(0.3)
+    assert sink.running and sink.frames_written == 0  # waiting for the subscriber
+    sink.finish_soon()  # what the pipeline does on the first signal
+    sink.queue.close()
+    sink.join(5)
+    assert not sink.running and time.monotonic() - started < 5 and sink.error is None
+
+
+def test_sigterm_while_waiting_for_subscribers_stops_the_run_at_once(tmp_path, free_port):
+    """The wait (in the sink's open, on the main thread) held SIGTERM until subscriber_timeout_s had passed: 60 s,
+    and a supervisor's SIGKILL came first."""
+    import signal
+
+    from conftest import python_env
+
+    sink = (f'[{{type: zmq, endpoint: "tcp://127.0.0.1:{free_port}", wait_for_subscribers: 1, '
+            'subscriber_timeout_s: 60}]')
+    run = subprocess.Popen([sys.executable, "-m", "streamfuse", "run", "--set", "synthetic.width=96", "--set",
+                            "synthetic.height=64", "--set", "fusion.fuser=classical", "--set", "control.enabled=false",
+                            "--set", f"sinks={sink}"], cwd=tmp_path, stderr=subprocess.PIPE, text=True,
+                           env=python_env())
+    lines = []
+    while not any("sink 0: zmq" in line for line in lines):  # the sink is opening: the wait begins
+        lines.append(run.stderr.readline())
+        assert lines[-1] or run.poll() is None, "".join(lines)
+    time.sleep(0.5)
+    run.send_signal(signal.SIGTERM)
+    try:
+        rest = run.communicate(timeout=10)[1]
+    finally:
+        run.kill()
+    assert run.returncode == 143, "".join(lines) + rest
+    assert "stopped waiting for subscribers (0 of 1 joined): the run was interrupted" in rest
+
+
 def test_zmq_live_mode_drops_and_counts(free_port):
     endpoint = f"tcp://127.0.0.1:{free_port}"
     sink = ZmqSink(endpoint, encoding="raw", hwm=1, wait_for_subscribers=1, subscriber_timeout_s=5)

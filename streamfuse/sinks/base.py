@@ -5,6 +5,7 @@ from __future__ import annotations
 import abc
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from streamfuse.errors import SinkError
@@ -67,6 +68,9 @@ class Sink(ThreadedStage):
         self.frames_written = 0
         self.reports_output = False
         self.thread_name = f"sink-{self.stage}"
+        self.stop_requested: Callable[[], bool] = lambda: False
+        """Whether the run was asked to stop (a signal) meanwhile: set by the pipeline, for a wait in :meth:`open`
+        (which runs on the main thread, where the signal is only noted) to end early."""
 
     @abc.abstractmethod
     def open(self) -> None:

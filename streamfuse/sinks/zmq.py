@@ -212,6 +212,10 @@ class ZmqSink(Sink):
     def _await_subscribers(self) -> None:
         deadline = time.monotonic() + self.subscriber_timeout_s
         while self.subscribers < self.wait_for_subscribers and time.monotonic() < deadline:
+            if self.stop_requested():  # a Ctrl-C or SIGTERM meanwhile: it was held until the timeout
+                log.info("%s: stopped waiting for subscribers (%d of %d joined): the run was interrupted",
+                         self.describe(), self.subscribers, self.wait_for_subscribers)
+                return
             self._poll_subscriptions(50)
         if self.subscribers < self.wait_for_subscribers:
             log.warning("%s: only %d of %d subscribers joined within %.1f s; publishing anyway",
