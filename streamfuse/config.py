@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import logging
 import math
 import os
 import re
@@ -28,6 +29,8 @@ import yaml
 
 from streamfuse.errors import ConfigError
 from streamfuse.registry import REGISTRATIONS, SINKS, SOURCES, Registry
+
+log = logging.getLogger(__name__)
 
 DropPolicy = Literal["wait", "drop_oldest"]
 
@@ -1001,10 +1004,13 @@ def _substitute_env(node: Any, path: str, env: typing.Mapping[str, str]) -> Any:
     if isinstance(node, str):
         def replace(match: re.Match) -> str:
             name, default = match.group(1), match.group(2)
-            if name in env:
-                return env[name]
-            if default is not None:
+            if default is not None and not env.get(name):  # as in a shell: unset or empty (OUTDIR= in an env file)
                 return default
+            if name in env:
+                if not env[name]:
+                    log.warning("%s: environment variable %s is set but empty; write ${%s:-default} for a value "
+                                "to use then", path, name, name)
+                return env[name]
             raise ConfigError(f"{path}: environment variable {name} is not set (used as ${{{name}}}); "
                               f"export it or write ${{{name}:-default}}")
         if "${" in _ENV_PATTERN.sub("", node):
@@ -1145,6 +1151,8 @@ def _name(hint: Any) -> str:
 
 
 def _describe(value: Any) -> str:
+    if isinstance(value, _FromEnvironment):
+        value = str(value)  # its class is an implementation detail: 'got '' (str)', not '(_FromEnvironment)'
     text = repr(value)
     return f"{text if len(text) <= 40 else text[:37] + '...'} ({type(value).__name__})"
 

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import logging
+
 import pytest
 
 from streamfuse.cli import main
@@ -139,6 +141,19 @@ def test_env_substitution_and_default():
         env={"IR_CAM": "10.0.0.5"})
     assert config.sources.ir.uri == "rtsp://10.0.0.5/stream1"
     assert config.sources.vis.uri == "/data/vis.mp4"
+
+
+def test_a_default_stands_in_for_an_empty_variable_as_in_a_shell(caplog):
+    """OUTDIR= in an environment file: '${OUTDIR:-out}/z.mp4' wrote /z.mp4, and 'overwrite: ${OVER:-true}' was
+    "expected true or false, got '' (_FromEnvironment)"."""
+    sink = {"type": "video", "path": "${OUTDIR:-out}/z.mp4", "overwrite": "${OVER:-true}"}
+    config = config_from_dict({"sinks": [sink]}, env={"OUTDIR": "", "OVER": ""})
+    assert config.sinks[0].path == "out/z.mp4" and config.sinks[0].overwrite is True
+    with caplog.at_level(logging.WARNING, logger="streamfuse"):
+        config = config_from_dict({"sinks": [{"type": "video", "path": "${OUTDIR}/z.mp4"}]}, env={"OUTDIR": ""})
+    assert "sinks.0.path: environment variable OUTDIR is set but empty" in caplog.text
+    message = error_of({"sinks": [{"type": "video", "path": "x.mp4", "overwrite": "${OVER}"}]}, env={"OVER": ""})
+    assert message == "sinks.0.overwrite: expected true or false, got '' (str)"
 
 
 def test_missing_env_var_names_key_and_variable():
