@@ -26,6 +26,11 @@ from streamfuse.sinks.base import Sink, SinkContext, overwrite_hint
 from streamfuse.sources.video import VIDEO_EXTENSIONS
 from streamfuse.stats import PipelineStats
 
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None
+
 log = logging.getLogger(__name__)
 
 #: codec name in config -> (FFmpeg encoder, pixel format of the encoded stream)
@@ -124,6 +129,42 @@ def prepare_output_file(path: Path, overwrite: bool, key: str) -> None:
         path.unlink()
 
 
+class OutputClaim:
+    """An exclusive claim on a file path while it is written: a lock file beside it (``.NAME.lock``, holding the
+    writer's process id; removed when released). A second run writing the same path (an overlapping cron job, a
+    supervisor's restart while the old run still finalises) is refused, instead of replacing the file under the
+    first and both losing the recording. The lock (``flock``) ends with the process, however it ends."""
+
+    def __init__(self, path: Path, key: str) -> None:
+        self.file = path.with_name(f".{path.name}.lock")
+        self._fd: int | None = None
+        if fcntl is None:  # not POSIX: no claim
+            return
+        try:
+            fd = os.open(self.file, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise SinkError(f"{key}: cannot write {path} ({exc.strerror}); choose a place you may write to") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.read(fd, 32).decode(errors="replace").strip()
+            os.close(fd)
+            raise SinkError(f"{key}: {path} is being written by another process{f' (pid {holder})' if holder else ''};"
+                            " choose another path, or stop that run first") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        self._fd = fd
+
+    def release(self) -> None:
+        """Give the path up (idempotent)."""
+        if self._fd is None:
+            return
+        fd, self._fd = self._fd, None
+        with contextlib.suppress(OSError):
+            self.file.unlink()
+        os.close(fd)  # ends the lock
+
+
 class VideoWriter:
     """Encodes images into a video file; the codec stream is created from the first image's size.
 
@@ -183,11 +224,13 @@ class VideoWriter:
         # An existing file (or link) is kept as it is unless a frame comes: a run with none loses nothing.
         self._replaces = self.path.exists() or self.path.is_symlink()
         prepare_output_file(self.path, overwrite, key)
+        self._claim = OutputClaim(self.path, key)
         try:
             self._fragmented = fragmented and self.path.suffix.lower() in MP4_FAMILY
             self._container = av.open(str(self.path), mode="w",
                                       options=container_options(self.path, fragmented=self._fragmented))
         except (av.error.FFmpegError, ValueError) as exc:
+            self._claim.release()
             raise SinkError(f"{_path_key(key)}: cannot create video {self.path} ({exc}); "
                             "use a known extension such as .mp4 or .mkv") from None
         self._stream = None
@@ -275,6 +318,13 @@ class VideoWriter:
         if self._container is None:
             return
         container, self._container = self._container, None
+        try:
+            self._finalise(container)
+        finally:
+            self._claim.release()
+
+    def _finalise(self, container: av.container.OutputContainer) -> None:
+        """Flush the encoder into ``container``, close it, and check that the end of the file reached the disk."""
         try:
             try:
                 if self._make_room is not None and self._stream is not None:
