@@ -75,8 +75,15 @@ def end_to_end(width: int, height: int, *, frames: int, fuser: str, sink: str, s
         started = time.perf_counter()
         for thread in threads:
             thread.start()
-        for thread in threads:
-            thread.join()
+        try:
+            for thread in threads:
+                thread.join()
+        except KeyboardInterrupt:  # Ctrl-C, SIGTERM: the pipelines end before the worker they use is closed
+            for pipeline in pipelines:
+                pipeline.abort()
+            for thread in threads:
+                thread.join(10)
+            raise
         wall = time.perf_counter() - started
         routing = pipelines[0].routing  # None without a prompt: balanced
         info: dict[str, Any] = {"wall_s": wall, "streams": streams, "intents": routing and routing.weights}

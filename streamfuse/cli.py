@@ -900,8 +900,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                               "replace; continue it with --resume, or train into another output_dir (--set "
                               "output_dir=PATH) or delete it")
     try:
-        with _sigterm_as_interrupt():  # SIGTERM / SIGHUP save a checkpoint as Ctrl-C does
-            trainer.run()
+        trainer.run()  # SIGTERM / SIGHUP save a checkpoint as Ctrl-C does (_run_handler)
     except KeyboardInterrupt as exc:
         return exc.status if isinstance(exc, Terminated) else 130
     return 0
@@ -1014,8 +1013,8 @@ def cmd_subscribe(args: argparse.Namespace) -> int:
               flush=True)
 
     try:
-        with _sigterm_as_interrupt(), Subscriber(args.endpoint, topic=args.topic, keep=keep,
-                                                 client_key=args.client_key, server_key=args.server_key) as subscriber:
+        with Subscriber(args.endpoint, topic=args.topic, keep=keep, client_key=args.client_key,
+                        server_key=args.server_key) as subscriber:
             log.info("subscribed to %s (topic %r); Ctrl-C to stop", args.endpoint, args.topic)
             while (args.frames is None or len(all_latencies) < args.frames) and (
                     deadline is None or time.monotonic() < deadline):
@@ -1333,9 +1332,11 @@ def _opencv_quiet(quiet: bool) -> Iterator[None]:
 
 
 def _run_handler(args: argparse.Namespace) -> int:
-    """The command's handler, with user errors as one line and an exit code."""
+    """The command's handler, with user errors as one line and an exit code; SIGTERM and SIGHUP stop it as Ctrl-C
+    does (files finalised, temporary ones removed; ``run`` and ``fuse`` handle them in the pipeline)."""
     try:
-        return args.handler(args)
+        with _sigterm_as_interrupt():
+            return args.handler(args)
     except StreamfuseError as exc:
         print(f"streamfuse: error: {exc}", file=sys.stderr)
         return exc.exit_code

@@ -184,6 +184,7 @@ class Pipeline:
         self._errors: dict[str, Exception] = {}
         self._threads: list[threading.Thread] = []
         self._stopping = threading.Event()
+        self._aborted = False  # set by abort(): a stage failing on what it closed meanwhile is no failure
         self._started = False
         self.frames_fused = 0
         self.stop_signal: int | None = None
@@ -375,6 +376,7 @@ class Pipeline:
 
     def abort(self) -> None:
         """Stop now: drop frames in flight; outputs are still flushed and closed."""
+        self._aborted = True
         self.stop()
         self._pairs.abort()
         self.fuser.close(timeout=2.0, cancel_pending=True)
@@ -603,6 +605,9 @@ class Pipeline:
             self._errors[name] = exc
             self.stop()
         except Exception as exc:  # a bug or a library failure: keep the traceback in the log
+            if self._aborted:  # the abort closed what the stage was using (the fuser's worker): not a failure
+                log.debug("stage %s ended by the abort", name, exc_info=exc)
+                return
             log.error("stage %s failed unexpectedly", name, exc_info=exc)
             error = PipelineError(f"{name}: {type(exc).__name__}: {exc}")
             error.__cause__ = exc

@@ -598,3 +598,27 @@ def test_the_text_encoders_warm_up_does_not_stall_the_first_frames(tmp_path):
     done = next(line for line in run.stderr.splitlines() if "done: " in line)
     dropped = re.search(r"pairs=(\d+)", done)
     assert dropped is None or int(dropped.group(1)) <= 2, done
+
+
+@pytest.mark.parametrize(("fuser", "stop"), [("classical", "SIGTERM"), ("model", "SIGINT")])
+def test_bench_stopped_by_a_signal_cleans_up_and_says_only_interrupted(tmp_path, fuser, stop):
+    """SIGTERM killed bench silently and left its temporary folder (a video) behind; Ctrl-C with the model
+    closed the shared inference worker under the running pipelines: a traceback from the fuse stage."""
+    import signal
+    import time
+
+    process = subprocess.Popen([sys.executable, "-m", "streamfuse", "bench", "--size", "96x64", "--frames", "100000",
+                                "--fuser", fuser], stderr=subprocess.PIPE, text=True,
+                               env=python_env(TMPDIR=str(tmp_path)))
+    deadline = time.monotonic() + 60
+    while not list(tmp_path.glob("streamfuse-bench-*/*")) and time.monotonic() < deadline:
+        time.sleep(0.2)  # the benchmark's video is being written
+    time.sleep(2)
+    process.send_signal(getattr(signal, stop))
+    try:
+        err = process.communicate(timeout=30)[1]
+    finally:
+        process.kill()
+    assert process.returncode == 128 + getattr(signal, stop), err
+    assert "streamfuse: interrupted" in err and "Traceback" not in err and "failed" not in err, err
+    assert not list(tmp_path.glob("streamfuse-bench-*"))
