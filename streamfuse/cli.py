@@ -1005,6 +1005,8 @@ def cmd_subscribe(args: argparse.Namespace) -> int:
     last_frame_at = time.monotonic()
     deadline = time.monotonic() + args.duration if args.duration else None
     stopped_by: int | None = None
+    said_silent = False  # "no frames" is said once per silence, not every second of it
+    per_second = logging.getLogger("streamfuse").isEnabledFor(logging.INFO)  # -q: only the total
 
     def report(frames: int, seconds: float, latencies: list[float], prefix: str) -> None:
         latencies = sorted(latencies)
@@ -1025,7 +1027,7 @@ def cmd_subscribe(args: argparse.Namespace) -> int:
                     break
                 if frame is not None:
                     first = first or now
-                    last_frame_at = now
+                    last_frame_at, said_silent = now, False
                     all_latencies.append(frame.latency_ms)
                     window_latencies.append(frame.latency_ms)
                     if writer is not None:
@@ -1034,10 +1036,11 @@ def cmd_subscribe(args: argparse.Namespace) -> int:
                     log.info("no frame for %.1f s (--idle-timeout): stopping", args.idle_timeout)
                     break
                 if now - window_start >= 1.0:
-                    if window_latencies:
+                    if window_latencies and per_second:
                         report(len(window_latencies), now - window_start, window_latencies, "")
-                    else:
-                        print(f"no frames from {args.endpoint} in the last second", flush=True)
+                    elif not window_latencies and not said_silent:
+                        log.info("no frames from %s (waiting; the next line comes when they do)", args.endpoint)
+                        said_silent = True
                     window_start, window_latencies = now, []
     except KeyboardInterrupt as exc:
         stopped_by = exc.status if isinstance(exc, Terminated) else 130  # 128 + the signal
@@ -1048,7 +1051,7 @@ def cmd_subscribe(args: argparse.Namespace) -> int:
         report(len(all_latencies) - 1, time.monotonic() - first, all_latencies, "total: ")
     saved = f"; saved to {args.save}" if writer is not None and all_latencies else ""
     log.info("received %d frame(s)%s", len(all_latencies), saved)
-    if not all_latencies:
+    if not all_latencies and stopped_by is None:
         raise StreamfuseError(f"{args.endpoint}: received no frames; check that a pipeline publishes there "
                               "(and its topic and keys)")
     return stopped_by or 0

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -99,6 +100,20 @@ def test_sigterm_finalises_the_recording(tmp_path, free_port):
     received = int(re.search(r"received (\d+) frame\(s\)", err).group(1))
     assert received >= 10
     assert len(read_video(tmp_path / "rec.mkv")[0]) == received  # flushed and closed: nothing lost
+
+
+def test_a_recorder_stopped_before_any_frame_exits_as_stopped_and_says_no_frames_once(tmp_path, free_port):
+    """SIGTERM to a recorder whose publisher was down: exit 1 'received no frames' (a supervised recorder stopped by
+    its operator reported as failed), after a 'no frames ... in the last second' line every second."""
+    recorder = subscribe(tmp_path, f"tcp://127.0.0.1:{free_port}", "--save", str(tmp_path / "rec.mp4"))
+    started = recorder.stderr.readline()  # "subscribed to ...": the signal handlers are in place
+    time.sleep(3)
+    recorder.send_signal(signal.SIGTERM)
+    out, err = recorder.communicate(timeout=30)
+    err = started + err
+    assert "subscribed to" in started and recorder.returncode == 143, err
+    assert "received 0 frame(s)" in err and "error" not in err
+    assert (out + err).count("no frames from") == 1
 
 
 def test_idle_timeout_with_nothing_received_is_an_error(tmp_path, capsys, caplog, free_port):
