@@ -269,9 +269,11 @@ class Trainer:
                                            self.config.refine)
             loss, terms = (fused - targets).abs().mean(), {}
         if not torch.isfinite(loss):
+            checkpoint = self.output_dir / CHECKPOINT
+            kept = (f"the checkpoint {checkpoint} is from before (--resume continues from it)" if checkpoint.exists()
+                    else "no checkpoint was written yet")
             raise StreamfuseError(f"training diverged at step {self.step + 1}: the loss is {loss.item()}; nothing "
-                                  "was exported and the checkpoint in output_dir is from before; lower learning_rate "
-                                  "and train again")
+                                  f"was exported and {kept}; lower learning_rate and train again")
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad], 1.0)
