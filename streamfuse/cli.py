@@ -843,7 +843,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
         routing = build_router(load_config(None, ["sinks=[]"]).text).route(args.prompt)
         log.info("prompt %r -> %s (encoder %s)", args.prompt, routing.summary(), routing.encoder)
-    if args.csv:
+    if args.csv and args.csv != "-":
         check_output_file(args.csv, "--csv", [("--ir", args.ir), ("--vis", args.vis),
                                                *(("--fused", folder) for folder in args.fused or [])])
     names = evaluation.metric_names(args.convention, args.metrics)
@@ -877,11 +877,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if left_out:
         log.warning("ranked on the %d image(s) every method scored; left out: %s",
                     len(results[0].rows), "; ".join(left_out))
+    if args.csv == "-":  # the CSV is the output (a pipe into another tool): no table beside it
+        evaluation.write_csv(sys.stdout, results, names, module.BETTER)
+        return 0
     print(f"{args.convention} metrics, {len(results[0].rows)} pairs ({args.ir} | {args.vis}); "
           "↑ higher is better, ↓ lower")
     print(evaluation.format_table(results, names, module.BETTER))
     if args.csv:
-        evaluation.write_csv(args.csv, results, names, module.BETTER)
+        with open(args.csv, "w", newline="") as handle:
+            evaluation.write_csv(handle, results, names, module.BETTER)
         print(f"wrote {args.csv}")
     return 0
 
@@ -1240,7 +1244,8 @@ def build_parser() -> argparse.ArgumentParser:
                          "(default: model when no --fused)")
     ev.add_argument("--convention", choices=["vifb", "cddfuse"], default="vifb", help="metric definitions")
     ev.add_argument("--metrics", nargs="+", metavar="NAME", help="only these metrics")
-    ev.add_argument("--csv", metavar="FILE", help="also write the per-image values as CSV")
+    ev.add_argument("--csv", metavar="FILE", help="also write the per-image values as CSV (- : to standard output, "
+                                                  "instead of the table)")
     ev.add_argument("--prompt", help="steer the --fuser fusers with this prompt")
     ev.add_argument("--weights", metavar="FILE", help="checkpoint for the model fuser (default: the shipped one)")
     ev.add_argument("--no-progress", action="store_true", help="no progress bar")

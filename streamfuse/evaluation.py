@@ -15,6 +15,7 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TextIO
 
 import cv2
 import numpy as np
@@ -262,17 +263,17 @@ def _columns(title: str, rows: list[tuple[str, dict[str, float]]], names: Sequen
     return "\n".join(lines)
 
 
-def write_csv(path: str | Path, results: list[MethodResult], names: Sequence[str], better: dict[str, str]) -> None:
-    """One row per method and image, plus a ``mean`` row per method carrying its mean rank."""
+def write_csv(handle: TextIO, results: list[MethodResult], names: Sequence[str], better: dict[str, str]) -> None:
+    """One row per method and image, plus a ``mean`` row per method carrying its mean rank, to ``handle`` (a file
+    opened with ``newline=""``, or standard output)."""
     ranks = mean_ranks(results, names, better)
-    with open(path, "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["method", "image", *names, "mean_rank"])
-        for result in results:
-            for stem, row in result.rows.items():
-                writer.writerow([result.name, stem, *(f"{row[n]:.6f}" for n in names), ""])
-            mean = result.mean(names)
-            writer.writerow([result.name, "mean", *(f"{mean[n]:.6f}" for n in names), f"{ranks[result.name]:.4f}"])
+    writer = csv.writer(handle)
+    writer.writerow(["method", "image", *names, "mean_rank"])
+    for result in results:
+        for stem, row in result.rows.items():
+            writer.writerow([result.name, stem, *(f"{row[n]:.6f}" for n in names), ""])
+        mean = result.mean(names)
+        writer.writerow([result.name, "mean", *(f"{mean[n]:.6f}" for n in names), f"{ranks[result.name]:.4f}"])
 
 
 # ------------------------------------------------------------------------------ prompt effect studies

@@ -112,6 +112,17 @@ def test_eval_single_folder_table_csv_and_skips(eval_folders, tmp_path, capsys, 
     assert 0.9 < float(rows[0]["SSIM"]) < 1.2
 
 
+def test_eval_csv_to_standard_output_is_the_whole_output(eval_folders, tmp_path, capsys, monkeypatch):
+    """--csv - wrote a file named '-'."""
+    monkeypatch.chdir(tmp_path)
+    code = main(["eval", "--ir", str(eval_folders["ir"]), "--vis", str(eval_folders["vis"]), "--fused",
+                 str(eval_folders["A"]), str(eval_folders["B"]), "--metrics", "Qabf", "--csv", "-"])
+    rows = list(csv.DictReader(capsys.readouterr().out.splitlines()))
+    assert code == 0 and not (tmp_path / "-").exists()
+    assert [(r["method"], r["image"]) for r in rows] == [("A", "p0"), ("A", "p1"), ("A", "p3"), ("A", "mean"),
+                                                         ("B", "p0"), ("B", "p1"), ("B", "p3"), ("B", "mean")]
+
+
 def test_eval_compares_methods_with_mean_rank(eval_folders, capsys):
     code = main(["eval", "--ir", str(eval_folders["ir"]), "--vis", str(eval_folders["vis"]), "--fused",
                  str(eval_folders["A"]), str(eval_folders["B"]), "--metrics", "Entropy", "Ssim", "Rmse"])
