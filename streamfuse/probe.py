@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import os
 import platform
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from streamfuse.errors import SourceError
-from streamfuse.imageio import IMAGE_EXTENSIONS, is_pattern, list_images, read_image
+from streamfuse.imageio import IMAGE_EXTENSIONS, image_size, is_pattern, list_images, read_image
 from streamfuse.sources.video import (
     duration_s,
     frame_count,
@@ -43,6 +44,11 @@ def probe(uri: str, *, frames: int = 5, count: bool = False) -> dict[str, Any]:
                   "channels": 1 if first.ndim == 2 else first.shape[2],
                   "bits": first.itemsize * 8}  # 8 or 16 (through sources.<name>.gain)
         if not one_image:  # a still image has no frame rate: FFmpeg's image reader would say 25
+            sizes = Counter(image_size(f) or (None, None) for f in files)
+            if len(sizes) > 1:  # the first file's size is not the folder's (fuse to a video refuses such a folder)
+                report["resolution"] = ", ".join(
+                    f"{f'{w}x{h}' if w is not None else 'unreadable'} ({n} file{'s' if n > 1 else ''})"
+                    for (w, h), n in sorted(sizes.items(), key=lambda item: -item[1]))
             report["first files"] = ", ".join(f.name for f in files[:frames])
         return report
     container = open_container(uri)

@@ -312,6 +312,12 @@ def test_probe_video_and_folder(tmp_path, capsys, image_folders):
     report = json.loads(out)  # a still image, not a 25 fps "video file" (FFmpeg's image reader)
     assert code == 0 and report["kind"] == "image" and report["frames"] == 1 and "frame rate" not in report
     assert report["resolution"] == "64x48" and report["bits"] == 8
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    for index, size in enumerate([(64, 48), (32, 24), (64, 48)]):
+        cv2.imwrite(str(mixed / f"m{index}.png"), np.zeros(size[::-1], np.uint8))
+    code, out, _ = run_cli(capsys, "probe", str(mixed), "--json")  # it described the first file's size only
+    assert code == 0 and json.loads(out)["resolution"] == "64x48 (2 files), 32x24 (1 file)"
     cv2.imwrite(str(tmp_path / "thermal16.png"), np.full((48, 64), 7500, np.uint16))
     code, out, _ = run_cli(capsys, "probe", str(tmp_path / "thermal16.png"), "--json")
     assert code == 0 and json.loads(out)["bits"] == 16  # it said only "channels: 1"
