@@ -186,8 +186,12 @@ def test_single_channel_frames_and_a_mask_of_another_size():
     gray = cv2.cvtColor(vis, cv2.COLOR_BGR2GRAY)
     fuser = ClassicalFuser()
     assert np.array_equal(fuser.fuse(ir[:, :, None], gray[:, :, None]), fuser.fuse(ir, gray))
-    with pytest.raises(ValueError, match=r"the valid mask is \(4, 4\) but the frames are \(48, 64\)"):
+    with pytest.raises(ValueError, match=r"the valid mask is \(4, 4\); expected one value per pixel, \(48, 64\)"):
         fuser.fuse(ir, vis, np.ones((4, 4), np.uint8))
+    with pytest.raises(ValueError, match=r"the valid mask is \(48, 64, 3\)"):  # was numpy's broadcast error
+        fuser.fuse(ir, vis, np.ones((48, 64, 3), np.uint8))
+    with pytest.raises(ValueError, match="map 16-bit thermal frames to 8 bits first: streamfuse.gain.AutoGain"):
+        fuser.fuse(ir.astype(np.uint16) * 200, vis)
 
 
 def test_bgr_infrared_is_reduced_to_luminance():

@@ -126,9 +126,11 @@ class Fuser(abc.ABC):
             raise ValueError(f"infrared frame is {ir.shape[1]}x{ir.shape[0]} but visible frame is "
                              f"{vis.shape[1]}x{vis.shape[0]}; register them first (registration.mode)")
         if ir.dtype != np.uint8 or vis.dtype != np.uint8:
-            raise ValueError(f"expected uint8 images, got infrared {ir.dtype} and visible {vis.dtype}")
-        if valid is not None and np.shape(valid)[:2] != ir.shape[:2]:
-            raise ValueError(f"the valid mask is {np.shape(valid)} but the frames are {ir.shape[:2]}")
+            raise ValueError(f"expected uint8 images, got infrared {ir.dtype} and visible {vis.dtype}"
+                             + (" (map 16-bit thermal frames to 8 bits first: streamfuse.gain.AutoGain, as the "
+                                "sources do)" if np.uint16 in (ir.dtype, vis.dtype) else ""))
+        if valid is not None and np.shape(valid) != ir.shape[:2]:
+            raise ValueError(f"the valid mask is {np.shape(valid)}; expected one value per pixel, {ir.shape[:2]}")
         return self._fuse(ir, vis, valid)
 
     def fuse_batch(self, irs: Sequence[np.ndarray], viss: Sequence[np.ndarray],
