@@ -1307,13 +1307,31 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class LogFormatter(logging.Formatter):
+    """``17:29:54 streamfuse: warning: message``: the level named from warnings up (and for debug lines), so that a
+    service's log can be searched for them; with ``dated``, the date too (a log file or journal read days later,
+    rather than a terminal)."""
+
+    def __init__(self, *, dated: bool) -> None:
+        super().__init__("%(asctime)s streamfuse: %(level)s%(message)s",
+                         datefmt="%Y-%m-%d %H:%M:%S" if dated else "%H:%M:%S")
+
+    def format(self, record: logging.LogRecord) -> str:
+        record.level = "" if record.levelno == logging.INFO else f"{record.levelname.lower()}: "
+        return super().format(record)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: parse arguments, run the command, map user errors to one line and an exit code."""
     args = build_parser().parse_args(argv)
     level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
-    # Other libraries' information lines (torch's exit-time cache statistics) stay out of streamfuse's log.
-    logging.basicConfig(level=max(level, logging.WARNING), format="%(asctime)s streamfuse: %(message)s",
-                        datefmt="%H:%M:%S")
+    root = logging.getLogger()
+    if not root.handlers:  # as logging.basicConfig: a program (or test) that set up logging keeps its own
+        handler = logging.StreamHandler()
+        handler.setFormatter(LogFormatter(dated=not sys.stderr.isatty()))
+        root.addHandler(handler)
+        # Other libraries' information lines (torch's exit-time cache statistics) stay out of streamfuse's log.
+        root.setLevel(max(level, logging.WARNING))
     own_log = logging.getLogger("streamfuse")
     previous_level = own_log.level
     own_log.setLevel(level)

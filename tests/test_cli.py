@@ -628,3 +628,17 @@ def test_bench_stopped_by_a_signal_cleans_up_and_says_only_interrupted(tmp_path,
     assert process.returncode == 128 + getattr(signal, stop), err
     assert "streamfuse: interrupted" in err and "Traceback" not in err and "failed" not in err, err
     assert not list(tmp_path.glob("streamfuse-bench-*"))
+
+
+def test_log_lines_name_warnings_and_carry_the_date_in_a_file():
+    """A service's log showed warnings exactly like information lines, and HH:MM:SS without the day."""
+    from streamfuse.cli import LogFormatter
+
+    def line(formatter: LogFormatter, level: int) -> str:
+        record = logging.LogRecord("streamfuse", level, __file__, 1, "camera %s lost", ("ir",), None)
+        return formatter.format(record)
+
+    terminal, file = LogFormatter(dated=False), LogFormatter(dated=True)
+    assert re.fullmatch(r"\d\d:\d\d:\d\d streamfuse: camera ir lost", line(terminal, logging.INFO))
+    assert re.fullmatch(r"\d\d:\d\d:\d\d streamfuse: warning: camera ir lost", line(terminal, logging.WARNING))
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d streamfuse: error: camera ir lost", line(file, logging.ERROR))
