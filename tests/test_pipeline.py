@@ -374,3 +374,25 @@ def test_the_model_fuser_warms_up_on_the_first_pair_of_a_live_feed_too():
     stats = pipeline.run(install_signal_handlers=False)
     assert stats.counters()["drops.warm_up"] == 1
     assert pipeline.fuser.worker.stats.frames == pipeline.frames_fused  # the warm-up frame is no sample of its stages
+
+
+def test_realtime_files_stay_on_one_timeline_across_a_pause_in_one_of_them(tmp_path):
+    """The visible file, held back while pairing waited out the thermal file's pause, re-started its clock at its
+    late frame: every later frame came that much late (a 2 s pause: p95 latency about 1 s for the rest of the run)."""
+    from conftest import make_pair
+    from media import write_video
+
+    ir_times = [i / 10 for i in range(6)] + [3.0 + i / 10 for i in range(6)]
+    vis_times = [i / 10 for i in range(36)]
+    write_video(tmp_path / "ir.mkv", [cv2.cvtColor(make_pair(i)[0], cv2.COLOR_GRAY2BGR) for i in range(12)],
+                fps=10, times=ir_times)
+    write_video(tmp_path / "vis.mkv", [make_pair(i)[1] for i in range(36)], fps=10, times=vis_times)
+    config = config_from_dict({
+        "sources": {"ir": {"type": "video", "uri": str(tmp_path / "ir.mkv"), "realtime": True},
+                    "vis": {"type": "video", "uri": str(tmp_path / "vis.mkv"), "realtime": True}},
+        "fusion": {"fuser": "classical"}, "sinks": [], "stats": {"log_every_s": 0}})
+    started = time.monotonic()
+    stats = Pipeline(config).run(install_signal_handlers=False)
+    assert stats.frames_out == 12
+    assert time.monotonic() - started < 4.3  # 3.5 s of recording
+    assert stats.stages()["end_to_end"].p95_ms < 300

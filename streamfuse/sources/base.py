@@ -377,13 +377,14 @@ class Source(ThreadedStage):
 
     def _wait_until_due(self, timestamp: float) -> bool:
         """Wait until ``timestamp`` is due on the wall clock that the first frame started (True when stopped
-        meanwhile). A frame more than an interval late re-starts the clock at it (no burst of the frames due
-        meanwhile); a gap of more than ``MAX_TIMESTAMP_GAP_S`` in the timestamps is skipped with a note."""
+        meanwhile). A late frame goes at once, and the ones after it until the clock is caught up: a file held back
+        (the pairing waits for the other camera's file, which paused) stays on the other file's timeline. A jump of
+        more than ``MAX_TIMESTAMP_GAP_S`` in the timestamps, either way, re-starts the clock (with a note ahead)."""
         now = time.perf_counter()
         if self._timestamp_clock is None:
             self._timestamp_clock = now - timestamp
         delay = self._timestamp_clock + timestamp - now
-        if delay > MAX_TIMESTAMP_GAP_S or delay < -1.0 / (self.pace_fps or 10.0):
+        if abs(delay) > MAX_TIMESTAMP_GAP_S:
             if delay > 0:
                 log.info("source %s (%s): its timestamps jump %.1f s ahead at frame %d; playing on without the "
                          "pause", self.name, self.describe(), delay, self.frames_read)
