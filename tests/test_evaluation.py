@@ -244,3 +244,26 @@ def test_eval_refuses_what_it_would_otherwise_guess_or_ignore(eval_folders, caps
     assert "--fuser model is given twice" in capsys.readouterr().err
     assert main([*common, "--fuser", "classical", "--weights", "w.pt"]) == 2
     assert "--weights is the model fuser's checkpoint; it needs --fuser model" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("convention", ["vifb", "cddfuse"])
+def test_eval_reads_a_jpeg_turned_as_its_exif_orientation_says_as_fuse_does(tmp_path, capsys, convention):
+    """VIFB's loader ignored the tag: fuse's outputs of phone photos were scored against the sideways images."""
+    from test_fuse_inputs import with_exif_orientation
+
+    for name in ("ir", "vis", "plain"):
+        (tmp_path / name).mkdir()
+    for index in range(2):
+        ir, vis = make_pair(index, (64, 48))
+        cv2.imwrite(str(tmp_path / "ir" / f"p{index}.png"), ir)
+        ok, data = cv2.imencode(".jpg", cv2.rotate(vis, cv2.ROTATE_90_COUNTERCLOCKWISE))
+        (tmp_path / "vis" / f"p{index}.jpg").write_bytes(with_exif_orientation(data.tobytes(), 6))
+        cv2.imwrite(str(tmp_path / "plain" / f"p{index}.png"),
+                    cv2.rotate(cv2.imdecode(data, cv2.IMREAD_COLOR), cv2.ROTATE_90_CLOCKWISE))
+    tables = []
+    for vis in ("vis", "plain"):
+        code = main(["eval", "--ir", str(tmp_path / "ir"), "--vis", str(tmp_path / vis), "--fuser", "classical",
+                     "--convention", convention, "--metrics", "qabf", "ssim", "--no-progress"])
+        assert code == 0
+        tables.append(capsys.readouterr().out.splitlines()[1:])
+    assert tables[0] == tables[1]

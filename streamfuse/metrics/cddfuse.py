@@ -109,15 +109,14 @@ def load(image: ImageLike) -> np.ndarray:
         path = os.fspath(image)
         if not os.path.isfile(path):
             raise FileNotFoundError(f"image not found: {path}")
-        data = cv2.imdecode(np.fromfile(path, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+        # turned as its EXIF orientation says (cv2.imread does that too; IMREAD_UNCHANGED would not)
+        data = cv2.imdecode(np.fromfile(path, dtype=np.uint8), cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR)
         if data is None:
             raise ValueError(f"cannot decode image: {path}")
         if data.dtype != np.uint8:  # OpenCV's 8-bit reading would keep the high byte: a 16-bit thermal image flat
             raise ValueError(f"{path}: CDDFuse's metrics take 8-bit images, this file decodes to {data.dtype}")
         if data.ndim == 2:
             data = cv2.cvtColor(data, cv2.COLOR_GRAY2BGR)
-        elif data.shape[2] == 4:
-            data = cv2.cvtColor(data, cv2.COLOR_BGRA2BGR)
         return np.round(cv2.cvtColor(data.astype(np.float32), cv2.COLOR_BGR2GRAY)).astype(np.float64)
     array = np.asarray(image)
     if array.dtype == bool or not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)):

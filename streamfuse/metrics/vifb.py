@@ -142,8 +142,10 @@ def load(image: str | os.PathLike | np.ndarray) -> np.ndarray:
     Args:
         image: A path to an image file, or an array.
 
-            * Files are read with OpenCV unchanged (no EXIF rotation, like ``imread``); colour is returned in
-              RGB order, an alpha channel is dropped. Files that are not 8-bit raise ``ValueError``. (A paletted
+            * Files are read with OpenCV as stored, but turned as their EXIF orientation says (as ``streamfuse
+              fuse`` reads them, so that its outputs are scored against the images it fused; MATLAB's ``imread``
+              ignores the tag, which the benchmark's images do not have); colour is returned in RGB order, an
+              alpha channel is dropped. Files that are not 8-bit raise ``ValueError``. (A paletted
               image is expanded to its colours, where ``imread`` would return the palette indices.)
             * ``uint8`` arrays are passed through (an ``(H, W, 1)`` array becomes ``(H, W)``, a 4th channel is
               dropped). Colour arrays are taken to be RGB already.
@@ -164,14 +166,12 @@ def load(image: str | os.PathLike | np.ndarray) -> np.ndarray:
         path = os.fspath(image)
         if not os.path.isfile(path):
             raise FileNotFoundError(f"{path}: no such image file")
-        data = cv2.imdecode(np.fromfile(path, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+        data = cv2.imdecode(np.fromfile(path, dtype=np.uint8), cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR)
         if data is None:
             raise ValueError(f"{path}: not a readable image")
         if data.dtype != np.uint8:
             raise ValueError(f"{path}: VIFB's metrics take 8-bit images, this file decodes to {data.dtype}")
-        if data.ndim == 3 and data.shape[2] == 4:
-            data = cv2.cvtColor(data, cv2.COLOR_BGRA2RGB)
-        elif data.ndim == 3 and data.shape[2] == 3:
+        if data.ndim == 3 and data.shape[2] == 3:
             data = cv2.cvtColor(data, cv2.COLOR_BGR2RGB)
         return _as_image(data, path)
     return _as_image(image)
