@@ -487,6 +487,13 @@ class VideoSinkConfig(SinkConfig):
         if self.segment_minutes is None and codes.search(Path(self.path).name):
             raise ConfigError(f"{path}.path: {self.path}: date codes and {{segment}} name the files of a recording "
                               "in segments; set segment_minutes too (the file was named with them as they are)")
+        if self.segment_minutes is not None:
+            try:  # the name is filled in with str.format at each segment: cam{1}.mp4 failed there with a traceback
+                Path(self.path).name.format(segment=0)
+            except (KeyError, IndexError, ValueError) as exc:
+                raise ConfigError(f"{path}.path: {self.path}: braces in a segmented file name hold {{segment}} (or "
+                                  f"{{segment:05d}}); write others doubled, {{{{ and }}}} ({type(exc).__name__}: "
+                                  f"{exc})") from None
         if self.codec == "mpeg4" and self.crf != 23:
             raise ConfigError(f"{path}.crf: sets H.264's quality; codec mpeg4 does not read it (it was ignored)")
 

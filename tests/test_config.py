@@ -156,6 +156,14 @@ def test_a_default_stands_in_for_an_empty_variable_as_in_a_shell(caplog):
     assert message == "sinks.0.overwrite: expected true or false, got '' (str)"
 
 
+@pytest.mark.parametrize("name", ["cam{1}.mp4", "cam{x}-{segment}.mp4"])
+def test_braces_in_a_segmented_file_name_other_than_segment_are_refused(name):
+    """They failed at the first segment with a traceback (IndexError, KeyError)."""
+    message = error_of({"sinks": [{"type": "video", "path": name, "segment_minutes": 1}]})
+    assert message.startswith(f"sinks.0.path: {name}: braces in a segmented file name hold {{segment}}")
+    config_from_dict({"sinks": [{"type": "video", "path": "cam{{1}}-{segment:03d}.mp4", "segment_minutes": 1}]})
+
+
 def test_missing_env_var_names_key_and_variable():
     message = error_of({"sources": {"ir": {"type": "video", "uri": "rtsp://${IR_CAM}/s"}}})
     assert message.startswith("sources.ir.uri: environment variable IR_CAM is not set")

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import shutil
 import subprocess
 import sys
@@ -181,6 +182,32 @@ def test_a_second_writer_of_a_file_being_recorded_is_refused(tmp_path):
     second.write(make_pair(0)[1], 0.0)
     second.close()
     assert len(read_video(path)[0]) == 1
+
+
+def test_a_segment_whose_name_another_run_records_goes_to_the_next_name(tmp_path, caplog):
+    """Two segmenting runs on one pattern (overwrite: true): the second replaced the first's finished segments and
+    then died on the one being recorded ('is being written by another process')."""
+    from streamfuse.sinks.video import OutputClaim
+
+    other = OutputClaim(tmp_path / "x-00001.mp4", "another run")
+    try:
+        sink = VideoSink(tmp_path / "x.mp4", fps=25, segment_minutes=0.01, overwrite=True)
+        with caplog.at_level(logging.WARNING, logger="streamfuse"):
+            run_sink(sink, [fused(i) for i in range(40)])
+        assert sink.error is None, sink.error
+        assert [p.name for p in sink.segments] == ["x-00000.mp4", "x-00001-1.mp4", "x-00002.mp4"]
+        assert "x-00001.mp4 is being written by another process; the segment goes to x-00001-1.mp4" in caplog.text
+    finally:
+        other.release()
+
+
+def test_a_name_too_long_for_its_lock_file_still_records(tmp_path):
+    """A 252-character file name worked until the lock file (.NAME.lock, 6 more) was too long for the file system."""
+    path = tmp_path / ("x" * 248 + ".mp4")
+    with VideoWriter(path, fps=20) as writer:
+        writer.write(make_pair(0)[1], 0.0)
+        assert len([p for p in tmp_path.iterdir() if p.name.endswith(".lock")]) == 1
+    assert len(read_video(path)[0]) == 1 and [p.name for p in tmp_path.iterdir()] == [path.name]
 
 
 def test_fragmented_mp4_reports_its_length(tmp_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import errno
+import hashlib
 import logging
 import os
 import shutil
@@ -136,24 +137,58 @@ class OutputClaim:
     first and both losing the recording. The lock (``flock``) ends with the process, however it ends."""
 
     def __init__(self, path: Path, key: str) -> None:
-        self.file = path.with_name(f".{path.name}.lock")
+        self.file = self.lock_file(path)
         self._fd: int | None = None
         if fcntl is None:  # not POSIX: no claim
             return
         try:
             fd = os.open(self.file, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as exc:
-            raise SinkError(f"{key}: cannot write {path} ({exc.strerror}); choose a place you may write to") from None
+            raise SinkError(f"{key}: cannot write in {path.parent} ({exc.strerror}: its lock file {self.file.name}); "
+                            "choose a place you may write to") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
+        except BlockingIOError:
             holder = os.read(fd, 32).decode(errors="replace").strip()
             os.close(fd)
-            raise SinkError(f"{key}: {path} is being written by another process{f' (pid {holder})' if holder else ''};"
-                            " choose another path, or stop that run first") from None
+            raise SinkError(f"{key}: {path} is being written by another process"
+                            f"{f' (pid {holder})' if holder else ''}; choose another path, or stop that run first"
+                            ) from None
+        except OSError as exc:  # a file system without locks (some network shares): record unclaimed
+            log.debug("%s: %s cannot be locked (%s); recording without the claim", key, self.file, exc.strerror)
+            os.close(fd)
+            self.file.unlink(missing_ok=True)
+            return
         os.ftruncate(fd, 0)
         os.write(fd, str(os.getpid()).encode())
         self._fd = fd
+
+    @staticmethod
+    def lock_file(path: Path) -> Path:
+        """The lock file of ``path``: ``.NAME.lock`` beside it (a hashed name where that would be too long)."""
+        name = f".{path.name}.lock"
+        if len(name.encode()) > 255:
+            name = f".{hashlib.sha1(path.name.encode()).hexdigest()[:16]}.lock"
+        return path.with_name(name)
+
+    @classmethod
+    def held_elsewhere(cls, path: Path) -> bool:
+        """Whether another open claim (another run's, or another sink's) holds ``path``."""
+        if fcntl is None:
+            return False
+        try:
+            fd = os.open(cls.lock_file(path), os.O_RDONLY)
+        except OSError:  # no lock file: nobody records there
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            return False
+        except BlockingIOError:
+            return True
+        except OSError:
+            return False
+        finally:
+            os.close(fd)
 
     def release(self) -> None:
         """Give the path up (idempotent)."""
@@ -478,15 +513,17 @@ class VideoSink(Sink):
         is still refused at start."""
         def taken(candidate: Path) -> bool:
             exists = candidate.exists() or candidate.is_symlink()
-            return candidate in self._written or (mid_run and exists and not self._writer_options["overwrite"])
+            return candidate in self._written or (mid_run and (exists and not self._writer_options["overwrite"]
+                                                               or OutputClaim.held_elsewhere(candidate)))
 
         candidate, number = path, 0
         while taken(candidate):
             number += 1
             candidate = path.with_name(f"{path.stem}-{number}{path.suffix}")
         if candidate != path and path not in self._written:
-            log.warning("%s: %s already exists (not written by this run); the segment goes to %s instead",
-                        self.describe(), path, candidate.name)
+            why = ("is being written by another process" if OutputClaim.held_elsewhere(path) else
+                   "already exists (not written by this run)")
+            log.warning("%s: %s %s; the segment goes to %s instead", self.describe(), path, why, candidate.name)
         self._written.add(candidate)
         return candidate
 
