@@ -1238,12 +1238,13 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--vis", required=True, help="folder of visible images (same file stems)")
     ev.add_argument("--pair-by", choices=["stem", "order"], default="stem",
                     help="pair the folders' images by file name (default) or by sorted order")
-    ev.add_argument("--fused", nargs="+", metavar="DIR", help="folders of fused images (stem or stem_suffix)")
-    ev.add_argument("--fuser", nargs="+", metavar="NAME",
+    ev.add_argument("--fused", nargs="+", action="extend", metavar="DIR",
+                    help="folders of fused images (stem or stem_suffix)")
+    ev.add_argument("--fuser", nargs="+", action="extend", metavar="NAME",
                     help=f"fuse with these fusers ({', '.join(FUSERS)}), ranked with any --fused folders "
                          "(default: model when no --fused)")
     ev.add_argument("--convention", choices=["vifb", "cddfuse"], default="vifb", help="metric definitions")
-    ev.add_argument("--metrics", nargs="+", metavar="NAME", help="only these metrics")
+    ev.add_argument("--metrics", nargs="+", action="extend", metavar="NAME", help="only these metrics")
     ev.add_argument("--csv", metavar="FILE", help="also write the per-image values as CSV (- : to standard output, "
                                                   "instead of the table)")
     ev.add_argument("--prompt", help="steer the --fuser fusers with this prompt")

@@ -132,8 +132,9 @@ def _header_size(head: bytes, file) -> tuple[int, int] | None:
     turned = False
     while (marker := file.read(2)) and len(marker) == 2 and marker[0] == 0xFF:
         length = int.from_bytes(file.read(2), "big")
-        if marker[1] == 0xE1:  # APP1: the EXIF orientation, 5-8 showing the image turned a quarter
-            turned = _exif_orientation(file.read(length - 2)) in (5, 6, 7, 8)
+        if marker[1] == 0xE1:  # APP1: EXIF (its orientation 5-8 shows the image turned a quarter) or XMP after it
+            orientation = _exif_orientation(file.read(length - 2))
+            turned = turned if orientation is None else orientation in (5, 6, 7, 8)
             continue
         if marker[1] in _JPEG_FRAME_MARKERS:
             segment = file.read(5)

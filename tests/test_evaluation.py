@@ -123,6 +123,15 @@ def test_eval_csv_to_standard_output_is_the_whole_output(eval_folders, tmp_path,
                                                          ("B", "p0"), ("B", "p1"), ("B", "p3"), ("B", "mean")]
 
 
+def test_eval_takes_its_list_flags_more_than_once(eval_folders, capsys):
+    """--fused A --fused B scored B alone, --metrics x --metrics y only y: argparse kept the last list."""
+    code = main(["eval", "--ir", str(eval_folders["ir"]), "--vis", str(eval_folders["vis"]), "--fused",
+                 str(eval_folders["A"]), "--fused", str(eval_folders["B"]), "--metrics", "Qabf", "--metrics", "Ssim"])
+    text = capsys.readouterr().out
+    rows = {line.split()[0]: line.split()[1:] for line in text.splitlines()[2:]}
+    assert code == 0 and set(rows) == {"A", "B"} and "Qabf" in text and "Ssim" in text
+
+
 def test_eval_compares_methods_with_mean_rank(eval_folders, capsys):
     code = main(["eval", "--ir", str(eval_folders["ir"]), "--vis", str(eval_folders["vis"]), "--fused",
                  str(eval_folders["A"]), str(eval_folders["B"]), "--metrics", "Entropy", "Ssim", "Rmse"])

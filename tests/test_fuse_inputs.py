@@ -478,6 +478,10 @@ def test_a_jpeg_is_read_turned_as_its_exif_orientation_says(tmp_path):
     image = read_image(tmp_path / "phone.jpg")
     assert np.array_equal(image, cv2.rotate(cv2.imdecode(data, cv2.IMREAD_COLOR), cv2.ROTATE_90_CLOCKWISE))
     assert image_size(tmp_path / "phone.jpg") == (64, 48)  # the header size, turned alike
+    xmp = b"http://ns.adobe.com/xap/1.0/\0<x:xmpmeta/>"  # phones and editors write XMP after EXIF
+    with_xmp = data.tobytes()[:2] + b"\xff\xe1" + (len(xmp) + 2).to_bytes(2, "big") + xmp + data.tobytes()[2:]
+    (tmp_path / "edited.jpg").write_bytes(with_exif_orientation(with_xmp, 6))
+    assert image_size(tmp_path / "edited.jpg") == (64, 48)  # the XMP segment reset the turn: 48x64
     (tmp_path / "plain.jpg").write_bytes(with_exif_orientation(data.tobytes(), 1))
     assert read_image(tmp_path / "plain.jpg").shape == (64, 48, 3) and image_size(tmp_path / "plain.jpg") == (48, 64)
 
