@@ -22,7 +22,7 @@ import numpy as np
 from tqdm import tqdm
 
 from streamfuse.errors import StreamfuseError, UsageError
-from streamfuse.imageio import images_by_stem, list_images, read_image, stem_of
+from streamfuse.imageio import images_by_stem, list_images, natural_key, read_image, stem_of
 from streamfuse.metrics import convention_module
 
 log = logging.getLogger(__name__)
@@ -35,13 +35,17 @@ class MethodResult:
     name: str
     rows: dict[str, dict[str, float]] = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)
+    mean_over: dict[str, set[str]] = field(default_factory=dict)
+    """Per metric, the images its mean covers when not all of them (:func:`on_common_images`)."""
 
     def mean(self, names: Sequence[str]) -> dict[str, float]:
         """Mean of each metric over the images where it is defined (VIFB averages with ``nanmean``: Qcb is NaN
-        for a constant image); NaN where no image has a value."""
+        for a constant image; and only over :attr:`mean_over` where set); NaN where no image has a value."""
         means = {}
         for name in names:
-            values = np.array([row[name] for row in self.rows.values()], dtype=np.float64)
+            over = self.mean_over.get(name)
+            values = np.array([row[name] for stem, row in self.rows.items() if over is None or stem in over],
+                              dtype=np.float64)
             defined = values[~np.isnan(values)]
             means[name] = float(defined.mean()) if defined.size else float("nan")
         return means
@@ -170,10 +174,11 @@ def evaluate(pairs: list[tuple[str, Path, Path]], methods: dict[str, Callable[[s
 
 
 def on_common_images(results: list[MethodResult]) -> tuple[list[MethodResult], list[str]]:
-    """The results restricted to the images every method scored, and each metric to the images where it is
+    """The results restricted to the images every method scored, and each metric's means to the images where it is
     defined for every method (a constant image's Qcb is NaN: its method's mean would cover fewer images), so that
-    means and ranks compare like with like; and what was left out (``"method: stem, stem"``, ``"Qcb: stem (NaN
-    for method)"``). Raises when no image was scored by all."""
+    means and ranks compare like with like; and what was left out (``"method: stem, stem"``, ``"Qcb: stem, ...
+    (undefined for method)"``). A metric some method defines on no image at all keeps every image: that method's
+    NaN mean ranks last. Raises when no image was scored by all."""
     common = set.intersection(*(set(result.rows) for result in results))
     if not common:
         raise StreamfuseError("eval: no image pair was scored for every method: "
@@ -183,16 +188,21 @@ def on_common_images(results: list[MethodResult]) -> tuple[list[MethodResult], l
         extra = [stem for stem in result.rows if stem not in common]
         if extra:
             left_out.append(f"{result.name}: {', '.join(extra)}")
-        trimmed.append(MethodResult(result.name, {stem: dict(row) for stem, row in result.rows.items()
-                                                  if stem in common}, result.skipped))
-    if len(trimmed) > 1:
-        for stem in sorted(common):
-            for name in trimmed[0].rows[stem]:
-                undefined = [r.name for r in trimmed if np.isnan(r.rows[stem][name])]
-                if undefined and len(undefined) < len(trimmed):
-                    left_out.append(f"{name}: {stem} (undefined for {', '.join(undefined)})")
-                    for result in trimmed:
-                        result.rows[stem][name] = float("nan")
+        trimmed.append(MethodResult(result.name, {stem: row for stem, row in result.rows.items() if stem in common},
+                                    result.skipped))
+    if len(trimmed) < 2:
+        return trimmed, left_out
+    stems = sorted(common, key=natural_key)
+    for name in trimmed[0].rows[stems[0]]:
+        undefined = {r.name: [s for s in stems if np.isnan(r.rows[s][name])] for r in trimmed}
+        nowhere = [method for method, where in undefined.items() if len(where) == len(stems)]
+        out = sorted({s for where in undefined.values() for s in where}, key=natural_key)
+        if nowhere or not out:
+            continue
+        for result in trimmed:
+            result.mean_over[name] = set(stems) - set(out)
+        left_out.append(f"{name}: {', '.join(out[:5])}{', ...' if len(out) > 5 else ''} (undefined for "
+                        f"{', '.join(method for method, where in undefined.items() if where)})")
     return trimmed, left_out
 
 

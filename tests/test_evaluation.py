@@ -56,7 +56,12 @@ def test_a_metric_undefined_for_one_method_on_an_image_leaves_that_image_out_of_
     assert left_out == ["Qcb: x (undefined for blank)"]
     assert good_kept.mean(["Qcb"])["Qcb"] == pytest.approx(0.6) and blank_kept.mean(["Qcb"])["Qcb"] == 0.7
     assert good_kept.mean(["Qabf"])["Qabf"] == pytest.approx(0.6)  # the other metrics keep the image
-    assert np.isnan(good.rows["x"]["Qcb"]) is np.False_  # the inputs are not changed
+    assert good_kept.rows["x"]["Qcb"] == 0.4  # the per-image values (the table, the CSV) stay as they are
+    # a method with no Qcb anywhere (every image constant) leaves the others' means whole and ranks last
+    empty = MethodResult("empty", {"x": {"Qcb": float("nan")}, "y": {"Qcb": float("nan")}})
+    (empty_kept, good_kept), left_out = on_common_images([empty, good])
+    assert left_out == [] and good_kept.mean(["Qcb"])["Qcb"] == pytest.approx(0.5)
+    assert mean_ranks([empty_kept, good_kept], ["Qcb"], {"Qcb": "higher"}) == {"empty": 2.0, "good": 1.0}
 
 
 def test_the_table_keeps_wide_values_apart():
