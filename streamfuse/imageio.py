@@ -44,10 +44,23 @@ def is_pattern(spec: str) -> bool:
 
 
 def glob_folder(pattern: str) -> str:
-    """The folder a glob pattern lists (its part before the first wildcard component)."""
+    """The folder a glob pattern lists: the longest leading part that is an existing folder (taken literally:
+    ``night [1]/*.png`` lists ``night [1]``), else its part before the first wildcard component."""
     parts = Path(pattern).parts
+    for cut in range(len(parts) - 1, 0, -1):
+        if Path(*parts[:cut]).is_dir():
+            return str(Path(*parts[:cut]))
     first = next(i for i, part in enumerate(parts) if any(ch in part for ch in "*?["))
     return str(Path(*parts[:first])) if first else "."
+
+
+def _glob(pattern: str) -> list[str]:
+    """``glob.glob``, with the leading folder that exists (:func:`glob_folder`) taken literally."""
+    folder = glob_folder(pattern)
+    if folder == "." or not Path(folder).is_dir():
+        return glob.glob(pattern)
+    rest = Path(pattern).relative_to(folder)
+    return glob.glob(str(Path(glob.escape(folder)) / rest))
 
 
 def list_images(spec: str | Path) -> list[Path]:
@@ -58,7 +71,7 @@ def list_images(spec: str | Path) -> list[Path]:
     """
     text = str(spec)
     if is_pattern(text):
-        files = [Path(p) for p in glob.glob(text) if is_image_file(Path(p))]
+        files = [Path(p) for p in _glob(text) if is_image_file(Path(p))]
         if not files:
             raise SourceError(f"{text}: the pattern matches no image files ({', '.join(IMAGE_EXTENSIONS)})")
     else:
