@@ -30,7 +30,7 @@ from streamfuse.config import (
     load_config,
     packaged_configs,
 )
-from streamfuse.errors import SinkError, StreamfuseError, UsageError
+from streamfuse.errors import SinkError, StreamfuseError, UnreadableImageError, UsageError
 from streamfuse.fusers import FUSERS
 from streamfuse.imageio import (
     IMAGE_EXTENSIONS,
@@ -600,9 +600,19 @@ def calibration_pairs(ir: str, vis: str, *, max_pairs: int, pair_by: str | None 
         folders = [sorted(group, key=lambda f: stems.index(stem_of(f))) for group in folders]
     step = max(1, len(folders[0]) // max_pairs)
     chosen = list(zip(*folders, strict=True))[::step][:max_pairs]
-    if files is not None:
-        files.extend(chosen)
-    return [(read_image(a), read_image(b)) for a, b in chosen]
+    pairs = []
+    for ir_file, vis_file in chosen:
+        try:
+            pairs.append((read_image(ir_file), read_image(vis_file)))
+        except UnreadableImageError as exc:  # one damaged file in a folder: as fuse does, skip its pair
+            log.warning("%s; that pair is skipped", exc)
+            continue
+        if files is not None:
+            files.append((ir_file, vis_file))
+    if not pairs:
+        raise StreamfuseError(f"--ir {ir} / --vis {vis}: none of the {len(chosen)} image pairs chosen could be read "
+                              "(see the warnings above)")
+    return pairs
 
 
 def check_output_file(path: str, flag: str, inputs: list[tuple[str, str | None]]) -> None:

@@ -448,6 +448,10 @@ def test_folders_named_differently_pair_by_order(tmp_path, capsys):
     code, out, err = run_cli(capsys, *args, "--pair-by", "order", "--json")
     result = json.loads(out)
     assert code == 0 and result["pairs"] == 2 and result["distinct_pairs"] == 2, out + err
+    (tmp_path / "ir" / "2i.png").write_bytes(b"not a png")  # one damaged pair: skipped, as fuse does (it stopped)
+    (tmp_path / "vis" / "2v.png").write_bytes((tmp_path / "vis" / "0v.png").read_bytes())
+    code, out, err = run_cli(capsys, *args, "--pair-by", "order", "--json", "-y")
+    assert code == 0 and json.loads(out)["pairs"] == 2, out + err
 
 
 def test_a_repeated_pair_is_estimated_once_and_counted_on_the_progress_bar():
