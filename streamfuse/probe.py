@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from streamfuse.errors import SourceError
+from streamfuse.errors import SourceError, UnreadableImageError
 from streamfuse.imageio import IMAGE_EXTENSIONS, image_size, is_pattern, list_images, read_image
 from streamfuse.sources.video import (
     duration_s,
@@ -38,7 +39,7 @@ def probe(uri: str, *, frames: int = 5, count: bool = False) -> dict[str, Any]:
     one_image = path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS
     if not is_url(uri) and (one_image or path.is_dir() or is_pattern(uri)):
         files = list_images(uri)
-        first = read_image(files[0], keep_16bit=True)
+        first = _first_readable(files)
         report = {"input": uri, "kind": "image" if one_image else "image sequence", "frames": len(files),
                   "resolution": f"{first.shape[1]}x{first.shape[0]}",
                   "channels": 1 if first.ndim == 2 else first.shape[2],
@@ -94,6 +95,18 @@ def probe(uri: str, *, frames: int = 5, count: bool = False) -> dict[str, Any]:
         return report
     finally:
         container.close()
+
+
+def _first_readable(files: list[Path]) -> Any:
+    """The first of ``files`` that reads (as 8 or 16 bits): a damaged first file is skipped, as sources skip it.
+
+    Raises:
+        UnreadableImageError: None of them reads (the last one's error).
+    """
+    for path in files[:-1]:
+        with contextlib.suppress(UnreadableImageError):
+            return read_image(path, keep_16bit=True)
+    return read_image(files[-1], keep_16bit=True)
 
 
 def describe_machine() -> dict[str, Any]:

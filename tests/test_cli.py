@@ -318,6 +318,9 @@ def test_probe_video_and_folder(tmp_path, capsys, image_folders):
         cv2.imwrite(str(mixed / f"m{index}.png"), np.zeros(size[::-1], np.uint8))
     code, out, _ = run_cli(capsys, "probe", str(mixed), "--json")  # it described the first file's size only
     assert code == 0 and json.loads(out)["resolution"] == "64x48 (2 files), 32x24 (1 file)"
+    (mixed / "m0.png").write_bytes(b"damaged")  # a damaged first file: described from the next (it failed)
+    code, out, _ = run_cli(capsys, "probe", str(mixed), "--json")
+    assert code == 0 and json.loads(out)["bits"] == 8 and "unreadable (1 file)" in json.loads(out)["resolution"]
     cv2.imwrite(str(tmp_path / "thermal16.png"), np.full((48, 64), 7500, np.uint16))
     code, out, _ = run_cli(capsys, "probe", str(tmp_path / "thermal16.png"), "--json")
     assert code == 0 and json.loads(out)["bits"] == 16  # it said only "channels: 1"
