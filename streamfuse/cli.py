@@ -46,7 +46,7 @@ from streamfuse.pipeline import Pipeline, announce_routing, check_outputs_are_no
 from streamfuse.probe import probe
 from streamfuse.registration.estimate import STRUCTURES, estimate_homography
 from streamfuse.runtime import setup_runtime
-from streamfuse.sinks.video import OUTPUT_VIDEO_EXTENSIONS, VideoSink
+from streamfuse.sinks.video import OUTPUT_VIDEO_EXTENSIONS, OutputClaim, VideoSink
 from streamfuse.sources.video import VIDEO_EXTENSIONS, is_url
 from streamfuse.stats import END_TO_END, PipelineStats
 
@@ -349,6 +349,9 @@ def fuse_config(ir: str, vis: str, output: str, *, fuser: str, overwrite: bool, 
     if sink["type"] == "video" or kinds == {"image"}:  # one output file (the sink's own refusal names sinks.0)
         if (out.exists() or out.is_symlink()) and not out.is_dir() and not written.overwrite:
             raise SinkError(f"-o {output}: already exists; pass -y/--overwrite to replace it")
+        if OutputClaim.held_elsewhere(out):
+            raise SinkError(f"-o {output}: is being written by another process; choose another output, or stop that "
+                            "run first")
     if "folder" in kinds and kinds <= {"image", "folder"} and isinstance(written, ImagesSinkConfig) \
             and not written.overwrite:
         _check_no_output_exists(Path(written.path), written.pattern, config.sources.vis.stems or

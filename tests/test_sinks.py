@@ -164,7 +164,7 @@ def test_a_killed_mkv_or_ts_recording_loses_at_most_its_last_two_seconds(tmp_pat
     assert (160 - len(images)) / 25 <= 2.0, f"{len(images)} of 160 frames play"
 
 
-def test_a_second_writer_of_a_file_being_recorded_is_refused(tmp_path):
+def test_a_second_writer_of_a_file_being_recorded_is_refused(tmp_path, capsys):
     """Two runs writing one file (an overlapping cron job, a restart while the old run still finalises): the second
     replaced the file under the first, which blamed a full disk, and both recordings were lost."""
     import os
@@ -175,6 +175,16 @@ def test_a_second_writer_of_a_file_being_recorded_is_refused(tmp_path):
         first.write(make_pair(index)[1], index / 20)
     with pytest.raises(SinkError, match=rf"same.mp4 is being written by another process \(pid {os.getpid()}\)"):
         VideoWriter(path, fps=20, overwrite=True)
+    from streamfuse.cli import main
+    from streamfuse.imageio import encode_image
+
+    folders = [tmp_path.parent / f"{tmp_path.name}-{name}" for name in ("ir", "vis")]  # fuse into it: refused
+    for folder, image in zip(folders, make_pair(0), strict=True):  # in fuse's words (-o), not the sink's (sinks.0)
+        folder.mkdir()
+        (folder / "a.png").write_bytes(encode_image(image, ".png"))
+    assert main(["fuse", "--ir", str(folders[0]), "--vis", str(folders[1]), "-o", str(path), "-y", "--fuser",
+                 "classical"]) == 1
+    assert f"-o {path}: is being written by another process" in capsys.readouterr().err
     first.close()
     assert len(read_video(path)[0]) == 5
     assert sorted(p.name for p in tmp_path.iterdir()) == ["same.mp4"]  # the lock file went with the writer
