@@ -151,16 +151,17 @@ def test_9fps_thermal_with_30fps_visible_fuses_every_visible_frame(tmp_path, cap
 
 def test_inputs_of_different_lengths_are_reported_not_cut_silently(tmp_path, capsys, caplog):
     write_video(tmp_path / "ir.mp4", [cv2.cvtColor(make_pair(i)[0], cv2.COLOR_GRAY2BGR) for i in range(10)], fps=10)
-    write_video(tmp_path / "vis.mp4", [make_pair(i)[1] for i in range(16)], fps=10)
+    write_video(tmp_path / "vis.mp4", [make_pair(i)[1] for i in range(40)], fps=10)
     code, log = fuse_videos(capsys, caplog, tmp_path / "ir.mp4", tmp_path / "vis.mp4", tmp_path / "out.mp4")
     assert code == 0
     assert len(read_video(tmp_path / "out.mp4")[0]) == 10
     # Pairing ends at the first visible frame after the last thermal one (the rest is not read); the frames the
-    # visible input had read ahead meanwhile count as unpaired.
+    # visible input had read ahead meanwhile (up to its queue, 8, and the one in hand: how many depends on the
+    # threads' timing, so 16 frames could all be read ahead) count as unpaired.
     line = next(line for line in log.splitlines() if "input vis (video " in line)
     read, unpaired, not_read = (int(re.search(rf"(\d+) {word}", line).group(1)) for word in ("read,", "unpaired",
                                                                                             "not read"))
-    assert "10 paired" in line and read + not_read == 16 and unpaired == read - 10 and not_read >= 3, line
+    assert "10 paired" in line and read + not_read == 40 and unpaired == read - 10 and not_read >= 15, line
     assert "not every input frame was fused (vis: " in log and "not read (the other input ended)" in log
 
 
