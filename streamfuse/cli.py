@@ -368,16 +368,40 @@ def _check_one_size(vis: str, stems: list[str] | None, output: str) -> None:
     if stems is not None:
         wanted = set(stems)
         files = [path for path in files if stem_of(path) in wanted]
-    sizes: dict[tuple[int, int], Path] = {}
+    by_size: dict[tuple[int, int], list[Path]] = {}
     for path in files:
         size = image_size(path)
         if size is not None:
-            sizes.setdefault(size, path)
+            by_size.setdefault(size, []).append(path)
+    if len(by_size) > 1:  # a few odd ones out may be damaged files (a header states a size), which the run skips
+        common = max(by_size, key=lambda size: len(by_size[size]))
+        odd = [path for size, paths in by_size.items() if size != common for path in paths]
+        if len(odd) <= ODD_SIZES_DECODED:
+            for size in [size for size in by_size if size != common]:
+                readable = [path for path in by_size[size] if _decodes(path)]
+                if readable:
+                    by_size[size] = readable
+                else:
+                    del by_size[size]
+    sizes = {size: paths[0] for size, paths in by_size.items()}
     if len(sizes) > 1:
         examples = ", ".join(f"{path.name} {width}x{height}" for (width, height), path in list(sizes.items())[:3])
         raise UsageError(f"-o {output}: the images of --vis {vis} have {len(sizes)} different sizes ({examples}"
                          f"{', ...' if len(sizes) > 3 else ''}) and a video has one; write a folder of images instead "
                          "(-o FOLDER), or fuse the images of each size into their own video")
+
+
+#: At most this many images of a size other than the folder's usual one are decoded to see whether they are damaged.
+ODD_SIZES_DECODED = 20
+
+
+def _decodes(path: Path) -> bool:
+    """Whether an image file decodes (a damaged one's header may still state a size)."""
+    try:
+        read_image(path)
+    except UnreadableImageError:
+        return False
+    return True
 
 
 def _check_no_output_exists(folder: Path, pattern: str, stems: list[str]) -> None:

@@ -436,6 +436,13 @@ def test_images_of_several_sizes_into_one_video_are_refused_before_any_work(tmp_
     code, _, _ = run_cli(capsys, "fuse", "--ir", str(tmp_path / "ir"), "--vis", str(tmp_path / "vis"), "-o",
                          str(tmp_path / "folder"), "--fuser", "classical", "--no-progress")
     assert code == 0 and len(list((tmp_path / "folder").iterdir())) == 3
+    # a damaged file whose header still states another size: skipped by the run, not a reason to refuse the video
+    odd = tmp_path / "vis" / "f2.jpg"
+    odd.write_bytes(odd.read_bytes()[: odd.stat().st_size // 2])  # a truncated JPEG: its header says 80x60
+    code, _, err = run_cli(capsys, "fuse", "--ir", str(tmp_path / "ir"), "--vis", str(tmp_path / "vis"), "-o",
+                           str(tmp_path / "two.mp4"), "--fuser", "classical", "--no-progress")
+    assert code == 0, err
+    assert len(read_video(tmp_path / "two.mp4")[0]) == 2
 
 
 def test_a_pair_of_images_registration_refuses_is_named_by_its_files(tmp_path, capsys):
