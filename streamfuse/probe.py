@@ -69,7 +69,10 @@ def probe(uri: str, *, frames: int = 5, count: bool = False) -> dict[str, Any]:
             raise SourceError(f"{redact(uri)}: the video opens but its frames do not decode ({exc})") from None
         if count and not is_url(uri):
             container.seek(0)
-            counted = sum(1 for packet in container.demux(stream) if packet.size)
+            times = [packet.pts for packet in container.demux(stream) if packet.size]
+            counted = len(times)
+            stamped = [pts for pts in times if pts is not None]
+            span = float((max(stamped) - min(stamped)) * stream.time_base) if len(stamped) > 1 else 0.0
         report = {
             "input": redact(uri),
             "kind": "stream" if is_url(uri) else "video file",
@@ -90,8 +93,8 @@ def probe(uri: str, *, frames: int = 5, count: bool = False) -> dict[str, Any]:
             "time base": str(stream.time_base),
             "first timestamps": timestamps,
         }
-        if count and not is_url(uri) and duration:
-            report["average frame rate"] = round(counted / duration, 3)
+        if count and not is_url(uri) and span > 0:  # from the frames' own times (a cut file keeps its header's length)
+            report["average frame rate"] = round((len(stamped) - 1) / span, 3)
         return report
     finally:
         container.close()
