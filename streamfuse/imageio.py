@@ -202,10 +202,11 @@ def read_image(path: str | Path, *, keep_16bit: bool = False) -> np.ndarray:
     image = cv2.imread(str(path), READ_FLAGS)
     if image is None:
         raise UnreadableImageError(f"{path}: not a readable image (corrupt file or unsupported format)")
-    if path.suffix.lower() in (".tif", ".tiff") and path not in _warned_of_pages and cv2.imcount(str(path)) > 1:
+    pages = cv2.imcount(str(path)) if path.suffix.lower() in (".tif", ".tiff") and path not in _warned_of_pages else 1
+    if pages > 1:
         _warned_of_pages.add(path)
         log.warning("%s holds %d pages (a multi-page TIFF); only the first is read: save the frames as one file "
-                    "each (or as a video) to fuse them all", path, cv2.imcount(str(path)))
+                    "each (or as a video) to fuse them all", path, pages)
     if _truncated_jpeg(path):
         raise UnreadableImageError(f"{path}: truncated JPEG (the file ends before the image does; OpenCV would decode "
                           "only its top part); copy or export it again")

@@ -151,7 +151,7 @@ class Source(ThreadedStage):
         self.pace_fps = pace_fps
         self.paces_by_timestamp = False
         """Release each frame when its own timestamp is due (a file played at its recorded timing, pauses and
-        a variable rate included) instead of on the ``pace_fps`` grid, which then only tells how late is late."""
+        a variable rate included) instead of on the ``pace_fps`` grid, which is then only the nominal rate."""
         self._timestamp_clock: float | None = None
         self.stats = options.stats or PipelineStats()
         reconnect = options.reconnect
