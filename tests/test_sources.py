@@ -378,3 +378,20 @@ def test_an_mkv_whose_sound_goes_on_after_the_video_is_not_said_to_be_cut_off(tm
     source.start()
     assert len(drain(source)) == 10 and source.reached_end
     assert source.frames_short == 0
+
+
+def test_an_mpeg_ts_cut_before_a_keyframe_keeps_its_frames_times(tmp_path, caplog):
+    """A transport stream cut mid-stream (a recording started or copied from the middle): the frames before its first
+    keyframe cannot be decoded. Its frames were timed from the first decodable one, so they came that much early
+    against the other camera's file, and the frames missing at its start were reported as 'missing at its end'."""
+    whole = write_video(tmp_path / "whole.ts", [make_pair(i, (64, 48))[1] for i in range(60)], fps=10, gop=20)
+    data = whole.read_bytes()
+    cut = tmp_path / "cut.ts"
+    cut.write_bytes(data[(len(data) // 2) // 188 * 188:])  # whole 188-byte packets, in the middle of a group
+    source = VideoSource("ir", str(cut))
+    source.start()
+    with caplog.at_level(logging.INFO, logger="streamfuse"):
+        times = [capture.timestamp for capture in drain(source)]
+    assert times[0] >= 0.15 and np.allclose(np.diff(times), 0.1)
+    assert "before its first decodable frame: it was cut mid-stream" in caplog.text
+    assert source.reached_end and source.frames_short == 0

@@ -232,7 +232,8 @@ class VideoSource(Source):
         self.realtime = realtime
         self._container: av.container.InputContainer | None = None
         self._frames = None
-        self._first_time: float | None = None
+        self._origin: float | None = None
+        """Where the file's times start (its stream's start time): a frame's timestamp is its time from there."""
         self._rate: Fraction | None = None
         self._count: int | None = None
         self._count_stated = False
@@ -252,7 +253,7 @@ class VideoSource(Source):
         timeout = NETWORK_TIMEOUT_S
         if self.reconnect is not None:  # a read gives up well after the watchdog has reported the stall
             timeout = (self.reconnect.open_timeout_s, 2 * self.reconnect.stall_timeout_s)
-        self._first_time = None
+        self._origin = None
         try:
             self._container = open_container(self.uri, timeout)
         except StreamNotFoundError as exc:
@@ -274,6 +275,7 @@ class VideoSource(Source):
         self._count = None if self.live else frame_count(self._container, stream)
         self._count_stated = bool(stream.frames)
         self._stated_length_s = None if self.live else stated_length_s(self._container, stream)
+        self._origin = None if stream.start_time is None else stream_origin(stream)
         if self.realtime and not self.live:
             self.pace_fps = float(self._rate) if self._rate else None
             self.paces_by_timestamp = True
@@ -311,9 +313,9 @@ class VideoSource(Source):
         if self.live:
             timestamp = time.monotonic()
         elif frame.time is not None:
-            if self._first_time is None:
-                self._first_time = frame.time
-            timestamp = frame.time - self._first_time
+            if self.frames_read == 0:
+                self._note_late_start(frame.time)
+            timestamp = frame.time - self._origin
         else:
             timestamp = self.frames_read / float(self._rate or 25)
         self._last_timestamp = timestamp
@@ -340,6 +342,17 @@ class VideoSource(Source):
                                                           if turns else [])
         if changes:
             log.info("sources.%s: %s is to be shown %s", self.name, redact(self.uri), " and ".join(changes))
+
+    def _note_late_start(self, first_time: float) -> None:
+        """Times count from the stream's start, so that a file whose first frames cannot be decoded (an MPEG-TS
+        cut mid-stream: the frames before its first keyframe) keeps its frames in step with the other camera's."""
+        if self._origin is None or first_time < self._origin:  # no start time stated, or reordered frames before it
+            self._origin = first_time
+        late = first_time - self._origin
+        if self._rate and late * float(self._rate) >= 1.5:
+            log.info("sources.%s: %s starts %.2f s (about %d frames) before its first decodable frame: it was cut "
+                     "mid-stream, before a keyframe; its frames keep their times from its start", self.name,
+                     redact(self.uri), late, round(late * float(self._rate)))
 
     def close(self) -> None:
         if self._container is not None:
