@@ -313,7 +313,7 @@ class VideoSource(Source):
         if self.live:
             timestamp = time.monotonic()
         elif frame.time is not None:
-            if self.frames_read == 0:
+            if self.frames_read == 0 or self._origin is None:
                 self._note_late_start(frame.time)
             timestamp = frame.time - self._origin
         else:
