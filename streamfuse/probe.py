@@ -83,7 +83,7 @@ def probe(uri: str, *, frames: int = 5, count: bool = False) -> dict[str, Any]:
             "frame rate": float(rate) if rate else None,
             "frames": None if is_url(uri) else counted if count else frame_count(container, stream, duration),
             "frames from": None if is_url(uri) else "counted (every packet read)" if count else
-            "the header" if stream.frames else
+            _header_source(container, path) if stream.frames else
             "duration x frame rate (an estimate: wrong for a variable rate or a recording with pauses; "
             "--count counts them)",
             "video streams": len(container.streams.video),
@@ -98,6 +98,20 @@ def probe(uri: str, *, frames: int = 5, count: bool = False) -> dict[str, Any]:
         return report
     finally:
         container.close()
+
+
+def _header_source(container: Any, path: Path) -> str:
+    """Where a frame count stated by an MP4/MOV header comes from, and whether the file holds what that header
+    indexes: a file copied part of the way with its index at the front opens and states its full count."""
+    rates = [stream.bit_rate for stream in container.streams]
+    if "mov" not in container.format.name or not container.duration or not all(rates):
+        return "the header"
+    indexed = sum(rates) * container.duration / 1e6 / 8  # the bytes of all the samples the index lists
+    share = path.stat().st_size / indexed
+    if share >= 0.95:
+        return "the header"
+    return (f"the header, but the file holds only about {share:.0%} of the data its index lists (copied part of "
+            "the way, or cut off?); --count counts the frames it holds")
 
 
 def _first_readable(files: list[Path]) -> Any:

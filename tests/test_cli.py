@@ -344,6 +344,28 @@ def test_probe_counts_the_frames_of_a_recording_slower_than_its_stated_rate(tmp_
     assert counted["first timestamps"] == estimate["first timestamps"]
 
 
+def test_probe_says_when_an_mp4_holds_less_than_its_index_lists(tmp_path, capsys):
+    """An MP4 with its index at the front, copied half way: it opens and its header states every frame; probe
+    gave that count as the file's without a word."""
+    import av
+
+    path = tmp_path / "whole.mp4"
+    with av.open(str(path), "w", options={"movflags": "faststart"}) as container:
+        stream = container.add_stream("mpeg4", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        for index in range(40):
+            noise = np.random.default_rng(index).integers(0, 256, (48, 64, 3), dtype=np.uint8)
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(noise, format="bgr24")))
+        container.mux(stream.encode())
+    (tmp_path / "half.mp4").write_bytes(path.read_bytes()[:path.stat().st_size // 2])
+    code, out, _ = run_cli(capsys, "probe", str(path), "--json")
+    assert code == 0 and json.loads(out)["frames from"] == "the header"
+    code, out, _ = run_cli(capsys, "probe", str(tmp_path / "half.mp4"), "--json")
+    report = json.loads(out)
+    assert code == 0 and report["frames"] == 40
+    assert "the file holds only about 5" in report["frames from"] and "--count" in report["frames from"]
+
+
 def test_bench_prints_stage_table_and_json(tmp_path, capsys):
     report_path = tmp_path / "bench.json"
     code, out, _ = run_cli(capsys, "bench", "--size", "160x128", "--frames", "30", "--fuser", "classical",
