@@ -1141,12 +1141,18 @@ class Terminated(KeyboardInterrupt):
 @contextlib.contextmanager
 def _sigterm_as_interrupt() -> Iterator[None]:
     """Within the block, SIGTERM (and SIGHUP: the terminal went away) stop the command like Ctrl-C does (so
-    files are finalised)."""
+    files are finalised); a second one while it stops is ignored (a supervisor and a shell both signalling a
+    process group: it interrupted the finalising of a recording)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
+    stopping = []
 
     def interrupt(signum, _frame) -> None:
+        if stopping:
+            log.info("already stopping (signal %d ignored): the outputs are being finalised", signum)
+            return
+        stopping.append(signum)
         raise Terminated(128 + signum)
 
     signals = [signal.SIGTERM, *([signal.SIGHUP] if hasattr(signal, "SIGHUP") else [])]

@@ -667,3 +667,23 @@ def test_log_lines_name_warnings_and_carry_the_date_in_a_file():
     assert re.fullmatch(r"\d\d:\d\d:\d\d streamfuse: camera ir lost", line(terminal, logging.INFO))
     assert re.fullmatch(r"\d\d:\d\d:\d\d streamfuse: warning: camera ir lost", line(terminal, logging.WARNING))
     assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d streamfuse: error: camera ir lost", line(file, logging.ERROR))
+
+
+def test_a_second_sigterm_while_a_command_stops_does_not_interrupt_its_finalising():
+    """A supervisor and a shell both signalling the process group: the second SIGTERM, a few ms after the first,
+    raised again inside the first one's clean-up (a recording left unfinished, exit -15)."""
+    import signal
+    import time
+
+    from streamfuse.cli import Terminated, _sigterm_as_interrupt
+
+    finalised = []
+    with pytest.raises(Terminated) as stopped, _sigterm_as_interrupt():
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)  # the first signal raises here
+        finally:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.1)
+            finalised.append("closed")
+    assert stopped.value.status == 143 and finalised == ["closed"]
