@@ -879,7 +879,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         from streamfuse.text import build_router
 
         routing = build_router(load_config(None, ["sinks=[]"]).text).route(args.prompt)
-        log.info("prompt %r -> %s (encoder %s)", args.prompt, routing.summary(), routing.encoder)
+        announce_routing(routing)
     if args.csv and args.csv != "-":
         check_output_file(args.csv, "--csv", [("--ir", args.ir), ("--vis", args.vis),
                                                *(("--fused", folder) for folder in args.fused or [])])

@@ -182,6 +182,13 @@ def test_eval_fuser_and_size_mismatch(eval_folders, capsys, caplog):
     assert "Qabf" in capsys.readouterr().out
 
 
+def test_eval_warns_when_its_prompt_routes_camera_footage_to_the_medical_rule(eval_folders, capsys, caplog):
+    """As run and fuse do: eval logged the routing without the medical warning."""
+    code = main(["eval", "--ir", str(eval_folders["ir"]), "--vis", str(eval_folders["vis"]), "--fuser", "classical",
+                 "--prompt", "fuse MRI and PET", "--metrics", "Entropy", "--no-progress"])
+    assert code == 0 and "routes 100% to the medical intents" in caplog.text
+
+
 def test_eval_ranks_fused_folders_and_fusers_together(eval_folders, capsys):
     code = main(["eval", "--ir", str(eval_folders["ir"]), "--vis", str(eval_folders["vis"]), "--fused",
                  str(eval_folders["A"]), "--fuser", "classical", "--metrics", "Qabf", "Entropy", "--no-progress"])
