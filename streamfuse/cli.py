@@ -767,7 +767,7 @@ def _print_calibration(result, output: Path, overlay_path: Path | None, seconds:
         print(f"reprojection error: rms {result.reprojection_error_px['rms']:.3f} px, max "
               f"{result.reprojection_error_px['max']:.3f} px over {used} of {given} points")
         if result.details.get("outlier_lines"):
-            print(f"outliers (RANSAC, not used): line(s) {', '.join(map(str, result.details['outlier_lines']))}")
+            print(f"outliers (not used): line(s) {', '.join(map(str, result.details['outlier_lines']))}")
         if result.details.get("checked") is False:
             print("not checked: four points fit exactly whatever they are (a mis-clicked one too); give 6 or more "
                   "to have the error measured and a wrong point left out")

@@ -15,6 +15,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import datetime
+import itertools
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -26,8 +27,16 @@ from streamfuse.colour import as_gray
 from streamfuse.config import check_homography, yaml_problem
 from streamfuse.errors import StreamfuseError, UsageError
 
-#: RANSAC inlier threshold (px) for point correspondences.
+#: Inlier threshold for point correspondences: px of the coarser camera (a point clicked a pixel off in a
+#: 640-px thermal image is three pixels off in a 1920-px visible one).
 RANSAC_PX = 3.0
+#: Up to this many points, every subset of 5 or more is tried (:func:`_agreeing_points`); beyond, RANSAC.
+#: RANSAC's inlier test is a fit, and with few points a fit absorbs a wrong one: of six points with one
+#: mis-click, RANSAC kept the wrong one and dropped a right one at a reported error of about a pixel.
+SEARCHED_POINTS = 10
+#: A point agrees with the others when the homography of the others alone puts it within this many times the
+#: inlier threshold (fitted to a few points, such a prediction carries their clicking error further).
+PREDICTION_FACTOR = 3.0
 #: Points closer than this (px) count as duplicates.
 DUPLICATE_PX = 0.5
 #: Point sets whose spread across their main direction is below this fraction of the spread along it
@@ -245,18 +254,18 @@ def from_points(ir: np.ndarray, vis: np.ndarray, *, lines: Sequence[int] | None 
     _check_inside(vis, vis_size, lines, "visible", origin)
     _check_spread(ir, lines, "infrared", origin)
     _check_spread(vis, lines, "visible", origin)
-    method = cv2.RANSAC if len(ir) > 4 else 0
-    matrix, mask = cv2.findHomography(ir, vis, method, RANSAC_PX)
+    threshold = RANSAC_PX * max(1.0, _scale(ir, vis))  # in visible pixels
+    if len(ir) == 4:
+        matrix, mask = cv2.findHomography(ir, vis, 0)
+    elif len(ir) <= SEARCHED_POINTS:
+        mask = _agreeing_points(ir, vis, threshold, lines, origin)
+        matrix, _ = cv2.findHomography(ir[mask], vis[mask], 0)
+        mask = mask.astype(np.uint8)
+    else:
+        matrix, mask = cv2.findHomography(ir, vis, cv2.RANSAC, threshold)
     if matrix is None or mask is None or int(mask.sum()) < 4:
         raise CalibrationError(f"{origin}: no homography fits these points (RANSAC found no consistent set of 4); "
                                "check that each line pairs the same physical point in both images")
-    if len(ir) > 4 and int(mask.sum()) == 4:
-        # Any four points fit exactly: a set of four that agrees checks nothing, and with five points a wrong one
-        # and a right one cannot be told apart (RANSAC dropped a right point and fitted the wrong one exactly).
-        left_out = [line for line, keep in zip(lines, mask.ravel(), strict=True) if not keep]
-        raise CalibrationError(f"{origin}: only 4 of the {len(ir)} points agree on one homography (line(s) "
-                               f"{', '.join(map(str, left_out))} do not), and four points fit exactly whatever they "
-                               "are, so nothing shows which are right; check those lines and give 6 or more points")
     if not np.all(np.isfinite(matrix)) or np.linalg.cond(matrix / matrix[2, 2]) > MAX_CONDITION:
         raise CalibrationError(f"{origin}: the fitted homography is near-singular; the points are close to "
                                "degenerate (spread them over the image)")
@@ -272,6 +281,54 @@ def from_points(ir: np.ndarray, vis: np.ndarray, *, lines: Sequence[int] | None 
     return Calibration(matrix, "points", reprojection_error_px={"rms": float(np.sqrt(np.mean(errors ** 2))),
                                                                 "max": float(errors.max())},
                        inliers=(int(inlier.sum()), len(ir)), details=details)
+
+
+def _scale(ir: np.ndarray, vis: np.ndarray) -> float:
+    """Visible pixels per infrared pixel over the points (the square root of their hulls' area ratio)."""
+    ir_area = cv2.contourArea(cv2.convexHull(ir.astype(np.float32)))
+    vis_area = cv2.contourArea(cv2.convexHull(vis.astype(np.float32)))
+    return float(np.sqrt(vis_area / ir_area)) if ir_area > 0 else 1.0
+
+
+def _agreeing_points(ir: np.ndarray, vis: np.ndarray, threshold: float, lines: Sequence[int],
+                     origin: str) -> np.ndarray:
+    """The largest set of 5 or more points each of which the homography of the others puts within
+    :data:`PREDICTION_FACTOR` x ``threshold`` of where it was given (a boolean mask). A fit's own residuals
+    cannot show a wrong point among a few (five points leave two equations to check eight unknowns); a
+    prediction from the others can.
+
+    Raises:
+        CalibrationError: No five points agree, or two different sets of the largest size do (which points
+            are wrong cannot be told).
+    """
+    def worst_prediction(subset: tuple[int, ...]) -> float:
+        worst = 0.0
+        for left_out in subset:
+            others = [index for index in subset if index != left_out]
+            matrix, _ = cv2.findHomography(ir[others], vis[others], 0)
+            if matrix is None:
+                return np.inf
+            predicted = cv2.perspectiveTransform(ir[left_out].reshape(1, 1, 2), matrix).reshape(2)
+            worst = max(worst, float(np.linalg.norm(predicted - vis[left_out])))
+        return worst
+
+    limit = PREDICTION_FACTOR * threshold
+    for size in range(len(ir), 4, -1):
+        agreeing = [subset for subset in itertools.combinations(range(len(ir)), size)
+                    if worst_prediction(subset) <= limit]
+        if len(agreeing) == 1:
+            mask = np.zeros(len(ir), bool)
+            mask[list(agreeing[0])] = True
+            return mask
+        if agreeing:
+            doubtful = sorted({lines[index] for subset in agreeing for index in range(len(ir)) if index not in subset})
+            raise CalibrationError(f"{origin}: {len(agreeing)} different sets of {size} of the {len(ir)} points agree "
+                                   "on a homography, each leaving out some of line(s) "
+                                   f"{', '.join(map(str, doubtful))}; which are wrong cannot be told: check those "
+                                   "lines, or give more points")
+    raise CalibrationError(f"{origin}: no 5 of the {len(ir)} points agree on one homography (each predicted from "
+                           f"the others within {limit:.1f} px); check that each line pairs the same physical point in "
+                           "both images, and give 6 or more, better 8, spread over the image")
 
 
 # ------------------------------------------------------------------------------------------- target
