@@ -12,7 +12,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import NoReturn
@@ -494,13 +494,14 @@ def _video_pairs(ir: str, vis: str, count: int) -> list[tuple]:
         shorter = min(frame_count(container, stream, length) or 0  # 0: a count is unknown
                       for container, stream, length in zip(containers, streams, lengths, strict=True))
         seek = all(lengths) and shorter > SEEK_ABOVE_FRAMES_PER_PAIR * count
-        moments = [min(lengths) * (k + 0.5) / count for k in range(count)] if seek else []
+        spread = min(count, shorter or count)  # a video shorter than --max-pairs frames gives each frame once
+        moments = [min(lengths) * (k + 0.5) / spread for k in range(spread)] if all(lengths) else []
         step = max(1, shorter // count)
         sampled = []
         for (flag, path), container, stream in zip(inputs, containers, streams, strict=True):
             try:
                 sampled.append([_frame_at(container, stream, moment, flag, path) for moment in moments] if seek
-                               else _frames_in_order(container, stream, count, step, flag, path))
+                               else _frames_in_order(container, stream, count, step, flag, path, moments))
             except av.error.FFmpegError as exc:
                 raise StreamfuseError(f"{flag} {path}: not a readable video ({exc})") from None
     return list(zip(*sampled, strict=False))
@@ -529,14 +530,27 @@ def _frame_at(container, stream, moment: float, flag: str, path: str):
     raise StreamfuseError(f"{flag} {path}: no frame at {moment:.1f} s")
 
 
-def _frames_in_order(container, stream, count: int, step: int, flag: str, path: str) -> list:
-    """Up to ``count`` frames of a short video, every ``step``-th (decoded in order)."""
-    from streamfuse.sources.video import as_displayed, pixel_aspect
+def _frames_in_order(container, stream, count: int, step: int, flag: str, path: str,
+                     moments: Sequence[float] = ()) -> list:
+    """The frames of a short video shown at ``moments`` (seconds from its start; decoded in order), so that two
+    videos at different frame rates give frames of the same moments; without moments (a length unknown), up
+    to ``count`` frames, every ``step``-th."""
+    from streamfuse.sources.video import as_displayed, decode_from, nominal_rate, pixel_aspect
 
-    every = itertools.islice(container.decode(stream), 0, None, step)
+    if moments:
+        rate = nominal_rate(stream)
+        half_frame = 0.5 / float(rate) if rate else 0.0
+        pending, chosen = list(moments), []
+        for seconds, frame in decode_from(container, stream, 0.0):
+            if seconds is not None and seconds >= pending[0] - half_frame:
+                chosen.append(frame)
+                pending.pop(0)
+                if not pending:
+                    break
+    else:
+        chosen = list(itertools.islice(itertools.islice(container.decode(stream), 0, None, step), count))
     aspect = pixel_aspect(stream)
-    frames = [as_displayed(frame.to_ndarray(format="bgr24"), frame.rotation, aspect)
-              for frame in itertools.islice(every, count)]
+    frames = [as_displayed(frame.to_ndarray(format="bgr24"), frame.rotation, aspect) for frame in chosen]
     if not frames:
         raise StreamfuseError(f"{flag} {path}: no frames")
     return frames

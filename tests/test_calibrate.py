@@ -653,11 +653,17 @@ def test_two_videos_give_frame_pairs_from_the_same_moments(tmp_path):
     write_video(tmp_path / "vis.mkv", numbered(360), fps=25, gop=25, start_s=60)
     pairs = calibration_pairs(str(tmp_path / "ir.mkv"), str(tmp_path / "vis.mkv"), max_pairs=5)
     assert [(number(ir), number(vis)) for ir, vis in pairs] == [(30, 30), (90, 90), (150, 150), (210, 210), (270, 270)]
-    # short videos are decoded in order, every n-th frame of both by the shorter one's count
+    # short videos are decoded in order, at the same moments as long ones are sought
     write_video(tmp_path / "ir.mp4", numbered(60), fps=25)
     write_video(tmp_path / "vis.mp4", numbered(80), fps=25)
     pairs = calibration_pairs(str(tmp_path / "ir.mp4"), str(tmp_path / "vis.mp4"), max_pairs=4)
-    assert [(number(ir), number(vis)) for ir, vis in pairs] == [(0, 0), (15, 15), (30, 30), (45, 45)]
+    assert [(number(ir), number(vis)) for ir, vis in pairs] == [(7, 7), (22, 22), (37, 37), (52, 52)]
+    # ... by time, not frame number: a 10 fps thermal camera beside a 30 fps visible one (each video was stepped
+    # through by the same number of frames: thermal 1.5 s paired with visible 0.5 s)
+    write_video(tmp_path / "ir.mp4", numbered(30), fps=10)
+    write_video(tmp_path / "vis.mp4", numbered(90), fps=30)
+    pairs = calibration_pairs(str(tmp_path / "ir.mp4"), str(tmp_path / "vis.mp4"), max_pairs=3)
+    assert [(number(ir), number(vis)) for ir, vis in pairs] == [(5, 15), (15, 45), (25, 75)]
 
 
 def test_an_infrared_image_in_colour_beside_a_gray_visible_one_is_warned_about(tmp_path, capsys, caplog):
