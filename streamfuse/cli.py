@@ -780,11 +780,17 @@ def _print_calibration(result, output: Path, overlay_path: Path | None, seconds:
         used, given = result.inliers
         print(f"reprojection error: rms {result.reprojection_error_px['rms']:.3f} px, max "
               f"{result.reprojection_error_px['max']:.3f} px over {used} of {given} points")
-        if result.details.get("outlier_lines"):
-            print(f"outliers (not used): line(s) {', '.join(map(str, result.details['outlier_lines']))}")
+        if result.details.get("outlier_lines"):  # a target's are its grid points, numbered over the views in order
+            what = "grid point(s)" if result.method == "target" else "line(s)"
+            print(f"outliers (not used): {what} {', '.join(map(str, result.details['outlier_lines']))}")
         if result.details.get("checked") is False:
             print("not checked: four points fit exactly whatever they are (a mis-clicked one too); give 6 or more "
                   "to have the error measured and a wrong point left out")
+    if result.method == "target":
+        pairs = result.details["pairs"]
+        positions = result.details.get("positions", pairs)
+        print(f"target: found in {pairs} frame pair(s)" + (f", at {positions} position(s) (frames of the target held "
+                                                           "still are averaged)" if positions < pairs else ""))
     if result.method == "automatic":
         pairs, distinct = result.details["pairs"], result.details["distinct_pairs"]
         agree = (f" ({distinct} distinct, {result.details['agreeing_pairs']} agree, "

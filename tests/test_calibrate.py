@@ -679,3 +679,17 @@ def test_an_infrared_image_in_colour_beside_a_gray_visible_one_is_warned_about(t
     run_cli(capsys, "calibrate", "--ir", str(tmp_path / "gray.png"), "--vis", str(tmp_path / "colour.png"),
             "-o", str(tmp_path / "d.yaml"), "--json")
     assert "other way round" not in caplog.text
+
+
+def test_a_target_held_still_over_several_frames_counts_as_one_position(tmp_path):
+    """Three frames of a target held still (independent sensor noise): their grid points were given three times
+    and refused as 'lines 53 and 107 give the same infrared point'. They are averaged into one view; a moved
+    target adds a view."""
+    vis = render_target("checkerboard", (9, 6))
+    still = [(thermal_view(vis, invert=True, seed=seed), vis) for seed in range(3)]
+    result = from_target(still, "checkerboard", (9, 6))
+    assert result.details["pairs"] == 3 and result.details["positions"] == 1 and result.inliers == (54, 54)
+    assert corner_error(result.matrix, RIG) < 1.0
+    moved_vis = np.roll(vis, (30, -40), axis=(0, 1))
+    result = from_target([*still, (thermal_view(moved_vis, invert=True), moved_vis)], "checkerboard", (9, 6))
+    assert result.details["positions"] == 2 and result.inliers == (108, 108)

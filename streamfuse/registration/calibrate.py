@@ -39,6 +39,9 @@ SEARCHED_POINTS = 10
 PREDICTION_FACTOR = 3.0
 #: Points closer than this (px) count as duplicates.
 DUPLICATE_PX = 0.5
+#: Two frames whose target grids lie within this (px, every point, in both images) show one position of the
+#: target (held still): their points are averaged, not given twice.
+SAME_VIEW_PX = 3.0
 #: Point sets whose spread across their main direction is below this fraction of the spread along it
 #: are collinear (a homography needs points that span both directions).
 COLLINEAR_RATIO = 0.01
@@ -369,7 +372,9 @@ def from_target(pairs: Sequence[tuple[np.ndarray, np.ndarray]], kind: str, grid:
     """
     if kind not in TARGETS:
         raise CalibrationError(f"--target {kind!r}: expected one of {', '.join(TARGETS)}")
-    ir_points, vis_points = [], []
+    ir_points: list[np.ndarray] = []
+    vis_points: list[np.ndarray] = []
+    views: list[int] = []  # frames averaged into each view
     for index, pair in enumerate(pairs):
         found = []
         pair_names = names[index] if names is not None else ("infrared image", "visible image")
@@ -385,12 +390,29 @@ def from_target(pairs: Sequence[tuple[np.ndarray, np.ndarray]], kind: str, grid:
         ir_found, vis_found = found
         if np.dot(ir_found[-1] - ir_found[0], vis_found[-1] - vis_found[0]) < 0:
             ir_found = ir_found[::-1]  # a symmetric grid detected from the opposite corner in one image
-        ir_points.append(ir_found)
-        vis_points.append(vis_found)
+        _add_view(ir_points, vis_points, views, ir_found, vis_found)
     ir_image, vis_image = pairs[0]
     result = from_points(np.concatenate(ir_points), np.concatenate(vis_points), origin=f"{kind} grid",
                          ir_size=ir_image.shape[1::-1], vis_size=vis_image.shape[1::-1])
-    return dataclasses.replace(result, method="target", details={**result.details, "pairs": len(pairs)})
+    details = {**result.details, "pairs": len(pairs)}
+    if len(ir_points) < len(pairs):
+        details["positions"] = len(ir_points)  # frames of a target held still count as one view
+    return dataclasses.replace(result, method="target", details=details)
+
+
+def _add_view(ir_points: list, vis_points: list, views: list[int], ir_found: np.ndarray, vis_found: np.ndarray) -> None:
+    """Add a view's grid points, or average them into an earlier view that shows the target where this one
+    does (within :data:`SAME_VIEW_PX` in both images: the target held still over several frames)."""
+    for index, (ir_seen, vis_seen) in enumerate(zip(ir_points, vis_points, strict=True)):
+        if max(np.abs(ir_seen - ir_found).max(), np.abs(vis_seen - vis_found).max()) < SAME_VIEW_PX:
+            count = views[index]
+            ir_points[index] = (ir_seen * count + ir_found) / (count + 1)
+            vis_points[index] = (vis_seen * count + vis_found) / (count + 1)
+            views[index] += 1
+            return
+    ir_points.append(ir_found)
+    vis_points.append(vis_found)
+    views.append(1)
 
 
 # --------------------------------------------------------------------------------------------- files
