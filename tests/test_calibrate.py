@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 
 import cv2
@@ -202,6 +203,19 @@ def test_a_malformed_points_file_names_the_file_and_line(tmp_path):
     second_header.write_text("ir_x,ir_y,vis_x,vis_y\na,b,c,d\n1,2,3,4\n")
     with pytest.raises(CalibrationError, match=r"second_header.csv, line 2: expected four numbers"):
         load_points(second_header)
+    for text, hint in (("1,2,3,4 # corner\n", "a # comment goes on a line of its own"),
+                       ("389,44;378,98;384,21;379,83\n", "with a point as the decimal mark"),
+                       ("389,44,378,98,384,21,379,83\n", "decimal commas?"),
+                       ("1,2,3,4,\n", "no comma after the last number"),
+                       ("7,1,2,3,4\n", "no id column")):
+        odd = tmp_path / "odd.csv"
+        odd.write_text(text)
+        with pytest.raises(CalibrationError, match=re.escape(hint)):
+            load_points(odd)
+    miscounted = tmp_path / "miscounted.yaml"  # four numbers, but not two and two: read as ir (10, 20), vis (5, 12)
+    miscounted.write_text("points:\n  - {ir: [10, 20, 5], vis: [12]}\n")
+    with pytest.raises(CalibrationError, match=r"miscounted.yaml, line 2: expected \{ir: \[x, y\]"):
+        load_points(miscounted)
     boolean = tmp_path / "boolean.yaml"  # true was read as 1: 'the infrared points lie on one line'
     boolean.write_text("points:\n  - {ir: [1, 2], vis: [3, 4]}\n  - {ir: [true, 2], vis: [3, 4]}\n")
     with pytest.raises(CalibrationError, match=r"boolean.yaml, line 3: expected \{ir: \[x, y\], vis: \[x, y\]\} with "

@@ -127,13 +127,13 @@ def _csv_points(path: Path, text: str) -> list[tuple[list[float], int]]:
             if not rows and not header and len(fields) == 4 and not any(_is_number(f) for f in fields):
                 header = True  # one header line of four names, before the first point
                 continue
-            other = next((name for mark, name in ((";", "semicolons"), ("\t", "tabs"), (" ", "spaces"))
-                          if len(fields) == 1 and mark in fields[0]), None)
-            hint = f" (separated by commas, not {other})" if other else ""
+            hint = _csv_hint(fields)
             raise CalibrationError(f"{path}, line {number}: expected four numbers 'ir_x, ir_y, vis_x, vis_y'{hint}, "
                                    f"got {','.join(fields)!r}") from None
         if len(values) != 4:
-            raise CalibrationError(f"{path}, line {number}: expected four numbers 'ir_x, ir_y, vis_x, vis_y', "
+            hint = {5: " (no id column: the first number is ir_x)",
+                    8: " (decimal commas? separate by commas, with a point as the decimal mark)"}.get(len(values), "")
+            raise CalibrationError(f"{path}, line {number}: expected four numbers 'ir_x, ir_y, vis_x, vis_y'{hint}, "
                                    f"got {len(values)} value(s)")
         if not np.all(np.isfinite(values)):
             bad = next(field for field, value in zip(fields, values, strict=True) if not np.isfinite(value))
@@ -141,6 +141,21 @@ def _csv_points(path: Path, text: str) -> list[tuple[list[float], int]]:
                                    "pixel coordinates")
         rows.append((values, number))
     return rows
+
+
+def _csv_hint(fields: list[str]) -> str:
+    """What a CSV line that is not four numbers probably got wrong ("" when nothing is clear)."""
+    if any("#" in field for field in fields):
+        return " (a # comment goes on a line of its own)"
+    if len(fields) > 1 and any(";" in field for field in fields):  # 389,44;378,98;...: decimal commas
+        return " (separated by commas with a point as the decimal mark, e.g. 102.5,88,131,96.5)"
+    other = next((name for mark, name in ((";", "semicolons"), ("\t", "tabs"), (" ", "spaces"))
+                  if len(fields) == 1 and mark in fields[0]), None)
+    if other:
+        return f" (separated by commas, not {other})"
+    if len(fields) == 5 and fields[-1] == "":
+        return " (no comma after the last number)"
+    return ""
 
 
 def _is_number(text: str) -> bool:
@@ -167,8 +182,8 @@ def _yaml_points(path: Path, text: str) -> list[tuple[list[float], int]]:
         item = yaml.safe_load(yaml.serialize(node))
         try:
             coordinates = (*item["ir"], *item["vis"])
-            if any(isinstance(v, bool) for v in coordinates):  # float(True) is 1.0
-                raise TypeError
+            if any(isinstance(v, bool) for v in coordinates) or len(item["ir"]) != 2 or len(item["vis"]) != 2:
+                raise TypeError  # float(True) is 1.0; [10, 20, 5] and [12] are four numbers, not two points
             values = [float(v) for v in coordinates]
         except (TypeError, KeyError, ValueError):
             raise CalibrationError(f"{path}, line {line}: expected {{ir: [x, y], vis: [x, y]}} with numbers, got "
