@@ -329,6 +329,10 @@ def fuse_config(ir: str, vis: str, output: str, *, fuser: str, overwrite: bool, 
         if stems is not None:
             for section in sources.values():
                 section["stems"] = stems
+    if calibration is not None and not Path(calibration).is_file():
+        what = ("a folder; name the calibration file in it (written by 'streamfuse calibrate')"
+                if Path(calibration).is_dir() else "no such file (write one with 'streamfuse calibrate')")
+        raise StreamfuseError(f"--calibration {calibration}: {what}")
     data = {
         "sources": sources,
         # Images are fused each on its own: the model's temporal smoothing (video) carried decisions from one

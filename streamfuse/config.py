@@ -1216,6 +1216,9 @@ def calibrated_frame_sizes(path: str | Path, key: str) -> tuple[tuple[int, int],
 
 def _calibration_content(path: str | Path, key: str) -> dict:
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{key}: {path}: a folder; name the calibration file in it (written by 'streamfuse "
+                          "calibrate', e.g. calibration.yaml)")
     if not path.is_file():
         raise ConfigError(f"{key}: {path}: no such file (write one with 'streamfuse calibrate')")
     try:

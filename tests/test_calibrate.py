@@ -620,6 +620,16 @@ def test_a_calibration_made_at_another_resolution_is_refused_by_name(tmp_path, c
     code, _, err = run_cli(capsys, "fuse", "--ir", str(tmp_path / "ir.png"), "--vis", str(tmp_path / "vis.png"),
                            "-o", str(fused), "--fuser", "classical", "--calibration", str(calibration))
     assert code == 0, err
+    for wrong, what in ((tmp_path, "a folder; name the calibration file in it"), (tmp_path / "nosuch.yaml",
+                                                                                    "no such file")):
+        code, _, err = run_cli(capsys, "fuse", "--ir", str(tmp_path / "ir.png"), "--vis", str(tmp_path / "vis.png"),
+                               "-o", str(tmp_path / "other.png"), "--calibration", str(wrong))
+        assert code == 1 and f"--calibration {wrong}: {what}" in err, err  # named by the flag given, not a config key
+    one_size = tmp_path / "one_size.yaml"
+    one_size.write_text("matrix: [[1, 0, 0], [0, 1, 0], [0, 0, 1]]\nir_size: [480, 384]\n")
+    code, _, err = run_cli(capsys, "fuse", "--ir", str(tmp_path / "ir.png"), "--vis", str(tmp_path / "vis.png"),
+                           "-o", str(tmp_path / "other.png"), "--calibration", str(one_size))
+    assert code == 2 and err.count("one_size.yaml") == 1, err  # the file was named twice
 
 
 def test_automatic_handles_an_infrared_camera_of_lower_resolution():

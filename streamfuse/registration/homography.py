@@ -189,5 +189,5 @@ def _resize(config: RegistrationConfig) -> Registrar:
 def _homography(config: RegistrationConfig) -> Registrar:
     if config.calibration is None:
         return HomographyRegistrar(config.matrix)
-    key = f"registration.calibration ({config.calibration})"
-    return HomographyRegistrar(config.matrix, key=key, frame_sizes=calibrated_frame_sizes(config.calibration, key))
+    sizes = calibrated_frame_sizes(config.calibration, "registration.calibration")  # its errors name the file
+    return HomographyRegistrar(config.matrix, key=f"registration.calibration ({config.calibration})", frame_sizes=sizes)
