@@ -764,9 +764,15 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         ir_image, vis_image = pairs[0]
         sizes = {"ir_size": ir_image.shape[1::-1], "vis_size": vis_image.shape[1::-1]}
     if result.accepted:
+        replaced = output.exists()
         calibrate.write_calibration(output, result, **sizes)
         if pairs and not args.json:
             calibrate.save_overlay(overlay_path, *pairs[0], result.matrix)
+        elif replaced and overlay_path.is_file() and not any(  # it showed the calibration just replaced
+                path and Path(path).resolve() == overlay_path.resolve() for _, path in inputs):
+            overlay_path.unlink()
+            log.info("removed %s: it showed the calibration %s replaced (no images here to draw a new one)",
+                     overlay_path, output)
     if args.json:
         print(json.dumps({**result.as_dict(), "output": str(output) if result.accepted else None,
                           "seconds": round(seconds, 3)}))

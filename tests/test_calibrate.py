@@ -298,6 +298,19 @@ def test_target_cli_writes_the_calibration_and_an_overlay(tmp_path, capsys):
     stored = yaml.safe_load(output.read_text())
     assert stored["ir_size"] == list(IR_SIZE) and stored["vis_size"] == [640, 480]
     assert corner_error(np.array(stored["matrix"]), RIG) < 1.0
+    # the warped infrared frame's own border (a bright thermal image's edge against black) is not drawn as an edge
+    from streamfuse.registration.calibrate import overlay as draw_overlay
+
+    drawn = draw_overlay(thermal_view(vis, invert=False), vis, RIG)
+    frame = cv2.warpPerspective(np.full(IR_SIZE[::-1], 255, np.uint8), RIG, (640, 480))
+    border = cv2.morphologyEx(frame, cv2.MORPH_GRADIENT, np.ones((5, 5), np.uint8)) > 0
+    red = np.all(drawn[:, 644:] == (0, 0, 255), axis=2)
+    assert (red & border).sum() < 0.05 * border.sum(), ((red & border).sum(), border.sum())
+    # calibrating again without images replaces the calibration: the overlay of the one replaced goes too
+    ir_points, vis_points = rig_points(8)
+    points = write_points(tmp_path / "points.csv", ir_points, vis_points)
+    code, _, err = run_cli(capsys, "calibrate", "--points", str(points), "-o", str(output), "-y")
+    assert code == 0 and not (tmp_path / "rig_overlay.png").exists(), err
 
 
 def test_the_overlay_never_replaces_an_input_or_an_existing_file_without_y(tmp_path, capsys):

@@ -455,8 +455,10 @@ def overlay(ir: np.ndarray, vis: np.ndarray, matrix: np.ndarray) -> np.ndarray:
     resize = np.diag([width / ir_gray.shape[1], height / ir_gray.shape[0], 1.0])
     panels = []
     for transform in (resize, matrix):
-        warped = cv2.warpPerspective(ir_gray, transform, (width, height))
-        edges = cv2.Canny(cv2.GaussianBlur(warped, (0, 0), 1.5), 40, 100) > 0
+        warped = cv2.warpPerspective(ir_gray, transform, (width, height), borderMode=cv2.BORDER_REPLICATE)
+        inside = cv2.warpPerspective(np.full_like(ir_gray, 255), transform, (width, height)) > 0
+        inside = cv2.erode(inside.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0  # not the frame's own border
+        edges = (cv2.Canny(cv2.GaussianBlur(warped, (0, 0), 1.5), 40, 100) > 0) & inside
         panel = cv2.cvtColor(vis_gray // 2 + 64, cv2.COLOR_GRAY2BGR)
         panel[edges] = (0, 0, 255)
         panels.append(panel)
