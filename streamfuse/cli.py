@@ -238,7 +238,29 @@ def _input_kind(path: str, flag: str) -> str:
         raise StreamfuseError(f"{flag} {path}: no such file or folder")
     if p.is_dir():
         return "folder"
-    return "image" if p.suffix.lower() in IMAGE_EXTENSIONS else "video"
+    if p.suffix.lower() in IMAGE_EXTENSIONS:
+        return "image"
+    if p.suffix.lower() == ".dcm" or _is_dicom(p):
+        raise StreamfuseError(f"{flag} {path}: a DICOM file; streamfuse does not read DICOM: convert the slices to "
+                              "8-bit PNG first, with one window for the whole series (docs/medical.md)")
+    if p.suffix.lower() in NOT_MEDIA:
+        raise StreamfuseError(f"{flag} {path}: a {p.suffix.lower()[1:].upper()} file, not an image or a video"
+                              + (" (clicked points go to 'streamfuse calibrate --points')"
+                                 if p.suffix.lower() in (".csv", ".yaml", ".yml") else ""))
+    return "video"
+
+
+#: Extensions of files that are neither images nor videos (given as an input, one says so, not "cannot open video").
+NOT_MEDIA = (".csv", ".txt", ".yaml", ".yml", ".json", ".npy", ".npz", ".pt", ".pth")
+
+
+def _is_dicom(path: Path) -> bool:
+    """A DICOM file (the "DICM" mark after its 128-byte preamble), whatever its name."""
+    try:
+        with path.open("rb") as file:
+            return file.read(132)[128:] == b"DICM"
+    except OSError:
+        return False
 
 
 def _paired_stems(ir: str, vis: str, *, pair_by: str) -> list[str] | None:

@@ -101,6 +101,20 @@ def test_a_corrupt_image_is_streamfuses_one_error_without_opencvs_lines(tmp_path
     assert logging.getLogger("streamfuse").level == level_before
 
 
+def test_a_dicom_or_a_points_file_given_as_an_input_is_named_as_such(tmp_path, capsys):
+    """Anything not an image was taken for a video: 'cannot open video (Invalid data ...)', or for a DICOM slice
+    renamed .png-less, 'a video input needs a video output'."""
+    cv2.imwrite(str(tmp_path / "vis.png"), make_pair(1, (80, 64))[1])
+    (tmp_path / "slice").write_bytes(b"\0" * 128 + b"DICM" + b"\0" * 64)  # a DICOM file by its mark, no extension
+    (tmp_path / "points.csv").write_text("1,2,3,4\n")
+    for name, message in (("slice", "a DICOM file; streamfuse does not read DICOM: convert the slices to 8-bit PNG"),
+                          ("points.csv", "a CSV file, not an image or a video (clicked points go to 'streamfuse "
+                                         "calibrate --points')")):
+        code = main(["fuse", "--ir", str(tmp_path / name), "--vis", str(tmp_path / "vis.png"), "-o",
+                     str(tmp_path / "out.png")])
+        assert code == 1 and message in capsys.readouterr().err
+
+
 def test_fuse_folders(image_folders, tmp_path, capsys):
     ir_dir, vis_dir = image_folders
     code, _, err = run_cli(capsys, "fuse", "--ir", str(ir_dir), "--vis", str(vis_dir), "-o", str(tmp_path / "fused"))
