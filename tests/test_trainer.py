@@ -215,14 +215,24 @@ def test_refinement_settings_are_checked(data_root, start_weights, tmp_path):
 
 def test_intents_never_sampled_are_exported_with_the_balanced_tokens(data_root, tmp_path):
     config = scratch_config(data_root, tmp_path, 2)
-    config.intents = {"balanced": 1.0, "glare": 1.0}
+    config.intents = {"balanced": 1.0, "glare": 1.0, "fog": 0.0}  # weight 0: named, never drawn
     config.export = str(tmp_path / "w.pt")
     Trainer(config).run()
     model, metadata = load_model(tmp_path / "w.pt")
     balanced = model.tokens[model.intents.index("balanced")]
-    assert "mri_ct" in metadata["untrained_intents"] and "glare" not in metadata["untrained_intents"]
+    assert {"mri_ct", "fog"} <= set(metadata["untrained_intents"]) and "glare" not in metadata["untrained_intents"]
     assert torch.equal(model.tokens[model.intents.index("mri_ct")], balanced)
+    assert torch.equal(model.tokens[model.intents.index("fog")], balanced)  # kept its random tokens before
     assert not torch.equal(model.tokens[model.intents.index("glare")], balanced)
+
+
+def test_a_medical_intent_in_the_training_mix_is_one_config_error(data_root, tmp_path):
+    """It passed the check against the prompt bank and failed at the first step with a traceback."""
+    config = scratch_config(data_root, tmp_path, 2)
+    config.intents = {"balanced": 1.0, "mri_ct": 0.01}
+    with pytest.raises(ConfigError, match="intents: 'mri_ct' is a medical intent"):
+        Trainer(config)
+    assert not Path(config.output_dir).exists()
 
 
 def test_resume_without_a_checkpoint_says_so(data_root, tmp_path, caplog):

@@ -26,6 +26,7 @@ from streamfuse.errors import ConfigError, StreamfuseError
 from streamfuse.models.bands import rule_fusion
 from streamfuse.models.checkpoint import load_model, save_weights
 from streamfuse.models.network import FusionNet, parameter_count
+from streamfuse.models.rule import MEDICAL_INTENTS
 from streamfuse.text.prompts import load_bank
 from streamfuse.train.data import CropSampler, find_pair_folders, load_training_pairs
 from streamfuse.train.distill import distillation_targets
@@ -124,6 +125,11 @@ class Trainer:
         if unknown:
             raise ConfigError(f"intents: {unknown[0]!r} is not an intent of the prompt bank "
                               f"({', '.join(self.bank.ids)})")
+        medical = [i for i in config.intents if i in MEDICAL_INTENTS]
+        if medical:
+            raise ConfigError(f"intents: {medical[0]!r} is a medical intent; the trainer draws infrared-visible pairs "
+                              "and has no degradation for it (medical pairs are fused by the medical rule, "
+                              "docs/medical.md); leave it out")
         self.export = None if config.export is None else config.export.replace("{output_dir}", config.output_dir)
         _check_export(self.export, config.data_root)
         root = Path(config.data_root)
@@ -290,7 +296,10 @@ class Trainer:
         intent this run does not sample keeps the tokens of the initial weights (trained there), unless
         those were exported untrained too. Returns their ids.
         """
-        untrained = [intent for intent in self.bank.ids if intent not in self.intent_ids]
+        sampled = {intent for intent, weight in self.config.intents.items() if weight > 0}
+        if self.config.mix_with_balanced > 0:
+            sampled.add("balanced")  # blended into other intents' samples
+        untrained = [intent for intent in self.bank.ids if intent not in sampled]
         if self.init_metadata is not None:  # refining: an intent not sampled now keeps what the initial weights had
             untrained = [intent for intent in untrained if intent in self.init_metadata.get("untrained_intents", [])]
         balanced = self.model.tokens[self.bank.ids.index("balanced")].clone()
