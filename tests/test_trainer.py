@@ -303,7 +303,8 @@ def test_an_export_path_that_cannot_be_written_is_refused_before_training(data_r
     a_file.write_text("not a folder")
     for export, message in ((tmp_path, "is a folder; give the weights file"),
                             (data_root / "roadscene" / "vi" / "w.pt", "lies in the training data"),
-                            (a_file / "w.pt", "cannot write")):
+                            (a_file / "w.pt", "cannot write"),
+                            (Path(config.output_dir) / "last.pt", "is the run's checkpoint")):
         config.export = str(export)
         with pytest.raises(ConfigError, match=rf"^export: ({export} .*{message}|{message} {export} )"):
             Trainer(config)

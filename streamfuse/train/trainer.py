@@ -37,9 +37,10 @@ log = logging.getLogger(__name__)
 CHECKPOINT = "last.pt"
 
 
-def _check_export(export: str | None, data_root: str) -> None:
+def _check_export(export: str | None, data_root: str, output_dir: str) -> None:
     """Refuse, before any training, an export path that cannot be written (a folder, a place without write
-    access), that lies in the training data, or that would create a ``streamfuse`` folder here: the
+    access), that lies in the training data, that is the run's checkpoint (the export replaced it, and the
+    resume after that failed), or that would create a ``streamfuse`` folder here: the
     packaged refine config writes ``streamfuse/models/weights/fusionnet.pt``, the shipped weights' place in
     a source checkout; run anywhere else, that folder would hide the installed package from Python."""
     if export is None:
@@ -51,6 +52,9 @@ def _check_export(export: str | None, data_root: str) -> None:
                           "package); run from the repository root, or --set export=PATH")
     if path.is_dir():
         raise ConfigError(f"export: {export} is a folder; give the weights file, e.g. {path / 'fusionnet.pt'}")
+    if path.resolve() == (Path(output_dir) / CHECKPOINT).resolve():
+        raise ConfigError(f"export: {export} is the run's checkpoint (output_dir/{CHECKPOINT}), which training writes "
+                          f"and --resume reads; export elsewhere, e.g. {Path(output_dir) / 'fusionnet.pt'}")
     if Path(data_root).resolve() in path.resolve().parents:
         raise ConfigError(f"export: {export} lies in the training data (data_root {data_root}); export elsewhere")
     folder = path.parent
@@ -131,7 +135,7 @@ class Trainer:
                               "and has no degradation for it (medical pairs are fused by the medical rule, "
                               "docs/medical.md); leave it out")
         self.export = None if config.export is None else config.export.replace("{output_dir}", config.output_dir)
-        _check_export(self.export, config.data_root)
+        _check_export(self.export, config.data_root, config.output_dir)
         root = Path(config.data_root)
         if not root.is_dir():
             where = "" if root.is_absolute() else f" (relative to the working directory {Path.cwd()})"
