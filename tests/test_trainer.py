@@ -213,6 +213,23 @@ def test_refinement_settings_are_checked(data_root, start_weights, tmp_path):
         load_train_config(path, ["refine.own_share=0.5", f"output_dir={path}"])
 
 
+def test_a_run_without_export_says_how_to_export_and_the_weights_count_every_sessions_time(data_root, tmp_path,
+                                                                                          caplog):
+    """With export unset a run ended without a word about weights; its checkpoint exported by --resume with an
+    export path, whose metadata gave the seconds of the last session only."""
+    first = Trainer(scratch_config(data_root, tmp_path, 2))
+    caplog.set_level(logging.INFO, logger="streamfuse")
+    first.run()
+    assert "no weights exported (export is not set)" in caplog.text and "--resume --set export=PATH" in caplog.text
+    trained_for = torch.load(tmp_path / "run" / "last.pt", weights_only=True)["seconds"]
+    config = scratch_config(data_root, tmp_path, 2)
+    config.export = str(tmp_path / "w.pt")
+    later = Trainer(config)
+    assert later.resume()
+    later.run()
+    assert load_model(tmp_path / "w.pt")[1]["seconds"] >= round(trained_for, 1) > 0
+
+
 def test_intents_never_sampled_are_exported_with_the_balanced_tokens(data_root, tmp_path):
     config = scratch_config(data_root, tmp_path, 2)
     config.intents = {"balanced": 1.0, "glare": 1.0, "fog": 0.0}  # weight 0: named, never drawn

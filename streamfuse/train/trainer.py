@@ -169,6 +169,9 @@ class Trainer:
         groups = [{"params": rest, "weight_decay": 0.0}, {"params": head, "weight_decay": config.head_decay}]
         self.optimizer = torch.optim.AdamW([g for g in groups if g["params"]], lr=config.learning_rate)
         self.step = 0
+        self.seconds_before = 0.0
+        """Training time of the earlier sessions of a resumed run (kept in checkpoints)."""
+        self._session_started = time.perf_counter()
         self.running_loss: dict[str, float] = {}
         """The loss and its terms, averaged over recent steps (what the log shows; kept in checkpoints)."""
         self.output_dir = Path(config.output_dir)
@@ -210,6 +213,7 @@ class Trainer:
             "numpy_rng": json.dumps(self.rng.bit_generator.state),
             "sampler_rng": json.dumps(self.sampler.rng.bit_generator.state),
             "running_loss": json.dumps(self.running_loss),
+            "seconds": self.seconds_before + time.perf_counter() - self._session_started,
         }
         tmp = path.with_suffix(".tmp")
         torch.save(state, tmp)
@@ -238,6 +242,7 @@ class Trainer:
         self.rng.bit_generator.state = json.loads(state["numpy_rng"])
         self.sampler.rng.bit_generator.state = json.loads(state["sampler_rng"])
         self.running_loss = json.loads(state.get("running_loss", "{}"))  # older checkpoints: start afresh
+        self.seconds_before = float(state.get("seconds", 0.0))
         log.info("resumed from %s at step %d", path, self.step)
         return True
 
@@ -326,6 +331,7 @@ class Trainer:
                         "--set export=PATH keeps it)", self.export)
         bar = tqdm(total=config.steps, initial=self.step, disable=not self.progress, unit="step", file=sys.stderr)
         started, start_step = time.perf_counter(), self.step
+        self._session_started = started
         try:
             while self.step < config.steps:
                 with _signals_held():  # a stop comes between steps: a checkpoint holds whole steps
@@ -348,8 +354,10 @@ class Trainer:
             raise
         finally:
             bar.close()
-        self.save_checkpoint()
+        checkpoint = self.save_checkpoint()
         if self.export is None:
+            log.info("trained to step %d; no weights exported (export is not set): the checkpoint %s resumes; "
+                     "to export it, run again with --resume --set export=PATH", self.step, checkpoint)
             return None
         untrained = self._untrained_intents_follow_balanced()
         metadata = {
@@ -357,7 +365,7 @@ class Trainer:
             "learning_rate": config.learning_rate, "intents": config.intents, "pairs": len(self.pairs),
             "sources": [s.name for s in self.sources],
             "parameters": sum(p.numel() for p in self.model.parameters()),
-            "seconds": round(time.perf_counter() - started, 1),
+            "seconds": round(self.seconds_before + time.perf_counter() - started, 1),  # over every session
             "untrained_intents": untrained,
         }
         if self.teacher is not None:
