@@ -943,6 +943,7 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | No
         raise ConfigError(f"{path}: invalid YAML: {yaml_problem(exc)}") from None
     if data is not None and not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level (key: value lines), got {type(data).__name__}")
+    _refuse_a_data_split(data, path)
     training_keys = sorted(set(data or {}) & TRAINING_ONLY_KEYS)
     if training_keys:
         raise ConfigError(f"{path}: a training config (it sets {', '.join(training_keys[:3])}); train with it: "
@@ -1336,8 +1337,33 @@ class TrainConfig:
 
 
 def load_train_config(path: str | os.PathLike, overrides: list[str] | None = None) -> TrainConfig:
-    """Read a training config (YAML) with the same rules as :func:`load_config`."""
+    """Read a training config (YAML) with the same rules as :func:`load_config`; a pipeline config given
+    instead is named as one."""
+    try:
+        data = parse_yaml(config_path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        data = None  # load_dataclass says what is wrong with the file
+    _refuse_a_data_split(data, config_path(path))
+    if isinstance(data, dict):
+        pipeline_keys = sorted(set(data) & PIPELINE_ONLY_KEYS)
+        if pipeline_keys:
+            raise ConfigError(f"{config_path(path)}: a pipeline config (it sets {', '.join(pipeline_keys[:3])}), not a "
+                              f"training one; run it with: streamfuse run {path} (training configs: streamfuse config "
+                              "show train)")
     return load_dataclass(TrainConfig, path, overrides)
+
+
+def _refuse_a_data_split(data: Any, path: Path) -> None:
+    """A data split (``medical_split``: ``data:`` and per task its ``train`` / ``test`` file stems) is no config."""
+    parts = [value for key, value in data.items() if key != "data"] if isinstance(data, dict) and "data" in data else []
+    if parts and all(isinstance(value, dict) and set(value) <= {"train", "test"} for value in parts):
+        raise ConfigError(f"{path}: a data split (the files of each part), not a config to run or train with; "
+                          "tools/medical_split.py makes the folders it lists (docs/medical.md)")
+
+
+#: Top-level keys only a pipeline config has.
+PIPELINE_ONLY_KEYS = frozenset({"sources", "synthetic", "sync", "registration", "fusion", "sinks", "prompt", "text",
+                                "control", "health", "view", "stats"})
 
 
 def load_dataclass(cls: type, path: str | os.PathLike, overrides: list[str] | None = None) -> Any:

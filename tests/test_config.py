@@ -39,6 +39,17 @@ def test_running_a_training_config_says_to_train_with_it(capsys):
             "streamfuse train train") in capsys.readouterr().err
 
 
+def test_training_with_a_pipeline_config_or_the_data_split_says_what_they_are(capsys):
+    """Both said 'data: unknown key' or '<key>: unknown key (expected one of: data_root, ...)'."""
+    assert main(["train", "demo"]) == 2
+    assert "demo.yaml: a pipeline config (it sets control, fusion, prompt), not a training one; run it with: " \
+           "streamfuse run demo" in capsys.readouterr().err
+    for command in ("train", "run"):
+        assert main([command, "medical_split"]) == 2
+        assert "medical_split.yaml: a data split (the files of each part), not a config to run or train with; " \
+               "tools/medical_split.py" in capsys.readouterr().err
+
+
 def test_empty_config_has_defaults():
     config = config_from_dict({})
     assert config.sync.primary == "vis"
