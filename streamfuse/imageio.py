@@ -216,11 +216,17 @@ def read_image(path: str | Path, *, keep_16bit: bool = False) -> np.ndarray:
         raise SourceError(f"{path}: unsupported pixel type {image.dtype}; convert it to 8 or 16 bits{hint}")
     if image.ndim == 3 and image.shape[2] == 1:
         image = image[:, :, 0]
+    if image.dtype == np.uint16 and image.ndim == 3 and image.shape[2] == 3 and _channels_equal(image):
+        image = image[:, :, 0]  # a gray image stored as RGB (medical slices often are): a gray image
     if image.dtype == np.uint16 and image.ndim == 3:  # a visible photo: its exposure, not a thermal range
         image = ((image.astype(np.uint32) + 128) // 257).astype(np.uint8)
     if image.dtype == np.uint16 and not keep_16bit:
         image = stretch(image)
     return image
+
+
+def _channels_equal(image: np.ndarray) -> bool:
+    return bool(np.array_equal(image[:, :, 0], image[:, :, 1]) and np.array_equal(image[:, :, 0], image[:, :, 2]))
 
 
 def encode_image(image: np.ndarray, suffix: str = ".jpg", jpeg_quality: int = 90) -> bytes:

@@ -503,6 +503,17 @@ def test_a_16bit_colour_image_keeps_its_exposure(tmp_path):
     assert np.array_equal(read_image(tmp_path / "vis16.png", keep_16bit=True), vis)
 
 
+def test_a_16bit_gray_image_stored_as_rgb_is_read_as_gray(tmp_path):
+    """A 16-bit MRI slice saved with three equal channels (as medical slices often are) was divided by 257 like a
+    photo: counts up to 25,500 came in at 0-99, the slice nearly black, where as gray it is stretched."""
+    slice16 = (np.arange(64 * 48, dtype=np.uint32).reshape(48, 64) * 8).astype(np.uint16)
+    cv2.imwrite(str(tmp_path / "gray.png"), slice16)
+    cv2.imwrite(str(tmp_path / "rgb.png"), np.dstack([slice16] * 3))
+    assert np.array_equal(read_image(tmp_path / "rgb.png"), read_image(tmp_path / "gray.png"))
+    assert read_image(tmp_path / "rgb.png").max() == 255
+    assert np.array_equal(read_image(tmp_path / "rgb.png", keep_16bit=True), slice16)
+
+
 def test_a_multipage_tiff_is_warned_about(tmp_path, caplog):
     pages = [np.full((24, 32), 40 * index, np.uint8) for index in range(1, 4)]
     assert cv2.imwritemulti(str(tmp_path / "stack.tif"), pages)
