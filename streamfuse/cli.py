@@ -935,6 +935,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.csv and args.csv != "-":
         check_output_file(args.csv, "--csv", [("--ir", args.ir), ("--vis", args.vis),
                                                *(("--fused", folder) for folder in args.fused or [])])
+        if Path(args.csv).exists() and not args.overwrite:
+            raise StreamfuseError(f"--csv {args.csv}: already exists (an earlier evaluation?); pass -y to replace it, "
+                                  "or name another file")
     names = evaluation.metric_names(args.convention, args.metrics)
     pairs, problems = evaluation.input_pairs(args.ir, args.vis, pair_by=args.pair_by)
     methods = {}
@@ -1342,6 +1345,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--metrics", nargs="+", action="extend", metavar="NAME", help="only these metrics")
     ev.add_argument("--csv", metavar="FILE", help="also write the per-image values as CSV (- : to standard output, "
                                                   "instead of the table)")
+    ev.add_argument("-y", "--overwrite", action="store_true", help="replace an existing --csv file")
     ev.add_argument("--prompt", help="steer the --fuser fusers with this prompt")
     ev.add_argument("--weights", metavar="FILE", help="checkpoint for the model fuser (default: the shipped one)")
     ev.add_argument("--no-progress", action="store_true", help="no progress bar")

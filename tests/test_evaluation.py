@@ -115,6 +115,13 @@ def test_eval_single_folder_table_csv_and_skips(eval_folders, tmp_path, capsys, 
     assert set(rows[0]) >= {"method", "EN", "SD", "SF", "AG", "MI", "SCD", "VIF", "Qabf", "SSIM"}
     # B is the visible image itself: the summed SSIM is SSIM(VIS, VIS) = 1 plus SSIM(VIS, IR), near 0 here
     assert 0.9 < float(rows[0]["SSIM"]) < 1.2
+    # the CSV written is an earlier evaluation's result: replaced only with -y (it was replaced without a word)
+    before = out.read_bytes()
+    command = ["eval", "--ir", str(eval_folders["ir"]), "--vis", str(eval_folders["vis"]), "--fused",
+               str(eval_folders["A"]), "--metrics", "Entropy", "--csv", str(out)]
+    assert main(command) == 1 and out.read_bytes() == before
+    assert f"--csv {out}: already exists (an earlier evaluation?); pass -y" in capsys.readouterr().err
+    assert main([*command, "-y"]) == 0 and out.read_bytes() != before
 
 
 def test_eval_csv_to_standard_output_is_the_whole_output(eval_folders, tmp_path, capsys, monkeypatch):
