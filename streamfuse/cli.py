@@ -384,7 +384,31 @@ def fuse_config(ir: str, vis: str, output: str, *, fuser: str, overwrite: bool, 
                                 [stem_of(path) for path in list_images(vis)])
     if _input_kind(vis, "--vis") == "folder" and not isinstance(written, ImagesSinkConfig):
         _check_one_size(vis, config.sources.vis.stems, output)
+    if kinds == {"folder"} and config.registration.mode == "identity":
+        _check_pair_sizes(ir, vis, config.sources.vis.stems)
     return config
+
+
+def _check_pair_sizes(ir: str, vis: str, stems: list[str] | None) -> None:
+    """Before any work: the two images of each pair have one size, as unregistered pairs must (the run stopped at
+    the first pair that did not, its earlier outputs written, and the rerun with the fix refused them as existing)."""
+    if stems is not None:
+        wanted = set(stems)
+        ir_files = {stem_of(path): path for path in list_images(ir) if stem_of(path) in wanted}
+        pairs = [(ir_files[stem_of(path)], path) for path in list_images(vis) if stem_of(path) in ir_files]
+    else:
+        pairs = list(zip(list_images(ir), list_images(vis), strict=False))
+    differing = [(a, b, size_a, size_b) for a, b in pairs
+                 if None not in (size_a := image_size(a), size_b := image_size(b)) and size_a != size_b]
+    if len(differing) <= ODD_SIZES_DECODED:  # a damaged file's header may state a size; the run skips it
+        differing = [pair for pair in differing if _decodes(pair[0]) and _decodes(pair[1])]
+    if differing:
+        a, b, (ir_w, ir_h), (vis_w, vis_h) = differing[0]
+        raise StreamfuseError(f"{len(differing)} of the {len(pairs)} pairs {'has' if len(differing) == 1 else 'have'} "
+                              f"images of two sizes (e.g. {a} and {b}: infrared {ir_w}x{ir_h}, visible "
+                              f"{vis_w}x{vis_h}); with the same field of "
+                              "view pass --set registration.mode=resize, or calibrate the pair ('streamfuse "
+                              "calibrate') and pass --calibration FILE")
 
 
 def _check_one_size(vis: str, stems: list[str] | None, output: str) -> None:

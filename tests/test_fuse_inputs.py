@@ -455,9 +455,9 @@ def test_a_pair_of_images_registration_refuses_is_named_by_its_files(tmp_path, c
     code, _, err = run_cli(capsys, "fuse", "--ir", str(tmp_path / "ir"), "--vis", str(tmp_path / "vis"), "-o",
                            str(tmp_path / "out"), "--pair-by", "order", "--fuser", "classical", "--no-progress")
     assert code == 1
-    assert (f"{tmp_path / 'ir' / 'a1.png'} and {tmp_path / 'vis' / 'b1.png'}: registration: infrared frames are "
-            "80x60 but visible frames are 64x48") in err
-    assert (tmp_path / "out" / "b0.png").exists()  # the pair before it is kept
+    assert (f"1 of the 2 pairs has images of two sizes (e.g. {tmp_path / 'ir' / 'a1.png'} and "
+            f"{tmp_path / 'vis' / 'b1.png'}: infrared 80x60, visible 64x48)") in err
+    assert not (tmp_path / "out").exists()  # refused before any work
 
 
 @pytest.mark.parametrize("suffix", [".png", ".jpg", ".bmp", ".tif"])
@@ -559,3 +559,20 @@ def test_names_in_either_unicode_form_pair_up(tmp_path, capsys):
     assert code == 0, err
     assert sorted(unicodedata.normalize("NFC", p.stem) for p in (tmp_path / "out").iterdir()) == \
         ["Straße_müde_0", "Straße_müde_1"]
+
+
+def test_folders_with_a_pair_of_two_sizes_are_refused_before_any_output(tmp_path, capsys):
+    """The run stopped at that pair with the earlier pairs' outputs written, and the rerun with the suggested
+    registration.mode=resize then refused them as existing outputs."""
+    for name in ("ir", "vis"):
+        (tmp_path / name).mkdir()
+    for index in range(3):
+        ir, vis = make_pair(index, (80, 64))
+        cv2.imwrite(str(tmp_path / "ir" / f"{index}.png"), ir)
+        cv2.imwrite(str(tmp_path / "vis" / f"{index}.png"), cv2.resize(vis, (60, 48)) if index == 1 else vis)
+    command = ["fuse", "--ir", str(tmp_path / "ir"), "--vis", str(tmp_path / "vis"), "-o", str(tmp_path / "out"),
+               "--fuser", "classical"]
+    assert main(command) == 1 and not (tmp_path / "out").exists()
+    assert "1 of the 3 pairs has images of two sizes (e.g. " in capsys.readouterr().err
+    assert main([*command, "--set", "registration.mode=resize"]) == 0
+    assert len(list((tmp_path / "out").iterdir())) == 3
