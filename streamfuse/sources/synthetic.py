@@ -64,7 +64,13 @@ class SyntheticSource(Source):
             return None
         index = self.frames_read
         if self.pace_fps and self.drop_policy != "wait":  # live: the frame of this moment (a stall's are gone)
-            index = max(self._next_index, int((time.perf_counter() - self.scene.live_start()) * self.fps))
+            start = self.scene.live_start()
+            index = max(self._next_index, int((time.perf_counter() - start) * self.fps))
+            # ... and never before its moment: after a late wake-up the pacing grid can run a slot ahead of the
+            # clock, and the camera then delivered every frame one interval early for good (its partner waited).
+            early_s = start + index / self.fps - time.perf_counter()
+            if early_s > 0:
+                self._stop.wait(early_s)
         self._next_index = index + 1
         t = index / self.fps
         if self.name == "ir":
