@@ -8,6 +8,7 @@ import json
 import logging
 import re
 import socket
+import sys
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -53,9 +54,10 @@ class WebServer:
             def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - http.server's signature
                 log.debug(section + ": " + format, *(_without_token(str(arg)) for arg in args))
 
-        server = ThreadingHTTPServer if ":" not in host else _ThreadingHTTPServer6  # an IPv6 address: ::1, ::
+        server = _Server if ":" not in host else _Server6  # an IPv6 address: ::1, ::
         try:
             self._http = server((host, port), Handler)
+            self._http.section = section
         except OSError as exc:
             raise StreamfuseError(f"{section}: cannot listen on {host}:{port} ({exc.strerror}); "
                                   f"{listen_advice(exc, f'{section}.bind', f'{section}.port')} or set "
@@ -71,8 +73,9 @@ class WebServer:
         host = request.headers.get("Host", "")
         if loopback_only and not _names_loopback(host):
             request.close_connection = True
-            respond(request, 403, json.dumps({"error": f"this endpoint answers at {self.url} (the request named "
-                                                       f"{host!r})"}).encode(), "application/json")
+            named = f"the request named {host!r}" if host else "the request has no Host header, which HTTP/1.1 requires"
+            respond(request, 403, json.dumps({"error": f"this endpoint answers at {self.url} ({named})"}).encode(),
+                    "application/json")
             return
         answer(request)
 
@@ -116,7 +119,21 @@ def listen_advice(exc: OSError, bind_key: str, port_key: str) -> str:
     return f"choose another {port_key} (0 picks a free one)"
 
 
-class _ThreadingHTTPServer6(ThreadingHTTPServer):
+class _Server(ThreadingHTTPServer):
+    """A client gone mid-answer is routine (a closed tab, curl's --max-filesize): a debug line, not the traceback
+    socketserver prints on standard error; anything else a warning in the log."""
+
+    section = "http"
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        error = sys.exc_info()[1]
+        if isinstance(error, (ConnectionError, TimeoutError)):
+            log.debug("%s: client %s went away (%s)", self.section, client_address, error)
+        else:
+            log.warning("%s: answering %s failed", self.section, client_address, exc_info=True)
+
+
+class _Server6(_Server):
     address_family = socket.AF_INET6
 
 

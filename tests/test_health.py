@@ -119,3 +119,41 @@ def test_no_latency_is_reported_before_the_first_frame():
     from streamfuse.health import _prometheus_renderer
 
     assert "streamfuse_latency_ms{" not in _prometheus_renderer()(pipeline.health()).decode()
+
+
+def test_a_client_gone_mid_answer_is_a_debug_line_not_a_traceback_on_stderr(capfd, caplog):
+    """socketserver printed 'Exception occurred during processing of request ... BrokenPipeError' and a
+    traceback on standard error for every client that closed early (a closed tab, curl --max-filesize)."""
+    import logging
+    import socket
+    import time
+
+    from streamfuse.webserver import WebServer, respond
+
+    answered = threading.Event()
+
+    def answer(request):
+        time.sleep(0.2)  # the client is gone by now
+        try:
+            respond(request, 200, b"x" * 4_000_000, "application/octet-stream")
+        finally:
+            answered.set()
+
+    server = WebServer("127.0.0.1", 0, answer, section="health", loopback_only=True)
+    try:
+        with caplog.at_level(logging.DEBUG, logger="streamfuse"):
+            client = socket.create_connection(("127.0.0.1", server.port))
+            client.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+            client.close()  # a reset, as a browser tab closed
+            assert answered.wait(5)
+            time.sleep(0.2)
+        assert "Traceback" not in capfd.readouterr().err
+        assert "went away" in caplog.text
+        connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
+        connection.putrequest("GET", "/health", skip_host=True)
+        connection.endheaders()
+        reply = connection.getresponse()
+        assert reply.status == 403 and "no Host header" in reply.read().decode()
+    finally:
+        server.close()
