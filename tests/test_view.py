@@ -260,7 +260,8 @@ def test_chromium_plays_the_page_and_its_prompt_box_steers_the_fusion(tmp_path):
         # Over the limit: the page shows the control socket's error and nothing changes.
         browser.type_text("#prompt", "x" * 1001)
         browser.evaluate("document.querySelector('#prompt-form button').click()")
-        wait_until(lambda: browser.evaluate("document.getElementById('prompt-reply').textContent"), 10, "a reply")
+        wait_until(lambda: browser.evaluate("document.getElementById('prompt-reply').textContent")
+                   not in ("", "sending..."), 10, "a reply")
         assert browser.evaluate("document.getElementById('prompt-reply').textContent") == \
             "set_prompt: 'prompt' must be at most 1000 characters"
         assert pipeline.routing.prompt == "find the people"
@@ -278,6 +279,17 @@ def test_chromium_plays_the_page_and_its_prompt_box_steers_the_fusion(tmp_path):
         wait_until(lambda: browser.evaluate("document.getElementById('current-prompt').textContent")
                    == '"fog, trust thermal"', 5, "the page showing the new prompt")
         shot = browser.screenshot(tmp_path / "view.png")
+
+        # The pipeline gone: the badge turns red (it kept the green of 'ok'), and a prompt that cannot be sent
+        # says so (the reply box kept the previous prompt's 'applied from the next frame').
+        pipeline.stop()
+        wait_until(lambda: browser.evaluate("document.getElementById('state').className") == "failed", 15,
+                   "the badge showing the lost connection")
+        assert browser.evaluate("document.getElementById('state').textContent") == "no connection"
+        browser.evaluate("document.querySelector('#prompt-form button').click()")
+        wait_until(lambda: browser.evaluate("document.getElementById('prompt-reply').textContent")
+                   not in ("", "sending...", "applied from the next frame"), 10, "the reply to a prompt not sent")
+        assert browser.evaluate("document.getElementById('prompt-reply').className") == "error"
     image = cv2.imdecode(np.frombuffer(shot, np.uint8), cv2.IMREAD_COLOR)
     assert image.shape[1] == 1280 and image.shape[0] > 600 and image.std() > 10
     print(f"screenshot: {tmp_path / 'view.png'}")
