@@ -876,6 +876,11 @@ def cmd_probe(args: argparse.Namespace) -> int:
         print(json.dumps(report, indent=2))
     else:
         for key, value in report.items():
+            if value is None and key == "frames from":
+                continue  # a stream: no count to say where it comes from
+            if value is None:
+                value = "unknown (a live stream)" if report.get("kind") == "stream" and key in (
+                    "frames", "duration s") else "unknown"
             print(f"{key:>18}: {value}")
     return 0
 

@@ -108,6 +108,17 @@ def test_ffprobe_reads_the_stream():
     assert (stream["codec_name"], stream["width"], stream["height"]) == ("h264", 320, 256)
 
 
+def test_streamfuse_probe_describes_the_stream_in_words(capsys):
+    """Its report printed Python's None for what a live stream has not: 'frames: None', 'frames from: None'."""
+    from streamfuse.cli import main
+
+    with serving(rtsp_config(size=(320, 256))) as pipeline:
+        assert main(["probe", pipeline.sinks[0].url, "--frames", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "kind: stream" in out and "resolution: 320x256" in out
+    assert "frames: unknown (a live stream)" in out and ": None" not in out and "frames from" not in out
+
+
 def test_basic_authentication():
     config = rtsp_config(rtsp={"user": "operator", "password": "s3cret-pass"})
     with serving(config) as pipeline:
