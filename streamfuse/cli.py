@@ -183,9 +183,11 @@ def _medical_slots(ir: str, vis: str, task: str) -> tuple[str, str]:
                              for path, flag, kind in ((ir, "--ir", kinds[0]), (vis, "--vis", kinds[1])))
     if task == "mri_ct":
         if ir_colour or vis_colour:
+            what = ("the output keeps the --vis image's colour" if vis_colour else
+                    "the --ir image's colour is not kept: the output is gray, as the --vis CT")
             log.warning("--task mri_ct: %s has images in colour, but MRI and CT are gray; their luminance is fused "
-                        "by the CT rule and the --vis image's colour carried over (a PET or SPECT image? then "
-                        "--task mri_pet or mri_spect fuses it as one)", ir if ir_colour else vis)
+                        "by the CT rule and %s (a PET or SPECT image? then --task mri_pet or mri_spect fuses it as "
+                        "one)", ir if ir_colour else vis, what)
         return ir, vis
     if ir_colour and not vis_colour:
         log.info("--task %s: the colour image (%s, given as --ir) is the functional one; it is fused in the "

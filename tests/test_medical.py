@@ -101,8 +101,13 @@ def test_the_functional_folder_is_found_past_gray_slices_and_colour_is_flagged_f
     assert main(["fuse", "--task", "mri_ct", "--ir", str(tmp_path / "mri"), "--vis", str(tmp_path / "pet"),
                  "-o", str(tmp_path / "ct"), "--fuser", "classical", "--no-progress"]) == 0
     assert f"--task mri_ct: {tmp_path / 'pet'} has images in colour" in caplog.text
-    assert "the --vis image's colour carried over" in caplog.text  # as the output shows (it said "fused as gray")
+    assert "the output keeps the --vis image's colour" in caplog.text  # as the output shows (it said "fused as gray")
     assert has_colour(cv2.imread(str(tmp_path / "ct" / "b.png")))
+    # the colour image given as --ir: its colour is not kept (the warning said the gray --vis image's was)
+    assert main(["fuse", "--task", "mri_ct", "--ir", str(tmp_path / "pet"), "--vis", str(tmp_path / "mri"),
+                 "-o", str(tmp_path / "ct_swapped"), "--fuser", "classical", "--no-progress"]) == 0
+    assert "the --ir image's colour is not kept: the output is gray" in caplog.text
+    assert not has_colour(cv2.imread(str(tmp_path / "ct_swapped" / "b.png")))
 
 
 def test_task_and_prompt_are_exclusive(tmp_path, capsys):
