@@ -992,10 +992,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
                                                  progress=not args.no_progress and sys.stderr.isatty())
     for problem in problems + pair_problems + [f"{r.name}: {p}" for r in results for p in r.skipped]:
         log.warning("skipped %s", problem)
+    folders = dict(zip(evaluation.folder_labels(args.fused or []), args.fused or [], strict=True))
     for result in results:
         if not result.rows:
             why = f" (first problem: {result.skipped[0]})" if result.skipped else ""
-            raise StreamfuseError(f"eval: no image pair could be scored for {result.name}{why}")
+            raise StreamfuseError(f"eval: no image pair could be scored for {result.name}{why}"
+                                  + _named_after_ir(folders.get(result.name), pairs))
     results, left_out = evaluation.on_common_images(results)
     if left_out:
         log.warning("ranked on the %d image(s) every method scored; left out: %s",
@@ -1011,6 +1013,19 @@ def cmd_eval(args: argparse.Namespace) -> int:
             evaluation.write_csv(handle, results, names, module.BETTER)
         print(f"wrote {args.csv}")
     return 0
+
+
+def _named_after_ir(folder: str | None, pairs: list) -> str:
+    """A hint when a fused folder's files are named like the --ir images, not the --vis ones: fuse names its outputs
+    after the image in the visible slot, and --task puts the functional image there whichever flag named it."""
+    if folder is None:
+        return ""
+    fused = {stem_of(path) for path in list_images(folder)}
+    if fused & {stem for stem, _, _ in pairs} or not fused & {stem_of(ir) for _, ir, _ in pairs}:
+        return ""
+    return ("; its images are named like the --ir images: fuse names each output after the image it fused in the "
+            "visible slot (with --task, the CT, PET or SPECT image, whichever flag named it), so give eval that "
+            "image's folder as --vis and the MRI as --ir")
 
 
 # -------------------------------------------------------------------------------------------- train

@@ -110,6 +110,26 @@ def test_the_functional_folder_is_found_past_gray_slices_and_colour_is_flagged_f
     assert not has_colour(cv2.imread(str(tmp_path / "ct_swapped" / "b.png")))
 
 
+def test_eval_of_a_swapped_task_says_how_to_name_the_slots(tmp_path, capsys):
+    """fuse --task names its outputs after the functional image, whichever flag named it; eval given the same
+    flags found no fused image for any pair and said only that."""
+    mri, _, pet = head_phantom()
+    for folder in ("mri", "pet"):
+        (tmp_path / folder).mkdir()
+    for index in range(2):
+        cv2.imwrite(str(tmp_path / "mri" / f"mri_{index}.png"), mri)
+        cv2.imwrite(str(tmp_path / "pet" / f"pet_{index}.png"), pet)
+    flags = ["--ir", str(tmp_path / "pet"), "--vis", str(tmp_path / "mri"), "--pair-by", "order"]
+    assert main(["fuse", "--task", "mri_pet", *flags, "-o", str(tmp_path / "out"), "--fuser", "classical",
+                 "--no-progress"]) == 0
+    assert sorted(path.name for path in (tmp_path / "out").iterdir()) == ["pet_0.png", "pet_1.png"]
+    capsys.readouterr()
+    assert main(["eval", *flags, "--fused", str(tmp_path / "out"), "--convention", "cddfuse", "--no-progress"]) == 1
+    assert "its images are named like the --ir images" in capsys.readouterr().err
+    swapped = ["--ir", str(tmp_path / "mri"), "--vis", str(tmp_path / "pet"), "--pair-by", "order"]
+    assert main(["eval", *swapped, "--fused", str(tmp_path / "out"), "--convention", "cddfuse", "--no-progress"]) == 0
+
+
 def test_task_and_prompt_are_exclusive(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["fuse", "--ir", "a", "--vis", "b", "-o", str(tmp_path), "--task", "mri_ct", "--prompt", "x"])
