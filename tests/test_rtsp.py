@@ -155,6 +155,9 @@ def test_protocol_answers_sdp_udp_refusal_and_unknown_paths():
             status, headers, sdp = rtsp_exchange(sock, reader, f"DESCRIBE {sink.url} RTSP/1.0\r\nCSeq: 3\r\n\r\n")
             assert status == "RTSP/1.0 200 OK" and headers["content-type"] == "application/sdp"
             assert b"a=rtpmap:96 H264/90000" in sdp and b"sprop-parameter-sets=" in sdp
+            # PLAY before SETUP was answered 200 OK with a new session and the stream (RFC 2326: 455)
+            status, _, _ = rtsp_exchange(sock, reader, f"PLAY {sink.url} RTSP/1.0\r\nCSeq: 4\r\nSession: 1234\r\n\r\n")
+            assert status == "RTSP/1.0 455 Method Not Valid in This State"
             status, _, _ = rtsp_exchange(sock, reader, f"SETUP {sink.url}/track1 RTSP/1.0\r\nCSeq: 4\r\n"
                                                "Transport: RTP/AVP;unicast;client_port=5000-5001\r\n\r\n")
             assert status == "RTSP/1.0 461 Unsupported Transport"
@@ -162,6 +165,8 @@ def test_protocol_answers_sdp_udp_refusal_and_unknown_paths():
                                                      "Transport: RTP/AVP/TCP;unicast;interleaved=0-1\r\n\r\n")
             assert status == "RTSP/1.0 200 OK" and "interleaved=0-1" in headers["transport"]
             session = headers["session"].split(";")[0]
+            status, _, _ = rtsp_exchange(sock, reader, f"PLAY {sink.url} RTSP/1.0\r\nCSeq: 6\r\nSession: 1234\r\n\r\n")
+            assert status == "RTSP/1.0 454 Session Not Found"
             status, _, _ = rtsp_exchange(sock, reader, f"PLAY {sink.url} RTSP/1.0\r\nCSeq: 6\r\n"
                                                        f"Session: {session}\r\n\r\n")
             assert status == "RTSP/1.0 200 OK"
@@ -169,6 +174,9 @@ def test_protocol_answers_sdp_udp_refusal_and_unknown_paths():
             packet = reader.read(length)
             assert (magic, channel) == (b"$", 0) and packet[0] == 0x80 and packet[1] & 0x7F == 96
             assert packet[12] & 0x1F in (7, 6, 5, NAL_FU_A)  # the client starts at a keyframe (SPS, SEI or IDR)
+        with socket.create_connection(("127.0.0.1", sink.port), timeout=10) as sock, sock.makefile("rb") as reader:
+            status, _, _ = rtsp_exchange(sock, reader, "HELLO\r\n\r\n")  # closed without a word before
+            assert status == "RTSP/1.0 400 Bad Request"
 
 
 def depacketize(packets: list[bytes]) -> list[bytes]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import collections
+import contextlib
 import hmac
 import logging
 import os
@@ -153,6 +154,8 @@ class _Client:
     session: str = field(default_factory=lambda: os.urandom(8).hex())
     channel: int = 0
     seq: int = field(default_factory=lambda: int.from_bytes(os.urandom(2), "big"))
+    set_up: bool = False
+    """The client has sent SETUP (PLAY before it is refused)."""
     playing: bool = False
     needs_keyframe: bool = True
     backlog: collections.deque = field(default_factory=collections.deque)
@@ -386,7 +389,11 @@ class RtspSink(Sink):
                     break
                 if not self._answer(client, *request):
                     break
-        except (OSError, ValueError) as exc:
+        except ValueError as exc:  # not RTSP, or over the size limit: say so before closing
+            log.debug("%s: client %s: %s", self.describe(), client.address, exc)
+            with contextlib.suppress(OSError):
+                self._reply(client, "0", "400 Bad Request")
+        except OSError as exc:
             log.debug("%s: client %s: %s", self.describe(), client.address, exc)
         finally:
             reader.close()
@@ -418,8 +425,13 @@ class RtspSink(Sink):
                 return True
             channels = _interleaved(transport)
             client.channel = channels[0]
+            client.set_up = True
             self._reply(client, cseq, "200 OK", Session=f"{client.session};timeout={SESSION_TIMEOUT_S}",
                         Transport=f"RTP/AVP/TCP;unicast;interleaved={channels[0]}-{channels[1]};ssrc={self.ssrc:08X}")
+        elif method == "PLAY" and not client.set_up:
+            self._reply(client, cseq, "455 Method Not Valid in This State")  # RFC 2326: SETUP first
+        elif method == "PLAY" and headers.get("session", client.session).split(";")[0] != client.session:
+            self._reply(client, cseq, "454 Session Not Found")
         elif method == "PLAY":
             starts = not client.playing
             if starts:
