@@ -260,9 +260,10 @@ def request(endpoint: str, message: dict[str, Any], *, timeout_s: float = 5.0, c
             change = " the request may still be carried out (check with 'streamfuse prompt get');" \
                 if message.get("cmd") == "set_prompt" else ""
             raise StreamfuseError(f"--control {endpoint}: no reply within {timeout_s:g} s;{change} a pipeline still "
-                                  "loading its text encoder answers late (raise --timeout); otherwise, is a pipeline "
-                                  "running with control.enabled: true at that endpoint (and, if it uses CURVE, is "
-                                  "this client's public key in its authorized_keys)?")
+                                  "loading its text encoder answers late (raise --timeout), and one that is stopping "
+                                  "does not answer; otherwise, is a pipeline running with control.enabled: true at "
+                                  "that endpoint (and, if it uses CURVE, is this client's public key in its "
+                                  "authorized_keys)?")
         return json.loads(socket.recv())
     except zmq.ZMQError as exc:
         raise StreamfuseError(f"--control {endpoint}: {exc.strerror}") from None
