@@ -723,9 +723,13 @@ class ViewConfig:
     jpeg_quality: int = 80
     max_requests_per_s: float = 5.0
     """Prompt changes from the page beyond this rate get an error reply without being executed."""
+    max_viewers: int = 16
+    """Picture streams served at once (each holds a thread); a further one is answered 503."""
 
     def _check(self, path: str) -> None:
         check_port(self.port, f"{path}.port")
+        if self.max_viewers < 1:
+            raise ConfigError(f"{path}.max_viewers: must be at least 1, got {self.max_viewers}")
         if not 1 <= self.jpeg_quality <= 100:
             raise ConfigError(f"{path}.jpeg_quality: must be between 1 and 100, got {self.jpeg_quality}")
         _positive(self.max_requests_per_s, f"{path}.max_requests_per_s")

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 
 import cv2
@@ -173,6 +174,28 @@ def test_streams_encode_each_frame_once_whatever_the_number_of_viewers():
     assert 20 <= encoded["fused"] <= fused and 20 <= encoded["ir"] <= fused and 20 <= encoded["vis"] <= fused
     fused_indexes = [{int(h["x-index"]) for h, _ in parts} for parts in received[:4]]
     assert len(set.intersection(*fused_indexes)) >= 10  # the same frames reached all four
+
+
+def test_streams_beyond_max_viewers_are_answered_503():
+    """Each stream holds a thread, and there was no limit: 100 viewers, 100 threads."""
+    (publish,) = free_ports(1)
+    config = view_config(publish)
+    config["view"]["max_viewers"] = 2
+    with running(config) as pipeline:
+        url = f"{pipeline.view.url}/stream/fused.mjpg?token={TOKEN}"
+        responses = [urllib.request.urlopen(url, timeout=10) for _ in range(2)]
+        try:
+            wait_until(lambda: pipeline.view.viewers == 2, 5, "two viewers counted")
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                urllib.request.urlopen(url, timeout=10)
+            assert refused.value.code == 503 and "view.max_viewers" in refused.value.read().decode()
+            assert pipeline.view.viewers == 2
+        finally:
+            responses[0].close()
+        wait_until(lambda: pipeline.view.viewers == 1, 40, "a viewer counted out")
+        with urllib.request.urlopen(url, timeout=10) as again:  # room again
+            assert again.status == 200
+        responses[1].close()
 
 
 def test_snapshot_is_the_fused_frame_lossless():

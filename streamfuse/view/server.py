@@ -50,7 +50,7 @@ class ViewServer:
     """Serves the web view of a running pipeline on its own threads.
 
     Args:
-        config: The ``view`` section (bind, port, token, JPEG quality, rate limit).
+        config: The ``view`` section (bind, port, token, JPEG quality, rate limit, streams at once).
         board: Where the pipeline publishes its newest fused frame.
         handler: Checks and executes control requests (the same path as the control socket).
         status: Returns the JSON served at ``/api/status``.
@@ -62,6 +62,7 @@ class ViewServer:
         self.handler = handler
         self.status = status
         self.viewers = 0
+        self.max_viewers = config.max_viewers
         self._token = config.token
         self._viewers_lock = threading.Lock()
         self._page = resources.files("streamfuse.view").joinpath("page.html").read_bytes()
@@ -139,13 +140,20 @@ class ViewServer:
 
     def _stream(self, request: BaseHTTPRequestHandler, kind: str) -> None:
         request.close_connection = True
+        with self._viewers_lock:
+            full = self.viewers >= self.max_viewers
+            self.viewers += 0 if full else 1
+        if full:
+            log.warning("view: a stream refused: view.max_viewers (%d) are being served", self.max_viewers)
+            respond(request, 503, json.dumps({"error": f"{self.max_viewers} streams are being served "
+                                                       "(view.max_viewers); close one, or raise the limit"}).encode(),
+                    "application/json", Retry_After="5")
+            return
         request.send_response(200)
         request.send_header("Content-Type", f"multipart/x-mixed-replace; boundary={BOUNDARY}")
         request.send_header("Cache-Control", "no-store")
         request.send_header("Connection", "close")
         request.end_headers()
-        with self._viewers_lock:
-            self.viewers += 1
         try:
             shown = -1
             while (frame := self.board.wait_newer(shown, NO_FRAME_TIMEOUT_S)) is not None:
