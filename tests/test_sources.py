@@ -403,3 +403,37 @@ def test_an_mpeg_ts_cut_before_a_keyframe_keeps_its_frames_times(tmp_path, caplo
     assert times[0] >= 0.15 and np.allclose(np.diff(times), 0.1)
     assert "before its first decodable frame: it was cut mid-stream" in caplog.text
     assert source.reached_end and source.frames_short == 0
+
+
+@pytest.mark.parametrize("scheme", ["http", "rtsp"])
+def test_a_server_that_accepts_but_never_answers_is_said_to_time_out(scheme):
+    """FFmpeg's words for the timeout were 'Immediate exit requested' (HTTP) or 'Invalid data found when processing
+    input' (RTSP)."""
+    import socket
+    import threading
+
+    from streamfuse.errors import TransientSourceError
+    from streamfuse.sources.video import open_container
+
+    server = socket.create_server(("127.0.0.1", 0))
+    held, stop = [], threading.Event()
+
+    def accept() -> None:
+        server.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                held.append(server.accept()[0])
+            except OSError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        with pytest.raises(TransientSourceError, match=r"cannot open video \(no answer within 1 s\)"):
+            open_container(f"{scheme}://127.0.0.1:{server.getsockname()[1]}/camera", timeout=(1.0, 1.0))
+    finally:
+        stop.set()
+        thread.join()
+        for connection in held:
+            connection.close()
+        server.close()

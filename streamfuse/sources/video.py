@@ -73,10 +73,16 @@ def open_container(uri: str, timeout: tuple[float, float] = NETWORK_TIMEOUT_S) -
     options = {}
     if uri.startswith("rtsp"):
         options = {"rtsp_transport": "tcp", "analyzeduration": "1000000", "probesize": "500000"}
+    opening = time.monotonic()
     try:
         container = av.open(uri, options=options, timeout=timeout if is_url(uri) else None)
     except av.error.FFmpegError as exc:
-        message = f"{shown}: cannot open video ({exc.strerror or exc})"
+        reason = exc.strerror or str(exc)
+        limit = timeout[0] if isinstance(timeout, tuple) else timeout
+        if is_url(uri) and time.monotonic() - opening >= 0.9 * limit:  # the timeout interrupted FFmpeg, whose
+            reason = f"no answer within {limit:g} s"  # words for that are 'Immediate exit requested' or 'Invalid data'
+
+        message = f"{shown}: cannot open video ({reason})"
         if is_url(uri) and isinstance(exc, av.error.HTTPNotFoundError):
             raise StreamNotFoundError(message) from None
         if is_url(uri) and not isinstance(exc, _CONFIGURATION_ERRORS):
