@@ -185,6 +185,7 @@ class PairingStage:
         if spread_s and earlier.queue.policy == "drop_oldest":
             earlier.queue.maxsize += math.ceil(spread_s * (earlier.nominal_fps or ASSUMED_LIVE_FPS) - SAME_TIME_S)
         self._paired_once = False
+        self._output_size = output.maxsize
         self._last_paired: dict[str, int] = {}
         self._lost_names: list[str] = []
 
@@ -251,10 +252,21 @@ class PairingStage:
 
     def _put(self, pair: FramePair) -> bool:
         """Queue a pair for fusion (False: the output stopped accepting pairs); counts the pairs it dropped."""
+        self._fit_output_to_rates()
         accepted = self.output.put(pair)
         if self.output.dropped:
             self.stats.set_counter("drops.pairs", self.output.dropped)
         return accepted
+
+    def _fit_output_to_rates(self) -> None:
+        """Make room in a live output for the pairs released together when the secondary camera is the slower one:
+        primary frames wait for the secondary frame after them, then go at once (a 15 fps visible camera beside a
+        5 fps thermal one: three at a time; the one-slot queue kept the last, two thirds of the pairs dropped)."""
+        if self.output.policy != "drop_oldest":
+            return
+        primary, secondary = self.primary.nominal_fps, self.secondary.nominal_fps
+        together = math.ceil(primary / secondary - SAME_TIME_S) if primary and secondary else 1
+        self.output.maxsize = max(self._output_size, together)
 
     def _register(self, primary: Frame, match: Match, t0: float) -> FramePair:
         """The registered pair of a match (``t0``: when matching began)."""
