@@ -257,10 +257,28 @@ def test_a_foreground_fleet_stopped_by_sigterm_exits_143(tmp_path):
                                env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"})
     wait_until(lambda: (tmp_path / "a.mp4").exists() and (tmp_path / "a.mp4").stat().st_size > 2000, 120,
                "the pair to record")
+    # An edit no node can hold is refused before anything stops (it waited 60 s for a placement, with the pair
+    # already stopped: the fleet was left empty), and said in words, not as a Ray traceback.
+    original = path.read_text()
+    edited = yaml.safe_load(original)
+    edited["groups"][0]["cpus_per_pair"] = 4
+    path.write_text(yaml.safe_dump(edited))
+    time.sleep(4)
+    # The file gone for a while (an editor or a ConfigMap update replacing it): a FileNotFoundError traceback ended
+    # the command, leaving the recording unfinished.
+    path.unlink()
+    time.sleep(2.5)
+    path.write_text(original)
+    recorded = (tmp_path / "a.mp4").stat().st_size
+    wait_until(lambda: (tmp_path / "a.mp4").stat().st_size > recorded, 30, "the pair still recording")
     process.send_signal(signal.SIGTERM)
     _, stderr = process.communicate(timeout=90)
-    assert process.returncode == 143, stderr.decode()[-2000:]
-    assert "Traceback" not in stderr.decode()
+    log = stderr.decode()
+    assert process.returncode == 143, log[-2000:]
+    assert "Traceback" not in log, log[-3000:]
+    refused = next(line for line in log.splitlines() if "fleet file not applied" in line)
+    assert "(the running fleet is unchanged): groups.cpu: no node can hold" in refused and "ray::" not in refused
+    assert "is gone; the fleet runs on as applied" in log
     images, _ = read_video(tmp_path / "a.mp4")
     assert len(images) > 5
 

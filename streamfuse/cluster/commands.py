@@ -27,7 +27,7 @@ def _connect(args: argparse.Namespace) -> None:
 
 
 def cmd_cluster_fuse(args: argparse.Namespace) -> int:
-    """Fuse an archive of recording pairs; 0 when nothing failed, 1 over the error budget, 130 interrupted."""
+    """Fuse an archive of recording pairs; 0 when nothing failed, 1 over the error budget, 130 or 143 interrupted."""
     from streamfuse.cluster.archive import ArchiveJob, find_recordings, job_summary_lines
 
     ignored = sorted({key for override in args.set or []
@@ -66,7 +66,18 @@ def cmd_cluster_fuse(args: argparse.Namespace) -> int:
         raise StreamfuseError(f"{len(summary.failed)} recording(s) or segment(s) failed, more than --max-errors "
                               f"{args.max_errors}; see {job.manifest.path} (a rerun retries them and skips what is "
                               "done)")
-    return 130 if interrupted else 0
+    return 128 + interrupted[0] if interrupted else 0  # 130 after Ctrl-C, 143 after SIGTERM
+
+
+def _apply(ray, fleet_controller, fleet) -> dict:
+    """Apply ``fleet`` through the controller; its refusal as the StreamfuseError it is (Ray wraps it in a task
+    error whose text is a traceback with colour codes)."""
+    try:
+        return ray.get(fleet_controller.apply.remote(fleet))
+    except ray.exceptions.RayTaskError as exc:
+        if isinstance(exc.cause, StreamfuseError):
+            raise exc.cause from None
+        raise
 
 
 def cmd_cluster_run(args: argparse.Namespace) -> int:
@@ -84,7 +95,7 @@ def cmd_cluster_run(args: argparse.Namespace) -> int:
     _connect(args)
     ray = require_ray()
     fleet_controller = controller(detached=args.detach)
-    log.info("fleet %s: %s", args.fleet, ray.get(fleet_controller.apply.remote(fleet)))
+    log.info("fleet %s: %s", args.fleet, _apply(ray, fleet_controller, fleet))
     if args.detach:
         log.info("deployed; 'streamfuse cluster status' shows its health, 'streamfuse cluster stop' ends it")
         return 0
@@ -95,17 +106,25 @@ def cmd_cluster_run(args: argparse.Namespace) -> int:
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     path = Path(args.fleet)
-    seen = path.stat().st_mtime
+    seen: float | None = path.stat().st_mtime
     next_report = time.monotonic() + args.health_every
     try:
         while not stopped_by:
             time.sleep(1.0)
             if stopped_by:
                 break
-            if path.stat().st_mtime != seen:
-                seen = path.stat().st_mtime
+            try:
+                changed = path.stat().st_mtime
+            except FileNotFoundError:  # an editor, git or a ConfigMap update replacing it: wait for it
+                if seen is not None:
+                    log.warning("fleet file %s is gone; the fleet runs on as applied, and the file is applied "
+                                "again when it is back", path)
+                seen = None
+                continue
+            if changed != seen:
+                seen = changed
                 try:
-                    log.info("fleet file changed: %s", ray.get(fleet_controller.apply.remote(load_fleet(path))))
+                    log.info("fleet file changed: %s", _apply(ray, fleet_controller, load_fleet(path)))
                 except StreamfuseError as exc:
                     log.error("fleet file not applied (the running fleet is unchanged): %s", exc)
             if time.monotonic() >= next_report:

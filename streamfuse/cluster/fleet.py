@@ -387,6 +387,13 @@ class _Pair:
     slot: int
 
 
+def _bundles(group: GroupConfig) -> list[dict[str, float]]:
+    """A group's placement bundles: its fusion actor's, then one per slot (all on one node: STRICT_PACK)."""
+    site = {f"site_{group.site}": 0.001} if group.site else {}
+    fusion_bundle = {"CPU": 1.0, **({"GPU": group.gpu} if group.gpu else {}), **site}
+    return [fusion_bundle] + [{"CPU": group.cpus_per_pair, **site} for _ in range(group.slots)]
+
+
 class FleetController:
     """Reconciles a fleet file with the live actors; answers health for the whole fleet.
 
@@ -407,6 +414,9 @@ class FleetController:
             self.max_restarts = fleet.config.max_restarts
             wanted_groups = {group.name: group for group in fleet.config.groups}
             wanted_pairs = {pair.name: pair for pair in fleet.config.pairs}
+            for name, group in wanted_groups.items():  # before anything stops: a group no node can hold
+                if name not in self.groups or self.groups[name].config != group:
+                    self._check_placeable(group)
             report: dict[str, list[str]] = {"started": [], "stopped": [], "restarted": [], "kept": []}
             changed = set()
             for name, pair in list(self.pairs.items()):
@@ -473,14 +483,28 @@ class FleetController:
         return report
 
     # ------------------------------------------------------------------------------------- internals
+    def _check_placeable(self, group: GroupConfig) -> None:
+        """Refuse a group that no live node could hold even when idle (it waited 60 s for a placement that could
+        never come, after the fleet's changed pairs had been stopped: an edit of the file emptied the fleet)."""
+        bundles = _bundles(group)
+        needed: dict[str, float] = {}
+        for bundle in bundles:
+            for resource, amount in bundle.items():
+                needed[resource] = needed.get(resource, 0.0) + amount
+        nodes = [node["Resources"] for node in self.ray.nodes() if node.get("Alive")]
+        if not any(all(node.get(resource, 0.0) >= amount for resource, amount in needed.items()) for node in nodes):
+            largest = max((node.get("CPU", 0.0) for node in nodes), default=0.0)
+            raise ConfigError(f"groups.{group.name}: no node can hold {bundles[0]} plus {group.slots} x {bundles[1]} "
+                              f"({needed.get('CPU', 0.0):g} CPUs on one node; the largest has {largest:g}"
+                              f"{', with the site resource' if group.site else ''}); lower slots, gpu or "
+                              "cpus_per_pair, or add nodes")
+
     def _add_group(self, group: GroupConfig) -> None:
         ray = self.ray
         from ray.util.placement_group import placement_group
         from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-        site = {f"site_{group.site}": 0.001} if group.site else {}
-        fusion_bundle = {"CPU": 1.0, **({"GPU": group.gpu} if group.gpu else {}), **site}
-        bundles = [fusion_bundle] + [{"CPU": group.cpus_per_pair, **site} for _ in range(group.slots)]
+        bundles = _bundles(group)
         placement = placement_group(bundles, strategy="STRICT_PACK", name=f"streamfuse-group-{group.name}")
         try:
             ray.get(placement.ready(), timeout=60)
