@@ -189,6 +189,22 @@ def test_cluster_fuse_command(tmp_path, ray_cluster, caplog):
     assert sorted(p.name for p in (tmp_path / "out" / "day").iterdir()) == ["day_00000.mp4", "day_00001.mp4"]
 
 
+def test_cluster_fuse_with_relative_paths_from_another_folder_than_the_clusters(tmp_path, ray_cluster, monkeypatch):
+    """The workers' working directory is the cluster's: 'archive/ir/day.mp4: no such video file (relative to the
+    working directory /)' for every recording of a job started from the archive's folder."""
+    write_recording(tmp_path / "archive", "day", frames=10)
+    monkeypatch.chdir(tmp_path)
+    assert main(["cluster", "fuse", "archive", "-o", "out", "--fuser", "classical", "--actors", "1"]) == 0
+    assert [p.name for p in (tmp_path / "out" / "day").iterdir()] == ["day_00000.mp4"]
+
+
+def test_fleet_paths_are_read_from_the_commands_working_directory(tmp_path, monkeypatch):
+    """A pair's relative sink path was resolved in its Ray worker: out/west.mp4 became /out/west.mp4."""
+    path = write_fleet(tmp_path, {"a": {"type": "video", "path": "out/a.mp4"}}, realtime=False, frames=5)
+    monkeypatch.chdir(tmp_path)
+    assert load_fleet(path).pipelines["a"].sinks[0].path == str(tmp_path / "out" / "a.mp4")
+
+
 def test_a_gpu_share_no_node_has_is_refused_instead_of_waiting_for_ever(tmp_path, ray_cluster, capsys):
     """Ray's autoscaler repeated 'No available node types can fulfill resource request' without end."""
     write_recording(tmp_path / "archive", "day", frames=4)

@@ -40,8 +40,9 @@ def cmd_cluster_fuse(args: argparse.Namespace) -> int:
         raise UsageError(f"-o {args.output}: inside the archive {args.source}; write the fused archive elsewhere")
     config = config_from_dict({"fusion": {"fuser": args.fuser}, "sinks": []}, args.set)
     FUSERS.find(config.fusion.fuser, key="fusion.fuser")  # here, not as tracebacks from every Ray worker
-    recordings = find_recordings(args.source)
-    job = ArchiveJob(recordings, args.output, config, segment_s=args.segment_s, actors=args.actors,
+    # Absolute: the segments are fused in Ray workers, whose working directory is the raylet's, not this one's
+    recordings = find_recordings(str(source))
+    job = ArchiveJob(recordings, str(output), config, segment_s=args.segment_s, actors=args.actors,
                      gpu_share=args.gpu_share, max_errors=args.max_errors, codec=args.codec)
     _connect(args)
     interrupted: list[int] = []  # not an Event: a handler that takes a lock can deadlock the thread it interrupts

@@ -145,10 +145,30 @@ def load_fleet(path: str | os.PathLike) -> Fleet:
     pipelines = {}
     for index, pair in enumerate(config.pairs):
         try:
-            pipelines[pair.name] = load_config(Path(path).parent / pair.config, pair.set)
+            pipelines[pair.name] = _with_absolute_paths(load_config(Path(path).parent / pair.config, pair.set))
         except ConfigError as exc:
             raise ConfigError(f"pairs.{index}.config ({pair.name}): {exc}") from None
     return Fleet(config, pipelines)
+
+
+def _with_absolute_paths(config: Config) -> Config:
+    """``config`` with its relative file paths made absolute from this command's working directory, as
+    ``streamfuse run`` reads them: a pair runs in a Ray worker, whose working directory is the raylet's
+    (``out/west.mp4`` was written to ``/out/west.mp4``)."""
+    from streamfuse.sources.video import is_url
+
+    def absolute(value):
+        if isinstance(value, str) and value and not is_url(value) and not Path(value).is_absolute():
+            return str(Path.cwd() / value)
+        return value
+
+    for section, names in (*((sink, ("path",)) for sink in config.sinks),
+                           *((source, ("path", "uri")) for source in (config.sources.ir, config.sources.vis)),
+                           (config.registration, ("calibration",)), (config.fusion, ("weights",))):
+        for name in names:
+            if hasattr(section, name):
+                setattr(section, name, absolute(getattr(section, name)))
+    return config
 
 
 # ---------------------------------------------------------------------------------------- fusion actor
