@@ -198,6 +198,17 @@ def test_cluster_fuse_with_relative_paths_from_another_folder_than_the_clusters(
     assert [p.name for p in (tmp_path / "out" / "day").iterdir()] == ["day_00000.mp4"]
 
 
+def test_more_actors_than_cpus_fuse_on_as_many_as_there_are(tmp_path, ray_cluster, caplog):
+    """Each worker holds a CPU: with --actors above the cluster's CPUs a segment went to a worker that was never
+    scheduled, and the job waited for ever (SIGTERM too)."""
+    write_recording(tmp_path / "archive", "day", frames=30)
+    caplog.set_level(logging.WARNING)
+    assert main(["cluster", "fuse", str(tmp_path / "archive"), "-o", str(tmp_path / "out"), "--fuser", "classical",
+                 "--segment-s", "1", "--actors", "5"]) == 0
+    assert "--actors 5: the cluster has 2 CPU(s), one per worker; fusing on 2" in caplog.text
+    assert len(list((tmp_path / "out" / "day").iterdir())) == 3
+
+
 def test_fleet_paths_are_read_from_the_commands_working_directory(tmp_path, monkeypatch):
     """A pair's relative sink path was resolved in its Ray worker: out/west.mp4 became /out/west.mp4."""
     path = write_fleet(tmp_path, {"a": {"type": "video", "path": "out/a.mp4"}}, realtime=False, frames=5)

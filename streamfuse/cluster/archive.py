@@ -495,7 +495,11 @@ class ArchiveJob:
 
     def _pool_shape(self, ray, segments: int) -> tuple[int, float]:
         resources = ray.cluster_resources()
-        actors = min(segments, self.actors or max(1, int(resources.get("CPU", 1))))
+        cpus = max(1, int(resources.get("CPU", 1)))
+        if self.actors is not None and self.actors > cpus:  # each holds a CPU: the others would never start, and the
+            log.warning("--actors %d: the cluster has %d CPU(s), one per worker; fusing on %d (a segment given to a "
+                        "worker that never starts waited for ever)", self.actors, cpus, cpus)  # job with them
+        actors = min(segments, min(self.actors or cpus, cpus))
         gpus = resources.get("GPU", 0)
         share = self.gpu_share if self.gpu_share is not None else (min(1.0, gpus / actors) if gpus else 0.0)
         most = max((node["Resources"].get("GPU", 0) for node in ray.nodes() if node.get("Alive")), default=0)
