@@ -209,6 +209,18 @@ def test_more_actors_than_cpus_fuse_on_as_many_as_there_are(tmp_path, ray_cluste
     assert len(list((tmp_path / "out" / "day").iterdir())) == 3
 
 
+def test_another_segment_length_into_the_same_output_is_refused(tmp_path, ray_cluster, capsys):
+    """--segment-s 1, then 10, into one -o: the new 0-3 s segment was written beside the old 1-2 s and 2-3 s ones,
+    which stayed as 'done' in the manifest: the footage twice."""
+    write_recording(tmp_path / "archive", "day", frames=30)
+    command = ["cluster", "fuse", str(tmp_path / "archive"), "-o", str(tmp_path / "out"), "--fuser", "classical"]
+    assert main([*command, "--segment-s", "1"]) == 0
+    before = sorted(p.name for p in (tmp_path / "out" / "day").iterdir())
+    assert main([*command, "--segment-s", "10"]) == 2
+    assert "holds 2 segment(s) of these recordings cut at other times" in capsys.readouterr().err
+    assert sorted(p.name for p in (tmp_path / "out" / "day").iterdir()) == before
+
+
 def test_fleet_paths_are_read_from_the_commands_working_directory(tmp_path, monkeypatch):
     """A pair's relative sink path was resolved in its Ray worker: out/west.mp4 became /out/west.mp4."""
     path = write_fleet(tmp_path, {"a": {"type": "video", "path": "out/a.mp4"}}, realtime=False, frames=5)

@@ -466,7 +466,9 @@ class ArchiveJob:
                 on_result(row)
 
         todo = []
-        for segment in self._plan(ray, record):
+        planned = self._plan(ray, record)
+        self._refuse_other_cuts(planned)
+        for segment in planned:
             if self.manifest.done(segment, self.settings):
                 summary.skipped += 1
             else:
@@ -492,6 +494,20 @@ class ArchiveJob:
                 record(_failed_recording_row(recording, error))
             segments += planned
         return segments
+
+    def _refuse_other_cuts(self, planned: list[Segment]) -> None:
+        """Refuse to fuse into an output that holds segments of these recordings cut at other times (``--segment-s``
+        changed): the new segments would cover the same footage again beside the old ones."""
+        keys = {segment.key for segment in planned}
+        recordings = {key.split("/")[0] for key in keys}
+        other = [row for key, row in self.manifest.rows.items() if key not in keys and key.split("/")[0] in recordings
+                 and row.get("status") == "done" and Path(row.get("output", "")).is_file()]
+        if other:
+            example = other[0]
+            raise UsageError(f"-o {self.output_dir}: holds {len(other)} segment(s) of these recordings cut at other "
+                             f"times (e.g. {example['output']}, {example['start_s']}-{example['end_s']} s: another "
+                             "--segment-s?); the new ones would cover the same footage again: fuse into another -o, "
+                             "or use the --segment-s they were made with")
 
     def _pool_shape(self, ray, segments: int) -> tuple[int, float]:
         resources = ray.cluster_resources()
