@@ -254,6 +254,10 @@ def test_an_address_nothing_answers_at_is_one_error_at_once():
     run = subprocess.run([sys.executable, "-m", "streamfuse", "cluster", "status", "--address", "127.0.0.1:1"],
                          capture_output=True, text=True, timeout=60, env=python_env())
     assert run.returncode == 1 and "--address 127.0.0.1:1: nothing answers there" in run.stderr, run.stderr
+    run = subprocess.run([sys.executable, "-m", "streamfuse", "cluster", "status", "--address", "garbage"],
+                         capture_output=True, text=True, timeout=60, env=python_env())  # Ray's ValueError traceback
+    assert run.returncode == 1 and "--address garbage: not a Ray address" in run.stderr, run.stderr
+    assert "Traceback" not in run.stderr
 
 
 @pytest.mark.parametrize("cpus", ["0", "-1"])  # 0 waited forever for a CPU, -1 was Ray's traceback

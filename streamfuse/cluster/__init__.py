@@ -39,6 +39,10 @@ def connect(address: str | None, *, num_cpus: int | None = None) -> None:
     except ConnectionError as exc:
         raise StreamfuseError(f"--address {address}: cannot reach a Ray cluster ({exc}); start one with "
                               "'ray start --head' or omit --address for a local one") from None
+    except ValueError as exc:  # 'garbage', a host without a port: Ray's 'Invalid address format' traceback
+        raise StreamfuseError(f"--address {address}: not a Ray address ({exc}); give HOST:PORT of the head node "
+                              "(its GCS port, 6379 unless 'ray start --port' set another), ray://HOST:PORT, or "
+                              "auto") from None
 
 
 #: How long joining a cluster waits for its address to answer before it says it cannot.
