@@ -430,6 +430,28 @@ def test_controller_reconciles_without_touching_unchanged_pairs(tmp_path, ray_cl
         ray.kill(fleet_controller)
 
 
+def test_a_pair_whose_pipeline_cannot_be_built_is_failed_with_why(tmp_path, ray_cluster):
+    """It showed as {'status': 'unreachable', 'error': 'ActorDiedError'} for ever: nothing said the file was
+    missing, and 'unreachable' is documented as not answering within 2 s."""
+    path = write_fleet(tmp_path, {"a": {"type": "video", "path": str(tmp_path / "a.mkv"), "codec": "ffv1"}},
+                       realtime=False, frames=5)
+    fleet = yaml.safe_load(path.read_text())
+    fleet["pairs"][0]["set"] = [f"sources.vis={{type: video, uri: {tmp_path / 'nosuch.mp4'}}}"]
+    path.write_text(yaml.safe_dump(fleet))
+    fleet_controller = controller()
+    try:
+        ray.get(fleet_controller.apply.remote(load_fleet(path)))
+        wait_until(lambda: ray.get(fleet_controller.health.remote())["pairs"]["a"]["status"] == "failed", 60,
+                   "the pair reported failed")
+        health = ray.get(fleet_controller.health.remote())
+        error = health["pairs"]["a"]["error"]
+        assert error.startswith("SourceError: ") and "nosuch.mp4" in error, error
+        assert health["status"] == "failed"
+    finally:
+        ray.get(fleet_controller.shutdown.remote())
+        ray.kill(fleet_controller)
+
+
 def test_two_pairs_share_a_batching_fusion_actor(tmp_path, ray_cluster):
     sinks = {name: {"type": "video", "path": str(tmp_path / f"{name}.mkv"), "codec": "ffv1"} for name in ("a", "b")}
     path = write_fleet(tmp_path, sinks, realtime=False, frames=40)

@@ -26,6 +26,7 @@ the controller restarts). The other pairs and the fusion actor are not touched.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import itertools
@@ -196,6 +197,7 @@ class FusionActor:
 
     def __init__(self, group: GroupConfig) -> None:
         self.fusion = dataclasses.replace(group.fusion, max_batch=group.batch)
+        self.failures: dict[str, str] = {}
         self.batch = group.batch
         self.wait_s = group.wait_ms / 1000
         self._fusers: dict[str, Fuser] = {}
@@ -234,6 +236,14 @@ class FusionActor:
             self.release(pair)
         if self._worker is not None:
             self._worker.close()
+
+    def note_failure(self, pair: str, error: str) -> None:
+        """Keep why camera pair ``pair`` failed (its actor's process ends with it; the fleet's health shows it)."""
+        self.failures[pair] = error
+
+    def failure(self, pair: str) -> str | None:
+        """Why camera pair ``pair`` last failed, if it did."""
+        return self.failures.get(pair)
 
     def stats(self) -> dict:
         """Batches fused so far by size, and the mean batch size."""
@@ -359,7 +369,12 @@ class PairActor:
         with warnings.catch_warnings():  # Ray 2.60 reads its own deprecated actor_id property in this call
             warnings.simplefilter("ignore", DeprecationWarning)
             self.restarted = ray.get_runtime_context().was_current_actor_reconstructed
-        self.pipeline = Pipeline(continued_outputs(config), fuser=RemoteFuser(fusion_actor, name, in_flight))
+        self._fusion_actor = fusion_actor
+        try:
+            self.pipeline = Pipeline(continued_outputs(config), fuser=RemoteFuser(fusion_actor, name, in_flight))
+        except StreamfuseError as exc:
+            self._note_failure(exc)
+            raise
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name=f"pair-{name}", daemon=True)
         self._thread.start()
@@ -370,7 +385,14 @@ class PairActor:
         except Exception as exc:
             if not self._stopping:
                 log.error("pair %s failed: %s; exiting so that Ray restarts it", self.name, exc)
+                self._note_failure(exc)
                 os._exit(1)
+
+    def _note_failure(self, error: Exception) -> None:
+        """Tell the group's fusion actor why this pair fails (its process ends: Ray then knows only that it died)."""
+        with contextlib.suppress(Exception):
+            require_ray().get(self._fusion_actor.note_failure.remote(self.name, f"{type(error).__name__}: {error}"),
+                              timeout=5)
 
     def health(self) -> dict:
         """The pipeline's health report, plus whether this actor is a restart and where it writes."""
@@ -405,6 +427,15 @@ class _Pair:
     pipeline: Config
     actor: object
     slot: int
+
+
+def _death_reason(error: Exception) -> str:
+    """Why a Ray actor died, in one line: the exception its creation or a call raised (Ray's text ends with it,
+    after a traceback), without the module path (``SourceError: sources.vis: ...: no such video file``)."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    last = lines[-1] if lines else type(error).__name__
+    kind, colon, message = last.partition(": ")
+    return f"{kind.rpartition('.')[2]}: {message}" if colon and " " not in kind else last
 
 
 def _bundles(group: GroupConfig) -> list[dict[str, float]]:
@@ -479,8 +510,8 @@ class FleetController:
                 self._remove_group(name)
 
     def health(self) -> dict:
-        """Per pair (its pipeline's report; ``unreachable`` while restarting) and per group (batch statistics);
-        ``status`` is the worst of the pairs'."""
+        """Per pair (its pipeline's report; ``unreachable`` while restarting, ``failed`` with why once it died for
+        good) and per group (batch statistics); ``status`` is the worst of the pairs'."""
         ray = self.ray
         pairs, groups = dict(self.pairs), dict(self.groups)
         calls = {name: pair.actor.health.remote() for name, pair in pairs.items()}
@@ -489,8 +520,12 @@ class FleetController:
         for name, ref in calls.items():
             try:
                 report["pairs"][name] = ray.get(ref, timeout=HEALTH_TIMEOUT_S)
-            except (ray.exceptions.RayError, TimeoutError) as exc:
-                report["pairs"][name] = {"status": "unreachable", "error": f"{type(exc).__name__}"}
+            except ray.exceptions.ActorDiedError as exc:  # for good: its restarts spent, or its pipeline not built
+                report["pairs"][name] = {"status": "failed", "error": self._failure(pairs[name]) or _death_reason(exc)}
+            except (ray.exceptions.RayError, TimeoutError) as exc:  # restarting (the failure it told, if any)
+                failure = self._failure(pairs[name])
+                report["pairs"][name] = {"status": "unreachable", "error": f"{type(exc).__name__}",
+                                         **({"last_failure": failure} if failure else {})}
             report["pairs"][name]["group"] = pairs[name].config.group
         for name, ref in stats.items():
             try:
@@ -503,6 +538,16 @@ class FleetController:
         return report
 
     # ------------------------------------------------------------------------------------- internals
+    def _failure(self, pair: _Pair) -> str | None:
+        """Why ``pair`` last failed, as it told its group's fusion actor (None: it did not say)."""
+        group = self.groups.get(pair.config.group)
+        if group is None:
+            return None
+        try:
+            return self.ray.get(group.fusion.failure.remote(pair.config.name), timeout=HEALTH_TIMEOUT_S)
+        except (self.ray.exceptions.RayError, TimeoutError):
+            return None
+
     def _check_placeable(self, group: GroupConfig) -> None:
         """Refuse a group that no live node could hold even when idle (it waited 60 s for a placement that could
         never come, after the fleet's changed pairs had been stopped: an edit of the file emptied the fleet)."""
