@@ -638,3 +638,19 @@ def test_a_file_at_the_largest_size_allowed_goes_on_in_a_new_file(tmp_path):
     files = sorted(tmp_path.glob("rec*.mp4"))
     assert len(files) == segments
     assert sum(len(read_video(path)[0]) for path in files) == 150 - lost
+
+
+def test_keyframes_come_every_two_seconds_of_the_frames_own_time(tmp_path):
+    """A live sink opens before the cameras state their rate and assumes 30 fps: the encoder's keyframe every 60
+    frames came every 4 s from a 15 fps camera, so a fragmented MP4 cut by a crash lost up to 4 s, not 2."""
+    from streamfuse.config import SyntheticConfig
+    from streamfuse.sources.synthetic import build_scene
+
+    scene = build_scene(SyntheticConfig(width=160, height=128))
+    with VideoWriter(tmp_path / "live.mp4", fps=30, codec="h264") as writer:
+        for index in range(90):  # 6 s at 15 fps
+            writer.write(scene.render_vis(index / 15), index / 15)
+    with av.open(str(tmp_path / "live.mp4")) as container:
+        keyframes = [round(float(frame.time), 2) for frame in container.decode(video=0)
+                     if frame.pict_type == av.video.frame.PictureType.I]
+    assert keyframes == [0.0, 2.0, 4.0]

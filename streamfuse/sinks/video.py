@@ -18,6 +18,7 @@ from pathlib import Path
 import av
 import cv2
 import numpy as np
+from av.video.frame import PictureType
 
 from streamfuse.config import OUTPUT_VIDEO_EXTENSIONS, VideoSinkConfig, codec_container_problem
 from streamfuse.errors import SinkError
@@ -271,6 +272,8 @@ class VideoWriter:
         self._stream = None
         self._first_timestamp: float | None = None
         self._last_pts = -1
+        self._keyframe_pts: int | None = None
+        """The pts (ms) of the last frame made a keyframe by time (:meth:`write`)."""
         self._size: tuple[int, int] | None = None
         self._first_size: tuple[int, int] | None = None  # of the first frame as given (before even-padding)
 
@@ -287,7 +290,7 @@ class VideoWriter:
             # Every frame in comes out at once, so a fragment is complete when its interval ends (x264
             # held 20-25 frames): zerolatency drops lookahead and B-frames, and slice threads replace
             # frame threads (FFmpeg's libx264 wrapper turns slice threads off unless told "SLICE").
-            stream.options = {"crf": str(self.crf), "preset": self.preset, "tune": "zerolatency"}
+            stream.options = {"crf": str(self.crf), "preset": self.preset, "tune": "zerolatency", "forced-idr": "1"}
             stream.thread_type = "SLICE"
             # A keyframe every 2 s: seeking stays quick, and a fragmented MP4 is flushed that often.
             stream.codec_context.gop_size = max(1, round(KEYFRAME_INTERVAL_S * self.fps))
@@ -316,6 +319,12 @@ class VideoWriter:
         video_frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="bgr24")
         video_frame.pts = pts
         video_frame.time_base = TIME_BASE
+        # A keyframe every KEYFRAME_INTERVAL_S by the frames' own times, not only every so many frames: a live
+        # camera's rate is not known when the sink opens (30 fps is assumed), and at 15 fps the encoder's count
+        # made one every 4 s, so a killed recorder lost up to 4 s of a fragmented MP4, not 2.
+        if self._keyframe_pts is None or pts - self._keyframe_pts >= KEYFRAME_INTERVAL_S * 1000:
+            video_frame.pict_type = PictureType.I
+            self._keyframe_pts = pts
         try:
             packets = self._stream.encode(video_frame)
         except (av.error.FFmpegError, ValueError) as exc:
