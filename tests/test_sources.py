@@ -7,7 +7,7 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import make_pair
+from conftest import make_pair, wait_until
 from media import write_png_mov, write_video
 from streamfuse.errors import SourceError
 from streamfuse.probe import probe
@@ -436,4 +436,43 @@ def test_a_server_that_accepts_but_never_answers_is_said_to_time_out(scheme):
         thread.join()
         for connection in held:
             connection.close()
+        server.close()
+
+
+def test_max_attempts_is_the_number_of_attempts_made(tmp_path):
+    """With max_attempts 2 the camera was tried three times, and the error said 'after 2 failed attempts'."""
+    import socket
+    import threading
+
+    from streamfuse.config import ReconnectConfig
+
+    server = socket.create_server(("127.0.0.1", 0))
+    attempts, stop = [], threading.Event()
+
+    def accept_and_close() -> None:
+        server.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                connection, _ = server.accept()
+            except OSError:
+                continue
+            attempts.append(time.monotonic())
+            connection.close()
+
+    thread = threading.Thread(target=accept_and_close, daemon=True)
+    thread.start()
+    reconnect = ReconnectConfig(enabled=True, max_attempts=2, backoff_initial_s=0.05, backoff_max_s=0.1)
+    source = VideoSource("ir", f"http://127.0.0.1:{server.getsockname()[1]}/camera",
+                         options=SourceOptions(reconnect=reconnect))
+    try:
+        source.start()
+        wait_until(lambda: source.error is not None, 30, "the source to give up")
+        time.sleep(0.3)
+        assert len(attempts) == 2
+        assert "gave up after 2 failed attempt(s) in a row" in str(source.error)
+        assert "reconnect.max_attempts" in str(source.error)
+    finally:
+        source.stop()
+        stop.set()
+        thread.join()
         server.close()

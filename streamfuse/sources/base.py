@@ -426,9 +426,10 @@ class Source(ThreadedStage):
             if self.state is SourceState.RUNNING and not self._stalled.is_set():  # a stall is counted by the watchdog
                 self._count_disconnect()
             failures += 1
-            if settings.max_attempts is not None and failures > settings.max_attempts:
-                raise SourceError(f"sources.{self.name}: {self.describe()} gave up after {settings.max_attempts} "
-                                  f"failed attempts (last: {reason})")
+            if settings.max_attempts is not None and failures >= settings.max_attempts:
+                raise SourceError(f"sources.{self.name}: {self.describe()} gave up after {failures} failed attempt(s) "
+                                  f"in a row (last: {reason}); check the camera (address, power, network), or raise "
+                                  f"sources.{self.name}.reconnect.max_attempts (null: retry for ever)")
             self._set_state(SourceState.STARTING if self.frames_read == 0 else SourceState.RECONNECTING, reason)
             self.stats.set_counter(f"disconnects.{self.name}", self.disconnects)
             delay = min(settings.backoff_max_s, settings.backoff_initial_s * 2 ** (failures - 1))
