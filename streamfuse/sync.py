@@ -314,7 +314,9 @@ class PairingStage:
         if survivor is not None and survivor.ended and not len(survivor.queue):
             # A file, folder or synthetic camera ended (its frames published alone or dropped): that ends
             # the run, as it does with both cameras up; waiting for the lost one kept the run going for ever.
-            log.info("input %s ended while camera %s is lost: the run ends", survivor.name, " and ".join(names))
+            how = "failed" if survivor.error is not None else "ended"  # (a configuration error: the failure says it)
+            where = "is still starting" if all(source.frames_read == 0 for source in lost) else "is lost"
+            log.info("input %s %s while camera %s %s: the run ends", survivor.name, how, " and ".join(names), where)
             return False
         if self.state == "paired" or names != self._lost_names:  # log every change of which cameras are down
             self.state = "passthrough" if alone else "pause"

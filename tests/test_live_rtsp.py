@@ -294,7 +294,7 @@ def test_credentials_never_reach_the_logs(tmp_path, cameras, caplog):
 
 
 @pytest.mark.parametrize(("ir_uri", "error"), [
-    ("rtspx://127.0.0.1:1/cam", "rtspx://127.0.0.1:1/cam: cannot open video"),
+    ("rtspx://127.0.0.1:1/cam", "sources.ir: rtspx://127.0.0.1:1/cam: cannot open video"),
     ("rtsp://127.0.0.1:{vis_port}/wrong", "sources.ir: .*/wrong: cannot open video .*404.* no stream at that path"),
 ])
 def test_a_configuration_error_fails_fast_instead_of_retrying(tmp_path, cameras, ir_uri, error):
@@ -309,6 +309,20 @@ def test_a_configuration_error_fails_fast_instead_of_retrying(tmp_path, cameras,
         pipeline.run(install_signal_handlers=False)
     assert time.monotonic() - started < 10
     assert pipeline.health()["sources"]["ir"]["state"] == "failed"
+
+
+def test_a_camera_failing_while_the_other_is_still_starting_is_said_so(tmp_path, caplog):
+    """'input ir ended while camera vis is lost' for a wrong URL at start, while the visible camera had never been
+    up (it was only still starting)."""
+    (silent,) = free_ports(1)
+    supervised = {"enabled": True, "open_timeout_s": 1.0, "grace_s": 1.0}
+    pipeline = Pipeline(config_from_dict({
+        "sources": {"ir": {"type": "video", "uri": "rtspx://127.0.0.1:1/cam", "reconnect": supervised},
+                    "vis": {"type": "video", "uri": f"rtsp://127.0.0.1:{silent}/cam", "reconnect": supervised}},
+        "fusion": {"fuser": "classical"}, "stats": {"log_every_s": 0}}))
+    with caplog.at_level(logging.INFO, logger="streamfuse"), pytest.raises(SourceError, match="sources.ir: rtspx"):
+        pipeline.run(install_signal_handlers=False)
+    assert "input ir failed while camera vis is still starting: the run ends" in caplog.text
 
 
 def test_a_404_from_a_camera_that_ran_before_is_retried(tmp_path, streaming):
