@@ -476,3 +476,12 @@ def test_max_attempts_is_the_number_of_attempts_made(tmp_path):
         stop.set()
         thread.join()
         server.close()
+
+
+def test_a_camera_host_name_that_does_not_resolve_is_said_so():
+    """FFmpeg said only 'Input/output error', and the supervised source retried it for ever in those words."""
+    from streamfuse.errors import TransientSourceError
+    from streamfuse.sources.video import open_container
+
+    with pytest.raises(TransientSourceError, match="the host name camera-typo.invalid does not resolve"):
+        open_container("rtsp://camera-typo.invalid:8554/stream1", timeout=(2.0, 2.0))

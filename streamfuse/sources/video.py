@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import socket
 import time
+import urllib.parse
 from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
@@ -81,6 +83,8 @@ def open_container(uri: str, timeout: tuple[float, float] = NETWORK_TIMEOUT_S) -
         limit = timeout[0] if isinstance(timeout, tuple) else timeout
         if is_url(uri) and time.monotonic() - opening >= 0.9 * limit:  # the timeout interrupted FFmpeg, whose
             reason = f"no answer within {limit:g} s"  # words for that are 'Immediate exit requested' or 'Invalid data'
+        elif is_url(uri) and (unresolved := _unresolved_host(uri)):  # FFmpeg said only 'Input/output error'
+            reason = unresolved
 
         message = f"{shown}: cannot open video ({reason})"
         if is_url(uri) and isinstance(exc, av.error.HTTPNotFoundError):
@@ -93,6 +97,18 @@ def open_container(uri: str, timeout: tuple[float, float] = NETWORK_TIMEOUT_S) -
         container.close()
         raise SourceError(f"{shown}: contains no video stream")
     return container
+
+
+def _unresolved_host(url: str) -> str | None:
+    """Why the host of ``url`` does not resolve (a typo, no DNS), or None when it does."""
+    host = urllib.parse.urlsplit(url).hostname
+    if not host:
+        return None
+    try:
+        socket.getaddrinfo(host, None)
+    except socket.gaierror as exc:
+        return f"the host name {host} does not resolve: {exc.strerror}; check its spelling and the DNS"
+    return None
 
 
 def nominal_rate(stream: av.video.stream.VideoStream) -> Fraction | None:
