@@ -1,6 +1,9 @@
 from __future__ import annotations
 
+import contextlib
 import logging
+import socket
+import threading
 import time
 
 import cv2
@@ -405,77 +408,64 @@ def test_an_mpeg_ts_cut_before_a_keyframe_keeps_its_frames_times(tmp_path, caplo
     assert source.reached_end and source.frames_short == 0
 
 
-@pytest.mark.parametrize("scheme", ["http", "rtsp"])
-def test_a_server_that_accepts_but_never_answers_is_said_to_time_out(scheme):
-    """FFmpeg's words for the timeout were 'Immediate exit requested' (HTTP) or 'Invalid data found when processing
-    input' (RTSP)."""
-    import socket
-    import threading
-
-    from streamfuse.errors import TransientSourceError
-    from streamfuse.sources.video import open_container
-
+@contextlib.contextmanager
+def camera_that_never_streams(*, hang_up: bool):
+    """A TCP server on a free loopback port that accepts every connection and then says nothing (``hang_up``:
+    closes it at once); yields the port and the list of connections it accepted."""
     server = socket.create_server(("127.0.0.1", 0))
-    held, stop = [], threading.Event()
+    server.settimeout(0.2)
+    accepted, stop = [], threading.Event()
 
     def accept() -> None:
-        server.settimeout(0.2)
-        while not stop.is_set():
-            try:
-                held.append(server.accept()[0])
-            except OSError:
-                continue
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    try:
-        with pytest.raises(TransientSourceError, match=r"cannot open video \(no answer within 1 s\)"):
-            open_container(f"{scheme}://127.0.0.1:{server.getsockname()[1]}/camera", timeout=(1.0, 1.0))
-    finally:
-        stop.set()
-        thread.join()
-        for connection in held:
-            connection.close()
-        server.close()
-
-
-def test_max_attempts_is_the_number_of_attempts_made(tmp_path):
-    """With max_attempts 2 the camera was tried three times, and the error said 'after 2 failed attempts'."""
-    import socket
-    import threading
-
-    from streamfuse.config import ReconnectConfig
-
-    server = socket.create_server(("127.0.0.1", 0))
-    attempts, stop = [], threading.Event()
-
-    def accept_and_close() -> None:
-        server.settimeout(0.2)
         while not stop.is_set():
             try:
                 connection, _ = server.accept()
             except OSError:
                 continue
-            attempts.append(time.monotonic())
-            connection.close()
+            accepted.append(connection)
+            if hang_up:
+                connection.close()
 
-    thread = threading.Thread(target=accept_and_close, daemon=True)
+    thread = threading.Thread(target=accept, daemon=True)
     thread.start()
-    reconnect = ReconnectConfig(enabled=True, max_attempts=2, backoff_initial_s=0.05, backoff_max_s=0.1)
-    source = VideoSource("ir", f"http://127.0.0.1:{server.getsockname()[1]}/camera",
-                         options=SourceOptions(reconnect=reconnect))
     try:
-        source.start()
-        wait_until(lambda: source.error is not None, 30, "the source to give up")
-        time.sleep(0.3)
-        assert len(attempts) == 2
-        assert "gave up after 2 failed attempt(s) in a row" in str(source.error)
-        assert "reconnect.max_attempts" in str(source.error)
+        yield server.getsockname()[1], accepted
     finally:
-        source.stop()
         stop.set()
         thread.join()
+        for connection in accepted:
+            connection.close()
         server.close()
+
+
+@pytest.mark.parametrize("scheme", ["http", "rtsp"])
+def test_a_server_that_accepts_but_never_answers_is_said_to_time_out(scheme):
+    """FFmpeg's words for the timeout were 'Immediate exit requested' (HTTP) or 'Invalid data found when processing
+    input' (RTSP)."""
+    from streamfuse.errors import TransientSourceError
+    from streamfuse.sources.video import open_container
+
+    with camera_that_never_streams(hang_up=False) as (port, _), \
+            pytest.raises(TransientSourceError, match=r"cannot open video \(no answer within 1 s\)"):
+        open_container(f"{scheme}://127.0.0.1:{port}/camera", timeout=(1.0, 1.0))
+
+
+def test_max_attempts_is_the_number_of_attempts_made(tmp_path):
+    """With max_attempts 2 the camera was tried three times, and the error said 'after 2 failed attempts'."""
+    from streamfuse.config import ReconnectConfig
+
+    reconnect = ReconnectConfig(enabled=True, max_attempts=2, backoff_initial_s=0.05, backoff_max_s=0.1)
+    with camera_that_never_streams(hang_up=True) as (port, attempts):
+        source = VideoSource("ir", f"http://127.0.0.1:{port}/camera", options=SourceOptions(reconnect=reconnect))
+        try:
+            source.start()
+            wait_until(lambda: source.error is not None, 30, "the source to give up")
+            time.sleep(0.3)
+            assert len(attempts) == 2
+            assert "gave up after 2 failed attempt(s) in a row" in str(source.error)
+            assert "reconnect.max_attempts" in str(source.error)
+        finally:
+            source.stop()
 
 
 def test_a_camera_host_name_that_does_not_resolve_is_said_so():
