@@ -292,8 +292,9 @@ class Source(ThreadedStage):
                 self._supervise()
         except TransientSourceError as exc:  # not supervised: a lost stream ends the source
             self.error = SourceError(f"sources.{self.name}: {exc}")
-        except SourceError as exc:  # named by its key, as every source error is (a 401, an unknown scheme were not)
-            self.error = exc if str(exc).startswith("sources.") else SourceError(f"sources.{self.name}: {exc}")
+        except SourceError as exc:  # a camera's named by its key (a 401, an unknown scheme were not); a file's names it
+            named = str(exc).startswith("sources.") or not self.live
+            self.error = exc if named else SourceError(f"sources.{self.name}: {exc}")
         except Exception as exc:  # unexpected (a library error while reading): this source's failure, traceback logged
             log.error("source %s failed unexpectedly", self.name, exc_info=exc)
             self.error = SourceError(f"sources.{self.name}: {self.describe()} failed after "
